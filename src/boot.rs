@@ -1,0 +1,138 @@
+//! Heap-free storage for the arena's own structures.
+//!
+//! An arena may be the process's global allocator, so building one must not
+//! allocate through the global allocator (that would recurse into the arena
+//! being built). The arena's bookkeeping (the arena itself, its zones) lives
+//! in [`SysBox`]es allocated from `std::alloc::System`, which is never the
+//! global allocator's own path.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+/// An owned value or slice in memory from [`System`], like `Box<T>` but never
+/// touching the global allocator.
+pub(crate) struct SysBox<T: ?Sized> {
+    ptr: NonNull<T>,
+    layout: Layout,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a SysBox owns its T exactly as Box<T> does.
+unsafe impl<T: ?Sized + Send> Send for SysBox<T> {}
+// SAFETY: shared access to a SysBox only hands out &T.
+unsafe impl<T: ?Sized + Sync> Sync for SysBox<T> {}
+
+impl<T> SysBox<T> {
+    /// Moves `value` into memory from `System`; `None` if that allocation fails.
+    pub(crate) fn try_new(value: T) -> Option<Self> {
+        let layout = Layout::new::<T>();
+        let ptr = alloc(layout)?.cast::<T>();
+        // SAFETY: `ptr` is freshly allocated for `layout`, the layout of T
+        // (a zero-sized T gets a dangling, well-aligned pointer).
+        unsafe { ptr.as_ptr().write(value) };
+        Some(Self { ptr, layout, _owns: PhantomData })
+    }
+}
+
+impl<T> SysBox<[T]> {
+    /// Builds a slice of `len` elements, element `i` being `make(i)`; `None`
+    /// if the allocation fails or `make` does (what was built is dropped).
+    pub(crate) fn try_from_fn<E>(len: usize, mut make: impl FnMut(usize) -> Result<T, E>) -> Result<Option<Self>, E> {
+        let Ok(layout) = Layout::array::<T>(len) else { return Ok(None) };
+        let Some(base) = alloc(layout) else { return Ok(None) };
+        let base = base.cast::<T>();
+        let mut built = 0;
+        // Drops the elements written so far and frees the memory if `make` fails.
+        struct Partial<T> {
+            base: NonNull<T>,
+            built: *const usize,
+            layout: Layout,
+        }
+        impl<T> Drop for Partial<T> {
+            fn drop(&mut self) {
+                // SAFETY: `built` points at the live counter of the enclosing
+                // function, and elements 0..built were initialised.
+                unsafe {
+                    let slice = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), *self.built);
+                    std::ptr::drop_in_place(slice);
+                }
+                dealloc(self.base.cast(), self.layout);
+            }
+        }
+        let guard = Partial { base, built: &built, layout };
+        while built < len {
+            let value = make(built)?;
+            // SAFETY: element `built` is inside the allocation (built < len)
+            // and not yet initialised.
+            unsafe { base.as_ptr().add(built).write(value) };
+            built += 1;
+        }
+        std::mem::forget(guard);
+        let ptr = NonNull::slice_from_raw_parts(base, len);
+        Ok(Some(Self { ptr, layout, _owns: PhantomData }))
+    }
+}
+
+impl<T: ?Sized> Deref for SysBox<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: `ptr` is initialised and owned by self for its whole life.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ?Sized> Drop for SysBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is initialised and dropped exactly once, here;
+        // the memory was allocated with `self.layout`.
+        unsafe { std::ptr::drop_in_place(self.ptr.as_ptr()) };
+        dealloc(self.ptr.cast(), self.layout);
+    }
+}
+
+fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    if layout.size() == 0 {
+        // A dangling pointer with the right alignment, as Box uses.
+        return NonNull::new(std::ptr::without_provenance_mut(layout.align()));
+    }
+    // SAFETY: the layout has a non-zero size.
+    NonNull::new(unsafe { System.alloc(layout) })
+}
+
+fn dealloc(ptr: NonNull<u8>, layout: Layout) {
+    if layout.size() != 0 {
+        // SAFETY: `ptr` came from `System.alloc(layout)` in `alloc`.
+        unsafe { System.dealloc(ptr.as_ptr(), layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn value_and_slice_round_trip() {
+        let b = SysBox::try_new(41u64 + 1).unwrap();
+        assert_eq!(*b, 42);
+        let s = SysBox::<[u32]>::try_from_fn(5, |i| Ok::<_, ()>(i as u32 * 2)).unwrap().unwrap();
+        assert_eq!(&*s, &[0, 2, 4, 6, 8]);
+    }
+
+    #[test]
+    fn failed_build_drops_what_was_made() {
+        let drops = Cell::new(0);
+        struct D<'a>(&'a Cell<u32>);
+        impl Drop for D<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let r = SysBox::<[D<'_>]>::try_from_fn(4, |i| if i == 3 { Err("boom") } else { Ok(D(&drops)) });
+        assert!(matches!(r, Err("boom")));
+        assert_eq!(drops.get(), 3);
+    }
+}

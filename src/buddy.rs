@@ -1,0 +1,232 @@
+//! The buddy system of one zone: `free_area[order]` lists, `expand` on
+//! allocation, `__free_one_page` merging on free.
+//!
+//! Lists are doubly linked through the out-of-band [`MemMap`] (page indices,
+//! not pointers), so removing a buddy from the middle of a list is O(1) and
+//! free pages are never written.
+//!
+//! A zone does not thread its memory onto the lists at start-up. Above the
+//! *frontier* lie max-order blocks that have never been used; an allocation
+//! that finds every list empty takes the next one. Building an arena is
+//! therefore O(1) in the region size, and untouched memory costs no RSS.
+//!
+//! A `Buddy` is always behind its zone's lock; nothing here is concurrent.
+
+use crate::page::{MemMap, NIL, PageInfo, PageState, Pfn, flag};
+
+/// The largest `max_order` supported: 2^20 pages = 4 GiB blocks.
+pub const MAX_ORDER_LIMIT: u32 = 20;
+
+/// Number of orders a zone can have lists for.
+pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
+
+/// A block taken from or given to the buddy lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub pfn: Pfn,
+    pub order: u32,
+    /// [`flag`] bits: what is known about the contents.
+    pub flags: u8,
+}
+
+/// One order's free list: the kernel's `struct free_area`.
+#[derive(Clone, Copy, Debug)]
+struct FreeArea {
+    head: Pfn,
+    nr_free: usize,
+}
+
+/// Split/merge counters, kept under the zone lock.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BuddyCounters {
+    /// Blocks split in two by `expand`.
+    pub splits: u64,
+    /// Buddy pairs merged by `free_one_page`.
+    pub merges: u64,
+    /// Max-order blocks taken from the untouched frontier.
+    pub frontier_blocks: u64,
+}
+
+/// The free memory of one zone.
+pub(crate) struct Buddy {
+    zone: u8,
+    start: Pfn,
+    end: Pfn,
+    /// Pages at and above `frontier` (up to `end`) have never been used.
+    frontier: Pfn,
+    max_order: u32,
+    free_area: [FreeArea; NR_ORDERS],
+    /// Bit `o` set when `free_area[o]` is non-empty.
+    list_mask: u32,
+    /// Free pages on the lists (the frontier not included).
+    listed_pages: usize,
+    /// Free pages on the lists whose block is purged (no RSS).
+    purged_pages: usize,
+    pub counters: BuddyCounters,
+}
+
+impl Buddy {
+    /// The buddy state of a zone spanning `start..end`, all of it untouched.
+    /// Both ends are multiples of the max-order block.
+    pub(crate) fn new(zone: u8, start: Pfn, end: Pfn, max_order: u32) -> Self {
+        debug_assert!(max_order <= MAX_ORDER_LIMIT);
+        debug_assert!(start.is_multiple_of(1 << max_order) && end.is_multiple_of(1 << max_order));
+        Self {
+            zone,
+            start,
+            end,
+            frontier: start,
+            max_order,
+            free_area: [FreeArea { head: NIL, nr_free: 0 }; NR_ORDERS],
+            list_mask: 0,
+            listed_pages: 0,
+            purged_pages: 0,
+            counters: BuddyCounters::default(),
+        }
+    }
+
+    /// All free pages: on the lists and above the frontier.
+    #[inline]
+    pub(crate) fn nr_free(&self) -> usize {
+        self.listed_pages + self.frontier_pages()
+    }
+
+    /// Never-used pages above the frontier.
+    #[inline]
+    pub(crate) fn frontier_pages(&self) -> usize {
+        (self.end - self.frontier) as usize
+    }
+
+    /// The first never-used page.
+    #[inline]
+    pub(crate) fn frontier(&self) -> Pfn {
+        self.frontier
+    }
+
+    /// Free pages on the lists whose blocks are purged.
+    #[inline]
+    pub(crate) fn purged_pages(&self) -> usize {
+        self.purged_pages
+    }
+
+    /// Bit `o` set when a free block of order `o` exists (the frontier counts
+    /// as max-order blocks): what the watermark check's order test reads.
+    #[inline]
+    pub(crate) fn order_mask(&self) -> u32 {
+        let frontier = if self.frontier < self.end { 1 << self.max_order } else { 0 };
+        self.list_mask | frontier
+    }
+
+    /// Blocks on `free_area[order]`.
+    #[inline]
+    pub(crate) fn nr_free_blocks(&self, order: u32) -> usize {
+        self.free_area[order as usize].nr_free
+    }
+
+    /// Head of `free_area[order]` ([`NIL`] when empty), for walks.
+    #[inline]
+    pub(crate) fn list_head(&self, order: u32) -> Pfn {
+        self.free_area[order as usize].head
+    }
+
+    /// Takes a block of exactly `order` off the lists, splitting a larger one
+    /// (or a fresh frontier block) if need be: the kernel's `__rmqueue_smallest`.
+    /// The head is recorded as `state`.
+    pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
+        debug_assert!(order <= self.max_order);
+        let candidates = self.list_mask >> order;
+        let (pfn, found, flags) = if candidates != 0 {
+            let found = order + candidates.trailing_zeros();
+            let pfn = self.free_area[found as usize].head;
+            let flags = mm.page(pfn).info().flags;
+            self.del_from_free_list(mm, pfn, found, flags);
+            (pfn, found, flags)
+        } else if self.frontier < self.end {
+            let pfn = self.frontier;
+            self.frontier += 1 << self.max_order;
+            self.counters.frontier_blocks += 1;
+            (pfn, self.max_order, flag::PRISTINE)
+        } else {
+            return None;
+        };
+        self.expand(mm, pfn, found, order, flags);
+        mm.page(pfn).set_info(PageInfo::new(state, order, flags, self.zone));
+        Some(Block { pfn, order, flags })
+    }
+
+    /// Splits the order-`high` block at `pfn` down to order `low`, giving the
+    /// upper halves back to the lists: the kernel's `expand`.
+    fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8) {
+        while high > low {
+            high -= 1;
+            self.add_to_free_list(mm, pfn + (1 << high), high, flags);
+            self.counters.splits += 1;
+        }
+    }
+
+    /// Gives a block back, merging it with its buddy at `pfn ^ (1 << order)`
+    /// while that buddy is free and whole: the kernel's `__free_one_page`.
+    /// The caller has validated that the block is one it may free.
+    pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, mut flags: u8) {
+        debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_multiple_of(1 << order));
+        while order < self.max_order {
+            let buddy = pfn ^ (1 << order);
+            let info = mm.page(buddy).info();
+            if info.state != PageState::Free || u32::from(info.order) != order {
+                break;
+            }
+            self.del_from_free_list(mm, buddy, order, info.flags);
+            // The upper of the two is no longer a head.
+            mm.page(pfn.max(buddy)).set_info(PageInfo::TAIL);
+            flags &= info.flags;
+            pfn = pfn.min(buddy);
+            order += 1;
+            self.counters.merges += 1;
+        }
+        self.add_to_free_list(mm, pfn, order, flags);
+    }
+
+    /// Pushes a free block on the front of its list (LIFO: the most recently
+    /// freed, cache-warm block goes out first).
+    fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
+        let area = &mut self.free_area[order as usize];
+        let page = mm.page(pfn);
+        page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone));
+        page.set_prev(NIL);
+        page.set_next(area.head);
+        if area.head != NIL {
+            mm.page(area.head).set_prev(pfn);
+        }
+        area.head = pfn;
+        area.nr_free += 1;
+        self.list_mask |= 1 << order;
+        self.listed_pages += 1 << order;
+        if flags & flag::PURGED != 0 {
+            self.purged_pages += 1 << order;
+        }
+    }
+
+    /// Unlinks a free block from its list; its head entry is left for the
+    /// caller to overwrite.
+    fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
+        let page = mm.page(pfn);
+        let (prev, next) = (page.prev(), page.next());
+        let area = &mut self.free_area[order as usize];
+        if prev == NIL {
+            area.head = next;
+        } else {
+            mm.page(prev).set_next(next);
+        }
+        if next != NIL {
+            mm.page(next).set_prev(prev);
+        }
+        area.nr_free -= 1;
+        if area.nr_free == 0 {
+            self.list_mask &= !(1 << order);
+        }
+        self.listed_pages -= 1 << order;
+        if flags & flag::PURGED != 0 {
+            self.purged_pages -= 1 << order;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! [`ArenaBuilder`]: configuration, validated in full at `build()`.
+
+use crate::arena::Arena;
+use crate::buddy::MAX_ORDER_LIMIT;
+use crate::error::BuildError;
+use crate::region::{HugePages, PAGE_SIZE, RegionOptions};
+use crate::watermark::{WatermarkConfig, Watermarks};
+
+/// The most zones an arena can have.
+pub const MAX_ZONES: usize = 64;
+
+/// The default number of zones is one per CPU, but no more than this.
+const DEFAULT_ZONES_CAP: usize = 16;
+
+/// By default a zone gets at least this many max-order blocks, so a small
+/// region is split into fewer zones.
+const MIN_BLOCKS_PER_ZONE: usize = 8;
+
+/// Builds an [`Arena`]; every setting has a default.
+///
+/// ```
+/// use zonealloc::{AllocFlags, Arena};
+/// let arena = Arena::builder()
+///     .region_size(256 << 20) // reserved, not committed
+///     .zones(2)
+///     .max_order(10) // 4 MiB blocks
+///     .build()?;
+/// let block = arena.alloc_pages(3, AllocFlags::ZERO)?; // 32 KiB, 32 KiB-aligned
+/// assert_eq!(block.as_ptr() as usize % (32 << 10), 0);
+/// unsafe { arena.free_pages(block, 3)? };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[must_use = "an ArenaBuilder does nothing until build() is called"]
+pub struct ArenaBuilder {
+    pub(crate) region_size: usize,
+    pub(crate) zones: Option<usize>,
+    pub(crate) max_order: u32,
+    pub(crate) watermarks: WatermarkConfig,
+    pub(crate) region: RegionOptions,
+}
+
+impl Default for ArenaBuilder {
+    fn default() -> Self {
+        Self {
+            region_size: 1 << 30,
+            zones: None,
+            max_order: 10,
+            watermarks: WatermarkConfig::default(),
+            region: RegionOptions::default(),
+        }
+    }
+}
+
+impl ArenaBuilder {
+    /// Bytes to reserve (default 1 GiB), rounded up to a whole number of
+    /// max-order blocks. Reserving costs address space, not memory.
+    pub fn region_size(mut self, bytes: usize) -> Self {
+        self.region_size = bytes;
+        self
+    }
+
+    /// Number of zones, each with its own lock (default: one per CPU, at
+    /// most 16, and fewer if the region would give a zone fewer than 8
+    /// max-order blocks). At most [`MAX_ZONES`].
+    pub fn zones(mut self, zones: usize) -> Self {
+        self.zones = Some(zones);
+        self
+    }
+
+    /// The largest block is `4 KiB << max_order` (default 10: 4 MiB; at most
+    /// 20: 4 GiB). The region is aligned to it.
+    pub fn max_order(mut self, max_order: u32) -> Self {
+        self.max_order = max_order;
+        self
+    }
+
+    /// How each zone's min/low/high watermarks are set (default: the
+    /// kernel's formula).
+    pub fn watermarks(mut self, config: WatermarkConfig) -> Self {
+        self.watermarks = config;
+        self
+    }
+
+    /// Huge page backing (default [`HugePages::None`]).
+    pub fn huge_pages(mut self, huge_pages: HugePages) -> Self {
+        self.region.huge_pages = huge_pages;
+        self
+    }
+
+    /// Commit the whole region at `build()` instead of on first touch
+    /// (default false).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.region.prefault = prefault;
+        self
+    }
+
+    /// Leave the region out of core dumps (`MADV_DONTDUMP`, default false).
+    pub fn exclude_from_core_dumps(mut self, exclude: bool) -> Self {
+        self.region.dont_dump = exclude;
+        self
+    }
+
+    /// Leave the region out of `fork` children (`MADV_DONTFORK`, default
+    /// false). Only for page pools whose children never touch them.
+    pub fn exclude_from_fork(mut self, exclude: bool) -> Self {
+        self.region.dont_fork = exclude;
+        self
+    }
+
+    /// Checks the configuration and builds the arena. Costs O(zones), not
+    /// O(region size): nothing is committed and no free list is populated.
+    pub fn build(self) -> Result<Arena, BuildError> {
+        let layout = self.layout()?;
+        Arena::from_layout(self, layout)
+    }
+
+    /// Validates every setting and works out the zones.
+    pub(crate) fn layout(&self) -> Result<Layout, BuildError> {
+        if self.max_order > MAX_ORDER_LIMIT {
+            return Err(BuildError::MaxOrderTooLarge { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
+        }
+        let block_size = PAGE_SIZE << self.max_order;
+        let too_large = BuildError::RegionTooLarge { region_size: self.region_size };
+        let region_size = self.region_size.checked_next_multiple_of(block_size).ok_or(too_large)?;
+        let pages = region_size / PAGE_SIZE;
+        if pages >= u32::MAX as usize {
+            return Err(BuildError::RegionTooLarge { region_size: self.region_size });
+        }
+        let blocks = region_size / block_size;
+        let zones = match self.zones {
+            Some(0) => return Err(BuildError::ZeroZones),
+            Some(zones) if zones > MAX_ZONES => return Err(BuildError::TooManyZones { zones, limit: MAX_ZONES }),
+            Some(zones) => zones,
+            None => cpu_count().clamp(1, DEFAULT_ZONES_CAP).min(blocks / MIN_BLOCKS_PER_ZONE).max(1),
+        };
+        if blocks < zones {
+            return Err(BuildError::RegionTooSmall {
+                region_size: self.region_size,
+                needed: zones * block_size,
+                zones,
+                block_size,
+            });
+        }
+        let mut zone_blocks = [0usize; MAX_ZONES];
+        for (i, n) in zone_blocks.iter_mut().take(zones).enumerate() {
+            // The first `blocks % zones` zones get one block more.
+            *n = blocks / zones + usize::from(i < blocks % zones);
+        }
+        let mut marks = [Watermarks::default(); MAX_ZONES];
+        for zone in 0..zones {
+            let managed = zone_blocks[zone] << self.max_order;
+            let m = self.watermarks.for_zone(managed, pages);
+            if !(m.min <= m.low && m.low <= m.high && m.high < managed) {
+                return Err(BuildError::InvalidWatermarks { zone, min: m.min, low: m.low, high: m.high, managed });
+            }
+            marks[zone] = m;
+        }
+        Ok(Layout { region_size, pages, zones, zone_blocks, marks })
+    }
+}
+
+/// A validated configuration: the region and each zone's share of it.
+pub(crate) struct Layout {
+    pub region_size: usize,
+    pub pages: usize,
+    pub zones: usize,
+    pub zone_blocks: [usize; MAX_ZONES],
+    pub marks: [Watermarks; MAX_ZONES],
+}
+
+/// CPUs this thread may run on, without allocating (`available_parallelism`
+/// reads cgroup files through the heap).
+pub(crate) fn cpu_count() -> usize {
+    #[cfg(not(loom))]
+    {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 is this thread; `set` is a valid buffer of the size given.
+        let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if rc == 0 {
+            // SAFETY: `set` was filled by the kernel.
+            return (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize;
+        }
+        1
+    }
+    #[cfg(loom)]
+    {
+        1
+    }
+}

@@ -1,0 +1,214 @@
+//! [`Arena::check`]: walks every structure and reports the first broken
+//! invariant.
+
+use std::fmt;
+
+use crate::arena::Arena;
+use crate::page::{NIL, PageState, Pfn};
+use crate::zone::Zone;
+
+/// The first broken invariant [`Arena::check`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A free list holds an entry that is not a free block of that order,
+    /// or its links disagree.
+    BadListEntry {
+        /// The zone.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A list's length disagrees with its counter.
+    ListCount {
+        /// The zone.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// Blocks found on the list.
+        found: usize,
+        /// Blocks the counter says.
+        recorded: usize,
+    },
+    /// A page belongs to no block, or to two.
+    BadBlock {
+        /// The zone.
+        zone: usize,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Two free buddies that should have been merged.
+    UnmergedBuddies {
+        /// The zone.
+        zone: usize,
+        /// The lower block.
+        pfn: Pfn,
+        /// Their order.
+        order: u32,
+    },
+    /// A counter disagrees with what the structures hold.
+    Counter {
+        /// The zone.
+        zone: usize,
+        /// Which counter.
+        what: &'static str,
+        /// What the walk found.
+        found: usize,
+        /// What the counter says.
+        recorded: usize,
+    },
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadListEntry { zone, order, pfn, reason } => {
+                write!(f, "zone {zone}: free_area[{order}] entry pfn {pfn}: {reason}")
+            }
+            Self::ListCount { zone, order, found, recorded } => {
+                write!(f, "zone {zone}: free_area[{order}] holds {found} blocks but nr_free is {recorded}")
+            }
+            Self::BadBlock { zone, pfn, reason } => write!(f, "zone {zone}: pfn {pfn}: {reason}"),
+            Self::UnmergedBuddies { zone, pfn, order } => write!(
+                f,
+                "zone {zone}: free order-{order} blocks at pfn {pfn} and {} are buddies but were not merged",
+                pfn ^ (1 << order)
+            ),
+            Self::Counter { zone, what, found, recorded } => {
+                write!(f, "zone {zone}: {what}: the structures hold {found} but the counter says {recorded}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// What one zone's walk found, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ZoneTally {
+    pub free: usize,
+    pub allocated: usize,
+    pub cached: usize,
+}
+
+impl Arena {
+    /// Walks every structure and returns the first broken invariant:
+    /// each free list's entries are free blocks of its order, aligned, inside
+    /// the zone, with consistent links and the recorded count; every used
+    /// page belongs to exactly one block; no two free buddies are left
+    /// unmerged; free + allocated = managed pages in every zone; the
+    /// lock-free counters agree with the lists.
+    ///
+    /// Takes each zone's lock in turn; costs O(pages ever used). Meant for
+    /// tests and debugging.
+    pub fn check(&self) -> Result<(), CheckError> {
+        for zone in self.inner.zones.iter() {
+            self.check_zone(zone)?;
+        }
+        Ok(())
+    }
+
+    fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {
+        let mm = &self.inner.mem_map;
+        let max_order = self.inner.max_order;
+        let z = usize::from(zone.index);
+        let guard = zone.lock();
+        let buddy = &guard.inner.buddy;
+        let frontier = buddy.frontier();
+        let bad_entry = |order, pfn, reason| CheckError::BadListEntry { zone: z, order, pfn, reason };
+
+        // 1. The free lists.
+        let mut listed_pages = 0;
+        let mut purged_pages = 0;
+        for order in 0..=max_order {
+            let mut prev = NIL;
+            let mut pfn = buddy.list_head(order);
+            let mut found = 0;
+            while pfn != NIL {
+                if pfn < zone.start || pfn >= frontier {
+                    return Err(bad_entry(order, pfn, "outside the zone's used range"));
+                }
+                if !pfn.is_multiple_of(1 << order) {
+                    return Err(bad_entry(order, pfn, "not aligned to its order"));
+                }
+                let page = mm.page(pfn);
+                let info = page.info();
+                if info.state != PageState::Free || u32::from(info.order) != order || usize::from(info.zone) != z {
+                    return Err(bad_entry(order, pfn, "head is not a free block of this order and zone"));
+                }
+                if page.prev() != prev {
+                    return Err(bad_entry(order, pfn, "prev link does not point back"));
+                }
+                found += 1;
+                if found > zone.spanned() >> order {
+                    return Err(bad_entry(order, pfn, "list is longer than the zone (a cycle)"));
+                }
+                listed_pages += 1 << order;
+                if info.flags & crate::page::flag::PURGED != 0 {
+                    purged_pages += 1 << order;
+                }
+                prev = pfn;
+                pfn = page.next();
+            }
+            let recorded = buddy.nr_free_blocks(order);
+            if found != recorded {
+                return Err(CheckError::ListCount { zone: z, order, found, recorded });
+            }
+        }
+
+        // 2. Every page below the frontier belongs to exactly one block.
+        let mut tally = ZoneTally { free: buddy.frontier_pages(), ..ZoneTally::default() };
+        let mut pfn = zone.start;
+        while pfn < frontier {
+            let info = mm.page(pfn).info();
+            let order = u32::from(info.order);
+            let bad = |reason| CheckError::BadBlock { zone: z, pfn, reason };
+            if info.state == PageState::Tail {
+                return Err(bad("belongs to no block"));
+            }
+            if order > max_order || !pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frontier {
+                return Err(bad("head of a block with an impossible order"));
+            }
+            if usize::from(info.zone) != z {
+                return Err(bad("head records another zone"));
+            }
+            let size = 1usize << order;
+            if mm.range(pfn + 1, pfn + size as Pfn).iter().any(|p| p.info().state != PageState::Tail) {
+                return Err(bad("block overlaps another block's head"));
+            }
+            match info.state {
+                PageState::Free => {
+                    tally.free += size;
+                    let buddy_pfn = pfn ^ size as Pfn;
+                    if order < max_order {
+                        let other = mm.page(buddy_pfn).info();
+                        if other.state == PageState::Free && u32::from(other.order) == order {
+                            return Err(CheckError::UnmergedBuddies { zone: z, pfn: pfn.min(buddy_pfn), order });
+                        }
+                    }
+                }
+                PageState::Allocated => tally.allocated += size,
+                PageState::Cached => tally.cached += size,
+                PageState::Tail => unreachable!("rejected above"),
+            }
+            pfn += size as Pfn;
+        }
+
+        // 3. Counters against the structures.
+        let counter = |what, found, recorded| {
+            if found == recorded { Ok(()) } else { Err(CheckError::Counter { zone: z, what, found, recorded }) }
+        };
+        counter("free pages on the lists", tally.free - buddy.frontier_pages(), listed_pages)?;
+        counter("free pages (buddy)", tally.free, buddy.nr_free())?;
+        counter("purged free pages", purged_pages, buddy.purged_pages())?;
+        counter("free pages (lock-free mirror)", zone.free_pages(), buddy.nr_free())?;
+        counter("free + allocated + cached pages", tally.free + tally.allocated + tally.cached, zone.spanned())?;
+        Ok(tally)
+    }
+}

@@ -1,0 +1,262 @@
+//! The errors of the public API. Each says what went wrong and, for
+//! configuration, what to change.
+
+use std::fmt;
+
+/// Why [`ArenaBuilder::build`](crate::ArenaBuilder::build) refused a configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_order` is above what the allocator supports.
+    MaxOrderTooLarge {
+        /// The order asked for.
+        max_order: u32,
+        /// The largest order supported.
+        limit: u32,
+    },
+    /// `zones(0)` was asked for.
+    ZeroZones,
+    /// More zones than the allocator supports.
+    TooManyZones {
+        /// The number asked for.
+        zones: usize,
+        /// The most supported.
+        limit: usize,
+    },
+    /// The region cannot give every zone at least one max-order block.
+    RegionTooSmall {
+        /// The region size asked for, in bytes.
+        region_size: usize,
+        /// The smallest region that works with these zones and `max_order`.
+        needed: usize,
+        /// The number of zones.
+        zones: usize,
+        /// The largest block, in bytes.
+        block_size: usize,
+    },
+    /// The region is larger than the allocator can index (2^32 pages) or the
+    /// address space allows.
+    RegionTooLarge {
+        /// The region size asked for, in bytes.
+        region_size: usize,
+    },
+    /// Explicit watermarks that cannot hold for the zone.
+    InvalidWatermarks {
+        /// The zone whose size they do not fit.
+        zone: usize,
+        /// `min`, in pages.
+        min: usize,
+        /// `low`, in pages.
+        low: usize,
+        /// `high`, in pages.
+        high: usize,
+        /// The pages the zone manages.
+        managed: usize,
+    },
+    /// Per-thread cache parameters that cannot work.
+    InvalidPcp {
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// The OS page size is not 4 KiB.
+    UnsupportedPageSize {
+        /// The OS page size.
+        page_size: usize,
+    },
+    /// `mmap` refused the reservation.
+    Map {
+        /// The bytes asked of mmap.
+        region_size: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `HugePages::Explicit` and too few huge pages are reserved.
+    HugePagesUnavailable {
+        /// 2 MiB pages the region needs.
+        needed: usize,
+        /// 2 MiB pages free on the system, if known.
+        free: Option<usize>,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `madvise` refused an option.
+    Advise {
+        /// The advice that failed.
+        advice: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The arena's own bookkeeping could not be allocated.
+    OutOfMetadataMemory,
+    /// The reclaim thread could not be started.
+    SpawnReclaim {
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MaxOrderTooLarge { max_order, limit } => write!(
+                f,
+                "max_order {max_order} is too large: the largest supported is {limit} \
+                 ({} MiB blocks); lower max_order",
+                (crate::PAGE_SIZE << limit) >> 20
+            ),
+            Self::ZeroZones => write!(f, "zones(0): an arena needs at least one zone"),
+            Self::TooManyZones { zones, limit } => {
+                write!(f, "zones({zones}) is more than the {limit} supported; ask for fewer zones")
+            }
+            Self::RegionTooSmall { region_size, needed, zones, block_size } => write!(
+                f,
+                "region_size {region_size} bytes is too small for {zones} zone(s) of \
+                 max-order blocks of {block_size} bytes: it needs at least {needed} bytes; \
+                 raise region_size, or lower zones or max_order"
+            ),
+            Self::RegionTooLarge { region_size } => write!(
+                f,
+                "region_size {region_size} bytes is too large: at most 2^32 pages \
+                 (16 TiB) can be managed; lower region_size"
+            ),
+            Self::InvalidWatermarks { zone, min, low, high, managed } => write!(
+                f,
+                "watermarks min={min} low={low} high={high} (pages) do not fit zone {zone} \
+                 of {managed} pages: they need min <= low <= high < managed pages"
+            ),
+            Self::InvalidPcp { reason } => write!(f, "invalid per-thread cache settings: {reason}"),
+            Self::UnsupportedPageSize { page_size } => {
+                write!(f, "the OS page size is {page_size} bytes; zonealloc manages 4096-byte pages only")
+            }
+            Self::Map { region_size, source } => {
+                write!(f, "mmap of {region_size} bytes failed: {source}; lower region_size")
+            }
+            Self::HugePagesUnavailable { needed, free, source } => {
+                write!(
+                    f,
+                    "explicit huge pages: mmap(MAP_HUGETLB) failed ({source}): the region needs {needed} 2 MiB huge pages"
+                )?;
+                match free {
+                    Some(free) => write!(f, " and the system has {free} free")?,
+                    None => write!(f, " and the system reports none")?,
+                }
+                write!(f, "; reserve more in /proc/sys/vm/nr_hugepages or use HugePages::Transparent")
+            }
+            Self::Advise { advice, source } => write!(f, "madvise({advice}) failed: {source}"),
+            Self::OutOfMetadataMemory => write!(f, "out of memory for the arena's own bookkeeping"),
+            Self::SpawnReclaim { source } => write!(
+                f,
+                "could not start the reclaim thread ({source}); build with \
+                 background_reclaim(false) to run without it"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Map { source, .. }
+            | Self::HugePagesUnavailable { source, .. }
+            | Self::Advise { source, .. }
+            | Self::SpawnReclaim { source } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Why an allocation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AllocError {
+    /// The order is above the arena's `max_order`.
+    InvalidOrder {
+        /// The order asked for.
+        order: u32,
+        /// The arena's largest order.
+        max_order: u32,
+    },
+    /// No zone could serve the request within the watermarks the flags allow,
+    /// after whatever reclaim the flags allow.
+    OutOfMemory {
+        /// The order asked for.
+        order: u32,
+    },
+    /// Fault injection failed the allocation on purpose.
+    Injected {
+        /// The order asked for.
+        order: u32,
+    },
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidOrder { order, max_order } => {
+                write!(f, "order {order} is above the arena's max_order {max_order}")
+            }
+            Self::OutOfMemory { order } => write!(f, "out of memory for an order-{order} block"),
+            Self::Injected { order } => write!(f, "order-{order} allocation failed by fault injection"),
+        }
+    }
+}
+
+impl std::error::Error for AllocError {}
+
+/// Why a free was refused. The arena is unchanged after any of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FreeError {
+    /// The pointer is not inside the arena's region.
+    OutOfRegion {
+        /// The pointer given.
+        addr: usize,
+    },
+    /// The order is above the arena's `max_order`.
+    InvalidOrder {
+        /// The order given.
+        order: u32,
+        /// The arena's largest order.
+        max_order: u32,
+    },
+    /// The pointer is inside the region but is not the start of an allocated
+    /// block (unaligned, or inside a block).
+    NotBlockStart {
+        /// The pointer given.
+        addr: usize,
+    },
+    /// The block was allocated with a different order.
+    WrongOrder {
+        /// The pointer given.
+        addr: usize,
+        /// The order given.
+        given: u32,
+        /// The order the block was allocated with.
+        actual: u32,
+    },
+    /// The block is already free (in the buddy lists or a per-thread cache).
+    DoubleFree {
+        /// The pointer given.
+        addr: usize,
+    },
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRegion { addr } => write!(f, "free of {addr:#x}: not inside the arena's region"),
+            Self::InvalidOrder { order, max_order } => {
+                write!(f, "free with order {order}: above the arena's max_order {max_order}")
+            }
+            Self::NotBlockStart { addr } => {
+                write!(f, "free of {addr:#x}: not the start of an allocated block")
+            }
+            Self::WrongOrder { addr, given, actual } => {
+                write!(f, "free of {addr:#x} with order {given}: the block was allocated with order {actual}")
+            }
+            Self::DoubleFree { addr } => write!(f, "free of {addr:#x}: the block is already free (double free)"),
+        }
+    }
+}
+
+impl std::error::Error for FreeError {}

@@ -1,0 +1,48 @@
+//! # zonealloc
+//!
+//! A user-space page allocator built like the Linux kernel's zoned buddy
+//! allocator (`mm/page_alloc.c`). One large region is reserved with `mmap`
+//! and split into zones; each zone serves power-of-two blocks of 4 KiB pages
+//! from `free_area` lists under its own lock, guarded by min/low/high
+//! watermarks.
+//!
+//! ```
+//! use zonealloc::{AllocFlags, Arena};
+//! let arena = Arena::builder().region_size(64 << 20).build()?;
+//! let block = arena.alloc_pages(2, AllocFlags::ZERO)?; // 16 KiB, zeroed
+//! assert_eq!(block.as_ptr() as usize % (16 << 10), 0);
+//! // SAFETY: the block is ours and is not used after this.
+//! unsafe { arena.free_pages(block, 2)? };
+//! println!("{}", arena.stats()); // buddyinfo, zoneinfo, extfrag
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See `ARCHITECTURE.md` for how a request flows through the modules.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod arena;
+mod boot;
+mod buddy;
+mod builder;
+mod check;
+mod error;
+mod flags;
+mod page;
+mod region;
+mod report;
+mod stats;
+mod sync;
+mod watermark;
+mod zone;
+
+pub use arena::Arena;
+pub use buddy::MAX_ORDER_LIMIT;
+pub use builder::{ArenaBuilder, MAX_ZONES};
+pub use check::CheckError;
+pub use error::{AllocError, BuildError, FreeError};
+pub use flags::AllocFlags;
+pub use region::{HugePages, PAGE_SIZE};
+pub use stats::{Stats, ZoneStats};
+pub use watermark::{WatermarkConfig, Watermarks};

@@ -1,0 +1,228 @@
+//! Out-of-band page metadata: the kernel's `mem_map` of `struct page`.
+//!
+//! One 16-byte [`PageMeta`] per 4 KiB page of the region, in a separate,
+//! lazily backed mapping: an entry costs memory only once its page has been
+//! the head of a block. Free-list links and page state live here, never in
+//! the pages themselves, so a free (or purged) page is never written by the
+//! allocator and a use-after-free cannot corrupt the allocator's state.
+//!
+//! Only the entry of a block's *head* page means anything; every other page of
+//! a block has state [`PageState::Tail`], which is also what an all-zero
+//! (never touched) entry reads as.
+
+use crate::sync::{AtomicU32, Ordering};
+
+/// A page frame number: the index of a 4 KiB page inside the region.
+pub(crate) type Pfn = u32;
+
+/// The end-of-list marker for free-list links.
+pub(crate) const NIL: Pfn = u32::MAX;
+
+/// What a block's head page is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum PageState {
+    /// Not the head of a block: inside a block, or never used (all-zero entry).
+    Tail = 0,
+    /// Head of a free block on a zone's `free_area` list.
+    Free = 1,
+    /// Head of a block handed out to a caller.
+    Allocated = 2,
+    /// Head of a free block held in a per-thread cache.
+    Cached = 3,
+}
+
+impl PageState {
+    fn from_bits(bits: u8) -> Self {
+        match bits {
+            1 => Self::Free,
+            2 => Self::Allocated,
+            3 => Self::Cached,
+            _ => Self::Tail,
+        }
+    }
+}
+
+/// Block content flags, kept in the head page's entry.
+pub(crate) mod flag {
+    /// The block's contents are known to be zero (never touched, or purged
+    /// with `MADV_DONTNEED`): a `ZERO` allocation needs no memset.
+    pub(crate) const ZEROED: u8 = 1 << 0;
+    /// The block has been handed back to the OS (or never touched): it costs
+    /// no RSS.
+    pub(crate) const PURGED: u8 = 1 << 1;
+    /// Both: what a never-touched block is.
+    pub(crate) const PRISTINE: u8 = ZEROED | PURGED;
+}
+
+/// The packed head-page word: state, order, flags and zone in one atomic so
+/// that one load validates a free and one store records a transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageInfo {
+    pub state: PageState,
+    pub order: u8,
+    pub flags: u8,
+    pub zone: u8,
+}
+
+impl PageInfo {
+    pub(crate) const TAIL: Self = Self { state: PageState::Tail, order: 0, flags: 0, zone: 0 };
+
+    #[inline]
+    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: u8) -> Self {
+        Self { state, order: order as u8, flags, zone }
+    }
+
+    #[inline]
+    fn pack(self) -> u32 {
+        u32::from(self.state as u8)
+            | u32::from(self.order) << 8
+            | u32::from(self.flags) << 16
+            | u32::from(self.zone) << 24
+    }
+
+    #[inline]
+    fn unpack(word: u32) -> Self {
+        Self {
+            state: PageState::from_bits(word as u8),
+            order: (word >> 8) as u8,
+            flags: (word >> 16) as u8,
+            zone: (word >> 24) as u8,
+        }
+    }
+}
+
+/// The metadata of one page. 16 bytes, four to a cache line.
+///
+/// All fields are atomics accessed `Relaxed`: every transition that others
+/// depend on is ordered by a lock (the zone lock for `Free`, the per-thread
+/// cache protocol for `Cached`), and the atomics make the lock-free reads of
+/// the free path's validation well-defined even when they race.
+#[repr(C, align(16))]
+#[derive(Default)]
+pub(crate) struct PageMeta {
+    info: AtomicU32,
+    /// Spare word for the layers above (the slab layer's owner).
+    aux: AtomicU32,
+    prev: AtomicU32,
+    next: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<PageMeta>() == 16);
+
+impl PageMeta {
+    #[inline]
+    pub(crate) fn info(&self) -> PageInfo {
+        PageInfo::unpack(self.info.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    pub(crate) fn set_info(&self, info: PageInfo) {
+        self.info.store(info.pack(), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn prev(&self) -> Pfn {
+        self.prev.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn next(&self) -> Pfn {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn set_prev(&self, pfn: Pfn) {
+        self.prev.store(pfn, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn set_next(&self, pfn: Pfn) {
+        self.next.store(pfn, Ordering::Relaxed);
+    }
+
+    #[inline]
+    #[allow(dead_code)] // used by the slab layer
+    pub(crate) fn aux(&self) -> u32 {
+        self.aux.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    #[allow(dead_code)] // used by the slab layer
+    pub(crate) fn set_aux(&self, aux: u32) {
+        self.aux.store(aux, Ordering::Relaxed);
+    }
+}
+
+/// The metadata array, one entry per page of the region.
+pub(crate) struct MemMap {
+    #[cfg(not(loom))]
+    map: memmap2::MmapMut,
+    #[cfg(loom)]
+    entries: Vec<PageMeta>,
+    len: usize,
+}
+
+impl MemMap {
+    /// Reserves metadata for `pages` pages. Nothing is committed: entries
+    /// start as zero pages, and all-zero is a valid [`PageMeta`] (a tail).
+    #[cfg(not(loom))]
+    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
+        let bytes = pages * std::mem::size_of::<PageMeta>();
+        let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
+        Ok(Self { map, len: pages })
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
+        Ok(Self { entries: (0..pages).map(|_| PageMeta::default()).collect(), len: pages })
+    }
+
+    #[inline]
+    fn entries(&self) -> &[PageMeta] {
+        #[cfg(not(loom))]
+        {
+            // SAFETY: the mapping holds `len` entries, is page-aligned (so
+            // 16-byte aligned), zero-filled by the kernel, and all-zero bytes
+            // are a valid PageMeta (four atomics). Entries are only accessed
+            // through atomics, so shared references are sound.
+            unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<PageMeta>(), self.len) }
+        }
+        #[cfg(loom)]
+        {
+            &self.entries
+        }
+    }
+
+    /// The entry of page `pfn`.
+    #[inline]
+    pub(crate) fn page(&self, pfn: Pfn) -> &PageMeta {
+        &self.entries()[pfn as usize]
+    }
+
+    /// Entries `start..end`, for walks.
+    pub(crate) fn range(&self, start: Pfn, end: Pfn) -> &[PageMeta] {
+        &self.entries()[start as usize..end as usize]
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_round_trips_through_the_packed_word() {
+        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, 200);
+        let meta = PageMeta::default();
+        meta.set_info(info);
+        assert_eq!(meta.info(), info);
+        assert_eq!(PageMeta::default().info(), PageInfo::TAIL);
+    }
+
+    #[test]
+    fn a_large_memmap_costs_nothing_up_front() {
+        // 16 Mi entries = 256 MiB of address space, none of it committed.
+        let map = MemMap::new(16 << 20).unwrap();
+        assert_eq!(map.page((16 << 20) - 1).info(), PageInfo::TAIL);
+    }
+}

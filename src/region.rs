@@ -1,0 +1,249 @@
+//! The region: one large anonymous mapping that all zones carve pages from.
+//!
+//! This is the user-space stand-in for physical memory. It is reserved with
+//! `MAP_NORESERVE`, so nothing is committed up front and RSS follows the
+//! pages actually touched, and it is aligned to the largest block so that a
+//! block of order `k` is naturally aligned to `4 KiB << k`.
+//!
+//! Under `--cfg loom` the region is a small heap allocation instead: loom
+//! models are a handful of pages.
+
+use std::ptr::NonNull;
+
+use crate::error::BuildError;
+
+/// log2 of the page size the allocator manages.
+pub(crate) const PAGE_SHIFT: u32 = 12;
+/// The page size the allocator manages: 4 KiB, the base page of x86-64 and
+/// the default of aarch64 Linux.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+
+/// How the region is backed by huge pages.
+///
+/// ```
+/// use zonealloc::{Arena, HugePages};
+/// let arena = Arena::builder()
+///     .region_size(64 << 20)
+///     .huge_pages(HugePages::Transparent)
+///     .build()
+///     .unwrap();
+/// # drop(arena);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HugePages {
+    /// Base pages only; the kernel's THP policy decides (the default).
+    #[default]
+    None,
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`). Costs nothing when THP
+    /// is disabled on the machine.
+    Transparent,
+    /// Back the region with explicit 2 MiB huge pages (`MAP_HUGETLB`). The
+    /// pages are reserved at `build()`, which fails with a message naming
+    /// `/proc/sys/vm/nr_hugepages` when the system has too few of them.
+    Explicit,
+}
+
+/// What the builder asks of the mapping.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RegionOptions {
+    pub huge_pages: HugePages,
+    pub prefault: bool,
+    pub dont_dump: bool,
+    pub dont_fork: bool,
+}
+
+const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// One reserved, max-order-aligned mapping.
+pub(crate) struct Region {
+    #[cfg(not(loom))]
+    _map: memmap2::MmapMut,
+    #[cfg(loom)]
+    layout: std::alloc::Layout,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is plain memory; who may touch which page is decided by
+// the allocator's metadata, not by the Region value.
+unsafe impl Send for Region {}
+// SAFETY: as above; &Region hands out addresses, never references to contents.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Reserves `len` bytes aligned to `align` (both multiples of the page size,
+    /// `align` a power of two).
+    #[cfg(not(loom))]
+    pub(crate) fn reserve(len: usize, align: usize, opts: RegionOptions) -> Result<Self, BuildError> {
+        let system_page = page_size();
+        if system_page != PAGE_SIZE {
+            return Err(BuildError::UnsupportedPageSize { page_size: system_page });
+        }
+        // The kernel aligns a mapping to its page size; reserve the slack to
+        // align it further. Untouched slack costs address space, not memory.
+        let natural = if opts.huge_pages == HugePages::Explicit { HUGE_PAGE_SIZE } else { PAGE_SIZE };
+        let slack = align.saturating_sub(natural);
+        let total = len.checked_add(slack).ok_or(BuildError::RegionTooLarge { region_size: len })?;
+
+        let mut options = memmap2::MmapOptions::new();
+        options.len(total);
+        match opts.huge_pages {
+            // MAP_HUGETLB without MAP_NORESERVE: the kernel reserves the huge
+            // pages now, so a shortage fails here and never as SIGBUS later.
+            HugePages::Explicit => {
+                options.huge(Some(HUGE_PAGE_SIZE.trailing_zeros() as u8));
+            }
+            HugePages::None | HugePages::Transparent => {
+                options.no_reserve_swap();
+            }
+        }
+        let map = options.map_anon().map_err(|source| match opts.huge_pages {
+            HugePages::Explicit => BuildError::HugePagesUnavailable {
+                needed: total.div_ceil(HUGE_PAGE_SIZE),
+                free: free_huge_pages(),
+                source,
+            },
+            _ => BuildError::Map { region_size: total, source },
+        })?;
+
+        let start = map.as_ptr() as usize;
+        let aligned = start.next_multiple_of(align);
+        let offset = aligned - start;
+        // SAFETY: offset <= slack, so `offset..offset + len` lies inside the mapping.
+        let base = unsafe { NonNull::new_unchecked(map.as_ptr().cast_mut().add(offset)) };
+        let region = Self { _map: map, base, len };
+
+        if opts.huge_pages == HugePages::Transparent {
+            region.advise(libc::MADV_HUGEPAGE, "MADV_HUGEPAGE")?;
+        }
+        if opts.dont_dump {
+            region.advise(libc::MADV_DONTDUMP, "MADV_DONTDUMP")?;
+        }
+        if opts.dont_fork {
+            region.advise(libc::MADV_DONTFORK, "MADV_DONTFORK")?;
+        }
+        if opts.prefault {
+            region.prefault()?;
+        }
+        Ok(region)
+    }
+
+    /// Reserves a small heap-backed region for a loom model.
+    #[cfg(loom)]
+    pub(crate) fn reserve(len: usize, align: usize, _opts: RegionOptions) -> Result<Self, BuildError> {
+        let layout = std::alloc::Layout::from_size_align(len, align)
+            .map_err(|_| BuildError::RegionTooLarge { region_size: len })?;
+        // SAFETY: the layout has a non-zero size (the builder rejects empty regions).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(ptr).ok_or(BuildError::RegionTooLarge { region_size: len })?;
+        Ok(Self { layout, base, len })
+    }
+
+    #[cfg(not(loom))]
+    fn advise(&self, advice: libc::c_int, name: &'static str) -> Result<(), BuildError> {
+        // SAFETY: the range is our own mapping; these advices change no contents.
+        let rc = unsafe { libc::madvise(self.base.as_ptr().cast(), self.len, advice) };
+        if rc == 0 { Ok(()) } else { Err(BuildError::Advise { advice: name, source: std::io::Error::last_os_error() }) }
+    }
+
+    /// Commits every page of the region now (the effect of `MAP_POPULATE`,
+    /// without committing the alignment slack).
+    #[cfg(not(loom))]
+    fn prefault(&self) -> Result<(), BuildError> {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        // SAFETY: the range is our own writable mapping; populating writes nothing.
+        let rc = unsafe { libc::madvise(self.base.as_ptr().cast(), self.len, MADV_POPULATE_WRITE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        // Kernels before 5.14 lack MADV_POPULATE_WRITE: touch each page.
+        for offset in (0..self.len).step_by(PAGE_SIZE) {
+            // SAFETY: in bounds; the region is fresh, private and zero, and no
+            // block has been handed out yet, so writing a zero changes nothing.
+            unsafe { self.base.as_ptr().add(offset).write_volatile(0) };
+        }
+        Ok(())
+    }
+
+    /// The first byte of the region.
+    #[inline]
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The region's length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The page frame number of `addr` if it is page-aligned and inside the region.
+    #[inline]
+    pub(crate) fn pfn_of(&self, addr: usize) -> Option<u32> {
+        let offset = addr.wrapping_sub(self.base.as_ptr() as usize);
+        if offset < self.len && offset.is_multiple_of(PAGE_SIZE) { Some((offset >> PAGE_SHIFT) as u32) } else { None }
+    }
+
+    /// Whether `addr` lies inside the region at all.
+    #[inline]
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base.as_ptr() as usize) < self.len
+    }
+
+    /// The address of page `pfn`.
+    #[inline]
+    pub(crate) fn page_addr(&self, pfn: u32) -> NonNull<u8> {
+        debug_assert!((pfn as usize) << PAGE_SHIFT < self.len);
+        // SAFETY: pfn is a page of this region (checked by the callers' invariants),
+        // so the offset stays inside the mapping.
+        unsafe { self.base.add((pfn as usize) << PAGE_SHIFT) }
+    }
+
+    /// Fills `nr_pages` pages from `pfn` with zeros.
+    ///
+    /// # Safety
+    /// The pages must belong to a block the caller owns (just allocated, not
+    /// yet handed out).
+    pub(crate) unsafe fn zero(&self, pfn: u32, nr_pages: usize) {
+        debug_assert!(((pfn as usize) + nr_pages) << PAGE_SHIFT <= self.len);
+        // SAFETY: the caller owns these pages and they lie inside the region.
+        unsafe { self.page_addr(pfn).as_ptr().write_bytes(0, nr_pages << PAGE_SHIFT) };
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `reserve` with this layout.
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), self.layout) };
+    }
+}
+
+/// The OS page size.
+#[cfg(not(loom))]
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(PAGE_SIZE)
+}
+
+/// Free 2 MiB huge pages, read from sysfs without allocating; `None` if unknown.
+#[cfg(not(loom))]
+fn free_huge_pages() -> Option<usize> {
+    let path = c"/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
+    // SAFETY: a valid NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 32];
+    // SAFETY: `buf` is a writable buffer of the length given.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: fd was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    let digits = buf.get(..usize::try_from(n).ok()?)?;
+    digits
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .try_fold(0usize, |acc, b| acc.checked_mul(10)?.checked_add(usize::from(b - b'0')))
+}

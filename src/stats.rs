@@ -1,0 +1,296 @@
+//! [`Arena::stats`]: a snapshot of every zone, printed in the kernel's
+//! `/proc/buddyinfo`, `/proc/zoneinfo` and extfrag formats.
+
+use std::fmt;
+
+use crate::arena::Arena;
+use crate::buddy::NR_ORDERS;
+use crate::sync::Ordering;
+use crate::watermark::Watermarks;
+
+/// A snapshot of an arena; see [`Arena::stats`].
+///
+/// Each zone is read under its lock, so every zone's figures are consistent
+/// with each other; zones are read one after another.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes per page (4096).
+    pub page_size: usize,
+    /// The arena's largest order.
+    pub max_order: u32,
+    /// Bytes reserved for the region.
+    pub region_bytes: usize,
+    /// Allocations that failed with `OutOfMemory`.
+    pub alloc_failures: u64,
+    /// Frees refused as invalid.
+    pub invalid_frees: u64,
+    /// One entry per zone.
+    pub zones: Vec<ZoneStats>,
+}
+
+/// One zone's figures, in pages unless said otherwise.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ZoneStats {
+    /// The zone's index.
+    pub zone: usize,
+    /// The zone's first page in the region.
+    pub start_pfn: usize,
+    /// Pages the zone spans.
+    pub spanned: usize,
+    /// Pages the zone may hand out.
+    pub managed: usize,
+    /// Free pages in the buddy lists, including never-used ones.
+    pub free: usize,
+    /// Free pages never used since the arena was built (no RSS).
+    pub untouched: usize,
+    /// Free pages handed back to the OS (no RSS).
+    pub purged: usize,
+    /// Free blocks per order, `/proc/buddyinfo`'s columns (never-used
+    /// max-order blocks are counted at `max_order`).
+    pub free_blocks: Vec<usize>,
+    /// The zone's watermarks.
+    pub watermarks: Watermarks,
+    /// Blocks allocated per order.
+    pub allocs: Vec<u64>,
+    /// Blocks freed per order.
+    pub frees: Vec<u64>,
+    /// Blocks split by `expand`.
+    pub splits: u64,
+    /// Buddy pairs merged on free.
+    pub merges: u64,
+    /// Attempts that found this zone below the watermark they were checked at.
+    pub watermark_failures: u64,
+}
+
+impl ZoneStats {
+    /// Pages handed out to callers.
+    pub fn allocated(&self) -> usize {
+        self.managed - self.free
+    }
+
+    /// Free pages that cost RSS: free, neither untouched nor purged.
+    pub fn resident_free(&self) -> usize {
+        self.free - self.untouched - self.purged
+    }
+
+    fn free_block_info(&self, order: u32) -> (usize, usize, usize) {
+        let mut total_blocks = 0;
+        let mut free_pages = 0;
+        let mut suitable = 0;
+        for (o, &n) in self.free_blocks.iter().enumerate() {
+            total_blocks += n;
+            free_pages += n << o;
+            if o as u32 >= order {
+                suitable += n << (o as u32 - order);
+            }
+        }
+        (total_blocks, free_pages, suitable)
+    }
+
+    /// The kernel's fragmentation index for `order` (`__fragmentation_index`),
+    /// in thousandths: -1000 when a free block of that order exists, 0 when
+    /// failure would be for lack of memory, towards 1000 when it would be
+    /// for fragmentation.
+    pub fn fragmentation_index(&self, order: u32) -> i32 {
+        let (total_blocks, free_pages, suitable) = self.free_block_info(order);
+        if total_blocks == 0 {
+            return 0;
+        }
+        if suitable > 0 {
+            return -1000;
+        }
+        let requested = 1usize << order;
+        1000 - ((1000 + free_pages * 1000 / requested) / total_blocks) as i32
+    }
+
+    /// The kernel's unusable free space index for `order`
+    /// (`unusable_free_index`), in thousandths: the share of free memory that
+    /// cannot serve an order-`order` request.
+    pub fn unusable_index(&self, order: u32) -> u32 {
+        let (_, free_pages, suitable) = self.free_block_info(order);
+        if free_pages == 0 {
+            return 1000;
+        }
+        ((free_pages - (suitable << order)) * 1000 / free_pages) as u32
+    }
+}
+
+impl Arena {
+    /// A snapshot of every zone: free blocks per order, watermarks, counters.
+    /// Its `Display` prints `/proc/buddyinfo`, `/proc/zoneinfo` and the
+    /// extfrag indices.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(8 << 20).zones(1).max_order(10).build()?;
+    /// let page = arena.alloc_pages(0, AllocFlags::empty())?;
+    /// let stats = arena.stats();
+    /// // Splitting one 4 MiB block for one page leaves one free block of
+    /// // each order 0..=9, plus the untouched second 4 MiB block.
+    /// assert_eq!(stats.zones[0].free_blocks, vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    /// assert_eq!(stats.zones[0].allocated(), 1);
+    /// println!("{stats}");
+    /// # unsafe { arena.free_pages(page, 0)? };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let orders = inner.max_order as usize + 1;
+        let zones = inner
+            .zones
+            .iter()
+            .map(|zone| {
+                // Copy under the lock into fixed arrays; allocate only after
+                // unlocking (the arena may be the global allocator).
+                let mut free_blocks = [0usize; NR_ORDERS];
+                let (allocs, frees, counters, free, untouched, purged);
+                {
+                    let guard = zone.lock();
+                    let buddy = &guard.inner.buddy;
+                    for (order, n) in free_blocks.iter_mut().enumerate().take(orders) {
+                        *n = buddy.nr_free_blocks(order as u32);
+                    }
+                    free_blocks[orders - 1] += buddy.frontier_pages() >> inner.max_order;
+                    allocs = guard.inner.allocs;
+                    frees = guard.inner.frees;
+                    counters = buddy.counters;
+                    free = buddy.nr_free();
+                    untouched = buddy.frontier_pages();
+                    purged = buddy.purged_pages();
+                }
+                ZoneStats {
+                    zone: zone.index.into(),
+                    start_pfn: zone.start as usize,
+                    spanned: zone.spanned(),
+                    managed: zone.spanned(),
+                    free,
+                    untouched,
+                    purged,
+                    free_blocks: free_blocks[..orders].to_vec(),
+                    watermarks: zone.watermarks(),
+                    allocs: allocs[..orders].to_vec(),
+                    frees: frees[..orders].to_vec(),
+                    splits: counters.splits,
+                    merges: counters.merges,
+                    watermark_failures: zone.watermark_failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        Stats {
+            page_size: crate::PAGE_SIZE,
+            max_order: inner.max_order,
+            region_bytes: inner.region.len(),
+            alloc_failures: inner.counters.alloc_failures.load(Ordering::Relaxed),
+            invalid_frees: inner.counters.invalid_frees.load(Ordering::Relaxed),
+            zones,
+        }
+    }
+}
+
+/// Thousandths as the kernel prints them: `-1.000`, `0.250`.
+struct Milli(i64);
+
+impl fmt::Display for Milli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        write!(f, "{sign}{}.{:03}", self.0.abs() / 1000, self.0.abs() % 1000)
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "# buddyinfo: free blocks per order 0..={}", self.max_order)?;
+        for z in &self.zones {
+            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            for n in &z.free_blocks {
+                write!(f, "{n:>7}")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "# zoneinfo")?;
+        for z in &self.zones {
+            writeln!(f, "Arena 0, zone {:>6}", z.zone)?;
+            writeln!(f, "  pages free     {}", z.free)?;
+            writeln!(f, "        min      {}", z.watermarks.min)?;
+            writeln!(f, "        low      {}", z.watermarks.low)?;
+            writeln!(f, "        high     {}", z.watermarks.high)?;
+            writeln!(f, "        spanned  {}", z.spanned)?;
+            writeln!(f, "        managed  {}", z.managed)?;
+            writeln!(f, "        allocated {}", z.allocated())?;
+            writeln!(f, "        untouched {}", z.untouched)?;
+            writeln!(f, "        purged   {}", z.purged)?;
+            writeln!(f, "  start_pfn:     {}", z.start_pfn)?;
+            writeln!(f, "  splits {} merges {} watermark_failures {}", z.splits, z.merges, z.watermark_failures)?;
+            write!(f, "  allocs  ")?;
+            for n in &z.allocs {
+                write!(f, " {n}")?;
+            }
+            write!(f, "\n  frees   ")?;
+            for n in &z.frees {
+                write!(f, " {n}")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "# extfrag_index")?;
+        for z in &self.zones {
+            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            for order in 0..=self.max_order {
+                write!(f, " {}", Milli(z.fragmentation_index(order).into()))?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "# unusable_index")?;
+        for z in &self.zones {
+            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            for order in 0..=self.max_order {
+                write!(f, " {}", Milli(z.unusable_index(order).into()))?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "alloc_failures {} invalid_frees {}", self.alloc_failures, self.invalid_frees)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone_with(free_blocks: Vec<usize>) -> ZoneStats {
+        let free = free_blocks.iter().enumerate().map(|(o, n)| n << o).sum();
+        ZoneStats {
+            zone: 0,
+            start_pfn: 0,
+            spanned: 1024,
+            managed: 1024,
+            free,
+            untouched: 0,
+            purged: 0,
+            free_blocks,
+            watermarks: Watermarks::default(),
+            allocs: vec![],
+            frees: vec![],
+            splits: 0,
+            merges: 0,
+            watermark_failures: 0,
+        }
+    }
+
+    #[test]
+    fn indices_follow_the_kernel_formulas() {
+        // 8 free order-0 pages, nothing bigger.
+        let z = zone_with(vec![8, 0, 0, 0]);
+        assert_eq!(z.fragmentation_index(0), -1000);
+        // order 3: 1000 - (1000 + 8*1000/8) / 8 = 1000 - 250 = 750
+        assert_eq!(z.fragmentation_index(3), 750);
+        assert_eq!(z.unusable_index(0), 0);
+        assert_eq!(z.unusable_index(1), 1000);
+        // One order-2 block and 4 order-0 pages: half the free memory is usable at order 2.
+        let z = zone_with(vec![4, 0, 1, 0]);
+        assert_eq!(z.unusable_index(2), 500);
+        assert_eq!(zone_with(vec![0, 0]).fragmentation_index(1), 0);
+        assert_eq!(Milli(-1000).to_string(), "-1.000");
+        assert_eq!(Milli(750).to_string(), "0.750");
+    }
+}

@@ -1,0 +1,173 @@
+//! Exact behaviour of the page API: every page handed out once, natural
+//! alignment, coalescing back to the start state, split/merge counts, ZERO.
+
+mod support;
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+
+use support::{Rng, small_arena};
+use zonealloc::{AllocError, AllocFlags, Arena};
+
+const NOWARN: AllocFlags = AllocFlags::NOWARN;
+
+fn start_state(arena: &Arena) -> Vec<Vec<usize>> {
+    arena.stats().zones.into_iter().map(|z| z.free_blocks).collect()
+}
+
+#[test]
+fn every_page_at_order_zero_is_distinct_aligned_and_inside() {
+    let arena = small_arena(2, 2, 8); // 2 zones x 2 blocks x 256 pages = 1024 pages
+    let (base, len) = arena.region();
+    let initial = start_state(&arena);
+    let mut pages = Vec::new();
+    let mut seen = HashSet::new();
+    while let Ok(p) = arena.alloc_pages(0, NOWARN) {
+        let addr = p.as_ptr() as usize;
+        assert_eq!(addr % 4096, 0);
+        assert!(addr >= base.as_ptr() as usize && addr < base.as_ptr() as usize + len);
+        assert!(seen.insert(addr), "page {addr:#x} handed out twice");
+        pages.push(p);
+    }
+    assert_eq!(pages.len(), 1024);
+    assert_eq!(arena.alloc_pages(0, NOWARN), Err(AllocError::OutOfMemory { order: 0 }));
+    arena.check().unwrap();
+    for z in arena.stats().zones {
+        assert_eq!((z.free, z.allocated()), (0, 512));
+    }
+    for p in pages {
+        // SAFETY: each page came from this arena at order 0.
+        unsafe { arena.free_pages(p, 0) }.unwrap();
+    }
+    arena.check().unwrap();
+    assert_eq!(start_state(&arena), initial, "the arena did not coalesce back");
+    let stats = arena.stats();
+    assert_eq!(stats.zones[0].allocs[0], 512);
+    assert_eq!(stats.zones[1].frees[0], 512);
+    assert_eq!(stats.alloc_failures, 2); // the loop's last attempt and the explicit one
+}
+
+#[test]
+fn mixed_orders_fill_the_arena_without_overlap() {
+    let arena = small_arena(2, 2, 6); // 4 blocks of 64 pages = 256 pages
+    let base = arena.region().0.as_ptr() as usize;
+    let mut rng = Rng(7);
+    let mut used = [false; 256];
+    let mut live = Vec::new();
+    // Random orders until even an order-0 request fails: every page is used.
+    loop {
+        let order = rng.below(7) as u32;
+        match arena.alloc_pages(order, NOWARN) {
+            Ok(p) => {
+                let addr = p.as_ptr() as usize;
+                assert_eq!(addr % (4096 << order), 0, "order {order} misaligned");
+                let pfn = (addr - base) / 4096;
+                for u in &mut used[pfn..pfn + (1 << order)] {
+                    assert!(!*u, "overlap at page {pfn}");
+                    *u = true;
+                }
+                live.push((p, order));
+            }
+            Err(AllocError::OutOfMemory { .. }) if order == 0 => break,
+            Err(AllocError::OutOfMemory { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(used.iter().all(|u| *u));
+    arena.check().unwrap();
+    for (p, order) in live {
+        // SAFETY: from this arena with this order.
+        unsafe { arena.free_pages(p, order) }.unwrap();
+    }
+    arena.check().unwrap();
+    for z in arena.stats().zones {
+        assert_eq!(z.free_blocks, vec![0, 0, 0, 0, 0, 0, 2]);
+    }
+}
+
+#[test]
+fn splits_and_merges_are_counted_exactly() {
+    let arena = small_arena(1, 1, 10);
+    let p0 = arena.alloc_pages(0, NOWARN).unwrap();
+    let z = &arena.stats().zones[0];
+    assert_eq!((z.splits, z.merges), (10, 0));
+    assert_eq!(z.free_blocks, vec![1; 10].into_iter().chain([0]).collect::<Vec<_>>());
+    // The order-0 buddy is free: the next order-0 request splits nothing.
+    let p1 = arena.alloc_pages(0, NOWARN).unwrap();
+    assert_eq!(arena.stats().zones[0].splits, 10);
+    // An order-3 request takes the free order-3 block as is.
+    let p3 = arena.alloc_pages(3, NOWARN).unwrap();
+    assert_eq!(arena.stats().zones[0].splits, 10);
+    // SAFETY: all three came from this arena with these orders.
+    unsafe {
+        arena.free_pages(p1, 0).unwrap(); // p0 still allocated: no merge
+        assert_eq!(arena.stats().zones[0].merges, 0);
+        arena.free_pages(p0, 0).unwrap(); // merges orders 0, 1, 2; stops at p3 (pfn 8)
+        assert_eq!(arena.stats().zones[0].merges, 3);
+        arena.free_pages(p3, 3).unwrap(); // now 2->3->...->10
+    }
+    let z = &arena.stats().zones[0];
+    assert_eq!(z.merges, 10);
+    assert_eq!(z.free_blocks.iter().sum::<usize>(), 1);
+    arena.check().unwrap();
+}
+
+#[test]
+fn blocks_are_aligned_to_their_size_at_every_order() {
+    let arena = small_arena(1, 2, 12); // 16 MiB blocks
+    for order in 0..=12 {
+        let p = arena.alloc_pages(order, NOWARN).unwrap();
+        assert_eq!(p.as_ptr() as usize % (4096 << order), 0, "order {order}");
+        // SAFETY: from this arena with this order.
+        unsafe { arena.free_pages(p, order) }.unwrap();
+    }
+    assert_eq!(arena.alloc_pages(13, NOWARN), Err(AllocError::InvalidOrder { order: 13, max_order: 12 }));
+    arena.check().unwrap();
+}
+
+#[test]
+fn zero_flag_zeroes_used_blocks() {
+    let arena = small_arena(1, 1, 4);
+    let p = arena.alloc_pages(4, NOWARN).unwrap();
+    // SAFETY: the block is ours: 16 pages.
+    unsafe { p.as_ptr().write_bytes(0xAB, 16 * 4096) };
+    // SAFETY: from this arena at order 4.
+    unsafe { arena.free_pages(p, 4) }.unwrap();
+    let q = arena.alloc_pages(4, AllocFlags::ZERO).unwrap();
+    assert_eq!(q, p, "LIFO reuse of the same block");
+    // SAFETY: ours, 16 pages.
+    let bytes = unsafe { std::slice::from_raw_parts(q.as_ptr(), 16 * 4096) };
+    assert!(bytes.iter().all(|&b| b == 0));
+    // Without ZERO the old contents may stay: dirty the block and take it back.
+    // SAFETY: ours.
+    unsafe {
+        q.as_ptr().write(0xCD);
+        arena.free_pages(q, 4).unwrap();
+    }
+    let r = arena.alloc_pages(4, NOWARN).unwrap();
+    // SAFETY: ours.
+    assert_eq!(unsafe { r.as_ptr().read() }, 0xCD, "a plain allocation is not zeroed");
+    // SAFETY: from this arena at order 4.
+    unsafe { arena.free_pages(r, 4) }.unwrap();
+}
+
+#[test]
+fn arena_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Arena>();
+}
+
+#[test]
+fn stats_display_prints_kernel_formats() {
+    let arena = small_arena(2, 1, 4);
+    let p = arena.alloc_pages(1, NOWARN).unwrap();
+    let text = arena.stats().to_string();
+    assert!(text.contains("# buddyinfo"), "{text}");
+    // Zone 0 after one order-1 allocation from a 16-page block: one free block of orders 1, 2, 3.
+    assert!(text.contains("Arena 0, zone      0       0      1      1      1      0"), "{text}");
+    assert!(text.contains("pages free     14"), "{text}");
+    assert!(text.contains("# extfrag_index"), "{text}");
+    // SAFETY: from this arena at order 1.
+    unsafe { arena.free_pages(p, 1) }.unwrap();
+    let _ = NonNull::<u8>::dangling();
+}

@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+pub mod page_model;
+
+use zonealloc::{Arena, WatermarkConfig, Watermarks};
+
+/// A small arena with no watermarks, so every page can be allocated.
+pub fn small_arena(zones: usize, blocks_per_zone: usize, max_order: u32) -> Arena {
+    Arena::builder()
+        .region_size(zones * blocks_per_zone * (4096 << max_order))
+        .zones(zones)
+        .max_order(max_order)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .build()
+        .expect("small arena")
+}
+
+/// splitmix64: a tiny, seedable generator so tests replay exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// The process's resident set in bytes, from /proc/self/statm.
+pub fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}

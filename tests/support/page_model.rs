@@ -1,0 +1,187 @@
+//! A model of the page API, shared by `tests/random_ops.rs` and the fuzz
+//! target `fuzz/fuzz_targets/page_ops.rs`.
+//!
+//! The model is a bitmap of used pages per zone. With eager buddy merging an
+//! order-k request can be served exactly when some zone has an aligned run
+//! of 2^k free pages, so (with zero watermarks) the model predicts every
+//! success and failure. Each block is filled with a byte that is checked at
+//! free, so overlapping blocks or a block handed out twice show up.
+
+use std::ptr::NonNull;
+
+use zonealloc::{AllocError, AllocFlags, Arena, FreeError};
+
+/// One operation on the arena.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// Allocate a block of `order % (max_order + 2)` (one past the end tests the error).
+    Alloc { order: u8, zero: bool },
+    /// Free live block `index % live`.
+    Free { index: u16 },
+    /// Free live block `index % live` wrongly (`kind` picks how); must be refused.
+    FreeBad { index: u16, kind: u8 },
+    /// Run `Arena::check()`.
+    Check,
+}
+
+struct Live {
+    ptr: NonNull<u8>,
+    order: u32,
+    fill: u8,
+}
+
+/// The arena under test and its model.
+pub struct Harness {
+    pub arena: Arena,
+    base: usize,
+    /// Per zone: (start pfn, page count).
+    zones: Vec<(usize, usize)>,
+    used: Vec<bool>,
+    live: Vec<Live>,
+    next_fill: u8,
+    pub allocs: usize,
+    pub failures: usize,
+}
+
+impl Harness {
+    /// Wraps an arena built with zero watermarks.
+    pub fn new(arena: Arena) -> Self {
+        let stats = arena.stats();
+        let zones: Vec<_> = stats.zones.iter().map(|z| (z.start_pfn, z.spanned)).collect();
+        let pages = zones.iter().map(|z| z.1).sum();
+        let base = arena.region().0.as_ptr() as usize;
+        Self { arena, base, zones, used: vec![false; pages], live: Vec::new(), next_fill: 1, allocs: 0, failures: 0 }
+    }
+
+    fn can_allocate(&self, order: u32) -> bool {
+        let size = 1usize << order;
+        self.zones
+            .iter()
+            .any(|&(start, len)| (start..start + len).step_by(size).any(|p| self.used[p..p + size].iter().all(|u| !u)))
+    }
+
+    pub fn apply(&mut self, op: Op) {
+        let max_order = self.arena.max_order();
+        match op {
+            Op::Alloc { order, zero } => {
+                let order = u32::from(order) % (max_order + 2);
+                let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
+                let expected = order <= max_order && self.can_allocate(order);
+                match self.arena.alloc_pages(order, flags) {
+                    Ok(ptr) => {
+                        assert!(expected, "order-{order} allocation succeeded but the model has no room");
+                        self.take(ptr, order, zero);
+                    }
+                    Err(AllocError::InvalidOrder { order: o, max_order: m }) => {
+                        assert!(order > max_order && o == order && m == max_order);
+                    }
+                    Err(AllocError::OutOfMemory { order: o }) => {
+                        assert_eq!(o, order);
+                        assert!(!expected, "order-{order} allocation failed but the model has room");
+                        self.failures += 1;
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            Op::Free { index } => {
+                if self.live.is_empty() {
+                    return;
+                }
+                let live = self.live.swap_remove(usize::from(index) % self.live.len());
+                self.release(live);
+            }
+            Op::FreeBad { index, kind } => {
+                if self.live.is_empty() {
+                    return;
+                }
+                let live = &self.live[usize::from(index) % self.live.len()];
+                let addr = live.ptr.as_ptr() as usize;
+                let (ptr, order, expected) = match kind % 4 {
+                    0 => (addr + 64, live.order, FreeError::NotBlockStart { addr: addr + 64 }),
+                    1 if live.order < max_order => (
+                        addr,
+                        live.order + 1,
+                        FreeError::WrongOrder { addr, given: live.order + 1, actual: live.order },
+                    ),
+                    2 => (self.base - 4096, 0, FreeError::OutOfRegion { addr: self.base - 4096 }),
+                    _ => (addr, max_order + 1, FreeError::InvalidOrder { order: max_order + 1, max_order }),
+                };
+                let free_before = self.free_pages();
+                // SAFETY: the arena refuses these frees without touching the block.
+                let got = unsafe { self.arena.free_pages(NonNull::new(ptr as *mut u8).unwrap(), order) };
+                assert_eq!(got, Err(expected));
+                assert_eq!(self.free_pages(), free_before, "a refused free changed the arena");
+            }
+            Op::Check => self.check(),
+        }
+    }
+
+    fn take(&mut self, ptr: NonNull<u8>, order: u32, zero: bool) {
+        let addr = ptr.as_ptr() as usize;
+        let size = 4096usize << order;
+        assert_eq!(addr % size, 0, "order-{order} block at {addr:#x} is not naturally aligned");
+        let pfn = (addr - self.base) / 4096;
+        assert!(pfn + (1 << order) <= self.used.len(), "block outside the region");
+        for used in &mut self.used[pfn..pfn + (1 << order)] {
+            assert!(!*used, "page {pfn} handed out twice");
+            *used = true;
+        }
+        // SAFETY: the block is ours, `size` bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), size) };
+        if zero {
+            assert!(bytes.iter().all(|&b| b == 0), "ZERO block is not zero");
+        }
+        let fill = self.next_fill;
+        self.next_fill = self.next_fill.wrapping_add(1).max(1);
+        bytes[0] = fill;
+        bytes[size - 1] = fill;
+        self.live.push(Live { ptr, order, fill });
+        self.allocs += 1;
+    }
+
+    fn release(&mut self, live: Live) {
+        let size = 4096usize << live.order;
+        // SAFETY: still ours until the free below.
+        let (first, last) = unsafe { (*live.ptr.as_ptr(), *live.ptr.as_ptr().add(size - 1)) };
+        assert_eq!((first, last), (live.fill, live.fill), "block contents changed while it was live");
+        // SAFETY: allocated from this arena with this order, not used again.
+        unsafe { self.arena.free_pages(live.ptr, live.order) }.expect("valid free");
+        let pfn = (live.ptr.as_ptr() as usize - self.base) / 4096;
+        self.used[pfn..pfn + (1 << live.order)].iter_mut().for_each(|u| *u = false);
+        // A second free of the same block is always refused.
+        // SAFETY: refused without touching the block.
+        let again = unsafe { self.arena.free_pages(live.ptr, live.order) };
+        assert_eq!(again, Err(FreeError::DoubleFree { addr: live.ptr.as_ptr() as usize }));
+    }
+
+    /// Free pages per the arena's stats.
+    pub fn free_pages(&self) -> usize {
+        self.arena.stats().zones.iter().map(|z| z.free).sum()
+    }
+
+    /// `check()` plus exact agreement of every zone's free count with the model.
+    pub fn check(&self) {
+        self.arena.check().unwrap_or_else(|e| panic!("check failed: {e}"));
+        for (z, stats) in self.arena.stats().zones.iter().enumerate() {
+            let (start, len) = self.zones[z];
+            let model_free = self.used[start..start + len].iter().filter(|u| !**u).count();
+            assert_eq!(stats.free, model_free, "zone {z}: free pages disagree with the model");
+        }
+    }
+
+    /// Frees everything and checks the arena is back to whole max-order blocks.
+    pub fn finish(mut self) {
+        self.check();
+        while let Some(live) = self.live.pop() {
+            self.release(live);
+        }
+        self.check();
+        let max_order = self.arena.max_order();
+        for z in self.arena.stats().zones {
+            let mut expected = vec![0; max_order as usize + 1];
+            expected[max_order as usize] = z.spanned >> max_order;
+            assert_eq!(z.free_blocks, expected, "zone {}: did not coalesce back", z.zone);
+        }
+    }
+}
