@@ -47,6 +47,7 @@ pub(crate) struct ArenaInner {
     pub mem_map: MemMap,
     pub zones: SysBox<[Zone]>,
     pub max_order: u32,
+    zone_of_seq: FastMod,
     pub counters: ArenaCounters,
     warn_limit: RateLimit,
 }
@@ -85,6 +86,7 @@ impl Arena {
             mem_map,
             zones,
             max_order,
+            zone_of_seq: FastMod::new(layout.zones as u32),
             counters: ArenaCounters::default(),
             warn_limit: RateLimit::new(),
         };
@@ -157,7 +159,7 @@ impl ArenaInner {
     /// a two-zone arena take different locks.
     #[inline]
     fn preferred_zone(&self) -> usize {
-        thread_seq() as usize % self.zones.len()
+        self.zone_of_seq.reduce(thread_seq())
     }
 
     /// `get_page_from_freelist`: the first zone of the zonelist (the
@@ -165,18 +167,23 @@ impl ArenaInner {
     /// check and has a block.
     #[inline]
     pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
+        // The zonelist: the preferred zone, then the others in index order.
         let nr = self.zones.len();
-        for i in 0..nr {
-            let zone = &self.zones[(preferred + i) % nr];
-            if !zone.watermark_ok(order, mode) {
+        let mut index = preferred;
+        loop {
+            let zone = &self.zones[index];
+            if zone.watermark_ok(order, mode) {
+                if let Some(block) = zone.rmqueue(&self.mem_map, order) {
+                    return Some(block);
+                }
+            } else {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            if let Some(block) = zone.rmqueue(&self.mem_map, order) {
-                return Some(block);
+            index = if index + 1 == nr { 0 } else { index + 1 };
+            if index == preferred {
+                return None;
             }
         }
-        None
     }
 
     /// `__alloc_pages_slowpath`, as far as this arena goes without reclaim:
@@ -268,6 +275,27 @@ impl ArenaInner {
     }
 }
 
+/// `x % n` for a fixed `n` without a division (Lemire's fastmod): the
+/// preferred-zone lookup is on every allocation, and a 64-bit `div` costs
+/// more than the rest of the lookup.
+struct FastMod {
+    n: u32,
+    m: u64,
+}
+
+impl FastMod {
+    fn new(n: u32) -> Self {
+        debug_assert!(n > 0);
+        Self { n, m: (u64::MAX / u64::from(n)).wrapping_add(1) }
+    }
+
+    #[inline]
+    fn reduce(&self, x: u32) -> usize {
+        let low = self.m.wrapping_mul(u64::from(x));
+        ((u128::from(low) * u128::from(self.n)) >> 64) as usize
+    }
+}
+
 /// A small per-thread number, handed out in the order threads first
 /// allocate. Not part of any protocol: only a hint for spreading threads
 /// over zones.
@@ -287,4 +315,19 @@ fn thread_seq() -> u32 {
         n
     })
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastMod;
+
+    #[test]
+    fn fastmod_is_modulo() {
+        for n in 1..=64u32 {
+            let f = FastMod::new(n);
+            for x in (0..10_000u32).chain([u32::MAX - 1, u32::MAX, 0x7fff_ffff]) {
+                assert_eq!(f.reduce(x), (x % n) as usize, "{x} % {n}");
+            }
+        }
+    }
 }

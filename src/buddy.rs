@@ -132,6 +132,7 @@ impl Buddy {
     /// Takes a block of exactly `order` off the lists, splitting a larger one
     /// (or a fresh frontier block) if need be: the kernel's `__rmqueue_smallest`.
     /// The head is recorded as `state`.
+    #[inline]
     pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
         debug_assert!(order <= self.max_order);
         let candidates = self.list_mask >> order;
@@ -156,6 +157,7 @@ impl Buddy {
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
     /// upper halves back to the lists: the kernel's `expand`.
+    #[inline]
     fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8) {
         while high > low {
             high -= 1;
@@ -167,6 +169,7 @@ impl Buddy {
     /// Gives a block back, merging it with its buddy at `pfn ^ (1 << order)`
     /// while that buddy is free and whole: the kernel's `__free_one_page`.
     /// The caller has validated that the block is one it may free.
+    #[inline]
     pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, mut flags: u8) {
         debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_multiple_of(1 << order));
         while order < self.max_order {
@@ -188,6 +191,7 @@ impl Buddy {
 
     /// Pushes a free block on the front of its list (LIFO: the most recently
     /// freed, cache-warm block goes out first).
+    #[inline]
     fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
         let area = &mut self.free_area[order as usize];
         let page = mm.page(pfn);
@@ -208,6 +212,7 @@ impl Buddy {
 
     /// Unlinks a free block from its list; its head entry is left for the
     /// caller to overwrite.
+    #[inline]
     fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
         let page = mm.page(pfn);
         let (prev, next) = (page.prev(), page.next());

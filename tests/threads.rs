@@ -67,3 +67,43 @@ fn threads_over_zones_hand_out_each_page_once() {
     // Threads spread over the zones: more than one zone served allocations.
     assert!(stats.zones.iter().filter(|z| z.allocs.iter().sum::<u64>() > 0).count() > 1);
 }
+
+#[test]
+fn racing_frees_of_one_block_succeed_exactly_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use zonealloc::FreeError;
+
+    let arena = small_arena(1, 1, 4);
+    let rounds = 20_000;
+    let slot = AtomicUsize::new(0);
+    let barrier = Barrier::new(2);
+    let wins = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (arena, slot, barrier, wins) = (&arena, &slot, &barrier, &wins);
+            s.spawn(move || {
+                for _ in 0..rounds {
+                    if t == 0 {
+                        let p = arena.alloc_pages(0, AllocFlags::NOWARN).unwrap();
+                        slot.store(p.as_ptr() as usize, Ordering::Relaxed);
+                    }
+                    barrier.wait();
+                    let p = std::ptr::NonNull::new(slot.load(Ordering::Relaxed) as *mut u8).unwrap();
+                    // SAFETY: both threads free the same live block; the arena
+                    // must accept exactly one and refuse the other untouched.
+                    match unsafe { arena.free_pages(p, 0) } {
+                        Ok(()) => {
+                            wins.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(FreeError::DoubleFree { .. } | FreeError::NotBlockStart { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                    barrier.wait();
+                }
+            });
+        }
+    });
+    assert_eq!(wins.load(Ordering::Relaxed), rounds);
+    arena.check().unwrap();
+    assert_eq!(arena.stats().zones[0].free, 16);
+}

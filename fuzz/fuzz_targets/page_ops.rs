@@ -1,0 +1,33 @@
+//! Drives the page API with arbitrary operation sequences against the page
+//! model that `tests/random_ops.rs` also uses.
+//!
+//! RUSTC_BOOTSTRAP=1 cargo fuzz run page_ops
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use zonealloc::{Arena, WatermarkConfig, Watermarks};
+
+#[path = "../../tests/support/page_model.rs"]
+mod page_model;
+
+use page_model::{Harness, Op};
+
+fuzz_target!(|input: (u8, Vec<Op>)| {
+    let (shape, ops) = input;
+    // 1-3 zones of one or two 32-page blocks: small enough that the model's
+    // bitmap scan is cheap and allocations often fail.
+    let zones = usize::from(shape % 3) + 1;
+    let blocks = usize::from(shape / 3 % 2) + 1;
+    let arena = Arena::builder()
+        .region_size(zones * blocks * (4096 << 5))
+        .zones(zones)
+        .max_order(5)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .build()
+        .unwrap();
+    let mut harness = Harness::new(arena);
+    for op in ops.into_iter().take(2000) {
+        harness.apply(op);
+    }
+    harness.finish();
+});
