@@ -70,6 +70,11 @@ fn arena() -> Arena {
     Arena::builder().region_size(8 << 30).build().unwrap()
 }
 
+/// The same arena without per-thread caches: every operation takes a zone lock.
+fn arena_without_pcp() -> Arena {
+    Arena::builder().region_size(8 << 30).pcp(zonealloc::PcpConfig::Disabled).build().unwrap()
+}
+
 /// A workload, run once per allocator; generic so each allocator's calls
 /// are inlined and measured without indirection.
 trait Workload {
@@ -79,6 +84,7 @@ trait Workload {
 /// Runs `w` for every allocator, in the same order each time.
 fn for_each_allocator(w: &mut impl Workload) {
     w.run("zonealloc", &arena());
+    w.run("zonealloc-nopcp", &arena_without_pcp());
     w.run("mimalloc", &Peer(mimalloc::MiMalloc));
     w.run("jemalloc", &Peer(tikv_jemallocator::Jemalloc));
     w.run("system", &Peer(System));
@@ -124,10 +130,11 @@ fn order9_pair(c: &mut Criterion) {
 
 /// The worst case for a buddy allocator: a fully coalesced zone, so every
 /// order-0 pair splits a 4 MiB block down and merges it back (10 + 10 steps).
+/// Without the per-thread caches, which would hide it.
 fn order0_pair_coalesced(c: &mut Criterion) {
     let mut group = c.benchmark_group("order0_pair_coalesced");
-    let zone = arena();
-    group.bench_function(BenchmarkId::new("zonealloc", 4096), |b| {
+    let zone = arena_without_pcp();
+    group.bench_function(BenchmarkId::new("zonealloc-nopcp", 4096), |b| {
         b.iter(|| {
             let p = zone.alloc(black_box(0));
             // SAFETY: just allocated at order 0.

@@ -15,9 +15,10 @@ use crate::builder::{ArenaBuilder, Layout};
 use crate::error::{AllocError, BuildError, FreeError};
 use crate::flags::AllocFlags;
 use crate::page::{MemMap, PageInfo, PageState, Pfn, flag};
+use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast, with_thread_set};
 use crate::region::Region;
 use crate::report::{RateLimit, StackWriter};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, init_barriers};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
 
@@ -41,13 +42,21 @@ pub struct Arena {
     pub(crate) inner: SysBox<ArenaInner>,
 }
 
-/// Everything an arena owns, at a stable address.
+/// Everything an arena owns, at a stable address. `repr(C)` keeps what the
+/// fast paths read (the id, the region's base and length, the metadata's
+/// pointer and length) together at the front.
+#[repr(C)]
 pub(crate) struct ArenaInner {
+    /// Unique for the life of the process; names the arena in thread caches.
+    pub id: u64,
     pub region: Region,
     pub mem_map: MemMap,
     pub zones: SysBox<[Zone]>,
     pub max_order: u32,
     zone_of_seq: FastMod,
+    /// Whether orders 0..=3 go through per-thread caches.
+    pcp_enabled: bool,
+    pub pcp: PcpRegistry,
     pub counters: ArenaCounters,
     warn_limit: RateLimit,
 }
@@ -76,17 +85,23 @@ impl Arena {
         let mut start: Pfn = 0;
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i] as Pfn) << max_order);
-            let zone = Zone::new(i as u8, start, end, max_order, layout.marks[i]);
+            let zone = Zone::new(i as u8, start, end, max_order, layout.marks[i], config.pcp);
             start = end;
             Ok::<_, BuildError>(zone)
         })?
         .ok_or(BuildError::OutOfMetadataMemory)?;
+        // Caches need the asymmetric barrier; without it the arena runs uncached.
+        let pcp_enabled = config.pcp != PcpConfig::Disabled && init_barriers();
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = ArenaInner {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             region,
             mem_map,
             zones,
             max_order,
             zone_of_seq: FastMod::new(layout.zones as u32),
+            pcp_enabled,
+            pcp: PcpRegistry::new(),
             counters: ArenaCounters::default(),
             warn_limit: RateLimit::new(),
         };
@@ -96,21 +111,22 @@ impl Arena {
 
     /// Allocates a block of `2^order` pages, aligned to its size.
     ///
+    /// Orders up to [`PCP_MAX_ORDER`] come from this thread's cache when it
+    /// has a block; the rest, and refills, go through the zones.
+    ///
     /// Errors: [`AllocError::InvalidOrder`] above `max_order`;
     /// [`AllocError::OutOfMemory`] when no zone can serve it within the
     /// watermarks `flags` allow.
-    #[inline]
+    #[inline(always)]
     pub fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
         let inner = &*self.inner;
-        if order > inner.max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: inner.max_order });
+        if order <= PCP_MAX_ORDER
+            && !flags.contains(AllocFlags::ZERO)
+            && let Some(pfn) = alloc_fast(inner, order)
+        {
+            return Ok(inner.region.page_addr(pfn));
         }
-        let preferred = inner.preferred_zone();
-        let block = match inner.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
-            Some(block) => block,
-            None => inner.alloc_slowpath(order, flags, preferred)?,
-        };
-        Ok(inner.prep_new_page(block, flags))
+        inner.alloc_pages_slow(order, flags)
     }
 
     /// Gives back a block from [`alloc_pages`](Self::alloc_pages).
@@ -123,13 +139,41 @@ impl Arena {
     /// If `ptr` is a block of this arena, the caller must not use it after
     /// this call. (Bad pointers are detected from the metadata and refused;
     /// they are never written.)
+    #[inline(always)]
     pub unsafe fn free_pages(&self, ptr: NonNull<u8>, order: u32) -> Result<(), FreeError> {
         let inner = &*self.inner;
-        let result = inner.free_pages(ptr.as_ptr() as usize, order);
-        if result.is_err() {
-            inner.counters.invalid_frees.fetch_add(1, Ordering::Relaxed);
+        let addr = ptr.as_ptr() as usize;
+        if order <= PCP_MAX_ORDER
+            && let Some(pfn) = inner.region.pfn_of(addr)
+        {
+            // SAFETY: `pfn_of` returned a page of the region, and the
+            // metadata has an entry for every page of the region.
+            let word = unsafe { inner.mem_map.page_unchecked(pfn) }.info_word();
+            if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner, pfn, order, word) {
+                return Ok(());
+            }
         }
-        result
+        inner.free_pages_slow(addr, order)
+    }
+
+    /// Returns every block held in any thread's cache to the buddy lists,
+    /// including the caches of idle or blocked threads (the kernel's
+    /// `drain_all_pages`). Owners are not interrupted; see ARCHITECTURE.md.
+    /// Returns the pages moved.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).zones(1).build()?;
+    /// let page = arena.alloc_pages(0, AllocFlags::empty())?; // refills this thread's cache
+    /// let cached = arena.stats().zones[0].cached;
+    /// assert!(cached > 0);
+    /// assert_eq!(arena.drain_pcp(), cached);
+    /// assert_eq!(arena.stats().zones[0].cached, 0);
+    /// # unsafe { arena.free_pages(page, 0)? };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain_pcp(&self) -> usize {
+        self.inner.pcp.drain_all(&self.inner)
     }
 
     /// The largest order this arena serves.
@@ -154,6 +198,40 @@ impl Arena {
 }
 
 impl ArenaInner {
+    /// Everything `alloc_pages` does beyond popping a cached block.
+    #[inline(never)]
+    fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        if order > self.max_order {
+            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
+        }
+        if order <= PCP_MAX_ORDER
+            && self.pcp_enabled
+            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
+        {
+            let block = match cached {
+                Some(block) => block,
+                None => self.alloc_slowpath(order, flags, self.preferred_zone())?,
+            };
+            return Ok(self.prep_new_page(block, flags));
+        }
+        let preferred = self.preferred_zone();
+        let block = match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
+            Some(block) => block,
+            None => self.alloc_slowpath(order, flags, preferred)?,
+        };
+        Ok(self.prep_new_page(block, flags))
+    }
+
+    /// Everything `free_pages` does beyond pushing onto this thread's list.
+    #[inline(never)]
+    fn free_pages_slow(&self, addr: usize, order: u32) -> Result<(), FreeError> {
+        let result = self.free_validated(addr, order);
+        if result.is_err() {
+            self.counters.invalid_frees.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     /// The zone this thread allocates from first. Threads are spread over the
     /// zones round-robin in the order they first allocate, so two threads on
     /// a two-zone arena take different locks.
@@ -223,7 +301,7 @@ impl ArenaInner {
     }
 
     /// Validates and frees the block at `addr`.
-    fn free_pages(&self, addr: usize, order: u32) -> Result<(), FreeError> {
+    fn free_validated(&self, addr: usize, order: u32) -> Result<(), FreeError> {
         if !self.region.contains(addr) {
             return Err(FreeError::OutOfRegion { addr });
         }
@@ -233,6 +311,12 @@ impl ArenaInner {
         let pfn = self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
         let info = self.mem_map.page(pfn).info();
         self.validate_free(pfn, info, order, addr)?;
+        if order <= PCP_MAX_ORDER
+            && self.pcp_enabled
+            && with_thread_set(self, |set| set.free(self, pfn, order, usize::from(info.zone))).is_some()
+        {
+            return Ok(());
+        }
         let zone = &self.zones[usize::from(info.zone)];
         let mut guard = zone.lock();
         // Re-read under the lock: a racing free of the same block is
@@ -272,6 +356,15 @@ impl ArenaInner {
             }
         }
         FreeError::NotBlockStart { addr }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // Threads may still hold caches of this arena: mark them so their
+        // exit leaves the (unmapped) arena alone. Their blocks vanish with
+        // the region, as every allocated block does.
+        self.inner.pcp.shutdown();
     }
 }
 

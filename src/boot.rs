@@ -36,6 +36,48 @@ impl<T> SysBox<T> {
     }
 }
 
+impl<T> SysBox<T> {
+    /// Gives up ownership; [`from_raw`](Self::from_raw) takes it back.
+    pub(crate) fn into_raw(self) -> NonNull<T> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back ownership of a pointer from [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` and is not used after this call by anyone
+    /// else; it is taken back exactly once.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<T>) -> Self {
+        Self { ptr, layout: Layout::new::<T>(), _owns: PhantomData }
+    }
+}
+
+/// Types for which all-zero bytes are a valid value, so a slice of them can
+/// come straight from `calloc` (fresh zero pages that cost no RSS until
+/// touched).
+///
+/// # Safety
+/// An all-zero bit pattern must be a valid, ready-to-use value of the type.
+pub(crate) unsafe trait Zeroable {}
+
+impl<T: Zeroable> SysBox<[T]> {
+    /// A slice of `len` all-zero elements; `None` if the allocation fails.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn try_new_zeroed_slice(len: usize) -> Option<Self> {
+        let layout = Layout::array::<T>(len).ok()?;
+        let base = if layout.size() == 0 {
+            NonNull::new(std::ptr::without_provenance_mut(layout.align()))?
+        } else {
+            // SAFETY: the layout has a non-zero size.
+            NonNull::new(unsafe { System.alloc_zeroed(layout) })?
+        };
+        let ptr = NonNull::slice_from_raw_parts(base.cast::<T>(), len);
+        Some(Self { ptr, layout, _owns: PhantomData })
+    }
+}
+
 impl<T> SysBox<[T]> {
     /// Builds a slice of `len` elements, element `i` being `make(i)`; `None`
     /// if the allocation fails or `make` does (what was built is dropped).

@@ -3,6 +3,7 @@
 use crate::arena::Arena;
 use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
+use crate::pcp::PcpConfig;
 use crate::region::{HugePages, PAGE_SIZE, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};
 
@@ -37,6 +38,7 @@ pub struct ArenaBuilder {
     pub(crate) zones: Option<usize>,
     pub(crate) max_order: u32,
     pub(crate) watermarks: WatermarkConfig,
+    pub(crate) pcp: PcpConfig,
     pub(crate) region: RegionOptions,
 }
 
@@ -47,6 +49,7 @@ impl Default for ArenaBuilder {
             zones: None,
             max_order: 10,
             watermarks: WatermarkConfig::default(),
+            pcp: PcpConfig::default(),
             region: RegionOptions::default(),
         }
     }
@@ -79,6 +82,14 @@ impl ArenaBuilder {
     /// kernel's formula).
     pub fn watermarks(mut self, config: WatermarkConfig) -> Self {
         self.watermarks = config;
+        self
+    }
+
+    /// Per-thread page caches for orders 0..=3 (default: sized as the kernel
+    /// sizes its per-CPU lists). [`PcpConfig::Disabled`] sends every
+    /// operation to its zone's lock.
+    pub fn pcp(mut self, config: PcpConfig) -> Self {
+        self.pcp = config;
         self
     }
 
@@ -117,6 +128,7 @@ impl ArenaBuilder {
 
     /// Validates every setting and works out the zones.
     pub(crate) fn layout(&self) -> Result<Layout, BuildError> {
+        self.pcp.validate()?;
         if self.max_order > MAX_ORDER_LIMIT {
             return Err(BuildError::MaxOrderTooLarge { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
         }

@@ -23,6 +23,18 @@ pub enum CheckError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A per-thread cache holds an entry that is not a cached block of its
+    /// list's order and zone.
+    BadCacheEntry {
+        /// The zone of the list.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A list's length disagrees with its counter.
     ListCount {
         /// The zone.
@@ -71,6 +83,9 @@ impl fmt::Display for CheckError {
             Self::BadListEntry { zone, order, pfn, reason } => {
                 write!(f, "zone {zone}: free_area[{order}] entry pfn {pfn}: {reason}")
             }
+            Self::BadCacheEntry { zone, order, pfn, reason } => {
+                write!(f, "zone {zone}: per-thread cache, order {order}, pfn {pfn}: {reason}")
+            }
             Self::ListCount { zone, order, found, recorded } => {
                 write!(f, "zone {zone}: free_area[{order}] holds {found} blocks but nr_free is {recorded}")
             }
@@ -100,18 +115,38 @@ pub(crate) struct ZoneTally {
 impl Arena {
     /// Walks every structure and returns the first broken invariant:
     /// each free list's entries are free blocks of its order, aligned, inside
-    /// the zone, with consistent links and the recorded count; every used
-    /// page belongs to exactly one block; no two free buddies are left
-    /// unmerged; free + allocated = managed pages in every zone; the
-    /// lock-free counters agree with the lists.
+    /// the zone, with consistent links and the recorded count; every entry of
+    /// every per-thread cache is a cached block of its list's order and zone,
+    /// and the caches hold exactly the blocks the metadata says are cached;
+    /// every used page belongs to exactly one block; no two free buddies are
+    /// left unmerged; free + cached + allocated = managed pages in every
+    /// zone; the lock-free counters agree with the lists.
     ///
-    /// Takes each zone's lock in turn; costs O(pages ever used). Meant for
-    /// tests and debugging.
+    /// Freezes every per-thread cache (their owners wait on their next slow
+    /// path or drain) and takes each zone's lock in turn, so the answer is
+    /// exact even while other threads allocate. Costs O(pages ever used);
+    /// meant for tests and debugging.
     pub fn check(&self) -> Result<(), CheckError> {
-        for zone in self.inner.zones.iter() {
-            self.check_zone(zone)?;
-        }
-        Ok(())
+        let inner = &*self.inner;
+        inner.pcp.with_frozen(|sets| {
+            let mut cached = [0usize; crate::MAX_ZONES];
+            for set in sets {
+                set.check(inner, &mut cached)?;
+            }
+            for zone in inner.zones.iter() {
+                let tally = self.check_zone(zone)?;
+                let z = usize::from(zone.index);
+                if tally.cached != cached[z] {
+                    return Err(CheckError::Counter {
+                        zone: z,
+                        what: "cached pages (per-thread lists vs metadata)",
+                        found: cached[z],
+                        recorded: tally.cached,
+                    });
+                }
+            }
+            Ok(())
+        })
     }
 
     fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {

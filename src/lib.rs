@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 mod arena;
+#[cfg(not(loom))]
+mod barrier;
 mod boot;
 mod buddy;
 mod builder;
@@ -30,6 +32,7 @@ mod check;
 mod error;
 mod flags;
 mod page;
+mod pcp;
 mod region;
 mod report;
 mod stats;
@@ -43,6 +46,7 @@ pub use builder::{ArenaBuilder, MAX_ZONES};
 pub use check::CheckError;
 pub use error::{AllocError, BuildError, FreeError};
 pub use flags::AllocFlags;
+pub use pcp::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig, THREAD_ARENAS};
 pub use region::{HugePages, PAGE_SIZE};
 pub use stats::{Stats, ZoneStats};
 pub use watermark::{WatermarkConfig, Watermarks};

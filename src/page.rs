@@ -73,8 +73,22 @@ impl PageInfo {
         Self { state, order: order as u8, flags, zone }
     }
 
-    #[inline]
-    fn pack(self) -> u32 {
+    /// The low 16 bits (state and order) of an allocated head of `order`:
+    /// `word & 0xffff` equals this exactly for a block that may be freed
+    /// with that order.
+    #[inline(always)]
+    pub(crate) const fn allocated_key(order: u32) -> u32 {
+        PageState::Allocated as u32 | order << 8
+    }
+
+    /// The zone recorded in a packed info word.
+    #[inline(always)]
+    pub(crate) const fn zone_of_word(word: u32) -> usize {
+        (word >> 24) as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn pack(self) -> u32 {
         u32::from(self.state as u8)
             | u32::from(self.order) << 8
             | u32::from(self.flags) << 16
@@ -121,6 +135,18 @@ impl PageMeta {
         self.info.store(info.pack(), Ordering::Relaxed);
     }
 
+    /// Stores a packed info word (see [`PageInfo::pack`]).
+    #[inline(always)]
+    pub(crate) fn set_info_word(&self, word: u32) {
+        self.info.store(word, Ordering::Relaxed);
+    }
+
+    /// The packed info word, for the fast paths' one-compare validation.
+    #[inline(always)]
+    pub(crate) fn info_word(&self) -> u32 {
+        self.info.load(Ordering::Relaxed)
+    }
+
     #[inline]
     pub(crate) fn prev(&self) -> Pfn {
         self.prev.load(Ordering::Relaxed)
@@ -155,13 +181,22 @@ impl PageMeta {
 }
 
 /// The metadata array, one entry per page of the region.
+#[repr(C)]
 pub(crate) struct MemMap {
-    #[cfg(not(loom))]
-    map: memmap2::MmapMut,
-    #[cfg(loom)]
-    entries: Vec<PageMeta>,
+    /// First entry; `len` entries follow. Kept beside `len` so the fast
+    /// paths' bounds check and lookup read one cache line.
+    ptr: std::ptr::NonNull<PageMeta>,
     len: usize,
+    #[cfg(not(loom))]
+    _map: memmap2::MmapMut,
+    #[cfg(loom)]
+    _entries: Vec<PageMeta>,
 }
+
+// SAFETY: the entries are atomics; the pointer is into memory owned by self.
+unsafe impl Send for MemMap {}
+// SAFETY: as above.
+unsafe impl Sync for MemMap {}
 
 impl MemMap {
     /// Reserves metadata for `pages` pages. Nothing is committed: entries
@@ -170,34 +205,42 @@ impl MemMap {
     pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
         let bytes = pages * std::mem::size_of::<PageMeta>();
         let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
-        Ok(Self { map, len: pages })
+        let ptr = std::ptr::NonNull::new(map.as_ptr().cast::<PageMeta>().cast_mut()).expect("mmap returned null");
+        Ok(Self { ptr, len: pages, _map: map })
     }
 
     #[cfg(loom)]
     pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
-        Ok(Self { entries: (0..pages).map(|_| PageMeta::default()).collect(), len: pages })
+        let entries: Vec<PageMeta> = (0..pages).map(|_| PageMeta::default()).collect();
+        let ptr = std::ptr::NonNull::new(entries.as_ptr().cast_mut()).expect("vec pointer");
+        Ok(Self { ptr, len: pages, _entries: entries })
     }
 
     #[inline]
     fn entries(&self) -> &[PageMeta] {
-        #[cfg(not(loom))]
-        {
-            // SAFETY: the mapping holds `len` entries, is page-aligned (so
-            // 16-byte aligned), zero-filled by the kernel, and all-zero bytes
-            // are a valid PageMeta (four atomics). Entries are only accessed
-            // through atomics, so shared references are sound.
-            unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<PageMeta>(), self.len) }
-        }
-        #[cfg(loom)]
-        {
-            &self.entries
-        }
+        // SAFETY: `ptr` points at `len` initialised entries owned by self
+        // (an anonymous mapping, page-aligned and zero-filled, all-zero being
+        // a valid PageMeta; or the loom Vec). Entries are only accessed
+        // through atomics, so shared references are sound.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The entry of page `pfn`.
     #[inline]
     pub(crate) fn page(&self, pfn: Pfn) -> &PageMeta {
         &self.entries()[pfn as usize]
+    }
+
+    /// The entry of page `pfn` without a bounds check.
+    ///
+    /// # Safety
+    /// `pfn` must be below the number of pages (as `Region::pfn_of`
+    /// guarantees: the metadata has one entry per page of the region).
+    #[inline(always)]
+    pub(crate) unsafe fn page_unchecked(&self, pfn: Pfn) -> &PageMeta {
+        debug_assert!((pfn as usize) < self.len);
+        // SAFETY: in bounds per the caller's contract; see `entries`.
+        unsafe { &*self.ptr.as_ptr().add(pfn as usize) }
     }
 
     /// Entries `start..end`, for walks.

@@ -55,13 +55,14 @@ pub(crate) struct RegionOptions {
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// One reserved, max-order-aligned mapping.
+#[repr(C)]
 pub(crate) struct Region {
+    base: NonNull<u8>,
+    len: usize,
     #[cfg(not(loom))]
     _map: memmap2::MmapMut,
     #[cfg(loom)]
     layout: std::alloc::Layout,
-    base: NonNull<u8>,
-    len: usize,
 }
 
 // SAFETY: the region is plain memory; who may touch which page is decided by

@@ -40,6 +40,16 @@ impl Write for StackWriter {
     }
 }
 
+/// Prints `message` and aborts: for states the allocator cannot continue
+/// from (unwinding out of an allocator is undefined behaviour).
+#[cold]
+pub(crate) fn fatal(message: &str) -> ! {
+    let mut w = StackWriter::new();
+    let _ = write!(w, "zonealloc: fatal: {message}");
+    w.flush_line();
+    std::process::abort()
+}
+
 /// Allows `burst` messages per `interval` seconds (the kernel's
 /// `DEFAULT_RATELIMIT_BURST` / `DEFAULT_RATELIMIT_INTERVAL` are 10 and 5).
 pub(crate) struct RateLimit {

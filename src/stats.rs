@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::arena::Arena;
 use crate::buddy::NR_ORDERS;
+use crate::pcp::{PCP_MAX_ORDER, PcpTally};
 use crate::sync::Ordering;
 use crate::watermark::Watermarks;
 
@@ -25,6 +26,10 @@ pub struct Stats {
     pub alloc_failures: u64,
     /// Frees refused as invalid.
     pub invalid_frees: u64,
+    /// Threads holding a per-thread cache of this arena.
+    pub pcp_sets: usize,
+    /// Remote drains run (`Arena::drain_pcp` and reclaim).
+    pub pcp_remote_drains: u64,
     /// One entry per zone.
     pub zones: Vec<ZoneStats>,
 }
@@ -62,15 +67,33 @@ pub struct ZoneStats {
     pub merges: u64,
     /// Attempts that found this zone below the watermark they were checked at.
     pub watermark_failures: u64,
+    /// Pages held in per-thread caches (free, but not in the buddy lists).
+    pub cached: usize,
+    /// Blocks held in per-thread caches per order 0..=3.
+    pub cached_blocks: Vec<usize>,
+    /// The per-thread caches' `batch` in force, in pages (0 when disabled).
+    pub pcp_batch: usize,
+    /// The per-thread caches' `high` in force, in pages.
+    pub pcp_high: usize,
+    /// Threads whose preferred zone this is.
+    pub pcp_threads: usize,
+    /// Cache refills from this zone (`rmqueue_bulk` calls).
+    pub pcp_refills: u64,
+    /// Cache trims into this zone (`free_pcppages_bulk` calls).
+    pub pcp_trims: u64,
+    /// Whole caches drained into this zone (remote drains, thread exits).
+    pub pcp_drains: u64,
+    /// Cached blocks refused on their way back (see `Arena::check`).
+    pub pcp_corrupt: u64,
 }
 
 impl ZoneStats {
     /// Pages handed out to callers.
     pub fn allocated(&self) -> usize {
-        self.managed - self.free
+        self.managed.saturating_sub(self.free + self.cached)
     }
 
-    /// Free pages that cost RSS: free, neither untouched nor purged.
+    /// Free pages in the buddy lists that cost RSS: neither untouched nor purged.
     pub fn resident_free(&self) -> usize {
         self.free - self.untouched - self.purged
     }
@@ -138,14 +161,18 @@ impl Arena {
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
         let orders = inner.max_order as usize + 1;
+        let mut pcp = [PcpTally::default(); crate::MAX_ZONES];
+        let pcp_sets = inner.pcp.tally(&mut pcp);
+        let pcp_orders = orders.min(PCP_MAX_ORDER as usize + 1);
         let zones = inner
             .zones
             .iter()
-            .map(|zone| {
+            .zip(pcp)
+            .map(|(zone, pcp)| {
                 // Copy under the lock into fixed arrays; allocate only after
                 // unlocking (the arena may be the global allocator).
                 let mut free_blocks = [0usize; NR_ORDERS];
-                let (allocs, frees, counters, free, untouched, purged);
+                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts);
                 {
                     let guard = zone.lock();
                     let buddy = &guard.inner.buddy;
@@ -159,7 +186,18 @@ impl Arena {
                     free = buddy.nr_free();
                     untouched = buddy.frontier_pages();
                     purged = buddy.purged_pages();
+                    pcp_counts = [
+                        guard.inner.pcp_refills,
+                        guard.inner.pcp_trims,
+                        guard.inner.pcp_drained,
+                        guard.inner.pcp_corrupt,
+                    ];
                 }
+                for o in 0..pcp_orders {
+                    allocs[o] += pcp.allocs[o];
+                    frees[o] += pcp.frees[o];
+                }
+                let (pcp_batch, pcp_high) = zone.pcp_params();
                 ZoneStats {
                     zone: zone.index.into(),
                     start_pfn: zone.start as usize,
@@ -175,6 +213,15 @@ impl Arena {
                     splits: counters.splits,
                     merges: counters.merges,
                     watermark_failures: zone.watermark_failures.load(Ordering::Relaxed),
+                    cached: pcp.cached.iter().enumerate().map(|(o, n)| n << o).sum(),
+                    cached_blocks: pcp.cached[..pcp_orders].to_vec(),
+                    pcp_batch,
+                    pcp_high,
+                    pcp_threads: zone.pcp_threads(),
+                    pcp_refills: pcp_counts[0],
+                    pcp_trims: pcp_counts[1],
+                    pcp_drains: pcp_counts[2],
+                    pcp_corrupt: pcp_counts[3],
                 }
             })
             .collect();
@@ -184,6 +231,8 @@ impl Arena {
             region_bytes: inner.region.len(),
             alloc_failures: inner.counters.alloc_failures.load(Ordering::Relaxed),
             invalid_frees: inner.counters.invalid_frees.load(Ordering::Relaxed),
+            pcp_sets,
+            pcp_remote_drains: inner.pcp.drains.load(Ordering::Relaxed),
             zones,
         }
     }
@@ -219,10 +268,24 @@ impl fmt::Display for Stats {
             writeln!(f, "        spanned  {}", z.spanned)?;
             writeln!(f, "        managed  {}", z.managed)?;
             writeln!(f, "        allocated {}", z.allocated())?;
+            writeln!(f, "        cached   {}", z.cached)?;
             writeln!(f, "        untouched {}", z.untouched)?;
             writeln!(f, "        purged   {}", z.purged)?;
             writeln!(f, "  start_pfn:     {}", z.start_pfn)?;
             writeln!(f, "  splits {} merges {} watermark_failures {}", z.splits, z.merges, z.watermark_failures)?;
+            write!(
+                f,
+                "  pagesets (per-thread caches)\n    threads: {}\n    high:  {}\n    batch: {}\n    count:",
+                z.pcp_threads, z.pcp_high, z.pcp_batch
+            )?;
+            for n in &z.cached_blocks {
+                write!(f, " {n}")?;
+            }
+            writeln!(
+                f,
+                "\n    refills: {} trims: {} drains: {} refused: {}",
+                z.pcp_refills, z.pcp_trims, z.pcp_drains, z.pcp_corrupt
+            )?;
             write!(f, "  allocs  ")?;
             for n in &z.allocs {
                 write!(f, " {n}")?;
@@ -249,7 +312,11 @@ impl fmt::Display for Stats {
             }
             writeln!(f)?;
         }
-        writeln!(f, "alloc_failures {} invalid_frees {}", self.alloc_failures, self.invalid_frees)
+        writeln!(
+            f,
+            "alloc_failures {} invalid_frees {} pcp_sets {} pcp_remote_drains {}",
+            self.alloc_failures, self.invalid_frees, self.pcp_sets, self.pcp_remote_drains
+        )
     }
 }
 
@@ -274,6 +341,15 @@ mod tests {
             splits: 0,
             merges: 0,
             watermark_failures: 0,
+            cached: 0,
+            cached_blocks: vec![],
+            pcp_batch: 0,
+            pcp_high: 0,
+            pcp_threads: 0,
+            pcp_refills: 0,
+            pcp_trims: 0,
+            pcp_drains: 0,
+            pcp_corrupt: 0,
         }
     }
 

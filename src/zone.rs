@@ -7,6 +7,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, NR_ORDERS};
 use crate::page::{MemMap, PageState, Pfn};
+use crate::pcp::{PcpConfig, zone_highsize};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Watermarks, zone_watermark_ok};
 
@@ -18,6 +19,15 @@ pub(crate) struct ZoneInner {
     pub allocs: [u64; NR_ORDERS],
     /// Blocks given back per order (straight to the buddy lists).
     pub frees: [u64; NR_ORDERS],
+    /// Per-thread cache refills (`rmqueue_bulk` calls).
+    pub pcp_refills: u64,
+    /// Per-thread cache trims (`free_pcppages_bulk` calls).
+    pub pcp_trims: u64,
+    /// Whole caches drained into this zone (remote drains and thread exits).
+    pub pcp_drained: u64,
+    /// Cached blocks refused on their way back because their metadata no
+    /// longer said cached (a racing double free got into two caches).
+    pub pcp_corrupt: u64,
 }
 
 /// Lock-free copies of what the watermark check reads, refreshed under the
@@ -38,10 +48,22 @@ pub(crate) struct Zone {
     mirror: CachePadded<ZoneMirror>,
     /// Allocation attempts that found no block in this zone within the marks.
     pub watermark_failures: AtomicU64,
+    pcp: ZonePcpParams,
+}
+
+/// The per-thread cache sizing in force for a zone, in pages.
+struct ZonePcpParams {
+    batch: usize,
+    /// `high` for one thread (the kernel: the low watermark), or the fixed high.
+    base_high: usize,
+    fixed: bool,
+    high: AtomicUsize,
+    /// Threads whose preferred zone this is.
+    threads: AtomicUsize,
 }
 
 impl Zone {
-    pub(crate) fn new(index: u8, start: Pfn, end: Pfn, max_order: u32, marks: Watermarks) -> Self {
+    pub(crate) fn new(index: u8, start: Pfn, end: Pfn, max_order: u32, marks: Watermarks, pcp: PcpConfig) -> Self {
         let buddy = Buddy::new(index, start, end, max_order);
         let mirror = ZoneMirror::default();
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
@@ -51,10 +73,66 @@ impl Zone {
             start,
             end,
             watermarks: [AtomicUsize::new(marks.min), AtomicUsize::new(marks.low), AtomicUsize::new(marks.high)],
-            inner: CachePadded::new(Mutex::new(ZoneInner { buddy, allocs: [0; NR_ORDERS], frees: [0; NR_ORDERS] })),
+            inner: CachePadded::new(Mutex::new(ZoneInner {
+                buddy,
+                allocs: [0; NR_ORDERS],
+                frees: [0; NR_ORDERS],
+                pcp_refills: 0,
+                pcp_trims: 0,
+                pcp_drained: 0,
+                pcp_corrupt: 0,
+            })),
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
+            pcp: {
+                let managed = (end - start) as usize;
+                let (batch, base_high) = pcp.for_zone(managed, marks.low).unwrap_or((0, 0));
+                ZonePcpParams {
+                    batch,
+                    base_high,
+                    fixed: matches!(pcp, PcpConfig::Fixed { .. }),
+                    high: AtomicUsize::new(base_high),
+                    threads: AtomicUsize::new(0),
+                }
+            },
         }
+    }
+
+    /// `(batch, high)` in pages for this zone's per-thread lists.
+    #[inline]
+    pub(crate) fn pcp_params(&self) -> (usize, usize) {
+        (self.pcp.batch, self.pcp.high.load(Ordering::Relaxed))
+    }
+
+    /// Threads preferring this zone, and so sharing its `high`.
+    pub(crate) fn pcp_threads(&self) -> usize {
+        self.pcp.threads.load(Ordering::Relaxed)
+    }
+
+    /// A thread now prefers this zone: `zone_highsize` splits the low
+    /// watermark between one more thread.
+    pub(crate) fn pcp_attach(&self) {
+        let threads = self.pcp.threads.fetch_add(1, Ordering::Relaxed) + 1;
+        self.update_pcp_high(threads);
+    }
+
+    /// A thread that preferred this zone has exited.
+    pub(crate) fn pcp_detach(&self) {
+        let threads = self.pcp.threads.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.update_pcp_high(threads);
+    }
+
+    fn update_pcp_high(&self, threads: usize) {
+        if !self.pcp.fixed {
+            let high = zone_highsize(self.pcp.base_high, self.pcp.batch, threads);
+            self.pcp.high.store(high, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `pfn` is one of this zone's pages.
+    #[inline]
+    pub(crate) fn contains(&self, pfn: Pfn) -> bool {
+        (self.start..self.end).contains(&pfn)
     }
 
     /// Pages the zone spans.
@@ -94,6 +172,30 @@ impl Zone {
         ZoneGuard { zone: self, inner: self.inner.lock() }
     }
 
+    /// Takes up to `count` blocks of `order` for a per-thread cache under one
+    /// lock acquisition (`rmqueue_bulk`); `put(i, pfn)` receives each.
+    /// Returns how many were taken.
+    pub(crate) fn rmqueue_bulk(&self, mm: &MemMap, order: u32, count: usize, mut put: impl FnMut(usize, Pfn)) -> usize {
+        let mut zone = self.lock();
+        let mut taken = 0;
+        while taken < count {
+            let Some(block) = zone.inner.buddy.rmqueue(mm, order, PageState::Cached) else { break };
+            put(taken, block.pfn);
+            taken += 1;
+        }
+        zone.inner.pcp_refills += 1;
+        taken
+    }
+
+    /// Gives cached blocks back under one lock acquisition (`free_pcppages_bulk`).
+    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl Iterator<Item = Pfn>) {
+        let mut zone = self.lock();
+        for pfn in pfns {
+            zone.free_cached(mm, pfn, order);
+        }
+        zone.inner.pcp_trims += 1;
+    }
+
     /// Takes one block of `order` (the kernel's `rmqueue_buddy`).
     #[inline]
     pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32) -> Option<Block> {
@@ -109,6 +211,20 @@ impl Zone {
 pub(crate) struct ZoneGuard<'a> {
     zone: &'a Zone,
     pub inner: MutexGuard<'a, ZoneInner>,
+}
+
+impl ZoneGuard<'_> {
+    /// Returns a block from a per-thread cache to the buddy lists, after
+    /// checking that its metadata still says it is a cached block of this
+    /// order and zone; a block that fails is left alone and counted.
+    pub(crate) fn free_cached(&mut self, mm: &MemMap, pfn: Pfn, order: u32) {
+        let info = mm.page(pfn).info();
+        if info.state != PageState::Cached || u32::from(info.order) != order || info.zone != self.zone.index {
+            self.inner.pcp_corrupt += 1;
+            return;
+        }
+        self.inner.buddy.free_one_page(mm, pfn, order, info.flags);
+    }
 }
 
 impl Drop for ZoneGuard<'_> {

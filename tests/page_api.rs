@@ -1,5 +1,7 @@
-//! Exact behaviour of the page API: every page handed out once, natural
-//! alignment, coalescing back to the start state, split/merge counts, ZERO.
+//! Exact behaviour of the page API on the buddy layer: every page handed out
+//! once, natural alignment, coalescing back to the start state, split/merge
+//! counts, ZERO. (`small_arena` has no per-thread caches; tests/pcp.rs covers
+//! them.)
 
 mod support;
 
@@ -7,7 +9,7 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 
 use support::{Rng, small_arena};
-use zonealloc::{AllocError, AllocFlags, Arena};
+use zonealloc::{AllocError, AllocFlags, Arena, PcpConfig};
 
 const NOWARN: AllocFlags = AllocFlags::NOWARN;
 

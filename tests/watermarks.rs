@@ -1,8 +1,11 @@
-//! Watermark pass/fail at the exact boundaries, with each reserve discount.
+//! Watermark pass/fail at the exact boundaries, with each reserve discount,
+//! on the buddy layer (no per-thread caches: a cached block is already out
+//! of its zone and is handed out without a watermark check, as in the
+//! kernel's pcp path). The cache's own watermark behaviour is in tests/pcp.rs.
 
 mod support;
 
-use zonealloc::{AllocError, AllocFlags, Arena, WatermarkConfig, Watermarks};
+use zonealloc::{AllocError, AllocFlags, Arena, PcpConfig, WatermarkConfig, Watermarks};
 
 const NOWARN: AllocFlags = AllocFlags::NOWARN;
 
@@ -13,6 +16,7 @@ fn arena() -> Arena {
         .zones(1)
         .max_order(10)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 100, low: 200, high: 300 }))
+        .pcp(PcpConfig::Disabled)
         .build()
         .unwrap()
 }

@@ -3,15 +3,22 @@
 
 pub mod page_model;
 
-use zonealloc::{Arena, WatermarkConfig, Watermarks};
+use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
 
-/// A small arena with no watermarks, so every page can be allocated.
+/// A small arena with no watermarks (every page can be allocated) and no
+/// per-thread caches: what the buddy layer's exact-count tests need.
 pub fn small_arena(zones: usize, blocks_per_zone: usize, max_order: u32) -> Arena {
+    small_arena_with(zones, blocks_per_zone, max_order, PcpConfig::Disabled)
+}
+
+/// A small arena with no watermarks and the given per-thread caches.
+pub fn small_arena_with(zones: usize, blocks_per_zone: usize, max_order: u32, pcp: PcpConfig) -> Arena {
     Arena::builder()
         .region_size(zones * blocks_per_zone * (4096 << max_order))
         .zones(zones)
         .max_order(max_order)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(pcp)
         .build()
         .expect("small arena")
 }

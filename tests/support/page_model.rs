@@ -6,6 +6,12 @@
 //! of 2^k free pages, so (with zero watermarks) the model predicts every
 //! success and failure. Each block is filled with a byte that is checked at
 //! free, so overlapping blocks or a block handed out twice show up.
+//!
+//! With per-thread caches, free pages may sit in a cache where the buddy
+//! lists cannot merge them, so a request can fail although the model has
+//! room. The harness then drains the caches (`Arena::drain_pcp`) and retries:
+//! with every free page back in the buddy lists the retry must match the
+//! model exactly. Free counts are checked as buddy free + cached.
 
 use std::ptr::NonNull;
 
@@ -42,6 +48,8 @@ pub struct Harness {
     next_fill: u8,
     pub allocs: usize,
     pub failures: usize,
+    /// Pages moved back by drains after a stranded failure.
+    pub drained: usize,
 }
 
 impl Harness {
@@ -51,7 +59,17 @@ impl Harness {
         let zones: Vec<_> = stats.zones.iter().map(|z| (z.start_pfn, z.spanned)).collect();
         let pages = zones.iter().map(|z| z.1).sum();
         let base = arena.region().0.as_ptr() as usize;
-        Self { arena, base, zones, used: vec![false; pages], live: Vec::new(), next_fill: 1, allocs: 0, failures: 0 }
+        Self {
+            arena,
+            base,
+            zones,
+            used: vec![false; pages],
+            live: Vec::new(),
+            next_fill: 1,
+            allocs: 0,
+            failures: 0,
+            drained: 0,
+        }
     }
 
     fn can_allocate(&self, order: u32) -> bool {
@@ -68,7 +86,13 @@ impl Harness {
                 let order = u32::from(order) % (max_order + 2);
                 let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
                 let expected = order <= max_order && self.can_allocate(order);
-                match self.arena.alloc_pages(order, flags) {
+                let mut result = self.arena.alloc_pages(order, flags);
+                if result.is_err() && expected {
+                    // Room may be stranded in a cache: drain and retry.
+                    self.drained += self.arena.drain_pcp();
+                    result = self.arena.alloc_pages(order, flags);
+                }
+                match result {
                     Ok(ptr) => {
                         assert!(expected, "order-{order} allocation succeeded but the model has no room");
                         self.take(ptr, order, zero);
@@ -155,9 +179,9 @@ impl Harness {
         assert_eq!(again, Err(FreeError::DoubleFree { addr: live.ptr.as_ptr() as usize }));
     }
 
-    /// Free pages per the arena's stats.
+    /// Free pages per the arena's stats: in the buddy lists or a cache.
     pub fn free_pages(&self) -> usize {
-        self.arena.stats().zones.iter().map(|z| z.free).sum()
+        self.arena.stats().zones.iter().map(|z| z.free + z.cached).sum()
     }
 
     /// `check()` plus exact agreement of every zone's free count with the model.
@@ -166,7 +190,7 @@ impl Harness {
         for (z, stats) in self.arena.stats().zones.iter().enumerate() {
             let (start, len) = self.zones[z];
             let model_free = self.used[start..start + len].iter().filter(|u| !**u).count();
-            assert_eq!(stats.free, model_free, "zone {z}: free pages disagree with the model");
+            assert_eq!(stats.free + stats.cached, model_free, "zone {z}: free pages disagree with the model");
         }
     }
 
@@ -176,6 +200,7 @@ impl Harness {
         while let Some(live) = self.live.pop() {
             self.release(live);
         }
+        self.arena.drain_pcp();
         self.check();
         let max_order = self.arena.max_order();
         for z in self.arena.stats().zones {
