@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 
 use support::{Rng, small_arena};
-use zonealloc::{AllocError, AllocFlags, Arena, PcpConfig};
+use zonealloc::{AllocError, AllocFlags, Arena};
 
 const NOWARN: AllocFlags = AllocFlags::NOWARN;
 
