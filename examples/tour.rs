@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // SAFETY: allocated above with this order.
         unsafe { arena.free_pages(p, order)? };
     }
+    arena.drain_pcp(); // this thread's own cache
     arena.check()?;
     let stats = arena.stats();
     println!("{stats}");
@@ -127,5 +128,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(z.free, z.managed);
     }
     println!("every page is free again and check() passes");
+
+    header("7. Per-thread caches: refill, trim, remote drain, exit");
+    // A 1 GiB arena, so the kernel's sizing gives a batch worth showing.
+    let arena = Arena::builder().region_size(1 << 30).zones(2).build()?;
+    let cached_pages = |a: &Arena| a.stats().zones.iter().map(|z| z.cached).sum::<usize>();
+    let refills = |a: &Arena| a.stats().zones.iter().map(|z| z.pcp_refills).sum::<u64>();
+    let page = arena.alloc_pages(0, AllocFlags::empty())?;
+    let z = &arena.stats().zones[0];
+    println!(
+        "  each thread caches orders 0..=3 per zone: batch {} pages, high {} pages (zone_batchsize/zone_highsize)",
+        z.pcp_batch, z.pcp_high
+    );
+    println!(
+        "  one order-0 allocation on this thread: {} refill under one zone lock, {} pages now cached",
+        refills(&arena),
+        cached_pages(&arena)
+    );
+    // SAFETY: allocated just above.
+    unsafe { arena.free_pages(page, 0)? };
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+        let arena = &arena;
+        let worker = s.spawn(move || {
+            let pages: Vec<_> = (0..2000).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
+            for p in pages {
+                // SAFETY: allocated just above.
+                unsafe { arena.free_pages(p, 0).unwrap() };
+            }
+            ready_tx.send(()).unwrap();
+            rx.recv().unwrap(); // idle until drained
+        });
+        ready_rx.recv()?;
+        let stats = arena.stats();
+        let trims: u64 = stats.zones.iter().map(|z| z.pcp_trims).sum();
+        let pooled: usize = stats.zones.iter().map(|z| z.pooled).sum();
+        println!(
+            "  a worker allocated 2000 pages ({} refills in all) and freed them: {} pages cached; \
+             frees above high trimmed {trims} batches, {pooled} pages wait in the zones' pools",
+            refills(arena),
+            cached_pages(arena),
+        );
+        let t = Instant::now();
+        let drained = arena.drain_pcp();
+        println!(
+            "  drain_pcp() while the worker is blocked: {drained} pages back in the buddy lists in {:?}, worker not interrupted",
+            t.elapsed()
+        );
+        tx.send(())?;
+        worker.join().map_err(|_| "worker panicked")?;
+        Ok(())
+    })?;
+    arena.check()?;
+    println!("  after the worker exits: {} pages cached, check() passes", cached_pages(&arena));
+    print!(
+        "{}",
+        arena
+            .stats()
+            .to_string()
+            .lines()
+            .skip_while(|l| !l.contains("pagesets"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!();
     Ok(())
 }

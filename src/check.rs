@@ -109,7 +109,10 @@ impl std::error::Error for CheckError {}
 pub(crate) struct ZoneTally {
     pub free: usize,
     pub allocated: usize,
+    /// Pages whose head says cached: in a thread's list or the zone's pool.
     pub cached: usize,
+    /// Of those, pages in the zone's pool.
+    pub pooled: usize,
 }
 
 impl Arena {
@@ -136,11 +139,11 @@ impl Arena {
             for zone in inner.zones.iter() {
                 let tally = self.check_zone(zone)?;
                 let z = usize::from(zone.index);
-                if tally.cached != cached[z] {
+                if tally.cached != cached[z] + tally.pooled {
                     return Err(CheckError::Counter {
                         zone: z,
-                        what: "cached pages (per-thread lists vs metadata)",
-                        found: cached[z],
+                        what: "cached pages (per-thread lists and pool vs metadata)",
+                        found: cached[z] + tally.pooled,
                         recorded: tally.cached,
                     });
                 }
@@ -235,7 +238,29 @@ impl Arena {
             pfn += size as Pfn;
         }
 
-        // 3. Counters against the structures.
+        // 3. The pool of trimmed batches holds cached blocks of its orders.
+        let mut pooled = 0;
+        for order in 0..4u32 {
+            for &pfn in guard.inner.pool.blocks(order as usize) {
+                let info = mm.page(pfn).info();
+                if !zone.contains(pfn)
+                    || info.state != PageState::Cached
+                    || u32::from(info.order) != order
+                    || usize::from(info.zone) != z
+                {
+                    return Err(CheckError::BadCacheEntry {
+                        zone: z,
+                        order,
+                        pfn,
+                        reason: "pooled block is not a cached block of this order and zone",
+                    });
+                }
+                pooled += 1 << order;
+            }
+        }
+        tally.pooled = pooled;
+
+        // 4. Counters against the structures.
         let counter = |what, found, recorded| {
             if found == recorded { Ok(()) } else { Err(CheckError::Counter { zone: z, what, found, recorded }) }
         };

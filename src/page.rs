@@ -122,6 +122,7 @@ pub(crate) struct PageMeta {
     next: AtomicU32,
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<PageMeta>() == 16);
 
 impl PageMeta {

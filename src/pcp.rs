@@ -687,11 +687,15 @@ impl PcpRegistry {
         }
     }
 
-    /// Drains every set; returns the pages moved.
+    /// Drains every set, then every zone's pool of trimmed batches; returns
+    /// the pages moved.
     pub(crate) fn drain_all(&self, arena: &ArenaInner) -> usize {
         self.drains.fetch_add(1, Ordering::Relaxed);
         let mut pages = 0;
         self.for_each(|set| pages += set.drain(arena));
+        for zone in arena.zones.iter() {
+            pages += zone.drain_pool(&arena.mem_map);
+        }
         pages
     }
 

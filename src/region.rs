@@ -52,6 +52,7 @@ pub(crate) struct RegionOptions {
     pub dont_fork: bool,
 }
 
+#[cfg(not(loom))]
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// One reserved, max-order-aligned mapping.

@@ -43,6 +43,7 @@ impl Write for StackWriter {
 /// Prints `message` and aborts: for states the allocator cannot continue
 /// from (unwinding out of an allocator is undefined behaviour).
 #[cold]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn fatal(message: &str) -> ! {
     let mut w = StackWriter::new();
     let _ = write!(w, "zonealloc: fatal: {message}");

@@ -67,10 +67,13 @@ pub struct ZoneStats {
     pub merges: u64,
     /// Attempts that found this zone below the watermark they were checked at.
     pub watermark_failures: u64,
-    /// Pages held in per-thread caches (free, but not in the buddy lists).
+    /// Pages held in per-thread caches and the zone's pool of trimmed
+    /// batches (free, but not in the buddy lists).
     pub cached: usize,
-    /// Blocks held in per-thread caches per order 0..=3.
+    /// Blocks cached per order 0..=3 (lists and pool).
     pub cached_blocks: Vec<usize>,
+    /// Of `cached`, pages in the zone's pool of trimmed batches.
+    pub pooled: usize,
     /// The per-thread caches' `batch` in force, in pages (0 when disabled).
     pub pcp_batch: usize,
     /// The per-thread caches' `high` in force, in pages.
@@ -172,7 +175,7 @@ impl Arena {
                 // Copy under the lock into fixed arrays; allocate only after
                 // unlocking (the arena may be the global allocator).
                 let mut free_blocks = [0usize; NR_ORDERS];
-                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts);
+                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts, pool);
                 {
                     let guard = zone.lock();
                     let buddy = &guard.inner.buddy;
@@ -192,6 +195,11 @@ impl Arena {
                         guard.inner.pcp_drained,
                         guard.inner.pcp_corrupt,
                     ];
+                    pool = guard.inner.pool.counts();
+                }
+                let mut cached_blocks = pcp.cached;
+                for (n, p) in cached_blocks.iter_mut().zip(pool) {
+                    *n += p;
                 }
                 for o in 0..pcp_orders {
                     allocs[o] += pcp.allocs[o];
@@ -213,8 +221,9 @@ impl Arena {
                     splits: counters.splits,
                     merges: counters.merges,
                     watermark_failures: zone.watermark_failures.load(Ordering::Relaxed),
-                    cached: pcp.cached.iter().enumerate().map(|(o, n)| n << o).sum(),
-                    cached_blocks: pcp.cached[..pcp_orders].to_vec(),
+                    cached: cached_blocks.iter().enumerate().map(|(o, n)| n << o).sum(),
+                    cached_blocks: cached_blocks[..pcp_orders].to_vec(),
+                    pooled: pool.iter().enumerate().map(|(o, n)| n << o).sum(),
                     pcp_batch,
                     pcp_high,
                     pcp_threads: zone.pcp_threads(),
@@ -283,8 +292,8 @@ impl fmt::Display for Stats {
             }
             writeln!(
                 f,
-                "\n    refills: {} trims: {} drains: {} refused: {}",
-                z.pcp_refills, z.pcp_trims, z.pcp_drains, z.pcp_corrupt
+                "\n    pooled: {} refills: {} trims: {} drains: {} refused: {}",
+                z.pooled, z.pcp_refills, z.pcp_trims, z.pcp_drains, z.pcp_corrupt
             )?;
             write!(f, "  allocs  ")?;
             for n in &z.allocs {
@@ -343,6 +352,7 @@ mod tests {
             watermark_failures: 0,
             cached: 0,
             cached_blocks: vec![],
+            pooled: 0,
             pcp_batch: 0,
             pcp_high: 0,
             pcp_threads: 0,

@@ -28,6 +28,45 @@ pub(crate) struct ZoneInner {
     /// Cached blocks refused on their way back because their metadata no
     /// longer said cached (a racing double free got into two caches).
     pub pcp_corrupt: u64,
+    /// Batches trimmed from one thread's cache, kept for the next refill.
+    pub pool: PcpPool,
+}
+
+/// Blocks per order a zone keeps between a trim and the next refill: two
+/// of the largest batches.
+#[cfg(not(loom))]
+const POOL_CAPACITY: usize = 128;
+#[cfg(loom)]
+const POOL_CAPACITY: usize = 4;
+
+/// Cached blocks handed from a thread whose list grew past `high` to the
+/// next thread that refills, without passing through the buddy lists.
+///
+/// With one thread allocating and another freeing (producer/consumer),
+/// every block would otherwise be merged into the lists by the freeing
+/// thread's trim and split out again by the allocating thread's refill; the
+/// pool turns that into copying a batch of page numbers. Blocks in the pool
+/// stay `Cached` in the metadata and count as cached pages; a drain (and
+/// reclaim) returns them to the lists.
+pub(crate) struct PcpPool {
+    count: [usize; 4],
+    pfns: [[Pfn; POOL_CAPACITY]; 4],
+}
+
+impl PcpPool {
+    const fn new() -> Self {
+        Self { count: [0; 4], pfns: [[0; POOL_CAPACITY]; 4] }
+    }
+
+    /// Blocks held per order 0..=3.
+    pub(crate) fn counts(&self) -> [usize; 4] {
+        self.count
+    }
+
+    /// The blocks of `order`, for `check()`.
+    pub(crate) fn blocks(&self, order: usize) -> &[Pfn] {
+        &self.pfns[order][..self.count[order]]
+    }
 }
 
 /// Lock-free copies of what the watermark check reads, refreshed under the
@@ -81,6 +120,7 @@ impl Zone {
                 pcp_trims: 0,
                 pcp_drained: 0,
                 pcp_corrupt: 0,
+                pool: PcpPool::new(),
             })),
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
@@ -175,9 +215,18 @@ impl Zone {
     /// Takes up to `count` blocks of `order` for a per-thread cache under one
     /// lock acquisition (`rmqueue_bulk`); `put(i, pfn)` receives each.
     /// Returns how many were taken.
+    /// Takes the pool's blocks first (see [`PcpPool`]).
     pub(crate) fn rmqueue_bulk(&self, mm: &MemMap, order: u32, count: usize, mut put: impl FnMut(usize, Pfn)) -> usize {
         let mut zone = self.lock();
-        let mut taken = 0;
+        let o = order as usize;
+        let pool = &mut zone.inner.pool;
+        let from_pool = pool.count[o].min(count);
+        let keep = pool.count[o] - from_pool;
+        for (i, &pfn) in pool.pfns[o][keep..keep + from_pool].iter().enumerate() {
+            put(i, pfn);
+        }
+        pool.count[o] = keep;
+        let mut taken = from_pool;
         while taken < count {
             let Some(block) = zone.inner.buddy.rmqueue(mm, order, PageState::Cached) else { break };
             put(taken, block.pfn);
@@ -187,13 +236,43 @@ impl Zone {
         taken
     }
 
-    /// Gives cached blocks back under one lock acquisition (`free_pcppages_bulk`).
-    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl Iterator<Item = Pfn>) {
+    /// Gives cached blocks back under one lock acquisition
+    /// (`free_pcppages_bulk`): into the pool if the whole batch fits, else
+    /// to the buddy lists.
+    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl ExactSizeIterator<Item = Pfn>) {
         let mut zone = self.lock();
-        for pfn in pfns {
-            zone.free_cached(mm, pfn, order);
+        let o = order as usize;
+        if zone.inner.pool.count[o] + pfns.len() <= POOL_CAPACITY {
+            for pfn in pfns {
+                if zone.is_cached_here(mm, pfn, order) {
+                    let pool = &mut zone.inner.pool;
+                    pool.pfns[o][pool.count[o]] = pfn;
+                    pool.count[o] += 1;
+                } else {
+                    zone.inner.pcp_corrupt += 1;
+                }
+            }
+        } else {
+            for pfn in pfns {
+                zone.free_cached(mm, pfn, order);
+            }
         }
         zone.inner.pcp_trims += 1;
+    }
+
+    /// Returns the pool's blocks to the buddy lists; the pages moved.
+    pub(crate) fn drain_pool(&self, mm: &MemMap) -> usize {
+        let mut zone = self.lock();
+        let mut pages = 0;
+        for o in 0..4 {
+            let n = std::mem::take(&mut zone.inner.pool.count[o]);
+            for i in 0..n {
+                let pfn = zone.inner.pool.pfns[o][i];
+                zone.free_cached(mm, pfn, o as u32);
+            }
+            pages += n << o;
+        }
+        pages
     }
 
     /// Takes one block of `order` (the kernel's `rmqueue_buddy`).
@@ -218,12 +297,18 @@ impl ZoneGuard<'_> {
     /// checking that its metadata still says it is a cached block of this
     /// order and zone; a block that fails is left alone and counted.
     pub(crate) fn free_cached(&mut self, mm: &MemMap, pfn: Pfn, order: u32) {
-        let info = mm.page(pfn).info();
-        if info.state != PageState::Cached || u32::from(info.order) != order || info.zone != self.zone.index {
+        if !self.is_cached_here(mm, pfn, order) {
             self.inner.pcp_corrupt += 1;
             return;
         }
-        self.inner.buddy.free_one_page(mm, pfn, order, info.flags);
+        let flags = mm.page(pfn).info().flags;
+        self.inner.buddy.free_one_page(mm, pfn, order, flags);
+    }
+
+    /// Whether `pfn` heads a cached block of `order` in this zone.
+    fn is_cached_here(&self, mm: &MemMap, pfn: Pfn, order: u32) -> bool {
+        let info = mm.page(pfn).info();
+        info.state == PageState::Cached && u32::from(info.order) == order && info.zone == self.zone.index
     }
 }
 

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zonealloc::{Arena, WatermarkConfig, Watermarks};
+use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
 
 #[path = "../../tests/support/page_model.rs"]
 mod page_model;
@@ -15,14 +15,17 @@ use page_model::{Harness, Op};
 fuzz_target!(|input: (u8, Vec<Op>)| {
     let (shape, ops) = input;
     // 1-3 zones of one or two 32-page blocks: small enough that the model's
-    // bitmap scan is cheap and allocations often fail.
+    // bitmap scan is cheap and allocations often fail. Half the inputs run
+    // through small per-thread caches (refills, trims, stranded pages).
     let zones = usize::from(shape % 3) + 1;
     let blocks = usize::from(shape / 3 % 2) + 1;
+    let pcp = if shape / 6 % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
     let arena = Arena::builder()
         .region_size(zones * blocks * (4096 << 5))
         .zones(zones)
         .max_order(5)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(pcp)
         .build()
         .unwrap();
     let mut harness = Harness::new(arena);
