@@ -1,25 +1,26 @@
-//! The arena: the public page API and the allocation paths.
-//!
-//! `alloc_pages` follows `__alloc_pages`: a fast path that walks the
-//! zonelist at the low watermark (`get_page_from_freelist`), then a slow path
-//! (`__alloc_pages_slowpath`). `free_pages` validates the block from the
-//! metadata before giving it to its zone's buddy lists.
+//! The arena: the type users hold, how it is built, and its public API.
+//! The allocation and free paths are in `page_alloc.rs`, the caches in
+//! `pcp.rs`, reclaim in `reclaim.rs`.
 
-use std::cell::Cell;
-use std::fmt::Write as _;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::boot::SysBox;
-use crate::buddy::Block;
 use crate::builder::{ArenaBuilder, Layout};
-use crate::error::{AllocError, BuildError, FreeError};
+use crate::error::{AllocError, BuildError, CapacityError, FreeError};
+use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::page::{MemMap, PageInfo, PageState, Pfn, flag};
-use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast, with_thread_set};
-use crate::region::Region;
-use crate::report::{RateLimit, StackWriter};
-use crate::sync::{AtomicU64, Ordering, init_barriers};
-use crate::watermark::{AllocMode, Mark};
+use crate::oom::OomHandler;
+use crate::page::{MemMap, PageInfo, Pfn};
+use crate::page_alloc::FastMod;
+use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast};
+use crate::purge::PurgeReport;
+use crate::reclaim::Reclaimer;
+use crate::region::{HugePages, Region};
+use crate::report::RateLimit;
+use crate::shrinker::{Shrinker, ShrinkerHandle, ShrinkerRegistry};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, init_barriers};
+use crate::watermark::WatermarkConfig;
 use crate::zone::Zone;
 
 /// A zoned buddy page allocator over one reserved region.
@@ -53,12 +54,20 @@ pub(crate) struct ArenaInner {
     pub mem_map: MemMap,
     pub zones: SysBox<[Zone]>,
     pub max_order: u32,
-    zone_of_seq: FastMod,
+    pub zone_of_seq: FastMod,
     /// Whether orders 0..=3 go through per-thread caches.
-    pcp_enabled: bool,
+    pub pcp_enabled: bool,
     pub pcp: PcpRegistry,
+    pub reclaim: Reclaimer,
+    pub shrinkers: ShrinkerRegistry,
+    pub oom_handler: Option<OomHandler>,
+    pub fault: Option<FaultState>,
+    pub huge_pages: HugePages,
+    pub watermark_config: WatermarkConfig,
+    /// Pages the arena may hand out (`set_capacity`).
+    pub capacity_pages: AtomicUsize,
     pub counters: ArenaCounters,
-    warn_limit: RateLimit,
+    pub warn_limit: RateLimit,
 }
 
 /// Arena-wide event counters.
@@ -90,8 +99,10 @@ impl Arena {
             Ok::<_, BuildError>(zone)
         })?
         .ok_or(BuildError::OutOfMetadataMemory)?;
-        // Caches need the asymmetric barrier; without it the arena runs uncached.
-        let pcp_enabled = config.pcp != PcpConfig::Disabled && init_barriers();
+        // Caches need the asymmetric barrier; without it the arena runs
+        // uncached. With fault injection every allocation must pass the
+        // check, so there are no caches either.
+        let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && init_barriers();
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = ArenaInner {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -102,10 +113,19 @@ impl Arena {
             zone_of_seq: FastMod::new(layout.zones as u32),
             pcp_enabled,
             pcp: PcpRegistry::new(),
+            reclaim: Reclaimer::new(config.reclaim),
+            shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,
+            oom_handler: config.oom_handler.clone(),
+            fault: config.fault.map(FaultState::new),
+            huge_pages: config.region.huge_pages,
+            watermark_config: config.watermarks,
+            capacity_pages: AtomicUsize::new(layout.pages),
             counters: ArenaCounters::default(),
             warn_limit: RateLimit::new(),
         };
         let inner = SysBox::try_new(inner).ok_or(BuildError::OutOfMetadataMemory)?;
+        // The arena has its final address: kswapd may point at it.
+        inner.reclaim.start(&inner).map_err(|source| BuildError::SpawnReclaim { source })?;
         Ok(Self { inner })
     }
 
@@ -173,7 +193,104 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn drain_pcp(&self) -> usize {
-        self.inner.pcp.drain_all(&self.inner)
+        self.inner.drain_all_caches()
+    }
+
+    /// Registers a reclaim callback. The reclaim thread, and allocating
+    /// threads that run out of memory, call it when zones fall below their
+    /// watermarks; dropping the handle unregisters it. See [`Shrinker`].
+    pub fn register_shrinker(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
+        let handle = self.inner.shrinkers.register(shrinker);
+        // A new source of reclaimable memory: reclaim may succeed again.
+        self.inner.reclaim.memory_freed();
+        handle
+    }
+
+    /// Hands every free page that still costs RSS back to the OS (after
+    /// returning every per-thread cache to the lists), as the reclaim thread
+    /// does on its `purge_delay` timer. Returns what was purged.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).build()?;
+    /// let block = arena.alloc_pages(8, AllocFlags::empty())?; // 1 MiB
+    /// unsafe { block.as_ptr().write_bytes(1, 1 << 20) }; // now resident
+    /// unsafe { arena.free_pages(block, 8)? };
+    /// let report = arena.purge();
+    /// assert!(report.bytes >= 1 << 20);
+    /// // Purged with MADV_DONTNEED: a ZERO allocation needs no memset.
+    /// let again = arena.alloc_pages(8, AllocFlags::ZERO)?;
+    /// assert_eq!(unsafe { again.as_ptr().read() }, 0);
+    /// # unsafe { arena.free_pages(again, 8)? };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn purge(&self) -> PurgeReport {
+        self.inner.purge_all()
+    }
+
+    /// Sets how many bytes the arena may hand out (at most the region's
+    /// size), recomputing every zone's watermarks for its share. Lowering it
+    /// returns the per-thread caches and wakes reclaim, so shrinkers bring
+    /// usage under the new budget; allocations beyond it fail (or reclaim)
+    /// as if the arena were that small. Raising it lets waiting allocations
+    /// proceed.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).build()?;
+    /// arena.set_capacity(16 << 20)?;
+    /// assert_eq!(arena.capacity(), 16 << 20);
+    /// let managed: usize = arena.stats().zones.iter().map(|z| z.managed).sum();
+    /// assert_eq!(managed, 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_capacity(&self, bytes: usize) -> Result<(), CapacityError> {
+        let inner = &*self.inner;
+        let total: usize = inner.zones.iter().map(Zone::spanned).sum();
+        let pages = bytes / crate::PAGE_SIZE;
+        if pages > total {
+            return Err(CapacityError::TooLarge { requested: bytes, region: total * crate::PAGE_SIZE });
+        }
+        // Each zone's share, in proportion to its size; the remainder goes
+        // to the first zones, a page each.
+        let mut shares = [0usize; crate::MAX_ZONES];
+        let mut given = 0;
+        for (share, zone) in shares.iter_mut().zip(inner.zones.iter()) {
+            *share = (pages as u128 * zone.spanned() as u128 / total as u128) as usize;
+            given += *share;
+        }
+        for (share, zone) in shares.iter_mut().zip(inner.zones.iter()) {
+            if given < pages && *share < zone.spanned() {
+                *share += 1;
+                given += 1;
+            }
+        }
+        let mut marks = [crate::Watermarks::default(); crate::MAX_ZONES];
+        for (i, zone) in inner.zones.iter().enumerate() {
+            let m = inner.watermark_config.for_zone(shares[i], pages);
+            if m.high > shares[i] && shares[i] > 0 {
+                return Err(CapacityError::Watermarks { zone: i, high: m.high, managed: shares[i] });
+            }
+            marks[i] = if shares[i] == 0 { crate::Watermarks::default() } else { m };
+            let _ = zone;
+        }
+        let lowered = pages < inner.capacity_pages.swap(pages, Ordering::Relaxed);
+        for (i, zone) in inner.zones.iter().enumerate() {
+            zone.set_capacity(zone.spanned() - shares[i], marks[i]);
+        }
+        if lowered {
+            inner.drain_all_caches();
+            inner.reclaim.wakeup();
+        } else {
+            inner.pages_returned();
+        }
+        Ok(())
+    }
+
+    /// The bytes the arena may hand out (the region's size unless lowered
+    /// with [`set_capacity`](Self::set_capacity)).
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity_pages.load(Ordering::Relaxed) * crate::PAGE_SIZE
     }
 
     /// The largest order this arena serves.
@@ -197,230 +314,13 @@ impl Arena {
     }
 }
 
-impl ArenaInner {
-    /// Everything `alloc_pages` does beyond popping a cached block.
-    #[inline(never)]
-    fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        if order > self.max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
-        }
-        if order <= PCP_MAX_ORDER
-            && self.pcp_enabled
-            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
-        {
-            let block = match cached {
-                Some(block) => block,
-                None => self.alloc_slowpath(order, flags, self.preferred_zone())?,
-            };
-            return Ok(self.prep_new_page(block, flags));
-        }
-        let preferred = self.preferred_zone();
-        let block = match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
-            Some(block) => block,
-            None => self.alloc_slowpath(order, flags, preferred)?,
-        };
-        Ok(self.prep_new_page(block, flags))
-    }
-
-    /// Everything `free_pages` does beyond pushing onto this thread's list.
-    #[inline(never)]
-    fn free_pages_slow(&self, addr: usize, order: u32) -> Result<(), FreeError> {
-        let result = self.free_validated(addr, order);
-        if result.is_err() {
-            self.counters.invalid_frees.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-
-    /// The zone this thread allocates from first. Threads are spread over the
-    /// zones round-robin in the order they first allocate, so two threads on
-    /// a two-zone arena take different locks.
-    #[inline]
-    fn preferred_zone(&self) -> usize {
-        self.zone_of_seq.reduce(thread_seq())
-    }
-
-    /// `get_page_from_freelist`: the first zone of the zonelist (the
-    /// preferred zone, then the others in order) that passes the watermark
-    /// check and has a block.
-    #[inline]
-    pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
-        // The zonelist: the preferred zone, then the others in index order.
-        let nr = self.zones.len();
-        let mut index = preferred;
-        loop {
-            let zone = &self.zones[index];
-            if zone.watermark_ok(order, mode) {
-                if let Some(block) = zone.rmqueue(&self.mem_map, order) {
-                    return Some(block);
-                }
-            } else {
-                zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
-            }
-            index = if index + 1 == nr { 0 } else { index + 1 };
-            if index == preferred {
-                return None;
-            }
-        }
-    }
-
-    /// `__alloc_pages_slowpath`, as far as this arena goes without reclaim:
-    /// retry at the min watermark with the reserve discounts the flags allow,
-    /// then fail.
-    #[cold]
-    fn alloc_slowpath(&self, order: u32, flags: AllocFlags, preferred: usize) -> Result<Block, AllocError> {
-        if let Some(block) = self.get_page_from_freelist(order, AllocMode::new(Mark::Min, flags), preferred) {
-            return Ok(block);
-        }
-        self.counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
-        if !flags.contains(AllocFlags::NOWARN) && self.warn_limit.allow() {
-            self.warn_alloc(order, flags);
-        }
-        Err(AllocError::OutOfMemory { order })
-    }
-
-    /// The kernel's `warn_alloc`: one line to stderr, without allocating.
-    #[cold]
-    fn warn_alloc(&self, order: u32, flags: AllocFlags) {
-        let mut w = StackWriter::new();
-        let _ = write!(w, "zonealloc: page allocation failure: order:{order}, flags:{flags:?}, free pages:");
-        for zone in self.zones.iter() {
-            let _ = write!(w, " {}", zone.free_pages());
-        }
-        w.flush_line();
-    }
-
-    /// Finishes a block for the caller: zeroes it if asked and not known zero.
-    #[inline]
-    fn prep_new_page(&self, block: Block, flags: AllocFlags) -> NonNull<u8> {
-        if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
-            // SAFETY: the block was just taken off the free lists for this caller.
-            unsafe { self.region.zero(block.pfn, 1 << block.order) };
-        }
-        self.region.page_addr(block.pfn)
-    }
-
-    /// Validates and frees the block at `addr`.
-    fn free_validated(&self, addr: usize, order: u32) -> Result<(), FreeError> {
-        if !self.region.contains(addr) {
-            return Err(FreeError::OutOfRegion { addr });
-        }
-        if order > self.max_order {
-            return Err(FreeError::InvalidOrder { order, max_order: self.max_order });
-        }
-        let pfn = self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
-        let info = self.mem_map.page(pfn).info();
-        self.validate_free(pfn, info, order, addr)?;
-        if order <= PCP_MAX_ORDER
-            && self.pcp_enabled
-            && with_thread_set(self, |set| set.free(self, pfn, order, usize::from(info.zone))).is_some()
-        {
-            return Ok(());
-        }
-        let zone = &self.zones[usize::from(info.zone)];
-        let mut guard = zone.lock();
-        // Re-read under the lock: a racing free of the same block is
-        // caught here, and the lists never see a block twice.
-        let info = self.mem_map.page(pfn).info();
-        self.validate_free(pfn, info, order, addr)?;
-        guard.inner.buddy.free_one_page(&self.mem_map, pfn, order, 0);
-        guard.inner.frees[order as usize] += 1;
-        Ok(())
-    }
-
-    /// Whether the head entry `info` of `pfn` shows a block of `order` that
-    /// may be freed; if not, which error it is.
-    #[inline]
-    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
-        match info.state {
-            PageState::Allocated if u32::from(info.order) == order => Ok(()),
-            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order.into() }),
-            PageState::Free | PageState::Cached => Err(FreeError::DoubleFree { addr }),
-            PageState::Tail => Err(self.classify_interior(pfn, addr)),
-        }
-    }
-
-    /// `pfn` is not a head: if it lies inside a free block (it was freed and
-    /// merged into a larger block) this is a double free; otherwise the
-    /// pointer is not a block start.
-    #[cold]
-    fn classify_interior(&self, pfn: Pfn, addr: usize) -> FreeError {
-        for order in 1..=self.max_order {
-            let head = pfn & !((1 << order) - 1);
-            let info = self.mem_map.page(head).info();
-            if info.state != PageState::Tail && u32::from(info.order) >= order {
-                return match info.state {
-                    PageState::Free | PageState::Cached => FreeError::DoubleFree { addr },
-                    _ => FreeError::NotBlockStart { addr },
-                };
-            }
-        }
-        FreeError::NotBlockStart { addr }
-    }
-}
-
 impl Drop for Arena {
     fn drop(&mut self) {
+        // kswapd first: it reads everything below.
+        self.inner.reclaim.stop();
         // Threads may still hold caches of this arena: mark them so their
         // exit leaves the (unmapped) arena alone. Their blocks vanish with
         // the region, as every allocated block does.
         self.inner.pcp.shutdown();
-    }
-}
-
-/// `x % n` for a fixed `n` without a division (Lemire's fastmod): the
-/// preferred-zone lookup is on every allocation, and a 64-bit `div` costs
-/// more than the rest of the lookup.
-struct FastMod {
-    n: u32,
-    m: u64,
-}
-
-impl FastMod {
-    fn new(n: u32) -> Self {
-        debug_assert!(n > 0);
-        Self { n, m: (u64::MAX / u64::from(n)).wrapping_add(1) }
-    }
-
-    #[inline]
-    fn reduce(&self, x: u32) -> usize {
-        let low = self.m.wrapping_mul(u64::from(x));
-        ((u128::from(low) * u128::from(self.n)) >> 64) as usize
-    }
-}
-
-/// A small per-thread number, handed out in the order threads first
-/// allocate. Not part of any protocol: only a hint for spreading threads
-/// over zones.
-#[inline]
-fn thread_seq() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::thread_local! {
-        static SEQ: Cell<u32> = const { Cell::new(u32::MAX) };
-    }
-    SEQ.try_with(|seq| {
-        let mut n = seq.get();
-        if n == u32::MAX {
-            n = NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-            seq.set(n);
-        }
-        n
-    })
-    .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FastMod;
-
-    #[test]
-    fn fastmod_is_modulo() {
-        for n in 1..=64u32 {
-            let f = FastMod::new(n);
-            for x in (0..10_000u32).chain([u32::MAX - 1, u32::MAX, 0x7fff_ffff]) {
-                assert_eq!(f.reduce(x), (x % n) as usize, "{x} % {n}");
-            }
-        }
     }
 }

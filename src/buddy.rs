@@ -33,6 +33,10 @@ pub(crate) struct Block {
 #[derive(Clone, Copy, Debug)]
 struct FreeArea {
     head: Pfn,
+    /// The last block: purged blocks go here, resident ones at the head, so
+    /// allocation reuses resident memory first and a purge pass stops at the
+    /// first purged block it meets.
+    tail: Pfn,
     nr_free: usize,
 }
 
@@ -62,6 +66,8 @@ pub(crate) struct Buddy {
     listed_pages: usize,
     /// Free pages on the lists whose block is purged (no RSS).
     purged_pages: usize,
+    /// Free pages taken off the lists by a purge in progress.
+    isolated_pages: usize,
     pub counters: BuddyCounters,
 }
 
@@ -77,10 +83,11 @@ impl Buddy {
             end,
             frontier: start,
             max_order,
-            free_area: [FreeArea { head: NIL, nr_free: 0 }; NR_ORDERS],
+            free_area: [FreeArea { head: NIL, tail: NIL, nr_free: 0 }; NR_ORDERS],
             list_mask: 0,
             listed_pages: 0,
             purged_pages: 0,
+            isolated_pages: 0,
             counters: BuddyCounters::default(),
         }
     }
@@ -109,6 +116,56 @@ impl Buddy {
         self.purged_pages
     }
 
+    /// Free pages isolated by a purge in progress (off the lists, not
+    /// counted as free until put back).
+    #[inline]
+    pub(crate) fn isolated_pages(&self) -> usize {
+        self.isolated_pages
+    }
+
+    /// Takes up to `out.len()` free blocks (and about `max_pages` pages: at
+    /// least one block) of order at least `min_order` that are still resident
+    /// (not purged) off the lists, marks them `Isolated`, and returns how
+    /// many it wrote to `out`. Resident blocks sit at the front of their
+    /// lists, so each list is read only as far as its first purged block.
+    pub(crate) fn isolate_resident(
+        &mut self,
+        mm: &MemMap,
+        min_order: u32,
+        max_pages: usize,
+        out: &mut [(Pfn, u32)],
+    ) -> usize {
+        let mut n = 0;
+        let mut pages = 0;
+        for order in (min_order..=self.max_order).rev() {
+            while n < out.len() && (n == 0 || pages + (1 << order) <= max_pages) {
+                let pfn = self.free_area[order as usize].head;
+                if pfn == NIL {
+                    break;
+                }
+                let info = mm.page(pfn).info();
+                if info.flags & flag::PURGED != 0 {
+                    break;
+                }
+                self.del_from_free_list(mm, pfn, order, info.flags);
+                mm.page(pfn).set_info(PageInfo::new(PageState::Isolated, order, 0, self.zone));
+                self.isolated_pages += 1 << order;
+                pages += 1 << order;
+                out[n] = (pfn, order);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Puts back a block taken by [`isolate_resident`](Self::isolate_resident),
+    /// now purged (`flags` says whether its contents are known zero).
+    pub(crate) fn putback_isolated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
+        debug_assert_eq!(mm.page(pfn).info().state, PageState::Isolated);
+        self.isolated_pages -= 1 << order;
+        self.free_one_page(mm, pfn, order, flags);
+    }
+
     /// Bit `o` set when a free block of order `o` exists (the frontier counts
     /// as max-order blocks): what the watermark check's order test reads.
     #[inline]
@@ -127,6 +184,12 @@ impl Buddy {
     #[inline]
     pub(crate) fn list_head(&self, order: u32) -> Pfn {
         self.free_area[order as usize].head
+    }
+
+    /// Tail of `free_area[order]` ([`NIL`] when empty), for walks.
+    #[inline]
+    pub(crate) fn list_tail(&self, order: u32) -> Pfn {
+        self.free_area[order as usize].tail
     }
 
     /// Takes a block of exactly `order` off the lists, splitting a larger one
@@ -189,19 +252,30 @@ impl Buddy {
         self.add_to_free_list(mm, pfn, order, flags);
     }
 
-    /// Pushes a free block on the front of its list (LIFO: the most recently
-    /// freed, cache-warm block goes out first).
+    /// Adds a free block to its list: a resident block at the front (LIFO:
+    /// the most recently freed, cache-warm block goes out first), a purged
+    /// one at the back (`FPI_TO_TAIL`), so that memory handed back to the OS
+    /// is reused last.
     #[inline]
     fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
         let area = &mut self.free_area[order as usize];
         let page = mm.page(pfn);
         page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone));
-        page.set_prev(NIL);
-        page.set_next(area.head);
-        if area.head != NIL {
-            mm.page(area.head).set_prev(pfn);
+        if flags & flag::PURGED != 0 && area.tail != NIL {
+            page.set_prev(area.tail);
+            page.set_next(NIL);
+            mm.page(area.tail).set_next(pfn);
+            area.tail = pfn;
+        } else {
+            page.set_prev(NIL);
+            page.set_next(area.head);
+            if area.head == NIL {
+                area.tail = pfn;
+            } else {
+                mm.page(area.head).set_prev(pfn);
+            }
+            area.head = pfn;
         }
-        area.head = pfn;
         area.nr_free += 1;
         self.list_mask |= 1 << order;
         self.listed_pages += 1 << order;
@@ -222,7 +296,9 @@ impl Buddy {
         } else {
             mm.page(prev).set_next(next);
         }
-        if next != NIL {
+        if next == NIL {
+            area.tail = prev;
+        } else {
             mm.page(next).set_prev(prev);
         }
         area.nr_free -= 1;

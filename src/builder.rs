@@ -3,7 +3,11 @@
 use crate::arena::Arena;
 use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
+use crate::fault::FaultInjection;
+use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::pcp::PcpConfig;
+use crate::reclaim::ReclaimConfig;
+use crate::region::PurgeAdvice;
 use crate::region::{HugePages, PAGE_SIZE, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};
 
@@ -40,6 +44,9 @@ pub struct ArenaBuilder {
     pub(crate) watermarks: WatermarkConfig,
     pub(crate) pcp: PcpConfig,
     pub(crate) region: RegionOptions,
+    pub(crate) reclaim: ReclaimConfig,
+    pub(crate) oom_handler: Option<OomHandler>,
+    pub(crate) fault: Option<FaultInjection>,
 }
 
 impl Default for ArenaBuilder {
@@ -51,6 +58,9 @@ impl Default for ArenaBuilder {
             watermarks: WatermarkConfig::default(),
             pcp: PcpConfig::default(),
             region: RegionOptions::default(),
+            reclaim: ReclaimConfig::default(),
+            oom_handler: None,
+            fault: None,
         }
     }
 }
@@ -90,6 +100,66 @@ impl ArenaBuilder {
     /// operation to its zone's lock.
     pub fn pcp(mut self, config: PcpConfig) -> Self {
         self.pcp = config;
+        self
+    }
+
+    /// Run a background reclaim thread (the kernel's kswapd; default true).
+    /// Without it, reclaim happens only in allocating threads (direct
+    /// reclaim) and free memory is purged only by [`Arena::purge`].
+    pub fn background_reclaim(mut self, enabled: bool) -> Self {
+        self.reclaim.background = enabled;
+        self
+    }
+
+    /// How long free memory may stay resident before the reclaim thread
+    /// hands it back to the OS (default 1 s; `None`: only on
+    /// [`Arena::purge`]). Each time the timer fires, per-thread caches are
+    /// returned too, so RSS falls when the program goes idle.
+    pub fn purge_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+        self.reclaim.purge_delay = delay;
+        self
+    }
+
+    /// How purged memory is handed back (default `MADV_DONTNEED`).
+    pub fn purge_advice(mut self, advice: PurgeAdvice) -> Self {
+        self.reclaim.purge_advice = advice;
+        self
+    }
+
+    /// What to do when reclaim cannot satisfy an allocation (the kernel's
+    /// OOM killer). The handler may free memory and return
+    /// [`OomAction::Retry`]; the default fails the allocation. It is called
+    /// from the allocating thread with no arena lock held.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use zonealloc::{AllocFlags, Arena, OomAction};
+    /// let calls = Arc::new(AtomicUsize::new(0));
+    /// let seen = calls.clone();
+    /// let arena = Arena::builder()
+    ///     .region_size(4 << 20)
+    ///     .oom_handler(move |ctx| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///         assert_eq!(ctx.order, 10);
+    ///         OomAction::Fail
+    ///     })
+    ///     .build()?;
+    /// // 4 MiB cannot be had: the watermarks keep a reserve.
+    /// assert!(arena.alloc_pages(10, AllocFlags::RETRY_MAYFAIL.union(AllocFlags::NOWARN)).is_err());
+    /// assert_eq!(calls.load(Ordering::Relaxed), 0); // RETRY_MAYFAIL skips it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn oom_handler(mut self, handler: impl Fn(&OomContext) -> OomAction + Send + Sync + 'static) -> Self {
+        self.oom_handler = Some(OomHandler(std::sync::Arc::new(handler)));
+        self
+    }
+
+    /// Fail allocations on purpose, for testing callers (the kernel's
+    /// `fail_page_alloc`). Arenas with fault injection have no per-thread
+    /// caches.
+    pub fn fail_alloc(mut self, injection: FaultInjection) -> Self {
+        self.fault = Some(injection);
         self
     }
 

@@ -113,6 +113,8 @@ pub(crate) struct ZoneTally {
     pub cached: usize,
     /// Of those, pages in the zone's pool.
     pub pooled: usize,
+    /// Free pages isolated by a purge in progress.
+    pub isolated: usize,
 }
 
 impl Arena {
@@ -168,6 +170,7 @@ impl Arena {
             let mut prev = NIL;
             let mut pfn = buddy.list_head(order);
             let mut found = 0;
+            let mut seen_purged = false;
             while pfn != NIL {
                 if pfn < zone.start || pfn >= frontier {
                     return Err(bad_entry(order, pfn, "outside the zone's used range"));
@@ -190,9 +193,15 @@ impl Arena {
                 listed_pages += 1 << order;
                 if info.flags & crate::page::flag::PURGED != 0 {
                     purged_pages += 1 << order;
+                    seen_purged = true;
+                } else if seen_purged {
+                    return Err(bad_entry(order, pfn, "resident block after a purged one (purge relies on the order)"));
                 }
                 prev = pfn;
                 pfn = page.next();
+            }
+            if buddy.list_tail(order) != prev {
+                return Err(bad_entry(order, prev, "the list's tail is not its last block"));
             }
             let recorded = buddy.nr_free_blocks(order);
             if found != recorded {
@@ -233,6 +242,7 @@ impl Arena {
                 }
                 PageState::Allocated => tally.allocated += size,
                 PageState::Cached => tally.cached += size,
+                PageState::Isolated => tally.isolated += size,
                 PageState::Tail => unreachable!("rejected above"),
             }
             pfn += size as Pfn;
@@ -268,7 +278,12 @@ impl Arena {
         counter("free pages (buddy)", tally.free, buddy.nr_free())?;
         counter("purged free pages", purged_pages, buddy.purged_pages())?;
         counter("free pages (lock-free mirror)", zone.free_pages(), buddy.nr_free())?;
-        counter("free + allocated + cached pages", tally.free + tally.allocated + tally.cached, zone.spanned())?;
+        counter("isolated pages", tally.isolated, buddy.isolated_pages())?;
+        counter(
+            "free + isolated + cached + allocated pages",
+            tally.free + tally.isolated + tally.allocated + tally.cached,
+            zone.spanned(),
+        )?;
         Ok(tally)
     }
 }

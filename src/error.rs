@@ -260,3 +260,42 @@ impl fmt::Display for FreeError {
 }
 
 impl std::error::Error for FreeError {}
+
+/// Why [`Arena::set_capacity`](crate::Arena::set_capacity) refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// More than the region holds.
+    TooLarge {
+        /// Bytes asked for.
+        requested: usize,
+        /// The region's size in bytes.
+        region: usize,
+    },
+    /// The arena's explicit watermarks do not fit a zone's new share.
+    Watermarks {
+        /// The zone.
+        zone: usize,
+        /// Its high watermark, in pages.
+        high: usize,
+        /// Its share of the capacity, in pages.
+        managed: usize,
+    },
+}
+
+impl fmt::Display for CapacityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::TooLarge { requested, region } => {
+                write!(f, "capacity of {requested} bytes is more than the region's {region} bytes")
+            }
+            Self::Watermarks { zone, high, managed } => write!(
+                f,
+                "capacity too small for the explicit watermarks: zone {zone} would manage {managed} pages \
+                 but its high watermark is {high}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CapacityError {}

@@ -30,6 +30,9 @@ pub(crate) enum PageState {
     Allocated = 2,
     /// Head of a free block held in a per-thread cache.
     Cached = 3,
+    /// Head of a free block taken off its list while it is being handed back
+    /// to the OS (the kernel's isolated pages during free page reporting).
+    Isolated = 4,
 }
 
 impl PageState {
@@ -38,6 +41,7 @@ impl PageState {
             1 => Self::Free,
             2 => Self::Allocated,
             3 => Self::Cached,
+            4 => Self::Isolated,
             _ => Self::Tail,
         }
     }

@@ -54,6 +54,7 @@ use crate::buddy::Block;
 use crate::error::BuildError;
 use crate::flags::AllocFlags;
 use crate::page::{PageInfo, PageState, Pfn};
+use crate::reclaim::InReclaim;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
     spin_loop,
@@ -360,7 +361,8 @@ impl PcpSet {
         let o = order as usize;
         let _guard = self.lock.lock();
         let preferred = self.preferred.load(Ordering::Relaxed);
-        let mode = AllocMode::new(Mark::Low, flags);
+        // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
+        let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
         let nr = arena.zones.len();
         for step in 0..nr {
             let z = if preferred + step >= nr { preferred + step - nr } else { preferred + step };
@@ -382,6 +384,7 @@ impl PcpSet {
                         if n == 0 {
                             return None;
                         }
+                        arena.zone_allocated(zone);
                     }
                     let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))];
                     zp.count[o].store(n - 1, Ordering::Relaxed);
@@ -446,11 +449,14 @@ impl PcpSet {
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
                     let bottom = l.bottom[o];
-                    z.free_pcppages_bulk(
+                    let to_lists = z.free_pcppages_bulk(
                         &arena.mem_map,
                         order,
                         (0..batch).map(|i| l.slots[l.slot(o, bottom.wrapping_add(i))]),
                     );
+                    if to_lists {
+                        arena.pages_returned();
+                    }
                     l.bottom[o] = bottom.wrapping_add(batch);
                     n -= batch;
                 }

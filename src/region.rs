@@ -55,6 +55,19 @@ pub(crate) struct RegionOptions {
 #[cfg(not(loom))]
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
+/// How freed memory is handed back to the OS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PurgeAdvice {
+    /// `MADV_DONTNEED`: the pages are dropped at once and read back as zeros,
+    /// so a purged block needs no zeroing for
+    /// [`AllocFlags::ZERO`](crate::AllocFlags::ZERO).
+    #[default]
+    DontNeed,
+    /// `MADV_FREE`: cheaper; the kernel takes the pages only under memory
+    /// pressure, so RSS falls later and purged blocks must still be zeroed.
+    Free,
+}
+
 /// One reserved, max-order-aligned mapping.
 #[repr(C)]
 pub(crate) struct Region {
@@ -199,6 +212,32 @@ impl Region {
         // SAFETY: pfn is a page of this region (checked by the callers' invariants),
         // so the offset stays inside the mapping.
         unsafe { self.base.add((pfn as usize) << PAGE_SHIFT) }
+    }
+
+    /// Hands `nr_pages` pages from `pfn` back to the OS.
+    ///
+    /// # Safety
+    /// The pages must be free: nobody may rely on their contents.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn purge(&self, pfn: u32, nr_pages: usize, advice: PurgeAdvice) -> std::io::Result<()> {
+        let advice = match advice {
+            PurgeAdvice::DontNeed => libc::MADV_DONTNEED,
+            PurgeAdvice::Free => libc::MADV_FREE,
+        };
+        let addr = self.page_addr(pfn).as_ptr();
+        // SAFETY: a range of our own mapping whose contents the caller has
+        // given up; DONTNEED/FREE only discard contents.
+        let rc = unsafe { libc::madvise(addr.cast(), nr_pages << PAGE_SHIFT, advice) };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Under loom, purging is modelled as forgetting the contents.
+    ///
+    /// # Safety
+    /// As for the real one.
+    #[cfg(loom)]
+    pub(crate) unsafe fn purge(&self, _pfn: u32, _nr_pages: usize, _advice: PurgeAdvice) -> std::io::Result<()> {
+        Ok(())
     }
 
     /// Fills `nr_pages` pages from `pfn` with zeros.

@@ -30,8 +30,51 @@ pub struct Stats {
     pub pcp_sets: usize,
     /// Remote drains run (`Arena::drain_pcp` and reclaim).
     pub pcp_remote_drains: u64,
+    /// Bytes the arena may hand out ([`Arena::set_capacity`]).
+    pub capacity_bytes: usize,
+    /// Bytes that cost RSS as far as the arena knows: everything but
+    /// never-used and purged free pages.
+    pub resident_bytes: usize,
+    /// Reclaim and purge events.
+    pub reclaim: ReclaimStats,
     /// One entry per zone.
     pub zones: Vec<ZoneStats>,
+}
+
+/// What reclaim and purge have done; see [`Stats::reclaim`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReclaimStats {
+    /// Times the reclaim thread woke to reclaim.
+    pub kswapd_wakeups: u64,
+    /// Reclaim passes it ran (each: shrinkers, and caches once per wake-up).
+    pub kswapd_passes: u64,
+    /// Times it gave up after 16 passes without progress.
+    pub kswapd_give_ups: u64,
+    /// Its current run of passes without progress (16 = given up).
+    pub kswapd_failures: u32,
+    /// Registered shrinkers.
+    pub shrinkers: usize,
+    /// Pages shrinkers were asked to scan.
+    pub shrinker_scanned: u64,
+    /// Pages shrinkers freed.
+    pub shrinker_freed: u64,
+    /// Direct reclaims run by allocating threads.
+    pub direct_reclaims: u64,
+    /// Time allocating threads spent in direct reclaim.
+    pub direct_reclaim_time: std::time::Duration,
+    /// OOM events: reclaim could not satisfy an allocation.
+    pub oom_events: u64,
+    /// Times a NOFAIL allocation waited for reclaim progress.
+    pub nofail_waits: u64,
+    /// Allocations failed on purpose by fault injection.
+    pub injected_failures: u64,
+    /// Purge runs (timer and `Arena::purge`).
+    pub purges: u64,
+    /// `madvise` calls made by purges.
+    pub purge_calls: u64,
+    /// Bytes handed back to the OS by purges, in all.
+    pub purged_bytes: u64,
 }
 
 /// One zone's figures, in pages unless said otherwise.
@@ -44,8 +87,10 @@ pub struct ZoneStats {
     pub start_pfn: usize,
     /// Pages the zone spans.
     pub spanned: usize,
-    /// Pages the zone may hand out.
+    /// Pages the zone may hand out (its share of the capacity).
     pub managed: usize,
+    /// Free pages taken off the lists by a purge in progress.
+    pub isolated: usize,
     /// Free pages in the buddy lists, including never-used ones.
     pub free: usize,
     /// Free pages never used since the arena was built (no RSS).
@@ -93,7 +138,12 @@ pub struct ZoneStats {
 impl ZoneStats {
     /// Pages handed out to callers.
     pub fn allocated(&self) -> usize {
-        self.managed.saturating_sub(self.free + self.cached)
+        self.spanned.saturating_sub(self.free + self.cached + self.isolated)
+    }
+
+    /// Free pages within the capacity: what the watermarks are checked against.
+    pub fn usable_free(&self) -> usize {
+        self.free.saturating_sub(self.spanned - self.managed)
     }
 
     /// Free pages in the buddy lists that cost RSS: neither untouched nor purged.
@@ -167,7 +217,7 @@ impl Arena {
         let mut pcp = [PcpTally::default(); crate::MAX_ZONES];
         let pcp_sets = inner.pcp.tally(&mut pcp);
         let pcp_orders = orders.min(PCP_MAX_ORDER as usize + 1);
-        let zones = inner
+        let zones: Vec<ZoneStats> = inner
             .zones
             .iter()
             .zip(pcp)
@@ -175,7 +225,7 @@ impl Arena {
                 // Copy under the lock into fixed arrays; allocate only after
                 // unlocking (the arena may be the global allocator).
                 let mut free_blocks = [0usize; NR_ORDERS];
-                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts, pool);
+                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts, pool, isolated);
                 {
                     let guard = zone.lock();
                     let buddy = &guard.inner.buddy;
@@ -189,6 +239,7 @@ impl Arena {
                     free = buddy.nr_free();
                     untouched = buddy.frontier_pages();
                     purged = buddy.purged_pages();
+                    isolated = buddy.isolated_pages();
                     pcp_counts = [
                         guard.inner.pcp_refills,
                         guard.inner.pcp_trims,
@@ -210,7 +261,8 @@ impl Arena {
                     zone: zone.index.into(),
                     start_pfn: zone.start as usize,
                     spanned: zone.spanned(),
-                    managed: zone.spanned(),
+                    managed: zone.managed(),
+                    isolated,
                     free,
                     untouched,
                     purged,
@@ -234,8 +286,31 @@ impl Arena {
                 }
             })
             .collect();
+        let r = &inner.reclaim.counters;
+        let load = |c: &crate::sync::AtomicU64| c.load(Ordering::Relaxed);
+        let reclaim = ReclaimStats {
+            kswapd_wakeups: load(&r.kswapd_wakeups),
+            kswapd_passes: load(&r.kswapd_passes),
+            kswapd_give_ups: load(&r.kswapd_give_ups),
+            kswapd_failures: inner.reclaim.failures(),
+            shrinkers: inner.shrinkers.len(),
+            shrinker_scanned: load(&r.shrinker_scanned),
+            shrinker_freed: load(&r.shrinker_freed),
+            direct_reclaims: load(&r.direct_reclaims),
+            direct_reclaim_time: std::time::Duration::from_nanos(load(&r.direct_reclaim_ns)),
+            oom_events: load(&r.oom_events),
+            nofail_waits: load(&r.nofail_waits),
+            injected_failures: inner.fault.as_ref().map_or(0, |f| load(&f.injected)),
+            purges: load(&r.purges),
+            purge_calls: load(&r.purge_calls),
+            purged_bytes: load(&r.purged_pages) * crate::PAGE_SIZE as u64,
+        };
+        let resident_pages: usize = zones.iter().map(|z: &ZoneStats| z.spanned - z.untouched - z.purged).sum();
         Stats {
             page_size: crate::PAGE_SIZE,
+            capacity_bytes: inner.capacity_pages.load(Ordering::Relaxed) * crate::PAGE_SIZE,
+            resident_bytes: resident_pages * crate::PAGE_SIZE,
+            reclaim,
             max_order: inner.max_order,
             region_bytes: inner.region.len(),
             alloc_failures: inner.counters.alloc_failures.load(Ordering::Relaxed),
@@ -276,6 +351,7 @@ impl fmt::Display for Stats {
             writeln!(f, "        high     {}", z.watermarks.high)?;
             writeln!(f, "        spanned  {}", z.spanned)?;
             writeln!(f, "        managed  {}", z.managed)?;
+            writeln!(f, "        isolated {}", z.isolated)?;
             writeln!(f, "        allocated {}", z.allocated())?;
             writeln!(f, "        cached   {}", z.cached)?;
             writeln!(f, "        untouched {}", z.untouched)?;
@@ -325,7 +401,25 @@ impl fmt::Display for Stats {
             f,
             "alloc_failures {} invalid_frees {} pcp_sets {} pcp_remote_drains {}",
             self.alloc_failures, self.invalid_frees, self.pcp_sets, self.pcp_remote_drains
-        )
+        )?;
+        writeln!(f, "capacity {} KiB, resident {} KiB", self.capacity_bytes >> 10, self.resident_bytes >> 10)?;
+        let r = &self.reclaim;
+        writeln!(
+            f,
+            "# reclaim\nkswapd_wakeups {} kswapd_passes {} kswapd_give_ups {} kswapd_failures {}",
+            r.kswapd_wakeups, r.kswapd_passes, r.kswapd_give_ups, r.kswapd_failures
+        )?;
+        writeln!(
+            f,
+            "shrinkers {} shrinker_scanned {} shrinker_freed {}",
+            r.shrinkers, r.shrinker_scanned, r.shrinker_freed
+        )?;
+        writeln!(
+            f,
+            "direct_reclaims {} direct_reclaim_time {:?} oom_events {} nofail_waits {} injected_failures {}",
+            r.direct_reclaims, r.direct_reclaim_time, r.oom_events, r.nofail_waits, r.injected_failures
+        )?;
+        writeln!(f, "purges {} purge_calls {} purged {} KiB", r.purges, r.purge_calls, r.purged_bytes >> 10)
     }
 }
 
@@ -340,6 +434,7 @@ mod tests {
             start_pfn: 0,
             spanned: 1024,
             managed: 1024,
+            isolated: 0,
             free,
             untouched: 0,
             purged: 0,

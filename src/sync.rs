@@ -12,11 +12,63 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-    pub(crate) use parking_lot::{Mutex, MutexGuard};
+    pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
 
     pub(crate) use crate::barrier::{heavy as heavy_barrier, init as init_barriers, light as light_barrier};
+
+    /// A condition variable with std's by-value guard API over parking_lot's.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(parking_lot::Condvar::new())
+        }
+
+        pub(crate) fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(&mut guard);
+            guard
+        }
+
+        /// Waits at most `timeout`; also returns whether it timed out.
+        pub(crate) fn wait_timeout<'a, T>(
+            &self,
+            mut guard: MutexGuard<'a, T>,
+            timeout: std::time::Duration,
+        ) -> (MutexGuard<'a, T>, bool) {
+            let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
+            (guard, timed_out)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    pub(crate) type JoinHandle = std::thread::JoinHandle<()>;
+
+    /// Starts a named thread.
+    pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle> {
+        std::thread::Builder::new().name(name.into()).spawn(f)
+    }
+
+    /// A thread-local `Cell<u32>` (see `reclaim::InReclaim`).
+    macro_rules! thread_local_cell {
+        ($name:ident) => {
+            std::thread_local! {
+                static $name: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+            }
+        };
+    }
+    pub(crate) use thread_local_cell;
+
+    pub(crate) use std::time::Instant;
 
     /// Pause inside a spin or retry loop.
     #[inline]
@@ -47,13 +99,31 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
     /// A parking_lot-shaped mutex over loom's.
     #[derive(Debug)]
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
 
     pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    /// A parking_lot-shaped reader-writer lock over loom's.
+    #[derive(Debug)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().unwrap()
+        }
+
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap()
+        }
+    }
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
@@ -70,6 +140,66 @@ mod imp {
     /// "exceeded maximum number of branches".
     pub(crate) fn spin_loop() {
         loom::thread::yield_now();
+    }
+
+    /// A std-shaped condition variable over loom's. Timed waits never time
+    /// out under loom.
+    #[derive(Debug)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(guard).unwrap()
+        }
+
+        pub(crate) fn wait_timeout<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            _timeout: std::time::Duration,
+        ) -> (MutexGuard<'a, T>, bool) {
+            (self.0.wait(guard).unwrap(), false)
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    pub(crate) type JoinHandle = loom::thread::JoinHandle<()>;
+
+    pub(crate) fn spawn(_name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle> {
+        Ok(loom::thread::spawn(f))
+    }
+
+    macro_rules! thread_local_cell {
+        ($name:ident) => {
+            loom::thread_local! {
+                static $name: std::cell::Cell<u32> = std::cell::Cell::new(0);
+            }
+        };
+    }
+    pub(crate) use thread_local_cell;
+
+    /// Loom models do not measure time.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Instant;
+
+    impl Instant {
+        pub(crate) fn now() -> Self {
+            Self
+        }
+
+        pub(crate) fn elapsed(&self) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
     }
 
     /// The asymmetric pair is modelled as a `SeqCst` fence on each side,

@@ -87,6 +87,7 @@ fn default_min_free_kbytes(total_kbytes: usize) -> usize {
 pub(crate) enum Mark {
     Min,
     Low,
+    High,
 }
 
 /// The kernel's `ALLOC_*` flags for one attempt, derived from [`AllocFlags`]
@@ -108,6 +109,10 @@ impl AllocMode {
         let atomic = flags.contains(AllocFlags::ATOMIC);
         Self { mark: Some(mark), high: atomic || flags.contains(AllocFlags::HIGH), harder: atomic }
     }
+
+    /// `ALLOC_NO_WATERMARKS`: for a thread that is itself reclaiming (the
+    /// kernel's `PF_MEMALLOC`). The arena's capacity still holds.
+    pub(crate) const NO_WATERMARKS: Self = Self { mark: None, high: false, harder: false };
 }
 
 /// `__zone_watermark_ok`: may an order-`order` block be taken from a zone with

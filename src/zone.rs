@@ -9,7 +9,7 @@ use crate::buddy::{Block, Buddy, NR_ORDERS};
 use crate::page::{MemMap, PageState, Pfn};
 use crate::pcp::{PcpConfig, zone_highsize};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
-use crate::watermark::{AllocMode, Watermarks, zone_watermark_ok};
+use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 
 /// What the zone lock protects: the buddy lists and the per-order counters
 /// of the paths that go through them.
@@ -75,6 +75,9 @@ impl PcpPool {
 struct ZoneMirror {
     free_pages: AtomicUsize,
     order_mask: AtomicU32,
+    /// Free pages on the lists that still cost RSS (neither purged nor
+    /// never used): what a purge would hand back.
+    resident_free: AtomicUsize,
 }
 
 /// One zone.
@@ -83,6 +86,9 @@ pub(crate) struct Zone {
     pub start: Pfn,
     pub end: Pfn,
     watermarks: [AtomicUsize; 3],
+    /// Pages above the arena's capacity (`Arena::set_capacity`): subtracted
+    /// from the free count in every watermark check, so the budget holds.
+    offline: AtomicUsize,
     inner: CachePadded<Mutex<ZoneInner>>,
     mirror: CachePadded<ZoneMirror>,
     /// Allocation attempts that found no block in this zone within the marks.
@@ -93,8 +99,9 @@ pub(crate) struct Zone {
 /// The per-thread cache sizing in force for a zone, in pages.
 struct ZonePcpParams {
     batch: usize,
-    /// `high` for one thread (the kernel: the low watermark), or the fixed high.
-    base_high: usize,
+    /// `high` for one thread (the kernel: the low watermark), or the fixed
+    /// high; changes with the capacity.
+    base_high: AtomicUsize,
     fixed: bool,
     high: AtomicUsize,
     /// Threads whose preferred zone this is.
@@ -112,6 +119,7 @@ impl Zone {
             start,
             end,
             watermarks: [AtomicUsize::new(marks.min), AtomicUsize::new(marks.low), AtomicUsize::new(marks.high)],
+            offline: AtomicUsize::new(0),
             inner: CachePadded::new(Mutex::new(ZoneInner {
                 buddy,
                 allocs: [0; NR_ORDERS],
@@ -129,7 +137,7 @@ impl Zone {
                 let (batch, base_high) = pcp.for_zone(managed, marks.low).unwrap_or((0, 0));
                 ZonePcpParams {
                     batch,
-                    base_high,
+                    base_high: AtomicUsize::new(base_high),
                     fixed: matches!(pcp, PcpConfig::Fixed { .. }),
                     high: AtomicUsize::new(base_high),
                     threads: AtomicUsize::new(0),
@@ -164,8 +172,16 @@ impl Zone {
 
     fn update_pcp_high(&self, threads: usize) {
         if !self.pcp.fixed {
-            let high = zone_highsize(self.pcp.base_high, self.pcp.batch, threads);
+            let high = zone_highsize(self.pcp.base_high.load(Ordering::Relaxed), self.pcp.batch, threads);
             self.pcp.high.store(high, Ordering::Relaxed);
+        }
+    }
+
+    /// The low watermark moved (capacity change): recompute `high`.
+    fn set_pcp_base_high(&self, low: usize) {
+        if !self.pcp.fixed && self.pcp.batch != 0 {
+            self.pcp.base_high.store(low, Ordering::Relaxed);
+            self.update_pcp_high(self.pcp.threads.load(Ordering::Relaxed));
         }
     }
 
@@ -190,20 +206,58 @@ impl Zone {
         }
     }
 
+    /// Free pages on the lists that still cost RSS, read without the lock.
+    #[inline]
+    pub(crate) fn resident_free_pages(&self) -> usize {
+        self.mirror.resident_free.load(Ordering::Relaxed)
+    }
+
     /// Free pages in the buddy lists and frontier, read without the lock.
     #[inline]
     pub(crate) fn free_pages(&self) -> usize {
         self.mirror.free_pages.load(Ordering::Relaxed)
     }
 
+    /// Pages the zone may hand out: its span less the pages above the
+    /// arena's capacity (the kernel's `managed_pages`).
+    #[inline]
+    pub(crate) fn managed(&self) -> usize {
+        self.spanned() - self.offline.load(Ordering::Relaxed)
+    }
+
+    /// Free pages within the capacity: what watermarks are checked against.
+    #[inline]
+    pub(crate) fn usable_free_pages(&self) -> usize {
+        self.free_pages().saturating_sub(self.offline.load(Ordering::Relaxed))
+    }
+
+    /// Sets the pages above capacity and the watermarks that go with the new
+    /// managed size (and the per-thread caches' `high`, which follows low).
+    pub(crate) fn set_capacity(&self, offline: usize, marks: Watermarks) {
+        self.offline.store(offline, Ordering::Relaxed);
+        self.watermarks[0].store(marks.min, Ordering::Relaxed);
+        self.watermarks[1].store(marks.low, Ordering::Relaxed);
+        self.watermarks[2].store(marks.high, Ordering::Relaxed);
+        self.set_pcp_base_high(marks.low);
+    }
+
     /// `zone_watermark_fast`: the watermark check on the lock-free mirrors.
     /// The answer may be stale by the time the lock is taken, as in the
-    /// kernel; the lists stay consistent either way.
+    /// kernel; the lists stay consistent either way. Without watermarks
+    /// (reclaim's own allocations) the capacity still holds.
     #[inline]
     pub(crate) fn watermark_ok(&self, order: u32, mode: AllocMode) -> bool {
-        let Some(mark) = mode.mark else { return true };
+        let free = self.usable_free_pages();
+        let Some(mark) = mode.mark else { return free >> order != 0 };
         let mark = self.watermarks[mark as usize].load(Ordering::Relaxed);
-        zone_watermark_ok(self.free_pages(), order, mark, mode, self.mirror.order_mask.load(Ordering::Relaxed))
+        zone_watermark_ok(free, order, mark, mode, self.mirror.order_mask.load(Ordering::Relaxed))
+    }
+
+    /// Whether the zone's usable free pages are below `mark`: below low
+    /// wakes reclaim; reclaim stops once none is below high.
+    #[inline]
+    pub(crate) fn below(&self, mark: Mark) -> bool {
+        self.usable_free_pages() < self.watermarks[mark as usize].load(Ordering::Relaxed)
     }
 
     /// Locks the zone.
@@ -238,10 +292,11 @@ impl Zone {
 
     /// Gives cached blocks back under one lock acquisition
     /// (`free_pcppages_bulk`): into the pool if the whole batch fits, else
-    /// to the buddy lists.
-    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl ExactSizeIterator<Item = Pfn>) {
+    /// to the buddy lists. Returns whether they went to the lists.
+    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl ExactSizeIterator<Item = Pfn>) -> bool {
         let mut zone = self.lock();
         let o = order as usize;
+        zone.inner.pcp_trims += 1;
         if zone.inner.pool.count[o] + pfns.len() <= POOL_CAPACITY {
             for pfn in pfns {
                 if zone.is_cached_here(mm, pfn, order) {
@@ -252,12 +307,13 @@ impl Zone {
                     zone.inner.pcp_corrupt += 1;
                 }
             }
+            false
         } else {
             for pfn in pfns {
                 zone.free_cached(mm, pfn, order);
             }
+            true
         }
-        zone.inner.pcp_trims += 1;
     }
 
     /// Returns the pool's blocks to the buddy lists; the pages moved.
@@ -316,7 +372,10 @@ impl Drop for ZoneGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         let mirror = &self.zone.mirror;
-        mirror.free_pages.store(self.inner.buddy.nr_free(), Ordering::Relaxed);
-        mirror.order_mask.store(self.inner.buddy.order_mask(), Ordering::Relaxed);
+        let buddy = &self.inner.buddy;
+        mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
+        mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
+        let resident = buddy.nr_free() - buddy.frontier_pages() - buddy.purged_pages();
+        mirror.resident_free.store(resident, Ordering::Relaxed);
     }
 }

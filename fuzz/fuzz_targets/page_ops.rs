@@ -26,6 +26,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
         .max_order(5)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(pcp)
+        .purge_delay(None)
         .build()
         .unwrap();
     let mut harness = Harness::new(arena);

@@ -8,10 +8,9 @@
 //! free, so overlapping blocks or a block handed out twice show up.
 //!
 //! With per-thread caches, free pages may sit in a cache where the buddy
-//! lists cannot merge them, so a request can fail although the model has
-//! room. The harness then drains the caches (`Arena::drain_pcp`) and retries:
-//! with every free page back in the buddy lists the retry must match the
-//! model exactly. Free counts are checked as buddy free + cached.
+//! lists cannot merge them; the allocator's direct reclaim returns every
+//! cache to the lists before it fails, so the model's predictions stay
+//! exact. Free counts are checked as buddy free + cached.
 
 use std::ptr::NonNull;
 
@@ -48,8 +47,6 @@ pub struct Harness {
     next_fill: u8,
     pub allocs: usize,
     pub failures: usize,
-    /// Pages moved back by drains after a stranded failure.
-    pub drained: usize,
 }
 
 impl Harness {
@@ -59,17 +56,7 @@ impl Harness {
         let zones: Vec<_> = stats.zones.iter().map(|z| (z.start_pfn, z.spanned)).collect();
         let pages = zones.iter().map(|z| z.1).sum();
         let base = arena.region().0.as_ptr() as usize;
-        Self {
-            arena,
-            base,
-            zones,
-            used: vec![false; pages],
-            live: Vec::new(),
-            next_fill: 1,
-            allocs: 0,
-            failures: 0,
-            drained: 0,
-        }
+        Self { arena, base, zones, used: vec![false; pages], live: Vec::new(), next_fill: 1, allocs: 0, failures: 0 }
     }
 
     fn can_allocate(&self, order: u32) -> bool {
@@ -86,13 +73,7 @@ impl Harness {
                 let order = u32::from(order) % (max_order + 2);
                 let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
                 let expected = order <= max_order && self.can_allocate(order);
-                let mut result = self.arena.alloc_pages(order, flags);
-                if result.is_err() && expected {
-                    // Room may be stranded in a cache: drain and retry.
-                    self.drained += self.arena.drain_pcp();
-                    result = self.arena.alloc_pages(order, flags);
-                }
-                match result {
+                match self.arena.alloc_pages(order, flags) {
                     Ok(ptr) => {
                         assert!(expected, "order-{order} allocation succeeded but the model has no room");
                         self.take(ptr, order, zero);

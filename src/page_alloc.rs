@@ -1,0 +1,406 @@
+//! The allocation and free paths behind the public page API: the
+//! counterpart of the kernel's `mm/page_alloc.c`.
+//!
+//! `alloc_pages` follows `__alloc_pages`: the calling thread's cache for
+//! small orders, then `get_page_from_freelist` at the low watermark, then
+//! `__alloc_pages_slowpath`:
+//!
+//! 1. wake kswapd;
+//! 2. retry at the min watermark with the reserve discounts of `HIGH` and
+//!    `ATOMIC`;
+//! 3. callers that cannot wait (`ATOMIC`, `NOWAIT`) stop here;
+//! 4. direct reclaim (shrinkers, then every per-thread cache) and retry;
+//!    `NORETRY` stops after one round, and so do costly orders (above 3)
+//!    unless `RETRY_MAYFAIL` or `NOFAIL`;
+//! 5. retry while reclaim makes progress or could, up to 16 rounds without
+//!    progress (`should_reclaim_retry`);
+//! 6. the OOM handler (not for `RETRY_MAYFAIL`), which may ask for a retry;
+//! 7. `NOFAIL` waits for reclaim progress and starts again; everyone else
+//!    fails with `OutOfMemory` and, unless `NOWARN`, a rate-limited warning.
+//!
+//! A thread inside a shrinker allocates without watermarks and never
+//! recurses into reclaim.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::ptr::NonNull;
+
+use crate::arena::ArenaInner;
+use crate::buddy::Block;
+use crate::error::{AllocError, FreeError};
+use crate::flags::AllocFlags;
+use crate::oom::{OomAction, OomContext};
+use crate::page::{PageInfo, PageState, Pfn, flag};
+use crate::pcp::{PCP_MAX_ORDER, with_thread_set};
+use crate::reclaim::{InReclaim, MAX_RECLAIM_RETRIES, ReclaimCounters};
+use crate::report::StackWriter;
+use crate::sync::{Ordering, fence};
+use crate::watermark::{AllocMode, Mark};
+use crate::zone::Zone;
+
+impl ArenaInner {
+    /// Everything `alloc_pages` does beyond popping a cached block.
+    #[inline(never)]
+    pub(crate) fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        if order > self.max_order {
+            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
+        }
+        if let Some(fault) = &self.fault
+            && fault.should_fail(order, flags)
+        {
+            return Err(AllocError::Injected { order });
+        }
+        if order <= PCP_MAX_ORDER
+            && self.pcp_enabled
+            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
+        {
+            let block = match cached {
+                Some(block) => block,
+                None => self.alloc_slowpath(order, flags, self.preferred_zone())?,
+            };
+            return Ok(self.prep_new_page(block, flags));
+        }
+        let preferred = self.preferred_zone();
+        let block = match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
+            Some(block) => block,
+            None => self.alloc_slowpath(order, flags, preferred)?,
+        };
+        Ok(self.prep_new_page(block, flags))
+    }
+
+    /// Everything `free_pages` does beyond pushing onto this thread's list.
+    #[inline(never)]
+    pub(crate) fn free_pages_slow(&self, addr: usize, order: u32) -> Result<(), FreeError> {
+        let result = self.free_validated(addr, order);
+        if result.is_err() {
+            self.counters.invalid_frees.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The zone this thread allocates from first. Threads are spread over the
+    /// zones round-robin in the order they first allocate, so two threads on
+    /// a two-zone arena take different locks.
+    #[inline]
+    pub(crate) fn preferred_zone(&self) -> usize {
+        self.zone_of_seq.reduce(thread_seq())
+    }
+
+    /// `get_page_from_freelist`: the first zone of the zonelist (the
+    /// preferred zone, then the others in order) that passes the watermark
+    /// check and has a block. Wakes kswapd if that left the zone below low.
+    #[inline]
+    pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
+        let nr = self.zones.len();
+        let mut index = preferred;
+        loop {
+            let zone = &self.zones[index];
+            if zone.watermark_ok(order, mode) {
+                if let Some(block) = zone.rmqueue(&self.mem_map, order) {
+                    self.zone_allocated(zone);
+                    return Some(block);
+                }
+            } else {
+                zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            index = if index + 1 == nr { 0 } else { index + 1 };
+            if index == preferred {
+                return None;
+            }
+        }
+    }
+
+    /// After taking pages from `zone`: wake kswapd if it is now below low.
+    #[inline]
+    pub(crate) fn zone_allocated(&self, zone: &Zone) {
+        if zone.below(Mark::Low) {
+            self.reclaim.wakeup();
+        }
+    }
+
+    /// `__alloc_pages_slowpath`; see the module docs.
+    #[cold]
+    pub(crate) fn alloc_slowpath(&self, order: u32, flags: AllocFlags, preferred: usize) -> Result<Block, AllocError> {
+        if InReclaim::active() {
+            // PF_MEMALLOC: a shrinker's own allocation. No watermarks, and
+            // never reclaim from inside reclaim.
+            return self
+                .get_page_from_freelist(order, AllocMode::NO_WATERMARKS, preferred)
+                .ok_or_else(|| self.nopage(order, flags));
+        }
+        let mode = AllocMode::new(Mark::Min, flags);
+        let nofail = flags.contains(AllocFlags::NOFAIL);
+        let costly = order > PCP_MAX_ORDER;
+        self.reclaim.wakeup();
+        if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+            return Ok(block);
+        }
+        if !flags.may_wait() {
+            // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
+            return Err(self.nopage(order, flags));
+        }
+        let mut drained = false;
+        let mut no_progress_loops = 0;
+        let mut oom_retries = 0;
+        loop {
+            self.reclaim.wakeup();
+            let progress = self.direct_reclaim(order, &mut drained);
+            if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+                return Ok(block);
+            }
+            if !nofail
+                && (flags.contains(AllocFlags::NORETRY) || (costly && !flags.contains(AllocFlags::RETRY_MAYFAIL)))
+            {
+                break;
+            }
+            // should_reclaim_retry
+            no_progress_loops = if progress > 0 { 0 } else { no_progress_loops + 1 };
+            if no_progress_loops <= MAX_RECLAIM_RETRIES && self.reclaim_could_help(order) {
+                continue;
+            }
+            // __alloc_pages_may_oom: RETRY_MAYFAIL fails without it.
+            if (nofail || !flags.contains(AllocFlags::RETRY_MAYFAIL))
+                && oom_retries < MAX_RECLAIM_RETRIES
+                && self.out_of_memory(order, flags) == OomAction::Retry
+            {
+                oom_retries += 1;
+                no_progress_loops = 0;
+                continue;
+            }
+            if !nofail {
+                break;
+            }
+            // NOFAIL: wait for progress (never spin), then start over.
+            let progress = &self.reclaim.progress;
+            let seen = progress.prepare();
+            if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+                progress.cancel();
+                return Ok(block);
+            }
+            self.reclaim.wakeup();
+            ReclaimCounters::add(&self.reclaim.counters.nofail_waits, 1);
+            progress.wait(seen);
+            drained = false;
+            no_progress_loops = 0;
+        }
+        Err(self.nopage(order, flags))
+    }
+
+    /// Whether everything reclaimable, added to what is free, would let an
+    /// order-`order` allocation pass the min watermark somewhere (the test
+    /// in `should_reclaim_retry`).
+    fn reclaim_could_help(&self, order: u32) -> bool {
+        let reclaimable = self.shrinkers.count() + self.cached_pages();
+        self.zones.iter().any(|zone| {
+            let available = zone.usable_free_pages() + reclaimable;
+            available.saturating_sub((1 << order) - 1) > zone.watermarks().min
+        })
+    }
+
+    /// Calls the OOM handler (`out_of_memory`).
+    fn out_of_memory(&self, order: u32, flags: AllocFlags) -> OomAction {
+        ReclaimCounters::add(&self.reclaim.counters.oom_events, 1);
+        let Some(handler) = &self.oom_handler else { return OomAction::Fail };
+        let context = OomContext {
+            order,
+            flags,
+            free_pages: self.zones.iter().map(Zone::usable_free_pages).sum(),
+            reclaimable_pages: self.shrinkers.count(),
+        };
+        (handler.0)(&context)
+    }
+
+    /// The allocation failed: count it and, unless NOWARN, say so.
+    #[cold]
+    fn nopage(&self, order: u32, flags: AllocFlags) -> AllocError {
+        self.counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
+        if !flags.contains(AllocFlags::NOWARN) && self.warn_limit.allow() {
+            self.warn_alloc(order, flags);
+        }
+        AllocError::OutOfMemory { order }
+    }
+
+    /// The kernel's `warn_alloc`: one line to stderr, without allocating.
+    #[cold]
+    fn warn_alloc(&self, order: u32, flags: AllocFlags) {
+        let mut w = StackWriter::new();
+        let _ = write!(w, "zonealloc: page allocation failure: order:{order}, flags:{flags:?}, free pages:");
+        for zone in self.zones.iter() {
+            let _ = write!(w, " {}", zone.usable_free_pages());
+        }
+        w.flush_line();
+    }
+
+    /// Finishes a block for the caller: zeroes it if asked and not known zero.
+    #[inline]
+    fn prep_new_page(&self, block: Block, flags: AllocFlags) -> NonNull<u8> {
+        if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
+            // SAFETY: the block was just taken off the free lists for this caller.
+            unsafe { self.region.zero(block.pfn, 1 << block.order) };
+        }
+        self.region.page_addr(block.pfn)
+    }
+
+    /// Validates and frees the block at `addr` to its zone's lists.
+    fn free_validated(&self, addr: usize, order: u32) -> Result<(), FreeError> {
+        if !self.region.contains(addr) {
+            return Err(FreeError::OutOfRegion { addr });
+        }
+        if order > self.max_order {
+            return Err(FreeError::InvalidOrder { order, max_order: self.max_order });
+        }
+        let pfn = self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
+        let info = self.mem_map.page(pfn).info();
+        self.validate_free(pfn, info, order, addr)?;
+        if order <= PCP_MAX_ORDER
+            && self.pcp_enabled
+            && with_thread_set(self, |set| set.free(self, pfn, order, usize::from(info.zone))).is_some()
+        {
+            return Ok(());
+        }
+        let zone = &self.zones[usize::from(info.zone)];
+        let mut guard = zone.lock();
+        // Re-read under the lock: a racing free of the same block is
+        // caught here, and the lists never see a block twice.
+        let info = self.mem_map.page(pfn).info();
+        self.validate_free(pfn, info, order, addr)?;
+        guard.inner.buddy.free_one_page(&self.mem_map, pfn, order, 0);
+        guard.inner.frees[order as usize] += 1;
+        drop(guard);
+        self.pages_returned();
+        Ok(())
+    }
+
+    /// Pages went back to a zone's lists: reclaim may be worth trying again,
+    /// NOFAIL waiters may now succeed, and the purge timer should run.
+    #[inline]
+    pub(crate) fn pages_returned(&self) {
+        self.reclaim.memory_freed();
+        // One fence for both handshakes (see reclaim.rs).
+        fence(Ordering::SeqCst);
+        self.reclaim.progress.signal_after_fence();
+        self.reclaim.arm_purge_timer_after_fence();
+    }
+
+    /// Whether the head entry `info` of `pfn` shows a block of `order` that
+    /// may be freed; if not, which error it is.
+    #[inline]
+    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
+        match info.state {
+            PageState::Allocated if u32::from(info.order) == order => Ok(()),
+            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order.into() }),
+            PageState::Free | PageState::Cached | PageState::Isolated => Err(FreeError::DoubleFree { addr }),
+            PageState::Tail => Err(self.classify_interior(pfn, addr)),
+        }
+    }
+
+    /// `pfn` is not a head: if it lies inside a free block (it was freed and
+    /// merged into a larger block) this is a double free; otherwise the
+    /// pointer is not a block start.
+    #[cold]
+    fn classify_interior(&self, pfn: Pfn, addr: usize) -> FreeError {
+        for order in 1..=self.max_order {
+            let head = pfn & !((1 << order) - 1);
+            let info = self.mem_map.page(head).info();
+            if info.state != PageState::Tail && u32::from(info.order) >= order {
+                return match info.state {
+                    PageState::Free | PageState::Cached | PageState::Isolated => FreeError::DoubleFree { addr },
+                    _ => FreeError::NotBlockStart { addr },
+                };
+            }
+        }
+        FreeError::NotBlockStart { addr }
+    }
+
+    /// Pages held in per-thread caches and pools (a racy sum).
+    pub(crate) fn cached_pages(&self) -> usize {
+        let mut tally = [crate::pcp::PcpTally::default(); crate::MAX_ZONES];
+        self.pcp.tally(&mut tally);
+        let listed: usize = tally.iter().flat_map(|t| t.cached.iter().enumerate().map(|(o, n)| n << o)).sum();
+        let pooled: usize = self
+            .zones
+            .iter()
+            .map(|z| z.lock().inner.pool.counts().iter().enumerate().map(|(o, n)| n << o).sum::<usize>())
+            .sum();
+        listed + pooled
+    }
+
+    /// Returns every thread's cache and every pool to the lists; the pages.
+    pub(crate) fn drain_all_caches(&self) -> usize {
+        let pages = self.pcp.drain_all(self);
+        if pages > 0 {
+            self.pages_returned();
+        }
+        pages
+    }
+
+    /// Returns the calling thread's own cache to the lists (what a shrinker
+    /// freed on this thread lands there).
+    pub(crate) fn drain_own_cache(&self) -> usize {
+        if !self.pcp_enabled {
+            return 0;
+        }
+        let pages = with_thread_set(self, |set| set.drain(self)).unwrap_or(0);
+        if pages > 0 {
+            self.pages_returned();
+        }
+        pages
+    }
+}
+
+/// `x % n` for a fixed `n` without a division (Lemire's fastmod): the
+/// preferred-zone lookup is on every allocation, and a 64-bit `div` costs
+/// more than the rest of the lookup.
+pub(crate) struct FastMod {
+    n: u32,
+    m: u64,
+}
+
+impl FastMod {
+    pub(crate) fn new(n: u32) -> Self {
+        debug_assert!(n > 0);
+        Self { n, m: (u64::MAX / u64::from(n)).wrapping_add(1) }
+    }
+
+    #[inline]
+    pub(crate) fn reduce(&self, x: u32) -> usize {
+        let low = self.m.wrapping_mul(u64::from(x));
+        ((u128::from(low) * u128::from(self.n)) >> 64) as usize
+    }
+}
+
+/// A small per-thread number, handed out in the order threads first
+/// allocate. Not part of any protocol: only a hint for spreading threads
+/// over zones.
+#[inline]
+fn thread_seq() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::thread_local! {
+        static SEQ: Cell<u32> = const { Cell::new(u32::MAX) };
+    }
+    SEQ.try_with(|seq| {
+        let mut n = seq.get();
+        if n == u32::MAX {
+            n = NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+            seq.set(n);
+        }
+        n
+    })
+    .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastMod;
+
+    #[test]
+    fn fastmod_is_modulo() {
+        for n in 1..=64u32 {
+            let f = FastMod::new(n);
+            for x in (0..10_000u32).chain([u32::MAX - 1, u32::MAX, 0x7fff_ffff]) {
+                assert_eq!(f.reduce(x), (x % n) as usize, "{x} % {n}");
+            }
+        }
+    }
+}

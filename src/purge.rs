@@ -1,0 +1,104 @@
+//! Purge: handing free memory back to the OS, the kernel's free page
+//! reporting (what virtio-balloon uses to give a guest's free pages back).
+//!
+//! Under the zone lock, up to [`BATCH`] free blocks that still cost RSS are
+//! taken off the lists (`Isolated`); without the lock they are sorted,
+//! adjacent ones merged into ranges, and each range is handed back with one
+//! `madvise` (`MADV_DONTNEED`, or `MADV_FREE` by choice); under the lock
+//! again they go back on their lists flagged purged, at the tail, where
+//! allocation reaches them last and the next purge pass stops. A block
+//! purged with `MADV_DONTNEED` reads as zeros, so a `ZERO` allocation of it
+//! needs no memset.
+
+use crate::arena::ArenaInner;
+use crate::page::{Pfn, flag};
+use crate::reclaim::ReclaimCounters;
+use crate::region::{HugePages, PurgeAdvice};
+use crate::zone::Zone;
+
+/// Blocks isolated per round, and at most [`BATCH_PAGES`] pages: bounds how
+/// much free memory is briefly unavailable to allocations while its pages
+/// are handed back (the kernel's page reporting isolates 32 blocks).
+const BATCH: usize = 64;
+const BATCH_PAGES: usize = 2048; // 8 MiB
+
+/// What a purge did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Bytes handed back to the OS.
+    pub bytes: usize,
+    /// `madvise` calls made (after merging adjacent blocks).
+    pub calls: usize,
+}
+
+impl ArenaInner {
+    /// Drains every cache, then purges every zone.
+    pub(crate) fn purge_all(&self) -> PurgeReport {
+        self.drain_all_caches();
+        let mut report = PurgeReport::default();
+        for zone in self.zones.iter() {
+            let r = self.purge_zone(zone);
+            report.bytes += r.bytes;
+            report.calls += r.calls;
+        }
+        let counters = &self.reclaim.counters;
+        ReclaimCounters::add(&counters.purges, 1);
+        ReclaimCounters::add(&counters.purge_calls, report.calls as u64);
+        ReclaimCounters::add(&counters.purged_pages, (report.bytes / crate::PAGE_SIZE) as u64);
+        report
+    }
+
+    fn purge_zone(&self, zone: &Zone) -> PurgeReport {
+        let advice = self.reclaim.config().purge_advice;
+        let huge = self.huge_pages == HugePages::Explicit;
+        // hugetlb pages can only be discarded whole (2 MiB, order 9), and
+        // only with MADV_DONTNEED.
+        let (min_order, advice) = if huge { (9, PurgeAdvice::DontNeed) } else { (0, advice) };
+        let put_back_flags = match advice {
+            PurgeAdvice::DontNeed => flag::PURGED | flag::ZEROED,
+            PurgeAdvice::Free => flag::PURGED,
+        };
+        let mut report = PurgeReport::default();
+        let mut batch = [(0 as Pfn, 0u32); BATCH];
+        loop {
+            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, min_order, BATCH_PAGES, &mut batch);
+            if n == 0 {
+                break;
+            }
+            let blocks = &mut batch[..n];
+            blocks.sort_unstable_by_key(|&(pfn, _)| pfn);
+            let mut ok = true;
+            let mut i = 0;
+            while i < n {
+                let start = blocks[i].0;
+                let mut end = start + (1 << blocks[i].1);
+                i += 1;
+                while i < n && blocks[i].0 == end {
+                    end += 1 << blocks[i].1;
+                    i += 1;
+                }
+                let pages = (end - start) as usize;
+                // SAFETY: these pages are isolated free blocks: nobody may
+                // rely on their contents, and nobody can allocate them.
+                match unsafe { self.region.purge(start, pages, advice) } {
+                    Ok(()) => {
+                        report.bytes += pages << crate::region::PAGE_SHIFT;
+                        report.calls += 1;
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+            let mut guard = zone.lock();
+            for &(pfn, order) in blocks.iter() {
+                let flags = if ok { put_back_flags } else { 0 };
+                guard.inner.buddy.putback_isolated(&self.mem_map, pfn, order, flags);
+            }
+            drop(guard);
+            if !ok {
+                // Put back as resident, they would be isolated again: stop.
+                break;
+            }
+        }
+        report
+    }
+}

@@ -1,0 +1,432 @@
+//! Reclaim: the background reclaim thread (the kernel's kswapd), direct
+//! reclaim in the allocating thread, and the progress event NOFAIL callers
+//! wait on.
+//!
+//! **kswapd.** One thread per arena. It sleeps on a condition variable and
+//! uses no CPU while every zone is above its low watermark. An allocation
+//! that leaves a zone below low wakes it (`wakeup_kswapd`); it then returns
+//! every per-thread cache to the lists once and calls the shrinkers until
+//! every zone is above high (`balance_pgdat`). Sixteen passes in a row
+//! without progress (`MAX_RECLAIM_RETRIES`) and it gives up: it sleeps, and
+//! wake-ups are ignored until memory is freed (the kernel's
+//! `kswapd_failures`). When `purge_delay` is set it also wakes on a timer
+//! while free memory is resident, and hands it back to the OS.
+//!
+//! **Sleep and wake without a lost wake-up.** Wakers do not take the lock
+//! when kswapd is already awake. The pair is a Dekker handshake:
+//!
+//! ```text
+//! waker (allocation left a zone below low)     kswapd (going to sleep)
+//!   zone free count lowered (under zone lock)    awake = false
+//!   fence(SeqCst)                                fence(SeqCst)
+//!   if !awake: lock; pending = true; notify      if a zone is below low: run again
+//!                                                else: lock; wait unless pending
+//! ```
+//!
+//! Either the waker sees `awake == false` and sets `pending` under the lock
+//! (kswapd checks it under the same lock before waiting), or kswapd's
+//! re-check sees the lowered free count. `tests/loom.rs` models it.
+//!
+//! **Direct reclaim** runs in the allocating thread when the slow path finds
+//! nothing at the min watermark: shrinkers for at least `SWAP_CLUSTER_MAX`
+//! pages, then (once) every per-thread cache. A thread that is reclaiming is
+//! marked ([`InReclaim`], the kernel's `PF_MEMALLOC`): its own allocations,
+//! made by shrinkers, ignore watermarks and never recurse into reclaim.
+
+use std::time::Duration;
+
+use crate::arena::ArenaInner;
+use crate::region::PurgeAdvice;
+use crate::sync::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Instant, JoinHandle, Mutex, Ordering, fence, spawn,
+    thread_local_cell,
+};
+use crate::watermark::Mark;
+
+/// Passes without progress before reclaim gives up (`MAX_RECLAIM_RETRIES`).
+pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
+
+/// Pages direct reclaim asks the shrinkers for at least (`SWAP_CLUSTER_MAX`).
+pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
+
+/// How a NOFAIL caller waits when it cannot tell whether progress will be
+/// signalled (pages freed into another thread's cache are not): it retries
+/// at least this often. A wait, not a spin.
+const NOFAIL_RECHECK: Duration = Duration::from_millis(10);
+
+thread_local_cell!(IN_RECLAIM);
+
+/// The "this thread is reclaiming" mark (`PF_MEMALLOC`).
+pub(crate) struct InReclaim;
+
+impl InReclaim {
+    /// Marks the thread until the guard drops (nests).
+    pub(crate) fn enter() -> InReclaimGuard {
+        let _ = IN_RECLAIM.try_with(|depth| depth.set(depth.get() + 1));
+        InReclaimGuard
+    }
+
+    /// Whether this thread is inside reclaim (a shrinker is running on it).
+    pub(crate) fn active() -> bool {
+        IN_RECLAIM.try_with(|depth| depth.get() > 0).unwrap_or(false)
+    }
+}
+
+pub(crate) struct InReclaimGuard;
+
+impl Drop for InReclaimGuard {
+    fn drop(&mut self) {
+        let _ = IN_RECLAIM.try_with(|depth| depth.set(depth.get() - 1));
+    }
+}
+
+/// Reclaim and purge settings; see the builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReclaimConfig {
+    pub background: bool,
+    pub purge_delay: Option<Duration>,
+    pub purge_advice: PurgeAdvice,
+}
+
+impl Default for ReclaimConfig {
+    fn default() -> Self {
+        Self { background: true, purge_delay: Some(Duration::from_secs(1)), purge_advice: PurgeAdvice::DontNeed }
+    }
+}
+
+/// Event counters, read by `stats()`.
+#[derive(Default)]
+pub(crate) struct ReclaimCounters {
+    pub kswapd_wakeups: AtomicU64,
+    pub kswapd_passes: AtomicU64,
+    pub kswapd_give_ups: AtomicU64,
+    pub shrinker_scanned: AtomicU64,
+    pub shrinker_freed: AtomicU64,
+    pub direct_reclaims: AtomicU64,
+    pub direct_reclaim_ns: AtomicU64,
+    pub oom_events: AtomicU64,
+    pub nofail_waits: AtomicU64,
+    pub purges: AtomicU64,
+    pub purge_calls: AtomicU64,
+    pub purged_pages: AtomicU64,
+}
+
+impl ReclaimCounters {
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+struct KswapdState {
+    /// A wake-up arrived since kswapd last looked.
+    pending: bool,
+    /// The arena is dropping.
+    stop: bool,
+}
+
+/// The progress event NOFAIL callers wait on.
+pub(crate) struct Progress {
+    generation: Mutex<u64>,
+    cond: Condvar,
+    waiters: AtomicUsize,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self { generation: Mutex::new(0), cond: Condvar::new(), waiters: AtomicUsize::new(0) }
+    }
+
+    /// Registers a waiter *before* its last attempt, and returns the
+    /// generation that attempt saw. The SeqCst increment pairs with the
+    /// fence in [`signal`](Self::signal): either the signaller sees the
+    /// waiter, or the attempt sees the memory the signaller freed.
+    pub(crate) fn prepare(&self) -> u64 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        *self.generation.lock()
+    }
+
+    /// Waits until the generation moves past `seen` (or, as a backstop for
+    /// memory freed into per-thread caches, `NOFAIL_RECHECK` passes).
+    pub(crate) fn wait(&self, seen: u64) {
+        let mut generation = self.generation.lock();
+        while *generation == seen {
+            let (guard, timed_out) = self.cond.wait_timeout(generation, NOFAIL_RECHECK);
+            generation = guard;
+            if timed_out {
+                break;
+            }
+        }
+        drop(generation);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Undoes `prepare` when the attempt succeeded.
+    pub(crate) fn cancel(&self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Memory was freed or reclaimed: wake NOFAIL waiters, if any.
+    pub(crate) fn signal(&self) {
+        fence(Ordering::SeqCst);
+        self.signal_after_fence();
+    }
+
+    /// [`signal`](Self::signal) for a caller that has just issued the
+    /// `SeqCst` fence itself.
+    pub(crate) fn signal_after_fence(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            *self.generation.lock() += 1;
+            self.cond.notify_all();
+        }
+    }
+}
+
+/// One arena's reclaim machinery.
+pub(crate) struct Reclaimer {
+    config: ReclaimConfig,
+    state: Mutex<KswapdState>,
+    wake: Condvar,
+    /// kswapd is running a pass, or about to re-check before sleeping.
+    awake: AtomicBool,
+    /// kswapd is sleeping with the purge timer set (or about to re-check
+    /// for resident free memory): whoever frees memory need not wake it.
+    purge_armed: AtomicBool,
+    /// Consecutive passes without progress (`kswapd_failures`).
+    failures: AtomicU32,
+    thread: Mutex<Option<JoinHandle>>,
+    pub progress: Progress,
+    pub counters: ReclaimCounters,
+}
+
+/// A pointer to the arena that the kswapd thread may carry.
+struct ArenaPtr(*const ArenaInner);
+
+// SAFETY: ArenaInner is Sync, and the arena joins the thread before it is
+// freed (`Reclaimer::stop`).
+unsafe impl Send for ArenaPtr {}
+
+impl Reclaimer {
+    pub(crate) fn new(config: ReclaimConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(KswapdState { pending: false, stop: false }),
+            wake: Condvar::new(),
+            awake: AtomicBool::new(false),
+            purge_armed: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            thread: Mutex::new(None),
+            progress: Progress::new(),
+            counters: ReclaimCounters::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ReclaimConfig {
+        &self.config
+    }
+
+    /// Starts kswapd for `arena`, which must stay at this address until
+    /// [`stop`](Self::stop) has returned.
+    pub(crate) fn start(&self, arena: &ArenaInner) -> std::io::Result<()> {
+        if !self.config.background {
+            return Ok(());
+        }
+        let ptr = ArenaPtr(arena);
+        let handle = spawn("zonealloc-kswapd", move || {
+            let ptr = ptr;
+            // SAFETY: see ArenaPtr.
+            let arena = unsafe { &*ptr.0 };
+            kswapd(arena);
+        })?;
+        *self.thread.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Stops kswapd and waits for it to exit.
+    pub(crate) fn stop(&self) {
+        let Some(handle) = self.thread.lock().take() else { return };
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+        let _ = handle.join();
+    }
+
+    /// Whether kswapd has given up (`kswapd_failures >= MAX_RECLAIM_RETRIES`).
+    pub(crate) fn hopeless(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES
+    }
+
+    /// Consecutive fruitless kswapd passes.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Memory was freed or reclaimed: reclaim may be worth trying again.
+    #[inline]
+    pub(crate) fn memory_freed(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Pages went back to the lists (the caller has just issued a `SeqCst`
+    /// fence): if kswapd sleeps without its purge timer, wake it so it sets
+    /// one. Pairs with the fence before kswapd's re-check (module docs).
+    pub(crate) fn arm_purge_timer_after_fence(&self) {
+        if self.config.background
+            && self.config.purge_delay.is_some()
+            && !self.purge_armed.load(Ordering::Relaxed)
+            && !self.purge_armed.swap(true, Ordering::Relaxed)
+        {
+            drop(self.state.lock());
+            self.wake.notify_one();
+        }
+    }
+
+    /// `wakeup_kswapd`: called after an allocation left a zone below low.
+    pub(crate) fn wakeup(&self) {
+        if !self.config.background || self.hopeless() {
+            return;
+        }
+        // Pairs with kswapd's fence before its re-check (module docs).
+        fence(Ordering::SeqCst);
+        if self.awake.load(Ordering::Relaxed) {
+            return;
+        }
+        self.state.lock().pending = true;
+        self.wake.notify_one();
+    }
+}
+
+/// The kswapd thread.
+fn kswapd(arena: &ArenaInner) {
+    let r = &arena.reclaim;
+    loop {
+        // kswapd_try_to_sleep
+        let mut purge_due = false;
+        {
+            let mut state = r.state.lock();
+            loop {
+                if state.stop {
+                    return;
+                }
+                if state.pending {
+                    state.pending = false;
+                    break;
+                }
+                r.awake.store(false, Ordering::Relaxed);
+                // Pairs with the waker's fence: a wake-up that skipped the
+                // lock because we looked awake is seen by this re-check.
+                fence(Ordering::SeqCst);
+                if !r.hopeless() && arena.zones.iter().any(|z| z.below(Mark::Low)) {
+                    break;
+                }
+                match r.config.purge_delay {
+                    Some(delay) => {
+                        // Same handshake for the purge timer: clear `armed`,
+                        // fence, look for resident free memory; a freer that
+                        // sees `armed` clear takes this lock and notifies.
+                        r.purge_armed.store(false, Ordering::Relaxed);
+                        fence(Ordering::SeqCst);
+                        if arena.has_resident_free_memory() {
+                            r.purge_armed.store(true, Ordering::Relaxed);
+                            let (guard, timed_out) = r.wake.wait_timeout(state, delay);
+                            state = guard;
+                            if timed_out {
+                                purge_due = true;
+                                break;
+                            }
+                        } else {
+                            state = r.wake.wait(state);
+                        }
+                    }
+                    None => state = r.wake.wait(state),
+                }
+            }
+            r.awake.store(true, Ordering::Relaxed);
+        }
+        if purge_due {
+            arena.purge_all();
+            continue;
+        }
+        ReclaimCounters::add(&r.counters.kswapd_wakeups, 1);
+        balance_pgdat(arena);
+    }
+}
+
+/// Reclaims until every zone is above its high watermark, or until
+/// `MAX_RECLAIM_RETRIES` passes in a row free nothing.
+fn balance_pgdat(arena: &ArenaInner) {
+    let r = &arena.reclaim;
+    let mut drained = false;
+    loop {
+        if r.state.lock().stop {
+            return;
+        }
+        let deficit: usize =
+            arena.zones.iter().map(|z| z.watermarks().high.saturating_sub(z.usable_free_pages())).sum();
+        if deficit == 0 && !arena.zones.iter().any(|z| z.below(Mark::High)) {
+            r.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        ReclaimCounters::add(&r.counters.kswapd_passes, 1);
+        let mut progress = 0;
+        if !drained {
+            // Once per wake-up: caches refill at once, and draining them on
+            // every pass would look like progress forever.
+            progress += arena.drain_all_caches();
+            drained = true;
+        }
+        progress += arena.shrink(deficit.max(SWAP_CLUSTER_MAX));
+        if progress > 0 {
+            r.failures.store(0, Ordering::Relaxed);
+            r.progress.signal();
+        } else if r.failures.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_RECLAIM_RETRIES {
+            ReclaimCounters::add(&r.counters.kswapd_give_ups, 1);
+            return;
+        }
+    }
+}
+
+impl ArenaInner {
+    /// Asks the shrinkers for `nr_to_reclaim` pages, marked as reclaiming;
+    /// returns the pages they freed. What they freed went into this
+    /// thread's own cache: it is returned to the zones at once.
+    pub(crate) fn shrink(&self, nr_to_reclaim: usize) -> usize {
+        if self.shrinkers.len() == 0 {
+            return 0;
+        }
+        let outcome = {
+            let _reclaiming = InReclaim::enter();
+            self.shrinkers.shrink(nr_to_reclaim)
+        };
+        ReclaimCounters::add(&self.reclaim.counters.shrinker_scanned, outcome.scanned as u64);
+        ReclaimCounters::add(&self.reclaim.counters.shrinker_freed, outcome.freed as u64);
+        self.drain_own_cache();
+        outcome.freed
+    }
+
+    /// `__alloc_pages_direct_reclaim`: the allocating thread reclaims for
+    /// itself. Returns the pages reclaimed.
+    pub(crate) fn direct_reclaim(&self, order: u32, drained: &mut bool) -> usize {
+        let start = Instant::now();
+        let mut progress = self.shrink(SWAP_CLUSTER_MAX.max(1 << order));
+        if !*drained {
+            progress += self.drain_all_caches();
+            *drained = true;
+        }
+        let r = &self.reclaim;
+        ReclaimCounters::add(&r.counters.direct_reclaims, 1);
+        ReclaimCounters::add(&r.counters.direct_reclaim_ns, start.elapsed().as_nanos() as u64);
+        if progress > 0 {
+            r.memory_freed();
+            r.progress.signal();
+        }
+        progress
+    }
+
+    /// Whether any zone holds free memory that still costs RSS (so a purge
+    /// would do something).
+    pub(crate) fn has_resident_free_memory(&self) -> bool {
+        self.zones.iter().any(|z| z.resident_free_pages() > 0)
+    }
+}

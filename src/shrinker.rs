@@ -1,0 +1,275 @@
+//! Shrinkers: reclaim callbacks, the kernel's `struct shrinker`.
+//!
+//! A database registers its buffer cache as a [`Shrinker`]; when memory runs
+//! low the reclaim thread (and, failing that, the allocating thread itself)
+//! asks it how much it could free (`count`) and then to free some (`scan`).
+//! A shrinker frees pages back into the arena from inside `scan`.
+//!
+//! Shrinkers are called with no lock held: the registered list is a
+//! copy-on-write snapshot, taken under a short lock and walked without it.
+//! Dropping a [`ShrinkerHandle`] removes the shrinker and waits for calls
+//! already in progress, so after the drop it is never called again.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::boot::SysBox;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
+
+/// What [`Shrinker::scan`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShrinkResult {
+    /// This many pages were freed back into the arena.
+    Freed(usize),
+    /// Nothing can be freed now (locks held, a deadlock risk): stop asking
+    /// this shrinker for this round (the kernel's `SHRINK_STOP`).
+    Stop,
+}
+
+/// A cache that can give pages back when the arena runs low on memory.
+///
+/// Both methods are called from the reclaim thread or from an allocating
+/// thread, never with an arena lock held, and may run concurrently with the
+/// cache's other users. Allocations made inside `scan` ignore watermarks
+/// and never recurse into reclaim (the kernel's `PF_MEMALLOC`).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::ptr::NonNull;
+/// use zonealloc::{AllocFlags, Arena, ShrinkResult, Shrinker};
+///
+/// /// A cache of whole pages that frees its oldest on request.
+/// struct PageCache {
+///     arena: Arc<Arena>,
+///     pages: Mutex<Vec<usize>>,
+/// }
+///
+/// impl Shrinker for PageCache {
+///     fn count(&self) -> usize {
+///         self.pages.lock().unwrap().len()
+///     }
+///     fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
+///         let Ok(mut pages) = self.pages.try_lock() else { return ShrinkResult::Stop };
+///         let n = nr_to_scan.min(pages.len());
+///         for addr in pages.drain(..n) {
+///             // SAFETY: the cache allocated this order-0 block and drops it here.
+///             unsafe { self.arena.free_pages(NonNull::new(addr as *mut u8).unwrap(), 0).unwrap() };
+///         }
+///         ShrinkResult::Freed(n)
+///     }
+/// }
+///
+/// let arena = Arc::new(Arena::builder().region_size(64 << 20).build()?);
+/// let cache = Arc::new(PageCache { arena: arena.clone(), pages: Mutex::new(Vec::new()) });
+/// let handle = arena.register_shrinker(cache.clone());
+/// cache.pages.lock().unwrap().push(arena.alloc_pages(0, AllocFlags::empty())?.as_ptr() as usize);
+/// assert_eq!(cache.count(), 1);
+/// drop(handle); // unregistered: never called again
+/// # cache.scan(1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Shrinker: Send + Sync {
+    /// Pages this cache could free now (`count_objects`). May be an estimate.
+    fn count(&self) -> usize;
+
+    /// Frees up to `nr_to_scan` pages (`scan_objects`), returning how many
+    /// were freed, or [`ShrinkResult::Stop`].
+    fn scan(&self, nr_to_scan: usize) -> ShrinkResult;
+}
+
+struct Registered {
+    id: u64,
+    shrinker: Arc<dyn Shrinker>,
+}
+
+/// The shared part of the registry, kept alive by the arena and by every
+/// handle, so a handle may outlive its arena.
+struct Core {
+    list: Mutex<Option<Arc<[Registered]>>>,
+    /// Calls in progress hold it for reading; unregistering waits for them.
+    calls: RwLock<()>,
+    next_id: AtomicU64,
+    /// Where the next round starts, so every shrinker gets its turn first.
+    rotor: AtomicUsize,
+    refs: AtomicU32,
+}
+
+/// An arena's shrinkers.
+pub(crate) struct ShrinkerRegistry {
+    core: NonNull<Core>,
+}
+
+// SAFETY: Core is atomics and locks; the pointer is reference counted.
+unsafe impl Send for ShrinkerRegistry {}
+// SAFETY: as above.
+unsafe impl Sync for ShrinkerRegistry {}
+
+/// Keeps a shrinker registered; dropping it unregisters the shrinker and
+/// waits for calls already in progress to return.
+///
+/// Dropping a handle from inside a shrinker's own `scan` does not wait
+/// (it would wait for itself); the shrinker may then be called once more.
+#[must_use = "dropping the handle unregisters the shrinker"]
+pub struct ShrinkerHandle {
+    core: NonNull<Core>,
+    id: u64,
+}
+
+// SAFETY: as for ShrinkerRegistry.
+unsafe impl Send for ShrinkerHandle {}
+// SAFETY: as for ShrinkerRegistry.
+unsafe impl Sync for ShrinkerHandle {}
+
+impl std::fmt::Debug for ShrinkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShrinkerHandle").field("id", &self.id).finish()
+    }
+}
+
+/// What one round of shrinking did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ShrinkOutcome {
+    pub scanned: usize,
+    pub freed: usize,
+}
+
+impl Core {
+    /// Replaces the list with `edit(current)`, building the new list outside
+    /// the lock (it allocates; the allocator may be this arena).
+    fn update(&self, mut edit: impl FnMut(&[Registered]) -> Vec<Registered>) {
+        loop {
+            let current = self.list.lock().clone();
+            let next: Arc<[Registered]> = edit(current.as_deref().unwrap_or(&[])).into();
+            let mut list = self.list.lock();
+            let unchanged = match (&*list, &current) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                let old = list.replace(next);
+                drop(list);
+                drop(old); // freed outside the lock
+                return;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Option<Arc<[Registered]>> {
+        self.list.lock().clone()
+    }
+}
+
+impl ShrinkerRegistry {
+    /// An empty registry; `None` if its bookkeeping cannot be allocated.
+    pub(crate) fn new() -> Option<Self> {
+        let core = SysBox::try_new(Core {
+            list: Mutex::new(None),
+            calls: RwLock::new(()),
+            next_id: AtomicU64::new(1),
+            rotor: AtomicUsize::new(0),
+            refs: AtomicU32::new(1),
+        })?;
+        Some(Self { core: core.into_raw() })
+    }
+
+    fn core(&self) -> &Core {
+        // SAFETY: the registry holds a reference.
+        unsafe { self.core.as_ref() }
+    }
+
+    pub(crate) fn register(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
+        let core = self.core();
+        let id = core.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut shrinker = Some(shrinker);
+        core.update(|current| {
+            let mut next: Vec<Registered> =
+                current.iter().map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) }).collect();
+            let s = shrinker.clone().expect("set above");
+            next.push(Registered { id, shrinker: s });
+            next
+        });
+        shrinker.take();
+        core.refs.fetch_add(1, Ordering::Relaxed);
+        ShrinkerHandle { core: self.core, id }
+    }
+
+    /// Number of registered shrinkers.
+    pub(crate) fn len(&self) -> usize {
+        self.core().snapshot().map_or(0, |list| list.len())
+    }
+
+    /// Pages all shrinkers say they could free.
+    pub(crate) fn count(&self) -> usize {
+        let core = self.core();
+        let _calls = core.calls.read();
+        core.snapshot().map_or(0, |list| list.iter().map(|r| r.shrinker.count()).sum())
+    }
+
+    /// One round of `shrink_slab`: asks each shrinker, starting with the
+    /// next in turn, to free up to what is still missing of `nr_to_reclaim`
+    /// (bounded by what it says it can free).
+    pub(crate) fn shrink(&self, nr_to_reclaim: usize) -> ShrinkOutcome {
+        let core = self.core();
+        let _calls = core.calls.read();
+        let Some(list) = core.snapshot() else { return ShrinkOutcome::default() };
+        let mut outcome = ShrinkOutcome::default();
+        if list.is_empty() {
+            return outcome;
+        }
+        let start = core.rotor.fetch_add(1, Ordering::Relaxed) % list.len();
+        for i in 0..list.len() {
+            if outcome.freed >= nr_to_reclaim {
+                break;
+            }
+            let shrinker = &list[(start + i) % list.len()].shrinker;
+            let freeable = shrinker.count();
+            if freeable == 0 {
+                continue;
+            }
+            let nr_to_scan = freeable.min(nr_to_reclaim - outcome.freed);
+            outcome.scanned += nr_to_scan;
+            if let ShrinkResult::Freed(n) = shrinker.scan(nr_to_scan) {
+                outcome.freed += n;
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for ShrinkerRegistry {
+    fn drop(&mut self) {
+        release(self.core);
+    }
+}
+
+impl Drop for ShrinkerHandle {
+    fn drop(&mut self) {
+        // SAFETY: the handle holds a reference.
+        let core = unsafe { self.core.as_ref() };
+        let id = self.id;
+        core.update(|current| {
+            current
+                .iter()
+                .filter(|r| r.id != id)
+                .map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) })
+                .collect()
+        });
+        // Wait for calls that may still use the old list, unless this thread
+        // is one of them (a shrinker dropping a handle from inside `scan`).
+        if !crate::reclaim::InReclaim::active() {
+            drop(core.calls.write());
+        }
+        release(self.core);
+    }
+}
+
+/// Drops one reference to the core; the last one frees it.
+fn release(core: NonNull<Core>) {
+    // SAFETY: the caller owns a reference; AcqRel orders every other
+    // holder's last use before the free.
+    if unsafe { core.as_ref() }.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SAFETY: no references remain; the core came from SysBox::into_raw.
+        drop(unsafe { SysBox::from_raw(core) });
+    }
+}
