@@ -4,10 +4,12 @@
 //!
 //! cargo run --release --example tour
 
+use std::collections::VecDeque;
 use std::ptr::NonNull;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use zonealloc::{AllocError, AllocFlags, Arena, FreeError};
+use zonealloc::{AllocError, AllocFlags, Arena, FreeError, ShrinkResult, Shrinker, WatermarkConfig};
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -194,5 +196,127 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .join("\n")
     );
     println!();
+
+    memory_pressure()
+}
+
+/// A cache of order-0 pages that gives its oldest back when asked.
+struct PageCache {
+    arena: Arc<Arena>,
+    pages: Mutex<VecDeque<NonNull<u8>>>,
+}
+
+// SAFETY: the pointers are arena blocks owned by the cache, only used under
+// its lock.
+unsafe impl Send for PageCache {}
+// SAFETY: as above.
+unsafe impl Sync for PageCache {}
+
+impl Shrinker for PageCache {
+    fn count(&self) -> usize {
+        self.pages.lock().unwrap().len()
+    }
+
+    fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
+        let mut pages = self.pages.lock().unwrap();
+        let n = nr_to_scan.min(pages.len());
+        for p in pages.drain(..n) {
+            // SAFETY: an order-0 block this cache allocated; dropped here.
+            unsafe { self.arena.free_pages(p, 0).unwrap() };
+        }
+        ShrinkResult::Freed(n)
+    }
+}
+
+fn memory_pressure() -> Result<(), Box<dyn std::error::Error>> {
+    header("8. Memory pressure: watermarks, kswapd, a shrinker, purge");
+    let arena = Arc::new(
+        Arena::builder()
+            .region_size(64 << 20)
+            .zones(1)
+            .watermarks(WatermarkConfig::Kernel { min_free_kbytes: None, scale_factor: 200 })
+            .purge_delay(None) // purge by hand below, to show it
+            .build()?,
+    );
+    let marks = arena.stats().zones[0].watermarks;
+    println!(
+        "  one zone of {} pages, watermarks min {} low {} high {}; a cache registers a shrinker",
+        arena.stats().zones[0].managed,
+        marks.min,
+        marks.low,
+        marks.high
+    );
+    let cache = Arc::new(PageCache { arena: Arc::clone(&arena), pages: Mutex::new(VecDeque::new()) });
+    let _shrinker = arena.register_shrinker(cache.clone());
+    let usable = |a: &Arena| a.stats().zones[0].usable_free();
+    let rss_start = rss_mib();
+    // Fill the cache, touching every page, until the zone drops below low.
+    while usable(&arena) >= marks.low {
+        let p = arena.alloc_pages(0, AllocFlags::empty())?;
+        // SAFETY: our block; touching it makes it resident.
+        unsafe { p.as_ptr().write_bytes(0xab, 4096) };
+        cache.pages.lock().unwrap().push_back(p);
+    }
+    let filled = cache.count();
+    println!(
+        "  the cache took {filled} pages ({:.0} MiB, RSS {:.1} -> {:.1} MiB): free {} < low {}, kswapd woken",
+        (filled * 4096) as f64 / (1 << 20) as f64,
+        rss_start,
+        rss_mib(),
+        usable(&arena),
+        marks.low
+    );
+    let t = Instant::now();
+    while usable(&arena) < marks.high && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = arena.stats().reclaim;
+    println!(
+        "  kswapd: {} wake-up(s), shrinker scanned {} and freed {} pages; free {} >= high {}, cache holds {}",
+        r.kswapd_wakeups,
+        r.shrinker_scanned,
+        r.shrinker_freed,
+        usable(&arena),
+        marks.high,
+        cache.count()
+    );
+    // A burst as large as half the cache: kswapd shrinks the cache ahead
+    // of it; if the burst outruns kswapd down to min, the allocating
+    // thread reclaims for itself (direct reclaim).
+    let before = arena.stats().reclaim;
+    let burst: Vec<_> = (0..filled / 2).map(|_| arena.alloc_pages(0, AllocFlags::empty())).collect::<Result<_, _>>()?;
+    let r = arena.stats().reclaim;
+    println!(
+        "  a burst of {} more pages: kswapd woke {} more time(s) and the shrinker freed {} more pages; \
+         {} direct reclaim(s) ({:?}); the cache is down to {}",
+        burst.len(),
+        r.kswapd_wakeups - before.kswapd_wakeups,
+        r.shrinker_freed - before.shrinker_freed,
+        r.direct_reclaims,
+        r.direct_reclaim_time,
+        cache.count()
+    );
+
+    // Idle: give everything back and return the memory to the OS.
+    for p in burst {
+        // SAFETY: order-0 blocks from this arena.
+        unsafe { arena.free_pages(p, 0)? };
+    }
+    cache.scan(usize::MAX);
+    arena.drain_pcp();
+    let before = rss_mib();
+    let report = arena.purge();
+    println!(
+        "  all freed: RSS {before:.1} MiB; purge() returned {} MiB to the OS in {} madvise call(s): RSS {:.1} MiB",
+        report.bytes >> 20,
+        report.calls,
+        rss_mib()
+    );
+    println!(
+        "  (with the default purge_delay of 1 s, kswapd does this by itself once the arena goes idle)\n  resident {} KiB of {} MiB reserved",
+        arena.stats().resident_bytes >> 10,
+        arena.region().1 >> 20
+    );
+    arena.check()?;
     Ok(())
 }

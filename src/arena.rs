@@ -57,6 +57,8 @@ pub(crate) struct ArenaInner {
     pub zone_of_seq: FastMod,
     /// Whether orders 0..=3 go through per-thread caches.
     pub pcp_enabled: bool,
+    /// Whether the asymmetric barrier pair (membarrier) is available.
+    pub asymmetric_barriers: bool,
     pub pcp: PcpRegistry,
     pub reclaim: Reclaimer,
     pub shrinkers: ShrinkerRegistry,
@@ -102,7 +104,8 @@ impl Arena {
         // Caches need the asymmetric barrier; without it the arena runs
         // uncached. With fault injection every allocation must pass the
         // check, so there are no caches either.
-        let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && init_barriers();
+        let asymmetric_barriers = init_barriers();
+        let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = ArenaInner {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -112,6 +115,7 @@ impl Arena {
             max_order,
             zone_of_seq: FastMod::new(layout.zones as u32),
             pcp_enabled,
+            asymmetric_barriers,
             pcp: PcpRegistry::new(),
             reclaim: Reclaimer::new(config.reclaim),
             shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,

@@ -34,7 +34,7 @@ use crate::page::{PageInfo, PageState, Pfn, flag};
 use crate::pcp::{PCP_MAX_ORDER, with_thread_set};
 use crate::reclaim::{InReclaim, MAX_RECLAIM_RETRIES, ReclaimCounters};
 use crate::report::StackWriter;
-use crate::sync::{Ordering, fence};
+use crate::sync::{Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
 
@@ -172,7 +172,7 @@ impl ArenaInner {
             }
             // NOFAIL: wait for progress (never spin), then start over.
             let progress = &self.reclaim.progress;
-            let seen = progress.prepare();
+            let seen = progress.prepare(|| self.waiter_barrier());
             if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
                 progress.cancel();
                 return Ok(block);
@@ -276,10 +276,32 @@ impl ArenaInner {
     #[inline]
     pub(crate) fn pages_returned(&self) {
         self.reclaim.memory_freed();
-        // One fence for both handshakes (see reclaim.rs).
-        fence(Ordering::SeqCst);
+        // One barrier for both handshakes (see reclaim.rs).
+        self.freer_barrier();
         self.reclaim.progress.signal_after_fence();
         self.reclaim.arm_purge_timer_after_fence();
+    }
+
+    /// The freeing side of the reclaim handshakes (NOFAIL waiters, the
+    /// purge timer), on every free to the lists: a compiler barrier when
+    /// the waiting side, which is rare, can pay for membarrier.
+    #[inline]
+    pub(crate) fn freer_barrier(&self) {
+        if self.asymmetric_barriers {
+            light_barrier();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The waiting side: pairs with [`freer_barrier`](Self::freer_barrier)
+    /// as two `SeqCst` fences would.
+    pub(crate) fn waiter_barrier(&self) {
+        if self.asymmetric_barriers {
+            heavy_barrier();
+        } else {
+            fence(Ordering::SeqCst);
+        }
     }
 
     /// Whether the head entry `info` of `pfn` shows a block of `order` that

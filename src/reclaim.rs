@@ -27,6 +27,16 @@
 //! (kswapd checks it under the same lock before waiting), or kswapd's
 //! re-check sees the lowered free count. `tests/loom.rs` models it.
 //!
+//! **Frees wake waiters the same way.** Every free to the lists (and every
+//! drain of a cache) may be what a NOFAIL waiter or an idle kswapd without a
+//! purge timer waits for. The freer lowers nothing under a lock it could
+//! share with them, so it is a Dekker handshake again: waiter registers
+//! (`waiters += 1` or `purge_armed = false`), barrier, re-checks the lists;
+//! freer updates the lists, barrier, reads the flag. Frees are the hot side,
+//! so when membarrier is available the freer's barrier is a compiler fence
+//! and the waiter's is `membarrier` (see `barrier.rs`); otherwise both are
+//! `SeqCst` fences.
+//!
 //! **Direct reclaim** runs in the allocating thread when the slow path finds
 //! nothing at the min watermark: shrinkers for at least `SWAP_CLUSTER_MAX`
 //! pages, then (once) every per-thread cache. A thread that is reclaiming is
@@ -141,8 +151,15 @@ impl Progress {
     /// generation that attempt saw. The SeqCst increment pairs with the
     /// fence in [`signal`](Self::signal): either the signaller sees the
     /// waiter, or the attempt sees the memory the signaller freed.
-    pub(crate) fn prepare(&self) -> u64 {
+    /// `barrier` is the waiting side's full barrier (membarrier when the
+    /// freeing side issues only a compiler barrier).
+    pub(crate) fn prepare(&self, barrier: impl FnOnce()) -> u64 {
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // The attempt's reads of the free counts are Relaxed: without this
+        // barrier they could be satisfied before the increment is visible,
+        // and a free in between would be missed by both sides (loom found
+        // it: tests/loom.rs, nofail_waiter_is_woken_by_progress).
+        barrier();
         *self.generation.lock()
     }
 
@@ -326,7 +343,7 @@ fn kswapd(arena: &ArenaInner) {
                         // fence, look for resident free memory; a freer that
                         // sees `armed` clear takes this lock and notifies.
                         r.purge_armed.store(false, Ordering::Relaxed);
-                        fence(Ordering::SeqCst);
+                        arena.waiter_barrier();
                         if arena.has_resident_free_memory() {
                             r.purge_armed.store(true, Ordering::Relaxed);
                             let (guard, timed_out) = r.wake.wait_timeout(state, delay);

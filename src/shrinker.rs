@@ -113,6 +113,10 @@ unsafe impl Sync for ShrinkerRegistry {}
 pub struct ShrinkerHandle {
     core: NonNull<Core>,
     id: u64,
+    /// Our own reference, dropped last: if the shrinker's last owner is
+    /// the registry, its destructor (which may drop the arena) runs on the
+    /// thread dropping the handle, never on kswapd inside a shrink round.
+    shrinker: Option<Arc<dyn Shrinker>>,
 }
 
 // SAFETY: as for ShrinkerRegistry.
@@ -181,7 +185,7 @@ impl ShrinkerRegistry {
     pub(crate) fn register(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
         let core = self.core();
         let id = core.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut shrinker = Some(shrinker);
+        let shrinker = Some(shrinker);
         core.update(|current| {
             let mut next: Vec<Registered> =
                 current.iter().map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) }).collect();
@@ -189,9 +193,8 @@ impl ShrinkerRegistry {
             next.push(Registered { id, shrinker: s });
             next
         });
-        shrinker.take();
         core.refs.fetch_add(1, Ordering::Relaxed);
-        ShrinkerHandle { core: self.core, id }
+        ShrinkerHandle { core: self.core, id, shrinker }
     }
 
     /// Number of registered shrinkers.
@@ -261,6 +264,9 @@ impl Drop for ShrinkerHandle {
             drop(core.calls.write());
         }
         release(self.core);
+        // Every round that could hold the old list has returned (above):
+        // if this is the last reference, the shrinker is dropped here.
+        drop(self.shrinker.take());
     }
 }
 

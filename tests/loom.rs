@@ -1,12 +1,17 @@
-//! Loom models of the per-thread cache protocols.
+//! Loom models of the per-thread cache and reclaim protocols.
 //!
 //! RUSTFLAGS="--cfg loom" cargo test --release --test loom
 //!
-//! Each model builds a tiny arena (one zone of 4 pages, batch 1, high 1)
-//! inside the execution, runs the threads, and ends with `Arena::check()`,
-//! which freezes every cache and verifies that free + cached + allocated =
-//! managed and that the caches hold exactly the blocks the metadata says
-//! are cached; then it asserts that every page is back in the buddy lists.
+//! Each cache model builds a tiny arena (one zone of 4 pages, batch 1,
+//! high 1) inside the execution, runs the threads, and ends with
+//! `Arena::check()`, which freezes every cache and verifies that free +
+//! cached + allocated = managed and that the caches hold exactly the blocks
+//! the metadata says are cached; then it asserts that every page is back in
+//! the buddy lists.
+//!
+//! The reclaim models use a zone of 3 pages (low = high = 2) with a real
+//! kswapd thread and a shrinker, and check the wake-up handshakes: no lost
+//! kswapd wake-up, no NOFAIL waiter left asleep, no arena drop that hangs.
 #![cfg(loom)]
 
 use std::ptr::NonNull;
@@ -16,10 +21,21 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use zonealloc::{AllocFlags, Arena, PcpConfig, WatermarkConfig, Watermarks};
 
+/// Explores every interleaving with at most 3 preemptions (or
+/// `LOOM_MAX_PREEMPTIONS`).
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_bound(3, f);
+}
+
+/// The reclaim models run kswapd's whole loop: a bound of 2 keeps each
+/// under half a minute and still finds every broken handshake we tried
+/// (issue note: the fence in `Reclaimer::wakeup`, the fence before
+/// kswapd's re-check, both fences of the NOFAIL handshake, the notify in
+/// `Reclaimer::stop`).
+fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if std::env::var("LOOM_MAX_PREEMPTIONS").is_err() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(bound);
     }
     builder.check(f);
 }
@@ -32,6 +48,9 @@ fn tiny_arena() -> Arena {
         .max_order(1)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(PcpConfig::Fixed { batch: 1, high: 1 })
+        // No kswapd thread or purge timer: these models are about caches.
+        .background_reclaim(false)
+        .purge_delay(None)
         .build()
         .unwrap()
 }
@@ -149,5 +168,121 @@ fn two_threads_share_a_zone_through_their_caches() {
         free(&arena, kept_by_producer);
         free(&arena, kept_by_consumer);
         all_pages_back(&arena);
+    });
+}
+
+/// One zone of 3 order-0 pages with min 0, low 2, high 2; no caches;
+/// kswapd running unless `background` is false; no purge timer.
+fn reclaim_arena(background: bool) -> Arena {
+    Arena::builder()
+        .region_size(3 * 4096)
+        .zones(1)
+        .max_order(0)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 2, high: 2 }))
+        .pcp(PcpConfig::Disabled)
+        .background_reclaim(background)
+        .purge_delay(None)
+        .build()
+        .unwrap()
+}
+
+/// A shrinker holding order-0 pages.
+struct Cache {
+    arena: Arc<Arena>,
+    pages: loom::sync::Mutex<Vec<usize>>,
+}
+
+impl zonealloc::Shrinker for Cache {
+    fn count(&self) -> usize {
+        self.pages.lock().unwrap().len()
+    }
+
+    fn scan(&self, nr_to_scan: usize) -> zonealloc::ShrinkResult {
+        let mut pages = self.pages.lock().unwrap();
+        let n = nr_to_scan.min(pages.len());
+        for addr in pages.drain(..n) {
+            free(&self.arena, addr);
+        }
+        zonealloc::ShrinkResult::Freed(n)
+    }
+}
+
+/// An allocation that leaves the zone below low while kswapd is going to
+/// sleep still gets reclaim. Two rounds: each puts two pages in the
+/// shrinker's cache (the second allocation crosses low and wakes kswapd),
+/// then waits for kswapd to empty it. The second round's crossing can land
+/// while kswapd, done with the first, is on its way back to sleep.
+#[test]
+fn kswapd_wakeup_is_not_lost() {
+    model_with_bound(2, || {
+        let arena = Arc::new(reclaim_arena(true));
+        let cache = std::sync::Arc::new(Cache { arena: Arc::clone(&arena), pages: loom::sync::Mutex::new(Vec::new()) });
+        let handle = arena.register_shrinker(cache.clone());
+        for round in 0..2 {
+            {
+                // Fill under the cache's lock so that kswapd, woken by the
+                // second allocation, finds both pages. (Direct reclaim,
+                // which would take this lock, cannot happen: min is 0.)
+                let mut pages = cache.pages.lock().unwrap();
+                pages.push(alloc(&arena));
+                pages.push(alloc(&arena));
+            }
+            // Wait on the cache's mutex, not on the free count: a Relaxed
+            // counter read may stay stale under loom, the mutex orders the
+            // shrinker's frees before our look at the stats.
+            let mut emptied = false;
+            for _ in 0..4 {
+                emptied = cache.pages.lock().unwrap().is_empty();
+                if emptied {
+                    break;
+                }
+                thread::yield_now();
+            }
+            assert!(emptied, "round {round}: kswapd was not woken, the wake-up was lost");
+            assert_eq!(arena.stats().zones[0].free, 3, "round {round}: kswapd freed the whole cache");
+        }
+        drop(handle);
+        drop(cache);
+        // The last reference: dropping stops and joins kswapd.
+        drop(Arc::try_unwrap(arena).ok().expect("only reference"));
+    });
+}
+
+/// A NOFAIL allocation on a full arena waits for progress and is woken by
+/// a free from another thread; it never spins.
+#[test]
+fn nofail_waiter_is_woken_by_progress() {
+    model_with_bound(2, || {
+        let arena = Arc::new(reclaim_arena(false));
+        let taken: Vec<usize> = (0..3).map(|_| alloc(&arena)).collect();
+        let waiter = {
+            let arena = Arc::clone(&arena);
+            thread::spawn(move || {
+                arena.alloc_pages(0, AllocFlags::NOFAIL | AllocFlags::NOWARN).unwrap().as_ptr() as usize
+            })
+        };
+        free(&arena, taken[0]);
+        let got = waiter.join().unwrap();
+        assert_eq!(got, taken[0], "the only free page");
+        for &addr in &taken[1..] {
+            free(&arena, addr);
+        }
+        free(&arena, got);
+        arena.check().unwrap();
+    });
+}
+
+/// Dropping an arena stops its kswapd, asleep or in the middle of a pass.
+#[test]
+fn dropping_the_arena_stops_kswapd() {
+    model_with_bound(2, || {
+        let arena = reclaim_arena(true);
+        let a = alloc(&arena);
+        let b = alloc(&arena); // below low: wakes kswapd
+        // Freeing both puts the zone back at high: kswapd's pass, if it
+        // runs, finds the zone balanced and goes back to sleep.
+        free(&arena, b);
+        free(&arena, a);
+        drop(arena); // must return: kswapd stopped and joined
     });
 }

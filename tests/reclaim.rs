@@ -471,3 +471,66 @@ fn fault_injection_fails_what_it_says() {
     let failures = pattern(7).iter().filter(|ok| !**ok).count();
     assert!((5..=35).contains(&failures), "{failures} of 64 at p = 0.3");
 }
+
+/// A shrinker that owns the arena and blocks in `scan` until released;
+/// records the thread that dropped it.
+struct Owner {
+    arena: Arc<Arena>,
+    scanning: std::sync::mpsc::SyncSender<()>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+    dropped_on: Arc<Mutex<Option<String>>>,
+}
+
+impl Shrinker for Owner {
+    fn count(&self) -> usize {
+        1
+    }
+
+    fn scan(&self, _: usize) -> ShrinkResult {
+        let _ = self.scanning.try_send(());
+        let _ = self.release.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        ShrinkResult::Freed(0)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        *self.dropped_on.lock().unwrap() = std::thread::current().name().map(str::to_owned);
+        let _ = &self.arena; // dropped right after: the arena's last owner
+    }
+}
+
+/// The shrinker is the arena's last owner and kswapd is inside its `scan`
+/// when the user lets go of both: the shrinker, and so the arena (which
+/// stops and joins kswapd), is dropped on the user's thread, never on
+/// kswapd (which would have to join itself).
+#[test]
+fn a_shrinker_owning_the_arena_is_never_dropped_by_kswapd() {
+    let arena = arena(true);
+    let (scanning_tx, scanning) = std::sync::mpsc::sync_channel(1);
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let dropped_on = Arc::new(Mutex::new(None));
+    let owner = Arc::new(Owner {
+        arena: Arc::clone(&arena),
+        scanning: scanning_tx,
+        release: Mutex::new(release_rx),
+        dropped_on: Arc::clone(&dropped_on),
+    });
+    let handle = arena.register_shrinker(owner.clone());
+    let held = take_until(&arena, 199, AllocFlags::HIGH); // below low: kswapd scans
+    scanning.recv_timeout(Duration::from_secs(20)).expect("kswapd called scan");
+    for addr in held {
+        release(&arena, addr);
+    }
+    drop(arena);
+    drop(owner);
+    // The registry (and kswapd's snapshot) now hold the only references.
+    let dropper = std::thread::Builder::new()
+        .name("dropper".into())
+        .spawn(move || drop(handle)) // waits for the scan in progress
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    release_tx.send(()).unwrap();
+    dropper.join().expect("dropping the handle dropped the arena cleanly");
+    assert_eq!(dropped_on.lock().unwrap().as_deref(), Some("dropper"));
+}
