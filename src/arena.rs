@@ -129,7 +129,9 @@ impl Arena {
         };
         let inner = SysBox::try_new(inner).ok_or(BuildError::OutOfMetadataMemory)?;
         // The arena has its final address: kswapd may point at it.
-        inner.reclaim.start(&inner).map_err(|source| BuildError::SpawnReclaim { source })?;
+        if !config.reclaim.deferred_start {
+            inner.reclaim.start(&inner).map_err(|source| BuildError::SpawnReclaim { source })?;
+        }
         Ok(Self { inner })
     }
 

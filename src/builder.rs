@@ -120,6 +120,14 @@ impl ArenaBuilder {
         self
     }
 
+    /// Build without starting kswapd; the global allocator starts it once
+    /// the arena is in place (`Reclaimer::start`).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn defer_reclaim_start(mut self) -> Self {
+        self.reclaim.deferred_start = true;
+        self
+    }
+
     /// How purged memory is handed back (default `MADV_DONTNEED`).
     pub fn purge_advice(mut self, advice: PurgeAdvice) -> Self {
         self.reclaim.purge_advice = advice;

@@ -94,13 +94,22 @@ impl Drop for InReclaimGuard {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReclaimConfig {
     pub background: bool,
+    /// kswapd is started later, by [`Reclaimer::start`] (the global arena:
+    /// spawning a thread allocates, so it cannot happen inside the first
+    /// allocation's arena build).
+    pub deferred_start: bool,
     pub purge_delay: Option<Duration>,
     pub purge_advice: PurgeAdvice,
 }
 
 impl Default for ReclaimConfig {
     fn default() -> Self {
-        Self { background: true, purge_delay: Some(Duration::from_secs(1)), purge_advice: PurgeAdvice::DontNeed }
+        Self {
+            background: true,
+            deferred_start: false,
+            purge_delay: Some(Duration::from_secs(1)),
+            purge_advice: PurgeAdvice::DontNeed,
+        }
     }
 }
 
@@ -245,7 +254,7 @@ impl Reclaimer {
     /// Starts kswapd for `arena`, which must stay at this address until
     /// [`stop`](Self::stop) has returned.
     pub(crate) fn start(&self, arena: &ArenaInner) -> std::io::Result<()> {
-        if !self.config.background {
+        if !self.config.background || self.thread.lock().is_some() {
             return Ok(());
         }
         let ptr = ArenaPtr(arena);

@@ -59,6 +59,12 @@ pub(crate) struct RateLimit {
 }
 
 impl RateLimit {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Self { state: AtomicU64::new(0) }
+    }
+
+    #[cfg(loom)]
     pub(crate) fn new() -> Self {
         Self { state: AtomicU64::new(0) }
     }

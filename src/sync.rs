@@ -5,41 +5,94 @@
 //! model-checked versions without touching the code that uses them
 //! (the pattern of sharded-slab's and tokio's `loom` modules).
 //!
-//! The lock API is parking_lot-shaped (`lock()` returns the guard); under loom
-//! it is a thin wrapper over `loom::sync::Mutex`. [`UnsafeCell`] has loom's
+//! The lock API is parking_lot-shaped (`lock()` returns the guard) over
+//! std's futex locks, which never allocate (the arena may be the global
+//! allocator); under loom it is a thin wrapper over `loom::sync::Mutex`. [`UnsafeCell`] has loom's
 //! `with`/`with_mut` API so loom can see every access to data a protocol
 //! hands between threads.
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
-
-    pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
 
     pub(crate) use crate::barrier::{heavy as heavy_barrier, init as init_barriers, light as light_barrier};
 
-    /// A condition variable with std's by-value guard API over parking_lot's.
-    #[derive(Debug, Default)]
-    pub(crate) struct Condvar(parking_lot::Condvar);
+    use std::sync::PoisonError;
 
-    impl Condvar {
-        pub(crate) fn new() -> Self {
-            Self(parking_lot::Condvar::new())
+    /// A mutex with parking_lot's API (`lock()` returns the guard) over
+    /// std's, which on Linux is a bare futex word: it never allocates,
+    /// which the global allocator needs (parking_lot's slow path creates
+    /// per-thread data and grows a hash table with the allocator that may be
+    /// waiting for this very lock). A panic while a lock is held is already
+    /// a bug; poisoning is ignored.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+
+    pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(std::sync::Mutex::new(value))
         }
 
-        pub(crate) fn wait<'a, T>(&self, mut guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-            self.0.wait(&mut guard);
-            guard
+        #[inline]
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// The guard if the lock is free now.
+        #[allow(dead_code)]
+        pub(crate) fn try_lock(&self) -> Result<MutexGuard<'_, T>, ()> {
+            match self.0.try_lock() {
+                Ok(guard) => Ok(guard),
+                Err(std::sync::TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => Err(()),
+            }
+        }
+    }
+
+    /// A reader-writer lock with parking_lot's API over std's (futex based,
+    /// never allocates).
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(std::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(std::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    /// std's condition variable (futex based) with the poison-free API.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(std::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) const fn new() -> Self {
+            Self(std::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.0.wait(guard).unwrap_or_else(PoisonError::into_inner)
         }
 
         /// Waits at most `timeout`; also returns whether it timed out.
         pub(crate) fn wait_timeout<'a, T>(
             &self,
-            mut guard: MutexGuard<'a, T>,
+            guard: MutexGuard<'a, T>,
             timeout: std::time::Duration,
         ) -> (MutexGuard<'a, T>, bool) {
-            let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
-            (guard, timed_out)
+            let (guard, result) = self.0.wait_timeout(guard, timeout).unwrap_or_else(PoisonError::into_inner);
+            (guard, result.timed_out())
         }
 
         pub(crate) fn notify_one(&self) {
@@ -99,7 +152,9 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
 
     /// A parking_lot-shaped mutex over loom's.
     #[derive(Debug)]

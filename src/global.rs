@@ -1,0 +1,476 @@
+//! The global allocator: kmalloc over the slab layer, `kmalloc_large` over
+//! the buddy allocator.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;
+//! ```
+//!
+//! **Lazy arena.** The first allocation builds a default arena; its state
+//! is a const-initialised atomic, so nothing runs before `main`, and the
+//! build allocates only through `System` (metadata) and `mmap` (the
+//! region), never through itself. Racing first allocations: one builds,
+//! the others yield until it is ready. The region is reserved, not
+//! committed: by default the machine's physical memory. kswapd is started
+//! right after the arena is published (spawning a thread allocates, which
+//! by then is safe).
+//!
+//! **Routing.** Sizes up to [`SLAB_MAX`](crate::SLAB_MAX) (with alignments
+//! that fit a power-of-two class) come from the calling thread's slab heap;
+//! larger ones are buddy blocks of the order that covers size and alignment
+//! (orders 0..=3 through the per-thread page caches); beyond the largest
+//! order (4 MiB by default), `System` (glibc, which maps them directly) serves
+//! them, and any alignment up to the OS's limits works there.
+//!
+//! **Bad frees.** A pointer outside the region (unless its layout is one
+//! that goes to `System`), a pointer that is not an object or block start,
+//! a double free: each is refused without writing anything and reported on
+//! stderr without allocating (rate limited).
+//!
+//! Environment (read once, without allocating): `ZONEALLOC_REGION_SIZE`
+//! (bytes, `K`/`M`/`G` suffixes; default: physical memory),
+//! `ZONEALLOC_ZONES`, `ZONEALLOC_PURGE_DELAY_MS` (0: never purge on a
+//! timer; default 1000), `ZONEALLOC_HUGE_PAGES` (`none`, `transparent`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, UnsafeCell};
+use std::fmt::Write;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::time::Duration;
+
+use crate::arena::Arena;
+use crate::boot::SysBox;
+use crate::flags::AllocFlags;
+use crate::region::HugePages;
+use crate::report::{RateLimit, StackWriter};
+use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
+use crate::stats::Stats;
+use crate::sync::Mutex;
+
+/// The global allocator. Add
+/// `#[global_allocator] static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;`
+/// to a binary and every allocation goes through zonealloc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZoneAlloc;
+
+const UNINIT: u8 = 0;
+const BUILDING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static ARENA: AtomicPtr<Arena> = AtomicPtr::new(ptr::null_mut());
+static SLABS: Slabs = Slabs::new();
+static RECLAIM_STARTED: AtomicBool = AtomicBool::new(false);
+static REFUSALS: RateLimit = RateLimit::new();
+
+/// The heap of threads whose own is gone (allocations from TLS
+/// destructors after ours ran) or busy (an allocation made from inside an
+/// allocation: a user shrinker called by direct reclaim).
+static SHARED: Mutex<SharedHeap> = Mutex::new(SharedHeap(None));
+
+struct SharedHeap(Option<ThreadHeap<'static>>);
+
+// SAFETY: the shared heap is only used under its mutex; a heap's slabs are
+// safe to use from any one thread at a time.
+unsafe impl Send for SharedHeap {}
+
+/// This thread's heap.
+struct Local {
+    heap: UnsafeCell<Option<ThreadHeap<'static>>>,
+    /// Set while the heap is borrowed, so a nested allocation never
+    /// aliases it.
+    busy: Cell<bool>,
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local { heap: UnsafeCell::new(None), busy: Cell::new(false) } };
+    /// Set while this thread builds the global arena.
+    static BUILDING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The global arena, if some allocation has built it.
+///
+/// Use it for page allocations next to the global heap, to register
+/// shrinkers on it or to purge it:
+///
+/// ```no_run
+/// if let Some(arena) = zonealloc::global_arena() {
+///     arena.purge();
+/// }
+/// ```
+pub fn global_arena() -> Option<&'static Arena> {
+    let arena = ARENA.load(Ordering::Acquire);
+    // SAFETY: once published, the global arena lives for the whole process.
+    (!arena.is_null()).then(|| unsafe { &*arena })
+}
+
+/// The global arena's statistics and the slab layer's, per size class.
+#[derive(Clone, Debug)]
+pub struct GlobalStats {
+    /// The arena under the global allocator.
+    pub arena: Stats,
+    /// Per size class: slabs, orphaned slabs, objects in use.
+    pub classes: [ClassStats; NR_CLASSES],
+}
+
+impl std::fmt::Display for GlobalStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.arena)?;
+        writeln!(f, "# slabinfo: class size, slabs, orphaned, objects in use, slab KiB")?;
+        for c in self.classes.iter().filter(|c| c.slabs > 0) {
+            writeln!(f, "{:>6} {:>7} {:>5} {:>9} {:>8}", c.size, c.slabs, c.orphans, c.objects, c.slab_bytes >> 10)?;
+        }
+        Ok(())
+    }
+}
+
+/// Statistics of the global allocator, or `None` before its first
+/// allocation (or if it could not build its arena and fell back to
+/// `System`).
+pub fn global_stats() -> Option<GlobalStats> {
+    let arena = global_arena()?;
+    Some(GlobalStats { arena: arena.stats(), classes: SLABS.stats() })
+}
+
+/// Returns every empty orphaned slab of the global heap to the buddy
+/// allocator; the pages returned. The global arena's reclaim does this too.
+pub fn global_reap() -> usize {
+    global_arena().map_or(0, |arena| SLABS.reap_orphans(arena))
+}
+
+#[inline]
+fn arena() -> Option<&'static Arena> {
+    match global_arena() {
+        Some(arena) => Some(arena),
+        None => init(),
+    }
+}
+
+#[cold]
+fn init() -> Option<&'static Arena> {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUILDING, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(READY) => return global_arena(),
+            Err(FAILED) => return None,
+            Err(_) => {
+                // Another thread builds it; or this one, re-entered from
+                // inside the build (which must not allocate through us):
+                // fail that allocation rather than wait for ourselves.
+                if BUILDING_HERE.try_with(Cell::get).unwrap_or(true) {
+                    return None;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+    let _ = BUILDING_HERE.try_with(|b| b.set(true));
+    let built = build_global_arena();
+    let _ = BUILDING_HERE.try_with(|b| b.set(false));
+    match built {
+        Some(arena) => {
+            ARENA.store(arena, Ordering::Release);
+            STATE.store(READY, Ordering::Release);
+            start_reclaim();
+            global_arena()
+        }
+        None => {
+            STATE.store(FAILED, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// Starts the global arena's kswapd (again, in a forked child).
+fn start_reclaim() {
+    if RECLAIM_STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(arena) = global_arena() {
+        // Spawning allocates: through us, now that the arena is ready.
+        let _ = arena.inner.reclaim.start(&arena.inner);
+        static REAPER_REGISTERED: AtomicBool = AtomicBool::new(false);
+        if !REAPER_REGISTERED.swap(true, Ordering::AcqRel) {
+            // For the life of the process.
+            std::mem::forget(arena.register_shrinker(std::sync::Arc::new(OrphanReaper)));
+        }
+    }
+}
+
+/// Reclaim's way to the slabs of threads that exited: the orphans whose
+/// objects have all been freed go back to the buddy allocator.
+struct OrphanReaper;
+
+impl crate::Shrinker for OrphanReaper {
+    fn count(&self) -> usize {
+        SLABS.orphan_pages()
+    }
+
+    fn scan(&self, _nr_to_scan: usize) -> crate::ShrinkResult {
+        match global_arena() {
+            Some(arena) => crate::ShrinkResult::Freed(SLABS.reap_orphans(arena)),
+            None => crate::ShrinkResult::Stop,
+        }
+    }
+}
+
+fn build_global_arena() -> Option<*mut Arena> {
+    let mut builder = Arena::builder().region_size(env_size("ZONEALLOC_REGION_SIZE").unwrap_or_else(physical_memory));
+    if let Some(zones) = env_size("ZONEALLOC_ZONES") {
+        builder = builder.zones(zones);
+    }
+    if let Some(ms) = env_size("ZONEALLOC_PURGE_DELAY_MS") {
+        builder = builder.purge_delay((ms > 0).then(|| Duration::from_millis(ms as u64)));
+    }
+    if env_is("ZONEALLOC_HUGE_PAGES", b"transparent") {
+        builder = builder.huge_pages(HugePages::Transparent);
+    }
+    let arena = builder.defer_reclaim_start().build().ok()?;
+    Some(SysBox::try_new(arena)?.into_raw().as_ptr())
+}
+
+fn physical_memory() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    usize::try_from(pages).map_or(1 << 30, |pages| pages.saturating_mul(crate::PAGE_SIZE)).max(64 << 20)
+}
+
+/// The value of an environment variable, without allocating.
+fn env_bytes(name: &std::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns null or a NUL-terminated string that lives as
+    // long as the environment is not modified (we read it once, at start).
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: as above.
+    (!value.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes())
+}
+
+fn env_is(name: &str, expected: &[u8]) -> bool {
+    let mut buf = [0u8; 64];
+    cstr(name, &mut buf).and_then(env_bytes).is_some_and(|v| v.eq_ignore_ascii_case(expected))
+}
+
+/// A number with an optional K/M/G suffix.
+fn env_size(name: &str) -> Option<usize> {
+    let mut buf = [0u8; 64];
+    let value = env_bytes(cstr(name, &mut buf)?)?;
+    let (digits, shift) = match value.last()? {
+        b'k' | b'K' => (&value[..value.len() - 1], 10),
+        b'm' | b'M' => (&value[..value.len() - 1], 20),
+        b'g' | b'G' => (&value[..value.len() - 1], 30),
+        _ => (value, 0),
+    };
+    let mut n: usize = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(usize::from(d - b'0'))?;
+    }
+    n.checked_mul(1 << shift)
+}
+
+fn cstr<'a>(name: &str, buf: &'a mut [u8; 64]) -> Option<&'a std::ffi::CStr> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= buf.len() {
+        return None;
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[bytes.len()] = 0;
+    std::ffi::CStr::from_bytes_until_nul(&buf[..]).ok()
+}
+
+/// The buddy order for a large layout.
+#[inline]
+fn order_of(layout: Layout) -> u32 {
+    let bytes = layout.size().max(layout.align()).max(crate::PAGE_SIZE);
+    match bytes.checked_next_power_of_two() {
+        Some(bytes) => (bytes / crate::PAGE_SIZE).trailing_zeros(),
+        None => u32::MAX,
+    }
+}
+
+/// Runs `f` on this thread's heap (made on first use when `create`).
+/// `None` when the heap is unavailable: being destroyed at thread exit,
+/// busy (a nested call), or not there and not to be made.
+#[inline]
+fn with_heap<R>(arena: &'static Arena, create: bool, f: impl FnOnce(&mut ThreadHeap<'static>) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|local| {
+            if local.busy.replace(true) {
+                return None;
+            }
+            // SAFETY: `busy` makes this the only borrow of the heap.
+            let heap = unsafe { &mut *local.heap.get() };
+            if heap.is_none() {
+                if !create {
+                    local.busy.set(false);
+                    return None;
+                }
+                *heap = Some(ThreadHeap::new(arena, &SLABS));
+            }
+            let result = heap.as_mut().map(f);
+            local.busy.set(false);
+            result
+        })
+        .ok()
+        .flatten()
+}
+
+/// Allocates from the shared heap (see [`SHARED`]).
+#[cold]
+fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
+    // A nested allocation may come from inside the shared heap itself:
+    // never wait for a lock this thread may hold.
+    let Ok(mut shared) = SHARED.try_lock() else { return ptr::null_mut() };
+    let heap = shared.0.get_or_insert_with(|| ThreadHeap::new(arena, &SLABS));
+    heap.alloc(class).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+#[inline]
+fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
+    let Some(arena) = arena() else {
+        // The arena could not be built (or is being built by this very
+        // thread): the system allocator serves everything.
+        // SAFETY: forwarding the caller's layout.
+        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+    };
+    if let Some(class) = class_of(layout.size(), layout.align()) {
+        let ptr = with_heap(arena, true, |heap| heap.alloc(class))
+            .map_or_else(|| shared_alloc(arena, class), |p| p.map_or(ptr::null_mut(), NonNull::as_ptr));
+        if zero && !ptr.is_null() {
+            // SAFETY: a fresh object of at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        return ptr;
+    }
+    let order = order_of(layout);
+    if order > arena.max_order() {
+        // SAFETY: forwarding the caller's layout.
+        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+    }
+    let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
+    arena.alloc_pages(order, flags).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+#[inline]
+fn dealloc_impl(ptr: *mut u8, layout: Layout) {
+    let Some(nn) = NonNull::new(ptr) else { return };
+    let Some(arena) = global_arena() else {
+        if STATE.load(Ordering::Acquire) == FAILED {
+            // SAFETY: with no arena, every allocation came from System.
+            unsafe { System.dealloc(ptr, layout) };
+        } else {
+            refuse(ptr, layout, "no allocation was ever made");
+        }
+        return;
+    };
+    let class = class_of(layout.size(), layout.align());
+    if !arena.contains(ptr) {
+        if class.is_none() && order_of(layout) > arena.max_order() {
+            // SAFETY: a layout that only System serves.
+            unsafe { System.dealloc(ptr, layout) };
+        } else {
+            refuse(ptr, layout, "not allocated by zonealloc");
+        }
+        return;
+    }
+    let result = match class {
+        Some(class) => {
+            // SAFETY: the caller frees what it was given for this layout;
+            // the slab layer checks the pointer before trusting it.
+            let freed = with_heap(arena, false, |heap| unsafe { heap.free(nn, class) })
+                .unwrap_or_else(|| unsafe { SLABS.free_remote(arena, nn, class) });
+            freed.map_err(|e| match e {
+                SlabFreeError::NotAnObject => "not an object of its size class",
+                SlabFreeError::DoubleFree => "double free",
+            })
+        }
+        // SAFETY: the arena validates the block before changing anything.
+        None => unsafe { arena.free_pages(nn, order_of(layout)) }.map_err(|e| match e {
+            crate::FreeError::DoubleFree { .. } => "double free",
+            _ => "not a block start of its size",
+        }),
+    };
+    if let Err(reason) = result {
+        refuse(ptr, layout, reason);
+    }
+}
+
+/// Reports a refused free on stderr, without allocating, rate limited.
+#[cold]
+fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
+    if REFUSALS.allow() {
+        let mut w = StackWriter::new();
+        let _ = write!(
+            w,
+            "zonealloc: refused free of {ptr:p} (size {}, align {}): {reason}",
+            layout.size(),
+            layout.align()
+        );
+        w.flush_line();
+    }
+}
+
+/// Whether `old` and `new` are served by the same slot (object class or
+/// block order), so a realloc between them can stay in place.
+fn same_slot(arena: &Arena, old: Layout, new: Layout) -> bool {
+    match (class_of(old.size(), old.align()), class_of(new.size(), new.align())) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => {
+            let order = order_of(old);
+            order == order_of(new) && order <= arena.max_order()
+        }
+        _ => false,
+    }
+}
+
+// SAFETY: every block handed out is at least `layout.size()` bytes, aligned
+// to `layout.align()` (slab classes and buddy orders are chosen for both),
+// and not handed out again until freed; nothing here unwinds.
+unsafe impl GlobalAlloc for ZoneAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc_impl(layout, false)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc_impl(layout, true)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        dealloc_impl(ptr, layout);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees new_size, rounded up to align, does
+        // not overflow isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        match global_arena() {
+            Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
+            Some(arena)
+                if !arena.contains(ptr)
+                    && class_of(new_size, layout.align()).is_none()
+                    && order_of(new_layout) > arena.max_order() =>
+            {
+                // SAFETY: both layouts are System's.
+                return unsafe { System.realloc(ptr, layout, new_size) };
+            }
+            None if STATE.load(Ordering::Acquire) == FAILED => {
+                // SAFETY: with no arena, everything is System's.
+                return unsafe { System.realloc(ptr, layout, new_size) };
+            }
+            _ => {}
+        }
+        let new = alloc_impl(new_layout, false);
+        if !new.is_null() {
+            // SAFETY: both blocks are valid for the smaller size and distinct.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            dealloc_impl(ptr, layout);
+        }
+        new
+    }
+}

@@ -1,0 +1,720 @@
+//! The slab layer: small objects in size classes carved out of buddy blocks
+//! (the kernel's kmalloc caches over slab).
+//!
+//! **Classes.** 16-byte steps up to 128, then four classes per doubling up
+//! to 8 KiB (jemalloc's spacing): 32 classes, internal waste at most 20%
+//! above 128 bytes. A request aligned above 16 takes the smallest
+//! power-of-two class that fits both its size and its alignment; objects of
+//! a power-of-two class are aligned to their size, since a slab is a buddy
+//! block aligned to its own size and its header sits at its *end*.
+//!
+//! **Ownership.** Every slab belongs to one [`ThreadHeap`] (its `owner` id)
+//! or to nobody (an orphan). The owner allocates and frees with plain loads
+//! and stores: a per-slab local free list, a bump index for never-used
+//! objects, a count of objects out. Any other thread frees by pushing the
+//! object onto the slab's `remote` stack with a compare-exchange; the owner
+//! takes the whole stack with one swap when its local list runs dry. A
+//! slab whose objects are all back goes to the buddy allocator (unless it
+//! is the class's current slab), so its memory can be purged.
+//!
+//! **Thread exit.** [`ThreadHeap::drop`] collects every slab's remote frees,
+//! returns the empty ones and orphans the rest onto the shared per-class
+//! orphan lists in [`Slabs`]; a thread that needs a slab of that class
+//! adopts one before it asks the buddy allocator for a new one, so
+//! short-lived threads leak nothing. A remote free never needs the owner to
+//! be alive: it touches only the slab.
+//!
+//! **Checks.** A free is refused (and reported by the caller) unless the
+//! pointer's block is an allocated buddy block of the class's slab order
+//! whose header carries the magic and the class, and the pointer is an
+//! object boundary. A freed object carries a tag in its second word, so a
+//! second free of it is refused; two threads freeing the same object at the
+//! same instant (a data race in the caller) may both pass.
+
+use std::ptr::{self, NonNull};
+
+use crate::arena::Arena;
+use crate::flags::AllocFlags;
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// The object sizes.
+pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
+    16, 32, 48, 64, 80, 96, 112, 128, // 16-byte steps
+    160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, // four per doubling
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
+];
+
+/// Number of size classes.
+pub const NR_CLASSES: usize = 32;
+
+/// The largest size served from slabs; larger requests go to the buddy
+/// allocator.
+pub const SLAB_MAX: usize = 8192;
+
+/// Bytes reserved at the end of every slab for its header.
+const HEADER_BYTES: usize = 128;
+
+/// Objects a slab holds at least.
+const MIN_OBJECTS: usize = 8;
+
+/// Marks a slab header.
+const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4142; // "ZONESLAB"
+
+/// Written into the second word of a freed object.
+const FREED_TAG: usize = 0xdead_f4ee_0b1e_c7ed_u64 as usize;
+
+/// How many of a class's slabs an allocation looks through for freed
+/// objects before it takes a new slab.
+const SCAN_LIMIT: usize = 8;
+
+/// The class for `size` at an alignment of at most 16.
+#[inline]
+fn class_of_size(size: usize) -> usize {
+    if size <= 128 {
+        return size.saturating_sub(1) >> 4;
+    }
+    // size in (2^k, 2^(k+1)], k >= 7: four steps of 2^(k-2).
+    let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+    8 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
+}
+
+/// The class serving `size` bytes at `align`, or `None` if the request
+/// belongs to the buddy allocator.
+#[inline]
+pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        return (size <= SLAB_MAX).then(|| class_of_size(size));
+    }
+    let size = size.max(align).next_power_of_two();
+    (size <= SLAB_MAX).then(|| class_of_size(size))
+}
+
+/// The buddy order of a slab of `class`.
+pub(crate) fn slab_order(class: usize) -> u32 {
+    let bytes = SIZE_CLASSES[class] * MIN_OBJECTS + HEADER_BYTES;
+    bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros()
+}
+
+/// A freed object's first two words.
+#[repr(C)]
+struct FreeObject {
+    next: *mut FreeObject,
+    tag: usize,
+}
+
+/// A slab's header, at the end of its block.
+#[repr(C)]
+struct Slab {
+    /// Objects freed by other threads (a Treiber stack; only the owner pops,
+    /// and it pops everything at once, so there is no ABA).
+    remote: AtomicPtr<FreeObject>,
+    /// The owning heap's id, or 0 for an orphan.
+    owner: AtomicU64,
+    magic: u64,
+    class: usize,
+    /// The owner's free list.
+    local: *mut FreeObject,
+    /// Objects handed out and not yet back on `local` (remote frees count
+    /// until collected).
+    used: usize,
+    /// Objects never handed out start at `bump`.
+    bump: usize,
+    capacity: usize,
+    /// The owner's ring of slabs of this class, or the orphan list.
+    prev: *mut Slab,
+    next: *mut Slab,
+}
+
+impl Slab {
+    fn base(this: *mut Slab, order: u32) -> usize {
+        this as usize + HEADER_BYTES - (crate::PAGE_SIZE << order)
+    }
+
+    /// Pops a free object (local list, then the bump area). Owner only.
+    ///
+    /// # Safety
+    /// `this` is a live slab owned by the caller's heap.
+    #[inline]
+    unsafe fn pop(this: *mut Slab) -> Option<NonNull<u8>> {
+        // SAFETY: the caller owns the slab: its plain fields are ours.
+        let slab = unsafe { &mut *this };
+        let object = if !slab.local.is_null() {
+            let object = slab.local;
+            // SAFETY: objects on the local list are free and ours.
+            slab.local = unsafe { (*object).next };
+            object.cast::<u8>()
+        } else if slab.bump < slab.capacity {
+            let size = SIZE_CLASSES[slab.class];
+            let object = (Slab::base(this, slab_order(slab.class)) + slab.bump * size) as *mut u8;
+            slab.bump += 1;
+            object
+        } else {
+            return None;
+        };
+        slab.used += 1;
+        // SAFETY: every object is at least 16 bytes; clear a stale tag so a
+        // first free is never mistaken for a second.
+        unsafe { (*object.cast::<FreeObject>()).tag = 0 };
+        NonNull::new(object)
+    }
+
+    /// Moves the remote stack onto the local list. Owner only; returns
+    /// how many objects came back.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    unsafe fn collect(this: *mut Slab) -> usize {
+        // SAFETY: the caller owns the slab.
+        let slab = unsafe { &mut *this };
+        if slab.remote.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        // Acquire: the pushers' writes of `next` happen before we walk.
+        let mut object = slab.remote.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut n = 0;
+        while !object.is_null() {
+            // SAFETY: objects on the remote stack are free; we took them.
+            let next = unsafe { (*object).next };
+            // SAFETY: as above.
+            unsafe { (*object).next = slab.local };
+            slab.local = object;
+            object = next;
+            n += 1;
+        }
+        slab.used -= n;
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+}
+
+/// Why a free was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabFreeError {
+    /// The pointer is not an object of a slab of this class.
+    NotAnObject,
+    /// The object is already free.
+    DoubleFree,
+}
+
+/// Per-class counters, shared by all heaps of a [`Slabs`].
+#[derive(Debug, Default)]
+struct ClassCounters {
+    slabs: AtomicUsize,
+    orphans: AtomicUsize,
+    /// Objects out, as of each heap's last flush.
+    objects: AtomicUsize,
+}
+
+/// Per size class: live slabs, orphaned slabs, objects in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// The class's object size.
+    pub size: usize,
+    /// Slabs of this class (owned and orphaned).
+    pub slabs: usize,
+    /// Slabs whose thread exited, waiting to be adopted.
+    pub orphans: usize,
+    /// Objects in use, as of each thread's last slab change.
+    pub objects: usize,
+    /// Bytes of buddy blocks the class's slabs occupy.
+    pub slab_bytes: usize,
+}
+
+/// The state shared by every thread's heap over one arena: orphaned slabs
+/// per class and the counters.
+pub struct Slabs {
+    orphans: [Mutex<OrphanList>; NR_CLASSES],
+    counters: [ClassCounters; NR_CLASSES],
+    next_heap_id: AtomicU64,
+}
+
+/// A singly linked queue of orphaned slabs (through `Slab::next`).
+struct OrphanList {
+    head: *mut Slab,
+    tail: *mut Slab,
+}
+
+impl OrphanList {
+    const fn new() -> Self {
+        Self { head: ptr::null_mut(), tail: ptr::null_mut() }
+    }
+
+    fn pop(&mut self) -> Option<*mut Slab> {
+        let slab = NonNull::new(self.head)?.as_ptr();
+        // SAFETY: slabs on the list are live and owned by it.
+        self.head = unsafe { (*slab).next };
+        if self.head.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        Some(slab)
+    }
+
+    fn push_back(&mut self, slab: *mut Slab) {
+        // SAFETY: `slab` is live and now owned by the list; so is the tail.
+        unsafe {
+            (*slab).next = ptr::null_mut();
+            if self.tail.is_null() {
+                self.head = slab;
+            } else {
+                (*self.tail).next = slab;
+            }
+        }
+        self.tail = slab;
+    }
+}
+
+// SAFETY: the list is only touched under its mutex; the slabs it links are
+// owned by nobody until adopted under the same mutex.
+unsafe impl Send for OrphanList {}
+
+impl Default for Slabs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Slabs {
+    /// Empty shared state.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            orphans: [const { Mutex::new(OrphanList::new()) }; NR_CLASSES],
+            counters: [const { ClassCounters::new() }; NR_CLASSES],
+            next_heap_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Empty shared state.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            orphans: std::array::from_fn(|_| Mutex::new(OrphanList::new())),
+            counters: std::array::from_fn(|_| ClassCounters::new()),
+            next_heap_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Per-class statistics.
+    pub fn stats(&self) -> [ClassStats; NR_CLASSES] {
+        std::array::from_fn(|class| {
+            let c = &self.counters[class];
+            let slabs = c.slabs.load(Ordering::Relaxed);
+            ClassStats {
+                size: SIZE_CLASSES[class],
+                slabs,
+                orphans: c.orphans.load(Ordering::Relaxed),
+                objects: c.objects.load(Ordering::Relaxed),
+                slab_bytes: slabs * (crate::PAGE_SIZE << slab_order(class)),
+            }
+        })
+    }
+
+    /// Pages held by orphaned slabs (an upper bound of what
+    /// [`reap_orphans`](Self::reap_orphans) can return).
+    pub fn orphan_pages(&self) -> usize {
+        (0..NR_CLASSES).map(|c| self.counters[c].orphans.load(Ordering::Relaxed) << slab_order(c)).sum()
+    }
+
+    /// Returns every orphaned slab whose objects have all been freed to the
+    /// buddy allocator (called by reclaim); the pages returned.
+    pub fn reap_orphans(&self, arena: &Arena) -> usize {
+        let mut pages = 0;
+        for class in 0..NR_CLASSES {
+            let order = slab_order(class);
+            let mut list = self.orphans[class].lock();
+            let mut keep = OrphanList::new();
+            while let Some(slab) = list.pop() {
+                // SAFETY: orphans are owned by the list, which we hold: we
+                // may collect their remote frees and free the empty ones.
+                unsafe {
+                    Slab::collect(slab);
+                    if !(*slab).is_empty() {
+                        keep.push_back(slab);
+                        continue;
+                    }
+                    (*slab).magic = 0;
+                }
+                self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+                self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
+                if let Some(base) = NonNull::new(Slab::base(slab, order) as *mut u8) {
+                    // SAFETY: allocated by `new_slab` at this order; empty.
+                    let _ = unsafe { arena.free_pages(base, order) };
+                    pages += 1 << order;
+                }
+            }
+            *list = keep;
+        }
+        pages
+    }
+
+    /// Frees `ptr`, an object of `class`, from a thread that does not own
+    /// its slab (or has no heap at all).
+    ///
+    /// # Safety
+    /// `ptr` was returned for `class` by a heap over `arena` and is not
+    /// used again (a wrong pointer is detected, not trusted).
+    pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        let slab = find_slab(arena, ptr, class)?;
+        // SAFETY: find_slab checked that `ptr` is an object of a live slab.
+        unsafe { push_remote(slab, ptr) }
+    }
+}
+
+impl ClassCounters {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+    }
+}
+
+/// Finds and checks the slab `ptr` belongs to.
+fn find_slab(arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
+    let order = slab_order(class);
+    let bytes = crate::PAGE_SIZE << order;
+    let addr = ptr.as_ptr() as usize;
+    let base = addr & !(bytes - 1);
+    if !arena.inner.is_allocated_block(base, order) {
+        return Err(SlabFreeError::NotAnObject);
+    }
+    let slab = (base + bytes - HEADER_BYTES) as *mut Slab;
+    // SAFETY: the block is allocated and of the slab order: its last
+    // HEADER_BYTES are readable; whether they are a slab header is what we
+    // check.
+    let (magic, slab_class, capacity) = unsafe { ((*slab).magic, (*slab).class, (*slab).capacity) };
+    let offset = addr - base;
+    let size = SIZE_CLASSES[class];
+    if magic != SLAB_MAGIC || slab_class != class || !offset.is_multiple_of(size) || offset / size >= capacity {
+        return Err(SlabFreeError::NotAnObject);
+    }
+    Ok(slab)
+}
+
+/// Tags `ptr` free and pushes it onto the slab's remote stack.
+///
+/// # Safety
+/// `ptr` is an object of the live slab `slab`.
+unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>) -> Result<(), SlabFreeError> {
+    let object = ptr.as_ptr().cast::<FreeObject>();
+    // SAFETY: an object of the slab, at least 16 bytes.
+    unsafe {
+        if (*object).tag == FREED_TAG {
+            return Err(SlabFreeError::DoubleFree);
+        }
+        (*object).tag = FREED_TAG;
+    }
+    // SAFETY: the slab stays allocated while this object counts as used.
+    let remote = unsafe { &(*slab).remote };
+    let mut head = remote.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the object is ours until the push succeeds.
+        unsafe { (*object).next = head };
+        // Release: the owner's Acquire swap sees `next` and the tag.
+        match remote.compare_exchange_weak(head, object, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(current) => head = current,
+        }
+    }
+}
+
+/// One thread's slabs, per class. Not `Send`: it is the thread's own.
+pub struct ThreadHeap<'a> {
+    arena: &'a Arena,
+    slabs: &'a Slabs,
+    id: u64,
+    /// Per class: the slab allocations come from (null when none).
+    current: [*mut Slab; NR_CLASSES],
+    /// Objects taken minus objects freed since the last flush, per class.
+    delta: [isize; NR_CLASSES],
+}
+
+impl<'a> ThreadHeap<'a> {
+    /// A heap for the calling thread over `arena`, sharing orphans with
+    /// every other heap of `slabs`.
+    pub fn new(arena: &'a Arena, slabs: &'a Slabs) -> Self {
+        let id = slabs.next_heap_id.fetch_add(1, Ordering::Relaxed);
+        Self { arena, slabs, id, current: [ptr::null_mut(); NR_CLASSES], delta: [0; NR_CLASSES] }
+    }
+
+    /// An object of `class`, or `None` if the arena is out of memory.
+    #[inline]
+    pub fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let slab = self.current[class];
+        if !slab.is_null() {
+            // SAFETY: the current slab is live and ours.
+            if let Some(object) = unsafe { Slab::pop(slab) } {
+                self.delta[class] += 1;
+                return Some(object);
+            }
+        }
+        self.alloc_slow(class)
+    }
+
+    #[cold]
+    fn alloc_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.flush(class);
+        let current = self.current[class];
+        if !current.is_null() {
+            // Frees from other threads into the current slab, then the
+            // next few slabs of the ring, oldest first.
+            let mut slab = current;
+            for _ in 0..SCAN_LIMIT {
+                // SAFETY: slabs on our ring are live and ours.
+                unsafe {
+                    Slab::collect(slab);
+                    if let Some(object) = Slab::pop(slab) {
+                        self.current[class] = slab;
+                        self.delta[class] += 1;
+                        return Some(object);
+                    }
+                    slab = (*slab).next;
+                }
+                if slab == current {
+                    break;
+                }
+            }
+        }
+        // An orphan with free objects, then a new slab.
+        if let Some(slab) = self.adopt(class) {
+            self.link(class, slab);
+            // SAFETY: just linked: live and ours.
+            if let Some(object) = unsafe { Slab::pop(slab) } {
+                self.current[class] = slab;
+                self.delta[class] += 1;
+                return Some(object);
+            }
+        }
+        let slab = self.new_slab(class)?;
+        self.link(class, slab);
+        self.current[class] = slab;
+        // SAFETY: just linked: live and ours, every object free.
+        let object = unsafe { Slab::pop(slab) };
+        self.delta[class] += 1;
+        object
+    }
+
+    /// Takes an orphan of `class` with a free object, if one is among the
+    /// first few on the list, and makes it ours. Full orphans examined on
+    /// the way go to the back of the list, so the next look sees others.
+    fn adopt(&mut self, class: usize) -> Option<*mut Slab> {
+        let slab = {
+            let mut list = self.slabs.orphans[class].lock();
+            let mut found = None;
+            for _ in 0..SCAN_LIMIT {
+                let slab = list.pop()?;
+                // SAFETY: orphans are live, and owned by the list we hold.
+                let s = unsafe { &*slab };
+                if !s.local.is_null() || s.bump < s.capacity || !s.remote.load(Ordering::Relaxed).is_null() {
+                    found = Some(slab);
+                    break;
+                }
+                list.push_back(slab);
+            }
+            found?
+        };
+        self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: unlinked under the lock: nobody else owns it now. Its
+        // plain fields were published by the orphaning thread's unlock.
+        unsafe {
+            (*slab).owner.store(self.id, Ordering::Relaxed);
+            Slab::collect(slab);
+        }
+        Some(slab)
+    }
+
+    fn new_slab(&mut self, class: usize) -> Option<*mut Slab> {
+        let order = slab_order(class);
+        let bytes = crate::PAGE_SIZE << order;
+        let block = self.arena.alloc_pages(order, AllocFlags::NOWARN).ok()?;
+        let slab = (block.as_ptr() as usize + bytes - HEADER_BYTES) as *mut Slab;
+        // SAFETY: a fresh block of `bytes`, ours; the header fits its end.
+        unsafe {
+            slab.write(Slab {
+                remote: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicU64::new(self.id),
+                magic: SLAB_MAGIC,
+                class,
+                local: ptr::null_mut(),
+                used: 0,
+                bump: 0,
+                capacity: (bytes - HEADER_BYTES) / SIZE_CLASSES[class],
+                prev: slab,
+                next: slab,
+            });
+        }
+        self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
+        Some(slab)
+    }
+
+    /// Puts `slab` on the ring of `class`, after the current slab.
+    fn link(&mut self, class: usize, slab: *mut Slab) {
+        let current = self.current[class];
+        // SAFETY: `slab` and the ring's slabs are live and ours.
+        unsafe {
+            if current.is_null() {
+                (*slab).prev = slab;
+                (*slab).next = slab;
+            } else {
+                let next = (*current).next;
+                (*slab).prev = current;
+                (*slab).next = next;
+                (*next).prev = slab;
+                (*current).next = slab;
+            }
+        }
+    }
+
+    /// Takes `slab` off the ring of `class`.
+    fn unlink(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: `slab` and its neighbours are live and ours.
+        unsafe {
+            let (prev, next) = ((*slab).prev, (*slab).next);
+            (*prev).next = next;
+            (*next).prev = prev;
+            if self.current[class] == slab {
+                self.current[class] = if next == slab { ptr::null_mut() } else { next };
+            }
+        }
+    }
+
+    /// Frees `ptr`, an object of `class` allocated by any heap over the
+    /// same arena.
+    ///
+    /// # Safety
+    /// `ptr` was returned for `class` by a heap over this heap's arena and
+    /// is not used again (a wrong pointer is detected, not trusted).
+    #[inline]
+    pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        let slab = find_slab(self.arena, ptr, class)?;
+        // SAFETY: a live slab (checked above); `owner` is atomic.
+        if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
+            // Only this thread ever stores its own id, so a match cannot
+            // be stale; anything else is another thread's or an orphan.
+            // SAFETY: an object of a live slab.
+            return unsafe { push_remote(slab, ptr) };
+        }
+        let object = ptr.as_ptr().cast::<FreeObject>();
+        // SAFETY: the slab is ours: its plain fields and free objects too.
+        unsafe {
+            if (*object).tag == FREED_TAG {
+                return Err(SlabFreeError::DoubleFree);
+            }
+            (*object).tag = FREED_TAG;
+            (*object).next = (*slab).local;
+            (*slab).local = object;
+            (*slab).used -= 1;
+        }
+        self.delta[class] -= 1;
+        // SAFETY: ours.
+        if unsafe { (*slab).is_empty() } && self.current[class] != slab {
+            self.release(class, slab);
+        }
+        Ok(())
+    }
+
+    /// Returns an empty slab of ours to the buddy allocator.
+    fn release(&mut self, class: usize, slab: *mut Slab) {
+        self.unlink(class, slab);
+        let order = slab_order(class);
+        // SAFETY: ours and empty: no object of it is in use, and no remote
+        // free can be in flight (every remote free is counted in `used`).
+        unsafe { (*slab).magic = 0 };
+        self.slabs.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
+        if let Some(base) = NonNull::new(Slab::base(slab, order) as *mut u8) {
+            // SAFETY: the block was allocated by `new_slab` at this order.
+            let _ = unsafe { self.arena.free_pages(base, order) };
+        }
+    }
+
+    /// Publishes the per-class object count.
+    fn flush(&mut self, class: usize) {
+        let delta = std::mem::take(&mut self.delta[class]);
+        let objects = &self.slabs.counters[class].objects;
+        if delta >= 0 {
+            objects.fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            objects.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ThreadHeap<'_> {
+    /// Thread exit: empty slabs go back to the buddy allocator, the rest
+    /// become orphans for other threads to adopt.
+    fn drop(&mut self) {
+        for class in 0..NR_CLASSES {
+            self.flush(class);
+            while let Some(slab) = NonNull::new(self.current[class]) {
+                let slab = slab.as_ptr();
+                // SAFETY: ours.
+                if unsafe {
+                    Slab::collect(slab);
+                    (*slab).is_empty()
+                } {
+                    self.release(class, slab);
+                    continue;
+                }
+                self.unlink(class, slab);
+                // SAFETY: ours until it is on the orphan list.
+                unsafe { (*slab).owner.store(0, Ordering::Relaxed) };
+                // The unlock publishes its fields to the adopter.
+                self.slabs.orphans[class].lock().push_back(slab);
+                self.slabs.counters[class].orphans.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_sorted_and_lookup_is_exact() {
+        for w in SIZE_CLASSES.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        for size in 1..=SLAB_MAX {
+            let class = class_of(size, 8).unwrap();
+            assert!(SIZE_CLASSES[class] >= size, "size {size}");
+            assert!(class == 0 || SIZE_CLASSES[class - 1] < size, "size {size} is not in the smallest class");
+            if size > 128 {
+                let waste = (SIZE_CLASSES[class] - size) as f64 / SIZE_CLASSES[class] as f64;
+                assert!(waste < 0.2, "size {size}: {waste}");
+            }
+        }
+        assert_eq!(class_of(SLAB_MAX + 1, 8), None);
+        assert_eq!(class_of(0, 1), Some(0));
+    }
+
+    #[test]
+    fn aligned_classes_are_powers_of_two_that_fit() {
+        for align in [32, 64, 128, 256, 4096] {
+            for size in [1, align - 1, align, align + 1, 3 * align] {
+                match class_of(size, align) {
+                    Some(class) => {
+                        let s = SIZE_CLASSES[class];
+                        assert!(s.is_power_of_two() && s >= size.max(align), "size {size} align {align}");
+                    }
+                    None => assert!(size.max(align).next_power_of_two() > SLAB_MAX),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_slab_holds_at_least_eight_objects() {
+        for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+            let bytes = crate::PAGE_SIZE << slab_order(class);
+            assert!((bytes - HEADER_BYTES) / size >= MIN_OBJECTS, "class {class}");
+            assert!(std::mem::size_of::<Slab>() <= HEADER_BYTES);
+        }
+    }
+}

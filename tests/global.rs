@@ -1,0 +1,202 @@
+//! zonealloc as the global allocator of this whole test binary. It has its
+//! own `main` (harness = false) so that no test framework allocates from
+//! other threads while the checks run.
+#![cfg_attr(loom, allow(unused))]
+
+#[cfg(loom)]
+fn main() {}
+
+#[cfg(not(loom))]
+mod global {
+
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::collections::{BTreeMap, HashMap};
+
+    use zonealloc::ZoneAlloc;
+
+    #[global_allocator]
+    static GLOBAL: ZoneAlloc = ZoneAlloc;
+
+    fn rss_kib() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4
+    }
+
+    fn total_slabs() -> usize {
+        zonealloc::global_stats().unwrap().classes.iter().map(|c| c.slabs).sum()
+    }
+
+    fn collections() {
+        let mut map = BTreeMap::new();
+        for i in 0..200_000u32 {
+            map.insert(format!("key-{i:08}"), i.to_string());
+        }
+        assert_eq!(map.len(), 200_000);
+        assert_eq!(map["key-00123456"], "123456");
+        let mut counts: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in 0..300_000u32 {
+            counts.entry(i % 1000).or_default().push(i);
+            if i % 3 == 0 {
+                counts.remove(&((i / 3) % 1000));
+            }
+        }
+        assert!(counts.values().all(|v| v.iter().all(|x| x % 1000 == v[0] % 1000)));
+        let joined: String = map.values().take(1000).map(String::as_str).collect::<Vec<_>>().join(",");
+        assert_eq!(joined.split(',').count(), 1000);
+    }
+
+    fn realloc_in_place_and_growth() {
+        // SAFETY: plain GlobalAlloc calls with matching layouts.
+        unsafe {
+            let layout = Layout::from_size_align(100, 8).unwrap();
+            let p = GLOBAL.alloc(layout);
+            p.write_bytes(7, 100);
+            let q = GLOBAL.realloc(p, layout, 110);
+            assert_eq!(p, q, "100 -> 110 bytes stays in its 112-byte slot");
+            let big = GLOBAL.realloc(q, Layout::from_size_align(110, 8).unwrap(), 100_000);
+            assert!((0..100).all(|i| *big.add(i) == 7), "realloc keeps the prefix");
+            let same = GLOBAL.realloc(big, Layout::from_size_align(100_000, 8).unwrap(), 120_000);
+            assert_eq!(same, big, "100 KB -> 120 KB stays in its 128 KiB block");
+            let small = GLOBAL.realloc(same, Layout::from_size_align(120_000, 8).unwrap(), 50);
+            assert!((0..50).all(|i| *small.add(i) == 7));
+            GLOBAL.dealloc(small, Layout::from_size_align(50, 8).unwrap());
+        }
+        let mut v = Vec::new();
+        for i in 0..2_000_000u64 {
+            v.push(i);
+        }
+        assert_eq!(v.iter().sum::<u64>(), 2_000_000 * 1_999_999 / 2);
+        v.truncate(10);
+        v.shrink_to_fit();
+        assert_eq!(v, (0..10).collect::<Vec<_>>());
+    }
+
+    fn every_alignment_up_to_1_gib() {
+        for shift in 0..=30 {
+            let align = 1usize << shift;
+            for size in [1, align / 2 + 1, align, align + 1] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero size; freed with the same layout.
+                unsafe {
+                    let p = GLOBAL.alloc(layout);
+                    assert!(!p.is_null(), "size {size} align {align}");
+                    assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                    p.write(1);
+                    p.add(size - 1).write(2);
+                    GLOBAL.dealloc(p, layout);
+                }
+            }
+        }
+    }
+
+    fn zeroed_and_large() {
+        for size in [8, 100, 3000, 9000, 70_000, 3 << 20, 64 << 20] {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            // SAFETY: as above.
+            unsafe {
+                let dirty = GLOBAL.alloc(layout);
+                dirty.write_bytes(0xff, size);
+                GLOBAL.dealloc(dirty, layout);
+                let clean = GLOBAL.alloc_zeroed(layout);
+                let bytes = std::slice::from_raw_parts(clean, size);
+                assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed({size}) is not zero");
+                GLOBAL.dealloc(clean, layout);
+            }
+        }
+        let huge = vec![1u8; 256 << 20]; // beyond the largest order: System
+        assert_eq!(huge.iter().map(|&b| b as usize).sum::<usize>(), 256 << 20);
+    }
+
+    fn cross_thread_frees() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(16);
+        let producer = std::thread::spawn(move || {
+            for round in 0..2000usize {
+                let batch: Vec<Vec<u8>> = (0..64).map(|i| vec![(round + i) as u8; 8 + (i * 37) % 2000]).collect();
+                tx.send(batch).unwrap();
+            }
+        });
+        let mut checked = 0;
+        for (round, batch) in rx.iter().enumerate() {
+            for (i, v) in batch.iter().enumerate() {
+                assert!(v.iter().all(|&b| b == (round + i) as u8));
+                checked += 1;
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(checked, 2000 * 64);
+    }
+
+    fn short_lived_threads_leak_nothing() {
+        let rss_before = rss_kib();
+        let mut keep = Vec::new();
+        for round in 0..20 {
+            let handles: Vec<_> = (0..10)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        let v: Vec<Box<[u8]>> =
+                            (0..2000).map(|i| vec![t as u8; 16 + (i % 500)].into_boxed_slice()).collect();
+                        // Most are freed here, a few outlive the thread.
+                        v.into_iter().step_by(100).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                keep.push(h.join().unwrap());
+            }
+            if round % 5 == 4 {
+                keep.clear(); // frees into orphaned slabs
+            }
+        }
+        drop(keep);
+        zonealloc::global_reap();
+        let slabs = total_slabs();
+        assert!(slabs < 200, "{slabs} slabs left after 200 short-lived threads");
+        let rss_after = rss_kib();
+        assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_after} KiB");
+    }
+
+    fn bad_frees_are_refused() {
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let on_stack = [0u64; 8];
+        // SAFETY: each of these is refused before anything is written.
+        unsafe {
+            GLOBAL.dealloc(on_stack.as_ptr() as *mut u8, layout);
+            let p = GLOBAL.alloc(layout);
+            GLOBAL.dealloc(p.add(16), layout);
+            GLOBAL.dealloc(p, layout);
+            GLOBAL.dealloc(p, layout); // double free: refused, reported
+            let q = GLOBAL.alloc(layout);
+            let r = GLOBAL.alloc(layout);
+            assert_ne!(q, r, "a refused double free must not hand one object out twice");
+            GLOBAL.dealloc(q, layout);
+            GLOBAL.dealloc(r, layout);
+        }
+        assert_eq!(on_stack, [0u64; 8], "a foreign pointer was written to");
+    }
+
+    pub fn main() {
+        let tests: [(&str, fn()); 7] = [
+            ("collections", collections),
+            ("realloc_in_place_and_growth", realloc_in_place_and_growth),
+            ("every_alignment_up_to_1_gib", every_alignment_up_to_1_gib),
+            ("zeroed_and_large", zeroed_and_large),
+            ("cross_thread_frees", cross_thread_frees),
+            ("short_lived_threads_leak_nothing", short_lived_threads_leak_nothing),
+            ("bad_frees_are_refused", bad_frees_are_refused),
+        ];
+        for (name, test) in tests {
+            test();
+            println!("test {name} ... ok");
+        }
+        let arena = zonealloc::global_arena().expect("the global arena was built");
+        arena.check().unwrap();
+        let stats = zonealloc::global_stats().unwrap();
+        assert!(stats.classes.iter().any(|c| c.slabs > 0));
+        println!("global arena consistent: {} KiB resident", stats.arena.resident_bytes >> 10);
+    }
+}
+
+#[cfg(not(loom))]
+fn main() {
+    global::main();
+}

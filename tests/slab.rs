@@ -1,0 +1,159 @@
+//! The slab layer through explicit per-thread heaps: exact slab counts,
+//! cross-thread frees, thread exit, orphans, bad frees.
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+
+use zonealloc::{Arena, PcpConfig, SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
+
+fn arena() -> Arena {
+    Arena::builder()
+        .region_size(64 << 20)
+        .zones(2)
+        .pcp(PcpConfig::Disabled)
+        .background_reclaim(false)
+        .purge_delay(None)
+        .build()
+        .unwrap()
+}
+
+fn free_pages(arena: &Arena) -> usize {
+    arena.stats().zones.iter().map(|z| z.free).sum()
+}
+
+#[test]
+fn every_class_hands_out_distinct_aligned_objects_and_gives_slabs_back() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let start = free_pages(&arena);
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+        let mut seen = HashSet::new();
+        let objects: Vec<NonNull<u8>> = (0..100).map(|_| heap.alloc(class).unwrap()).collect();
+        for (i, p) in objects.iter().enumerate() {
+            let addr = p.as_ptr() as usize;
+            assert!(arena.contains(p.as_ptr()));
+            assert_eq!(addr % 16, 0);
+            if size.is_power_of_two() {
+                assert_eq!(addr % size, 0, "class {class}: power-of-two objects are aligned to their size");
+            }
+            assert!(seen.insert(addr), "handed out twice");
+            // SAFETY: ours, `size` bytes.
+            unsafe { p.as_ptr().write_bytes(i as u8, size) };
+        }
+        // No two objects overlap: each still holds its own fill.
+        for (i, p) in objects.iter().enumerate() {
+            // SAFETY: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
+            assert!(bytes.iter().all(|&b| b == i as u8), "class {class}: object {i} was overwritten");
+        }
+        let stats = slabs.stats()[class];
+        assert!(stats.slabs >= 1);
+        for p in objects {
+            // SAFETY: allocated above for this class.
+            unsafe { heap.free(p, class).unwrap() };
+        }
+        // Every slab but the current one went back.
+        assert_eq!(slabs.stats()[class].slabs, 1, "class {class}");
+    }
+    drop(heap);
+    assert_eq!(slabs.stats().iter().map(|c| c.slabs).sum::<usize>(), 0);
+    assert_eq!(free_pages(&arena), start, "every slab page is back");
+    arena.check().unwrap();
+}
+
+#[test]
+fn frees_from_another_thread_come_back_to_the_owner() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let class = class_of(64, 8).unwrap();
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    let objects: Vec<usize> = (0..1000).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+    let slab_count = slabs.stats()[class].slabs;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut other = ThreadHeap::new(&arena, &slabs);
+            for &addr in &objects {
+                // SAFETY: objects of `class`, freed once.
+                unsafe { other.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+            }
+        });
+    });
+    // The owner reuses them: no new slab for the next 1000.
+    let again: HashSet<usize> = (0..1000).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+    assert_eq!(again.len(), 1000);
+    assert_eq!(slabs.stats()[class].slabs, slab_count, "remote frees were not reused");
+    for addr in again {
+        // SAFETY: as above.
+        unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+    }
+    drop(heap);
+    assert_eq!(slabs.stats()[class].slabs, 0);
+    arena.check().unwrap();
+}
+
+#[test]
+fn an_exiting_thread_orphans_its_slabs_and_another_adopts_them() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let start = free_pages(&arena);
+    let class = class_of(200, 8).unwrap();
+    let objects: Vec<usize> = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut heap = ThreadHeap::new(&arena, &slabs);
+            (0..300).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect()
+        })
+        .join()
+        .unwrap()
+    });
+    let orphaned = slabs.stats()[class];
+    assert!(orphaned.orphans >= 1 && orphaned.orphans == orphaned.slabs, "{orphaned:?}");
+    // All but 10 freed remotely (no heap at all), the rest by a new owner.
+    for &addr in &objects[10..] {
+        // SAFETY: objects of `class`, freed once.
+        unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+    }
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    let fresh = heap.alloc(class).unwrap();
+    assert_eq!(slabs.stats()[class].orphans, orphaned.orphans - 1, "the new heap adopted an orphan");
+    assert_eq!(slabs.stats()[class].slabs, orphaned.slabs, "instead of taking a new slab");
+    // SAFETY: as above.
+    unsafe { heap.free(fresh, class).unwrap() };
+    for &addr in &objects[..10] {
+        // SAFETY: as above.
+        unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+    }
+    drop(heap);
+    // What the heap did not own is still orphaned, now empty: reclaim reaps it.
+    let reaped = slabs.reap_orphans(&arena);
+    assert_eq!(reaped, (orphaned.orphans - 1) * (orphaned.slab_bytes / orphaned.slabs) / 4096);
+    assert_eq!(slabs.stats()[class].slabs, 0);
+    assert_eq!(free_pages(&arena), start, "nothing leaked across the exit");
+    arena.check().unwrap();
+}
+
+#[test]
+fn bad_frees_are_refused_without_writing() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    let class = class_of(48, 8).unwrap();
+    let a = heap.alloc(class).unwrap();
+    let b = heap.alloc(class).unwrap();
+    // SAFETY: each call is refused before anything is written.
+    unsafe {
+        let inside = NonNull::new(a.as_ptr().add(8)).unwrap();
+        assert_eq!(heap.free(inside, class), Err(SlabFreeError::NotAnObject));
+        assert_eq!(heap.free(a, class + 1), Err(SlabFreeError::NotAnObject), "wrong class");
+        let page = arena.alloc_pages(0, zonealloc::AllocFlags::empty()).unwrap();
+        assert_eq!(heap.free(page, class), Err(SlabFreeError::NotAnObject), "a page, not a slab");
+        arena.free_pages(page, 0).unwrap();
+        heap.free(a, class).unwrap();
+        assert_eq!(heap.free(a, class), Err(SlabFreeError::DoubleFree));
+        assert_eq!(slabs.free_remote(&arena, a, class), Err(SlabFreeError::DoubleFree));
+        heap.free(b, class).unwrap();
+    }
+    drop(heap);
+    arena.check().unwrap();
+    assert_eq!(slabs.stats()[class].slabs, 0);
+}
