@@ -42,11 +42,15 @@ use std::time::Duration;
 use crate::arena::Arena;
 use crate::boot::SysBox;
 use crate::flags::AllocFlags;
+use crate::pcp::PcpForkGuard;
+use crate::reclaim::ReclaimForkGuard;
 use crate::region::HugePages;
 use crate::report::{RateLimit, StackWriter};
+use crate::slab::SlabsForkGuard;
 use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
 use crate::stats::Stats;
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
+use crate::zone::ZoneGuard;
 
 /// The global allocator. Add
 /// `#[global_allocator] static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;`
@@ -173,6 +177,8 @@ fn init() -> Option<&'static Arena> {
         Some(arena) => {
             ARENA.store(arena, Ordering::Release);
             STATE.store(READY, Ordering::Release);
+            // SAFETY: the handlers are `extern "C" fn()` that live forever.
+            unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
             start_reclaim();
             global_arena()
         }
@@ -181,6 +187,58 @@ fn init() -> Option<&'static Arena> {
             None
         }
     }
+}
+
+/// Everything the atfork handlers hold across `fork(2)`, in lock order.
+struct ForkHeld {
+    _shared: MutexGuard<'static, SharedHeap>,
+    _slabs: SlabsForkGuard<'static>,
+    pcp: PcpForkGuard<'static>,
+    reclaim: ReclaimForkGuard<'static>,
+    _zones: [Option<ZoneGuard<'static>>; crate::MAX_ZONES],
+}
+
+struct ForkSlot(UnsafeCell<Option<ForkHeld>>);
+
+// SAFETY: only the forking thread touches the slot, from the three atfork
+// handlers of one fork, which run in sequence on that thread.
+unsafe impl Sync for ForkSlot {}
+
+static FORK_HELD: ForkSlot = ForkSlot(UnsafeCell::new(None));
+
+/// Before `fork(2)`: take every lock the allocation paths take, so that
+/// the child gets none of them held by a thread it does not have.
+extern "C" fn fork_prepare() {
+    let Some(arena) = global_arena() else { return };
+    let held = ForkHeld {
+        _shared: SHARED.lock(),
+        _slabs: SLABS.lock_for_fork(),
+        pcp: arena.inner.pcp.lock_for_fork(),
+        reclaim: arena.inner.reclaim.lock_for_fork(),
+        _zones: std::array::from_fn(|z| arena.inner.zones.get(z).map(|zone| zone.lock())),
+    };
+    // SAFETY: see ForkSlot.
+    unsafe { *FORK_HELD.0.get() = Some(held) };
+}
+
+/// After `fork(2)`, in the parent: release everything.
+extern "C" fn fork_parent() {
+    // SAFETY: see ForkSlot.
+    drop(unsafe { (*FORK_HELD.0.get()).take() });
+}
+
+/// After `fork(2)`, in the child: the only thread. Other threads' page
+/// caches are abandoned (they may be mid-operation), kswapd is forgotten
+/// and restarted by the next allocation, and every lock is released.
+extern "C" fn fork_child() {
+    // SAFETY: see ForkSlot.
+    let Some(mut held) = (unsafe { (*FORK_HELD.0.get()).take() }) else { return };
+    if let Some(arena) = global_arena() {
+        held.pcp.abandon_all_but_own(&arena.inner);
+    }
+    held.reclaim.forget_thread();
+    drop(held);
+    RECLAIM_STARTED.store(false, Ordering::Release);
 }
 
 /// Starts the global arena's kswapd (again, in a forked child).
@@ -336,6 +394,9 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
         // SAFETY: forwarding the caller's layout.
         return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
     };
+    if !RECLAIM_STARTED.load(Ordering::Relaxed) {
+        start_reclaim(); // a forked child's first allocation
+    }
     if let Some(class) = class_of(layout.size(), layout.align()) {
         let ptr = with_heap(arena, true, |heap| heap.alloc(class))
             .map_or_else(|| shared_alloc(arena, class), |p| p.map_or(ptr::null_mut(), NonNull::as_ptr));

@@ -243,6 +243,7 @@ impl ArenaInner {
 
     /// Whether `addr` is the start of an allocated block of `order` (the
     /// slab layer's check before it trusts a header inside the block).
+    #[inline]
     pub(crate) fn is_allocated_block(&self, addr: usize, order: u32) -> bool {
         if !self.region.contains(addr) {
             return false;

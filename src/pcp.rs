@@ -279,6 +279,9 @@ pub(crate) struct PcpSet {
     arena: NonNull<ArenaInner>,
     /// Next set in the registry; written once, before the set is published.
     next: Option<NonNull<PcpSet>>,
+    /// In a forked child: the set belonged to a thread that does not exist
+    /// here, and may have been left locked or busy. Never drained again.
+    abandoned: AtomicBool,
 }
 
 // SAFETY: shared state is atomics, a mutex, and lists handed between threads
@@ -297,6 +300,7 @@ impl PcpSet {
         let set = Self {
             busy: AtomicBool::new(false),
             locked: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             preferred: AtomicUsize::new(preferred),
             zones,
             lock: Mutex::new(()),
@@ -469,6 +473,9 @@ impl PcpSet {
     /// Returns every cached block to the buddy lists, from any thread: the
     /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
     pub(crate) fn drain(&self, arena: &ArenaInner) -> usize {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return 0;
+        }
         let _guard = self.lock.lock();
         if self.state.load(Ordering::Relaxed) != ATTACHED {
             return 0;
@@ -735,6 +742,10 @@ impl PcpRegistry {
             // SAFETY: sets in the registry live until the arena drops, and
             // the caller holds the registry lock.
             let set = unsafe { ptr.as_ref() };
+            if set.abandoned.load(Ordering::Relaxed) {
+                // A forked child's dead thread's set: it cannot change.
+                return freeze(first, set.next, f);
+            }
             let _guard = set.lock.lock();
             set.locked.store(true, Ordering::Relaxed);
             heavy_barrier();
@@ -765,6 +776,41 @@ impl PcpRegistry {
             }
             // SAFETY: the arena's reference, given up once.
             unsafe { PcpSet::put_ref(ptr) };
+        }
+    }
+}
+
+/// The registry lock, held across `fork(2)` by the global allocator.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct PcpForkGuard<'a>(crate::sync::MutexGuard<'a, RegistryInner>);
+
+#[cfg_attr(loom, allow(dead_code))]
+impl PcpRegistry {
+    /// Locks the registry so no set is attached or recycled across a fork.
+    pub(crate) fn lock_for_fork(&self) -> PcpForkGuard<'_> {
+        PcpForkGuard(self.head.lock())
+    }
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl PcpForkGuard<'_> {
+    /// In a forked child (one thread): every attached set but the calling
+    /// thread's belonged to a thread that was not copied, possibly in the
+    /// middle of an operation. Their pages stay where they are, unused;
+    /// draining them could wait forever.
+    pub(crate) fn abandon_all_but_own(&self, arena: &ArenaInner) {
+        let own = with_caches(|caches| {
+            caches.entries.iter().map(|e| e.get()).find(|e| e.arena_id == arena.id).and_then(|e| e.occupied())
+        })
+        .flatten();
+        let mut cursor = self.0.first;
+        while let Some(ptr) = cursor {
+            // SAFETY: sets in the registry live until the arena drops.
+            let set = unsafe { ptr.as_ref() };
+            if Some(ptr) != own && set.state.load(Ordering::Relaxed) == ATTACHED {
+                set.abandoned.store(true, Ordering::Relaxed);
+            }
+            cursor = set.next;
         }
     }
 }

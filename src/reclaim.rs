@@ -268,6 +268,15 @@ impl Reclaimer {
         Ok(())
     }
 
+    /// Takes kswapd's locks across `fork(2)` (the global allocator's atfork
+    /// handlers).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> ReclaimForkGuard<'_> {
+        let thread = self.thread.lock();
+        let state = self.state.lock();
+        ReclaimForkGuard { thread, _state: state }
+    }
+
     /// Stops kswapd and waits for it to exit.
     pub(crate) fn stop(&self) {
         let Some(handle) = self.thread.lock().take() else { return };
@@ -320,6 +329,23 @@ impl Reclaimer {
         }
         self.state.lock().pending = true;
         self.wake.notify_one();
+    }
+}
+
+/// kswapd's locks, held across `fork(2)`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct ReclaimForkGuard<'a> {
+    thread: crate::sync::MutexGuard<'a, Option<JoinHandle>>,
+    _state: crate::sync::MutexGuard<'a, KswapdState>,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl ReclaimForkGuard<'_> {
+    /// In the child: kswapd was not copied. Forget its handle (joining or
+    /// detaching a thread of another process is undefined) so that
+    /// [`Reclaimer::start`] starts a new one.
+    pub(crate) fn forget_thread(&mut self) {
+        std::mem::forget(self.thread.take());
     }
 }
 

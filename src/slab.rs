@@ -89,10 +89,22 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     (size <= SLAB_MAX).then(|| class_of_size(size))
 }
 
+/// The buddy order of a slab of each class.
+const SLAB_ORDERS: [u8; NR_CLASSES] = {
+    let mut orders = [0u8; NR_CLASSES];
+    let mut class = 0;
+    while class < NR_CLASSES {
+        let bytes = SIZE_CLASSES[class] * MIN_OBJECTS + HEADER_BYTES;
+        orders[class] = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
+        class += 1;
+    }
+    orders
+};
+
 /// The buddy order of a slab of `class`.
+#[inline(always)]
 pub(crate) fn slab_order(class: usize) -> u32 {
-    let bytes = SIZE_CLASSES[class] * MIN_OBJECTS + HEADER_BYTES;
-    bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros()
+    SLAB_ORDERS[class] as u32
 }
 
 /// A freed object's first two words.
@@ -232,6 +244,12 @@ pub struct Slabs {
 }
 
 /// A singly linked queue of orphaned slabs (through `Slab::next`).
+/// The orphan lists' locks, held across `fork(2)`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct SlabsForkGuard<'a> {
+    _held: [crate::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
+}
+
 struct OrphanList {
     head: *mut Slab,
     tail: *mut Slab,
@@ -312,6 +330,12 @@ impl Slabs {
         })
     }
 
+    /// Locks every orphan list across `fork(2)`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> SlabsForkGuard<'_> {
+        SlabsForkGuard { _held: std::array::from_fn(|class| self.orphans[class].lock()) }
+    }
+
     /// Pages held by orphaned slabs (an upper bound of what
     /// [`reap_orphans`](Self::reap_orphans) can return).
     pub fn orphan_pages(&self) -> usize {
@@ -376,6 +400,7 @@ impl ClassCounters {
 }
 
 /// Finds and checks the slab `ptr` belongs to.
+#[inline]
 fn find_slab(arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
     let order = slab_order(class);
     let bytes = crate::PAGE_SIZE << order;

@@ -174,8 +174,69 @@ mod global {
         assert_eq!(on_stack, [0u64; 8], "a foreign pointer was written to");
     }
 
+    /// Forks while two threads allocate and free as fast as they can; each
+    /// child must allocate at once (small, large and page-sized), purge, and
+    /// exit; a child that deadlocks is killed and fails the test.
+    fn fork_while_other_threads_allocate() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let churners: Vec<_> = (0..2)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut live: Vec<Vec<u8>> = (0..512).map(|_| Vec::new()).collect();
+                    let mut i = 0usize;
+                    while !STOP.load(Ordering::Relaxed) {
+                        i += 1;
+                        live[i % 512] = vec![t as u8; 1 + (i * 131) % 20_000];
+                    }
+                })
+            })
+            .collect();
+        for round in 0..30 {
+            // SAFETY: the child only runs the code below and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(|| {
+                    let v: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+                    assert_eq!(v[9_999], "9999");
+                    let big = vec![7u8; 3 << 20];
+                    assert_eq!(big[(3 << 20) - 1], 7);
+                    let pages: Vec<Box<[u8; 4096]>> = (0..256).map(|_| Box::new([1u8; 4096])).collect();
+                    assert_eq!(pages.len(), 256);
+                    drop((v, big, pages));
+                    zonealloc::global_arena().unwrap().purge();
+                })
+                .is_ok();
+                // SAFETY: leaving the child without running the parent's atexit work.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut status = 0;
+            loop {
+                // SAFETY: waiting for our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    // SAFETY: our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    panic!("fork round {round}: the child hung (deadlock after fork)");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fork round {round}: child failed");
+        }
+        STOP.store(true, Ordering::Relaxed);
+        for c in churners {
+            c.join().unwrap();
+        }
+    }
+
     pub fn main() {
-        let tests: [(&str, fn()); 7] = [
+        let tests: [(&str, fn()); 8] = [
+            ("fork_while_other_threads_allocate", fork_while_other_threads_allocate),
             ("collections", collections),
             ("realloc_in_place_and_growth", realloc_in_place_and_growth),
             ("every_alignment_up_to_1_gib", every_alignment_up_to_1_gib),
