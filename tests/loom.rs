@@ -286,3 +286,79 @@ fn dropping_the_arena_stops_kswapd() {
         drop(arena); // must return: kswapd stopped and joined
     });
 }
+
+/// One zone of 4 order-0 pages, no caches, no kswapd: the slab models'
+/// page source.
+fn slab_arena() -> Arena {
+    Arena::builder()
+        .region_size(4 * 4096)
+        .zones(1)
+        .max_order(0)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(PcpConfig::Disabled)
+        .background_reclaim(false)
+        .purge_delay(None)
+        .build()
+        .unwrap()
+}
+
+/// The owner allocates, frees and exits while another thread frees two of
+/// its objects (two, so that a push can land while the owner collects an
+/// earlier one): an object is never handed out while the other thread
+/// still holds it, and once both threads are gone and the orphans are
+/// reaped, every page is back in the buddy lists (no object lost).
+#[test]
+fn cross_thread_slab_free_races_owner_alloc_and_exit() {
+    model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = 0; // 16-byte objects, one-page slabs
+        let handed = Arc::new(AtomicUsize::new(0));
+        let releasing = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let owner = {
+            let (arena, slabs, handed, releasing) =
+                (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&handed), Arc::clone(&releasing));
+            thread::spawn(move || {
+                let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+                let x = heap.alloc(class).unwrap();
+                let y1 = heap.alloc(class).unwrap();
+                let y2 = heap.alloc(class).unwrap();
+                // Adjacent 16-byte objects: one word carries both.
+                assert_eq!(y2.as_ptr() as usize, y1.as_ptr() as usize + 16);
+                handed.store(y1.as_ptr() as usize, Ordering::Release);
+                // SAFETY: x is ours, freed once.
+                unsafe { heap.free(x, class).unwrap() };
+                let z = heap.alloc(class).unwrap();
+                if z == y1 || z == y2 {
+                    assert!(releasing.load(Ordering::Acquire), "an object was handed out while another thread held it");
+                }
+                // SAFETY: z is ours, freed once.
+                unsafe { heap.free(z, class).unwrap() };
+                // Thread exit: the heap returns or orphans its slab.
+            })
+        };
+        let freer = {
+            let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
+            thread::spawn(move || {
+                let y = loop {
+                    match handed.load(Ordering::Acquire) {
+                        0 => thread::yield_now(),
+                        y => break y,
+                    }
+                };
+                releasing.store(true, Ordering::Release);
+                for addr in [y, y + 16] {
+                    // SAFETY: handed to us, freed once.
+                    unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+                }
+            })
+        };
+        owner.join().unwrap();
+        freer.join().unwrap();
+        slabs.reap_orphans(&arena);
+        assert_eq!(slabs.stats()[class].slabs, 0, "a slab with a lost object was never freed");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
+        arena.check().unwrap();
+    });
+}
