@@ -29,6 +29,7 @@ mod boot;
 mod buddy;
 mod builder;
 mod check;
+mod collections;
 mod error;
 mod fault;
 mod flags;
