@@ -36,12 +36,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt::Write;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::arena::Arena;
 use crate::boot::SysBox;
 use crate::flags::AllocFlags;
+use crate::lazy::{Init, Lazy};
 use crate::pcp::PcpForkGuard;
 use crate::reclaim::ReclaimForkGuard;
 use crate::region::HugePages;
@@ -58,13 +59,7 @@ use crate::zone::ZoneGuard;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ZoneAlloc;
 
-const UNINIT: u8 = 0;
-const BUILDING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
-
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static ARENA: AtomicPtr<Arena> = AtomicPtr::new(ptr::null_mut());
+static ARENA: Lazy<Arena> = Lazy::new();
 static SLABS: Slabs = Slabs::new();
 static RECLAIM_STARTED: AtomicBool = AtomicBool::new(false);
 static REFUSALS: RateLimit = RateLimit::new();
@@ -105,9 +100,7 @@ thread_local! {
 /// }
 /// ```
 pub fn global_arena() -> Option<&'static Arena> {
-    let arena = ARENA.load(Ordering::Acquire);
-    // SAFETY: once published, the global arena lives for the whole process.
-    (!arena.is_null()).then(|| unsafe { &*arena })
+    ARENA.get()
 }
 
 /// The global arena's statistics and the slab layer's, per size class.
@@ -154,38 +147,22 @@ fn arena() -> Option<&'static Arena> {
 
 #[cold]
 fn init() -> Option<&'static Arena> {
-    loop {
-        match STATE.compare_exchange(UNINIT, BUILDING, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => break,
-            Err(READY) => return global_arena(),
-            Err(FAILED) => return None,
-            Err(_) => {
-                // Another thread builds it; or this one, re-entered from
-                // inside the build (which must not allocate through us):
-                // fail that allocation rather than wait for ourselves.
-                if BUILDING_HERE.try_with(Cell::get).unwrap_or(true) {
-                    return None;
-                }
-                std::thread::yield_now();
-            }
-        }
-    }
-    let _ = BUILDING_HERE.try_with(|b| b.set(true));
-    let built = build_global_arena();
-    let _ = BUILDING_HERE.try_with(|b| b.set(false));
-    match built {
-        Some(arena) => {
-            ARENA.store(arena, Ordering::Release);
-            STATE.store(READY, Ordering::Release);
+    let reentrant = || BUILDING_HERE.try_with(Cell::get).unwrap_or(true);
+    let build = || {
+        let _ = BUILDING_HERE.try_with(|b| b.set(true));
+        let built = build_global_arena();
+        let _ = BUILDING_HERE.try_with(|b| b.set(false));
+        built
+    };
+    match ARENA.get_or_init(reentrant, build) {
+        Init::Ready(arena) => Some(arena),
+        Init::Built(arena) => {
             // SAFETY: the handlers are `extern "C" fn()` that live forever.
             unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
             start_reclaim();
-            global_arena()
+            Some(arena)
         }
-        None => {
-            STATE.store(FAILED, Ordering::Release);
-            None
-        }
+        Init::Failed | Init::Reentrant => None,
     }
 }
 
@@ -274,7 +251,7 @@ impl crate::Shrinker for OrphanReaper {
     }
 }
 
-fn build_global_arena() -> Option<*mut Arena> {
+fn build_global_arena() -> Option<NonNull<Arena>> {
     let mut builder = Arena::builder().region_size(env_size("ZONEALLOC_REGION_SIZE").unwrap_or_else(physical_memory));
     if let Some(zones) = env_size("ZONEALLOC_ZONES") {
         builder = builder.zones(zones);
@@ -286,7 +263,7 @@ fn build_global_arena() -> Option<*mut Arena> {
         builder = builder.huge_pages(HugePages::Transparent);
     }
     let arena = builder.defer_reclaim_start().build().ok()?;
-    Some(SysBox::try_new(arena)?.into_raw().as_ptr())
+    Some(SysBox::try_new(arena)?.into_raw())
 }
 
 fn physical_memory() -> usize {
@@ -419,7 +396,7 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
 fn dealloc_impl(ptr: *mut u8, layout: Layout) {
     let Some(nn) = NonNull::new(ptr) else { return };
     let Some(arena) = global_arena() else {
-        if STATE.load(Ordering::Acquire) == FAILED {
+        if ARENA.failed() {
             // SAFETY: with no arena, every allocation came from System.
             unsafe { System.dealloc(ptr, layout) };
         } else {
@@ -520,7 +497,7 @@ unsafe impl GlobalAlloc for ZoneAlloc {
                 // SAFETY: both layouts are System's.
                 return unsafe { System.realloc(ptr, layout, new_size) };
             }
-            None if STATE.load(Ordering::Acquire) == FAILED => {
+            None if ARENA.failed() => {
                 // SAFETY: with no arena, everything is System's.
                 return unsafe { System.realloc(ptr, layout, new_size) };
             }

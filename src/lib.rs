@@ -35,6 +35,7 @@ mod fault;
 mod flags;
 #[cfg(not(loom))]
 mod global;
+mod lazy;
 mod oom;
 mod page;
 mod page_alloc;
@@ -59,6 +60,9 @@ pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]
 pub use global::{GlobalStats, ZoneAlloc, global_arena, global_reap, global_stats};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use oom::{OomAction, OomContext};
 pub use pcp::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig, THREAD_ARENAS};
 pub use purge::PurgeReport;

@@ -362,3 +362,51 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
         arena.check().unwrap();
     });
 }
+
+/// Two threads race to be first to use the lazily built global arena (the
+/// protocol of `ZoneAlloc`'s first allocation, on a stand-in value): it is
+/// built exactly once, both get the same value, and a call from inside the
+/// build returns `Reentrant` instead of waiting for itself.
+#[test]
+fn lazy_init_race() {
+    use std::ptr::NonNull;
+    use zonealloc::{LoomInit, LoomLazy};
+    model(|| {
+        let lazy: Arc<LoomLazy<u64>> = Arc::new(LoomLazy::new());
+        let builds = Arc::new(AtomicUsize::new(0));
+        let first_use = |lazy: Arc<LoomLazy<u64>>, builds: Arc<AtomicUsize>| {
+            let building = std::cell::Cell::new(false);
+            let got = lazy.get().map(|v| v as *const u64).or_else(|| {
+                let init = lazy.get_or_init(
+                    || building.get(),
+                    || {
+                        building.set(true);
+                        builds.fetch_add(1, Ordering::Relaxed);
+                        // An allocation from inside the build must not wait for itself.
+                        assert_eq!(lazy.get_or_init(|| building.get(), || unreachable!()), LoomInit::Reentrant);
+                        building.set(false);
+                        NonNull::new(Box::into_raw(Box::new(42u64)))
+                    },
+                );
+                match init {
+                    LoomInit::Ready(v) | LoomInit::Built(v) => Some(v as *const u64),
+                    LoomInit::Failed | LoomInit::Reentrant => None,
+                }
+            });
+            let got = got.expect("first use got no value");
+            // SAFETY: published by the builder, never freed during the model.
+            assert_eq!(unsafe { *got }, 42, "a value was seen before it was built");
+            got as usize
+        };
+        let other = {
+            let (lazy, builds) = (Arc::clone(&lazy), Arc::clone(&builds));
+            thread::spawn(move || first_use(lazy, builds))
+        };
+        let mine = first_use(Arc::clone(&lazy), Arc::clone(&builds));
+        let theirs = other.join().unwrap();
+        assert_eq!(mine, theirs, "two values were built");
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
+        // SAFETY: the one value, built by Box::into_raw above.
+        drop(unsafe { Box::from_raw(mine as *mut u64) });
+    });
+}
