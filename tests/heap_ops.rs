@@ -1,5 +1,6 @@
 //! Seeded random alloc/realloc/free sequences through `ZoneAlloc`, checked
 //! against the model the fuzz target `heap_ops` uses.
+#![cfg(not(loom))]
 
 #[path = "support/heap_model.rs"]
 mod heap_model;
