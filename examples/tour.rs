@@ -149,9 +149,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // SAFETY: allocated just above.
     unsafe { arena.free_pages(page, 0)? };
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| -> Result<(), Box<dyn std::error::Error>> {
+        // Both channels live inside the scope: if this thread returns early
+        // or panics (say stdout is a closed pipe), `tx` is dropped and the
+        // worker's `recv` returns instead of blocking the scope forever.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let arena = &arena;
         let worker = s.spawn(move || {
             let pages: Vec<_> = (0..2000).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
@@ -160,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 unsafe { arena.free_pages(p, 0).unwrap() };
             }
             ready_tx.send(()).unwrap();
-            rx.recv().unwrap(); // idle until drained
+            let _ = rx.recv(); // idle until drained (or the main thread gave up)
         });
         ready_rx.recv()?;
         let stats = arena.stats();
