@@ -11,7 +11,7 @@ use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::oom::OomHandler;
-use crate::page::{MemMap, PageInfo, Pfn};
+use crate::page::{MemMap, PageInfo, Pfn, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::FastMod;
 use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast};
 use crate::purge::PurgeReport;
@@ -52,6 +52,8 @@ pub(crate) struct ArenaInner {
     pub id: u64,
     pub region: Region,
     pub mem_map: MemMap,
+    /// Per-page slots for the slab layer's headers.
+    pub side_table: SideTable,
     pub zones: SysBox<[Zone]>,
     pub max_order: u32,
     pub zone_of_seq: FastMod,
@@ -93,6 +95,8 @@ impl Arena {
         let region = Region::reserve(layout.region_size, block_size, config.region)?;
         let mem_map =
             MemMap::new(layout.pages).map_err(|source| BuildError::Map { region_size: layout.pages * 16, source })?;
+        let side_table = SideTable::new(layout.pages)
+            .map_err(|source| BuildError::Map { region_size: layout.pages * SIDE_SLOT_BYTES, source })?;
         let mut start: Pfn = 0;
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i] as Pfn) << max_order);
@@ -111,6 +115,7 @@ impl Arena {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             region,
             mem_map,
+            side_table,
             zones,
             max_order,
             zone_of_seq: FastMod::new(layout.zones as u32),

@@ -35,6 +35,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
 use std::fmt::Write;
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -75,18 +76,54 @@ struct SharedHeap(Option<ThreadHeap<'static>>);
 // safe to use from any one thread at a time.
 unsafe impl Send for SharedHeap {}
 
-/// This thread's heap.
+/// This thread's heap. The thread-local has no destructor (the heap is in
+/// a `ManuallyDrop`), so reaching it is one address computation with no
+/// registration check; [`HeapExit`], registered when the heap is made,
+/// drops it at thread exit.
 struct Local {
-    heap: UnsafeCell<Option<ThreadHeap<'static>>>,
-    /// Set while the heap is borrowed, so a nested allocation never
-    /// aliases it.
-    busy: Cell<bool>,
+    heap: UnsafeCell<ManuallyDrop<Option<ThreadHeap<'static>>>>,
+    state: Cell<HeapState>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeapState {
+    /// No heap yet.
+    None,
+    /// A heap, not borrowed: the fast paths may use it.
+    Ready,
+    /// The heap is borrowed by a slow path on this thread; a nested
+    /// allocation (from a shrinker or an OOM handler that slow path ran)
+    /// must not alias it and uses the shared heap.
+    Busy,
+    /// The thread is exiting and its heap is gone: the shared heap serves
+    /// what later thread-local destructors allocate.
+    Gone,
 }
 
 thread_local! {
-    static LOCAL: Local = const { Local { heap: UnsafeCell::new(None), busy: Cell::new(false) } };
+    static LOCAL: Local =
+        const { Local { heap: UnsafeCell::new(ManuallyDrop::new(None)), state: Cell::new(HeapState::None) } };
+    static HEAP_EXIT: HeapExit = const { HeapExit };
     /// Set while this thread builds the global arena.
     static BUILDING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops this thread's heap at thread exit: its empty slabs go back to the
+/// buddy allocator and the others become orphans.
+struct HeapExit;
+
+impl Drop for HeapExit {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|local| {
+            if local.state.replace(HeapState::Gone) != HeapState::Ready {
+                return; // never made, or (impossibly) borrowed: leave it
+            }
+            // SAFETY: the state was Ready, so nothing borrows the heap, and
+            // Gone keeps every later use away from it.
+            let heap = unsafe { (*local.heap.get()).take() };
+            drop(heap);
+        });
+    }
 }
 
 /// The global arena, if some allocation has built it.
@@ -99,6 +136,7 @@ thread_local! {
 ///     arena.purge();
 /// }
 /// ```
+#[inline]
 pub fn global_arena() -> Option<&'static Arena> {
     ARENA.get()
 }
@@ -326,28 +364,50 @@ fn order_of(layout: Layout) -> u32 {
     }
 }
 
-/// Runs `f` on this thread's heap (made on first use when `create`).
-/// `None` when the heap is unavailable: being destroyed at thread exit,
-/// busy (a nested call), or not there and not to be made.
-#[inline]
+/// Runs `f` on this thread's heap if it is ready, without marking it
+/// borrowed: `f` must not allocate or free (the fast paths only push and
+/// pop).
+#[inline(always)]
+fn with_ready_heap<R>(f: impl FnOnce(&mut ThreadHeap<'static>) -> Option<R>) -> Option<R> {
+    LOCAL
+        .try_with(|local| {
+            if local.state.get() != HeapState::Ready {
+                return None;
+            }
+            // SAFETY: Ready: the heap exists and no slow path on this thread
+            // borrows it (they mark it Busy); `f` runs no other code.
+            let heap = unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() };
+            f(heap)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `f` on this thread's heap (made on first use when `create`),
+/// marked busy for the duration. `None` when the heap is unavailable: gone
+/// at thread exit, busy (a nested call), or not there and not to be made.
 fn with_heap<R>(arena: &'static Arena, create: bool, f: impl FnOnce(&mut ThreadHeap<'static>) -> R) -> Option<R> {
     LOCAL
         .try_with(|local| {
-            if local.busy.replace(true) {
-                return None;
-            }
-            // SAFETY: `busy` makes this the only borrow of the heap.
-            let heap = unsafe { &mut *local.heap.get() };
-            if heap.is_none() {
-                if !create {
-                    local.busy.set(false);
-                    return None;
+            match local.state.get() {
+                HeapState::Ready => {}
+                HeapState::None if create => {
+                    // SAFETY: no heap, so nothing borrows the slot.
+                    unsafe { *local.heap.get() = ManuallyDrop::new(Some(ThreadHeap::new(arena, &SLABS))) };
+                    // Registering the exit hook may allocate: mark the heap
+                    // busy first, so such an allocation uses the shared one.
+                    local.state.set(HeapState::Busy);
+                    let _ = HEAP_EXIT.try_with(|_| ());
                 }
-                *heap = Some(ThreadHeap::new(arena, &SLABS));
+                _ => return None,
             }
-            let result = heap.as_mut().map(f);
-            local.busy.set(false);
-            result
+            local.state.set(HeapState::Busy);
+            // SAFETY: Busy makes this the only borrow of the heap, which
+            // exists (Ready, or just made).
+            let heap = unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() };
+            let result = f(heap);
+            local.state.set(HeapState::Ready);
+            Some(result)
         })
         .ok()
         .flatten()
@@ -363,8 +423,25 @@ fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
     heap.alloc(class).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
-#[inline]
+#[inline(always)]
 fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
+    if let Some(class) = class_of(layout.size(), layout.align())
+        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class))
+    {
+        let ptr = object.as_ptr();
+        if zero {
+            // SAFETY: a fresh object of at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        return ptr;
+    }
+    alloc_slow(layout, zero)
+}
+
+/// Everything [`alloc_impl`] does beyond popping an object of this
+/// thread's current slab.
+#[inline(never)]
+fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
     let Some(arena) = arena() else {
         // The arena could not be built (or is being built by this very
         // thread): the system allocator serves everything.
@@ -392,8 +469,23 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     arena.alloc_pages(order, flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
-#[inline]
+#[inline(always)]
 fn dealloc_impl(ptr: *mut u8, layout: Layout) {
+    if let Some(class) = class_of(layout.size(), layout.align())
+        && let Some(nn) = NonNull::new(ptr)
+        // SAFETY: the caller frees what it was given for this layout; the
+        // slab layer checks the pointer before it writes anything.
+        && with_ready_heap(|heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
+    {
+        return;
+    }
+    dealloc_slow(ptr, layout);
+}
+
+/// Everything [`dealloc_impl`] does beyond pushing an object onto one of
+/// this thread's slabs.
+#[inline(never)]
+fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(nn) = NonNull::new(ptr) else { return };
     let Some(arena) = global_arena() else {
         if ARENA.failed() {

@@ -254,6 +254,73 @@ impl MemMap {
     }
 }
 
+/// Bytes of one [`SideTable`] slot.
+#[cfg(not(loom))]
+pub(crate) const SIDE_SLOT_BYTES: usize = 64;
+/// Bytes of one [`SideTable`] slot (loom's atomics are larger).
+#[cfg(loom)]
+pub(crate) const SIDE_SLOT_BYTES: usize = 512;
+
+/// One slot of the side table.
+#[repr(C, align(64))]
+#[cfg_attr(not(loom), allow(dead_code))]
+struct SideSlot([u8; SIDE_SLOT_BYTES]);
+
+/// A second out-of-band array, one [`SIDE_SLOT_BYTES`] slot per page, for
+/// the layers above the buddy allocator: the slab layer keeps a slab's
+/// header in the slot of the slab's first page. Like the [`MemMap`], it is
+/// lazily backed (a slot costs memory once a slab has started at its page)
+/// and never inside the pages themselves, so slab headers of neighbouring
+/// slabs sit next to each other (not one per slab at the same offset of
+/// every block, where they would compete for the same cache sets) and an
+/// overrun of an object cannot reach them.
+pub(crate) struct SideTable {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    #[cfg(not(loom))]
+    _map: memmap2::MmapMut,
+    #[cfg(loom)]
+    _slots: Vec<SideSlot>,
+}
+
+// SAFETY: the table hands out raw slot pointers; what is stored in a slot
+// and who may touch it is the business of the layer that owns the slot.
+unsafe impl Send for SideTable {}
+// SAFETY: as above.
+unsafe impl Sync for SideTable {}
+
+impl SideTable {
+    /// Reserves a slot for each of `pages` pages; nothing is committed.
+    #[cfg(not(loom))]
+    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
+        let bytes = pages * SIDE_SLOT_BYTES;
+        let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
+        let ptr = std::ptr::NonNull::new(map.as_ptr().cast_mut()).expect("mmap returned null");
+        Ok(Self { ptr, len: pages, _map: map })
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
+        let mut slots: Vec<SideSlot> = (0..pages).map(|_| SideSlot([0; SIDE_SLOT_BYTES])).collect();
+        let ptr = std::ptr::NonNull::new(slots.as_mut_ptr().cast::<u8>()).expect("vec pointer");
+        Ok(Self { ptr, len: pages, _slots: slots })
+    }
+
+    /// The slot of page `pfn`: [`SIDE_SLOT_BYTES`] bytes aligned to 64,
+    /// zero until first written.
+    ///
+    /// # Safety
+    /// `pfn` must be below the number of pages (as `Region::pfn_of`
+    /// guarantees).
+    #[inline(always)]
+    pub(crate) unsafe fn slot(&self, pfn: Pfn) -> *mut u8 {
+        debug_assert!((pfn as usize) < self.len);
+        // SAFETY: in bounds per the caller's contract: the table has a slot
+        // for every page.
+        unsafe { self.ptr.as_ptr().add(pfn as usize * SIDE_SLOT_BYTES) }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

@@ -241,18 +241,6 @@ impl ArenaInner {
         self.region.page_addr(block.pfn)
     }
 
-    /// Whether `addr` is the start of an allocated block of `order` (the
-    /// slab layer's check before it trusts a header inside the block).
-    #[inline]
-    pub(crate) fn is_allocated_block(&self, addr: usize, order: u32) -> bool {
-        if !self.region.contains(addr) {
-            return false;
-        }
-        let Some(pfn) = self.region.pfn_of(addr) else { return false };
-        let info = self.mem_map.page(pfn).info();
-        info.state == PageState::Allocated && u32::from(info.order) == order
-    }
-
     /// Validates and frees the block at `addr` to its zone's lists.
     fn free_validated(&self, addr: usize, order: u32) -> Result<(), FreeError> {
         if !self.region.contains(addr) {

@@ -35,6 +35,7 @@ use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
+use crate::page::PageInfo;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The object sizes.
@@ -51,14 +52,11 @@ pub const NR_CLASSES: usize = 32;
 /// allocator.
 pub const SLAB_MAX: usize = 8192;
 
-/// Bytes reserved at the end of every slab for its header.
-const HEADER_BYTES: usize = 128;
-
 /// Objects a slab holds at least.
 const MIN_OBJECTS: usize = 8;
 
-/// Marks a slab header.
-const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4142; // "ZONESLAB"
+/// Marks a slab header; the low byte holds the class.
+const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4100; // "ZONESLA" + class
 
 /// Written into the second word of a freed object.
 const FREED_TAG: usize = 0xdead_f4ee_0b1e_c7ed_u64 as usize;
@@ -69,7 +67,7 @@ const SCAN_LIMIT: usize = 8;
 
 /// The class for `size` at an alignment of at most 16.
 #[inline]
-fn class_of_size(size: usize) -> usize {
+const fn class_of_size(size: usize) -> usize {
     if size <= 128 {
         return size.saturating_sub(1) >> 4;
     }
@@ -78,33 +76,84 @@ fn class_of_size(size: usize) -> usize {
     8 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
 }
 
+/// Sizes up to this are classed by a table lookup.
+const LOOKUP_MAX: usize = 1024;
+
+/// The class of every size up to [`LOOKUP_MAX`], in 16-byte steps.
+const CLASS_LOOKUP: [u8; LOOKUP_MAX / 16 + 1] = {
+    let mut table = [0u8; LOOKUP_MAX / 16 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = class_of_size(i * 16) as u8;
+        i += 1;
+    }
+    table
+};
+
 /// The class serving `size` bytes at `align`, or `None` if the request
 /// belongs to the buddy allocator.
+///
+/// ```
+/// use zonealloc::{SIZE_CLASSES, class_of};
+/// assert_eq!(SIZE_CLASSES[class_of(100, 8).unwrap()], 112);
+/// assert_eq!(SIZE_CLASSES[class_of(100, 64).unwrap()], 128); // aligned: a power of two
+/// assert_eq!(class_of(100_000, 8), None);
+/// ```
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
+        if size <= LOOKUP_MAX {
+            // Every size in (16 (i - 1), 16 i] has the class of 16 i.
+            return Some(CLASS_LOOKUP[size.div_ceil(16)] as usize);
+        }
         return (size <= SLAB_MAX).then(|| class_of_size(size));
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
 }
 
-/// The buddy order of a slab of each class.
-const SLAB_ORDERS: [u8; NR_CLASSES] = {
-    let mut orders = [0u8; NR_CLASSES];
+/// What the fast paths need to know of a class, in one 32-byte entry.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct ClassInfo {
+    /// Object size.
+    size: u32,
+    /// Buddy order of a slab.
+    order: u32,
+    /// Objects a slab holds.
+    capacity: u32,
+    /// `capacity * size`: every object starts below this offset.
+    limit: u32,
+    /// `ceil(2^64 / size)`: an offset below 2^32 is a multiple of `size`
+    /// exactly when `offset * div_magic mod 2^64 < div_magic` (Lemire,
+    /// Kaser and Kurz, "Faster remainder by direct computation"), one
+    /// multiplication instead of a division on every free.
+    div_magic: u64,
+}
+
+const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
+    let mut info = [ClassInfo { size: 0, order: 0, capacity: 0, limit: 0, div_magic: 0 }; NR_CLASSES];
     let mut class = 0;
     while class < NR_CLASSES {
-        let bytes = SIZE_CLASSES[class] * MIN_OBJECTS + HEADER_BYTES;
-        orders[class] = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros() as u8;
+        let size = SIZE_CLASSES[class];
+        let order = (size * MIN_OBJECTS).div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
+        let capacity = (crate::PAGE_SIZE << order) / size;
+        info[class] = ClassInfo {
+            size: size as u32,
+            order,
+            capacity: capacity as u32,
+            limit: (capacity * size) as u32,
+            div_magic: (u64::MAX / size as u64).wrapping_add(1),
+        };
         class += 1;
     }
-    orders
+    info
 };
 
 /// The buddy order of a slab of `class`.
 #[inline(always)]
 pub(crate) fn slab_order(class: usize) -> u32 {
-    SLAB_ORDERS[class] as u32
+    CLASS_INFO[class].order
 }
 
 /// A freed object's first two words.
@@ -114,7 +163,8 @@ struct FreeObject {
     tag: usize,
 }
 
-/// A slab's header, at the end of its block.
+/// A slab's header, out of band: in the arena's side table, in the slot of
+/// the slab's first page (64 bytes, one cache line).
 #[repr(C)]
 struct Slab {
     /// Objects freed by other threads (a Treiber stack; only the owner pops,
@@ -122,32 +172,37 @@ struct Slab {
     remote: AtomicPtr<FreeObject>,
     /// The owning heap's id, or 0 for an orphan.
     owner: AtomicU64,
-    magic: u64,
-    class: usize,
+    /// [`SLAB_MAGIC`] with the class, while the slot holds a live slab;
+    /// 0 once the slab is returned.
+    key: AtomicU64,
     /// The owner's free list.
     local: *mut FreeObject,
-    /// Objects handed out and not yet back on `local` (remote frees count
-    /// until collected).
-    used: usize,
-    /// Objects never handed out start at `bump`.
-    bump: usize,
-    capacity: usize,
     /// The owner's ring of slabs of this class, or the orphan list.
     prev: *mut Slab,
     next: *mut Slab,
+    /// The slab's block.
+    base: usize,
+    /// Objects handed out and not yet back on `local` (remote frees count
+    /// until collected).
+    used: u32,
+    /// Objects never handed out start at `bump`.
+    bump: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Slab>() <= crate::page::SIDE_SLOT_BYTES);
+
+#[inline(always)]
+const fn slab_key(class: usize) -> u64 {
+    SLAB_MAGIC | class as u64
 }
 
 impl Slab {
-    fn base(this: *mut Slab, order: u32) -> usize {
-        this as usize + HEADER_BYTES - (crate::PAGE_SIZE << order)
-    }
-
     /// Pops a free object (local list, then the bump area). Owner only.
     ///
     /// # Safety
-    /// `this` is a live slab owned by the caller's heap.
-    #[inline]
-    unsafe fn pop(this: *mut Slab) -> Option<NonNull<u8>> {
+    /// `this` is a live slab of `class` owned by the caller's heap.
+    #[inline(always)]
+    unsafe fn pop(this: *mut Slab, class: usize) -> Option<NonNull<u8>> {
         // SAFETY: the caller owns the slab: its plain fields are ours.
         let slab = unsafe { &mut *this };
         let object = if !slab.local.is_null() {
@@ -155,9 +210,8 @@ impl Slab {
             // SAFETY: objects on the local list are free and ours.
             slab.local = unsafe { (*object).next };
             object.cast::<u8>()
-        } else if slab.bump < slab.capacity {
-            let size = SIZE_CLASSES[slab.class];
-            let object = (Slab::base(this, slab_order(slab.class)) + slab.bump * size) as *mut u8;
+        } else if slab.bump < CLASS_INFO[class].capacity {
+            let object = (slab.base + slab.bump as usize * CLASS_INFO[class].size as usize) as *mut u8;
             slab.bump += 1;
             object
         } else {
@@ -194,11 +248,19 @@ impl Slab {
             n += 1;
         }
         slab.used -= n;
-        n
+        n as usize
     }
 
     fn is_empty(&self) -> bool {
         self.used == 0
+    }
+
+    /// Whether an allocation could take an object from it (after
+    /// collecting its remote frees).
+    fn has_free(&self, class: usize) -> bool {
+        !self.local.is_null()
+            || self.bump < CLASS_INFO[class].capacity
+            || !self.remote.load(Ordering::Relaxed).is_null()
     }
 }
 
@@ -353,17 +415,18 @@ impl Slabs {
             while let Some(slab) = list.pop() {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
-                unsafe {
+                let base = unsafe {
                     Slab::collect(slab);
                     if !(*slab).is_empty() {
                         keep.push_back(slab);
                         continue;
                     }
-                    (*slab).magic = 0;
-                }
+                    (*slab).key.store(0, Ordering::Relaxed);
+                    (*slab).base
+                };
                 self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
                 self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
-                if let Some(base) = NonNull::new(Slab::base(slab, order) as *mut u8) {
+                if let Some(base) = NonNull::new(base as *mut u8) {
                     // SAFETY: allocated by `new_slab` at this order; empty.
                     let _ = unsafe { arena.free_pages(base, order) };
                     pages += 1 << order;
@@ -399,24 +462,33 @@ impl ClassCounters {
     }
 }
 
-/// Finds and checks the slab `ptr` belongs to.
-#[inline]
+/// Finds and checks the slab `ptr` belongs to: the block around it must be
+/// an allocated buddy block of the class's slab order (from the page
+/// metadata), its side-table slot must hold a live slab of the class, and
+/// `ptr` must be an object boundary inside it. Reads only the page metadata
+/// and the side table, never the block itself.
+#[inline(always)]
 fn find_slab(arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
-    let order = slab_order(class);
-    let bytes = crate::PAGE_SIZE << order;
+    let info = &CLASS_INFO[class];
+    let inner = &*arena.inner;
     let addr = ptr.as_ptr() as usize;
-    let base = addr & !(bytes - 1);
-    if !arena.inner.is_allocated_block(base, order) {
+    let base = addr & !((crate::PAGE_SIZE << info.order) - 1);
+    let Some(pfn) = inner.region.pfn_of(base) else { return Err(SlabFreeError::NotAnObject) };
+    // SAFETY: `pfn_of` returned a page of the region; the metadata has an
+    // entry for each.
+    let word = unsafe { inner.mem_map.page_unchecked(pfn) }.info_word();
+    let offset = (addr - base) as u64;
+    if word & 0xffff != PageInfo::allocated_key(info.order)
+        || offset >= u64::from(info.limit)
+        || offset.wrapping_mul(info.div_magic) >= info.div_magic
+    {
         return Err(SlabFreeError::NotAnObject);
     }
-    let slab = (base + bytes - HEADER_BYTES) as *mut Slab;
-    // SAFETY: the block is allocated and of the slab order: its last
-    // HEADER_BYTES are readable; whether they are a slab header is what we
-    // check.
-    let (magic, slab_class, capacity) = unsafe { ((*slab).magic, (*slab).class, (*slab).capacity) };
-    let offset = addr - base;
-    let size = SIZE_CLASSES[class];
-    if magic != SLAB_MAGIC || slab_class != class || !offset.is_multiple_of(size) || offset / size >= capacity {
+    // SAFETY: as above, the side table has a slot for every page.
+    let slab = unsafe { inner.side_table.slot(pfn) }.cast::<Slab>();
+    // SAFETY: a slot is always readable (zero until a slab starts there);
+    // `key` is an atomic, so a racing change of the slot is well-defined.
+    if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
         return Err(SlabFreeError::NotAnObject);
     }
     Ok(slab)
@@ -471,18 +543,26 @@ impl<'a> ThreadHeap<'a> {
     /// An object of `class`, or `None` if the arena is out of memory.
     #[inline]
     pub fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.alloc_cached(class).or_else(|| self.alloc_slow(class))
+    }
+
+    /// An object from the current slab of `class`, if it has one free
+    /// without collecting remote frees: plain loads and stores, no call.
+    /// `None` sends the caller to [`alloc`](Self::alloc).
+    #[inline(always)]
+    pub(crate) fn alloc_cached(&mut self, class: usize) -> Option<NonNull<u8>> {
         let slab = self.current[class];
-        if !slab.is_null() {
-            // SAFETY: the current slab is live and ours.
-            if let Some(object) = unsafe { Slab::pop(slab) } {
-                self.delta[class] += 1;
-                return Some(object);
-            }
+        if slab.is_null() {
+            return None;
         }
-        self.alloc_slow(class)
+        // SAFETY: the current slab is live and ours.
+        let object = unsafe { Slab::pop(slab, class) }?;
+        self.delta[class] += 1;
+        Some(object)
     }
 
     #[cold]
+    #[inline(never)]
     fn alloc_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
         self.flush(class);
         let current = self.current[class];
@@ -494,7 +574,7 @@ impl<'a> ThreadHeap<'a> {
                 // SAFETY: slabs on our ring are live and ours.
                 unsafe {
                     Slab::collect(slab);
-                    if let Some(object) = Slab::pop(slab) {
+                    if let Some(object) = Slab::pop(slab, class) {
                         self.current[class] = slab;
                         self.delta[class] += 1;
                         return Some(object);
@@ -510,7 +590,7 @@ impl<'a> ThreadHeap<'a> {
         if let Some(slab) = self.adopt(class) {
             self.link(class, slab);
             // SAFETY: just linked: live and ours.
-            if let Some(object) = unsafe { Slab::pop(slab) } {
+            if let Some(object) = unsafe { Slab::pop(slab, class) } {
                 self.current[class] = slab;
                 self.delta[class] += 1;
                 return Some(object);
@@ -520,7 +600,7 @@ impl<'a> ThreadHeap<'a> {
         self.link(class, slab);
         self.current[class] = slab;
         // SAFETY: just linked: live and ours, every object free.
-        let object = unsafe { Slab::pop(slab) };
+        let object = unsafe { Slab::pop(slab, class) };
         self.delta[class] += 1;
         object
     }
@@ -535,8 +615,7 @@ impl<'a> ThreadHeap<'a> {
             for _ in 0..SCAN_LIMIT {
                 let slab = list.pop()?;
                 // SAFETY: orphans are live, and owned by the list we hold.
-                let s = unsafe { &*slab };
-                if !s.local.is_null() || s.bump < s.capacity || !s.remote.load(Ordering::Relaxed).is_null() {
+                if unsafe { (*slab).has_free(class) } {
                     found = Some(slab);
                     break;
                 }
@@ -556,22 +635,25 @@ impl<'a> ThreadHeap<'a> {
 
     fn new_slab(&mut self, class: usize) -> Option<*mut Slab> {
         let order = slab_order(class);
-        let bytes = crate::PAGE_SIZE << order;
         let block = self.arena.alloc_pages(order, AllocFlags::NOWARN).ok()?;
-        let slab = (block.as_ptr() as usize + bytes - HEADER_BYTES) as *mut Slab;
-        // SAFETY: a fresh block of `bytes`, ours; the header fits its end.
+        let inner = &*self.arena.inner;
+        let pfn = inner.region.pfn_of(block.as_ptr() as usize)?;
+        // SAFETY: the block's first page is a page of the region.
+        let slab = unsafe { inner.side_table.slot(pfn) }.cast::<Slab>();
+        // SAFETY: the slot belongs to the block we just took: nobody else
+        // writes it, and it is 64-byte aligned and large enough (asserted
+        // at compile time).
         unsafe {
             slab.write(Slab {
                 remote: AtomicPtr::new(ptr::null_mut()),
                 owner: AtomicU64::new(self.id),
-                magic: SLAB_MAGIC,
-                class,
+                key: AtomicU64::new(slab_key(class)),
                 local: ptr::null_mut(),
-                used: 0,
-                bump: 0,
-                capacity: (bytes - HEADER_BYTES) / SIZE_CLASSES[class],
                 prev: slab,
                 next: slab,
+                base: block.as_ptr() as usize,
+                used: 0,
+                bump: 0,
             });
         }
         self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
@@ -617,6 +699,52 @@ impl<'a> ThreadHeap<'a> {
     /// is not used again (a wrong pointer is detected, not trusted).
     #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        // SAFETY: the caller's contract is ours.
+        if unsafe { self.free_cached(ptr, class) } {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { self.free_slow(ptr, class) }
+    }
+
+    /// Frees `ptr` when it is a live object of one of this heap's own slabs
+    /// and the free is a push onto that slab's list (the slab does not
+    /// become empty, or is the current one). Returns `false`, having
+    /// changed nothing, for everything else: another thread's object, a
+    /// slab to release, a pointer to refuse.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
+        let Ok(slab) = find_slab(self.arena, ptr, class) else { return false };
+        let object = ptr.as_ptr().cast::<FreeObject>();
+        // SAFETY: a live slab (checked above); `owner` is atomic. Only this
+        // thread ever stores its own id there, so a match is never stale,
+        // and then the slab's plain fields and free objects are ours.
+        unsafe {
+            if (*slab).owner.load(Ordering::Relaxed) != self.id
+                || (*object).tag == FREED_TAG
+                || ((*slab).used == 1 && self.current[class] != slab)
+            {
+                return false;
+            }
+            (*object).tag = FREED_TAG;
+            (*object).next = (*slab).local;
+            (*slab).local = object;
+            (*slab).used -= 1;
+        }
+        self.delta[class] -= 1;
+        true
+    }
+
+    /// [`free`](Self::free) beyond a push onto one of our slabs.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
         let slab = find_slab(self.arena, ptr, class)?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
@@ -650,9 +778,12 @@ impl<'a> ThreadHeap<'a> {
         let order = slab_order(class);
         // SAFETY: ours and empty: no object of it is in use, and no remote
         // free can be in flight (every remote free is counted in `used`).
-        unsafe { (*slab).magic = 0 };
+        let base = unsafe {
+            (*slab).key.store(0, Ordering::Relaxed);
+            (*slab).base
+        };
         self.slabs.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
-        if let Some(base) = NonNull::new(Slab::base(slab, order) as *mut u8) {
+        if let Some(base) = NonNull::new(base as *mut u8) {
             // SAFETY: the block was allocated by `new_slab` at this order.
             let _ = unsafe { self.arena.free_pages(base, order) };
         }
@@ -738,8 +869,8 @@ mod tests {
     fn every_slab_holds_at_least_eight_objects() {
         for (class, &size) in SIZE_CLASSES.iter().enumerate() {
             let bytes = crate::PAGE_SIZE << slab_order(class);
-            assert!((bytes - HEADER_BYTES) / size >= MIN_OBJECTS, "class {class}");
-            assert!(std::mem::size_of::<Slab>() <= HEADER_BYTES);
+            assert!(bytes / size >= MIN_OBJECTS, "class {class}");
+            assert_eq!(CLASS_INFO[class].capacity as usize, bytes / size);
         }
     }
 }
