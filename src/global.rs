@@ -426,7 +426,7 @@ fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
 #[inline(always)]
 fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     if let Some(class) = class_of(layout.size(), layout.align())
-        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class))
+        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)))
     {
         let ptr = object.as_ptr();
         if zero {
@@ -438,8 +438,8 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     alloc_slow(layout, zero)
 }
 
-/// Everything [`alloc_impl`] does beyond popping an object of this
-/// thread's current slab.
+/// Everything [`alloc_impl`] does beyond taking an object from a slab
+/// this thread already has.
 #[inline(never)]
 fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
     let Some(arena) = arena() else {

@@ -35,7 +35,6 @@ use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
-use crate::page::PageInfo;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The object sizes.
@@ -76,8 +75,8 @@ const fn class_of_size(size: usize) -> usize {
     8 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
 }
 
-/// Sizes up to this are classed by a table lookup.
-const LOOKUP_MAX: usize = 1024;
+/// Sizes up to this are classed by a table lookup (513 bytes).
+const LOOKUP_MAX: usize = SLAB_MAX;
 
 /// The class of every size up to [`LOOKUP_MAX`], in 16-byte steps.
 const CLASS_LOOKUP: [u8; LOOKUP_MAX / 16 + 1] = {
@@ -102,11 +101,9 @@ const CLASS_LOOKUP: [u8; LOOKUP_MAX / 16 + 1] = {
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
-        if size <= LOOKUP_MAX {
-            // Every size in (16 (i - 1), 16 i] has the class of 16 i.
-            return Some(CLASS_LOOKUP[size.div_ceil(16)] as usize);
-        }
-        return (size <= SLAB_MAX).then(|| class_of_size(size));
+        // Every size in (16 (i - 1), 16 i] has the class of 16 i: class
+        // boundaries are multiples of 16.
+        return (size <= LOOKUP_MAX).then(|| CLASS_LOOKUP[size.div_ceil(16)] as usize);
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
@@ -444,7 +441,7 @@ impl Slabs {
     /// `ptr` was returned for `class` by a heap over `arena` and is not
     /// used again (a wrong pointer is detected, not trusted).
     pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        let slab = find_slab(arena, ptr, class)?;
+        let slab = SlabMap::of(arena).find(ptr, class)?;
         // SAFETY: find_slab checked that `ptr` is an object of a live slab.
         unsafe { push_remote(slab, ptr) }
     }
@@ -462,36 +459,58 @@ impl ClassCounters {
     }
 }
 
-/// Finds and checks the slab `ptr` belongs to: the block around it must be
-/// an allocated buddy block of the class's slab order (from the page
-/// metadata), its side-table slot must hold a live slab of the class, and
-/// `ptr` must be an object boundary inside it. Reads only the page metadata
-/// and the side table, never the block itself.
-#[inline(always)]
-fn find_slab(arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
-    let info = &CLASS_INFO[class];
-    let inner = &*arena.inner;
-    let addr = ptr.as_ptr() as usize;
-    let base = addr & !((crate::PAGE_SIZE << info.order) - 1);
-    let Some(pfn) = inner.region.pfn_of(base) else { return Err(SlabFreeError::NotAnObject) };
-    // SAFETY: `pfn_of` returned a page of the region; the metadata has an
-    // entry for each.
-    let word = unsafe { inner.mem_map.page_unchecked(pfn) }.info_word();
-    let offset = (addr - base) as u64;
-    if word & 0xffff != PageInfo::allocated_key(info.order)
-        || offset >= u64::from(info.limit)
-        || offset.wrapping_mul(info.div_magic) >= info.div_magic
-    {
-        return Err(SlabFreeError::NotAnObject);
+/// Where slab headers are: the arena's region and its side table, copied
+/// out of the arena so the free path reaches them without a pointer chase.
+#[derive(Clone, Copy)]
+struct SlabMap {
+    region_base: usize,
+    region_len: usize,
+    table: *mut u8,
+}
+
+impl SlabMap {
+    fn of(arena: &Arena) -> Self {
+        let inner = &*arena.inner;
+        Self {
+            region_base: inner.region.base().as_ptr() as usize,
+            region_len: inner.region.len(),
+            // SAFETY: page 0's slot: the table's start.
+            table: unsafe { inner.side_table.slot(0) },
+        }
     }
-    // SAFETY: as above, the side table has a slot for every page.
-    let slab = unsafe { inner.side_table.slot(pfn) }.cast::<Slab>();
-    // SAFETY: a slot is always readable (zero until a slab starts there);
-    // `key` is an atomic, so a racing change of the slot is well-defined.
-    if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
-        return Err(SlabFreeError::NotAnObject);
+
+    /// Finds and checks the slab `ptr` belongs to: the side-table slot of
+    /// the block around it (at the class's slab order) must hold a live
+    /// slab of the class, and `ptr` must be an object boundary inside it.
+    /// Reads only the side table, never the block: a slot holds a key only
+    /// while the slab layer owns the block it describes, so a live key
+    /// also says the block is allocated, at the slab order.
+    #[inline(always)]
+    fn find(self, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
+        let info = &CLASS_INFO[class];
+        let addr = ptr.as_ptr() as usize;
+        // The region is aligned to its largest block, so masking the
+        // offset is masking the address.
+        let offset_in_region = addr.wrapping_sub(self.region_base);
+        let block = offset_in_region & !((crate::PAGE_SIZE << info.order) - 1);
+        let offset = (offset_in_region - block) as u64;
+        if offset_in_region >= self.region_len
+            || offset >= u64::from(info.limit)
+            || offset.wrapping_mul(info.div_magic) >= info.div_magic
+        {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        let pfn = block >> crate::region::PAGE_SHIFT;
+        // SAFETY: `block` is inside the region, and the side table has a
+        // slot of SIDE_SLOT_BYTES for each of its pages.
+        let slab = unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>();
+        // SAFETY: a slot is always readable (zero until a slab starts
+        // there); `key` is an atomic, so a racing change is well-defined.
+        if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        Ok(slab)
     }
-    Ok(slab)
 }
 
 /// Tags `ptr` free and pushes it onto the slab's remote stack.
@@ -525,6 +544,7 @@ unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>) -> Result<(), SlabFreeE
 pub struct ThreadHeap<'a> {
     arena: &'a Arena,
     slabs: &'a Slabs,
+    map: SlabMap,
     id: u64,
     /// Per class: the slab allocations come from (null when none).
     current: [*mut Slab; NR_CLASSES],
@@ -537,7 +557,14 @@ impl<'a> ThreadHeap<'a> {
     /// every other heap of `slabs`.
     pub fn new(arena: &'a Arena, slabs: &'a Slabs) -> Self {
         let id = slabs.next_heap_id.fetch_add(1, Ordering::Relaxed);
-        Self { arena, slabs, id, current: [ptr::null_mut(); NR_CLASSES], delta: [0; NR_CLASSES] }
+        Self {
+            arena,
+            slabs,
+            map: SlabMap::of(arena),
+            id,
+            current: [ptr::null_mut(); NR_CLASSES],
+            delta: [0; NR_CLASSES],
+        }
     }
 
     /// An object of `class`, or `None` if the arena is out of memory.
@@ -561,31 +588,48 @@ impl<'a> ThreadHeap<'a> {
         Some(object)
     }
 
+    /// An object from the slabs this heap already has: the current
+    /// slab's remote frees, then the next few slabs of the ring, which
+    /// becomes current. Touches no lock and calls nothing outside the
+    /// heap, so it needs no protection against re-entry; `None` sends
+    /// the caller on to a new slab.
+    #[inline(never)]
+    pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let current = self.current[class];
+        if current.is_null() {
+            return None;
+        }
+        // Walking forward leaves the slabs found full behind: each is
+        // looked at again only after a whole turn of the ring.
+        let mut slab = current;
+        for _ in 0..SCAN_LIMIT {
+            // SAFETY: slabs on our ring are live and ours.
+            unsafe {
+                Slab::collect(slab);
+                if let Some(object) = Slab::pop(slab, class) {
+                    self.current[class] = slab;
+                    self.delta[class] += 1;
+                    return Some(object);
+                }
+                slab = (*slab).next;
+            }
+            if slab == current {
+                break;
+            }
+        }
+        None
+    }
+
+    /// An object from a slab this heap does not have yet: an adopted
+    /// orphan, or a new slab from the buddy allocator (which may reclaim,
+    /// and so run shrinkers that allocate).
     #[cold]
     #[inline(never)]
     fn alloc_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.flush(class);
-        let current = self.current[class];
-        if !current.is_null() {
-            // Frees from other threads into the current slab, then the
-            // next few slabs of the ring, oldest first.
-            let mut slab = current;
-            for _ in 0..SCAN_LIMIT {
-                // SAFETY: slabs on our ring are live and ours.
-                unsafe {
-                    Slab::collect(slab);
-                    if let Some(object) = Slab::pop(slab, class) {
-                        self.current[class] = slab;
-                        self.delta[class] += 1;
-                        return Some(object);
-                    }
-                    slab = (*slab).next;
-                }
-                if slab == current {
-                    break;
-                }
-            }
+        if let Some(object) = self.alloc_from_ring(class) {
+            return Some(object);
         }
+        self.flush(class);
         // An orphan with free objects, then a new slab.
         if let Some(slab) = self.adopt(class) {
             self.link(class, slab);
@@ -717,7 +761,7 @@ impl<'a> ThreadHeap<'a> {
     /// As for [`free`](Self::free).
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
-        let Ok(slab) = find_slab(self.arena, ptr, class) else { return false };
+        let Ok(slab) = self.map.find(ptr, class) else { return false };
         let object = ptr.as_ptr().cast::<FreeObject>();
         // SAFETY: a live slab (checked above); `owner` is atomic. Only this
         // thread ever stores its own id there, so a match is never stale,
@@ -745,7 +789,7 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        let slab = find_slab(self.arena, ptr, class)?;
+        let slab = self.map.find(ptr, class)?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
             // Only this thread ever stores its own id, so a match cannot
@@ -861,6 +905,17 @@ mod tests {
                     }
                     None => assert!(size.max(align).next_power_of_two() > SLAB_MAX),
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_boundary_test_by_multiplication_matches_the_remainder() {
+        for (class, info) in CLASS_INFO.iter().enumerate() {
+            let size = u64::from(info.size);
+            for offset in 0..(4096u64 << info.order) {
+                let by_multiplication = offset.wrapping_mul(info.div_magic) < info.div_magic;
+                assert_eq!(by_multiplication, offset % size == 0, "class {class}, offset {offset}");
             }
         }
     }

@@ -157,3 +157,40 @@ fn bad_frees_are_refused_without_writing() {
     arena.check().unwrap();
     assert_eq!(slabs.stats()[class].slabs, 0);
 }
+
+/// Slab headers live out of band: a slab's objects fill its whole block
+/// (the smallest power-of-two number of pages holding eight objects), and
+/// writing every byte of every object, up to the very end of the block
+/// where the header used to sit, disturbs nothing.
+#[test]
+fn objects_fill_the_whole_slab_and_writing_all_of_them_disturbs_nothing() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let start = free_pages(&arena);
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+        let block = (size * 8).div_ceil(4096).next_power_of_two() * 4096;
+        let capacity = block / size;
+        let objects: Vec<NonNull<u8>> = (0..capacity).map(|_| heap.alloc(class).unwrap()).collect();
+        let base = objects[0].as_ptr() as usize;
+        assert_eq!(base % block, 0, "class {class}: a fresh slab starts at its block");
+        for (i, p) in objects.iter().enumerate() {
+            assert_eq!(p.as_ptr() as usize, base + i * size, "class {class}: object {i} of one slab");
+        }
+        assert!(block - capacity * size < size, "class {class}: room for another object is left unused");
+        for p in &objects {
+            // SAFETY: each object is ours and `size` bytes long.
+            unsafe { p.as_ptr().write_bytes(0xa5, size) };
+        }
+        let next = heap.alloc(class).unwrap();
+        assert!(!(base..base + block).contains(&(next.as_ptr() as usize)), "class {class}: the slab was full");
+        for p in objects.into_iter().chain([next]) {
+            // SAFETY: ours, freed once.
+            unsafe { heap.free(p, class) }.unwrap();
+        }
+    }
+    drop(heap);
+    slabs.reap_orphans(&arena);
+    assert_eq!(free_pages(&arena), start, "every slab went back");
+    arena.check().unwrap();
+}
