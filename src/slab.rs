@@ -6,7 +6,14 @@
 //! above 128 bytes. A request aligned above 16 takes the smallest
 //! power-of-two class that fits both its size and its alignment; objects of
 //! a power-of-two class are aligned to their size, since a slab is a buddy
-//! block aligned to its own size and its header sits at its *end*.
+//! block aligned to its own size and filled with objects from its start.
+//!
+//! **Headers out of band.** A slab's header (64 bytes) lives in the arena's
+//! side table, in the slot of the slab's first page, never in the block:
+//! the headers of neighbouring slabs share cache lines instead of every
+//! header sitting at the same offset of a size-aligned block (where they
+//! competed for the same cache sets), an object overrun cannot reach them,
+//! and the whole block holds objects.
 //!
 //! **Ownership.** Every slab belongs to one [`ThreadHeap`] (its `owner` id)
 //! or to nobody (an orphan). The owner allocates and frees with plain loads
@@ -25,9 +32,10 @@
 //! be alive: it touches only the slab.
 //!
 //! **Checks.** A free is refused (and reported by the caller) unless the
-//! pointer's block is an allocated buddy block of the class's slab order
-//! whose header carries the magic and the class, and the pointer is an
-//! object boundary. A freed object carries a tag in its second word, so a
+//! side-table slot of the block around the pointer (at the class's slab
+//! order) holds a live slab of that class (magic and class in one word,
+//! cleared when the slab goes back to the buddy allocator) and the pointer
+//! is an object boundary (a multiply-compare, no division). A freed object carries a tag in its second word, so a
 //! second free of it is refused; two threads freeing the same object at the
 //! same instant (a data race in the caller) may both pass.
 

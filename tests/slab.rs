@@ -145,6 +145,13 @@ fn bad_frees_are_refused_without_writing() {
         let inside = NonNull::new(a.as_ptr().add(8)).unwrap();
         assert_eq!(heap.free(inside, class), Err(SlabFreeError::NotAnObject));
         assert_eq!(heap.free(a, class + 1), Err(SlabFreeError::NotAnObject), "wrong class");
+        // 48-byte objects in a 4 KiB slab: 85 of them, and 4080 = 85 * 48
+        // is a boundary past the last one.
+        let base = a.as_ptr() as usize & !4095;
+        let past = NonNull::new((base + 85 * 48) as *mut u8).unwrap();
+        assert_eq!(heap.free(past, class), Err(SlabFreeError::NotAnObject), "past the last object");
+        let outside = NonNull::new(std::ptr::dangling_mut::<u8>().wrapping_add(4096)).unwrap();
+        assert_eq!(heap.free(outside, class), Err(SlabFreeError::NotAnObject), "outside the region");
         let page = arena.alloc_pages(0, zonealloc::AllocFlags::empty()).unwrap();
         assert_eq!(heap.free(page, class), Err(SlabFreeError::NotAnObject), "a page, not a slab");
         arena.free_pages(page, 0).unwrap();
@@ -156,6 +163,11 @@ fn bad_frees_are_refused_without_writing() {
     drop(heap);
     arena.check().unwrap();
     assert_eq!(slabs.stats()[class].slabs, 0);
+    // The slab went back to the buddy allocator: its side-table key is
+    // gone, so a late free of one of its objects is refused too.
+    // SAFETY: refused before anything is written.
+    assert_eq!(unsafe { slabs.free_remote(&arena, b, class) }, Err(SlabFreeError::NotAnObject));
+    arena.check().unwrap();
 }
 
 /// Slab headers live out of band: a slab's objects fill its whole block
