@@ -187,6 +187,29 @@ impl Arena {
         inner.free_pages_slow(addr, order)
     }
 
+    /// Grows the allocated block at `ptr` from `order` to `new_order` where
+    /// it lies, when it is aligned to the new size and the blocks above it
+    /// that make up the difference are free in the buddy lists (the
+    /// inverse of the merges a free does), and the zone stays above its
+    /// low watermark. Returns whether it grew; when it did, free the block
+    /// with `new_order`. Nothing changes otherwise, and a pointer that is
+    /// not an allocated block of `order` is never grown. `realloc` of the
+    /// global allocator uses it, so a `Vec` doubling inside the arena
+    /// usually keeps its address and copies nothing.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).zones(1).build()?;
+    /// let block = arena.alloc_pages(4, AllocFlags::empty())?; // 64 KiB, from a fresh 4 MiB block
+    /// assert!(arena.try_grow_pages(block, 4, 6)); // its buddies are free: 256 KiB in place
+    /// unsafe { arena.free_pages(block, 6)? };
+    /// arena.check()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_grow_pages(&self, ptr: NonNull<u8>, order: u32, new_order: u32) -> bool {
+        self.inner.grow_pages(ptr.as_ptr() as usize, order, new_order)
+    }
+
     /// Returns every block held in any thread's cache to the buddy lists,
     /// including the caches of idle or blocked threads (the kernel's
     /// `drain_all_pages`). Owners are not interrupted; see ARCHITECTURE.md.

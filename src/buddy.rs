@@ -252,6 +252,33 @@ impl Buddy {
         self.add_to_free_list(mm, pfn, order, flags);
     }
 
+    /// Grows the allocated block at `pfn` from `order` to `new_order` in
+    /// place, taking the free buddies above it (`pfn + (1 << o)` for each
+    /// order `o` on the way up) off their lists: the inverse of
+    /// [`free_one_page`](Self::free_one_page)'s merges. Only when `pfn` is
+    /// aligned to `new_order` and every such buddy is a whole free block of
+    /// its order; otherwise nothing changes. The caller sets the head's new
+    /// order.
+    pub(crate) fn grow_in_place(&mut self, mm: &MemMap, pfn: Pfn, order: u32, new_order: u32) -> bool {
+        if new_order > self.max_order || !pfn.is_multiple_of(1 << new_order) || pfn + (1 << new_order) > self.frontier {
+            return false;
+        }
+        let buddy_free = |o: u32| {
+            let info = mm.page(pfn + (1 << o)).info();
+            info.state == PageState::Free && u32::from(info.order) == o
+        };
+        if !(order..new_order).all(buddy_free) {
+            return false;
+        }
+        for o in order..new_order {
+            let buddy = pfn + (1 << o);
+            let flags = mm.page(buddy).info().flags;
+            self.del_from_free_list(mm, buddy, o, flags);
+            mm.page(buddy).set_info(PageInfo::TAIL);
+        }
+        true
+    }
+
     /// Adds a free block to its list: a resident block at the front (LIFO:
     /// the most recently freed, cache-warm block goes out first), a purged
     /// one at the back (`FPI_TO_TAIL`), so that memory handed back to the OS

@@ -543,6 +543,18 @@ fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
     }
 }
 
+/// Whether a buddy block (`old` is served by the buddy allocator) grows
+/// to the order `new` needs where it lies.
+fn grows_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
+    if class_of(old.size(), old.align()).is_some() {
+        return false;
+    }
+    let (order, new_order) = (order_of(old), order_of(new));
+    new_order > order
+        && new_order <= arena.max_order()
+        && NonNull::new(ptr).is_some_and(|ptr| arena.try_grow_pages(ptr, order, new_order))
+}
+
 /// Whether `old` and `new` are served by the same slot (object class or
 /// block order), so a realloc between them can stay in place.
 fn same_slot(arena: &Arena, old: Layout, new: Layout) -> bool {
@@ -581,6 +593,7 @@ unsafe impl GlobalAlloc for ZoneAlloc {
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         match global_arena() {
             Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
+            Some(arena) if arena.contains(ptr) && grows_in_place(arena, ptr, layout, new_layout) => return ptr,
             Some(arena)
                 if !arena.contains(ptr)
                     && class_of(new_size, layout.align()).is_none()

@@ -271,6 +271,38 @@ impl ArenaInner {
         Ok(())
     }
 
+    /// Grows the allocated block at `addr` from `order` to `new_order` in
+    /// place when the buddies above it are free and the zone stays above
+    /// its low watermark (within the capacity) after giving them; `false`,
+    /// with nothing changed, otherwise (including for any pointer that is
+    /// not an allocated block of `order`).
+    pub(crate) fn grow_pages(&self, addr: usize, order: u32, new_order: u32) -> bool {
+        if new_order <= order || new_order > self.max_order {
+            return false;
+        }
+        let Some(pfn) = self.region.pfn_of(addr) else { return false };
+        let is_block = |info: PageInfo| info.state == PageState::Allocated && u32::from(info.order) == order;
+        let info = self.mem_map.page(pfn).info();
+        if !is_block(info) {
+            return false;
+        }
+        let zone = &self.zones[usize::from(info.zone)];
+        let extra = (1usize << new_order) - (1 << order);
+        if zone.usable_free_pages() < extra + zone.watermarks().low {
+            return false;
+        }
+        let mut guard = zone.lock();
+        // Re-read under the lock: the block may have been freed meanwhile.
+        let info = self.mem_map.page(pfn).info();
+        if !is_block(info) || !guard.inner.buddy.grow_in_place(&self.mem_map, pfn, order, new_order) {
+            return false;
+        }
+        self.mem_map.page(pfn).set_info(PageInfo { order: new_order as u8, ..info });
+        guard.inner.frees[order as usize] += 1;
+        guard.inner.allocs[new_order as usize] += 1;
+        true
+    }
+
     /// Pages went back to a zone's lists: reclaim may be worth trying again,
     /// NOFAIL waiters may now succeed, and the purge timer should run.
     #[inline]

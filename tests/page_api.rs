@@ -175,3 +175,41 @@ fn stats_display_prints_kernel_formats() {
     unsafe { arena.free_pages(p, 1) }.unwrap();
     let _ = NonNull::<u8>::dangling();
 }
+
+/// `try_grow_pages` takes the free buddies above a block, exactly when all
+/// of them are free, the block is aligned to the new size and the order
+/// fits; it changes nothing otherwise.
+#[test]
+fn blocks_grow_in_place_only_into_free_buddies() {
+    let arena = small_arena(1, 1, 8); // one zone of one 256-page block
+    let initial = start_state(&arena);
+    let free = |arena: &Arena| arena.stats().zones[0].free;
+    // Pages 0..4 (order 2); the split left free blocks at 4 (order 2),
+    // 8 (3), 16 (4), 32 (5), 64 (6) and 128 (7).
+    let a = arena.alloc_pages(2, NOWARN).unwrap();
+    assert_eq!(free(&arena), 252);
+    assert!(arena.try_grow_pages(a, 2, 5), "4, 8 and 16 are free");
+    assert_eq!(free(&arena), 224);
+    arena.check().unwrap();
+    // Pages 32..64 next: the block above `a` is now taken.
+    let b = arena.alloc_pages(5, NOWARN).unwrap();
+    assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 32 * 4096);
+    assert!(!arena.try_grow_pages(a, 5, 6), "its buddy at 32 is allocated");
+    assert!(!arena.try_grow_pages(b, 5, 6), "not aligned to order 6");
+    assert!(!arena.try_grow_pages(a, 4, 6), "not a block of order 4");
+    assert!(!arena.try_grow_pages(a, 5, 9), "above max_order");
+    assert!(!arena.try_grow_pages(a, 5, 5), "not a growth");
+    assert_eq!(free(&arena), 192, "refusals change nothing");
+    arena.check().unwrap();
+    // SAFETY: b is ours, at order 5.
+    unsafe { arena.free_pages(b, 5) }.unwrap();
+    assert!(arena.try_grow_pages(a, 5, 8), "the whole zone");
+    assert_eq!(free(&arena), 0);
+    assert!(!arena.try_grow_pages(b, 5, 6), "a freed block is not grown");
+    // SAFETY: a is ours, now at order 8; the old order is refused.
+    assert!(unsafe { arena.free_pages(a, 5) }.is_err());
+    // SAFETY: as above.
+    unsafe { arena.free_pages(a, 8) }.unwrap();
+    arena.check().unwrap();
+    assert_eq!(start_state(&arena), initial);
+}
