@@ -33,6 +33,7 @@ use crate::zone::Zone;
 /// use zonealloc::{AllocFlags, Arena};
 /// let arena = Arena::builder().region_size(64 << 20).zones(2).build()?;
 /// let page = arena.alloc_pages(0, AllocFlags::empty())?;
+/// // SAFETY: a 4 KiB page of ours.
 /// unsafe { page.as_ptr().write(42) };
 /// // SAFETY: `page` came from this arena with order 0 and is not used again.
 /// unsafe { arena.free_pages(page, 0)? };
@@ -202,6 +203,7 @@ impl Arena {
     /// let arena = Arena::builder().region_size(64 << 20).zones(1).build()?;
     /// let block = arena.alloc_pages(4, AllocFlags::empty())?; // 64 KiB, from a fresh 4 MiB block
     /// assert!(arena.try_grow_pages(block, 4, 6)); // its buddies are free: 256 KiB in place
+    /// // SAFETY: ours, now of order 6, not used again.
     /// unsafe { arena.free_pages(block, 6)? };
     /// arena.check()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -223,6 +225,7 @@ impl Arena {
     /// assert!(cached > 0);
     /// assert_eq!(arena.drain_pcp(), cached);
     /// assert_eq!(arena.stats().zones[0].cached, 0);
+    /// # // SAFETY: ours, order 0, not used again.
     /// # unsafe { arena.free_pages(page, 0)? };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -248,13 +251,17 @@ impl Arena {
     /// use zonealloc::{AllocFlags, Arena};
     /// let arena = Arena::builder().region_size(64 << 20).build()?;
     /// let block = arena.alloc_pages(8, AllocFlags::empty())?; // 1 MiB
+    /// // SAFETY: the block is ours and 1 MiB long.
     /// unsafe { block.as_ptr().write_bytes(1, 1 << 20) }; // now resident
+    /// // SAFETY: ours, order 8, not used again.
     /// unsafe { arena.free_pages(block, 8)? };
     /// let report = arena.purge();
     /// assert!(report.bytes >= 1 << 20);
     /// // Purged with MADV_DONTNEED: a ZERO allocation needs no memset.
     /// let again = arena.alloc_pages(8, AllocFlags::ZERO)?;
+    /// // SAFETY: ours; a purged page reads as zero.
     /// assert_eq!(unsafe { again.as_ptr().read() }, 0);
+    /// # // SAFETY: ours, order 8, not used again.
     /// # unsafe { arena.free_pages(again, 8)? };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

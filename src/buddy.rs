@@ -257,10 +257,11 @@ impl Buddy {
     /// order `o` on the way up) off their lists: the inverse of
     /// [`free_one_page`](Self::free_one_page)'s merges. Only when `pfn` is
     /// aligned to `new_order` and every such buddy is a whole free block of
-    /// its order; otherwise nothing changes. The caller sets the head's new
-    /// order.
+    /// its order; otherwise nothing changes. The caller has checked that
+    /// `new_order` is at most `max_order`, and sets the head's new order.
     pub(crate) fn grow_in_place(&mut self, mm: &MemMap, pfn: Pfn, order: u32, new_order: u32) -> bool {
-        if new_order > self.max_order || !pfn.is_multiple_of(1 << new_order) || pfn + (1 << new_order) > self.frontier {
+        debug_assert!(new_order <= self.max_order);
+        if !pfn.is_multiple_of(1 << new_order) || pfn + (1 << new_order) > self.frontier {
             return false;
         }
         let buddy_free = |o: u32| {

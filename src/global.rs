@@ -389,19 +389,21 @@ fn with_ready_heap<R>(f: impl FnOnce(&mut ThreadHeap<'static>) -> Option<R>) -> 
 fn with_heap<R>(arena: &'static Arena, create: bool, f: impl FnOnce(&mut ThreadHeap<'static>) -> R) -> Option<R> {
     LOCAL
         .try_with(|local| {
-            match local.state.get() {
-                HeapState::Ready => {}
+            let made = match local.state.get() {
+                HeapState::Ready => false,
                 HeapState::None if create => {
                     // SAFETY: no heap, so nothing borrows the slot.
                     unsafe { *local.heap.get() = ManuallyDrop::new(Some(ThreadHeap::new(arena, &SLABS))) };
-                    // Registering the exit hook may allocate: mark the heap
-                    // busy first, so such an allocation uses the shared one.
-                    local.state.set(HeapState::Busy);
-                    let _ = HEAP_EXIT.try_with(|_| ());
+                    true
                 }
                 _ => return None,
-            }
+            };
             local.state.set(HeapState::Busy);
+            if made {
+                // Registering the exit hook may allocate: the heap is busy,
+                // so such an allocation uses the shared one.
+                let _ = HEAP_EXIT.try_with(|_| ());
+            }
             // SAFETY: Busy makes this the only borrow of the heap, which
             // exists (Ready, or just made).
             let heap = unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() };
@@ -452,7 +454,9 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
         start_reclaim(); // a forked child's first allocation
     }
     if let Some(class) = class_of(layout.size(), layout.align()) {
-        let ptr = with_heap(arena, true, |heap| heap.alloc(class))
+        // The fast path took what the heap's slabs had (or the heap was not
+        // ready, and with_heap makes it or declines): a new slab.
+        let ptr = with_heap(arena, true, |heap| heap.alloc_refill(class))
             .map_or_else(|| shared_alloc(arena, class), |p| p.map_or(ptr::null_mut(), NonNull::as_ptr));
         if zero && !ptr.is_null() {
             // SAFETY: a fresh object of at least `layout.size()` bytes.
@@ -508,9 +512,12 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     }
     let result = match class {
         Some(class) => {
+            // The fast path declined this free, or the heap was not ready.
             // SAFETY: the caller frees what it was given for this layout;
             // the slab layer checks the pointer before trusting it.
-            let freed = with_heap(arena, false, |heap| unsafe { heap.free(nn, class) })
+            let freed = with_heap(arena, false, |heap| unsafe { heap.free_slow(nn, class) })
+                // SAFETY: as above; a thread without a usable heap frees
+                // every object as a remote free.
                 .unwrap_or_else(|| unsafe { SLABS.free_remote(arena, nn, class) });
             freed.map_err(|e| match e {
                 SlabFreeError::NotAnObject => "not an object of its size class",
@@ -549,10 +556,9 @@ fn grows_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool
     if class_of(old.size(), old.align()).is_some() {
         return false;
     }
-    let (order, new_order) = (order_of(old), order_of(new));
-    new_order > order
-        && new_order <= arena.max_order()
-        && NonNull::new(ptr).is_some_and(|ptr| arena.try_grow_pages(ptr, order, new_order))
+    // try_grow_pages declines a new order that is not larger or above the
+    // largest order.
+    NonNull::new(ptr).is_some_and(|ptr| arena.try_grow_pages(ptr, order_of(old), order_of(new)))
 }
 
 /// Whether `old` and `new` are served by the same slot (object class or

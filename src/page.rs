@@ -185,17 +185,44 @@ impl PageMeta {
     }
 }
 
-/// The metadata array, one entry per page of the region.
+/// `len` values of `T` in memory that reads as zero until written: an
+/// anonymous `MAP_NORESERVE` mapping, so a value costs memory only once the
+/// page of the mapping it sits in is touched. All-zero must be a valid `T`.
+/// Under loom, a `Vec` of defaults (loom's atomics cannot come from zeroed
+/// memory).
 #[repr(C)]
-pub(crate) struct MemMap {
-    /// First entry; `len` entries follow. Kept beside `len` so the fast
-    /// paths' bounds check and lookup read one cache line.
-    ptr: std::ptr::NonNull<PageMeta>,
+struct ZeroedArray<T> {
+    /// First value; `len` follow. Kept beside `len` so the fast paths'
+    /// bounds check and lookup read one cache line.
+    ptr: std::ptr::NonNull<T>,
     len: usize,
     #[cfg(not(loom))]
     _map: memmap2::MmapMut,
     #[cfg(loom)]
-    _entries: Vec<PageMeta>,
+    _values: Vec<T>,
+}
+
+impl<T: Default> ZeroedArray<T> {
+    #[cfg(not(loom))]
+    fn new(len: usize) -> std::io::Result<Self> {
+        let bytes = len * std::mem::size_of::<T>();
+        let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
+        let ptr = std::ptr::NonNull::new(map.as_ptr().cast::<T>().cast_mut()).expect("mmap returned null");
+        Ok(Self { ptr, len, _map: map })
+    }
+
+    #[cfg(loom)]
+    fn new(len: usize) -> std::io::Result<Self> {
+        let mut values: Vec<T> = (0..len).map(|_| T::default()).collect();
+        let ptr = std::ptr::NonNull::new(values.as_mut_ptr()).expect("vec pointer");
+        Ok(Self { ptr, len, _values: values })
+    }
+}
+
+/// The metadata array, one entry per page of the region.
+#[repr(C)]
+pub(crate) struct MemMap {
+    entries: ZeroedArray<PageMeta>,
 }
 
 // SAFETY: the entries are atomics; the pointer is into memory owned by self.
@@ -206,19 +233,8 @@ unsafe impl Sync for MemMap {}
 impl MemMap {
     /// Reserves metadata for `pages` pages. Nothing is committed: entries
     /// start as zero pages, and all-zero is a valid [`PageMeta`] (a tail).
-    #[cfg(not(loom))]
     pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
-        let bytes = pages * std::mem::size_of::<PageMeta>();
-        let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
-        let ptr = std::ptr::NonNull::new(map.as_ptr().cast::<PageMeta>().cast_mut()).expect("mmap returned null");
-        Ok(Self { ptr, len: pages, _map: map })
-    }
-
-    #[cfg(loom)]
-    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
-        let entries: Vec<PageMeta> = (0..pages).map(|_| PageMeta::default()).collect();
-        let ptr = std::ptr::NonNull::new(entries.as_ptr().cast_mut()).expect("vec pointer");
-        Ok(Self { ptr, len: pages, _entries: entries })
+        Ok(Self { entries: ZeroedArray::new(pages)? })
     }
 
     #[inline]
@@ -227,7 +243,7 @@ impl MemMap {
         // (an anonymous mapping, page-aligned and zero-filled, all-zero being
         // a valid PageMeta; or the loom Vec). Entries are only accessed
         // through atomics, so shared references are sound.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.entries.ptr.as_ptr(), self.entries.len) }
     }
 
     /// The entry of page `pfn`.
@@ -243,9 +259,9 @@ impl MemMap {
     /// guarantees: the metadata has one entry per page of the region).
     #[inline(always)]
     pub(crate) unsafe fn page_unchecked(&self, pfn: Pfn) -> &PageMeta {
-        debug_assert!((pfn as usize) < self.len);
+        debug_assert!((pfn as usize) < self.entries.len);
         // SAFETY: in bounds per the caller's contract; see `entries`.
-        unsafe { &*self.ptr.as_ptr().add(pfn as usize) }
+        unsafe { &*self.entries.ptr.as_ptr().add(pfn as usize) }
     }
 
     /// Entries `start..end`, for walks.
@@ -263,8 +279,15 @@ pub(crate) const SIDE_SLOT_BYTES: usize = 512;
 
 /// One slot of the side table.
 #[repr(C, align(64))]
-#[cfg_attr(not(loom), allow(dead_code))]
 struct SideSlot([u8; SIDE_SLOT_BYTES]);
+
+const _: () = assert!(std::mem::size_of::<SideSlot>() == SIDE_SLOT_BYTES);
+
+impl Default for SideSlot {
+    fn default() -> Self {
+        Self([0; SIDE_SLOT_BYTES])
+    }
+}
 
 /// A second out-of-band array, one [`SIDE_SLOT_BYTES`] slot per page, for
 /// the layers above the buddy allocator: the slab layer keeps a slab's
@@ -275,12 +298,7 @@ struct SideSlot([u8; SIDE_SLOT_BYTES]);
 /// every block, where they would compete for the same cache sets) and an
 /// overrun of an object cannot reach them.
 pub(crate) struct SideTable {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
-    #[cfg(not(loom))]
-    _map: memmap2::MmapMut,
-    #[cfg(loom)]
-    _slots: Vec<SideSlot>,
+    slots: ZeroedArray<SideSlot>,
 }
 
 // SAFETY: the table hands out raw slot pointers; what is stored in a slot
@@ -291,33 +309,14 @@ unsafe impl Sync for SideTable {}
 
 impl SideTable {
     /// Reserves a slot for each of `pages` pages; nothing is committed.
-    #[cfg(not(loom))]
     pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
-        let bytes = pages * SIDE_SLOT_BYTES;
-        let map = memmap2::MmapOptions::new().len(bytes.max(1)).no_reserve_swap().map_anon()?;
-        let ptr = std::ptr::NonNull::new(map.as_ptr().cast_mut()).expect("mmap returned null");
-        Ok(Self { ptr, len: pages, _map: map })
+        Ok(Self { slots: ZeroedArray::new(pages)? })
     }
 
-    #[cfg(loom)]
-    pub(crate) fn new(pages: usize) -> std::io::Result<Self> {
-        let mut slots: Vec<SideSlot> = (0..pages).map(|_| SideSlot([0; SIDE_SLOT_BYTES])).collect();
-        let ptr = std::ptr::NonNull::new(slots.as_mut_ptr().cast::<u8>()).expect("vec pointer");
-        Ok(Self { ptr, len: pages, _slots: slots })
-    }
-
-    /// The slot of page `pfn`: [`SIDE_SLOT_BYTES`] bytes aligned to 64,
-    /// zero until first written.
-    ///
-    /// # Safety
-    /// `pfn` must be below the number of pages (as `Region::pfn_of`
-    /// guarantees).
-    #[inline(always)]
-    pub(crate) unsafe fn slot(&self, pfn: Pfn) -> *mut u8 {
-        debug_assert!((pfn as usize) < self.len);
-        // SAFETY: in bounds per the caller's contract: the table has a slot
-        // for every page.
-        unsafe { self.ptr.as_ptr().add(pfn as usize * SIDE_SLOT_BYTES) }
+    /// The first slot (page 0's): slot `pfn` is [`SIDE_SLOT_BYTES`] `*
+    /// pfn` bytes further, aligned to 64 and zero until first written.
+    pub(crate) fn start(&self) -> *mut u8 {
+        self.slots.ptr.as_ptr().cast()
     }
 }
 

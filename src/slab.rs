@@ -35,9 +35,10 @@
 //! side-table slot of the block around the pointer (at the class's slab
 //! order) holds a live slab of that class (magic and class in one word,
 //! cleared when the slab goes back to the buddy allocator) and the pointer
-//! is an object boundary (a multiply-compare, no division). A freed object carries a tag in its second word, so a
-//! second free of it is refused; two threads freeing the same object at the
-//! same instant (a data race in the caller) may both pass.
+//! is an object boundary (a multiply-compare, no division). A freed object
+//! carries a tag in its second word, so a second free of it is refused;
+//! two threads freeing the same object at the same instant (a data race in
+//! the caller) may both pass.
 
 use std::ptr::{self, NonNull};
 
@@ -83,12 +84,10 @@ const fn class_of_size(size: usize) -> usize {
     8 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
 }
 
-/// Sizes up to this are classed by a table lookup (513 bytes).
-const LOOKUP_MAX: usize = SLAB_MAX;
-
-/// The class of every size up to [`LOOKUP_MAX`], in 16-byte steps.
-const CLASS_LOOKUP: [u8; LOOKUP_MAX / 16 + 1] = {
-    let mut table = [0u8; LOOKUP_MAX / 16 + 1];
+/// The class of every size up to [`SLAB_MAX`], in 16-byte steps (513
+/// bytes).
+const CLASS_LOOKUP: [u8; SLAB_MAX / 16 + 1] = {
+    let mut table = [0u8; SLAB_MAX / 16 + 1];
     let mut i = 0;
     while i < table.len() {
         table[i] = class_of_size(i * 16) as u8;
@@ -111,7 +110,7 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
         // Every size in (16 (i - 1), 16 i] has the class of 16 i: class
         // boundaries are multiples of 16.
-        return (size <= LOOKUP_MAX).then(|| CLASS_LOOKUP[size.div_ceil(16)] as usize);
+        return (size <= SLAB_MAX).then(|| CLASS_LOOKUP[size.div_ceil(16)] as usize);
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
@@ -482,9 +481,21 @@ impl SlabMap {
         Self {
             region_base: inner.region.base().as_ptr() as usize,
             region_len: inner.region.len(),
-            // SAFETY: page 0's slot: the table's start.
-            table: unsafe { inner.side_table.slot(0) },
+            table: inner.side_table.start(),
         }
+    }
+
+    /// The header slot of the slab whose block starts `block` bytes into
+    /// the region.
+    ///
+    /// # Safety
+    /// `block` is below the region's length.
+    #[inline(always)]
+    unsafe fn slot(self, block: usize) -> *mut Slab {
+        let pfn = block >> crate::region::PAGE_SHIFT;
+        // SAFETY: a page of the region (the caller's contract), and the
+        // side table has a slot of SIDE_SLOT_BYTES for each.
+        unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
     }
 
     /// Finds and checks the slab `ptr` belongs to: the side-table slot of
@@ -508,10 +519,8 @@ impl SlabMap {
         {
             return Err(SlabFreeError::NotAnObject);
         }
-        let pfn = block >> crate::region::PAGE_SHIFT;
-        // SAFETY: `block` is inside the region, and the side table has a
-        // slot of SIDE_SLOT_BYTES for each of its pages.
-        let slab = unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>();
+        // SAFETY: `block` is inside the region (checked above).
+        let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable (zero until a slab starts
         // there); `key` is an atomic, so a racing change is well-defined.
         if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
@@ -578,7 +587,7 @@ impl<'a> ThreadHeap<'a> {
     /// An object of `class`, or `None` if the arena is out of memory.
     #[inline]
     pub fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.alloc_cached(class).or_else(|| self.alloc_slow(class))
+        self.alloc_cached(class).or_else(|| self.alloc_from_ring(class)).or_else(|| self.alloc_refill(class))
     }
 
     /// An object from the current slab of `class`, if it has one free
@@ -630,13 +639,12 @@ impl<'a> ThreadHeap<'a> {
 
     /// An object from a slab this heap does not have yet: an adopted
     /// orphan, or a new slab from the buddy allocator (which may reclaim,
-    /// and so run shrinkers that allocate).
+    /// and so run shrinkers that allocate). For when
+    /// [`alloc_cached`](Self::alloc_cached) and
+    /// [`alloc_from_ring`](Self::alloc_from_ring) found nothing.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&mut self, class: usize) -> Option<NonNull<u8>> {
-        if let Some(object) = self.alloc_from_ring(class) {
-            return Some(object);
-        }
+    pub(crate) fn alloc_refill(&mut self, class: usize) -> Option<NonNull<u8>> {
         self.flush(class);
         // An orphan with free objects, then a new slab.
         if let Some(slab) = self.adopt(class) {
@@ -688,13 +696,10 @@ impl<'a> ThreadHeap<'a> {
     fn new_slab(&mut self, class: usize) -> Option<*mut Slab> {
         let order = slab_order(class);
         let block = self.arena.alloc_pages(order, AllocFlags::NOWARN).ok()?;
-        let inner = &*self.arena.inner;
-        let pfn = inner.region.pfn_of(block.as_ptr() as usize)?;
-        // SAFETY: the block's first page is a page of the region.
-        let slab = unsafe { inner.side_table.slot(pfn) }.cast::<Slab>();
-        // SAFETY: the slot belongs to the block we just took: nobody else
-        // writes it, and it is 64-byte aligned and large enough (asserted
-        // at compile time).
+        // SAFETY: the arena's blocks lie inside its region.
+        let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
+        // SAFETY: the slot of the block we just took: nobody else writes
+        // it, 64-byte aligned and large enough (asserted at compile time).
         unsafe {
             slab.write(Slab {
                 remote: AtomicPtr::new(ptr::null_mut()),
@@ -781,22 +786,38 @@ impl<'a> ThreadHeap<'a> {
             {
                 return false;
             }
+            self.push_local(slab, object, class);
+        }
+        true
+    }
+
+    /// Tags `object` free and puts it on its slab's local list.
+    ///
+    /// # Safety
+    /// `slab` is a live slab of `class` owned by this heap and `object` an
+    /// object of it in use.
+    #[inline(always)]
+    unsafe fn push_local(&mut self, slab: *mut Slab, object: *mut FreeObject, class: usize) {
+        // SAFETY: per the contract, the slab's plain fields are ours, and so
+        // is the object, at least 16 bytes.
+        unsafe {
             (*object).tag = FREED_TAG;
             (*object).next = (*slab).local;
             (*slab).local = object;
             (*slab).used -= 1;
         }
         self.delta[class] -= 1;
-        true
     }
 
-    /// [`free`](Self::free) beyond a push onto one of our slabs.
+    /// [`free`](Self::free) for what [`free_cached`](Self::free_cached)
+    /// declined: another thread's object, a slab to release, a pointer to
+    /// refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+    pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
         let slab = self.map.find(ptr, class)?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
@@ -811,12 +832,8 @@ impl<'a> ThreadHeap<'a> {
             if (*object).tag == FREED_TAG {
                 return Err(SlabFreeError::DoubleFree);
             }
-            (*object).tag = FREED_TAG;
-            (*object).next = (*slab).local;
-            (*slab).local = object;
-            (*slab).used -= 1;
+            self.push_local(slab, object, class);
         }
-        self.delta[class] -= 1;
         // SAFETY: ours.
         if unsafe { (*slab).is_empty() } && self.current[class] != slab {
             self.release(class, slab);

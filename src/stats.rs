@@ -208,6 +208,7 @@ impl Arena {
     /// assert_eq!(stats.zones[0].free_blocks, vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
     /// assert_eq!(stats.zones[0].allocated(), 1);
     /// println!("{stats}");
+    /// # // SAFETY: ours, order 0, not used again.
     /// # unsafe { arena.free_pages(page, 0)? };
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
