@@ -1,12 +1,16 @@
 //! The slab layer: small objects in size classes carved out of buddy blocks
 //! (the kernel's kmalloc caches over slab).
 //!
-//! **Classes.** 16-byte steps up to 128, then four classes per doubling up
-//! to 8 KiB (jemalloc's spacing): 32 classes, internal waste at most 20%
-//! above 128 bytes. A request aligned above 16 takes the smallest
-//! power-of-two class that fits both its size and its alignment; objects of
-//! a power-of-two class are aligned to their size, since a slab is a buddy
-//! block aligned to its own size and filled with objects from its start.
+//! **Classes.** 8-byte steps from 16 to 64 (a 17..24-byte `String` takes
+//! 24 bytes, not 32), 16-byte steps to 128, then four classes per doubling
+//! up to 8 KiB (jemalloc's spacing): 35 classes, internal waste at most 20%
+//! above 128 bytes. Every class from 32 up is a multiple of 16, so a
+//! request aligned to 16 is rounded up to a multiple of 16 and finds a
+//! class whose objects are all 16-aligned. A request aligned above 16 takes
+//! the smallest power-of-two class that fits both its size and its
+//! alignment; objects of a power-of-two class are aligned to their size,
+//! since a slab is a buddy block aligned to its own size and filled with
+//! objects from its start.
 //!
 //! **Headers out of band.** A slab's header (64 bytes) lives in the arena's
 //! side table, in the slot of the slab's first page, never in the block:
@@ -48,13 +52,14 @@ use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The object sizes.
 pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
-    16, 32, 48, 64, 80, 96, 112, 128, // 16-byte steps
+    16, 24, 32, 40, 48, 56, 64, // 8-byte steps
+    80, 96, 112, 128, // 16-byte steps
     160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, // four per doubling
     1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
 ];
 
 /// Number of size classes.
-pub const NR_CLASSES: usize = 32;
+pub const NR_CLASSES: usize = 35;
 
 /// The largest size served from slabs; larger requests go to the buddy
 /// allocator.
@@ -76,21 +81,27 @@ const SCAN_LIMIT: usize = 8;
 /// The class for `size` at an alignment of at most 16.
 #[inline]
 const fn class_of_size(size: usize) -> usize {
+    if size <= 16 {
+        return 0;
+    }
+    if size <= 64 {
+        return ((size - 1) >> 3) - 1; // 17..=24 -> 1, ..., 57..=64 -> 6
+    }
     if size <= 128 {
-        return size.saturating_sub(1) >> 4;
+        return ((size - 1) >> 4) + 3; // 65..=80 -> 7, ..., 113..=128 -> 10
     }
     // size in (2^k, 2^(k+1)], k >= 7: four steps of 2^(k-2).
     let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
-    8 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
+    11 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
 }
 
-/// The class of every size up to [`SLAB_MAX`], in 16-byte steps (513
+/// The class of every size up to [`SLAB_MAX`], in 8-byte steps (1025
 /// bytes).
-const CLASS_LOOKUP: [u8; SLAB_MAX / 16 + 1] = {
-    let mut table = [0u8; SLAB_MAX / 16 + 1];
+const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
+    let mut table = [0u8; SLAB_MAX / 8 + 1];
     let mut i = 0;
     while i < table.len() {
-        table[i] = class_of_size(i * 16) as u8;
+        table[i] = class_of_size(i * 8) as u8;
         i += 1;
     }
     table
@@ -108,9 +119,11 @@ const CLASS_LOOKUP: [u8; SLAB_MAX / 16 + 1] = {
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
-        // Every size in (16 (i - 1), 16 i] has the class of 16 i: class
-        // boundaries are multiples of 16.
-        return (size <= SLAB_MAX).then(|| CLASS_LOOKUP[size.div_ceil(16)] as usize);
+        // Rounded up to the alignment, every size in (8 (i - 1), 8 i] has
+        // the class of 8 i (class boundaries are multiples of 8); at an
+        // alignment of 16 that is a multiple of 16, whose class is one too.
+        let size = (size + align - 1) & !(align - 1);
+        return (size <= SLAB_MAX).then(|| CLASS_LOOKUP[size.div_ceil(8)] as usize);
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
@@ -907,7 +920,14 @@ mod tests {
             assert!(w[0] < w[1]);
         }
         for size in 1..=SLAB_MAX {
+            let class = class_of(size, 16).unwrap();
+            let s = SIZE_CLASSES[class];
+            assert!(s >= size && s.is_multiple_of(16), "size {size} at align 16: class {s}");
+            assert!(SIZE_CLASSES[..class].iter().all(|&c| c < size || !c.is_multiple_of(16)), "size {size}");
+        }
+        for size in 1..=SLAB_MAX {
             let class = class_of(size, 8).unwrap();
+            assert!([1, 2, 4].iter().all(|&align| class_of(size, align) == Some(class)), "size {size}");
             assert!(SIZE_CLASSES[class] >= size, "size {size}");
             assert!(class == 0 || SIZE_CLASSES[class - 1] < size, "size {size} is not in the smallest class");
             if size > 128 {
