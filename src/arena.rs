@@ -16,7 +16,7 @@ use crate::page_alloc::FastMod;
 use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast};
 use crate::purge::PurgeReport;
 use crate::reclaim::Reclaimer;
-use crate::region::{HugePages, Region};
+use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
 use crate::report::RateLimit;
 use crate::shrinker::{Shrinker, ShrinkerHandle, ShrinkerRegistry};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, init_barriers};
@@ -98,10 +98,12 @@ impl Arena {
             MemMap::new(layout.pages).map_err(|source| BuildError::Map { region_size: layout.pages * 16, source })?;
         let side_table = SideTable::new(layout.pages)
             .map_err(|source| BuildError::Map { region_size: layout.pages * SIDE_SLOT_BYTES, source })?;
+        // Purging less than a huge page would split it.
+        let purge_min_order = if config.region.huge_pages == HugePages::None { 0 } else { HUGE_PAGE_ORDER };
         let mut start: Pfn = 0;
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i] as Pfn) << max_order);
-            let zone = Zone::new(i as u8, start, end, max_order, layout.marks[i], config.pcp);
+            let zone = Zone::new(i as u8, (start, end), (max_order, purge_min_order), layout.marks[i], config.pcp);
             start = end;
             Ok::<_, BuildError>(zone)
         })?

@@ -66,6 +66,12 @@ pub(crate) struct Buddy {
     listed_pages: usize,
     /// Free pages on the lists whose block is purged (no RSS).
     purged_pages: usize,
+    /// Purge hands back only blocks of at least this order (9, 2 MiB,
+    /// when huge pages back the region: a smaller purge would split one).
+    purge_min_order: u32,
+    /// Resident free pages on the lists in blocks of at least
+    /// `purge_min_order`: what a purge could hand back.
+    purgeable_pages: usize,
     /// Free pages taken off the lists by a purge in progress.
     isolated_pages: usize,
     pub counters: BuddyCounters,
@@ -73,8 +79,9 @@ pub(crate) struct Buddy {
 
 impl Buddy {
     /// The buddy state of a zone spanning `start..end`, all of it untouched.
-    /// Both ends are multiples of the max-order block.
-    pub(crate) fn new(zone: u8, start: Pfn, end: Pfn, max_order: u32) -> Self {
+    /// Both ends are multiples of the max-order block. A purge hands back
+    /// only blocks of `purge_min_order` or more.
+    pub(crate) fn new(zone: u8, start: Pfn, end: Pfn, max_order: u32, purge_min_order: u32) -> Self {
         debug_assert!(max_order <= MAX_ORDER_LIMIT);
         debug_assert!(start.is_multiple_of(1 << max_order) && end.is_multiple_of(1 << max_order));
         Self {
@@ -87,6 +94,8 @@ impl Buddy {
             list_mask: 0,
             listed_pages: 0,
             purged_pages: 0,
+            purge_min_order: purge_min_order.min(max_order),
+            purgeable_pages: 0,
             isolated_pages: 0,
             counters: BuddyCounters::default(),
         }
@@ -116,6 +125,18 @@ impl Buddy {
         self.purged_pages
     }
 
+    /// Resident free pages on the lists in blocks a purge may hand back.
+    #[inline]
+    pub(crate) fn purgeable_pages(&self) -> usize {
+        self.purgeable_pages
+    }
+
+    /// The smallest order a purge hands back.
+    #[inline]
+    pub(crate) fn purge_min_order(&self) -> u32 {
+        self.purge_min_order
+    }
+
     /// Free pages isolated by a purge in progress (off the lists, not
     /// counted as free until put back).
     #[inline]
@@ -124,20 +145,14 @@ impl Buddy {
     }
 
     /// Takes up to `out.len()` free blocks (and about `max_pages` pages: at
-    /// least one block) of order at least `min_order` that are still resident
+    /// least one block) of order at least the purge order that are still resident
     /// (not purged) off the lists, marks them `Isolated`, and returns how
     /// many it wrote to `out`. Resident blocks sit at the front of their
     /// lists, so each list is read only as far as its first purged block.
-    pub(crate) fn isolate_resident(
-        &mut self,
-        mm: &MemMap,
-        min_order: u32,
-        max_pages: usize,
-        out: &mut [(Pfn, u32)],
-    ) -> usize {
+    pub(crate) fn isolate_resident(&mut self, mm: &MemMap, max_pages: usize, out: &mut [(Pfn, u32)]) -> usize {
         let mut n = 0;
         let mut pages = 0;
-        for order in (min_order..=self.max_order).rev() {
+        for order in (self.purge_min_order..=self.max_order).rev() {
             while n < out.len() && (n == 0 || pages + (1 << order) <= max_pages) {
                 let pfn = self.free_area[order as usize].head;
                 if pfn == NIL {
@@ -309,6 +324,8 @@ impl Buddy {
         self.listed_pages += 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages += 1 << order;
+        } else if order >= self.purge_min_order {
+            self.purgeable_pages += 1 << order;
         }
     }
 
@@ -336,6 +353,8 @@ impl Buddy {
         self.listed_pages -= 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages -= 1 << order;
+        } else if order >= self.purge_min_order {
+            self.purgeable_pages -= 1 << order;
         }
     }
 }

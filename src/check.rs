@@ -166,6 +166,7 @@ impl Arena {
         // 1. The free lists.
         let mut listed_pages = 0;
         let mut purged_pages = 0;
+        let mut purgeable_pages = 0;
         for order in 0..=max_order {
             let mut prev = NIL;
             let mut pfn = buddy.list_head(order);
@@ -196,6 +197,8 @@ impl Arena {
                     seen_purged = true;
                 } else if seen_purged {
                     return Err(bad_entry(order, pfn, "resident block after a purged one (purge relies on the order)"));
+                } else if order >= buddy.purge_min_order() {
+                    purgeable_pages += 1 << order;
                 }
                 prev = pfn;
                 pfn = page.next();
@@ -277,6 +280,7 @@ impl Arena {
         counter("free pages on the lists", tally.free - buddy.frontier_pages(), listed_pages)?;
         counter("free pages (buddy)", tally.free, buddy.nr_free())?;
         counter("purged free pages", purged_pages, buddy.purged_pages())?;
+        counter("purgeable free pages", purgeable_pages, buddy.purgeable_pages())?;
         counter("free pages (lock-free mirror)", zone.free_pages(), buddy.nr_free())?;
         counter("isolated pages", tally.isolated, buddy.isolated_pages())?;
         counter(

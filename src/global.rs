@@ -30,7 +30,9 @@
 //! Environment (read once, without allocating): `ZONEALLOC_REGION_SIZE`
 //! (bytes, `K`/`M`/`G` suffixes; default: physical memory),
 //! `ZONEALLOC_ZONES`, `ZONEALLOC_PURGE_DELAY_MS` (0: never purge on a
-//! timer; default 1000), `ZONEALLOC_HUGE_PAGES` (`none`, `transparent`).
+//! timer; default 1000), `ZONEALLOC_HUGE_PAGES` (`transparent`, the
+//! default: the region asks for transparent huge pages and purges whole
+//! 2 MiB blocks only; `none`: base pages, purged at any size).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
@@ -297,7 +299,7 @@ fn build_global_arena() -> Option<NonNull<Arena>> {
     if let Some(ms) = env_size("ZONEALLOC_PURGE_DELAY_MS") {
         builder = builder.purge_delay((ms > 0).then(|| Duration::from_millis(ms as u64)));
     }
-    if env_is("ZONEALLOC_HUGE_PAGES", b"transparent") {
+    if !env_is("ZONEALLOC_HUGE_PAGES", b"none") {
         builder = builder.huge_pages(HugePages::Transparent);
     }
     let arena = builder.defer_reclaim_start().build().ok()?;

@@ -50,10 +50,9 @@ impl ArenaInner {
 
     fn purge_zone(&self, zone: &Zone) -> PurgeReport {
         let advice = self.reclaim.config().purge_advice;
-        let huge = self.huge_pages == HugePages::Explicit;
-        // hugetlb pages can only be discarded whole (2 MiB, order 9), and
-        // only with MADV_DONTNEED.
-        let (min_order, advice) = if huge { (9, PurgeAdvice::DontNeed) } else { (0, advice) };
+        // hugetlb pages can only be discarded with MADV_DONTNEED (and
+        // whole: the zones purge nothing below the huge page order then).
+        let advice = if self.huge_pages == HugePages::Explicit { PurgeAdvice::DontNeed } else { advice };
         let put_back_flags = match advice {
             PurgeAdvice::DontNeed => flag::PURGED | flag::ZEROED,
             PurgeAdvice::Free => flag::PURGED,
@@ -61,7 +60,7 @@ impl ArenaInner {
         let mut report = PurgeReport::default();
         let mut batch = [(0 as Pfn, 0u32); BATCH];
         loop {
-            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, min_order, BATCH_PAGES, &mut batch);
+            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, BATCH_PAGES, &mut batch);
             if n == 0 {
                 break;
             }

@@ -479,6 +479,6 @@ impl ArenaInner {
     /// Whether any zone holds free memory that still costs RSS (so a purge
     /// would do something).
     pub(crate) fn has_resident_free_memory(&self) -> bool {
-        self.zones.iter().any(|z| z.resident_free_pages() > 0)
+        self.zones.iter().any(|z| z.purgeable_pages() > 0)
     }
 }

@@ -34,8 +34,10 @@ pub enum HugePages {
     /// Base pages only; the kernel's THP policy decides (the default).
     #[default]
     None,
-    /// Ask for transparent huge pages (`MADV_HUGEPAGE`). Costs nothing when THP
-    /// is disabled on the machine.
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`) for the region. Free memory is then purged only in whole 2 MiB blocks,
+    /// so a purge never splits a huge page (smaller free blocks stay
+    /// resident until they merge). Costs nothing when THP is disabled on the
+    /// machine or missing from the kernel.
     Transparent,
     /// Back the region with explicit 2 MiB huge pages (`MAP_HUGETLB`). The
     /// pages are reserved at `build()`, which fails with a message naming
@@ -54,6 +56,9 @@ pub(crate) struct RegionOptions {
 
 #[cfg(not(loom))]
 const HUGE_PAGE_SIZE: usize = 2 << 20;
+
+/// The buddy order of a 2 MiB huge page.
+pub(crate) const HUGE_PAGE_ORDER: u32 = (HUGE_PAGE_SIZE / PAGE_SIZE).trailing_zeros();
 
 /// How freed memory is handed back to the OS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -129,7 +134,9 @@ impl Region {
         let region = Self { _map: map, base, len };
 
         if opts.huge_pages == HugePages::Transparent {
-            region.advise(libc::MADV_HUGEPAGE, "MADV_HUGEPAGE")?;
+            // Advice only: a kernel built without THP refuses it (EINVAL),
+            // and the region works on base pages.
+            let _ = region.advise(libc::MADV_HUGEPAGE, "MADV_HUGEPAGE");
         }
         if opts.dont_dump {
             region.advise(libc::MADV_DONTDUMP, "MADV_DONTDUMP")?;

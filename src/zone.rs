@@ -76,8 +76,8 @@ struct ZoneMirror {
     free_pages: AtomicUsize,
     order_mask: AtomicU32,
     /// Free pages on the lists that still cost RSS (neither purged nor
-    /// never used): what a purge would hand back.
-    resident_free: AtomicUsize,
+    /// never used), in blocks a purge may hand back.
+    purgeable: AtomicUsize,
 }
 
 /// One zone.
@@ -109,8 +109,14 @@ struct ZonePcpParams {
 }
 
 impl Zone {
-    pub(crate) fn new(index: u8, start: Pfn, end: Pfn, max_order: u32, marks: Watermarks, pcp: PcpConfig) -> Self {
-        let buddy = Buddy::new(index, start, end, max_order);
+    pub(crate) fn new(
+        index: u8,
+        (start, end): (Pfn, Pfn),
+        (max_order, purge_min_order): (u32, u32),
+        marks: Watermarks,
+        pcp: PcpConfig,
+    ) -> Self {
+        let buddy = Buddy::new(index, start, end, max_order, purge_min_order);
         let mirror = ZoneMirror::default();
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
@@ -206,10 +212,11 @@ impl Zone {
         }
     }
 
-    /// Free pages on the lists that still cost RSS, read without the lock.
+    /// Free pages on the lists that still cost RSS and that a purge may
+    /// hand back, read without the lock.
     #[inline]
-    pub(crate) fn resident_free_pages(&self) -> usize {
-        self.mirror.resident_free.load(Ordering::Relaxed)
+    pub(crate) fn purgeable_pages(&self) -> usize {
+        self.mirror.purgeable.load(Ordering::Relaxed)
     }
 
     /// Free pages in the buddy lists and frontier, read without the lock.
@@ -375,7 +382,6 @@ impl Drop for ZoneGuard<'_> {
         let buddy = &self.inner.buddy;
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
-        let resident = buddy.nr_free() - buddy.frontier_pages() - buddy.purged_pages();
-        mirror.resident_free.store(resident, Ordering::Relaxed);
+        mirror.purgeable.store(buddy.purgeable_pages(), Ordering::Relaxed);
     }
 }

@@ -60,3 +60,45 @@ fn region_options_take_effect() {
     let (base, len) = prefaulted.region();
     assert_eq!(resident_pages(base.as_ptr(), len), len / 4096, "prefault left pages out");
 }
+
+/// With transparent huge pages a purge hands back only whole 2 MiB blocks
+/// (a smaller `madvise` would split the huge page behind it); without them
+/// it hands back every resident free block. The same sequence on both: a
+/// fresh 4 MiB block is split for two adjacent pages `a` and `b` (leaving
+/// untouched free blocks of orders 1..=9 beside them), `c` takes the
+/// order-9 one, then
+/// `a` and `c` are freed and cannot merge (`b` is still out).
+#[test]
+fn transparent_huge_pages_purge_whole_huge_pages_only() {
+    use zonealloc::{AllocFlags, PcpConfig};
+    let purge = |huge_pages| {
+        let arena = Arena::builder()
+            .region_size(64 << 20)
+            .zones(1)
+            .pcp(PcpConfig::Disabled)
+            .purge_delay(None)
+            .huge_pages(huge_pages)
+            .build()
+            .unwrap();
+        let a = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
+        let b = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
+        let c = arena.alloc_pages(9, AllocFlags::empty()).unwrap();
+        assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 4096);
+        assert_eq!(c.as_ptr() as usize - a.as_ptr() as usize, 2 << 20);
+        // SAFETY: allocated above at these orders, not used again.
+        unsafe {
+            arena.free_pages(a, 0).unwrap();
+            arena.free_pages(c, 9).unwrap();
+        }
+        let report = arena.purge();
+        let left = arena.stats().zones[0].resident_free();
+        arena.check().unwrap();
+        // SAFETY: allocated above at order 0.
+        unsafe { arena.free_pages(b, 0) }.unwrap();
+        (report.bytes / 4096, left)
+    };
+    // Purged pages, resident free pages left (the split-off blocks were
+    // never touched, so they cost no RSS and are not purged).
+    assert_eq!(purge(HugePages::None), (1 + 512, 0));
+    assert_eq!(purge(HugePages::Transparent), (512, 1));
+}
