@@ -595,33 +595,64 @@ unsafe impl GlobalAlloc for ZoneAlloc {
         dealloc_impl(ptr, layout);
     }
 
+    #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller guarantees new_size, rounded up to align, does
         // not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        match global_arena() {
-            Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
-            Some(arena) if arena.contains(ptr) && grows_in_place(arena, ptr, layout, new_layout) => return ptr,
-            Some(arena)
-                if !arena.contains(ptr)
-                    && class_of(new_size, layout.align()).is_none()
-                    && order_of(new_layout) > arena.max_order() =>
-            {
-                // SAFETY: both layouts are System's.
-                return unsafe { System.realloc(ptr, layout, new_size) };
+        if let Some(class) = class_of(layout.size(), layout.align()) {
+            // An object: it stays if the new size has its class, else moves.
+            if class_of(new_size, layout.align()) == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
+                return ptr;
             }
-            None if ARENA.failed() => {
-                // SAFETY: with no arena, everything is System's.
-                return unsafe { System.realloc(ptr, layout, new_size) };
-            }
-            _ => {}
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { realloc_move(ptr, layout, new_layout) };
         }
-        let new = alloc_impl(new_layout, false);
-        if !new.is_null() {
-            // SAFETY: both blocks are valid for the smaller size and distinct.
-            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
-            dealloc_impl(ptr, layout);
-        }
-        new
+        // SAFETY: as above.
+        unsafe { realloc_large(ptr, layout, new_layout) }
     }
+}
+
+/// Moves an allocation to a new block of `new` bytes.
+///
+/// # Safety
+/// `ptr` is live for `old`, as `GlobalAlloc::realloc` requires.
+#[inline(always)]
+unsafe fn realloc_move(ptr: *mut u8, old: Layout, new: Layout) -> *mut u8 {
+    let moved = alloc_impl(new, false);
+    if !moved.is_null() {
+        // SAFETY: both blocks are valid for the smaller size and distinct.
+        unsafe { ptr::copy_nonoverlapping(ptr, moved, old.size().min(new.size())) };
+        dealloc_impl(ptr, old);
+    }
+    moved
+}
+
+/// `realloc` of a block the buddy allocator (or `System`) serves: in
+/// place when the order stays or the block can grow into free buddies.
+///
+/// # Safety
+/// As for [`realloc_move`].
+#[inline(never)]
+unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
+    let new_size = new_layout.size();
+    match global_arena() {
+        Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
+        Some(arena) if arena.contains(ptr) && grows_in_place(arena, ptr, layout, new_layout) => return ptr,
+        Some(arena)
+            if !arena.contains(ptr)
+                && class_of(new_size, layout.align()).is_none()
+                && order_of(new_layout) > arena.max_order() =>
+        {
+            // SAFETY: both layouts are System's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        None if ARENA.failed() => {
+            // SAFETY: with no arena, everything is System's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        _ => {}
+    }
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { realloc_move(ptr, layout, new_layout) }
 }

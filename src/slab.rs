@@ -10,7 +10,10 @@
 //! the smallest power-of-two class that fits both its size and its
 //! alignment; objects of a power-of-two class are aligned to their size,
 //! since a slab is a buddy block aligned to its own size and filled with
-//! objects from its start.
+//! objects from its start. A slab holds 64 objects where 32 KiB (the
+//! largest block the per-thread page caches serve) allows, and eight at
+//! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 512 bytes up to
+//! 4 KiB, 64 KiB above.
 //!
 //! **Headers out of band.** A slab's header (64 bytes) lives in the arena's
 //! side table, in the slot of the slab's first page, never in the block:
@@ -67,6 +70,15 @@ pub const SLAB_MAX: usize = 8192;
 
 /// Objects a slab holds at least.
 const MIN_OBJECTS: usize = 8;
+
+/// Objects a slab aims to hold, within [`SLAB_TARGET_MAX`] bytes: a slab
+/// that runs dry after a few objects sends its thread to the ring walk
+/// and the buddy allocator too often.
+const TARGET_OBJECTS: usize = 64;
+
+/// The largest slab chosen for [`TARGET_OBJECTS`]: 32 KiB, the largest
+/// block the per-thread page caches serve.
+const SLAB_TARGET_MAX: usize = 32 << 10;
 
 /// Marks a slab header; the low byte holds the class.
 const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4100; // "ZONESLA" + class
@@ -149,11 +161,18 @@ struct ClassInfo {
 }
 
 const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
+    const fn min(a: usize, b: usize) -> usize {
+        if a < b { a } else { b }
+    }
+    const fn max(a: usize, b: usize) -> usize {
+        if a > b { a } else { b }
+    }
     let mut info = [ClassInfo { size: 0, order: 0, capacity: 0, limit: 0, div_magic: 0 }; NR_CLASSES];
     let mut class = 0;
     while class < NR_CLASSES {
         let size = SIZE_CLASSES[class];
-        let order = (size * MIN_OBJECTS).div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
+        let bytes = max(min(size * TARGET_OBJECTS, SLAB_TARGET_MAX), size * MIN_OBJECTS);
+        let order = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
         let capacity = (crate::PAGE_SIZE << order) / size;
         info[class] = ClassInfo {
             size: size as u32,

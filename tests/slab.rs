@@ -174,7 +174,8 @@ fn bad_frees_are_refused_without_writing() {
 }
 
 /// Slab headers live out of band: a slab's objects fill its whole block
-/// (the smallest power-of-two number of pages holding eight objects), and
+/// (the smallest power-of-two number of pages holding 64 objects, or
+/// 32 KiB if that holds eight, or else eight objects), and
 /// writing every byte of every object, up to the very end of the block
 /// where the header used to sit, disturbs nothing.
 #[test]
@@ -184,7 +185,8 @@ fn objects_fill_the_whole_slab_and_writing_all_of_them_disturbs_nothing() {
     let start = free_pages(&arena);
     let mut heap = ThreadHeap::new(&arena, &slabs);
     for (class, &size) in SIZE_CLASSES.iter().enumerate() {
-        let block = (size * 8).div_ceil(4096).next_power_of_two() * 4096;
+        let bytes = (size * 64).min(32 << 10).max(size * 8);
+        let block = bytes.div_ceil(4096).next_power_of_two() * 4096;
         let capacity = block / size;
         let objects: Vec<NonNull<u8>> = (0..capacity).map(|_| heap.alloc(class).unwrap()).collect();
         let base = objects[0].as_ptr() as usize;
