@@ -190,6 +190,36 @@ impl Arena {
         inner.free_pages_slow(addr, order)
     }
 
+    /// [`alloc_pages`](Self::alloc_pages) for a block that is expected to
+    /// grow with [`try_grow_pages`](Self::try_grow_pages): it is carved from
+    /// the start of a larger free block when the preferred zone has one
+    /// (and passes its low watermark), so the blocks above it are free and
+    /// the growth succeeds while they stay free. A block of exactly `order`
+    /// from the free lists could never grow: its buddy is not free, or the
+    /// two would have merged. Otherwise the same as `alloc_pages` (without
+    /// the per-thread caches); free the block with the order it has then.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).zones(1).build()?;
+    /// let a = arena.alloc_pages(4, AllocFlags::empty())?; // 64 KiB
+    /// let b = arena.alloc_pages(4, AllocFlags::empty())?; // the exact fit beside it
+    /// assert!(!arena.try_grow_pages(b, 4, 5)); // its buddy is `a`
+    /// let c = arena.alloc_pages_growable(4, AllocFlags::empty())?; // the start of a free 4 MiB block
+    /// assert!(arena.try_grow_pages(c, 4, 10));
+    /// // SAFETY: ours, at these orders, not used again.
+    /// unsafe {
+    ///     arena.free_pages(a, 4)?;
+    ///     arena.free_pages(b, 4)?;
+    ///     arena.free_pages(c, 10)?;
+    /// }
+    /// arena.check()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn alloc_pages_growable(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        self.inner.alloc_pages_with_room(order, flags)
+    }
+
     /// Grows the allocated block at `ptr` from `order` to `new_order` where
     /// it lies, when it is aligned to the new size and the blocks above it
     /// that make up the difference are free in the buddy lists (the

@@ -20,6 +20,11 @@ pub const MAX_ORDER_LIMIT: u32 = 20;
 /// Number of orders a zone can have lists for.
 pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
 
+/// Doublings a block from [`Buddy::rmqueue_with_room`] can preferably grow
+/// in place: it is carved from a block 256 times its size (a vector growing
+/// from 16 KiB to 4 MiB moves once).
+const GROWTH_ORDERS: u32 = 8;
+
 /// A block taken from or given to the buddy lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Block {
@@ -212,10 +217,35 @@ impl Buddy {
     /// The head is recorded as `state`.
     #[inline]
     pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
-        debug_assert!(order <= self.max_order);
-        let candidates = self.list_mask >> order;
+        self.rmqueue_split_from(mm, order, order, state)
+    }
+
+    /// Takes a block of `order` carved from the start of a larger free
+    /// block, so that the buddies above it are free and it can grow in
+    /// place ([`grow_in_place`](Self::grow_in_place)): the smallest with
+    /// room for [`GROWTH_ORDERS`] doublings (or a frontier block), else the
+    /// largest free block above `order`; otherwise as
+    /// [`rmqueue`](Self::rmqueue).
+    pub(crate) fn rmqueue_with_room(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
+        let roomy = (order + GROWTH_ORDERS).min(self.max_order);
+        if roomy > order && (self.list_mask >> roomy != 0 || self.frontier < self.end) {
+            return self.rmqueue_split_from(mm, order, roomy, state);
+        }
+        if self.list_mask >> order > 1 {
+            let largest = u32::BITS - 1 - self.list_mask.leading_zeros();
+            return self.rmqueue_split_from(mm, order, largest, state);
+        }
+        self.rmqueue(mm, order, state)
+    }
+
+    /// Takes a block of `order`, splitting the smallest free block of at
+    /// least `from` (or a frontier block).
+    #[inline]
+    fn rmqueue_split_from(&mut self, mm: &MemMap, order: u32, from: u32, state: PageState) -> Option<Block> {
+        debug_assert!(order <= from && from <= self.max_order);
+        let candidates = self.list_mask >> from;
         let (pfn, found, flags) = if candidates != 0 {
-            let found = order + candidates.trailing_zeros();
+            let found = from + candidates.trailing_zeros();
             let pfn = self.free_area[found as usize].head;
             let flags = mm.page(pfn).info().flags;
             self.del_from_free_list(mm, pfn, found, flags);

@@ -19,8 +19,12 @@
 //! that fit a power-of-two class) come from the calling thread's slab heap;
 //! larger ones are buddy blocks of the order that covers size and alignment
 //! (orders 0..=3 through the per-thread page caches); beyond the largest
-//! order (4 MiB by default), `System` (glibc, which maps them directly) serves
-//! them, and any alignment up to the OS's limits works there.
+//! order (32 MiB in the global arena), `System` (glibc, which maps them
+//! directly) serves them, and any alignment up to the OS's limits works
+//! there. `realloc` keeps a block where it is when the new size has the same
+//! class or order, or when the block can grow into its free buddies; a
+//! growing block that must move goes to the start of a large free block
+//! ([`Arena::alloc_pages_growable`]), so its next doublings stay in place.
 //!
 //! **Bad frees.** A pointer outside the region (unless its layout is one
 //! that goes to `System`), a pointer that is not an object or block start,
@@ -291,8 +295,16 @@ impl crate::Shrinker for OrphanReaper {
     }
 }
 
+/// The global arena's largest block: 32 MiB (the kernel's 4 MiB would send
+/// every buffer between 4 and 32 MiB to `System`, and a vector growing
+/// past 4 MiB would be copied out of the arena instead of growing in
+/// place into its free buddy).
+const GLOBAL_MAX_ORDER: u32 = 13;
+
 fn build_global_arena() -> Option<NonNull<Arena>> {
-    let mut builder = Arena::builder().region_size(env_size("ZONEALLOC_REGION_SIZE").unwrap_or_else(physical_memory));
+    let mut builder = Arena::builder()
+        .region_size(env_size("ZONEALLOC_REGION_SIZE").unwrap_or_else(physical_memory))
+        .max_order(GLOBAL_MAX_ORDER);
     if let Some(zones) = env_size("ZONEALLOC_ZONES") {
         builder = builder.zones(zones);
     }
@@ -650,6 +662,21 @@ unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
         None if ARENA.failed() => {
             // SAFETY: with no arena, everything is System's.
             return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        Some(arena) if new_size > layout.size() => {
+            // Growing: take the new block from the start of a larger free
+            // one (not from the page caches), so that the next growths find
+            // its buddies free and stay in place.
+            let order = order_of(new_layout);
+            if order <= arena.max_order()
+                && let Ok(moved) = arena.alloc_pages_growable(order, AllocFlags::NOWARN)
+            {
+                let moved = moved.as_ptr();
+                // SAFETY: both blocks are valid for the old size and distinct.
+                unsafe { ptr::copy_nonoverlapping(ptr, moved, layout.size()) };
+                dealloc_impl(ptr, layout);
+                return moved;
+            }
         }
         _ => {}
     }

@@ -68,6 +68,24 @@ impl ArenaInner {
         Ok(self.prep_new_page(block, flags))
     }
 
+    /// `alloc_pages_growable`: a block carved from the start of a larger
+    /// free block of the preferred zone when that zone passes its low
+    /// watermark; otherwise whatever [`alloc_pages_slow`](Self::alloc_pages_slow)
+    /// finds. Never from the per-thread caches, whose blocks' buddies are
+    /// rarely free.
+    pub(crate) fn alloc_pages_with_room(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        if order <= self.max_order && self.fault.is_none() {
+            let zone = &self.zones[self.preferred_zone()];
+            if zone.watermark_ok(order, AllocMode::new(Mark::Low, flags))
+                && let Some(block) = zone.rmqueue(&self.mem_map, order, true)
+            {
+                self.zone_allocated(zone);
+                return Ok(self.prep_new_page(block, flags));
+            }
+        }
+        self.alloc_pages_slow(order, flags)
+    }
+
     /// Everything `free_pages` does beyond pushing onto this thread's list.
     #[inline(never)]
     pub(crate) fn free_pages_slow(&self, addr: usize, order: u32) -> Result<(), FreeError> {
@@ -96,7 +114,7 @@ impl ArenaInner {
         loop {
             let zone = &self.zones[index];
             if zone.watermark_ok(order, mode) {
-                if let Some(block) = zone.rmqueue(&self.mem_map, order) {
+                if let Some(block) = zone.rmqueue(&self.mem_map, order, false) {
                     self.zone_allocated(zone);
                     return Some(block);
                 }

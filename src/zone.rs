@@ -338,11 +338,17 @@ impl Zone {
         pages
     }
 
-    /// Takes one block of `order` (the kernel's `rmqueue_buddy`).
+    /// Takes one block of `order` (the kernel's `rmqueue_buddy`); with
+    /// `room`, from the start of a larger free block if there is one.
     #[inline]
-    pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32) -> Option<Block> {
+    pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32, room: bool) -> Option<Block> {
         let mut zone = self.lock();
-        let block = zone.inner.buddy.rmqueue(mm, order, PageState::Allocated)?;
+        let buddy = &mut zone.inner.buddy;
+        let block = if room {
+            buddy.rmqueue_with_room(mm, order, PageState::Allocated)
+        } else {
+            buddy.rmqueue(mm, order, PageState::Allocated)
+        }?;
         zone.inner.allocs[order as usize] += 1;
         Some(block)
     }

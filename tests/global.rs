@@ -61,6 +61,23 @@ mod global {
             assert!((0..50).all(|i| *small.add(i) == 7));
             GLOBAL.dealloc(small, Layout::from_size_align(50, 8).unwrap());
         }
+        // A buffer doubling from 16 KiB to 8 MiB: the first growth moves it
+        // to the start of a large free block, the rest grow in place.
+        let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+        let mut moves = 0;
+        while buf.capacity() < 8 << 20 {
+            buf.resize(buf.capacity(), buf.capacity().trailing_zeros() as u8);
+            let before = buf.as_ptr();
+            buf.reserve_exact(buf.capacity());
+            moves += usize::from(buf.as_ptr() != before);
+        }
+        assert!(moves <= 2, "{moves} of 9 doublings moved the buffer");
+        assert!(
+            buf.chunks(16 << 10)
+                .enumerate()
+                .all(|(i, c)| c[0] == (14 + (i + 1).next_power_of_two().trailing_zeros()) as u8)
+        );
+        drop(buf);
         let mut v = Vec::new();
         for i in 0..2_000_000u64 {
             v.push(i);

@@ -213,3 +213,49 @@ fn blocks_grow_in_place_only_into_free_buddies() {
     arena.check().unwrap();
     assert_eq!(start_state(&arena), initial);
 }
+
+/// A block from `alloc_pages_growable` is carved from the start of a larger
+/// free block, so it grows in place; an exact-order block from the lists
+/// never could (its buddy is not free, or the two would have merged).
+#[test]
+fn growable_blocks_are_carved_where_they_can_grow() {
+    let arena = small_arena(1, 2, 8); // one zone of two 256-page blocks
+    let initial = start_state(&arena);
+    // Pages 0..4 (order 2), leaving free blocks of orders 2..=7 above it and
+    // a second 256-page block at the frontier.
+    let a = arena.alloc_pages(2, NOWARN).unwrap();
+    // An exact fit: pages 4..8, the upper half of a's order-3 block.
+    let b = arena.alloc_pages(2, NOWARN).unwrap();
+    assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 4 * 4096);
+    assert!(!arena.try_grow_pages(b, 2, 3), "an exact fit from the lists cannot grow");
+    // Room for eight doublings: no free block of order 10 (above max_order
+    // 8, so order 8), but the frontier has one: pages 256..260.
+    let c = arena.alloc_pages_growable(2, NOWARN).unwrap();
+    assert_eq!(c.as_ptr() as usize - a.as_ptr() as usize, 256 * 4096);
+    assert!(arena.try_grow_pages(c, 2, 8), "the whole second block");
+    arena.check().unwrap();
+    // No roomy block and no frontier left: the largest free block (free:
+    // order 3 at 8, 4 at 16, 5 at 32, 6 at 64, 7 at 128).
+    let d = arena.alloc_pages_growable(2, NOWARN).unwrap();
+    assert_eq!(d.as_ptr() as usize - a.as_ptr() as usize, 128 * 4096, "the order-7 block at 128");
+    assert!(arena.try_grow_pages(d, 2, 7));
+    let e = arena.alloc_pages_growable(3, NOWARN).unwrap();
+    assert_eq!(e.as_ptr() as usize - a.as_ptr() as usize, 64 * 4096, "the order-6 block at 64");
+    assert!(arena.try_grow_pages(e, 3, 6));
+    // Nothing larger than order 5 is left: an exact fit, as alloc_pages.
+    let f = arena.alloc_pages_growable(5, NOWARN).unwrap();
+    assert_eq!(f.as_ptr() as usize - a.as_ptr() as usize, 32 * 4096);
+    assert!(!arena.try_grow_pages(f, 5, 6));
+    arena.check().unwrap();
+    // SAFETY: each is ours, at the order it has now.
+    unsafe {
+        arena.free_pages(a, 2).unwrap();
+        arena.free_pages(b, 2).unwrap();
+        arena.free_pages(c, 8).unwrap();
+        arena.free_pages(d, 7).unwrap();
+        arena.free_pages(e, 6).unwrap();
+        arena.free_pages(f, 5).unwrap();
+    }
+    arena.check().unwrap();
+    assert_eq!(start_state(&arena), initial);
+}
