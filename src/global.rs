@@ -441,9 +441,16 @@ fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
 
 #[inline(always)]
 fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
-    if let Some(class) = class_of(layout.size(), layout.align())
-        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)))
-    {
+    match class_of(layout.size(), layout.align()) {
+        Some(class) => alloc_object(class, layout, zero),
+        None => alloc_slow(layout, zero),
+    }
+}
+
+/// [`alloc_impl`] for a layout of slab class `class`.
+#[inline(always)]
+fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
+    if let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class))) {
         let ptr = object.as_ptr();
         if zero {
             // SAFETY: a fresh object of at least `layout.size()` bytes.
@@ -489,8 +496,16 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
 
 #[inline(always)]
 fn dealloc_impl(ptr: *mut u8, layout: Layout) {
-    if let Some(class) = class_of(layout.size(), layout.align())
-        && let Some(nn) = NonNull::new(ptr)
+    match class_of(layout.size(), layout.align()) {
+        Some(class) => dealloc_object(ptr, class, layout),
+        None => dealloc_slow(ptr, layout),
+    }
+}
+
+/// [`dealloc_impl`] for a layout of slab class `class`.
+#[inline(always)]
+fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
+    if let Some(nn) = NonNull::new(ptr)
         // SAFETY: the caller frees what it was given for this layout; the
         // slab layer checks the pointer before it writes anything.
         && with_ready_heap(|heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
@@ -614,8 +629,19 @@ unsafe impl GlobalAlloc for ZoneAlloc {
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if let Some(class) = class_of(layout.size(), layout.align()) {
             // An object: it stays if the new size has its class, else moves.
-            if class_of(new_size, layout.align()) == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
+            let new_class = class_of(new_size, layout.align());
+            if new_class == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
                 return ptr;
+            }
+            if let Some(new_class) = new_class {
+                let moved = alloc_object(new_class, new_layout, false);
+                if !moved.is_null() {
+                    // SAFETY: both objects are valid for the smaller size
+                    // and distinct.
+                    unsafe { ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size)) };
+                    dealloc_object(ptr, class, layout);
+                }
+                return moved;
             }
             // SAFETY: the caller's contract, forwarded.
             return unsafe { realloc_move(ptr, layout, new_layout) };

@@ -131,11 +131,13 @@ const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
-        // Rounded up to the alignment, every size in (8 (i - 1), 8 i] has
-        // the class of 8 i (class boundaries are multiples of 8); at an
-        // alignment of 16 that is a multiple of 16, whose class is one too.
-        let size = (size + align - 1) & !(align - 1);
-        return (size <= SLAB_MAX).then(|| CLASS_LOOKUP[size.div_ceil(8)] as usize);
+        // Every size in (8 (i - 1), 8 i] has the class of 8 i (class
+        // boundaries are multiples of 8), which also serves alignments up
+        // to 8. At 16, an odd i (8 i not a multiple of 16) becomes i + 1:
+        // 8 (i + 1) is a multiple of 16, and so is its class.
+        let i = size.div_ceil(8);
+        let i = i + ((align >> 4) & i);
+        return CLASS_LOOKUP.get(i).map(|&class| class as usize);
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
