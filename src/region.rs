@@ -54,7 +54,6 @@ pub(crate) struct RegionOptions {
     pub dont_fork: bool,
 }
 
-#[cfg(not(loom))]
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// The buddy order of a 2 MiB huge page.
