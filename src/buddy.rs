@@ -259,7 +259,11 @@ impl Buddy {
             return None;
         };
         self.expand(mm, pfn, found, order, flags);
-        mm.page(pfn).set_info(PageInfo::new(state, order, flags, self.zone));
+        // A cached block keeps its content flags until it is handed out; an
+        // allocated head carries none (the caller is about to write it, and
+        // the cache's fast free path keeps the flags it finds).
+        let head_flags = if state == PageState::Cached { flags } else { 0 };
+        mm.page(pfn).set_info(PageInfo::new(state, order, head_flags, self.zone));
         Some(Block { pfn, order, flags })
     }
 

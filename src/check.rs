@@ -243,6 +243,11 @@ impl Arena {
                         }
                     }
                 }
+                PageState::Allocated if info.flags != 0 => {
+                    // Its contents are the caller's: a content flag would be
+                    // carried into the page caches by a free.
+                    return Err(bad("allocated block carries content flags"));
+                }
                 PageState::Allocated => tally.allocated += size,
                 PageState::Cached => tally.cached += size,
                 PageState::Isolated => tally.isolated += size,
