@@ -20,8 +20,11 @@ use zonealloc::{AllocError, AllocFlags, Arena, FreeError};
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub enum Op {
-    /// Allocate a block of `order % (max_order + 2)` (one past the end tests the error).
-    Alloc { order: u8, zero: bool },
+    /// Allocate a block of `order % (max_order + 2)` (one past the end tests
+    /// the error); `growable` through `alloc_pages_growable`.
+    Alloc { order: u8, zero: bool, growable: bool },
+    /// Grow live block `index % live` in place by `1 + by % 3` orders.
+    Grow { index: u16, by: u8 },
     /// Free live block `index % live`.
     Free { index: u16 },
     /// Free live block `index % live` wrongly (`kind` picks how); must be refused.
@@ -47,6 +50,8 @@ pub struct Harness {
     next_fill: u8,
     pub allocs: usize,
     pub failures: usize,
+    /// Successful in-place growths.
+    pub grown: usize,
 }
 
 impl Harness {
@@ -56,7 +61,17 @@ impl Harness {
         let zones: Vec<_> = stats.zones.iter().map(|z| (z.start_pfn, z.spanned)).collect();
         let pages = zones.iter().map(|z| z.1).sum();
         let base = arena.region().0.as_ptr() as usize;
-        Self { arena, base, zones, used: vec![false; pages], live: Vec::new(), next_fill: 1, allocs: 0, failures: 0 }
+        Self {
+            arena,
+            base,
+            zones,
+            used: vec![false; pages],
+            live: Vec::new(),
+            next_fill: 1,
+            allocs: 0,
+            failures: 0,
+            grown: 0,
+        }
     }
 
     fn can_allocate(&self, order: u32) -> bool {
@@ -69,11 +84,16 @@ impl Harness {
     pub fn apply(&mut self, op: Op) {
         let max_order = self.arena.max_order();
         match op {
-            Op::Alloc { order, zero } => {
+            Op::Alloc { order, zero, growable } => {
                 let order = u32::from(order) % (max_order + 2);
                 let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
                 let expected = order <= max_order && self.can_allocate(order);
-                match self.arena.alloc_pages(order, flags) {
+                let got = if growable {
+                    self.arena.alloc_pages_growable(order, flags)
+                } else {
+                    self.arena.alloc_pages(order, flags)
+                };
+                match got {
                     Ok(ptr) => {
                         assert!(expected, "order-{order} allocation succeeded but the model has no room");
                         self.take(ptr, order, zero);
@@ -117,6 +137,38 @@ impl Harness {
                 let got = unsafe { self.arena.free_pages(NonNull::new(ptr as *mut u8).unwrap(), order) };
                 assert_eq!(got, Err(expected));
                 assert_eq!(self.free_pages(), free_before, "a refused free changed the arena");
+            }
+            Op::Grow { index, by } => {
+                if self.live.is_empty() {
+                    return;
+                }
+                let i = usize::from(index) % self.live.len();
+                let (ptr, order) = (self.live[i].ptr, self.live[i].order);
+                let new_order = order + 1 + u32::from(by % 3);
+                let pfn = (ptr.as_ptr() as usize - self.base) / 4096;
+                let (old_end, new_end) = (pfn + (1 << order), pfn + (1 << new_order));
+                // Growth needs alignment and free pages above; free pages in
+                // a cache or never used may still refuse it, so the model
+                // predicts only the refusals.
+                let possible = new_order <= max_order
+                    && pfn.is_multiple_of(1 << new_order)
+                    && self.zones.iter().any(|&(start, len)| start <= pfn && new_end <= start + len)
+                    && self.used[old_end..new_end].iter().all(|u| !u);
+                let free_before = self.free_pages();
+                // A wrong order is never grown.
+                assert!(!self.arena.try_grow_pages(ptr, order + 1, new_order.max(order + 2)));
+                if self.arena.try_grow_pages(ptr, order, new_order) {
+                    assert!(possible, "grew {pfn}+{order} to order {new_order} over pages the model has in use");
+                    self.used[old_end..new_end].iter_mut().for_each(|u| *u = true);
+                    let live = &mut self.live[i];
+                    live.order = new_order;
+                    // SAFETY: the block is ours and now `4096 << new_order` bytes.
+                    unsafe { ptr.as_ptr().add((4096 << new_order) - 1).write(live.fill) };
+                    assert_eq!(self.free_pages(), free_before - (new_end - old_end));
+                    self.grown += 1;
+                } else {
+                    assert_eq!(self.free_pages(), free_before, "a refused growth changed the arena");
+                }
             }
             Op::Check => self.check(),
         }
