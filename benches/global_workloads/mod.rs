@@ -138,13 +138,14 @@ pub const WORKLOADS: [(&str, fn()); 8] = [
     ("buffers_16k_1m", buffers),
 ];
 
+/// Peak RSS of this process image, from `VmHWM` in /proc/self/status:
+/// unlike `getrusage`'s `ru_maxrss`, which Linux carries across `execve`
+/// (so a binary started by cargo would report cargo's own peak), the
+/// high-water mark belongs to the address space, which exec replaces.
 fn peak_rss_kib() -> i64 {
-    // SAFETY: getrusage fills the struct we pass.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage.ru_maxrss
-    }
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
 }
 
 /// The bench binary's `main`: criterion, or one workload's peak RSS.
