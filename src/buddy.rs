@@ -72,7 +72,8 @@ pub(crate) struct Buddy {
     /// Free pages on the lists whose block is purged (no RSS).
     purged_pages: usize,
     /// Purge hands back only blocks of at least this order (9, 2 MiB,
-    /// when huge pages back the region: a smaller purge would split one).
+    /// when huge pages back the region: a smaller purge would split one;
+    /// above `max_order`, nothing is ever purged).
     purge_min_order: u32,
     /// Resident free pages on the lists in blocks of at least
     /// `purge_min_order`: what a purge could hand back.
@@ -99,7 +100,7 @@ impl Buddy {
             list_mask: 0,
             listed_pages: 0,
             purged_pages: 0,
-            purge_min_order: purge_min_order.min(max_order),
+            purge_min_order,
             purgeable_pages: 0,
             isolated_pages: 0,
             counters: BuddyCounters::default(),

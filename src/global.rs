@@ -36,7 +36,8 @@
 //! `ZONEALLOC_ZONES`, `ZONEALLOC_PURGE_DELAY_MS` (0: never purge on a
 //! timer; default 1000), `ZONEALLOC_HUGE_PAGES` (`transparent`, the
 //! default: the region asks for transparent huge pages and purges whole
-//! 2 MiB blocks only; `none`: base pages, purged at any size).
+//! 2 MiB blocks only; `none`: base pages, purged at any size; any other
+//! value leaves the default).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
@@ -643,11 +644,9 @@ unsafe impl GlobalAlloc for ZoneAlloc {
                 }
                 return moved;
             }
-            // SAFETY: the caller's contract, forwarded.
-            return unsafe { realloc_move(ptr, layout, new_layout) };
         }
-        // SAFETY: as above.
-        unsafe { realloc_large(ptr, layout, new_layout) }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { realloc_pages(ptr, layout, new_layout) }
     }
 }
 
@@ -666,13 +665,15 @@ unsafe fn realloc_move(ptr: *mut u8, old: Layout, new: Layout) -> *mut u8 {
     moved
 }
 
-/// `realloc` of a block the buddy allocator (or `System`) serves: in
-/// place when the order stays or the block can grow into free buddies.
+/// `realloc` where the old or the new size is served by the buddy
+/// allocator (or `System`): in place when the order stays or the block can
+/// grow into free buddies; a growing block moves to where it can grow
+/// further.
 ///
 /// # Safety
 /// As for [`realloc_move`].
 #[inline(never)]
-unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
+unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
     let new_size = new_layout.size();
     match global_arena() {
         Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
@@ -694,9 +695,12 @@ unsafe fn realloc_large(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
             // one (not from the page caches), so that the next growths find
             // its buddies free and stay in place.
             let order = order_of(new_layout);
-            if order <= arena.max_order()
-                && let Ok(moved) = arena.alloc_pages_growable(order, AllocFlags::NOWARN)
-            {
+            if order <= arena.max_order() {
+                // A failure has been through the whole slow path (reclaim,
+                // the OOM handler): the old block stays, as realloc says.
+                let Ok(moved) = arena.alloc_pages_growable(order, AllocFlags::NOWARN) else {
+                    return ptr::null_mut();
+                };
                 let moved = moved.as_ptr();
                 // SAFETY: both blocks are valid for the old size and distinct.
                 unsafe { ptr::copy_nonoverlapping(ptr, moved, layout.size()) };

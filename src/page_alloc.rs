@@ -329,7 +329,7 @@ impl ArenaInner {
         // One barrier for both handshakes (see reclaim.rs).
         self.freer_barrier();
         self.reclaim.progress.signal_after_fence();
-        self.reclaim.arm_purge_timer_after_fence();
+        self.reclaim.arm_purge_timer_after_fence(|| self.has_purgeable_memory());
     }
 
     /// The freeing side of the reclaim handshakes (NOFAIL waiters, the

@@ -10,7 +10,8 @@
 //! without progress (`MAX_RECLAIM_RETRIES`) and it gives up: it sleeps, and
 //! wake-ups are ignored until memory is freed (the kernel's
 //! `kswapd_failures`). When `purge_delay` is set it also wakes on a timer
-//! while free memory is resident, and hands it back to the OS.
+//! while free memory a purge could hand back is resident (with huge pages:
+//! free blocks of 2 MiB or more), and hands it back to the OS.
 //!
 //! **Sleep and wake without a lost wake-up.** Wakers do not take the lock
 //! when kswapd is already awake. The pair is a Dekker handshake:
@@ -142,6 +143,10 @@ struct KswapdState {
     pending: bool,
     /// The arena is dropping.
     stop: bool,
+    /// Times kswapd went to sleep, and how many of them with the purge
+    /// timer set (kept under the lock, so a reader sees the latest).
+    sleeps: u64,
+    timed_sleeps: u64,
 }
 
 /// The progress event NOFAIL callers wait on.
@@ -236,7 +241,7 @@ impl Reclaimer {
     pub(crate) fn new(config: ReclaimConfig) -> Self {
         Self {
             config,
-            state: Mutex::new(KswapdState { pending: false, stop: false }),
+            state: Mutex::new(KswapdState { pending: false, stop: false, sleeps: 0, timed_sleeps: 0 }),
             wake: Condvar::new(),
             awake: AtomicBool::new(false),
             purge_armed: AtomicBool::new(true),
@@ -304,17 +309,28 @@ impl Reclaimer {
     }
 
     /// Pages went back to the lists (the caller has just issued a `SeqCst`
-    /// fence): if kswapd sleeps without its purge timer, wake it so it sets
-    /// one. Pairs with the fence before kswapd's re-check (module docs).
-    pub(crate) fn arm_purge_timer_after_fence(&self) {
+    /// fence): if kswapd sleeps without its purge timer and `purgeable`
+    /// says a purge would now find memory to hand back, wake it so it sets
+    /// one. Pairs with the fence before kswapd's re-check (module docs). A
+    /// free that leaves nothing purgeable (with huge pages: no resident
+    /// free block of 2 MiB) wakes nobody.
+    pub(crate) fn arm_purge_timer_after_fence(&self, purgeable: impl FnOnce() -> bool) {
         if self.config.background
             && self.config.purge_delay.is_some()
             && !self.purge_armed.load(Ordering::Relaxed)
+            && purgeable()
             && !self.purge_armed.swap(true, Ordering::Relaxed)
         {
             drop(self.state.lock());
             self.wake.notify_one();
         }
+    }
+
+    /// Times kswapd went to sleep, and how many of those with the purge
+    /// timer set.
+    pub(crate) fn sleeps(&self) -> (u64, u64) {
+        let state = self.state.lock();
+        (state.sleeps, state.timed_sleeps)
     }
 
     /// `wakeup_kswapd`: called after an allocation left a zone below low.
@@ -379,8 +395,10 @@ fn kswapd(arena: &ArenaInner) {
                         // sees `armed` clear takes this lock and notifies.
                         r.purge_armed.store(false, Ordering::Relaxed);
                         arena.waiter_barrier();
-                        if arena.has_resident_free_memory() {
+                        state.sleeps += 1;
+                        if arena.has_purgeable_memory() {
                             r.purge_armed.store(true, Ordering::Relaxed);
+                            state.timed_sleeps += 1;
                             let (guard, timed_out) = r.wake.wait_timeout(state, delay);
                             state = guard;
                             if timed_out {
@@ -391,7 +409,10 @@ fn kswapd(arena: &ArenaInner) {
                             state = r.wake.wait(state);
                         }
                     }
-                    None => state = r.wake.wait(state),
+                    None => {
+                        state.sleeps += 1;
+                        state = r.wake.wait(state);
+                    }
                 }
             }
             r.awake.store(true, Ordering::Relaxed);
@@ -478,7 +499,7 @@ impl ArenaInner {
 
     /// Whether any zone holds free memory that still costs RSS (so a purge
     /// would do something).
-    pub(crate) fn has_resident_free_memory(&self) -> bool {
+    pub(crate) fn has_purgeable_memory(&self) -> bool {
         self.zones.iter().any(|z| z.purgeable_pages() > 0)
     }
 }

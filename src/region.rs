@@ -34,10 +34,12 @@ pub enum HugePages {
     /// Base pages only; the kernel's THP policy decides (the default).
     #[default]
     None,
-    /// Ask for transparent huge pages (`MADV_HUGEPAGE`) for the region. Free memory is then purged only in whole 2 MiB blocks,
-    /// so a purge never splits a huge page (smaller free blocks stay
-    /// resident until they merge). Costs nothing when THP is disabled on the
-    /// machine or missing from the kernel.
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`) for the region.
+    /// Free memory is then purged only in whole 2 MiB blocks, so a purge
+    /// never splits a huge page (smaller free blocks stay resident until
+    /// they merge; with a `max_order` below 9 nothing is purged). Costs
+    /// nothing when THP is disabled on the machine or missing from the
+    /// kernel.
     Transparent,
     /// Back the region with explicit 2 MiB huge pages (`MAP_HUGETLB`). The
     /// pages are reserved at `build()`, which fails with a message naming

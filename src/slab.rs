@@ -12,7 +12,7 @@
 //! since a slab is a buddy block aligned to its own size and filled with
 //! objects from its start. A slab holds 64 objects where 32 KiB (the
 //! largest block the per-thread page caches serve) allows, and eight at
-//! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 512 bytes up to
+//! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 320 bytes up to
 //! 4 KiB, 64 KiB above.
 //!
 //! **Headers out of band.** A slab's header (64 bytes) lives in the arena's

@@ -53,6 +53,10 @@ pub struct ReclaimStats {
     pub kswapd_give_ups: u64,
     /// Its current run of passes without progress (16 = given up).
     pub kswapd_failures: u32,
+    /// Times it went to sleep.
+    pub kswapd_sleeps: u64,
+    /// Of those, times it slept with the purge timer set.
+    pub purge_timer_sleeps: u64,
     /// Registered shrinkers.
     pub shrinkers: usize,
     /// Pages shrinkers were asked to scan.
@@ -289,11 +293,14 @@ impl Arena {
             .collect();
         let r = &inner.reclaim.counters;
         let load = |c: &crate::sync::AtomicU64| c.load(Ordering::Relaxed);
+        let sleeps = inner.reclaim.sleeps();
         let reclaim = ReclaimStats {
             kswapd_wakeups: load(&r.kswapd_wakeups),
             kswapd_passes: load(&r.kswapd_passes),
             kswapd_give_ups: load(&r.kswapd_give_ups),
             kswapd_failures: inner.reclaim.failures(),
+            kswapd_sleeps: sleeps.0,
+            purge_timer_sleeps: sleeps.1,
             shrinkers: inner.shrinkers.len(),
             shrinker_scanned: load(&r.shrinker_scanned),
             shrinker_freed: load(&r.shrinker_freed),
@@ -407,8 +414,13 @@ impl fmt::Display for Stats {
         let r = &self.reclaim;
         writeln!(
             f,
-            "# reclaim\nkswapd_wakeups {} kswapd_passes {} kswapd_give_ups {} kswapd_failures {}",
-            r.kswapd_wakeups, r.kswapd_passes, r.kswapd_give_ups, r.kswapd_failures
+            "# reclaim\nkswapd_wakeups {} kswapd_passes {} kswapd_give_ups {} kswapd_failures {} kswapd_sleeps {} purge_timer_sleeps {}",
+            r.kswapd_wakeups,
+            r.kswapd_passes,
+            r.kswapd_give_ups,
+            r.kswapd_failures,
+            r.kswapd_sleeps,
+            r.purge_timer_sleeps
         )?;
         writeln!(
             f,

@@ -11,7 +11,8 @@
 //!
 //! The reclaim models use a zone of 3 pages (low = high = 2) with a real
 //! kswapd thread and a shrinker, and check the wake-up handshakes: no lost
-//! kswapd wake-up, no NOFAIL waiter left asleep, no arena drop that hangs.
+//! kswapd wake-up, no NOFAIL waiter left asleep, no lost purge-timer
+//! wake-up, no arena drop that hangs.
 #![cfg(loom)]
 
 use std::ptr::NonNull;
@@ -284,6 +285,39 @@ fn dropping_the_arena_stops_kswapd() {
         free(&arena, b);
         free(&arena, a);
         drop(arena); // must return: kswapd stopped and joined
+    });
+}
+
+/// A free that leaves memory a purge could hand back gets the purge timer
+/// set, however it interleaves with kswapd going to sleep: kswapd either
+/// sees the resident free page in its re-check, or the freer sees the
+/// timer unarmed and wakes it. (Under loom a timed wait never times out,
+/// so the model checks that kswapd went to sleep with the timer set.)
+#[test]
+fn purge_timer_is_set_by_a_free() {
+    model_with_bound(2, || {
+        let arena = Arena::builder()
+            .region_size(2 * 4096)
+            .zones(1)
+            .max_order(0)
+            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+            .pcp(PcpConfig::Disabled)
+            .purge_delay(Some(std::time::Duration::from_millis(1)))
+            .build()
+            .unwrap();
+        // A fresh page is not resident; once used and freed it is.
+        let page = alloc(&arena);
+        free(&arena, page);
+        let mut set = false;
+        for _ in 0..4 {
+            set = arena.stats().reclaim.purge_timer_sleeps > 0;
+            if set {
+                break;
+            }
+            thread::yield_now();
+        }
+        assert!(set, "kswapd sleeps without its purge timer: a free's wake-up was lost");
+        drop(arena);
     });
 }
 

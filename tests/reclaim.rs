@@ -534,3 +534,53 @@ fn a_shrinker_owning_the_arena_is_never_dropped_by_kswapd() {
     dropper.join().expect("dropping the handle dropped the arena cleanly");
     assert_eq!(dropped_on.lock().unwrap().as_deref(), Some("dropper"));
 }
+
+/// With huge pages a purge hands back only whole 2 MiB blocks, so a free
+/// that leaves none resident must not wake the reclaim thread to set its
+/// purge timer: 1000 frees of small blocks beside a live neighbour cost
+/// it no wake-up. A free of a whole 2 MiB block does set the timer, and
+/// the timer purges it.
+#[test]
+fn frees_that_leave_nothing_purgeable_do_not_wake_the_reclaim_thread() {
+    let arena = Arena::builder()
+        .region_size(16 << 20)
+        .zones(1)
+        .max_order(10)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(PcpConfig::Disabled)
+        .huge_pages(zonealloc::HugePages::Transparent)
+        .purge_delay(Some(Duration::from_millis(50)))
+        .build()
+        .unwrap();
+    // `a` pins its order-4 buddy `b` below: freed, `b` stays an order-4
+    // block (the split-off blocks above are fresh, not resident).
+    let a = arena.alloc_pages(4, NOWARN).unwrap();
+    wait_for(&arena, "the reclaim thread to go to sleep", || arena.stats().reclaim.kswapd_sleeps > 0);
+    let sleeps = arena.stats().reclaim.kswapd_sleeps;
+    for _ in 0..1000 {
+        let b = arena.alloc_pages(4, NOWARN).unwrap();
+        // SAFETY: ours, at order 4, not used again.
+        unsafe { arena.free_pages(b, 4) }.unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let stats = arena.stats().reclaim;
+    assert!(
+        stats.kswapd_sleeps <= sleeps + 1,
+        "{} wake-ups for frees a purge cannot use",
+        stats.kswapd_sleeps - sleeps
+    );
+    assert_eq!((stats.purge_timer_sleeps, stats.purges), (0, 0));
+
+    // A whole huge page freed: the timer is set and purges it.
+    let c = arena.alloc_pages(9, NOWARN).unwrap();
+    // SAFETY: ours, 2 MiB: touched, then freed and not used again.
+    unsafe {
+        c.as_ptr().write_bytes(1, 2 << 20);
+        arena.free_pages(c, 9).unwrap();
+    }
+    wait_for(&arena, "the purge timer", || arena.stats().reclaim.purged_bytes >= 2 << 20);
+    assert!(arena.stats().reclaim.purge_timer_sleeps >= 1);
+    // SAFETY: ours, at order 4.
+    unsafe { arena.free_pages(a, 4) }.unwrap();
+    arena.check().unwrap();
+}

@@ -101,4 +101,15 @@ fn transparent_huge_pages_purge_whole_huge_pages_only() {
     // never touched, so they cost no RSS and are not purged).
     assert_eq!(purge(HugePages::None), (1 + 512, 0));
     assert_eq!(purge(HugePages::Transparent), (512, 1));
+
+    // Blocks smaller than a huge page are never purged with huge pages on.
+    let arena = Arena::builder().region_size(8 << 20).max_order(8).huge_pages(HugePages::Transparent).build().unwrap();
+    let block = arena.alloc_pages(8, AllocFlags::empty()).unwrap();
+    // SAFETY: ours, 1 MiB: touched, then freed and not used again.
+    unsafe {
+        block.as_ptr().write_bytes(1, 1 << 20);
+        arena.free_pages(block, 8).unwrap();
+    }
+    assert_eq!(arena.purge().bytes, 0);
+    assert!(arena.stats().resident_bytes >= 1 << 20);
 }
