@@ -379,7 +379,13 @@ fn kswapd(arena: &ArenaInner) {
                 }
                 if state.pending {
                     state.pending = false;
-                    break;
+                    // A wake-up that raced the last pass (the waker and
+                    // the re-check both saw each other) is stale once
+                    // kswapd has given up: wake-ups are ignored until
+                    // memory is freed.
+                    if !r.hopeless() {
+                        break;
+                    }
                 }
                 r.awake.store(false, Ordering::Relaxed);
                 // Pairs with the waker's fence: a wake-up that skipped the
