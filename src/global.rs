@@ -636,13 +636,9 @@ unsafe impl GlobalAlloc for ZoneAlloc {
             }
             if let Some(new_class) = new_class {
                 let moved = alloc_object(new_class, new_layout, false);
-                if !moved.is_null() {
-                    // SAFETY: both objects are valid for the smaller size
-                    // and distinct.
-                    unsafe { ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size)) };
-                    dealloc_object(ptr, class, layout);
-                }
-                return moved;
+                let len = layout.size().min(new_size);
+                // SAFETY: the caller's contract; `moved` is a fresh object.
+                return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
             }
         }
         // SAFETY: the caller's contract, forwarded.
@@ -650,17 +646,21 @@ unsafe impl GlobalAlloc for ZoneAlloc {
     }
 }
 
-/// Moves an allocation to a new block of `new` bytes.
+/// The end of every `realloc` that moves: unless the new allocation
+/// `moved` failed (null, and the old block stays, as `realloc` says),
+/// copies the first `len` bytes of `ptr` into it and frees `ptr` with
+/// `free_old`.
 ///
 /// # Safety
-/// `ptr` is live for `old`, as `GlobalAlloc::realloc` requires.
+/// `ptr` is live and valid for `len` bytes, `moved` is null or a fresh
+/// block of at least `len` bytes, and `free_old` frees `ptr`.
 #[inline(always)]
-unsafe fn realloc_move(ptr: *mut u8, old: Layout, new: Layout) -> *mut u8 {
-    let moved = alloc_impl(new, false);
+unsafe fn move_into(ptr: *mut u8, moved: *mut u8, len: usize, free_old: impl FnOnce()) -> *mut u8 {
     if !moved.is_null() {
-        // SAFETY: both blocks are valid for the smaller size and distinct.
-        unsafe { ptr::copy_nonoverlapping(ptr, moved, old.size().min(new.size())) };
-        dealloc_impl(ptr, old);
+        // SAFETY: both are valid for `len` bytes and distinct (per the
+        // contract).
+        unsafe { ptr::copy_nonoverlapping(ptr, moved, len) };
+        free_old();
     }
     moved
 }
@@ -671,7 +671,7 @@ unsafe fn realloc_move(ptr: *mut u8, old: Layout, new: Layout) -> *mut u8 {
 /// further.
 ///
 /// # Safety
-/// As for [`realloc_move`].
+/// `ptr` is live for `layout`, as `GlobalAlloc::realloc` requires.
 #[inline(never)]
 unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
     let new_size = new_layout.size();
@@ -697,19 +697,16 @@ unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
             let order = order_of(new_layout);
             if order <= arena.max_order() {
                 // A failure has been through the whole slow path (reclaim,
-                // the OOM handler): the old block stays, as realloc says.
-                let Ok(moved) = arena.alloc_pages_growable(order, AllocFlags::NOWARN) else {
-                    return ptr::null_mut();
-                };
-                let moved = moved.as_ptr();
-                // SAFETY: both blocks are valid for the old size and distinct.
-                unsafe { ptr::copy_nonoverlapping(ptr, moved, layout.size()) };
-                dealloc_impl(ptr, layout);
-                return moved;
+                // the OOM handler): no second attempt.
+                let moved =
+                    arena.alloc_pages_growable(order, AllocFlags::NOWARN).map_or(ptr::null_mut(), NonNull::as_ptr);
+                // SAFETY: the caller's contract; `moved` is a fresh block.
+                return unsafe { move_into(ptr, moved, layout.size(), || dealloc_impl(ptr, layout)) };
             }
         }
         _ => {}
     }
-    // SAFETY: the caller's contract, forwarded.
-    unsafe { realloc_move(ptr, layout, new_layout) }
+    let moved = alloc_impl(new_layout, false);
+    // SAFETY: the caller's contract; `moved` is a fresh block.
+    unsafe { move_into(ptr, moved, layout.size().min(new_size), || dealloc_impl(ptr, layout)) }
 }

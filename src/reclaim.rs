@@ -394,6 +394,7 @@ fn kswapd(arena: &ArenaInner) {
                 if !r.hopeless() && arena.zones.iter().any(|z| z.below(Mark::Low)) {
                     break;
                 }
+                state.sleeps += 1;
                 match r.config.purge_delay {
                     Some(delay) => {
                         // Same handshake for the purge timer: clear `armed`,
@@ -401,7 +402,6 @@ fn kswapd(arena: &ArenaInner) {
                         // sees `armed` clear takes this lock and notifies.
                         r.purge_armed.store(false, Ordering::Relaxed);
                         arena.waiter_barrier();
-                        state.sleeps += 1;
                         if arena.has_purgeable_memory() {
                             r.purge_armed.store(true, Ordering::Relaxed);
                             state.timed_sleeps += 1;
@@ -415,10 +415,7 @@ fn kswapd(arena: &ArenaInner) {
                             state = r.wake.wait(state);
                         }
                     }
-                    None => {
-                        state.sleeps += 1;
-                        state = r.wake.wait(state);
-                    }
+                    None => state = r.wake.wait(state),
                 }
             }
             r.awake.store(true, Ordering::Relaxed);
@@ -503,8 +500,8 @@ impl ArenaInner {
         progress
     }
 
-    /// Whether any zone holds free memory that still costs RSS (so a purge
-    /// would do something).
+    /// Whether any zone holds free memory that still costs RSS in blocks a
+    /// purge may take (so a purge would do something).
     pub(crate) fn has_purgeable_memory(&self) -> bool {
         self.zones.iter().any(|z| z.purgeable_pages() > 0)
     }

@@ -447,32 +447,48 @@ impl Slabs {
     pub fn reap_orphans(&self, arena: &Arena) -> usize {
         let mut pages = 0;
         for class in 0..NR_CLASSES {
-            let order = slab_order(class);
             let mut list = self.orphans[class].lock();
             let mut keep = OrphanList::new();
             while let Some(slab) = list.pop() {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
-                let base = unsafe {
+                let empty = unsafe {
                     Slab::collect(slab);
-                    if !(*slab).is_empty() {
-                        keep.push_back(slab);
-                        continue;
-                    }
-                    (*slab).key.store(0, Ordering::Relaxed);
-                    (*slab).base
+                    (*slab).is_empty()
                 };
-                self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
-                self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
-                if let Some(base) = NonNull::new(base as *mut u8) {
-                    // SAFETY: allocated by `new_slab` at this order; empty.
-                    let _ = unsafe { arena.free_pages(base, order) };
-                    pages += 1 << order;
+                if !empty {
+                    keep.push_back(slab);
+                    continue;
                 }
+                self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: empty, and off the list we hold: nobody else has it.
+                pages += unsafe { self.return_slab(arena, class, slab) };
             }
             *list = keep;
         }
         pages
+    }
+
+    /// Hands an empty slab's block back to the buddy allocator: clears its
+    /// side-table key (so a late free of one of its objects is refused),
+    /// counts it gone, and returns the pages freed.
+    ///
+    /// # Safety
+    /// `slab` is a live, empty slab of `class` from `arena`, on no ring or
+    /// list: no object of it is in use and no remote free can be in flight
+    /// (every remote free is counted in `used`).
+    unsafe fn return_slab(&self, arena: &Arena, class: usize, slab: *mut Slab) -> usize {
+        let order = slab_order(class);
+        // SAFETY: the caller's contract: the slot is ours alone.
+        let base = unsafe {
+            (*slab).key.store(0, Ordering::Relaxed);
+            (*slab).base
+        };
+        self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
+        let Some(base) = NonNull::new(base as *mut u8) else { return 0 };
+        // SAFETY: the block was allocated by `new_slab` at this order.
+        let _ = unsafe { arena.free_pages(base, order) };
+        1 << order
     }
 
     /// Frees `ptr`, an object of `class`, from a thread that does not own
@@ -878,18 +894,8 @@ impl<'a> ThreadHeap<'a> {
     /// Returns an empty slab of ours to the buddy allocator.
     fn release(&mut self, class: usize, slab: *mut Slab) {
         self.unlink(class, slab);
-        let order = slab_order(class);
-        // SAFETY: ours and empty: no object of it is in use, and no remote
-        // free can be in flight (every remote free is counted in `used`).
-        let base = unsafe {
-            (*slab).key.store(0, Ordering::Relaxed);
-            (*slab).base
-        };
-        self.slabs.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
-        if let Some(base) = NonNull::new(base as *mut u8) {
-            // SAFETY: the block was allocated by `new_slab` at this order.
-            let _ = unsafe { self.arena.free_pages(base, order) };
-        }
+        // SAFETY: ours, empty (the callers checked), and now off our ring.
+        unsafe { self.slabs.return_slab(self.arena, class, slab) };
     }
 
     /// Publishes the per-class object count.
