@@ -30,8 +30,14 @@ pub enum ShrinkResult {
 ///
 /// Both methods are called from the reclaim thread or from an allocating
 /// thread, never with an arena lock held, and may run concurrently with the
-/// cache's other users. Allocations made inside `scan` ignore watermarks
-/// and never recurse into reclaim (the kernel's `PF_MEMALLOC`).
+/// cache's other users. **One shrinker may be called from several threads
+/// at once**: kswapd and any number of threads in direct reclaim each run
+/// their own round, as the kernel calls shrinkers from every reclaim
+/// context; a shrinker that cannot run twice at once returns
+/// [`ShrinkResult::Stop`] from the call that finds it busy (`try_lock`).
+/// On one thread it is never re-entered: allocations made inside `scan`
+/// ignore watermarks and never recurse into reclaim (the kernel's
+/// `PF_MEMALLOC`).
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};

@@ -62,7 +62,14 @@ struct PageCache {
     /// When set, `scan` also allocates a page (which must not recurse).
     allocate_in_scan: AtomicBool,
     allocated_in_scan: Mutex<Vec<usize>>,
-    depth: AtomicUsize,
+}
+
+std::thread_local! {
+    /// Calls of `PageCache::scan` in progress on this thread: reclaim must
+    /// never recurse into a shrinker on one thread. Calls from different
+    /// threads (kswapd and a direct reclaimer) may overlap: the `Shrinker`
+    /// contract allows it, as the kernel's does.
+    static SCAN_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 impl PageCache {
@@ -73,7 +80,6 @@ impl PageCache {
             willing: AtomicBool::new(true),
             allocate_in_scan: AtomicBool::new(false),
             allocated_in_scan: Mutex::new(Vec::new()),
-            depth: AtomicUsize::new(0),
         })
     }
 
@@ -101,7 +107,7 @@ impl Shrinker for PageCache {
     }
 
     fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
-        assert_eq!(self.depth.fetch_add(1, Ordering::SeqCst), 0, "reclaim recursed into a shrinker");
+        assert_eq!(SCAN_DEPTH.replace(1), 0, "reclaim recursed into a shrinker on one thread");
         if self.allocate_in_scan.load(Ordering::SeqCst) {
             // PF_MEMALLOC: no watermarks, no recursion into reclaim.
             let p = self.arena.alloc_pages(0, NOWARN).expect("a reclaiming thread may use the reserve");
@@ -117,7 +123,7 @@ impl Shrinker for PageCache {
         } else {
             ShrinkResult::Freed(0)
         };
-        self.depth.fetch_sub(1, Ordering::SeqCst);
+        SCAN_DEPTH.set(0);
         result
     }
 }
@@ -352,7 +358,7 @@ fn a_shrinker_that_allocates_uses_the_reserve_and_does_not_recurse() {
     }
     assert!(arena.alloc_pages(0, AllocFlags::ATOMIC | NOWARN).is_err());
     // This allocation reclaims. Each round the shrinker allocates a page
-    // inside scan (without watermarks, without re-entering reclaim: `depth`
+    // inside scan (without watermarks, without re-entering reclaim: `SCAN_DEPTH`
     // asserts it) and frees 32: 38 -> 69 -> 100 -> 131, which passes min.
     mine.push(arena.alloc_pages(0, NOWARN).unwrap().as_ptr() as usize);
     assert_eq!(arena.stats().reclaim.direct_reclaims, 3);
