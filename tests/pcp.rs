@@ -12,7 +12,9 @@ use zonealloc::{AllocError, AllocFlags, Arena, FreeError, PcpConfig, WatermarkCo
 
 const NOWARN: AllocFlags = AllocFlags::NOWARN;
 
-/// One zone of `pages` pages, no watermarks, fixed batch and high.
+/// `zones` zones of `pages_per_zone` pages, no watermarks, fixed batch and
+/// high, and no reclaim thread: its purge timer drains every cache (a
+/// remote drain these tests would count as their own).
 fn arena(zones: usize, pages_per_zone: usize, batch: usize, high: usize) -> Arena {
     Arena::builder()
         .region_size(zones * pages_per_zone * 4096)
@@ -20,6 +22,7 @@ fn arena(zones: usize, pages_per_zone: usize, batch: usize, high: usize) -> Aren
         .max_order(6)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(PcpConfig::Fixed { batch, high })
+        .background_reclaim(false)
         .build()
         .unwrap()
 }
