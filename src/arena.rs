@@ -13,15 +13,15 @@ use crate::flags::AllocFlags;
 use crate::oom::OomHandler;
 use crate::page::{MemMap, PageInfo, Pfn, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::FastMod;
-use crate::pcp::{PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast};
+use crate::pcp::{FrozenSets, PCP_MAX_ORDER, PcpConfig, PcpRegistry, alloc_fast, free_fast};
 use crate::purge::PurgeReport;
-use crate::reclaim::Reclaimer;
+use crate::reclaim::{ReclaimForkGuard, Reclaimer};
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
 use crate::report::RateLimit;
-use crate::shrinker::{Shrinker, ShrinkerHandle, ShrinkerRegistry};
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, init_barriers};
+use crate::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
+use crate::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
 use crate::watermark::WatermarkConfig;
-use crate::zone::Zone;
+use crate::zone::{Zone, ZoneGuard};
 
 /// A zoned buddy page allocator over one reserved region.
 ///
@@ -51,6 +51,8 @@ pub struct Arena {
 pub(crate) struct ArenaInner {
     /// Unique for the life of the process; names the arena in thread caches.
     pub id: u64,
+    /// The id of the `Slabs` that serves this arena, 0 until one does.
+    pub slabs_id: AtomicU64,
     pub region: Region,
     pub mem_map: MemMap,
     /// Per-page slots for the slab layer's headers.
@@ -116,6 +118,7 @@ impl Arena {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = ArenaInner {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            slabs_id: AtomicU64::new(0),
             region,
             mem_map,
             side_table,
@@ -158,7 +161,8 @@ impl Arena {
             && !flags.contains(AllocFlags::ZERO)
             && let Some(pfn) = alloc_fast(inner, order)
         {
-            return Ok(inner.region.page_addr(pfn));
+            // SAFETY: a cached block is a page of the region.
+            return Ok(unsafe { inner.region.page_addr(pfn) });
         }
         inner.alloc_pages_slow(order, flags)
     }
@@ -384,6 +388,56 @@ impl Arena {
     /// Whether `ptr` points into this arena's region.
     pub fn contains(&self, ptr: *const u8) -> bool {
         self.inner.region.contains(ptr as usize)
+    }
+}
+
+/// Every lock of an arena that an allocation, a free or reclaim may take,
+/// taken in the crate's lock order (ARCHITECTURE.md) and held across
+/// `fork(2)` by the global allocator's handlers, so that a child never
+/// finds one held by a thread it does not have.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct ArenaForkGuard<'a> {
+    arena: &'a ArenaInner,
+    shrinkers: ShrinkerForkGuard<'a>,
+    caches: FrozenSets<'a>,
+    _purging: MutexGuard<'a, ()>,
+    zones: [Option<ZoneGuard<'a>>; crate::MAX_ZONES],
+    reclaim: ReclaimForkGuard<'a>,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl Arena {
+    /// Takes every lock for `fork(2)`; `None` if the memory to freeze the
+    /// per-thread caches cannot be had (then nothing is held).
+    pub(crate) fn lock_for_fork(&self) -> Option<ArenaForkGuard<'_>> {
+        let arena = &*self.inner;
+        let shrinkers = arena.shrinkers.lock_for_fork();
+        let caches = arena.pcp.freeze()?;
+        let purging = arena.reclaim.purging.lock();
+        let zones = std::array::from_fn(|z| arena.zones.get(z).map(Zone::lock));
+        let reclaim = arena.reclaim.lock_for_fork();
+        Some(ArenaForkGuard { arena, shrinkers, caches, _purging: purging, zones, reclaim })
+    }
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl ArenaForkGuard<'_> {
+    /// In the forked child, the only thread: the caches of threads that
+    /// were not copied go back to the lists (they were frozen, so none was
+    /// caught mid-operation), kswapd is forgotten (the next allocation
+    /// starts one), shrinker calls in progress are forgotten; then every
+    /// lock is released.
+    ///
+    /// # Safety
+    /// Only in the child of the `fork(2)` this guard was taken for, before
+    /// it starts threads.
+    pub(crate) unsafe fn release_in_child(mut self) {
+        // The zones first: recycling takes their locks.
+        self.zones.iter_mut().for_each(|zone| drop(zone.take()));
+        self.caches.recycle_all_but_own(self.arena);
+        self.reclaim.forget_thread();
+        // SAFETY: the caller's contract.
+        unsafe { self.shrinkers.forget_calls_in_progress() };
     }
 }
 

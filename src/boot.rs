@@ -85,33 +85,35 @@ impl<T> SysBox<[T]> {
         let Ok(layout) = Layout::array::<T>(len) else { return Ok(None) };
         let Some(base) = alloc(layout) else { return Ok(None) };
         let base = base.cast::<T>();
-        let mut built = 0;
-        // Drops the elements written so far and frees the memory if `make` fails.
+        // Owns what is built so far: if `make` fails, drops the elements
+        // written and frees the memory. The count lives in the guard itself
+        // (not behind a pointer to a local that is then written directly,
+        // which would invalidate that pointer before `drop` reads it).
         struct Partial<T> {
             base: NonNull<T>,
-            built: *const usize,
+            built: usize,
             layout: Layout,
         }
         impl<T> Drop for Partial<T> {
             fn drop(&mut self) {
-                // SAFETY: `built` points at the live counter of the enclosing
-                // function, and elements 0..built were initialised.
+                // SAFETY: elements 0..built were initialised, and the
+                // memory was allocated with `layout`.
                 unsafe {
-                    let slice = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), *self.built);
+                    let slice = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.built);
                     std::ptr::drop_in_place(slice);
                 }
                 dealloc(self.base.cast(), self.layout);
             }
         }
-        let guard = Partial { base, built: &built, layout };
-        while built < len {
-            let value = make(built)?;
+        let mut partial = Partial { base, built: 0, layout };
+        while partial.built < len {
+            let value = make(partial.built)?;
             // SAFETY: element `built` is inside the allocation (built < len)
             // and not yet initialised.
-            unsafe { base.as_ptr().add(built).write(value) };
-            built += 1;
+            unsafe { base.as_ptr().add(partial.built).write(value) };
+            partial.built += 1;
         }
-        std::mem::forget(guard);
+        std::mem::forget(partial);
         let ptr = NonNull::slice_from_raw_parts(base, len);
         Ok(Some(Self { ptr, layout, _owns: PhantomData }))
     }

@@ -55,6 +55,9 @@ pub enum CheckError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// `check()` could not get the memory to freeze every per-thread
+    /// cache (from the system allocator).
+    OutOfMemory,
     /// Two free buddies that should have been merged.
     UnmergedBuddies {
         /// The zone.
@@ -90,6 +93,7 @@ impl fmt::Display for CheckError {
                 write!(f, "zone {zone}: free_area[{order}] holds {found} blocks but nr_free is {recorded}")
             }
             Self::BadBlock { zone, pfn, reason } => write!(f, "zone {zone}: pfn {pfn}: {reason}"),
+            Self::OutOfMemory => write!(f, "no memory to freeze the per-thread caches"),
             Self::UnmergedBuddies { zone, pfn, order } => write!(
                 f,
                 "zone {zone}: free order-{order} blocks at pfn {pfn} and {} are buddies but were not merged",
@@ -133,25 +137,22 @@ impl Arena {
     /// meant for tests and debugging.
     pub fn check(&self) -> Result<(), CheckError> {
         let inner = &*self.inner;
-        inner.pcp.with_frozen(|sets| {
-            let mut cached = [0usize; crate::MAX_ZONES];
-            for set in sets {
-                set.check(inner, &mut cached)?;
+        let sets = inner.pcp.freeze().ok_or(CheckError::OutOfMemory)?;
+        let mut cached = [0usize; crate::MAX_ZONES];
+        sets.check(inner, &mut cached)?;
+        for zone in inner.zones.iter() {
+            let tally = self.check_zone(zone)?;
+            let z = usize::from(zone.index);
+            if tally.cached != cached[z] + tally.pooled {
+                return Err(CheckError::Counter {
+                    zone: z,
+                    what: "cached pages (per-thread lists and pool vs metadata)",
+                    found: cached[z] + tally.pooled,
+                    recorded: tally.cached,
+                });
             }
-            for zone in inner.zones.iter() {
-                let tally = self.check_zone(zone)?;
-                let z = usize::from(zone.index);
-                if tally.cached != cached[z] + tally.pooled {
-                    return Err(CheckError::Counter {
-                        zone: z,
-                        what: "cached pages (per-thread lists and pool vs metadata)",
-                        found: cached[z] + tally.pooled,
-                        recorded: tally.cached,
-                    });
-                }
-            }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {

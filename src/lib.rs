@@ -68,6 +68,58 @@ pub use pcp::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig, THREAD_ARENAS};
 pub use purge::PurgeReport;
 pub use region::{HugePages, PAGE_SIZE, PurgeAdvice};
 pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
-pub use slab::{ClassStats, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SlabFreeError, Slabs, ThreadHeap, class_of};
+pub use slab::{
+    ClassStats, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SlabFreeError, Slabs, ThreadHeap, class_of,
+};
 pub use stats::{ReclaimStats, Stats, ZoneStats};
 pub use watermark::{WatermarkConfig, Watermarks};
+
+/// What the loom models in `tests/loom.rs` reach that is not public API:
+/// the protocols of the global allocator's thread lifecycle, on arenas the
+/// models build themselves (the global statics cannot be rebuilt for every
+/// execution).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_hooks {
+    use std::ptr::NonNull;
+    use std::sync::Arc;
+
+    use crate::{Arena, Slabs};
+
+    /// This thread is exiting: its page caches are released now, and
+    /// nothing attaches afterwards (what the exit hook does).
+    pub fn thread_exit() {
+        crate::pcp::thread_exit();
+    }
+
+    /// The shared heap of threads that cannot use their own, over an
+    /// arena and slab state it keeps alive.
+    pub struct SharedHeap {
+        // Declared first, dropped first: it borrows the two below.
+        heap: crate::slab::SharedHeap<'static>,
+        arena: Arc<Arena>,
+        slabs: Arc<Slabs>,
+    }
+
+    impl SharedHeap {
+        /// An empty one over `arena` and `slabs`.
+        pub fn new(arena: Arc<Arena>, slabs: Arc<Slabs>) -> Self {
+            Self { heap: crate::slab::SharedHeap::new(), arena, slabs }
+        }
+
+        /// An object of `class` for the thread named `token` (non-zero).
+        pub fn alloc(&self, class: usize, token: usize) -> Option<NonNull<u8>> {
+            // SAFETY: the arena and the slab state live in `self` behind
+            // `Arc`s (stable addresses) and outlive `self.heap`, the only
+            // holder of these references.
+            let (arena, slabs) = unsafe { (&*Arc::as_ptr(&self.arena), &*Arc::as_ptr(&self.slabs)) };
+            self.heap.alloc(arena, slabs, class, token)
+        }
+    }
+
+    /// Takes every lock `fork(2)` would hold, then releases them as the
+    /// parent does.
+    pub fn fork_prepare_and_parent(arena: &Arena) {
+        drop(arena.lock_for_fork().expect("memory to freeze the caches"));
+    }
+}

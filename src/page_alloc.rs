@@ -256,7 +256,8 @@ impl ArenaInner {
             // SAFETY: the block was just taken off the free lists for this caller.
             unsafe { self.region.zero(block.pfn, 1 << block.order) };
         }
-        self.region.page_addr(block.pfn)
+        // SAFETY: a block from the zones is a page of the region.
+        unsafe { self.region.page_addr(block.pfn) }
     }
 
     /// Validates and frees the block at `addr` to its zone's lists.

@@ -279,9 +279,6 @@ pub(crate) struct PcpSet {
     arena: NonNull<ArenaInner>,
     /// Next set in the registry; written once, before the set is published.
     next: Option<NonNull<PcpSet>>,
-    /// In a forked child: the set belonged to a thread that does not exist
-    /// here, and may have been left locked or busy. Never drained again.
-    abandoned: AtomicBool,
 }
 
 // SAFETY: shared state is atomics, a mutex, and lists handed between threads
@@ -300,7 +297,6 @@ impl PcpSet {
         let set = Self {
             busy: AtomicBool::new(false),
             locked: AtomicBool::new(false),
-            abandoned: AtomicBool::new(false),
             preferred: AtomicUsize::new(preferred),
             zones,
             lock: Mutex::new(()),
@@ -473,9 +469,6 @@ impl PcpSet {
     /// Returns every cached block to the buddy lists, from any thread: the
     /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
     pub(crate) fn drain(&self, arena: &ArenaInner) -> usize {
-        if self.abandoned.load(Ordering::Relaxed) {
-            return 0;
-        }
         let _guard = self.lock.lock();
         if self.state.load(Ordering::Relaxed) != ATTACHED {
             return 0;
@@ -543,14 +536,24 @@ impl PcpSet {
                 // dropping (it marks each set GONE under this lock first).
                 let arena = unsafe { this.arena.as_ref() };
                 // SAFETY: we are the owner (not in a busy section) and hold the lock.
-                unsafe { this.return_all(arena) };
-                this.state.store(VACANT, Ordering::Relaxed);
-                arena.zones[this.preferred.load(Ordering::Relaxed)].pcp_detach();
-                arena.pcp.nr_vacant.fetch_add(1, Ordering::Relaxed);
+                unsafe { this.vacate(arena) };
             }
         }
         // SAFETY: the thread's reference, given up once.
         unsafe { Self::put_ref(set) };
+    }
+
+    /// Returns every block and marks the set vacant for the next thread.
+    ///
+    /// # Safety
+    /// The caller holds the set's lock, the set is ATTACHED, and its owner
+    /// is not inside a busy section and never will be again.
+    unsafe fn vacate(&self, arena: &ArenaInner) {
+        // SAFETY: per the contract, nobody else touches the lists.
+        unsafe { self.return_all(arena) };
+        self.state.store(VACANT, Ordering::Relaxed);
+        arena.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
+        arena.pcp.nr_vacant.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drops one reference; the last one frees the set.
@@ -729,35 +732,44 @@ impl PcpRegistry {
         sets
     }
 
-    /// Freezes every set (no owner or drainer touches its lists), runs `f`
-    /// on them, and thaws them. Sets are frozen one stack frame each, so no
-    /// memory is allocated while locks are held.
-    pub(crate) fn with_frozen<R>(&self, f: impl FnOnce(FrozenSets<'_>) -> R) -> R {
-        fn freeze<'a, R>(
-            first: Option<NonNull<PcpSet>>,
-            cursor: Option<NonNull<PcpSet>>,
-            f: impl FnOnce(FrozenSets<'a>) -> R,
-        ) -> R {
-            let Some(ptr) = cursor else { return f(FrozenSets { cursor: first, _registry: std::marker::PhantomData }) };
+    /// Freezes every set: no owner and no drainer touches its lists until
+    /// the returned value is dropped (owners wait on their next slow path).
+    /// The sets are locked in registry order, with one heavy barrier for
+    /// all of them, their guards kept in memory from `System` (never this
+    /// allocator, so a frozen owner is never waited for) rather than a
+    /// stack frame each, which overflowed with tens of thousands of
+    /// threads. `None` if that memory cannot be had.
+    pub(crate) fn freeze(&self) -> Option<FrozenSets<'_>> {
+        let registry = self.head.lock();
+        let mut count = 0;
+        let mut cursor = registry.first;
+        while let Some(ptr) = cursor {
+            count += 1;
             // SAFETY: sets in the registry live until the arena drops, and
-            // the caller holds the registry lock.
-            let set = unsafe { ptr.as_ref() };
-            if set.abandoned.load(Ordering::Relaxed) {
-                // A forked child's dead thread's set: it cannot change.
-                return freeze(first, set.next, f);
-            }
-            let _guard = set.lock.lock();
+            // we hold the registry lock.
+            cursor = unsafe { ptr.as_ref() }.next;
+        }
+        let mut cursor = registry.first;
+        let sets = SysBox::try_from_fn(count, |_| {
+            let ptr = cursor.ok_or(())?;
+            // SAFETY: as above; `FrozenSets` keeps the registry locked for
+            // as long as it lends out this reference.
+            let set: &PcpSet = unsafe { ptr.as_ref() };
+            cursor = set.next;
+            let guard = set.lock.lock();
             set.locked.store(true, Ordering::Relaxed);
+            Ok::<_, ()>(FrozenSet { set, _guard: guard })
+        })
+        .ok()??;
+        if count > 0 {
             heavy_barrier();
-            while set.busy.load(Ordering::Acquire) {
+        }
+        for frozen in sets.iter() {
+            while frozen.set.busy.load(Ordering::Acquire) {
                 spin_loop();
             }
-            let result = freeze(first, set.next, f);
-            set.locked.store(false, Ordering::Release);
-            result
         }
-        let reg = self.head.lock();
-        freeze(reg.first, reg.first, f)
+        Some(FrozenSets { sets, _registry: registry })
     }
 
     /// The arena is dropping: mark every set GONE so exiting threads leave
@@ -780,68 +792,63 @@ impl PcpRegistry {
     }
 }
 
-/// The registry lock, held across `fork(2)` by the global allocator.
-#[cfg_attr(loom, allow(dead_code))]
-pub(crate) struct PcpForkGuard<'a>(crate::sync::MutexGuard<'a, RegistryInner>);
-
-#[cfg_attr(loom, allow(dead_code))]
-impl PcpRegistry {
-    /// Locks the registry so no set is attached or recycled across a fork.
-    pub(crate) fn lock_for_fork(&self) -> PcpForkGuard<'_> {
-        PcpForkGuard(self.head.lock())
-    }
+/// One frozen set: its lock held and `locked` raised, its owner seen out of
+/// its busy section after the heavy barrier.
+struct FrozenSet<'a> {
+    set: &'a PcpSet,
+    _guard: crate::sync::MutexGuard<'a, ()>,
 }
 
-#[cfg_attr(loom, allow(dead_code))]
-impl PcpForkGuard<'_> {
-    /// In a forked child (one thread): every attached set but the calling
-    /// thread's belonged to a thread that was not copied, possibly in the
-    /// middle of an operation. Their pages stay where they are, unused;
-    /// draining them could wait forever.
-    pub(crate) fn abandon_all_but_own(&self, arena: &ArenaInner) {
+/// Every set of a registry, frozen (see [`PcpRegistry::freeze`]). The
+/// registry stays locked, so no set is attached or recycled meanwhile.
+pub(crate) struct FrozenSets<'a> {
+    sets: SysBox<[FrozenSet<'a>]>,
+    _registry: crate::sync::MutexGuard<'a, RegistryInner>,
+}
+
+impl FrozenSets<'_> {
+    /// Walks every set's lists for `check()` (see [`PcpSet::check`]),
+    /// adding each zone's cached pages to `cached`.
+    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
+        for frozen in self.sets.iter() {
+            // SAFETY: frozen for our lifetime.
+            unsafe { frozen.set.check(arena, cached) }?;
+        }
+        Ok(())
+    }
+
+    /// In a forked child, the only thread: every set but the calling
+    /// thread's belonged to a thread that does not exist here. The fork's
+    /// prepare handler froze them, so none was caught inside a cache
+    /// operation: their blocks go back to the lists and the sets become
+    /// vacant, for the child's next threads.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn recycle_all_but_own(&self, arena: &ArenaInner) {
         let own = with_caches(|caches| {
             caches.entries.iter().map(|e| e.get()).find(|e| e.arena_id == arena.id).and_then(|e| e.occupied())
         })
         .flatten();
-        let mut cursor = self.0.first;
-        while let Some(ptr) = cursor {
-            // SAFETY: sets in the registry live until the arena drops.
-            let set = unsafe { ptr.as_ref() };
-            if Some(ptr) != own && set.state.load(Ordering::Relaxed) == ATTACHED {
-                set.abandoned.store(true, Ordering::Relaxed);
+        for frozen in self.sets.iter() {
+            let set = frozen.set;
+            if Some(NonNull::from(set)) == own || set.state.load(Ordering::Relaxed) != ATTACHED {
+                continue;
             }
-            cursor = set.next;
+            // SAFETY: frozen (its lock is held through `frozen`), ATTACHED,
+            // and its owner does not exist in this process.
+            unsafe { set.vacate(arena) };
+            // The vanished thread's reference (the arena's keeps the set).
+            set.refs.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// The sets of a registry while [`PcpRegistry::with_frozen`] holds them.
-pub(crate) struct FrozenSets<'a> {
-    cursor: Option<NonNull<PcpSet>>,
-    _registry: std::marker::PhantomData<&'a PcpRegistry>,
-}
-
-impl<'a> Iterator for FrozenSets<'a> {
-    type Item = Frozen<'a>;
-
-    fn next(&mut self) -> Option<Frozen<'a>> {
-        let ptr = self.cursor?;
-        // SAFETY: sets in the registry live until the arena drops; the
-        // registry lock is held for 'a.
-        let set = unsafe { ptr.as_ref() };
-        self.cursor = set.next;
-        Some(Frozen(set))
-    }
-}
-
-/// A set that cannot change while this exists.
-pub(crate) struct Frozen<'a>(&'a PcpSet);
-
-impl Frozen<'_> {
-    /// See [`PcpSet::check`].
-    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
-        // SAFETY: frozen for our lifetime.
-        unsafe { self.0.check(arena, cached) }
+impl Drop for FrozenSets<'_> {
+    fn drop(&mut self) {
+        for frozen in self.sets.iter() {
+            // Release: what was changed while frozen (a forked child's
+            // recycling) is seen after the owner's Acquire in `enter`.
+            frozen.set.locked.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -862,6 +869,9 @@ pub const THREAD_ARENAS: usize = 8;
 /// paths look only there.
 pub(crate) struct ThreadCaches {
     entries: [std::cell::Cell<Entry>; THREAD_ARENAS],
+    /// The thread is exiting and its sets have been released: nothing may
+    /// attach again (a set attached now would never be released).
+    gone: std::cell::Cell<bool>,
 }
 
 /// One arena's set, with its preferred zone's lists and metadata words
@@ -907,13 +917,16 @@ const ALLOCATED_TO_CACHED: u32 = PageState::Allocated as u32 ^ PageState::Cached
 impl ThreadCaches {
     #[cfg_attr(loom, allow(dead_code))]
     const fn new() -> Self {
-        Self { entries: [const { std::cell::Cell::new(EMPTY) }; THREAD_ARENAS] }
+        Self { entries: [const { std::cell::Cell::new(EMPTY) }; THREAD_ARENAS], gone: std::cell::Cell::new(false) }
     }
 
     /// This thread's set for `arena`, attaching one on first use, and moved
     /// to the front for the fast paths.
     #[cold]
     fn get(&self, arena: &ArenaInner) -> Option<&PcpSet> {
+        if self.gone.get() {
+            return None;
+        }
         let mut free_slot = None;
         let mut found = None;
         for (i, cell) in self.entries.iter().enumerate() {
@@ -940,6 +953,11 @@ impl ThreadCaches {
             Some(i) => i,
             None => {
                 let slot = free_slot?;
+                // The hook first: a set attached without it would never be
+                // released.
+                if !register_exit_hook() {
+                    return None;
+                }
                 let set = arena.pcp.attach(arena)?;
                 // SAFETY: just attached; the thread holds a reference.
                 let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
@@ -953,7 +971,6 @@ impl ThreadCaches {
                     nr_zones: zones.len(),
                     allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred as u8).pack(),
                 });
-                register_exit_hook();
                 slot
             }
         };
@@ -966,8 +983,10 @@ impl ThreadCaches {
         entry.occupied().map(|set| unsafe { set.as_ref() })
     }
 
-    /// Releases every set: the thread is exiting.
+    /// Releases every set: the thread is exiting. Afterwards nothing
+    /// attaches: the thread's later operations go straight to the zones.
     fn release_all(&self) {
+        self.gone.set(true);
         for cell in &self.entries {
             if let Some(set) = cell.replace(EMPTY).occupied() {
                 // SAFETY: attached by this thread, released once.
@@ -979,8 +998,9 @@ impl ThreadCaches {
 
 // The entries live in a thread-local *without* a destructor, so the fast
 // paths reach them with one fs-relative load and no state check; a second,
-// empty thread-local with a destructor is touched once, on first attach, to
-// release the sets when the thread exits.
+// empty thread-local with a destructor is registered before the first
+// attach, to release the sets when the thread exits (see `lifecycle.rs` for
+// how the global allocator orders its own exit before it).
 #[cfg(not(loom))]
 std::thread_local! {
     static THREAD_CACHES: ThreadCaches = const { ThreadCaches::new() };
@@ -998,9 +1018,19 @@ impl Drop for ExitHook {
     }
 }
 
+/// Registers the destructor that releases this thread's sets at exit;
+/// `false` once the thread's destructors have started without it (then
+/// nothing may attach).
 #[cfg(not(loom))]
-fn register_exit_hook() {
-    let _ = EXIT_HOOK.try_with(|_| ());
+pub(crate) fn register_exit_hook() -> bool {
+    EXIT_HOOK.try_with(|_| ()).is_ok()
+}
+
+/// The thread is exiting: releases its sets now, and nothing attaches
+/// afterwards. The exit hook does the same; whichever runs first does it.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn thread_exit() {
+    let _ = with_caches(ThreadCaches::release_all);
 }
 
 // Loom's thread-locals cannot be const; one with a destructor does both jobs.
@@ -1016,11 +1046,16 @@ impl Drop for LoomCaches {
 
 #[cfg(loom)]
 loom::thread_local! {
-    static LOOM_CACHES: LoomCaches = LoomCaches(ThreadCaches { entries: std::array::from_fn(|_| std::cell::Cell::new(EMPTY)) });
+    static LOOM_CACHES: LoomCaches = LoomCaches(ThreadCaches {
+        entries: std::array::from_fn(|_| std::cell::Cell::new(EMPTY)),
+        gone: std::cell::Cell::new(false),
+    });
 }
 
 #[cfg(loom)]
-fn register_exit_hook() {}
+pub(crate) fn register_exit_hook() -> bool {
+    LOOM_CACHES.try_with(|_| ()).is_ok()
+}
 
 #[inline(always)]
 fn with_caches<R>(f: impl FnOnce(&ThreadCaches) -> R) -> Option<R> {

@@ -34,7 +34,9 @@ pub struct PurgeReport {
 impl ArenaInner {
     /// Drains every cache, then purges every zone.
     pub(crate) fn purge_all(&self) -> PurgeReport {
+        let start = crate::sync::Instant::now();
         self.drain_all_caches();
+        let _purging = self.reclaim.purging.lock();
         let mut report = PurgeReport::default();
         for zone in self.zones.iter() {
             let r = self.purge_zone(zone);
@@ -45,6 +47,7 @@ impl ArenaInner {
         ReclaimCounters::add(&counters.purges, 1);
         ReclaimCounters::add(&counters.purge_calls, report.calls as u64);
         ReclaimCounters::add(&counters.purged_pages, (report.bytes / crate::PAGE_SIZE) as u64);
+        ReclaimCounters::add(&counters.purge_ns, start.elapsed().as_nanos() as u64);
         report
     }
 

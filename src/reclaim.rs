@@ -129,6 +129,7 @@ pub(crate) struct ReclaimCounters {
     pub purges: AtomicU64,
     pub purge_calls: AtomicU64,
     pub purged_pages: AtomicU64,
+    pub purge_ns: AtomicU64,
 }
 
 impl ReclaimCounters {
@@ -226,6 +227,9 @@ pub(crate) struct Reclaimer {
     /// Consecutive passes without progress (`kswapd_failures`).
     failures: AtomicU32,
     thread: Mutex<Option<JoinHandle>>,
+    /// Held by a purge from isolating free blocks until they are back on
+    /// the lists, so `fork(2)` never copies blocks left isolated forever.
+    pub purging: Mutex<()>,
     pub progress: Progress,
     pub counters: ReclaimCounters,
 }
@@ -247,6 +251,7 @@ impl Reclaimer {
             purge_armed: AtomicBool::new(true),
             failures: AtomicU32::new(0),
             thread: Mutex::new(None),
+            purging: Mutex::new(()),
             progress: Progress::new(),
             counters: ReclaimCounters::default(),
         }
@@ -279,7 +284,8 @@ impl Reclaimer {
     pub(crate) fn lock_for_fork(&self) -> ReclaimForkGuard<'_> {
         let thread = self.thread.lock();
         let state = self.state.lock();
-        ReclaimForkGuard { thread, _state: state }
+        let generation = self.progress.generation.lock();
+        ReclaimForkGuard { thread, _state: state, _generation: generation }
     }
 
     /// Stops kswapd and waits for it to exit.
@@ -353,6 +359,7 @@ impl Reclaimer {
 pub(crate) struct ReclaimForkGuard<'a> {
     thread: crate::sync::MutexGuard<'a, Option<JoinHandle>>,
     _state: crate::sync::MutexGuard<'a, KswapdState>,
+    _generation: crate::sync::MutexGuard<'a, u64>,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -368,6 +375,11 @@ impl ReclaimForkGuard<'_> {
 /// The kswapd thread.
 fn kswapd(arena: &ArenaInner) {
     let r = &arena.reclaim;
+    // When free memory a purge could hand back was first seen resident
+    // since the last purge: the purge is due `purge_delay` after that,
+    // however often kswapd is woken meanwhile (a timer restarted at every
+    // wake-up never fires in a busy process).
+    let mut purgeable_since: Option<Instant> = None;
     loop {
         // kswapd_try_to_sleep
         let mut purge_due = false;
@@ -404,14 +416,21 @@ fn kswapd(arena: &ArenaInner) {
                         arena.waiter_barrier();
                         if arena.has_purgeable_memory() {
                             r.purge_armed.store(true, Ordering::Relaxed);
+                            let since = *purgeable_since.get_or_insert_with(Instant::now);
+                            let remaining = delay.saturating_sub(since.elapsed());
+                            if remaining.is_zero() {
+                                purge_due = true;
+                                break;
+                            }
                             state.timed_sleeps += 1;
-                            let (guard, timed_out) = r.wake.wait_timeout(state, delay);
+                            let (guard, timed_out) = r.wake.wait_timeout(state, remaining);
                             state = guard;
                             if timed_out {
                                 purge_due = true;
                                 break;
                             }
                         } else {
+                            purgeable_since = None;
                             state = r.wake.wait(state);
                         }
                     }
@@ -421,6 +440,7 @@ fn kswapd(arena: &ArenaInner) {
             r.awake.store(true, Ordering::Relaxed);
         }
         if purge_due {
+            purgeable_since = None;
             arena.purge_all();
             continue;
         }

@@ -83,6 +83,10 @@ pub(crate) struct Region {
     _map: memmap2::MmapMut,
     #[cfg(loom)]
     layout: std::alloc::Layout,
+    /// A loom cell per 16 bytes: what the slab layer's free objects keep
+    /// in their first two words, where loom can see it (see `slab.rs`).
+    #[cfg(loom)]
+    words: Vec<loom::cell::UnsafeCell<[usize; 2]>>,
 }
 
 // SAFETY: the region is plain memory; who may touch which page is decided by
@@ -159,7 +163,15 @@ impl Region {
         // SAFETY: the layout has a non-zero size (the builder rejects empty regions).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or(BuildError::RegionTooLarge { region_size: len })?;
-        Ok(Self { layout, base, len })
+        let words = (0..len / 16).map(|_| loom::cell::UnsafeCell::new([0; 2])).collect();
+        Ok(Self { layout, base, len, words })
+    }
+
+    /// The cell standing for the 16 bytes at `addr` (two objects of a slab
+    /// are at least 16 bytes apart, so never share one).
+    #[cfg(loom)]
+    pub(crate) fn object_words(&self, addr: usize) -> &loom::cell::UnsafeCell<[usize; 2]> {
+        &self.words[(addr - self.base.as_ptr() as usize) / 16]
     }
 
     #[cfg(not(loom))]
@@ -214,11 +226,13 @@ impl Region {
     }
 
     /// The address of page `pfn`.
+    ///
+    /// # Safety
+    /// `pfn` is a page of this region (below `len / PAGE_SIZE`).
     #[inline]
-    pub(crate) fn page_addr(&self, pfn: u32) -> NonNull<u8> {
+    pub(crate) unsafe fn page_addr(&self, pfn: u32) -> NonNull<u8> {
         debug_assert!((pfn as usize) << PAGE_SHIFT < self.len);
-        // SAFETY: pfn is a page of this region (checked by the callers' invariants),
-        // so the offset stays inside the mapping.
+        // SAFETY: per the contract, the offset stays inside the mapping.
         unsafe { self.base.add((pfn as usize) << PAGE_SHIFT) }
     }
 
@@ -232,7 +246,8 @@ impl Region {
             PurgeAdvice::DontNeed => libc::MADV_DONTNEED,
             PurgeAdvice::Free => libc::MADV_FREE,
         };
-        let addr = self.page_addr(pfn).as_ptr();
+        // SAFETY: the caller's pages are pages of this region.
+        let addr = unsafe { self.page_addr(pfn) }.as_ptr();
         // SAFETY: a range of our own mapping whose contents the caller has
         // given up; DONTNEED/FREE only discard contents.
         let rc = unsafe { libc::madvise(addr.cast(), nr_pages << PAGE_SHIFT, advice) };

@@ -246,6 +246,39 @@ impl ShrinkerRegistry {
     }
 }
 
+/// The shrinker list's lock, held across `fork(2)` (it is only ever held
+/// for a moment). The lock that calls in progress hold cannot be: a call
+/// runs user code that may wait for the forking thread.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct ShrinkerForkGuard<'a> {
+    core: &'a Core,
+    _list: crate::sync::MutexGuard<'a, Option<Arc<[Registered]>>>,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl ShrinkerRegistry {
+    /// Locks the list for `fork(2)`.
+    pub(crate) fn lock_for_fork(&self) -> ShrinkerForkGuard<'_> {
+        let core = self.core();
+        ShrinkerForkGuard { core, _list: core.list.lock() }
+    }
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl ShrinkerForkGuard<'_> {
+    /// In the forked child: calls that were in progress belong to threads
+    /// that do not exist here and will never return, so unregistering must
+    /// not wait for them.
+    ///
+    /// # Safety
+    /// Only in a forked child, before it starts threads.
+    pub(crate) unsafe fn forget_calls_in_progress(&self) {
+        // SAFETY: the caller's contract; this thread is in no call (it is
+        // running the fork handlers).
+        unsafe { self.core.calls.reset_in_child(()) };
+    }
+}
+
 impl Drop for ShrinkerRegistry {
     fn drop(&mut self) {
         release(self.core);

@@ -43,15 +43,27 @@
 //! order) holds a live slab of that class (magic and class in one word,
 //! cleared when the slab goes back to the buddy allocator) and the pointer
 //! is an object boundary (a multiply-compare, no division). A freed object
-//! carries a tag in its second word, so a second free of it is refused;
-//! two threads freeing the same object at the same instant (a data race in
-//! the caller) may both pass.
+//! carries a tag in its second word: a per-process random key mixed with
+//! the object's address, so no data a program writes into a live object
+//! can be mistaken for it unless copied out of freed memory. On the
+//! owner's path a matching tag is only a hint: the free is refused as a
+//! double free only if the object is on one of the slab's free lists (or
+//! was never handed out), as mimalloc confirms. A free from another thread
+//! cannot read the owner's lists and refuses on the tag alone. Two threads
+//! freeing the same object at the same instant (a data race in the
+//! caller) may both pass.
+//!
+//! **Counts.** `objects` in use per class is kept per heap and published
+//! at every slab change, at a heap's drop, on [`ThreadHeap::flush`], and
+//! whenever a heap's unpublished change reaches [`FLUSH_BATCH`] on a path
+//! that looks: a live heap's unpublished change is less than
+//! `FLUSH_BATCH` plus one slab's objects per class.
 
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 /// The object sizes.
 pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
@@ -82,9 +94,6 @@ const SLAB_TARGET_MAX: usize = 32 << 10;
 
 /// Marks a slab header; the low byte holds the class.
 const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4100; // "ZONESLA" + class
-
-/// Written into the second word of a freed object.
-const FREED_TAG: usize = 0xdead_f4ee_0b1e_c7ed_u64 as usize;
 
 /// How many of a class's slabs an allocation looks through for freed
 /// objects before it takes a new slab.
@@ -201,8 +210,121 @@ struct FreeObject {
     tag: usize,
 }
 
+/// The key mixed into every freed tag, random per process (see the module
+/// docs), 0 until the first heap or remote free needs it.
+static TAG_KEY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The process's tag key, made on first use from the kernel's random
+/// source (or, where that fails, the clock and an address).
+fn tag_key() -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let key = TAG_KEY.load(Relaxed);
+    if key != 0 {
+        return key;
+    }
+    let mut fresh = 0usize;
+    #[cfg(not(loom))]
+    {
+        // SAFETY: getrandom fills the buffer it is given, at most its size.
+        let n = unsafe { libc::getrandom((&raw mut fresh).cast(), size_of::<usize>(), libc::GRND_NONBLOCK) };
+        if n != size_of::<usize>() as isize {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: `ts` is a valid timespec to fill.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            fresh = (ts.tv_nsec as usize ^ (&raw const fresh) as usize).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    // Under loom a fixed key: models need no secret.
+    fresh |= 1;
+    // Racing first users agree on whichever key was stored first.
+    match TAG_KEY.compare_exchange(0, fresh, Relaxed, Relaxed) {
+        Ok(_) => fresh,
+        Err(stored) => stored,
+    }
+}
+
+/// Where the two words of free objects are read and written: in the
+/// objects themselves, or under loom in cells loom tracks for them (the
+/// remote-free protocol hands these words between threads, and loom sees
+/// no plain access to the region).
+#[derive(Clone, Copy)]
+struct ObjectWords {
+    /// What a freed object's tag is mixed from.
+    key: usize,
+    #[cfg(loom)]
+    region: *const crate::region::Region,
+}
+
+impl ObjectWords {
+    /// The tag a free writes into `object`.
+    #[inline(always)]
+    fn freed_tag(self, object: *mut FreeObject) -> usize {
+        self.key ^ object as usize
+    }
+
+    /// # Safety
+    /// `object` is an object of a live slab, at least 16 bytes, that no
+    /// other thread writes now.
+    #[inline(always)]
+    unsafe fn next(self, object: *mut FreeObject) -> *mut FreeObject {
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract.
+        return unsafe { (*object).next };
+        #[cfg(loom)]
+        // SAFETY: as above; the region outlives every slab map.
+        return unsafe { &*self.region }.object_words(object as usize).with(|w| unsafe { (*w)[0] } as *mut FreeObject);
+    }
+
+    /// # Safety
+    /// As for [`next`](Self::next), and no other thread reads it now.
+    #[inline(always)]
+    unsafe fn set_next(self, object: *mut FreeObject, next: *mut FreeObject) {
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*object).next = next
+        };
+        #[cfg(loom)]
+        // SAFETY: as above.
+        unsafe { &*self.region }.object_words(object as usize).with_mut(|w| unsafe { (*w)[0] = next as usize });
+    }
+
+    /// Whether `object`'s second word holds its freed tag.
+    ///
+    /// # Safety
+    /// As for [`next`](Self::next).
+    #[inline(always)]
+    unsafe fn tagged(self, object: *mut FreeObject) -> bool {
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract.
+        let tag = unsafe { (*object).tag };
+        #[cfg(loom)]
+        // SAFETY: as above.
+        let tag = unsafe { &*self.region }.object_words(object as usize).with(|w| unsafe { (*w)[1] });
+        tag == self.freed_tag(object)
+    }
+
+    /// Writes the freed tag (`freed`) or clears it.
+    ///
+    /// # Safety
+    /// As for [`set_next`](Self::set_next).
+    #[inline(always)]
+    unsafe fn set_tag(self, object: *mut FreeObject, freed: bool) {
+        let tag = if freed { self.freed_tag(object) } else { 0 };
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*object).tag = tag
+        };
+        #[cfg(loom)]
+        // SAFETY: as above.
+        unsafe { &*self.region }.object_words(object as usize).with_mut(|w| unsafe { (*w)[1] = tag });
+    }
+}
+
 /// A slab's header, out of band: in the arena's side table, in the slot of
-/// the slab's first page (64 bytes, one cache line).
+/// the slab's first page (64 bytes, one cache line). Never borrowed whole:
+/// other threads use its atomics while the owner changes its cells.
 #[repr(C)]
 struct Slab {
     /// Objects freed by other threads (a Treiber stack; only the owner pops,
@@ -214,17 +336,17 @@ struct Slab {
     /// 0 once the slab is returned.
     key: AtomicU64,
     /// The owner's free list.
-    local: *mut FreeObject,
+    local: UnsafeCell<*mut FreeObject>,
     /// The owner's ring of slabs of this class, or the orphan list.
-    prev: *mut Slab,
-    next: *mut Slab,
-    /// The slab's block.
+    prev: UnsafeCell<*mut Slab>,
+    next: UnsafeCell<*mut Slab>,
+    /// The slab's block; set before the slab is published, never changed.
     base: usize,
     /// Objects handed out and not yet back on `local` (remote frees count
     /// until collected).
-    used: u32,
+    used: UnsafeCell<u32>,
     /// Objects never handed out start at `bump`.
-    bump: u32,
+    bump: UnsafeCell<u32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Slab>() <= crate::page::SIDE_SLOT_BYTES);
@@ -234,78 +356,160 @@ const fn slab_key(class: usize) -> u64 {
     SLAB_MAGIC | class as u64
 }
 
+/// Reads a cell of a slab this thread has the right to (see [`Slab`]).
+///
+/// # Safety
+/// The caller owns the slab (its heap's id is in `owner`, or it holds the
+/// orphan list the slab is on, or the slab is not yet published).
+#[inline(always)]
+unsafe fn get<T: Copy>(cell: &UnsafeCell<T>) -> T {
+    // SAFETY: the caller's contract: no other thread accesses the cell.
+    cell.with_mut(|p| unsafe { *p })
+}
+
+/// Writes a cell of a slab this thread has the right to.
+///
+/// # Safety
+/// As for [`get`].
+#[inline(always)]
+unsafe fn set<T>(cell: &UnsafeCell<T>, value: T) {
+    // SAFETY: as for `get`.
+    cell.with_mut(|p| unsafe { *p = value });
+}
+
 impl Slab {
     /// Pops a free object (local list, then the bump area). Owner only.
     ///
     /// # Safety
-    /// `this` is a live slab of `class` owned by the caller's heap.
+    /// `this` is a live slab of `class` the caller owns (see [`get`]).
     #[inline(always)]
-    unsafe fn pop(this: *mut Slab, class: usize) -> Option<NonNull<u8>> {
-        // SAFETY: the caller owns the slab: its plain fields are ours.
-        let slab = unsafe { &mut *this };
-        let object = if !slab.local.is_null() {
-            let object = slab.local;
-            // SAFETY: objects on the local list are free and ours.
-            slab.local = unsafe { (*object).next };
-            object.cast::<u8>()
-        } else if slab.bump < CLASS_INFO[class].capacity {
-            let object = (slab.base + slab.bump as usize * CLASS_INFO[class].size as usize) as *mut u8;
-            slab.bump += 1;
-            object
-        } else {
-            return None;
-        };
-        slab.used += 1;
-        // SAFETY: every object is at least 16 bytes; clear a stale tag so a
-        // first free is never mistaken for a second.
-        unsafe { (*object.cast::<FreeObject>()).tag = 0 };
-        NonNull::new(object)
+    unsafe fn pop(this: *mut Slab, class: usize, words: ObjectWords) -> Option<NonNull<u8>> {
+        // SAFETY: the caller owns the slab: its cells and free objects are
+        // its own; `this` is only used as a place, never borrowed whole.
+        unsafe {
+            let local = get(&(*this).local);
+            let object = if !local.is_null() {
+                set(&(*this).local, words.next(local));
+                local
+            } else {
+                let bump = get(&(*this).bump);
+                if bump >= CLASS_INFO[class].capacity {
+                    return None;
+                }
+                set(&(*this).bump, bump + 1);
+                ((*this).base + bump as usize * CLASS_INFO[class].size as usize) as *mut FreeObject
+            };
+            set(&(*this).used, get(&(*this).used) + 1);
+            // Every object is at least 16 bytes; a stale tag is cleared so
+            // that a first free is never taken for a second.
+            words.set_tag(object, false);
+            NonNull::new(object.cast())
+        }
     }
 
-    /// Moves the remote stack onto the local list. Owner only; returns
-    /// how many objects came back.
+    /// Moves the remote stack onto the local list. Owner only; returns how
+    /// many objects came back (already counted as freed by their freers).
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
-    unsafe fn collect(this: *mut Slab) -> usize {
-        // SAFETY: the caller owns the slab.
-        let slab = unsafe { &mut *this };
-        if slab.remote.load(Ordering::Relaxed).is_null() {
-            return 0;
+    unsafe fn collect(this: *mut Slab, words: ObjectWords) -> usize {
+        // SAFETY: the caller owns the slab; `remote` is an atomic.
+        unsafe {
+            let remote = &(*this).remote;
+            if remote.load(Ordering::Relaxed).is_null() {
+                return 0;
+            }
+            // Acquire: the pushers' writes of the objects' words happen
+            // before we read them.
+            let mut object = remote.swap(ptr::null_mut(), Ordering::Acquire);
+            let mut local = get(&(*this).local);
+            let mut n = 0;
+            while !object.is_null() {
+                // Objects on the remote stack are free; we took them all.
+                let next = words.next(object);
+                words.set_next(object, local);
+                local = object;
+                object = next;
+                n += 1;
+            }
+            set(&(*this).local, local);
+            set(&(*this).used, get(&(*this).used) - n);
+            n as usize
         }
-        // Acquire: the pushers' writes of `next` happen before we walk.
-        let mut object = slab.remote.swap(ptr::null_mut(), Ordering::Acquire);
-        let mut n = 0;
-        while !object.is_null() {
-            // SAFETY: objects on the remote stack are free; we took them.
-            let next = unsafe { (*object).next };
-            // SAFETY: as above.
-            unsafe { (*object).next = slab.local };
-            slab.local = object;
-            object = next;
-            n += 1;
-        }
-        slab.used -= n;
-        n as usize
     }
 
-    fn is_empty(&self) -> bool {
-        self.used == 0
+    /// Whether `object` (an object boundary of this slab) is free: on the
+    /// local list, on the remote stack, or never handed out. What confirms
+    /// a suspected double free on the owner's path; O(free objects).
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    #[cold]
+    unsafe fn holds_free(this: *mut Slab, class: usize, object: *mut FreeObject, words: ObjectWords) -> bool {
+        // SAFETY: the caller owns the slab. Objects on the remote stack are
+        // only unlinked by the owner (us), so their links are stable while
+        // we walk them.
+        unsafe {
+            let offset = object as usize - (*this).base;
+            if offset >= get(&(*this).bump) as usize * CLASS_INFO[class].size as usize {
+                return true;
+            }
+            let mut cursor = get(&(*this).local);
+            while !cursor.is_null() {
+                if cursor == object {
+                    return true;
+                }
+                cursor = words.next(cursor);
+            }
+            let mut cursor = (*this).remote.load(Ordering::Acquire);
+            while !cursor.is_null() {
+                if cursor == object {
+                    return true;
+                }
+                cursor = words.next(cursor);
+            }
+        }
+        false
+    }
+
+    /// Whether every object is back.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    unsafe fn is_empty(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { get(&(*this).used) == 0 }
     }
 
     /// Whether an allocation could take an object from it (after
     /// collecting its remote frees).
-    fn has_free(&self, class: usize) -> bool {
-        !self.local.is_null()
-            || self.bump < CLASS_INFO[class].capacity
-            || !self.remote.load(Ordering::Relaxed).is_null()
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    unsafe fn has_free(this: *mut Slab, class: usize) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            !get(&(*this).local).is_null()
+                || get(&(*this).bump) < CLASS_INFO[class].capacity
+                || !(*this).remote.load(Ordering::Relaxed).is_null()
+        }
+    }
+
+    /// The slab after this one on its ring or list.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    unsafe fn next(this: *mut Slab) -> *mut Slab {
+        // SAFETY: the caller's contract.
+        unsafe { get(&(*this).next) }
     }
 }
 
 /// Why a free was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlabFreeError {
-    /// The pointer is not an object of a slab of this class.
+    /// The pointer is not an object of a slab of this class (or of this
+    /// heap's arena).
     NotAnObject,
     /// The object is already free.
     DoubleFree,
@@ -316,7 +520,7 @@ pub enum SlabFreeError {
 struct ClassCounters {
     slabs: AtomicUsize,
     orphans: AtomicUsize,
-    /// Objects out, as of each heap's last flush.
+    /// Objects out, as published by the heaps (see the module docs).
     objects: AtomicUsize,
 }
 
@@ -329,27 +533,49 @@ pub struct ClassStats {
     pub slabs: usize,
     /// Slabs whose thread exited, waiting to be adopted.
     pub orphans: usize,
-    /// Objects in use, as of each thread's last slab change.
+    /// Objects in use: exact once every heap has published its counts
+    /// (at each slab change, at its drop, on [`ThreadHeap::flush`]); a
+    /// live heap's unpublished change is less than [`FLUSH_BATCH`] plus
+    /// one slab's objects.
     pub objects: usize,
     /// Bytes of buddy blocks the class's slabs occupy.
     pub slab_bytes: usize,
 }
 
+/// A heap publishes its object counts at least this often (in net frees
+/// per class); see [`ClassStats::objects`].
+pub const FLUSH_BATCH: usize = 64;
+
 /// The state shared by every thread's heap over one arena: orphaned slabs
 /// per class and the counters.
+///
+/// A `Slabs` and an arena serve each other only, for life: the first
+/// heap binds them, and a heap of another `Slabs` over that arena, or of
+/// this one over another arena, is refused. So every slab of an arena is
+/// on one set of lists and counted once, and an orphan is never adopted
+/// by a heap over an arena it does not belong to.
 pub struct Slabs {
     orphans: [Mutex<OrphanList>; NR_CLASSES],
     counters: [ClassCounters; NR_CLASSES],
-    next_heap_id: AtomicU64,
+    /// The id of the arena this serves; 0 until the first heap.
+    arena_id: AtomicU64,
+    /// This state's own id (unique in the process), 0 until bound.
+    id: AtomicU64,
 }
 
-/// A singly linked queue of orphaned slabs (through `Slab::next`).
+/// Ids of `Slabs`, unique in the process.
+static NEXT_SLABS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Heap ids, unique in the process (0 is the orphans' owner).
+static NEXT_HEAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The orphan lists' locks, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct SlabsForkGuard<'a> {
     _held: [crate::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
 }
 
+/// A singly linked queue of orphaned slabs (through `Slab::next`).
 struct OrphanList {
     head: *mut Slab,
     tail: *mut Slab,
@@ -363,7 +589,7 @@ impl OrphanList {
     fn pop(&mut self) -> Option<*mut Slab> {
         let slab = NonNull::new(self.head)?.as_ptr();
         // SAFETY: slabs on the list are live and owned by it.
-        self.head = unsafe { (*slab).next };
+        self.head = unsafe { Slab::next(slab) };
         if self.head.is_null() {
             self.tail = ptr::null_mut();
         }
@@ -373,11 +599,11 @@ impl OrphanList {
     fn push_back(&mut self, slab: *mut Slab) {
         // SAFETY: `slab` is live and now owned by the list; so is the tail.
         unsafe {
-            (*slab).next = ptr::null_mut();
+            set(&(*slab).next, ptr::null_mut());
             if self.tail.is_null() {
                 self.head = slab;
             } else {
-                (*self.tail).next = slab;
+                set(&(*self.tail).next, slab);
             }
         }
         self.tail = slab;
@@ -401,7 +627,8 @@ impl Slabs {
         Self {
             orphans: [const { Mutex::new(OrphanList::new()) }; NR_CLASSES],
             counters: [const { ClassCounters::new() }; NR_CLASSES],
-            next_heap_id: AtomicU64::new(1),
+            arena_id: AtomicU64::new(0),
+            id: AtomicU64::new(0),
         }
     }
 
@@ -411,8 +638,28 @@ impl Slabs {
         Self {
             orphans: std::array::from_fn(|_| Mutex::new(OrphanList::new())),
             counters: std::array::from_fn(|_| ClassCounters::new()),
-            next_heap_id: AtomicU64::new(1),
+            arena_id: AtomicU64::new(0),
+            id: AtomicU64::new(0),
         }
+    }
+
+    /// Binds this state and `arena` to each other if neither is bound
+    /// yet; whether they serve each other.
+    fn serves(&self, arena: &Arena) -> bool {
+        let relaxed = Ordering::Relaxed;
+        let mut mine = self.id.load(relaxed);
+        if mine == 0 {
+            // Racing binders agree on the first id stored.
+            let fresh = NEXT_SLABS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            mine = self.id.compare_exchange(0, fresh, relaxed, relaxed).map_or_else(|stored| stored, |_| fresh);
+        }
+        let served_by = arena.inner.slabs_id.compare_exchange(0, mine, relaxed, relaxed);
+        let arena_id = arena.inner.id;
+        served_by.map_or_else(|other| other == mine, |_| true)
+            && self
+                .arena_id
+                .compare_exchange(0, arena_id, relaxed, relaxed)
+                .map_or_else(|bound| bound == arena_id, |_| true)
     }
 
     /// Per-class statistics.
@@ -443,8 +690,13 @@ impl Slabs {
     }
 
     /// Returns every orphaned slab whose objects have all been freed to the
-    /// buddy allocator (called by reclaim); the pages returned.
+    /// buddy allocator (called by reclaim); the pages returned. Nothing
+    /// for an arena this state does not serve.
     pub fn reap_orphans(&self, arena: &Arena) -> usize {
+        if !self.serves(arena) {
+            return 0;
+        }
+        let words = SlabMap::of(arena).words;
         let mut pages = 0;
         for class in 0..NR_CLASSES {
             let mut list = self.orphans[class].lock();
@@ -453,8 +705,8 @@ impl Slabs {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
                 let empty = unsafe {
-                    Slab::collect(slab);
-                    (*slab).is_empty()
+                    Slab::collect(slab, words);
+                    Slab::is_empty(slab)
                 };
                 if !empty {
                     keep.push_back(slab);
@@ -498,9 +750,16 @@ impl Slabs {
     /// `ptr` was returned for `class` by a heap over `arena` and is not
     /// used again (a wrong pointer is detected, not trusted).
     pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        let slab = SlabMap::of(arena).find(ptr, class)?;
-        // SAFETY: find_slab checked that `ptr` is an object of a live slab.
-        unsafe { push_remote(slab, ptr) }
+        if !self.serves(arena) {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        let map = SlabMap::of(arena);
+        let slab = map.find(ptr, class)?;
+        // SAFETY: find checked that `ptr` is an object of a live slab.
+        unsafe { push_remote(slab, ptr, map.words) }?;
+        // No heap to count it in: straight into the shared count.
+        self.counters[class].objects.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -523,6 +782,7 @@ struct SlabMap {
     region_base: usize,
     region_len: usize,
     table: *mut u8,
+    words: ObjectWords,
 }
 
 impl SlabMap {
@@ -532,6 +792,11 @@ impl SlabMap {
             region_base: inner.region.base().as_ptr() as usize,
             region_len: inner.region.len(),
             table: inner.side_table.start(),
+            words: ObjectWords {
+                key: tag_key(),
+                #[cfg(loom)]
+                region: &inner.region,
+            },
         }
     }
 
@@ -580,26 +845,28 @@ impl SlabMap {
     }
 }
 
-/// Tags `ptr` free and pushes it onto the slab's remote stack.
+/// Tags `ptr` free and pushes it onto the slab's remote stack, unless its
+/// tag says it is free already (a double free).
 ///
 /// # Safety
-/// `ptr` is an object of the live slab `slab`.
-unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>) -> Result<(), SlabFreeError> {
+/// `ptr` is an object of the live slab `slab`, which the caller does not own.
+unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>, words: ObjectWords) -> Result<(), SlabFreeError> {
     let object = ptr.as_ptr().cast::<FreeObject>();
-    // SAFETY: an object of the slab, at least 16 bytes.
+    // SAFETY: an object of the slab, at least 16 bytes, handed to us by
+    // the caller's free.
     unsafe {
-        if (*object).tag == FREED_TAG {
+        if words.tagged(object) {
             return Err(SlabFreeError::DoubleFree);
         }
-        (*object).tag = FREED_TAG;
+        words.set_tag(object, true);
     }
     // SAFETY: the slab stays allocated while this object counts as used.
     let remote = unsafe { &(*slab).remote };
     let mut head = remote.load(Ordering::Relaxed);
     loop {
         // SAFETY: the object is ours until the push succeeds.
-        unsafe { (*object).next = head };
-        // Release: the owner's Acquire swap sees `next` and the tag.
+        unsafe { words.set_next(object, head) };
+        // Release: the owner's Acquire swap sees the link and the tag.
         match remote.compare_exchange_weak(head, object, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return Ok(()),
             Err(current) => head = current,
@@ -622,13 +889,17 @@ pub struct ThreadHeap<'a> {
 impl<'a> ThreadHeap<'a> {
     /// A heap for the calling thread over `arena`, sharing orphans with
     /// every other heap of `slabs`.
+    ///
+    /// # Panics
+    /// If `slabs` already serves another arena (its orphans are that
+    /// arena's slabs).
     pub fn new(arena: &'a Arena, slabs: &'a Slabs) -> Self {
-        let id = slabs.next_heap_id.fetch_add(1, Ordering::Relaxed);
+        assert!(slabs.serves(arena), "zonealloc: a Slabs serves one arena; this one serves another");
         Self {
             arena,
             slabs,
             map: SlabMap::of(arena),
-            id,
+            id: NEXT_HEAP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             current: [ptr::null_mut(); NR_CLASSES],
             delta: [0; NR_CLASSES],
         }
@@ -650,7 +921,7 @@ impl<'a> ThreadHeap<'a> {
             return None;
         }
         // SAFETY: the current slab is live and ours.
-        let object = unsafe { Slab::pop(slab, class) }?;
+        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
         self.delta[class] += 1;
         Some(object)
     }
@@ -669,22 +940,27 @@ impl<'a> ThreadHeap<'a> {
         // Walking forward leaves the slabs found full behind: each is
         // looked at again only after a whole turn of the ring.
         let mut slab = current;
+        let mut found = None;
         for _ in 0..SCAN_LIMIT {
             // SAFETY: slabs on our ring are live and ours.
             unsafe {
-                Slab::collect(slab);
-                if let Some(object) = Slab::pop(slab, class) {
+                Slab::collect(slab, self.map.words);
+                if let Some(object) = Slab::pop(slab, class, self.map.words) {
                     self.current[class] = slab;
                     self.delta[class] += 1;
-                    return Some(object);
+                    found = Some(object);
+                    break;
                 }
-                slab = (*slab).next;
+                slab = Slab::next(slab);
             }
             if slab == current {
                 break;
             }
         }
-        None
+        if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
+            self.flush_class(class);
+        }
+        found
     }
 
     /// An object from a slab this heap does not have yet: an adopted
@@ -695,24 +971,55 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     pub(crate) fn alloc_refill(&mut self, class: usize) -> Option<NonNull<u8>> {
-        self.flush(class);
-        // An orphan with free objects, then a new slab.
-        if let Some(slab) = self.adopt(class) {
-            self.link(class, slab);
-            // SAFETY: just linked: live and ours.
-            if let Some(object) = unsafe { Slab::pop(slab, class) } {
-                self.current[class] = slab;
-                self.delta[class] += 1;
-                return Some(object);
-            }
+        self.alloc_adopted(class).or_else(|| {
+            let block = slab_block(self.arena, class)?;
+            Some(self.install(class, block))
+        })
+    }
+
+    /// An object from an orphan with free objects, which this heap adopts;
+    /// `None` if there is none. Takes no lock but an orphan list's and
+    /// never allocates.
+    pub(crate) fn alloc_adopted(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let slab = self.adopt(class)?;
+        self.link(class, slab);
+        // SAFETY: just linked: live and ours.
+        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
+        self.current[class] = slab;
+        self.delta[class] += 1;
+        self.flush_class(class);
+        Some(object)
+    }
+
+    /// Makes `block` (from [`slab_block`] for `class`, over this heap's
+    /// arena) a new slab of this heap, current for its class, and returns
+    /// its first object.
+    pub(crate) fn install(&mut self, class: usize, block: NonNull<u8>) -> NonNull<u8> {
+        // SAFETY: the arena's blocks lie inside its region.
+        let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
+        // SAFETY: the slot of a block we own: nobody else writes it, 64-byte
+        // aligned and large enough (asserted at compile time).
+        unsafe {
+            slab.write(Slab {
+                remote: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicU64::new(self.id),
+                key: AtomicU64::new(slab_key(class)),
+                local: UnsafeCell::new(ptr::null_mut()),
+                prev: UnsafeCell::new(slab),
+                next: UnsafeCell::new(slab),
+                base: block.as_ptr() as usize,
+                used: UnsafeCell::new(0),
+                bump: UnsafeCell::new(0),
+            });
         }
-        let slab = self.new_slab(class)?;
+        self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
         self.link(class, slab);
         self.current[class] = slab;
         // SAFETY: just linked: live and ours, every object free.
-        let object = unsafe { Slab::pop(slab, class) };
+        let object = unsafe { Slab::pop(slab, class, self.map.words) };
         self.delta[class] += 1;
-        object
+        self.flush_class(class);
+        object.unwrap_or(block)
     }
 
     /// Takes an orphan of `class` with a free object, if one is among the
@@ -725,7 +1032,7 @@ impl<'a> ThreadHeap<'a> {
             for _ in 0..SCAN_LIMIT {
                 let slab = list.pop()?;
                 // SAFETY: orphans are live, and owned by the list we hold.
-                if unsafe { (*slab).has_free(class) } {
+                if unsafe { Slab::has_free(slab, class) } {
                     found = Some(slab);
                     break;
                 }
@@ -735,35 +1042,11 @@ impl<'a> ThreadHeap<'a> {
         };
         self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: unlinked under the lock: nobody else owns it now. Its
-        // plain fields were published by the orphaning thread's unlock.
+        // cells were published by the orphaning thread's unlock.
         unsafe {
             (*slab).owner.store(self.id, Ordering::Relaxed);
-            Slab::collect(slab);
+            Slab::collect(slab, self.map.words);
         }
-        Some(slab)
-    }
-
-    fn new_slab(&mut self, class: usize) -> Option<*mut Slab> {
-        let order = slab_order(class);
-        let block = self.arena.alloc_pages(order, AllocFlags::NOWARN).ok()?;
-        // SAFETY: the arena's blocks lie inside its region.
-        let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
-        // SAFETY: the slot of the block we just took: nobody else writes
-        // it, 64-byte aligned and large enough (asserted at compile time).
-        unsafe {
-            slab.write(Slab {
-                remote: AtomicPtr::new(ptr::null_mut()),
-                owner: AtomicU64::new(self.id),
-                key: AtomicU64::new(slab_key(class)),
-                local: ptr::null_mut(),
-                prev: slab,
-                next: slab,
-                base: block.as_ptr() as usize,
-                used: 0,
-                bump: 0,
-            });
-        }
-        self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
         Some(slab)
     }
 
@@ -773,14 +1056,14 @@ impl<'a> ThreadHeap<'a> {
         // SAFETY: `slab` and the ring's slabs are live and ours.
         unsafe {
             if current.is_null() {
-                (*slab).prev = slab;
-                (*slab).next = slab;
+                set(&(*slab).prev, slab);
+                set(&(*slab).next, slab);
             } else {
-                let next = (*current).next;
-                (*slab).prev = current;
-                (*slab).next = next;
-                (*next).prev = slab;
-                (*current).next = slab;
+                let next = get(&(*current).next);
+                set(&(*slab).prev, current);
+                set(&(*slab).next, next);
+                set(&(*next).prev, slab);
+                set(&(*current).next, slab);
             }
         }
     }
@@ -789,9 +1072,9 @@ impl<'a> ThreadHeap<'a> {
     fn unlink(&mut self, class: usize, slab: *mut Slab) {
         // SAFETY: `slab` and its neighbours are live and ours.
         unsafe {
-            let (prev, next) = ((*slab).prev, (*slab).next);
-            (*prev).next = next;
-            (*next).prev = prev;
+            let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
+            set(&(*prev).next, next);
+            set(&(*next).prev, prev);
             if self.current[class] == slab {
                 self.current[class] = if next == slab { ptr::null_mut() } else { next };
             }
@@ -814,11 +1097,12 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.free_slow(ptr, class) }
     }
 
-    /// Frees `ptr` when it is a live object of one of this heap's own slabs
-    /// and the free is a push onto that slab's list (the slab does not
-    /// become empty, or is the current one). Returns `false`, having
-    /// changed nothing, for everything else: another thread's object, a
-    /// slab to release, a pointer to refuse.
+    /// Frees `ptr` when it is an object of one of this heap's own slabs,
+    /// not tagged free, and the free is a push onto that slab's list (the
+    /// slab does not become empty, or is the current one). Returns
+    /// `false`, having changed nothing, for everything else: another
+    /// thread's object, a slab to release, a tag to confirm, a pointer to
+    /// refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
@@ -828,15 +1112,18 @@ impl<'a> ThreadHeap<'a> {
         let object = ptr.as_ptr().cast::<FreeObject>();
         // SAFETY: a live slab (checked above); `owner` is atomic. Only this
         // thread ever stores its own id there, so a match is never stale,
-        // and then the slab's plain fields and free objects are ours.
+        // and then the slab's cells and free objects are ours.
         unsafe {
             if (*slab).owner.load(Ordering::Relaxed) != self.id
-                || (*object).tag == FREED_TAG
-                || ((*slab).used == 1 && self.current[class] != slab)
+                || self.map.words.tagged(object)
+                || (get(&(*slab).used) == 1 && self.current[class] != slab)
             {
                 return false;
             }
             self.push_local(slab, object, class);
+        }
+        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+            self.flush_class(class);
         }
         true
     }
@@ -848,20 +1135,21 @@ impl<'a> ThreadHeap<'a> {
     /// object of it in use.
     #[inline(always)]
     unsafe fn push_local(&mut self, slab: *mut Slab, object: *mut FreeObject, class: usize) {
-        // SAFETY: per the contract, the slab's plain fields are ours, and so
-        // is the object, at least 16 bytes.
+        let words = self.map.words;
+        // SAFETY: per the contract, the slab's cells are ours, and so is
+        // the object, at least 16 bytes.
         unsafe {
-            (*object).tag = FREED_TAG;
-            (*object).next = (*slab).local;
-            (*slab).local = object;
-            (*slab).used -= 1;
+            words.set_tag(object, true);
+            words.set_next(object, get(&(*slab).local));
+            set(&(*slab).local, object);
+            set(&(*slab).used, get(&(*slab).used) - 1);
         }
         self.delta[class] -= 1;
     }
 
     /// [`free`](Self::free) for what [`free_cached`](Self::free_cached)
-    /// declined: another thread's object, a slab to release, a pointer to
-    /// refuse.
+    /// declined: another thread's object, a slab to release, a tag to
+    /// confirm, a pointer to refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
@@ -873,21 +1161,30 @@ impl<'a> ThreadHeap<'a> {
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
             // Only this thread ever stores its own id, so a match cannot
             // be stale; anything else is another thread's or an orphan.
-            // SAFETY: an object of a live slab.
-            return unsafe { push_remote(slab, ptr) };
+            // SAFETY: an object of a live slab we do not own.
+            unsafe { push_remote(slab, ptr, self.map.words) }?;
+            // Counted here, by the freeing heap; the owner's collect
+            // does not count it again.
+            self.delta[class] -= 1;
+            if self.delta[class] <= -(FLUSH_BATCH as isize) {
+                self.flush_class(class);
+            }
+            return Ok(());
         }
         let object = ptr.as_ptr().cast::<FreeObject>();
-        // SAFETY: the slab is ours: its plain fields and free objects too.
+        // SAFETY: the slab is ours: its cells and free objects too. A tag
+        // is confirmed against the lists: a live object may hold any bytes.
         unsafe {
-            if (*object).tag == FREED_TAG {
+            if self.map.words.tagged(object) && Slab::holds_free(slab, class, object, self.map.words) {
                 return Err(SlabFreeError::DoubleFree);
             }
             self.push_local(slab, object, class);
         }
         // SAFETY: ours.
-        if unsafe { (*slab).is_empty() } && self.current[class] != slab {
+        if unsafe { Slab::is_empty(slab) } && self.current[class] != slab {
             self.release(class, slab);
         }
+        self.flush_class(class);
         Ok(())
     }
 
@@ -898,16 +1195,117 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.slabs.return_slab(self.arena, class, slab) };
     }
 
-    /// Publishes the per-class object count.
-    fn flush(&mut self, class: usize) {
+    /// Publishes this heap's object counts (see [`ClassStats::objects`]).
+    pub fn flush(&mut self) {
+        for class in 0..NR_CLASSES {
+            self.flush_class(class);
+        }
+    }
+
+    /// Publishes the object count of one class.
+    #[inline]
+    fn flush_class(&mut self, class: usize) {
         let delta = std::mem::take(&mut self.delta[class]);
         let objects = &self.slabs.counters[class].objects;
-        if delta >= 0 {
+        if delta > 0 {
             objects.fetch_add(delta as usize, Ordering::Relaxed);
-        } else {
+        } else if delta < 0 {
             objects.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
     }
+}
+
+/// A heap for threads that cannot use one of their own: whose heap is gone
+/// (thread-local destructors that run after the heap's) or busy (an
+/// allocation from inside a slow path on the same thread, such as a
+/// shrinker called by direct reclaim). A real lock: a thread that finds it
+/// held waits, since contention is not out-of-memory. It is never held
+/// across anything that allocates or reclaims (a new slab's block is taken
+/// with the lock released), so no thread can re-enter it; an attempt is a
+/// bug and fatal, never a deadlock.
+pub(crate) struct SharedHeap<'a> {
+    heap: Mutex<Option<ThreadHeap<'a>>>,
+    /// The holder's thread token, 0 when free.
+    owner: AtomicUsize,
+}
+
+// SAFETY: the heap is only used under the mutex; a heap's slabs may be used
+// from any one thread at a time.
+unsafe impl Sync for SharedHeap<'_> {}
+
+/// The shared heap, locked.
+pub(crate) struct SharedGuard<'s, 'a> {
+    shared: &'s SharedHeap<'a>,
+    heap: crate::sync::MutexGuard<'s, Option<ThreadHeap<'a>>>,
+}
+
+impl<'a> SharedHeap<'a> {
+    /// An empty shared heap.
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
+    }
+
+    /// An empty shared heap.
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
+    }
+
+    /// Locks it for the thread named by `token` (non-zero, unique among
+    /// live threads).
+    pub(crate) fn lock(&self, token: usize) -> SharedGuard<'_, 'a> {
+        // Only this thread ever stores its own token, and clears it before
+        // unlocking: seeing it means this thread holds the lock.
+        if self.owner.load(Ordering::Relaxed) == token {
+            crate::report::fatal("the shared heap was re-entered on the thread that holds it");
+        }
+        let heap = self.heap.lock();
+        self.owner.store(token, Ordering::Relaxed);
+        SharedGuard { shared: self, heap }
+    }
+
+    /// An object of `class` for the thread `token`; `None` only when
+    /// `arena` is out of memory.
+    pub(crate) fn alloc(&self, arena: &'a Arena, slabs: &'a Slabs, class: usize, token: usize) -> Option<NonNull<u8>> {
+        {
+            let mut shared = self.lock(token);
+            let heap = shared.heap(arena, slabs);
+            if let Some(object) =
+                heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)).or_else(|| heap.alloc_adopted(class))
+            {
+                return Some(object);
+            }
+        }
+        // A new slab, its block taken without the lock (this may reclaim).
+        let block = slab_block(arena, class)?;
+        Some(self.lock(token).heap(arena, slabs).install(class, block))
+    }
+}
+
+impl<'a> SharedGuard<'_, 'a> {
+    /// The heap, made on first use.
+    pub(crate) fn heap(&mut self, arena: &'a Arena, slabs: &'a Slabs) -> &mut ThreadHeap<'a> {
+        self.heap.get_or_insert_with(|| ThreadHeap::new(arena, slabs))
+    }
+
+    /// The heap if it was ever made.
+    pub(crate) fn existing(&mut self) -> Option<&mut ThreadHeap<'a>> {
+        self.heap.as_mut()
+    }
+}
+
+impl Drop for SharedGuard<'_, '_> {
+    fn drop(&mut self) {
+        self.shared.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A block for a new slab of `class`, from `arena`'s buddy allocator
+/// (which may reclaim, and so run shrinkers that allocate); for
+/// [`ThreadHeap::install`].
+pub(crate) fn slab_block(arena: &Arena, class: usize) -> Option<NonNull<u8>> {
+    arena.alloc_pages(slab_order(class), AllocFlags::NOWARN).ok()
 }
 
 impl Drop for ThreadHeap<'_> {
@@ -915,24 +1313,25 @@ impl Drop for ThreadHeap<'_> {
     /// become orphans for other threads to adopt.
     fn drop(&mut self) {
         for class in 0..NR_CLASSES {
-            self.flush(class);
             while let Some(slab) = NonNull::new(self.current[class]) {
                 let slab = slab.as_ptr();
                 // SAFETY: ours.
-                if unsafe {
-                    Slab::collect(slab);
-                    (*slab).is_empty()
-                } {
+                let empty = unsafe {
+                    Slab::collect(slab, self.map.words);
+                    Slab::is_empty(slab)
+                };
+                if empty {
                     self.release(class, slab);
                     continue;
                 }
                 self.unlink(class, slab);
                 // SAFETY: ours until it is on the orphan list.
                 unsafe { (*slab).owner.store(0, Ordering::Relaxed) };
-                // The unlock publishes its fields to the adopter.
+                // The unlock publishes its cells to the adopter.
                 self.slabs.orphans[class].lock().push_back(slab);
                 self.slabs.counters[class].orphans.fetch_add(1, Ordering::Relaxed);
             }
+            self.flush_class(class);
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct ReclaimStats {
     pub purge_calls: u64,
     /// Bytes handed back to the OS by purges, in all.
     pub purged_bytes: u64,
+    /// Time spent purging (draining the caches, isolating, `madvise`).
+    pub purge_time: std::time::Duration,
 }
 
 /// One zone's figures, in pages unless said otherwise.
@@ -312,6 +314,7 @@ impl Arena {
             purges: load(&r.purges),
             purge_calls: load(&r.purge_calls),
             purged_bytes: load(&r.purged_pages) * crate::PAGE_SIZE as u64,
+            purge_time: std::time::Duration::from_nanos(load(&r.purge_ns)),
         };
         let resident_pages: usize = zones.iter().map(|z: &ZoneStats| z.spanned - z.untouched - z.purged).sum();
         Stats {
@@ -432,7 +435,14 @@ impl fmt::Display for Stats {
             "direct_reclaims {} direct_reclaim_time {:?} oom_events {} nofail_waits {} injected_failures {}",
             r.direct_reclaims, r.direct_reclaim_time, r.oom_events, r.nofail_waits, r.injected_failures
         )?;
-        writeln!(f, "purges {} purge_calls {} purged {} KiB", r.purges, r.purge_calls, r.purged_bytes >> 10)
+        writeln!(
+            f,
+            "purges {} purge_calls {} purged {} KiB purge_time {:?}",
+            r.purges,
+            r.purge_calls,
+            r.purged_bytes >> 10,
+            r.purge_time
+        )
     }
 }
 

@@ -54,21 +54,46 @@ mod imp {
     }
 
     /// A reader-writer lock with parking_lot's API over std's (futex based,
-    /// never allocates).
+    /// never allocates), which a forked child can reset.
     #[derive(Debug, Default)]
-    pub(crate) struct RwLock<T>(std::sync::RwLock<T>);
+    pub(crate) struct RwLock<T>(core::cell::UnsafeCell<std::sync::RwLock<T>>);
+
+    // SAFETY: as std's RwLock; the cell is only written by `reset_in_child`,
+    // whose contract excludes every other access.
+    unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
 
     impl<T> RwLock<T> {
         pub(crate) const fn new(value: T) -> Self {
-            Self(std::sync::RwLock::new(value))
+            Self(core::cell::UnsafeCell::new(std::sync::RwLock::new(value)))
+        }
+
+        fn inner(&self) -> &std::sync::RwLock<T> {
+            // SAFETY: only `reset_in_child` writes the cell, when no
+            // reference to the inner lock can be used again.
+            unsafe { &*self.0.get() }
         }
 
         pub(crate) fn read(&self) -> std::sync::RwLockReadGuard<'_, T> {
-            self.0.read().unwrap_or_else(PoisonError::into_inner)
+            self.inner().read().unwrap_or_else(PoisonError::into_inner)
         }
 
         pub(crate) fn write(&self) -> std::sync::RwLockWriteGuard<'_, T> {
-            self.0.write().unwrap_or_else(PoisonError::into_inner)
+            self.inner().write().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// Replaces the lock with a fresh, unlocked one holding `value`
+        /// (the old one is forgotten, not dropped): for a lock that may be
+        /// held across user code, so `fork(2)` cannot wait for it, and that
+        /// a forked child may find held by a thread it does not have.
+        ///
+        /// # Safety
+        /// Only in a forked child, before it starts threads, with no guard
+        /// of this lock alive on the calling thread.
+        #[allow(dead_code)]
+        pub(crate) unsafe fn reset_in_child(&self, value: T) {
+            // SAFETY: per the contract, the guards that refer to the old
+            // lock belong to threads that do not exist in this process.
+            unsafe { self.0.get().write(std::sync::RwLock::new(value)) };
         }
     }
 
@@ -178,6 +203,10 @@ mod imp {
         pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
             self.0.write().unwrap()
         }
+
+        /// Loom models do not fork.
+        #[allow(dead_code)]
+        pub(crate) unsafe fn reset_in_child(&self, _value: T) {}
     }
 
     impl<T> Mutex<T> {

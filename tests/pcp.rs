@@ -412,3 +412,41 @@ fn an_arena_dropped_while_threads_hold_caches_is_left_alone() {
     drop_tx.send(()).unwrap();
     worker.join().unwrap();
 }
+
+/// `check()` freezes every thread's cache set at once without recursing
+/// (a frame per set overflowed the stack with tens of thousands of
+/// threads): 2000 live sets, checked from a thread with a 64 KiB stack.
+#[test]
+fn check_freezes_thousands_of_cache_sets_on_a_small_stack() {
+    let arena = arena(1, 16384, 1, 1);
+    let threads = 2000;
+    let barrier = Barrier::new(threads + 1);
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = std::sync::Mutex::new(done_rx);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (arena, barrier, done_rx) = (&arena, &barrier, &done_rx);
+            std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn_scoped(s, move || {
+                    let p = arena.alloc_pages(0, NOWARN).unwrap(); // attaches a set
+                    // SAFETY: just allocated at order 0.
+                    unsafe { arena.free_pages(p, 0) }.unwrap();
+                    barrier.wait();
+                    let _ = done_rx.lock().unwrap().recv();
+                })
+                .unwrap();
+        }
+        barrier.wait();
+        assert_eq!(arena.stats().pcp_sets, threads);
+        let checked = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn_scoped(s, || arena.check())
+            .unwrap()
+            .join()
+            .expect("check() overflowed a 64 KiB stack");
+        assert_eq!(checked, Ok(()));
+        drop(done_tx);
+    });
+    conserved(&arena, 0);
+}

@@ -211,3 +211,139 @@ fn objects_fill_the_whole_slab_and_writing_all_of_them_disturbs_nothing() {
     assert_eq!(free_pages(&arena), start, "every slab went back");
     arena.check().unwrap();
 }
+
+/// A live object whose second word holds exactly what a free writes there
+/// (read out of a freed object of this very slab) is freed, not refused as
+/// a double free: the tag only sends the free to a check of the slab's
+/// lists. A real double free is still refused, by the owner and by
+/// another thread.
+#[test]
+fn a_live_object_holding_the_freed_tag_is_freed() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let class = class_of(32, 8).unwrap();
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    let keep = heap.alloc(class).unwrap(); // keeps the slab from going back
+    let mut freed = 0;
+    for _ in 0..2000 {
+        let p = heap.alloc(class).unwrap();
+        // SAFETY: ours, 32 bytes; after the free the slab still owns the
+        // memory (the arena's region), so reading it back is defined.
+        let tag = unsafe {
+            heap.free(p, class).unwrap();
+            p.as_ptr().add(8).cast::<u64>().read()
+        };
+        let again = heap.alloc(class).unwrap();
+        assert_eq!(again, p, "the object just freed is handed out first");
+        // SAFETY: ours again: the live object now holds the freed tag.
+        unsafe {
+            again.as_ptr().cast::<u64>().write(7);
+            again.as_ptr().add(8).cast::<u64>().write(tag);
+            heap.free(again, class).unwrap();
+        }
+        freed += 1;
+    }
+    assert_eq!(freed, 2000);
+    // SAFETY: a fresh object freed twice on purpose, then freed by another
+    // thread once more: both repeats are refused before anything is written.
+    unsafe {
+        let p = heap.alloc(class).unwrap();
+        heap.free(p, class).unwrap();
+        assert_eq!(heap.free(p, class), Err(SlabFreeError::DoubleFree));
+        let addr = p.as_ptr() as usize;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let p = NonNull::new(addr as *mut u8).unwrap();
+                assert_eq!(slabs.free_remote(&arena, p, class), Err(SlabFreeError::DoubleFree));
+            });
+        });
+        heap.free(keep, class).unwrap();
+    }
+    drop(heap);
+    assert_eq!(slabs.stats()[class].slabs, 0, "every object came back");
+    arena.check().unwrap();
+}
+
+/// `objects` counts what is in use: frees by another thread and by the
+/// owner both lower it, and it is exact once the heaps have flushed (at
+/// every slab change and when a heap is dropped).
+#[test]
+fn object_counts_are_exact_after_cross_thread_frees() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let class = class_of(64, 8).unwrap();
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    let objects: Vec<usize> = (0..1000).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &addr in &objects[..600] {
+                // SAFETY: objects of `class`, freed once.
+                unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+            }
+        });
+    });
+    for &addr in &objects[600..] {
+        // SAFETY: as above, by the owner.
+        unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+    }
+    // The owner takes back the remote frees when it allocates again.
+    let again: Vec<NonNull<u8>> = (0..10).map(|_| heap.alloc(class).unwrap()).collect();
+    heap.flush();
+    assert_eq!(slabs.stats()[class].objects, 10);
+    for p in again {
+        // SAFETY: as above.
+        unsafe { heap.free(p, class).unwrap() };
+    }
+    drop(heap);
+    assert_eq!(slabs.stats()[class].objects, 0);
+    assert_eq!(slabs.stats()[class].slabs, 0);
+}
+
+/// A `Slabs` serves the arena it was first used with: its orphans are
+/// slabs of that arena, and a heap over another arena must never adopt
+/// them (the first arena may be gone).
+#[test]
+fn slabs_are_bound_to_one_arena() {
+    let slabs = Slabs::new();
+    let class = class_of(100, 8).unwrap();
+    let first = arena();
+    let live = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut heap = ThreadHeap::new(&first, &slabs);
+            heap.alloc(class).unwrap().as_ptr() as usize // outlives the heap: its slab is orphaned
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(slabs.stats()[class].orphans, 1);
+    drop(first); // the orphan's memory is unmapped
+    let second = arena();
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut heap = ThreadHeap::new(&second, &slabs);
+        heap.alloc(class).map(|p| p.as_ptr() as usize)
+    }));
+    assert!(made.is_err(), "a heap over another arena was made (and got {:?})", made.ok());
+    let _ = live;
+}
+
+/// An arena is served by one `Slabs`: a heap of a second one over it is
+/// refused (its heaps would share the arena's slabs with the first's
+/// under two sets of lists and counts), and so are its remote frees.
+#[test]
+fn a_second_slabs_over_an_arena_is_refused() {
+    let arena = arena();
+    let (a, b) = (Slabs::new(), Slabs::new());
+    let class = class_of(16, 8).unwrap();
+    let mut heap_a = ThreadHeap::new(&arena, &a);
+    let p = heap_a.alloc(class).unwrap();
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(ThreadHeap::new(&arena, &b))));
+    assert!(made.is_err(), "a heap of a second Slabs over the arena was made");
+    // SAFETY: refused before anything is written; then freed by its owner.
+    unsafe {
+        assert_eq!(b.free_remote(&arena, p, class), Err(SlabFreeError::NotAnObject));
+        heap_a.free(p, class).unwrap();
+    }
+    drop(heap_a);
+    assert_eq!(a.stats()[class].objects, 0);
+    arena.check().unwrap();
+}

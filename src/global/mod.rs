@@ -1,0 +1,381 @@
+//! The global allocator: kmalloc over the slab layer, `kmalloc_large` over
+//! the buddy allocator.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;
+//! ```
+//!
+//! The arena is built by the first allocation (`init.rs`, configured by
+//! `ZONEALLOC_*` variables: `env.rs`); each thread's heap, thread exit and
+//! `fork(2)` are in `lifecycle.rs`.
+//!
+//! **Routing.** Sizes up to [`SLAB_MAX`](crate::SLAB_MAX) (with alignments
+//! that fit a power-of-two class) come from the calling thread's slab heap;
+//! larger ones are buddy blocks of the order that covers size and alignment
+//! (orders 0..=3 through the per-thread page caches); beyond the largest
+//! order (32 MiB in the global arena), `System` (glibc, which maps them
+//! directly) serves them, and any alignment up to the OS's limits works
+//! there. `realloc` keeps a block where it is when the new size has the same
+//! class or order, or when the block can grow into its free buddies; a
+//! growing block that must move goes to the start of a large free block
+//! ([`Arena::alloc_pages_growable`]), so its next doublings stay in place.
+//!
+//! **Bad frees.** A pointer outside the region (unless its layout is one
+//! that goes to `System`), a pointer that is not an object or block start,
+//! a double free: each is refused without writing anything and reported on
+//! stderr without allocating (rate limited).
+//!
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arena::Arena;
+use crate::flags::AllocFlags;
+use crate::report::{RateLimit, StackWriter};
+use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
+use crate::stats::Stats;
+
+mod env;
+mod init;
+mod lifecycle;
+
+use init::SLABS;
+pub use init::global_arena;
+use lifecycle::{shared_alloc, with_heap, with_ready_heap};
+
+/// The global allocator. Add
+/// `#[global_allocator] static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;`
+/// to a binary and every allocation goes through zonealloc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZoneAlloc;
+
+static REFUSALS: RateLimit = RateLimit::new();
+/// Frees refused, in all (reported or not).
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// The global arena's statistics and the slab layer's, per size class.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GlobalStats {
+    /// The arena under the global allocator.
+    pub arena: Stats,
+    /// Per size class: slabs, orphaned slabs, objects in use.
+    pub classes: [ClassStats; NR_CLASSES],
+    /// Frees refused (pointers not allocated here, double frees), all of
+    /// them; stderr reports at most ten every five seconds.
+    pub refused_frees: u64,
+}
+
+impl std::fmt::Display for GlobalStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.arena)?;
+        writeln!(f, "# slabinfo: class size, slabs, orphaned, objects in use, slab KiB")?;
+        for c in self.classes.iter().filter(|c| c.slabs > 0) {
+            writeln!(f, "{:>6} {:>7} {:>5} {:>9} {:>8}", c.size, c.slabs, c.orphans, c.objects, c.slab_bytes >> 10)?;
+        }
+        writeln!(f, "refused frees: {}", self.refused_frees)
+    }
+}
+
+/// Statistics of the global allocator, or `None` before its first
+/// allocation (or if it could not build its arena and fell back to
+/// `System`). The calling thread's object counts are published first, so
+/// they are exact for it and for every thread that has exited; see
+/// [`ClassStats::objects`] for the others.
+pub fn global_stats() -> Option<GlobalStats> {
+    let arena = global_arena()?;
+    lifecycle::flush_counts(arena);
+    Some(GlobalStats { arena: arena.stats(), classes: SLABS.stats(), refused_frees: REFUSED.load(Ordering::Relaxed) })
+}
+
+/// Returns every empty orphaned slab of the global heap to the buddy
+/// allocator; the pages returned. The global arena's reclaim does this too.
+pub fn global_reap() -> usize {
+    global_arena().map_or(0, |arena| SLABS.reap_orphans(arena))
+}
+
+/// The buddy order for a large layout.
+#[inline]
+fn order_of(layout: Layout) -> u32 {
+    let bytes = layout.size().max(layout.align()).max(crate::PAGE_SIZE);
+    match bytes.checked_next_power_of_two() {
+        Some(bytes) => (bytes / crate::PAGE_SIZE).trailing_zeros(),
+        None => u32::MAX,
+    }
+}
+
+#[inline(always)]
+fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
+    match class_of(layout.size(), layout.align()) {
+        Some(class) => alloc_object(class, layout, zero),
+        None => alloc_slow(layout, zero),
+    }
+}
+
+/// [`alloc_impl`] for a layout of slab class `class`.
+#[inline(always)]
+fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
+    if let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class))) {
+        let ptr = object.as_ptr();
+        if zero {
+            // SAFETY: a fresh object of at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        return ptr;
+    }
+    alloc_slow(layout, zero)
+}
+
+/// Everything [`alloc_impl`] does beyond taking an object from a slab
+/// this thread already has.
+#[inline(never)]
+fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
+    let Some(arena) = init::arena() else {
+        // The arena could not be built (or is being built by this very
+        // thread): the system allocator serves everything.
+        // SAFETY: forwarding the caller's layout.
+        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+    };
+    init::ensure_reclaim(); // a forked child's first allocation starts its kswapd
+    if let Some(class) = class_of(layout.size(), layout.align()) {
+        // The fast path took what the heap's slabs had (or the heap was not
+        // ready, and with_heap makes it or declines): a new slab.
+        let ptr = with_heap(arena, true, |heap| heap.alloc_refill(class))
+            .map_or_else(|| shared_alloc(arena, class), |p| p.map_or(ptr::null_mut(), NonNull::as_ptr));
+        if zero && !ptr.is_null() {
+            // SAFETY: a fresh object of at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        return ptr;
+    }
+    let order = order_of(layout);
+    if order > arena.max_order() {
+        // SAFETY: forwarding the caller's layout.
+        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+    }
+    let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
+    arena.alloc_pages(order, flags).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+#[inline(always)]
+fn dealloc_impl(ptr: *mut u8, layout: Layout) {
+    match class_of(layout.size(), layout.align()) {
+        Some(class) => dealloc_object(ptr, class, layout),
+        None => dealloc_slow(ptr, layout),
+    }
+}
+
+/// [`dealloc_impl`] for a layout of slab class `class`.
+#[inline(always)]
+fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
+    if let Some(nn) = NonNull::new(ptr)
+        // SAFETY: the caller frees what it was given for this layout; the
+        // slab layer checks the pointer before it writes anything.
+        && with_ready_heap(|heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
+    {
+        return;
+    }
+    dealloc_slow(ptr, layout);
+}
+
+/// Everything [`dealloc_impl`] does beyond pushing an object onto one of
+/// this thread's slabs.
+#[inline(never)]
+fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let Some(nn) = NonNull::new(ptr) else { return };
+    let Some(arena) = global_arena() else {
+        if init::failed() {
+            // SAFETY: with no arena, every allocation came from System.
+            unsafe { System.dealloc(ptr, layout) };
+        } else {
+            refuse(ptr, layout, "no allocation was ever made");
+        }
+        return;
+    };
+    let class = class_of(layout.size(), layout.align());
+    if !arena.contains(ptr) {
+        if class.is_none() && order_of(layout) > arena.max_order() {
+            // SAFETY: a layout that only System serves.
+            unsafe { System.dealloc(ptr, layout) };
+        } else {
+            refuse(ptr, layout, "not allocated by zonealloc");
+        }
+        return;
+    }
+    let result = match class {
+        Some(class) => {
+            // The fast path declined this free, or the heap was not ready.
+            // SAFETY: the caller frees what it was given for this layout;
+            // the slab layer checks the pointer before trusting it.
+            let freed = with_heap(arena, false, |heap| unsafe { heap.free_slow(nn, class) })
+                // SAFETY: as above; a thread without a usable heap frees
+                // every object as a remote free.
+                .unwrap_or_else(|| unsafe { SLABS.free_remote(arena, nn, class) });
+            freed.map_err(|e| match e {
+                SlabFreeError::NotAnObject => "not an object of its size class",
+                SlabFreeError::DoubleFree => "double free",
+            })
+        }
+        // SAFETY: the arena validates the block before changing anything.
+        None => unsafe { arena.free_pages(nn, order_of(layout)) }.map_err(|e| match e {
+            crate::FreeError::DoubleFree { .. } => "double free",
+            _ => "not a block start of its size",
+        }),
+    };
+    if let Err(reason) = result {
+        refuse(ptr, layout, reason);
+    }
+}
+
+/// Reports a refused free on stderr, without allocating, rate limited.
+#[cold]
+fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
+    REFUSED.fetch_add(1, Ordering::Relaxed);
+    if REFUSALS.allow() {
+        let mut w = StackWriter::new();
+        let _ = write!(
+            w,
+            "zonealloc: refused free of {ptr:p} (size {}, align {}): {reason}",
+            layout.size(),
+            layout.align()
+        );
+        w.flush_line();
+    }
+}
+
+/// Whether a buddy block (`old` is served by the buddy allocator) grows
+/// to the order `new` needs where it lies.
+fn grows_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
+    if class_of(old.size(), old.align()).is_some() {
+        return false;
+    }
+    // try_grow_pages declines a new order that is not larger or above the
+    // largest order.
+    NonNull::new(ptr).is_some_and(|ptr| arena.try_grow_pages(ptr, order_of(old), order_of(new)))
+}
+
+/// Whether `old` and `new` are served by the same slot (object class or
+/// block order), so a realloc between them can stay in place.
+fn same_slot(arena: &Arena, old: Layout, new: Layout) -> bool {
+    match (class_of(old.size(), old.align()), class_of(new.size(), new.align())) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => {
+            let order = order_of(old);
+            order == order_of(new) && order <= arena.max_order()
+        }
+        _ => false,
+    }
+}
+
+// SAFETY: every block handed out is at least `layout.size()` bytes, aligned
+// to `layout.align()` (slab classes and buddy orders are chosen for both),
+// and not handed out again until freed; nothing here unwinds.
+unsafe impl GlobalAlloc for ZoneAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc_impl(layout, false)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc_impl(layout, true)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        dealloc_impl(ptr, layout);
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees new_size, rounded up to align, does
+        // not overflow isize.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if let Some(class) = class_of(layout.size(), layout.align()) {
+            // An object: it stays if the new size has its class, else moves.
+            let new_class = class_of(new_size, layout.align());
+            if new_class == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
+                return ptr;
+            }
+            if let Some(new_class) = new_class {
+                let moved = alloc_object(new_class, new_layout, false);
+                let len = layout.size().min(new_size);
+                // SAFETY: the caller's contract; `moved` is a fresh object.
+                return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
+            }
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { realloc_pages(ptr, layout, new_layout) }
+    }
+}
+
+/// The end of every `realloc` that moves: unless the new allocation
+/// `moved` failed (null, and the old block stays, as `realloc` says),
+/// copies the first `len` bytes of `ptr` into it and frees `ptr` with
+/// `free_old`.
+///
+/// # Safety
+/// `ptr` is live and valid for `len` bytes, `moved` is null or a fresh
+/// block of at least `len` bytes, and `free_old` frees `ptr`.
+#[inline(always)]
+unsafe fn move_into(ptr: *mut u8, moved: *mut u8, len: usize, free_old: impl FnOnce()) -> *mut u8 {
+    if !moved.is_null() {
+        // SAFETY: both are valid for `len` bytes and distinct (per the
+        // contract).
+        unsafe { ptr::copy_nonoverlapping(ptr, moved, len) };
+        free_old();
+    }
+    moved
+}
+
+/// `realloc` where the old or the new size is served by the buddy
+/// allocator (or `System`): in place when the order stays or the block can
+/// grow into free buddies; a growing block moves to where it can grow
+/// further.
+///
+/// # Safety
+/// `ptr` is live for `layout`, as `GlobalAlloc::realloc` requires.
+#[inline(never)]
+unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
+    let new_size = new_layout.size();
+    match global_arena() {
+        Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
+        Some(arena) if arena.contains(ptr) && grows_in_place(arena, ptr, layout, new_layout) => return ptr,
+        Some(arena)
+            if !arena.contains(ptr)
+                && class_of(new_size, layout.align()).is_none()
+                && order_of(new_layout) > arena.max_order() =>
+        {
+            // SAFETY: both layouts are System's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        None if init::failed() => {
+            // SAFETY: with no arena, everything is System's.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        Some(arena) if new_size >= 2 * layout.size() => {
+            // Doubling, as vectors and strings grow: take the new block from
+            // the start of a larger free one (not from the page caches), so
+            // that the next doublings find its buddies free and stay in
+            // place. Smaller growths take any block: carving room from a
+            // large (usually untouched) block for every one of them left the
+            // resident holes of the old blocks unused, and RSS grew.
+            let order = order_of(new_layout);
+            if order <= arena.max_order() {
+                // A failure has been through the whole slow path (reclaim,
+                // the OOM handler): no second attempt.
+                let moved =
+                    arena.alloc_pages_growable(order, AllocFlags::NOWARN).map_or(ptr::null_mut(), NonNull::as_ptr);
+                // SAFETY: the caller's contract; `moved` is a fresh block.
+                return unsafe { move_into(ptr, moved, layout.size(), || dealloc_impl(ptr, layout)) };
+            }
+        }
+        _ => {}
+    }
+    let moved = alloc_impl(new_layout, false);
+    // SAFETY: the caller's contract; `moved` is a fresh block.
+    unsafe { move_into(ptr, moved, layout.size().min(new_size), || dealloc_impl(ptr, layout)) }
+}
