@@ -20,6 +20,10 @@ pub const MAX_ORDER_LIMIT: u32 = 20;
 /// Number of orders a zone can have lists for.
 pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
 
+/// Free pages below the purge order a zone may keep resident before a
+/// purge hands those back too (8 MiB; see [`Buddy::purge_order`]).
+const SPLIT_PURGE_PAGES: usize = 2048;
+
 /// Doublings a block from [`Buddy::rmqueue_with_room`] can preferably grow
 /// in place: it is carved from a block 256 times its size (a vector growing
 /// from 16 KiB to 4 MiB moves once).
@@ -137,10 +141,33 @@ impl Buddy {
         self.purgeable_pages
     }
 
-    /// The smallest order a purge hands back.
+    /// The smallest order a purge hands back when memory is not
+    /// fragmented (see [`purge_order`](Self::purge_order)).
     #[inline]
     pub(crate) fn purge_min_order(&self) -> u32 {
         self.purge_min_order
+    }
+
+    /// Resident free pages in blocks below `purge_min_order`: with huge
+    /// pages, free parts of huge pages that are partly in use.
+    #[inline]
+    fn resident_below_purge_order(&self) -> usize {
+        self.listed_pages - self.purged_pages - self.purgeable_pages
+    }
+
+    /// The smallest order a purge hands back now: `purge_min_order`, or 0
+    /// once more than [`SPLIT_PURGE_PAGES`] free pages sit in blocks below
+    /// it. A fragmented heap must give memory back even if that splits
+    /// huge pages (the kernel may collapse them again later).
+    #[inline]
+    pub(crate) fn purge_order(&self) -> u32 {
+        if self.resident_below_purge_order() > SPLIT_PURGE_PAGES { 0 } else { self.purge_min_order }
+    }
+
+    /// Resident free pages a purge would hand back now.
+    #[inline]
+    pub(crate) fn purge_target_pages(&self) -> usize {
+        if self.purge_order() == 0 { self.listed_pages - self.purged_pages } else { self.purgeable_pages }
     }
 
     /// Free pages isolated by a purge in progress (off the lists, not
@@ -151,14 +178,15 @@ impl Buddy {
     }
 
     /// Takes up to `out.len()` free blocks (and about `max_pages` pages: at
-    /// least one block) of order at least the purge order that are still resident
-    /// (not purged) off the lists, marks them `Isolated`, and returns how
-    /// many it wrote to `out`. Resident blocks sit at the front of their
-    /// lists, so each list is read only as far as its first purged block.
+    /// least one block) of order at least [`purge_order`](Self::purge_order)
+    /// that are still resident (not purged) off the lists, largest first,
+    /// marks them `Isolated`, and returns how many it wrote to `out`.
+    /// Resident blocks sit at the front of their lists, so each list is
+    /// read only as far as its first purged block.
     pub(crate) fn isolate_resident(&mut self, mm: &MemMap, max_pages: usize, out: &mut [(Pfn, u32)]) -> usize {
         let mut n = 0;
         let mut pages = 0;
-        for order in (self.purge_min_order..=self.max_order).rev() {
+        for order in (self.purge_order()..=self.max_order).rev() {
             while n < out.len() && (n == 0 || pages + (1 << order) <= max_pages) {
                 let pfn = self.free_area[order as usize].head;
                 if pfn == NIL {
@@ -239,14 +267,31 @@ impl Buddy {
         self.rmqueue(mm, order, state)
     }
 
-    /// Takes a block of `order`, splitting the smallest free block of at
-    /// least `from` (or a frontier block).
+    /// Takes a block of `order`, splitting the smallest resident free block
+    /// of at least `from`, else the smallest purged one (or a frontier
+    /// block).
+    ///
+    /// Resident first: a block still in memory is reused without page
+    /// faults or new RSS, where a purged or never-used one (however exact
+    /// a fit) is faulted in anew, and with transparent huge pages its
+    /// first touch maps a whole 2 MiB page. Smallest first within that, as
+    /// the kernel's `__rmqueue_smallest`. Resident blocks sit at the heads
+    /// of their lists, so one look per non-empty order decides.
     #[inline]
     fn rmqueue_split_from(&mut self, mm: &MemMap, order: u32, from: u32, state: PageState) -> Option<Block> {
         debug_assert!(order <= from && from <= self.max_order);
         let candidates = self.list_mask >> from;
         let (pfn, found, flags) = if candidates != 0 {
-            let found = from + candidates.trailing_zeros();
+            let mut found = from + candidates.trailing_zeros();
+            let mut rest = candidates;
+            while rest != 0 {
+                let o = from + rest.trailing_zeros();
+                if mm.page(self.free_area[o as usize].head).info().flags & flag::PURGED == 0 {
+                    found = o;
+                    break;
+                }
+                rest &= rest - 1;
+            }
             let pfn = self.free_area[found as usize].head;
             let flags = mm.page(pfn).info().flags;
             self.del_from_free_list(mm, pfn, found, flags);

@@ -76,7 +76,7 @@ struct ZoneMirror {
     free_pages: AtomicUsize,
     order_mask: AtomicU32,
     /// Free pages on the lists that still cost RSS (neither purged nor
-    /// never used), in blocks a purge may hand back.
+    /// never used), in blocks a purge would hand back now.
     purgeable: AtomicUsize,
 }
 
@@ -388,6 +388,6 @@ impl Drop for ZoneGuard<'_> {
         let buddy = &self.inner.buddy;
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
-        mirror.purgeable.store(buddy.purgeable_pages(), Ordering::Relaxed);
+        mirror.purgeable.store(buddy.purge_target_pages(), Ordering::Relaxed);
     }
 }
