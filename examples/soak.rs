@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo run --release --example soak -- --seconds 600 --threads 4
 //! ZONEALLOC_HUGE_PAGES=none cargo run --release --example soak -- --seconds 60 --check
+//! # the same workload on a peer, for its RSS (zonealloc's checks left out):
+//! RUSTFLAGS='--cfg soak_peer="jemalloc"' CARGO_TARGET_DIR=target/peer \
+//!     cargo run --release --example soak -- --seconds 60
 //! ```
 //!
 //! Workers allocate objects of random sizes (1 B to 4 KiB, and one in a
@@ -28,8 +31,12 @@
 //! (checked on every free), no refused free, every fork's child passed
 //! `check()`, cache sets at most the threads alive plus 4, and after a
 //! warm-up RSS at most 1.5 times the live data plus 64 MiB at every sample
-//! (live data taken as its largest value over the purge delay before the
-//! sample, so memory freed just now may still be resident).
+//! (live data taken as its largest value over the purge delay, plus half a
+//! second, before the sample: memory freed just now may still be
+//! resident). With transparent huge pages the RSS bound holds in most runs
+//! but not every one (a sample now and then a few percent over: the unused
+//! tails of large power-of-two blocks are resident in whole huge pages);
+//! `--no-rss-check` leaves it out, and CI asserts it with huge pages off.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::VecDeque;
@@ -38,10 +45,18 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonealloc::ZoneAlloc;
-
+#[cfg(not(any(soak_peer = "mimalloc", soak_peer = "jemalloc", soak_peer = "system")))]
 #[global_allocator]
-static GLOBAL: ZoneAlloc = ZoneAlloc;
+static GLOBAL: zonealloc::ZoneAlloc = zonealloc::ZoneAlloc;
+#[cfg(soak_peer = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(soak_peer = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(soak_peer = "system")]
+#[global_allocator]
+static GLOBAL: std::alloc::System = std::alloc::System;
 
 /// Bytes the workers hold (requested sizes).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -58,11 +73,20 @@ struct Options {
     threads: usize,
     interval: Duration,
     check: bool,
+    /// With `--check`: also fail when RSS went over its bound.
+    rss_check: bool,
     verbose: bool,
 }
 
 fn options() -> Options {
-    let mut o = Options { seconds: 60, threads: 4, interval: Duration::from_secs(5), check: false, verbose: false };
+    let mut o = Options {
+        seconds: 60,
+        threads: 4,
+        interval: Duration::from_secs(5),
+        check: false,
+        rss_check: true,
+        verbose: false,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -82,8 +106,15 @@ fn options() -> Options {
                 i += 1;
                 continue;
             }
+            "--no-rss-check" => {
+                o.rss_check = false;
+                i += 1;
+                continue;
+            }
             other => {
-                panic!("unknown option {other} (--seconds N --threads N --interval S --large-per-mille N --check --verbose)")
+                panic!(
+                    "unknown option {other} (--seconds N --threads N --interval S --large-per-mille N --check --no-rss-check --verbose)"
+                )
             }
         }
         i += 2;
@@ -239,7 +270,7 @@ fn fork_and_check() -> bool {
             let v: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 1 + i % 3000]).collect();
             assert!(v.iter().enumerate().all(|(i, b)| b.len() == 1 + i % 3000));
             drop(v);
-            zonealloc::global_arena().unwrap().check().unwrap();
+            checks::child();
         })
         .is_ok();
         // SAFETY: leaving the child without the parent's atexit work.
@@ -275,14 +306,110 @@ fn live_threads() -> usize {
 
 const MIB: usize = 1 << 20;
 
+/// What the soak asks of the allocator beyond `GlobalAlloc`: zonealloc's
+/// statistics and checks, nothing for a peer.
+#[cfg(not(any(soak_peer = "mimalloc", soak_peer = "jemalloc", soak_peer = "system")))]
+mod checks {
+    use std::time::Duration;
+
+    use super::MIB;
+
+    /// One sample's figures.
+    pub struct Sample {
+        pub sets: usize,
+        pub used: usize,
+        pub free_resident: usize,
+        pub cached: usize,
+        pub orphans: usize,
+        pub refused: u64,
+        pub stats: zonealloc::GlobalStats,
+    }
+
+    fn arena() -> &'static zonealloc::Arena {
+        std::hint::black_box(Box::new(0u8));
+        zonealloc::global_arena().expect("the global arena was built")
+    }
+
+    /// How long freed memory may stay resident.
+    pub fn purge_delay() -> Duration {
+        arena().stats().purge_delay.unwrap_or(Duration::from_secs(1))
+    }
+
+    pub fn child() {
+        zonealloc::global_arena().unwrap().check().unwrap();
+    }
+
+    /// The capacity down to twice what is in use, then back.
+    pub fn squeeze() {
+        let arena = arena();
+        let capacity = arena.capacity();
+        let used: usize = arena.stats().zones.iter().map(|z| z.managed - z.free).sum::<usize>() * 4096;
+        let _ = arena.set_capacity((2 * used + 256 * MIB).min(capacity));
+        std::thread::sleep(Duration::from_millis(50));
+        arena.set_capacity(capacity).unwrap();
+    }
+
+    pub fn sample() -> Option<Sample> {
+        let stats = zonealloc::global_stats()?;
+        let zones = &stats.arena.zones;
+        Some(Sample {
+            sets: stats.arena.pcp_sets,
+            used: zones.iter().map(|z| z.managed - z.free).sum::<usize>() * 4096,
+            free_resident: zones.iter().map(|z| z.free - z.untouched - z.purged).sum::<usize>() * 4096,
+            cached: zones.iter().map(|z| z.cached).sum(),
+            orphans: stats.classes.iter().map(|c| c.orphans).sum(),
+            refused: stats.refused_frees,
+            stats,
+        })
+    }
+
+    /// Returns what can be returned; the RSS after.
+    pub fn finish() -> String {
+        let reaped = zonealloc::global_reap();
+        let purged = arena().purge();
+        arena().check().expect("the arena is consistent");
+        format!("{reaped} orphan pages reaped, {} MiB purged", purged.bytes / MIB)
+    }
+}
+
+/// A peer: none of zonealloc's figures or checks.
+#[cfg(any(soak_peer = "mimalloc", soak_peer = "jemalloc", soak_peer = "system"))]
+mod checks {
+    use std::time::Duration;
+
+    pub struct Sample {
+        pub sets: usize,
+        pub used: usize,
+        pub free_resident: usize,
+        pub cached: usize,
+        pub orphans: usize,
+        pub refused: u64,
+        pub stats: &'static str,
+    }
+
+    pub fn purge_delay() -> Duration {
+        Duration::from_millis(100)
+    }
+
+    pub fn child() {}
+
+    pub fn squeeze() {}
+
+    pub fn sample() -> Option<Sample> {
+        None
+    }
+
+    pub fn finish() -> String {
+        String::new()
+    }
+}
+
 fn main() {
     let o = options();
     let started = Instant::now();
-    let arena = {
-        std::hint::black_box(Box::new(0u8));
-        zonealloc::global_arena().expect("the global arena was built")
-    };
-    let purge_delay = Duration::from_secs(1);
+    // Memory freed within the purge delay may still be resident (a peer is
+    // given zonealloc's).
+    let purge_delay = checks::purge_delay();
     let mailboxes: Mailboxes = Arc::new((0..o.threads).map(|_| Mutex::new(Vec::new())).collect());
     let mut seed = 1;
     let mut spawn = |slot: usize| {
@@ -300,15 +427,16 @@ fn main() {
     let mut window: VecDeque<(Instant, usize)> = VecDeque::new();
     let mut worst: Option<String> = None;
     let (mut samples, mut violations) = (0usize, 0usize);
-    let mut max_sets_over = 0isize;
+    // The largest RSS over its bound after warm-up (1.0: at the bound).
+    let mut closest = 0f64;
+    let (mut max_sets_over, mut refused) = (0isize, 0);
     let mut next_print = started + o.interval;
     let mut next_fork = started + Duration::from_secs(1);
     let mut next_retire = started;
     let mut next_phase = started;
     let mut retired = 0;
-    let capacity = arena.capacity();
     println!(
-        "  secs    RSS MiB   live MiB   arena: used MiB, free resident MiB   sets/threads   cached pages   orphans   refused"
+        "  secs    RSS MiB   live MiB   arena: in use MiB, free resident MiB   sets/threads   cached pages   orphans"
     );
     while started.elapsed() < Duration::from_secs(o.seconds) {
         let now = Instant::now();
@@ -332,11 +460,7 @@ fn main() {
         if now >= next_fork {
             forks += 1;
             failed_forks += usize::from(!fork_and_check());
-            // Capacity down to twice what is in use, then back.
-            let used: usize = arena.stats().zones.iter().map(|z| z.managed - z.free).sum::<usize>() * 4096;
-            let _ = arena.set_capacity((2 * used + 256 * MIB).min(capacity));
-            std::thread::sleep(Duration::from_millis(50));
-            arena.set_capacity(capacity).unwrap();
+            checks::squeeze();
             next_fork = now + Duration::from_secs(1);
         }
         // A sample every 100 ms.
@@ -345,54 +469,56 @@ fn main() {
         while window.front().is_some_and(|&(t, _)| now.duration_since(t) > purge_delay + Duration::from_millis(500)) {
             window.pop_front();
         }
-        let stats = zonealloc::global_stats().unwrap();
+        let sample = checks::sample();
         let rss = rss_bytes();
         let threads = live_threads();
-        max_sets_over = max_sets_over.max(stats.arena.pcp_sets as isize - threads as isize);
+        if let Some(s) = &sample {
+            max_sets_over = max_sets_over.max(s.sets as isize - threads as isize);
+            refused = s.refused;
+        }
         let warm = started.elapsed() > Duration::from_secs(10).min(Duration::from_secs(o.seconds / 4));
         let peak_live = window.iter().map(|&(_, l)| l).max().unwrap_or(live);
         let bound = peak_live + peak_live / 2 + 64 * MIB;
         samples += 1;
+        if warm {
+            closest = closest.max(rss as f64 / bound as f64);
+        }
         if warm && rss > bound {
             violations += 1;
             if o.verbose {
-                let used: usize = stats.arena.zones.iter().map(|z| z.managed - z.free).sum();
                 println!(
-                    "  over the bound at {:.1} s: RSS {} MiB, live {} MiB (peak {} MiB), arena in use {} MiB, {} purges",
+                    "  over the bound at {:.1} s: RSS {} MiB, live {} MiB (peak {} MiB), arena in use {} MiB",
                     started.elapsed().as_secs_f64(),
                     rss / MIB,
                     live / MIB,
                     peak_live / MIB,
-                    used * 4096 / MIB,
-                    stats.arena.reclaim.purges,
+                    sample.as_ref().map_or(0, |s| s.used / MIB),
                 );
             }
-        }
-        if warm && rss > bound && worst.is_none() {
-            worst = Some(format!(
-                "at {:.1} s RSS {} MiB > 1.5 x {} MiB live + 64 MiB\n{stats}",
-                started.elapsed().as_secs_f64(),
-                rss / MIB,
-                peak_live / MIB
-            ));
+            if worst.is_none() {
+                worst = Some(format!(
+                    "at {:.1} s RSS {} MiB > 1.5 x {} MiB live + 64 MiB\n{}",
+                    started.elapsed().as_secs_f64(),
+                    rss / MIB,
+                    peak_live / MIB,
+                    sample.as_ref().map_or(String::new(), |s| s.stats.to_string())
+                ));
+            }
         }
         if now >= next_print {
-            let cached: usize = stats.arena.zones.iter().map(|z| z.cached).sum();
-            let orphans: usize = stats.classes.iter().map(|c| c.orphans).sum();
-            let used: usize = stats.arena.zones.iter().map(|z| z.managed - z.free).sum();
-            let free_resident: usize = stats.arena.zones.iter().map(|z| z.free - z.untouched - z.purged).sum();
+            let (used, free_resident, sets, cached, orphans) =
+                sample.as_ref().map_or((0, 0, 0, 0, 0), |s| (s.used, s.free_resident, s.sets, s.cached, s.orphans));
             println!(
-                "{:>6.0} {:>10.1} {:>10.1} {:>12.1} {:>20.1} {:>11}/{:<6} {:>12} {:>9} {:>9}",
+                "{:>6.0} {:>10.1} {:>10.1} {:>15.1} {:>20.1} {:>11}/{:<6} {:>12} {:>9}",
                 started.elapsed().as_secs_f64(),
                 rss as f64 / MIB as f64,
                 live as f64 / MIB as f64,
-                (used * 4096) as f64 / MIB as f64,
-                (free_resident * 4096) as f64 / MIB as f64,
-                stats.arena.pcp_sets,
+                used as f64 / MIB as f64,
+                free_resident as f64 / MIB as f64,
+                sets,
                 threads,
                 cached,
                 orphans,
-                stats.refused_frees
             );
             next_print = now + o.interval;
         }
@@ -405,31 +531,26 @@ fn main() {
     for mailbox in mailboxes.iter() {
         mailbox.lock().unwrap().clear();
     }
-    let reaped = zonealloc::global_reap();
-    let purged = arena.purge();
+    let finished = checks::finish();
     println!(
-        "after the workers stopped: {} MiB live, {reaped} orphan pages reaped, {} MiB purged, RSS {} MiB",
+        "after the workers stopped: {} MiB live, {finished}; RSS {} MiB",
         LIVE.load(Ordering::Relaxed) / MIB,
-        purged.bytes / MIB,
         rss_bytes() / MIB
     );
-    let stats = zonealloc::global_stats().unwrap();
     println!(
         "done: {} objects freed and checked, {retired} threads retired, {forks} forks ({failed_forks} failed), \
-         {} refused frees, at most {max_sets_over} more cache sets than threads",
+         {refused} refused frees, at most {max_sets_over} more cache sets than threads; \
+         RSS over 1.5 x live + 64 MiB in {violations} of {samples} samples, at most {:.0}% of that bound",
         FREED.load(Ordering::Relaxed),
-        stats.refused_frees
+        closest * 100.0
     );
-    arena.check().expect("the arena is consistent");
     if o.check {
         assert_eq!(failed_forks, 0, "a forked child failed or hung");
-        assert_eq!(stats.refused_frees, 0, "frees were refused");
+        assert_eq!(refused, 0, "frees were refused");
         assert!(max_sets_over <= 4, "{max_sets_over} cache sets more than live threads");
-        if let Some(worst) = worst {
+        if let Some(worst) = worst.filter(|_| o.rss_check) {
             panic!("RSS bound exceeded in {violations} of {samples} samples, first {worst}");
         }
         println!("soak checks passed");
-    } else if let Some(worst) = worst {
-        println!("RSS bound exceeded in {violations} of {samples} samples, first {worst}");
     }
 }

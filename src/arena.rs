@@ -224,6 +224,51 @@ impl Arena {
         self.inner.alloc_pages_with_room(order, flags)
     }
 
+    /// Allocates `pages` pages (any number, up to a max-order block),
+    /// aligned to the smallest power of two of pages that holds them: a
+    /// block of that size trimmed to `pages`, the pages past them freed at
+    /// once (the kernel's `alloc_pages_exact`). A 600 KiB buffer costs
+    /// 600 KiB, not the 1 MiB of its block. Free it with
+    /// [`free_pages_exact`](Self::free_pages_exact) and the same count.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena};
+    /// let arena = Arena::builder().region_size(64 << 20).zones(1).build()?;
+    /// let free = arena.stats().zones[0].free;
+    /// let buffer = arena.alloc_pages_exact(150, AllocFlags::empty())?; // 600 KiB, 1 MiB-aligned
+    /// assert_eq!(arena.stats().zones[0].free, free - 150);
+    /// assert!(arena.resize_pages_exact(buffer, 150, 200)); // the pages after it are free
+    /// // SAFETY: ours, now 200 pages, not used again.
+    /// unsafe { arena.free_pages_exact(buffer, 200)? };
+    /// arena.check()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn alloc_pages_exact(&self, pages: usize, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        self.inner.alloc_exact(pages, 0, flags, false)
+    }
+
+    /// Gives back `pages` pages from [`alloc_pages_exact`](Self::alloc_pages_exact).
+    /// Every part of the allocation is validated before any is freed; a bad
+    /// pointer or count is refused as [`free_pages`](Self::free_pages)
+    /// refuses one, and nothing changes.
+    ///
+    /// # Safety
+    /// As for `free_pages`: the caller does not use the pages afterwards.
+    pub unsafe fn free_pages_exact(&self, ptr: NonNull<u8>, pages: usize) -> Result<(), FreeError> {
+        self.inner.free_exact(ptr.as_ptr() as usize, pages)
+    }
+
+    /// Resizes an allocation of `pages` pages from
+    /// [`alloc_pages_exact`](Self::alloc_pages_exact) to `new_pages` where it
+    /// lies: shrinking always succeeds; growing succeeds when the pages
+    /// after it are free, the allocation is aligned to the largest power of
+    /// two in `new_pages` and the zone stays above its low watermark.
+    /// Returns whether it did; nothing changes otherwise (nor for a pointer
+    /// that is not such an allocation).
+    pub fn resize_pages_exact(&self, ptr: NonNull<u8>, pages: usize, new_pages: usize) -> bool {
+        self.inner.resize_exact(ptr.as_ptr() as usize, pages, new_pages)
+    }
+
     /// Grows the allocated block at `ptr` from `order` to `new_order` where
     /// it lies, when it is aligned to the new size and the blocks above it
     /// that make up the difference are free in the buddy lists (the

@@ -20,9 +20,29 @@ pub const MAX_ORDER_LIMIT: u32 = 20;
 /// Number of orders a zone can have lists for.
 pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
 
-/// Free pages below the purge order a zone may keep resident before a
-/// purge hands those back too (8 MiB; see [`Buddy::purge_order`]).
-const SPLIT_PURGE_PAGES: usize = 2048;
+/// The naturally aligned blocks that tile pages `start..end` of a range
+/// whose first page is aligned to at least the largest of them, as
+/// `(offset, order)` in address order: each as large as its alignment and
+/// the pages left allow. `0..n` gives the descending powers of two in `n`;
+/// `n..2^k` gives what trimming an order-`k` block to `n` pages frees.
+pub(crate) fn tile(start: usize, end: usize) -> impl Iterator<Item = (usize, u32)> {
+    let mut pos = start;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let order = pos.trailing_zeros().min((end - pos).ilog2());
+        let piece = (pos, order);
+        pos += 1 << order;
+        Some(piece)
+    })
+}
+
+/// Free pages below the purge order a zone keeps resident at least before
+/// a purge hands those back too (512 KiB; see [`Buddy::purge_order`]).
+/// With 8 or 2 MiB, the soak's RSS (huge pages on) went over 1.5 x live +
+/// 64 MiB now and then.
+const SPLIT_PURGE_PAGES: usize = 128;
 
 /// Doublings a block from [`Buddy::rmqueue_with_room`] can preferably grow
 /// in place: it is carved from a block 256 times its size (a vector growing
@@ -156,12 +176,15 @@ impl Buddy {
     }
 
     /// The smallest order a purge hands back now: `purge_min_order`, or 0
-    /// once more than [`SPLIT_PURGE_PAGES`] free pages sit in blocks below
-    /// it. A fragmented heap must give memory back even if that splits
-    /// huge pages (the kernel may collapse them again later).
+    /// once the free pages in blocks below it pass a quarter of the pages
+    /// in use (and at least [`SPLIT_PURGE_PAGES`]). A fragmented heap must
+    /// give memory back even if that splits huge pages (the kernel may
+    /// collapse them again later); a large heap keeps its huge pages
+    /// whole while their free parts stay small beside what it uses.
     #[inline]
     pub(crate) fn purge_order(&self) -> u32 {
-        if self.resident_below_purge_order() > SPLIT_PURGE_PAGES { 0 } else { self.purge_min_order }
+        let in_use = (self.frontier - self.start) as usize - self.listed_pages - self.isolated_pages;
+        if self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(in_use / 4) { 0 } else { self.purge_min_order }
     }
 
     /// Resident free pages a purge would hand back now.
@@ -315,11 +338,19 @@ impl Buddy {
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
     /// upper halves back to the lists: the kernel's `expand`.
+    ///
+    /// With huge pages (a purge order above 0), the first touch of a purged
+    /// whole huge page maps all of it: the halves that stay inside the huge
+    /// page of `pfn` are resident from then on, and are flagged so (else
+    /// allocation would not prefer them and a purge would never take them).
     #[inline]
     fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8) {
+        let whole_huge_page = self.purge_min_order > 0 && high >= self.purge_min_order;
+        let inside = if whole_huge_page { flags & !flag::PURGED } else { flags };
         while high > low {
             high -= 1;
-            self.add_to_free_list(mm, pfn + (1 << high), high, flags);
+            let half = if high < self.purge_min_order { inside } else { flags };
+            self.add_to_free_list(mm, pfn + (1 << high), high, half);
             self.counters.splits += 1;
         }
     }
@@ -345,6 +376,109 @@ impl Buddy {
             self.counters.merges += 1;
         }
         self.add_to_free_list(mm, pfn, order, flags);
+    }
+
+    /// Marks pages `start..end` of the allocation that begins at `first` as
+    /// its tiles ([`tile`]): `Exact` heads, every one but the allocation's
+    /// first flagged [`flag::CONTINUED`]; an allocation that is a single
+    /// tile is a plain `Allocated` block.
+    pub(crate) fn set_tiles(&self, mm: &MemMap, first: Pfn, start: Pfn, end: Pfn) {
+        let mut tiles = tile(first as usize, end as usize);
+        if let (Some((_, order)), None) = (tiles.next(), tiles.next()) {
+            mm.page(first).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
+            return;
+        }
+        for (pfn, order) in tile(start as usize, end as usize) {
+            let flags = if pfn == first as usize { 0 } else { flag::CONTINUED };
+            mm.page(pfn as Pfn).set_info(PageInfo::new(PageState::Exact, order, flags, self.zone));
+        }
+    }
+
+    /// Makes the allocated block of `order` at `pfn` an allocation of its
+    /// first `pages` pages (the kernel's `make_alloc_exact`): the kept
+    /// pages become its tiles, the rest go back to the lists with `flags`
+    /// (what is known of their contents). No freed piece merges: each
+    /// one's buddy lies below it, in the kept pages or in a larger piece.
+    pub(crate) fn trim_allocated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, pages: usize, flags: u8) {
+        debug_assert!(pages >= 1 && pages <= 1 << order && pfn.is_multiple_of(1 << order));
+        let end = pfn + pages as Pfn;
+        self.set_tiles(mm, pfn, pfn, end);
+        for (free, o) in tile(end as usize, (pfn + (1 << order)) as usize) {
+            self.free_one_page(mm, free as Pfn, o, flags);
+        }
+    }
+
+    /// Shrinks the allocation of `pages` pages at `pfn` (tiled as [`tile`]
+    /// tiles it, every tile allocated) to its first `keep`: tiles past
+    /// `keep` are freed, the one across it is retiled.
+    pub(crate) fn shrink_allocated(&mut self, mm: &MemMap, pfn: Pfn, pages: usize, keep: usize) {
+        debug_assert!(keep >= 1 && keep < pages);
+        let new_end = pfn + keep as Pfn;
+        for (start, o) in tile(pfn as usize, pfn as usize + pages) {
+            let (start, end) = (start as Pfn, start as Pfn + (1 << o));
+            if end <= new_end {
+                continue;
+            }
+            if start < new_end {
+                self.set_tiles(mm, pfn, start, new_end);
+            }
+            for (free, fo) in tile(start.max(new_end) as usize, end as usize) {
+                self.free_one_page(mm, free as Pfn, fo, 0);
+            }
+        }
+        // If what is kept is one tile, it is a plain block now.
+        let mut tiles = tile(pfn as usize, new_end as usize);
+        if let (Some((_, order)), None) = (tiles.next(), tiles.next()) {
+            mm.page(pfn).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
+        }
+    }
+
+    /// Takes pages `start..end` off the lists if every one of them is free
+    /// (below the frontier); `false`, with nothing changed, otherwise. The
+    /// free blocks the range cuts through are split, their parts outside
+    /// it put back. The range's pages are left as tails, for the caller to
+    /// retile as its own (the kernel's `take_page_off_buddy`, for a range).
+    pub(crate) fn take_free_range(&mut self, mm: &MemMap, start: Pfn, end: Pfn) -> bool {
+        if start < self.start || end > self.frontier || start >= end {
+            return false;
+        }
+        let mut pfn = start;
+        while pfn < end {
+            match self.free_block_containing(mm, pfn) {
+                Some((head, order)) => pfn = head + (1 << order),
+                None => return false,
+            }
+        }
+        let mut pfn = start;
+        while pfn < end {
+            let (head, order) = self.free_block_containing(mm, pfn).expect("checked above");
+            let flags = mm.page(head).info().flags;
+            self.del_from_free_list(mm, head, order, flags);
+            mm.page(head).set_info(PageInfo::TAIL);
+            let block_end = head + (1 << order);
+            // The parts of the block outside the range, tiled relative to
+            // its head (aligned to the whole block).
+            for (offset, o) in tile(0, (start.max(head) - head) as usize) {
+                self.free_one_page(mm, head + offset as Pfn, o, flags);
+            }
+            for (offset, o) in tile((end.min(block_end) - head) as usize, 1 << order) {
+                self.free_one_page(mm, head + offset as Pfn, o, flags);
+            }
+            pfn = block_end;
+        }
+        true
+    }
+
+    /// The free block (head, order) that page `pfn` lies in, if it is free.
+    fn free_block_containing(&self, mm: &MemMap, pfn: Pfn) -> Option<(Pfn, u32)> {
+        for order in 0..=self.max_order {
+            let head = pfn & !((1 << order) - 1);
+            let info = mm.page(head).info();
+            if info.state != PageState::Tail && u32::from(info.order) >= order {
+                return (info.state == PageState::Free).then_some((head, u32::from(info.order)));
+            }
+        }
+        None
     }
 
     /// Grows the allocated block at `pfn` from `order` to `new_order` in
@@ -435,6 +569,30 @@ impl Buddy {
             self.purged_pages -= 1 << order;
         } else if order >= self.purge_min_order {
             self.purgeable_pages -= 1 << order;
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::tile;
+
+    #[test]
+    fn tiles_are_aligned_maximal_and_cover_the_range() {
+        assert_eq!(tile(0, 150).collect::<Vec<_>>(), [(0, 7), (128, 4), (144, 2), (148, 1)]);
+        assert_eq!(tile(150, 256).collect::<Vec<_>>(), [(150, 1), (152, 3), (160, 5), (192, 6)]);
+        assert_eq!(tile(0, 64).collect::<Vec<_>>(), [(0, 6)]);
+        assert_eq!(tile(5, 5).count(), 0);
+        for start in 0..70 {
+            for end in start..140 {
+                let mut next = start;
+                for (offset, order) in tile(start, end) {
+                    assert_eq!(offset, next, "{start}..{end}: a gap");
+                    assert!(offset.is_multiple_of(1 << order), "{start}..{end}: misaligned");
+                    next = offset + (1 << order);
+                }
+                assert_eq!(next, end, "{start}..{end}: not covered");
+            }
         }
     }
 }

@@ -216,6 +216,7 @@ impl Arena {
         // 2. Every page below the frontier belongs to exactly one block.
         let mut tally = ZoneTally { free: buddy.frontier_pages(), ..ZoneTally::default() };
         let mut pfn = zone.start;
+        let mut previous_exact = false;
         while pfn < frontier {
             let info = mm.page(pfn).info();
             let order = u32::from(info.order);
@@ -250,10 +251,18 @@ impl Arena {
                     return Err(bad("allocated block carries content flags"));
                 }
                 PageState::Allocated => tally.allocated += size,
+                PageState::Exact if info.flags & !crate::page::flag::CONTINUED != 0 => {
+                    return Err(bad("exact allocation tile carries content flags"));
+                }
+                PageState::Exact if info.flags != 0 && !previous_exact => {
+                    return Err(bad("continued tile does not follow a tile of an exact allocation"));
+                }
+                PageState::Exact => tally.allocated += size,
                 PageState::Cached => tally.cached += size,
                 PageState::Isolated => tally.isolated += size,
                 PageState::Tail => unreachable!("rejected above"),
             }
+            previous_exact = info.state == PageState::Exact;
             pfn += size as Pfn;
         }
 

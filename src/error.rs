@@ -239,6 +239,13 @@ pub enum FreeError {
         /// The pointer given.
         addr: usize,
     },
+    /// The pointer is an allocation of another size: a block freed as an
+    /// exact allocation or the other way round, or an exact allocation
+    /// freed with the wrong page count.
+    WrongSize {
+        /// The pointer given.
+        addr: usize,
+    },
 }
 
 impl fmt::Display for FreeError {
@@ -255,6 +262,7 @@ impl fmt::Display for FreeError {
                 write!(f, "free of {addr:#x} with order {given}: the block was allocated with order {actual}")
             }
             Self::DoubleFree { addr } => write!(f, "free of {addr:#x}: the block is already free (double free)"),
+            Self::WrongSize { addr } => write!(f, "free of {addr:#x}: allocated with another size"),
         }
     }
 }

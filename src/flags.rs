@@ -83,6 +83,11 @@ impl AllocFlags {
         Self(self.0 | other.0)
     }
 
+    /// These flags without those of `other`.
+    pub const fn difference(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     /// Whether the caller may block and reclaim (`gfpflags_allow_blocking`).
     pub const fn may_wait(self) -> bool {
         self.0 & (Self::ATOMIC.0 | Self::NOWAIT.0) == 0

@@ -31,6 +31,7 @@ mod builder;
 mod check;
 mod collections;
 mod error;
+mod exact;
 mod fault;
 mod flags;
 #[cfg(not(loom))]

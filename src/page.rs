@@ -33,6 +33,10 @@ pub(crate) enum PageState {
     /// Head of a free block taken off its list while it is being handed back
     /// to the OS (the kernel's isolated pages during free page reporting).
     Isolated = 4,
+    /// Head of one tile of an allocation of any number of pages
+    /// (`exact.rs`); every tile but the first carries
+    /// [`flag::CONTINUED`].
+    Exact = 5,
 }
 
 impl PageState {
@@ -42,6 +46,7 @@ impl PageState {
             2 => Self::Allocated,
             3 => Self::Cached,
             4 => Self::Isolated,
+            5 => Self::Exact,
             _ => Self::Tail,
         }
     }
@@ -57,6 +62,9 @@ pub(crate) mod flag {
     pub(crate) const PURGED: u8 = 1 << 1;
     /// Both: what a never-touched block is.
     pub(crate) const PRISTINE: u8 = ZEROED | PURGED;
+    /// On an [`Exact`](super::PageState::Exact) tile: not the first of its
+    /// allocation (the only flag an allocated head carries).
+    pub(crate) const CONTINUED: u8 = 1 << 2;
 }
 
 /// The packed head-page word: state, order, flags and zone in one atomic so

@@ -42,6 +42,16 @@ impl ArenaInner {
     /// Everything `alloc_pages` does beyond popping a cached block.
     #[inline(never)]
     pub(crate) fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        let block = self.alloc_block(order, flags, false)?;
+        Ok(self.prep_new_page(block, flags))
+    }
+
+    /// A block of `order` through the whole allocation path (the caches,
+    /// the zonelist, the slow path), not yet prepared for the caller; with
+    /// `room`, carved from the start of a larger free block of the
+    /// preferred zone when it passes its low watermark (never from the
+    /// per-thread caches, whose blocks' buddies are rarely free).
+    pub(crate) fn alloc_block(&self, order: u32, flags: AllocFlags, room: bool) -> Result<Block, AllocError> {
         if order > self.max_order {
             return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
         }
@@ -50,40 +60,34 @@ impl ArenaInner {
         {
             return Err(AllocError::Injected { order });
         }
-        if order <= PCP_MAX_ORDER
-            && self.pcp_enabled
-            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
-        {
-            let block = match cached {
-                Some(block) => block,
-                None => self.alloc_slowpath(order, flags, self.preferred_zone())?,
-            };
-            return Ok(self.prep_new_page(block, flags));
-        }
-        let preferred = self.preferred_zone();
-        let block = match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
-            Some(block) => block,
-            None => self.alloc_slowpath(order, flags, preferred)?,
-        };
-        Ok(self.prep_new_page(block, flags))
-    }
-
-    /// `alloc_pages_growable`: a block carved from the start of a larger
-    /// free block of the preferred zone when that zone passes its low
-    /// watermark; otherwise whatever [`alloc_pages_slow`](Self::alloc_pages_slow)
-    /// finds. Never from the per-thread caches, whose blocks' buddies are
-    /// rarely free.
-    pub(crate) fn alloc_pages_with_room(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        if order <= self.max_order && self.fault.is_none() {
+        if room {
             let zone = &self.zones[self.preferred_zone()];
             if zone.watermark_ok(order, AllocMode::new(Mark::Low, flags))
                 && let Some(block) = zone.rmqueue(&self.mem_map, order, true)
             {
                 self.zone_allocated(zone);
-                return Ok(self.prep_new_page(block, flags));
+                return Ok(block);
             }
+        } else if order <= PCP_MAX_ORDER
+            && self.pcp_enabled
+            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
+        {
+            return match cached {
+                Some(block) => Ok(block),
+                None => self.alloc_slowpath(order, flags, self.preferred_zone()),
+            };
         }
-        self.alloc_pages_slow(order, flags)
+        let preferred = self.preferred_zone();
+        match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
+            Some(block) => Ok(block),
+            None => self.alloc_slowpath(order, flags, preferred),
+        }
+    }
+
+    /// `alloc_pages_growable`: see [`alloc_block`](Self::alloc_block)'s `room`.
+    pub(crate) fn alloc_pages_with_room(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        let block = self.alloc_block(order, flags, true)?;
+        Ok(self.prep_new_page(block, flags))
     }
 
     /// Everything `free_pages` does beyond pushing onto this thread's list.
@@ -128,11 +132,19 @@ impl ArenaInner {
         }
     }
 
-    /// After taking pages from `zone`: wake kswapd if it is now below low.
+    /// After taking pages from `zone`: wake kswapd if it is now below low,
+    /// and see that its purge timer is set if there is memory to purge: an
+    /// allocation can make some (with huge pages, its first touch of a
+    /// purged huge page makes the rest of it resident; see `buddy.rs`),
+    /// the same handshake as a free's ([`pages_returned`](Self::pages_returned)).
     #[inline]
     pub(crate) fn zone_allocated(&self, zone: &Zone) {
         if zone.below(Mark::Low) {
             self.reclaim.wakeup();
+        }
+        if zone.purgeable_pages() > 0 {
+            self.freer_barrier();
+            self.reclaim.arm_purge_timer_after_fence(|| true);
         }
     }
 
@@ -358,11 +370,12 @@ impl ArenaInner {
     /// Whether the head entry `info` of `pfn` shows a block of `order` that
     /// may be freed; if not, which error it is.
     #[inline]
-    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
+    pub(crate) fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
         match info.state {
             PageState::Allocated if u32::from(info.order) == order => Ok(()),
             PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order.into() }),
             PageState::Free | PageState::Cached | PageState::Isolated => Err(FreeError::DoubleFree { addr }),
+            PageState::Exact => Err(FreeError::WrongSize { addr }),
             PageState::Tail => Err(self.classify_interior(pfn, addr)),
         }
     }

@@ -148,6 +148,8 @@ struct KswapdState {
     /// timer set (kept under the lock, so a reader sees the latest).
     sleeps: u64,
     timed_sleeps: u64,
+    /// Wake-ups sent to a sleeping kswapd (to reclaim or set its timer).
+    wakeups_sent: u64,
 }
 
 /// The progress event NOFAIL callers wait on.
@@ -245,7 +247,7 @@ impl Reclaimer {
     pub(crate) fn new(config: ReclaimConfig) -> Self {
         Self {
             config,
-            state: Mutex::new(KswapdState { pending: false, stop: false, sleeps: 0, timed_sleeps: 0 }),
+            state: Mutex::new(KswapdState { pending: false, stop: false, sleeps: 0, timed_sleeps: 0, wakeups_sent: 0 }),
             wake: Condvar::new(),
             awake: AtomicBool::new(false),
             purge_armed: AtomicBool::new(true),
@@ -327,16 +329,16 @@ impl Reclaimer {
             && purgeable()
             && !self.purge_armed.swap(true, Ordering::Relaxed)
         {
-            drop(self.state.lock());
+            self.state.lock().wakeups_sent += 1;
             self.wake.notify_one();
         }
     }
 
-    /// Times kswapd went to sleep, and how many of those with the purge
-    /// timer set.
-    pub(crate) fn sleeps(&self) -> (u64, u64) {
+    /// Times kswapd went to sleep, how many of those with the purge timer
+    /// set, and the wake-ups sent to it.
+    pub(crate) fn sleeps(&self) -> (u64, u64, u64) {
         let state = self.state.lock();
-        (state.sleeps, state.timed_sleeps)
+        (state.sleeps, state.timed_sleeps, state.wakeups_sent)
     }
 
     /// `wakeup_kswapd`: called after an allocation left a zone below low.
@@ -349,7 +351,11 @@ impl Reclaimer {
         if self.awake.load(Ordering::Relaxed) {
             return;
         }
-        self.state.lock().pending = true;
+        {
+            let mut state = self.state.lock();
+            state.pending = true;
+            state.wakeups_sent += 1;
+        }
         self.wake.notify_one();
     }
 }

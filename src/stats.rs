@@ -32,6 +32,9 @@ pub struct Stats {
     pub pcp_remote_drains: u64,
     /// Bytes the arena may hand out ([`Arena::set_capacity`]).
     pub capacity_bytes: usize,
+    /// How long free memory may stay resident before kswapd purges it
+    /// (`None`: only on [`Arena::purge`]).
+    pub purge_delay: Option<std::time::Duration>,
     /// Bytes that cost RSS as far as the arena knows: everything but
     /// never-used and purged free pages.
     pub resident_bytes: usize,
@@ -55,6 +58,10 @@ pub struct ReclaimStats {
     pub kswapd_failures: u32,
     /// Times it went to sleep.
     pub kswapd_sleeps: u64,
+    /// Wake-ups sent to a sleeping reclaim thread: by allocations that
+    /// left a zone below low, capacity changes, and frees that left memory
+    /// to purge while its timer was off. Counted by the sender, at once.
+    pub kswapd_wakeups_sent: u64,
     /// Of those, times it slept with the purge timer set.
     pub purge_timer_sleeps: u64,
     /// Registered shrinkers.
@@ -303,6 +310,7 @@ impl Arena {
             kswapd_failures: inner.reclaim.failures(),
             kswapd_sleeps: sleeps.0,
             purge_timer_sleeps: sleeps.1,
+            kswapd_wakeups_sent: sleeps.2,
             shrinkers: inner.shrinkers.len(),
             shrinker_scanned: load(&r.shrinker_scanned),
             shrinker_freed: load(&r.shrinker_freed),
@@ -320,6 +328,7 @@ impl Arena {
         Stats {
             page_size: crate::PAGE_SIZE,
             capacity_bytes: inner.capacity_pages.load(Ordering::Relaxed) * crate::PAGE_SIZE,
+            purge_delay: inner.reclaim.config().purge_delay,
             resident_bytes: resident_pages * crate::PAGE_SIZE,
             reclaim,
             max_order: inner.max_order,
@@ -417,13 +426,15 @@ impl fmt::Display for Stats {
         let r = &self.reclaim;
         writeln!(
             f,
-            "# reclaim\nkswapd_wakeups {} kswapd_passes {} kswapd_give_ups {} kswapd_failures {} kswapd_sleeps {} purge_timer_sleeps {}",
+            "# reclaim\nkswapd_wakeups {} kswapd_passes {} kswapd_give_ups {} kswapd_failures {} kswapd_sleeps {} \
+             purge_timer_sleeps {} kswapd_wakeups_sent {}",
             r.kswapd_wakeups,
             r.kswapd_passes,
             r.kswapd_give_ups,
             r.kswapd_failures,
             r.kswapd_sleeps,
-            r.purge_timer_sleeps
+            r.purge_timer_sleeps,
+            r.kswapd_wakeups_sent
         )?;
         writeln!(
             f,

@@ -7,25 +7,34 @@ use support::page_model::{Harness, Op};
 use support::{Rng, small_arena, small_arena_with};
 use zonealloc::PcpConfig;
 
-fn run(seed: u64, ops: usize, zones: usize, blocks: usize, max_order: u32) -> usize {
+/// What a run did: blocks grown in place, exact allocations made and
+/// resized in place.
+fn run(seed: u64, ops: usize, zones: usize, blocks: usize, max_order: u32) -> [usize; 3] {
     let h = run_on(Harness::new(small_arena(zones, blocks, max_order)), seed, ops, max_order);
-    let grown = h.grown;
+    let done = [h.grown, h.exact, h.resized];
     h.finish();
-    grown
+    done
+}
+
+/// Sums what several runs did.
+fn total(runs: impl Iterator<Item = [usize; 3]>) -> [usize; 3] {
+    runs.fold([0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]])
 }
 
 fn run_on(mut h: Harness, seed: u64, ops: usize, max_order: u32) -> Harness {
     let mut rng = Rng(seed);
     for i in 0..ops {
         let op = match rng.below(100) {
-            0..=49 => {
+            0..=47 => {
                 // Mostly small orders, like real callers.
                 let order = (rng.below(u64::from(max_order) + 2) as u8).min(rng.below(4) as u8 * 3);
                 Op::Alloc { order, zero: rng.below(4) == 0, growable: rng.below(8) == 0 }
             }
-            50..=89 => Op::Free { index: rng.below(1 << 16) as u16 },
-            90..=93 => Op::Grow { index: rng.below(1 << 16) as u16, by: rng.below(3) as u8 },
-            94..=97 => Op::FreeBad { index: rng.below(1 << 16) as u16, kind: rng.below(4) as u8 },
+            48..=85 => Op::Free { index: rng.below(1 << 16) as u16 },
+            86..=88 => Op::AllocExact { pages: rng.below(12) as u16 },
+            89..=91 => Op::ResizeExact { index: rng.below(1 << 16) as u16, pages: rng.below(16) as u16 },
+            92..=94 => Op::Grow { index: rng.below(1 << 16) as u16, by: rng.below(3) as u8 },
+            95..=97 => Op::FreeBad { index: rng.below(1 << 16) as u16, kind: rng.below(4) as u8 },
             _ => Op::Check,
         };
         h.apply(op);
@@ -39,16 +48,17 @@ fn run_on(mut h: Harness, seed: u64, ops: usize, max_order: u32) -> Harness {
 
 #[test]
 fn random_ops_single_zone() {
-    let grown: usize = (0..8).map(|seed| run(seed, 3_000, 1, 2, 6)).sum();
+    let [grown, exact, resized] = total((0..8).map(|seed| run(seed, 3_000, 1, 2, 6)));
     assert!(grown > 50, "only {grown} blocks grew in place: growth went untested");
+    assert!(exact > 200, "only {exact} exact allocations: they went untested");
+    assert!(resized > 100, "only {resized} exact allocations resized in place");
 }
 
 #[test]
 fn random_ops_several_zones_and_pressure() {
     // Two tiny zones: allocations often fail and fall back across zones.
-    for seed in 100..108 {
-        run(seed, 3_000, 2, 1, 5);
-    }
+    let [_, exact, resized] = total((100..108).map(|seed| run(seed, 3_000, 2, 1, 5)));
+    assert!(exact > 100 && resized > 50, "{exact} exact allocations, {resized} resized");
 }
 
 #[test]

@@ -138,17 +138,21 @@ fn take_until(arena: &Arena, target: usize, flags: AllocFlags) -> Vec<usize> {
     taken
 }
 
-/// CPU ticks (utime + stime) used so far by the thread named `comm`.
-fn thread_ticks(comm: &str) -> Option<u64> {
+/// The state letter (`R`, `S`, ...) of this process's thread named `comm`
+/// in /proc, or `None` if there is no such thread.
+fn thread_state(comm: &str) -> Option<char> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let dir = task.ok()?.path();
         if std::fs::read_to_string(dir.join("comm")).ok()?.trim() == comm {
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            return Some(fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?);
+            return stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next();
         }
     }
     None
+}
+
+fn wakeups_sent(arena: &Arena) -> u64 {
+    arena.stats().reclaim.kswapd_wakeups_sent
 }
 
 #[test]
@@ -157,32 +161,33 @@ fn allocation_below_low_wakes_kswapd_which_stops_at_high_and_then_sleeps() {
     let cache = PageCache::new(&arena);
     let _handle = arena.register_shrinker(cache.clone());
     cache.fill(600); // free: 424
-    assert_eq!(arena.stats().reclaim.kswapd_wakeups, 0, "nothing crossed low yet");
     let mine = take_until(&arena, 201, AllocFlags::empty()); // still above low
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(arena.stats().reclaim.kswapd_wakeups, 0, "above low: kswapd sleeps");
+    // Wake-ups are counted by the allocation that sends them, at once.
+    assert_eq!(wakeups_sent(&arena), 0, "above low: nothing woke kswapd");
     // free 201 -> 200: passes the low check (201 > 200), does not wake.
     let crossing = arena.alloc_pages(0, NOWARN).unwrap();
+    assert_eq!(wakeups_sent(&arena), 0, "an allocation that passed low woke kswapd");
+    wait_for(&arena, "kswapd to go to sleep", || arena.stats().reclaim.kswapd_sleeps >= 1);
+    let sleeps = arena.stats().reclaim.kswapd_sleeps;
     // 200 is not above low: the slow path wakes kswapd, then takes a page at
     // min (-> 199). kswapd computes its deficit before or after that page
     // went: it frees 100 or 101.
     let crossing2 = arena.alloc_pages(0, NOWARN).unwrap();
+    assert!(wakeups_sent(&arena) >= 1, "an allocation below low did not wake kswapd");
     wait_for(&arena, "kswapd to reclaim", || arena.stats().reclaim.shrinker_freed >= 100);
     wait_for(&arena, "kswapd to finish its pass", || free(&arena) >= 299);
+    // Balanced, it goes back to sleep (blocked, not spinning) once.
+    wait_for(&arena, "kswapd to sleep again", || {
+        arena.stats().reclaim.kswapd_sleeps > sleeps && thread_state("zonealloc-kswap") == Some('S')
+    });
     let stats = arena.stats();
     assert_eq!((stats.reclaim.kswapd_wakeups, stats.reclaim.kswapd_passes), (1, 1));
+    assert_eq!(stats.reclaim.kswapd_sleeps, sleeps + 1, "kswapd woke and slept more than once");
     // It stopped at high: it freed the deficit, not everything it could.
     let freed = stats.reclaim.shrinker_freed as usize;
     assert!(freed == 100 || freed == 101, "freed {freed}");
     assert_eq!(free(&arena), 199 + freed, "balanced exactly at high, less the page taken after");
     assert_eq!(cache.held(), 600 - freed);
-    // Balanced: it sleeps and uses no CPU.
-    let wakeups = stats.reclaim.kswapd_wakeups;
-    if let Some(before) = thread_ticks("zonealloc-kswap") {
-        std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(thread_ticks("zonealloc-kswap"), Some(before), "kswapd used CPU while balanced");
-    }
-    assert_eq!(arena.stats().reclaim.kswapd_wakeups, wakeups);
     arena.check().unwrap();
     release(&arena, crossing.as_ptr() as usize);
     release(&arena, crossing2.as_ptr() as usize);
@@ -197,10 +202,10 @@ fn kswapd_gives_up_after_16_fruitless_passes_until_memory_is_freed() {
     wait_for(&arena, "kswapd to give up", || arena.stats().reclaim.kswapd_give_ups == 1);
     let r = arena.stats().reclaim;
     assert_eq!((r.kswapd_passes, r.kswapd_failures, r.kswapd_wakeups), (16, 16, 1));
-    // Hopeless: further allocations below low do not wake it.
+    // Hopeless: further allocations below low send no wake-up.
+    let sent = wakeups_sent(&arena);
     mine.push(arena.alloc_pages(0, NOWARN).unwrap().as_ptr() as usize);
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(arena.stats().reclaim.kswapd_wakeups, 1);
+    assert_eq!(wakeups_sent(&arena), sent, "an allocation woke a kswapd that gave up");
     // Freeing memory makes reclaim worth trying again.
     release(&arena, mine.pop().unwrap());
     assert_eq!(arena.stats().reclaim.kswapd_failures, 0);
@@ -535,17 +540,24 @@ fn a_shrinker_owning_the_arena_is_never_dropped_by_kswapd() {
         .name("dropper".into())
         .spawn(move || drop(handle)) // waits for the scan in progress
         .unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // Release the scan once the drop is blocked waiting for it (if the drop
+    // did not wait, the arena would be dropped on kswapd: the assertion
+    // below fails).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dropper.is_finished() && thread_state("dropper") != Some('S') {
+        assert!(Instant::now() < deadline, "the dropper neither blocked nor finished");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     release_tx.send(()).unwrap();
     dropper.join().expect("dropping the handle dropped the arena cleanly");
     assert_eq!(dropped_on.lock().unwrap().as_deref(), Some("dropper"));
 }
 
-/// With huge pages a purge hands back only whole 2 MiB blocks, so a free
-/// that leaves none resident must not wake the reclaim thread to set its
-/// purge timer: 1000 frees of small blocks beside a live neighbour cost
-/// it no wake-up. A free of a whole 2 MiB block does set the timer, and
-/// the timer purges it.
+/// An allocation that makes memory purgeable (the free rest of a huge page
+/// it touched first) sets the purge timer. Then, with nothing left to
+/// purge but small free blocks beside a live neighbour, 1000 frees of such
+/// a block cost the reclaim thread no wake-up. A free of a whole 2 MiB
+/// block does set the timer, and the timer purges it.
 #[test]
 fn frees_that_leave_nothing_purgeable_do_not_wake_the_reclaim_thread() {
     let arena = Arena::builder()
@@ -558,24 +570,24 @@ fn frees_that_leave_nothing_purgeable_do_not_wake_the_reclaim_thread() {
         .purge_delay(Some(Duration::from_millis(50)))
         .build()
         .unwrap();
-    // `a` pins its order-4 buddy `b` below: freed, `b` stays an order-4
-    // block (the split-off blocks above are fresh, not resident).
-    let a = arena.alloc_pages(4, NOWARN).unwrap();
+    // kswapd asleep with nothing to purge, its timer off.
     wait_for(&arena, "the reclaim thread to go to sleep", || arena.stats().reclaim.kswapd_sleeps > 0);
-    let sleeps = arena.stats().reclaim.kswapd_sleeps;
+    // `a` pins its order-4 buddy `b` below: freed, `b` stays an order-4
+    // block. The first touch of `a` maps its whole huge page: the free
+    // rest of it is resident, and (more than 512 KiB beside 64 KiB in use)
+    // to be purged; the allocation sets the timer.
+    let a = arena.alloc_pages(4, NOWARN).unwrap();
+    wait_for(&arena, "the purge of the huge page's free rest", || arena.stats().reclaim.purges >= 1);
+    let before = arena.stats().reclaim;
     for _ in 0..1000 {
         let b = arena.alloc_pages(4, NOWARN).unwrap();
         // SAFETY: ours, at order 4, not used again.
         unsafe { arena.free_pages(b, 4) }.unwrap();
     }
-    std::thread::sleep(Duration::from_millis(20));
+    // Counted by the freer when it sends one: none was sent.
     let stats = arena.stats().reclaim;
-    assert!(
-        stats.kswapd_sleeps <= sleeps + 1,
-        "{} wake-ups for frees a purge cannot use",
-        stats.kswapd_sleeps - sleeps
-    );
-    assert_eq!((stats.purge_timer_sleeps, stats.purges), (0, 0));
+    assert_eq!(stats.kswapd_wakeups_sent, before.kswapd_wakeups_sent, "wake-ups for frees a purge cannot use");
+    assert_eq!((stats.purge_timer_sleeps, stats.purges), (before.purge_timer_sleeps, before.purges));
 
     // A whole huge page freed: the timer is set and purges it.
     let c = arena.alloc_pages(9, NOWARN).unwrap();

@@ -61,30 +61,36 @@ fn region_options_take_effect() {
     assert_eq!(resident_pages(base.as_ptr(), len), len / 4096, "prefault left pages out");
 }
 
-/// With transparent huge pages a purge hands back only whole 2 MiB blocks
-/// (a smaller `madvise` would split the huge page behind it); without them
-/// it hands back every resident free block. The same sequence on both: a
-/// fresh 4 MiB block is split for two adjacent pages `a` and `b` (leaving
-/// untouched free blocks of orders 1..=9 beside them), `c` takes the
-/// order-9 one, then
-/// `a` and `c` are freed and cannot merge (`b` is still out).
+/// With transparent huge pages a purge hands back whole 2 MiB blocks, and
+/// the free parts of partly used huge pages only once they are more than
+/// 512 KiB and a quarter of the memory in use (a smaller `madvise` splits
+/// the huge page behind it); without them it hands back every resident
+/// free block. The same sequence on both: a fresh 4 MiB block is split for
+/// two adjacent pages `a` and `b` (leaving free blocks of orders 1..=9
+/// beside them), `c` takes the order-9 one, then `a` and `c` are freed and
+/// cannot merge (`b` is still out).
 #[test]
-fn transparent_huge_pages_purge_whole_huge_pages_only() {
+fn transparent_huge_pages_are_split_only_for_large_free_parts() {
     use zonealloc::{AllocFlags, PcpConfig};
-    let purge = |huge_pages| {
-        let arena = Arena::builder()
+    let build = |huge_pages, max_order| {
+        Arena::builder()
             .region_size(64 << 20)
             .zones(1)
+            .max_order(max_order)
             .pcp(PcpConfig::Disabled)
             .purge_delay(None)
             .huge_pages(huge_pages)
             .build()
-            .unwrap();
+            .unwrap()
+    };
+    let purge = |huge_pages| {
+        let arena = build(huge_pages, 10);
         let a = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
         let b = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
         let c = arena.alloc_pages(9, AllocFlags::empty()).unwrap();
         assert_eq!(b.as_ptr() as usize - a.as_ptr() as usize, 4096);
         assert_eq!(c.as_ptr() as usize - a.as_ptr() as usize, 2 << 20);
+        let resident_after_split = arena.stats().zones[0].resident_free();
         // SAFETY: allocated above at these orders, not used again.
         unsafe {
             arena.free_pages(a, 0).unwrap();
@@ -95,21 +101,43 @@ fn transparent_huge_pages_purge_whole_huge_pages_only() {
         arena.check().unwrap();
         // SAFETY: allocated above at order 0.
         unsafe { arena.free_pages(b, 0) }.unwrap();
-        (report.bytes / 4096, left)
+        (resident_after_split, report.bytes / 4096, left)
     };
-    // Purged pages, resident free pages left (the split-off blocks were
-    // never touched, so they cost no RSS and are not purged).
-    assert_eq!(purge(HugePages::None), (1 + 512, 0));
-    assert_eq!(purge(HugePages::Transparent), (512, 1));
+    // Without huge pages the split-off blocks were never touched: no RSS,
+    // not purged. With them, the first touch of `a` mapped its whole huge
+    // page: the 510 pages split off inside it are resident, and with `a`
+    // they are far more than a quarter of the one page in use: purged,
+    // with `c`'s huge page.
+    assert_eq!(purge(HugePages::None), (0, 1 + 512, 0));
+    assert_eq!(purge(HugePages::Transparent), (510, 1 + 510 + 512, 0));
 
-    // Blocks smaller than a huge page are never purged with huge pages on.
-    let arena = Arena::builder().region_size(8 << 20).max_order(8).huge_pages(HugePages::Transparent).build().unwrap();
+    // A huge page mostly in use keeps its small free part resident: four
+    // order-7 blocks fill one, and one of them (128 pages, not more than
+    // 512 KiB) is freed.
+    let arena = build(HugePages::Transparent, 10);
+    let quarters: Vec<_> = (0..4).map(|_| arena.alloc_pages(7, AllocFlags::empty()).unwrap()).collect();
+    // SAFETY: ours, at order 7: touched, then freed and not used again.
+    unsafe {
+        quarters[1].as_ptr().write_bytes(1, 512 << 10);
+        arena.free_pages(quarters[1], 7).unwrap();
+    }
+    assert_eq!(arena.purge().bytes, 0, "a small free part of a huge page in use was purged");
+    assert_eq!(arena.stats().zones[0].resident_free(), 128);
+    for (i, q) in quarters.into_iter().enumerate().filter(|&(i, _)| i != 1) {
+        // SAFETY: ours, at order 7, not used again.
+        unsafe { arena.free_pages(q, 7) }.unwrap_or_else(|e| panic!("quarter {i}: {e}"));
+    }
+    arena.check().unwrap();
+
+    // With a max order below the huge page's, no free block is a whole
+    // huge page: a large enough free part is purged all the same.
+    let arena = build(HugePages::Transparent, 8);
     let block = arena.alloc_pages(8, AllocFlags::empty()).unwrap();
     // SAFETY: ours, 1 MiB: touched, then freed and not used again.
     unsafe {
         block.as_ptr().write_bytes(1, 1 << 20);
         arena.free_pages(block, 8).unwrap();
     }
-    assert_eq!(arena.purge().bytes, 0);
-    assert!(arena.stats().resident_bytes >= 1 << 20);
+    assert_eq!(arena.purge().bytes, 1 << 20);
+    assert_eq!(arena.stats().resident_bytes, 0);
 }

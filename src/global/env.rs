@@ -29,7 +29,7 @@ pub(crate) fn read() -> Config {
         zones: parse("ZONEALLOC_ZONES", "a number of zones from 1 to 64", |v| {
             size(v).filter(|n| (1..=MAX_ZONES).contains(n))
         }),
-        purge_delay: parse("ZONEALLOC_PURGE_DELAY_MS", "milliseconds (0: never on a timer)", |v| {
+        purge_delay: parse("ZONEALLOC_PURGE_DELAY_MS", "a number of milliseconds (0: never on a timer)", |v| {
             size(v).map(|ms| (ms > 0).then(|| Duration::from_millis(ms as u64)))
         }),
         huge_pages: parse("ZONEALLOC_HUGE_PAGES", "`transparent` or `none`", |v| {

@@ -107,6 +107,20 @@ fn order_of(layout: Layout) -> u32 {
     }
 }
 
+/// The order of the buddy block serving `layout` (not a slab class), or
+/// `None` if it is beyond the arena's largest order (`System` serves it).
+///
+/// Always a whole block, never trimmed to the pages the size needs
+/// (`Arena::alloc_pages_exact`): under churn of random large sizes
+/// (examples/soak.rs) the trimmed tails fragmented the resident free
+/// memory, new blocks were faulted in while the fragments sat idle, and
+/// RSS was higher than with the rounding.
+#[inline]
+fn block_order(layout: Layout, arena: &Arena) -> Option<u32> {
+    let order = order_of(layout);
+    (order <= arena.max_order()).then_some(order)
+}
+
 #[inline(always)]
 fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     match class_of(layout.size(), layout.align()) {
@@ -151,11 +165,10 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
         }
         return ptr;
     }
-    let order = order_of(layout);
-    if order > arena.max_order() {
+    let Some(order) = block_order(layout, arena) else {
         // SAFETY: forwarding the caller's layout.
         return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
-    }
+    };
     let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
     arena.alloc_pages(order, flags).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
@@ -246,25 +259,18 @@ fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
     }
 }
 
-/// Whether a buddy block (`old` is served by the buddy allocator) grows
-/// to the order `new` needs where it lies.
-fn grows_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
-    if class_of(old.size(), old.align()).is_some() {
-        return false;
-    }
-    // try_grow_pages declines a new order that is not larger or above the
-    // largest order.
-    NonNull::new(ptr).is_some_and(|ptr| arena.try_grow_pages(ptr, order_of(old), order_of(new)))
-}
-
-/// Whether `old` and `new` are served by the same slot (object class or
-/// block order), so a realloc between them can stay in place.
-fn same_slot(arena: &Arena, old: Layout, new: Layout) -> bool {
-    match (class_of(old.size(), old.align()), class_of(new.size(), new.align())) {
-        (Some(a), Some(b)) => a == b,
-        (None, None) => {
-            let order = order_of(old);
-            order == order_of(new) && order <= arena.max_order()
+/// Whether the block of `old` at `ptr` (not a slab object, in the arena)
+/// becomes the one `new` needs where it lies: the same order, or grown
+/// into the free pages above it. A smaller order moves: shrunk in place,
+/// the freed upper parts fragmented the free memory as trimming does.
+fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
+    match (block_order(old, arena), block_order(new, arena)) {
+        (Some(a), Some(b)) if a == b => true,
+        (Some(a), Some(b)) if b > a => {
+            // A block is aligned to its size: one that is not cannot grow
+            // into a larger one where it lies.
+            (ptr as usize).is_multiple_of(crate::PAGE_SIZE << b)
+                && arena.inner.resize_exact(ptr as usize, 1 << a, 1 << b)
         }
         _ => false,
     }
@@ -342,8 +348,14 @@ unsafe fn move_into(ptr: *mut u8, moved: *mut u8, len: usize, free_old: impl FnO
 unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mut u8 {
     let new_size = new_layout.size();
     match global_arena() {
-        Some(arena) if arena.contains(ptr) && same_slot(arena, layout, new_layout) => return ptr,
-        Some(arena) if arena.contains(ptr) && grows_in_place(arena, ptr, layout, new_layout) => return ptr,
+        Some(arena)
+            if arena.contains(ptr)
+                && class_of(layout.size(), layout.align()).is_none()
+                && class_of(new_size, layout.align()).is_none()
+                && resizes_in_place(arena, ptr, layout, new_layout) =>
+        {
+            return ptr;
+        }
         Some(arena)
             if !arena.contains(ptr)
                 && class_of(new_size, layout.align()).is_none()
@@ -356,15 +368,14 @@ unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
             // SAFETY: with no arena, everything is System's.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        Some(arena) if new_size >= 2 * layout.size() => {
+        Some(arena) if new_size >= 2 * layout.size() && class_of(new_size, layout.align()).is_none() => {
             // Doubling, as vectors and strings grow: take the new block from
             // the start of a larger free one (not from the page caches), so
             // that the next doublings find its buddies free and stay in
             // place. Smaller growths take any block: carving room from a
             // large (usually untouched) block for every one of them left the
             // resident holes of the old blocks unused, and RSS grew.
-            let order = order_of(new_layout);
-            if order <= arena.max_order() {
+            if let Some(order) = block_order(new_layout, arena) {
                 // A failure has been through the whole slow path (reclaim,
                 // the OOM handler): no second attempt.
                 let moved =

@@ -25,6 +25,11 @@ pub enum Op {
     Alloc { order: u8, zero: bool, growable: bool },
     /// Grow live block `index % live` in place by `1 + by % 3` orders.
     Grow { index: u16, by: u8 },
+    /// Allocate `1 + pages % 2^max_order` pages with `alloc_pages_exact`.
+    AllocExact { pages: u16 },
+    /// Resize live exact allocation `index % (exact allocations live)` in
+    /// place to `1 + pages % 2^max_order` pages.
+    ResizeExact { index: u16, pages: u16 },
     /// Free live block `index % live`.
     Free { index: u16 },
     /// Free live block `index % live` wrongly (`kind` picks how); must be refused.
@@ -35,8 +40,19 @@ pub enum Op {
 
 struct Live {
     ptr: NonNull<u8>,
+    /// The block's order; for an exact allocation, of the smallest block
+    /// holding its pages.
     order: u32,
+    /// Pages of an exact allocation (`alloc_pages_exact`), `None` for a
+    /// block.
+    exact: Option<usize>,
     fill: u8,
+}
+
+impl Live {
+    fn pages(&self) -> usize {
+        self.exact.unwrap_or(1 << self.order)
+    }
 }
 
 /// The arena under test and its model.
@@ -52,6 +68,9 @@ pub struct Harness {
     pub failures: usize,
     /// Successful in-place growths.
     pub grown: usize,
+    /// Exact allocations made and resized in place.
+    pub exact: usize,
+    pub resized: usize,
 }
 
 impl Harness {
@@ -71,6 +90,8 @@ impl Harness {
             allocs: 0,
             failures: 0,
             grown: 0,
+            exact: 0,
+            resized: 0,
         }
     }
 
@@ -96,7 +117,7 @@ impl Harness {
                 match got {
                     Ok(ptr) => {
                         assert!(expected, "order-{order} allocation succeeded but the model has no room");
-                        self.take(ptr, order, zero);
+                        self.take(ptr, order, None, zero);
                     }
                     Err(AllocError::InvalidOrder { order: o, max_order: m }) => {
                         assert!(order > max_order && o == order && m == max_order);
@@ -121,6 +142,9 @@ impl Harness {
                     return;
                 }
                 let live = &self.live[usize::from(index) % self.live.len()];
+                if live.exact.is_some() {
+                    return;
+                }
                 let addr = live.ptr.as_ptr() as usize;
                 let (ptr, order, expected) = match kind % 4 {
                     0 => (addr + 64, live.order, FreeError::NotBlockStart { addr: addr + 64 }),
@@ -143,6 +167,9 @@ impl Harness {
                     return;
                 }
                 let i = usize::from(index) % self.live.len();
+                if self.live[i].exact.is_some() {
+                    return;
+                }
                 let (ptr, order) = (self.live[i].ptr, self.live[i].order);
                 let new_order = order + 1 + u32::from(by % 3);
                 let pfn = (ptr.as_ptr() as usize - self.base) / 4096;
@@ -170,17 +197,79 @@ impl Harness {
                     assert_eq!(self.free_pages(), free_before, "a refused growth changed the arena");
                 }
             }
+            Op::AllocExact { pages } => {
+                let pages = 1 + usize::from(pages) % (1 << max_order);
+                let order = pages.next_power_of_two().trailing_zeros();
+                let expected = self.can_allocate(order);
+                match self.arena.alloc_pages_exact(pages, AllocFlags::NOWARN) {
+                    Ok(ptr) => {
+                        assert!(expected, "{pages}-page allocation succeeded but the model has no room");
+                        self.take(ptr, order, Some(pages), false);
+                        self.exact += 1;
+                    }
+                    Err(AllocError::OutOfMemory { order: o }) => {
+                        assert_eq!(o, order);
+                        assert!(!expected, "{pages}-page allocation failed but the model has room");
+                        self.failures += 1;
+                    }
+                    Err(e) => panic!("unexpected {e:?}"),
+                }
+            }
+            Op::ResizeExact { index, pages } => {
+                let exact: Vec<usize> = (0..self.live.len()).filter(|&i| self.live[i].exact.is_some()).collect();
+                let Some(&i) = (!exact.is_empty()).then(|| &exact[usize::from(index) % exact.len()]) else { return };
+                let Some(old) = self.live[i].exact else { return };
+                let new = 1 + usize::from(pages) % (1 << max_order);
+                let ptr = self.live[i].ptr;
+                let pfn = (ptr.as_ptr() as usize - self.base) / 4096;
+                // Growth needs free pages after it in its zone; free pages
+                // in a cache or never used may still refuse it, so the
+                // model predicts the refusals only.
+                let possible = new <= old
+                    || (self.zones.iter().any(|&(start, len)| start <= pfn && pfn + new <= start + len)
+                        && self.used[pfn + old..pfn + new].iter().all(|u| !u));
+                let free_before = self.free_pages();
+                // A wrong count is refused.
+                for wrong in [old - 1, old + 1] {
+                    assert!(
+                        wrong == 0 || !self.arena.resize_pages_exact(ptr, wrong, new),
+                        "{old} pages taken as {wrong}"
+                    );
+                }
+                if self.arena.resize_pages_exact(ptr, old, new) {
+                    assert!(possible, "resized {pfn}+{old} to {new} pages over pages the model has in use");
+                    if new < old {
+                        self.used[pfn + new..pfn + old].iter_mut().for_each(|u| *u = false);
+                    } else {
+                        self.used[pfn + old..pfn + new].iter_mut().for_each(|u| *u = true);
+                    }
+                    let live = &mut self.live[i];
+                    live.exact = Some(new);
+                    live.order = new.next_power_of_two().trailing_zeros();
+                    // SAFETY: the allocation is ours and now `new` pages.
+                    unsafe {
+                        ptr.as_ptr().write(live.fill);
+                        ptr.as_ptr().add(new * 4096 - 1).write(live.fill);
+                    }
+                    assert_eq!(self.free_pages() as isize, free_before as isize + old as isize - new as isize);
+                    self.resized += 1;
+                } else {
+                    assert!(new > old, "a shrink was refused");
+                    assert_eq!(self.free_pages(), free_before, "a refused resize changed the arena");
+                }
+            }
             Op::Check => self.check(),
         }
     }
 
-    fn take(&mut self, ptr: NonNull<u8>, order: u32, zero: bool) {
+    fn take(&mut self, ptr: NonNull<u8>, order: u32, exact: Option<usize>, zero: bool) {
         let addr = ptr.as_ptr() as usize;
-        let size = 4096usize << order;
-        assert_eq!(addr % size, 0, "order-{order} block at {addr:#x} is not naturally aligned");
+        assert_eq!(addr % (4096 << order), 0, "order-{order} block at {addr:#x} is not naturally aligned");
+        let pages = exact.unwrap_or(1 << order);
+        let size = 4096 * pages;
         let pfn = (addr - self.base) / 4096;
-        assert!(pfn + (1 << order) <= self.used.len(), "block outside the region");
-        for used in &mut self.used[pfn..pfn + (1 << order)] {
+        assert!(pfn + pages <= self.used.len(), "block outside the region");
+        for used in &mut self.used[pfn..pfn + pages] {
             assert!(!*used, "page {pfn} handed out twice");
             *used = true;
         }
@@ -193,22 +282,41 @@ impl Harness {
         self.next_fill = self.next_fill.wrapping_add(1).max(1);
         bytes[0] = fill;
         bytes[size - 1] = fill;
-        self.live.push(Live { ptr, order, fill });
+        self.live.push(Live { ptr, order, exact, fill });
         self.allocs += 1;
     }
 
     fn release(&mut self, live: Live) {
-        let size = 4096usize << live.order;
+        let pages = live.pages();
         // SAFETY: still ours until the free below.
-        let (first, last) = unsafe { (*live.ptr.as_ptr(), *live.ptr.as_ptr().add(size - 1)) };
+        let (first, last) = unsafe { (*live.ptr.as_ptr(), *live.ptr.as_ptr().add(pages * 4096 - 1)) };
         assert_eq!((first, last), (live.fill, live.fill), "block contents changed while it was live");
-        // SAFETY: allocated from this arena with this order, not used again.
-        unsafe { self.arena.free_pages(live.ptr, live.order) }.expect("valid free");
+        // SAFETY: allocated from this arena with this order or count, not
+        // used again; the second free of each is refused without touching it.
+        let again = unsafe {
+            match live.exact {
+                Some(pages) => {
+                    for wrong in [pages - 1, pages + 1] {
+                        if wrong > 0 {
+                            let refused = self.arena.free_pages_exact(live.ptr, wrong);
+                            assert!(refused.is_err(), "{pages} pages freed as {wrong}");
+                        }
+                    }
+                    if !pages.is_power_of_two() {
+                        let as_block = self.arena.free_pages(live.ptr, live.order - 1);
+                        assert_eq!(as_block, Err(FreeError::WrongSize { addr: live.ptr.as_ptr() as usize }));
+                    }
+                    self.arena.free_pages_exact(live.ptr, pages).expect("valid free");
+                    self.arena.free_pages_exact(live.ptr, pages)
+                }
+                None => {
+                    self.arena.free_pages(live.ptr, live.order).expect("valid free");
+                    self.arena.free_pages(live.ptr, live.order)
+                }
+            }
+        };
         let pfn = (live.ptr.as_ptr() as usize - self.base) / 4096;
-        self.used[pfn..pfn + (1 << live.order)].iter_mut().for_each(|u| *u = false);
-        // A second free of the same block is always refused.
-        // SAFETY: refused without touching the block.
-        let again = unsafe { self.arena.free_pages(live.ptr, live.order) };
+        self.used[pfn..pfn + pages].iter_mut().for_each(|u| *u = false);
         assert_eq!(again, Err(FreeError::DoubleFree { addr: live.ptr.as_ptr() as usize }));
     }
 

@@ -1,0 +1,195 @@
+//! Allocations of any number of pages: the kernel's `alloc_pages_exact` /
+//! `free_pages_exact`.
+//!
+//! A buddy block of `2^k` pages is taken and trimmed to the pages asked
+//! for: the kept pages become allocated blocks tiling them (for 150 pages
+//! from an aligned start: 128, 16, 4 and 2; [`tile`] tiles any range with
+//! naturally aligned blocks), the rest (2, 8, 32 and 64) go back to the
+//! lists at once. So a 600 KiB buffer costs 600 KiB, not the 1 MiB of its
+//! block, in RSS and in the budget. A free validates every tile before it
+//! frees any. An exact allocation can shrink in place (the tiles past the
+//! new end are freed) and grow in place into the free pages after it,
+//! which the trim left free; an allocation that is one tile is a plain
+//! block.
+
+use std::ptr::NonNull;
+
+use crate::arena::ArenaInner;
+use crate::buddy::tile;
+use crate::error::{AllocError, FreeError};
+use crate::flags::AllocFlags;
+use crate::page::{PageState, Pfn, flag};
+use crate::zone::Zone;
+
+/// The tiles of pages `pfn..pfn + pages`, as (first page, order).
+fn tiles(pfn: Pfn, pages: usize) -> impl Iterator<Item = (Pfn, u32)> {
+    tile(pfn as usize, pfn as usize + pages).map(|(p, order)| (p as Pfn, order))
+}
+
+/// The order of `pfn..pfn + pages` if that range is one naturally aligned
+/// block (a plain allocation).
+fn single_tile(pfn: Pfn, pages: usize) -> Option<u32> {
+    let order = pages.trailing_zeros();
+    (pages.is_power_of_two() && pfn.is_multiple_of(1 << order)).then_some(order)
+}
+
+/// The order of the smallest block holding `pages` pages.
+pub(crate) fn covering_order(pages: usize) -> u32 {
+    pages.max(1).next_power_of_two().trailing_zeros()
+}
+
+impl ArenaInner {
+    /// `pages` pages aligned to `4 KiB << max(covering order, align_order)`,
+    /// trimmed from a block of that order (taken with room to grow when
+    /// `room`; see [`alloc_block`](Self::alloc_block)).
+    pub(crate) fn alloc_exact(
+        &self,
+        pages: usize,
+        align_order: u32,
+        flags: AllocFlags,
+        room: bool,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let order = covering_order(pages).max(align_order);
+        if pages == 0 || order > self.max_order {
+            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
+        }
+        let block = self.alloc_block(order, flags.difference(AllocFlags::ZERO), room)?;
+        if pages < 1 << order {
+            let zone = self.zone_of(block.pfn);
+            zone.lock().inner.buddy.trim_allocated(&self.mem_map, block.pfn, order, pages, block.flags);
+            self.pages_returned();
+        }
+        if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
+            // SAFETY: the kept pages are ours, just allocated.
+            unsafe { self.region.zero(block.pfn, pages) };
+        }
+        // SAFETY: a block from the zones is a page of the region.
+        Ok(unsafe { self.region.page_addr(block.pfn) })
+    }
+
+    /// Frees an allocation of `pages` pages from
+    /// [`alloc_exact`](Self::alloc_exact) (or a block of `2^k` pages).
+    /// Every tile is validated before any is freed.
+    pub(crate) fn free_exact(&self, addr: usize, pages: usize) -> Result<(), FreeError> {
+        if let Ok(pfn) = self.exact_pfn(addr, pages)
+            && let Some(order) = single_tile(pfn, pages)
+        {
+            return self.free_pages_slow(addr, order);
+        }
+        let result = self.exact_pfn(addr, pages).and_then(|pfn| {
+            let zone = self.zone_of(pfn);
+            let mut guard = zone.lock();
+            self.validate_exact(pfn, pages, addr)?;
+            for (tile_pfn, order) in tiles(pfn, pages) {
+                guard.inner.buddy.free_one_page(&self.mem_map, tile_pfn, order, 0);
+            }
+            guard.inner.frees[covering_order(pages) as usize] += 1;
+            Ok(())
+        });
+        match result {
+            Ok(()) => self.pages_returned(),
+            Err(_) => {
+                self.counters.invalid_frees.fetch_add(1, crate::sync::Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Resizes the allocation of `pages` pages at `addr` to `new_pages`
+    /// where it lies: shrinking always works, growing when the pages after
+    /// it are free (and the zone stays above its low watermark) and the
+    /// allocation is aligned for the new size. `false`, with nothing
+    /// changed, otherwise, and for anything that is not such an
+    /// allocation.
+    pub(crate) fn resize_exact(&self, addr: usize, pages: usize, new_pages: usize) -> bool {
+        if new_pages == pages {
+            return self.exact_pfn(addr, pages).is_ok_and(|pfn| self.validate_exact(pfn, pages, addr).is_ok());
+        }
+        if new_pages == 0 || new_pages > 1 << self.max_order {
+            return false;
+        }
+        let Ok(pfn) = self.exact_pfn(addr, pages) else { return false };
+        let zone = self.zone_of(pfn);
+        if new_pages > pages && zone.usable_free_pages() < new_pages - pages + zone.watermarks().low {
+            return false;
+        }
+        let mut guard = zone.lock();
+        if self.validate_exact(pfn, pages, addr).is_err() {
+            return false;
+        }
+        let buddy = &mut guard.inner.buddy;
+        if new_pages < pages {
+            buddy.shrink_allocated(&self.mem_map, pfn, pages, new_pages);
+            drop(guard);
+            self.pages_returned();
+            return true;
+        }
+        let end = pfn + new_pages as Pfn;
+        if !zone.contains(end - 1) || !buddy.take_free_range(&self.mem_map, pfn + pages as Pfn, end) {
+            return false;
+        }
+        // Retile the whole allocation: the old tiles' heads become tails
+        // where the new tiling has none.
+        for (tile_pfn, _) in tiles(pfn, pages) {
+            self.mem_map.page(tile_pfn).set_info(crate::page::PageInfo::TAIL);
+        }
+        buddy.set_tiles(&self.mem_map, pfn, pfn, end);
+        true
+    }
+
+    /// The page of `addr`, if it is a page of the region and `pages` is an
+    /// allocation size this arena can have.
+    fn exact_pfn(&self, addr: usize, pages: usize) -> Result<Pfn, FreeError> {
+        if !self.region.contains(addr) {
+            return Err(FreeError::OutOfRegion { addr });
+        }
+        if pages == 0 || pages > 1 << self.max_order {
+            return Err(FreeError::InvalidOrder { order: covering_order(pages), max_order: self.max_order });
+        }
+        self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })
+    }
+
+    /// Whether pages `pfn..pfn + pages` are exactly one allocation: a plain
+    /// block when they are one tile, else its tiles (the first unflagged,
+    /// the others continued) and no continued tile after them. The first
+    /// thing wrong, as an error.
+    fn validate_exact(&self, pfn: Pfn, pages: usize, addr: usize) -> Result<(), FreeError> {
+        let zone = self.zone_of(pfn);
+        if !zone.contains(pfn + pages as Pfn - 1) {
+            return Err(FreeError::WrongSize { addr });
+        }
+        if let Some(order) = single_tile(pfn, pages) {
+            let info = self.mem_map.page(pfn).info();
+            return self.validate_free(pfn, info, order, addr);
+        }
+        for (tile_pfn, order) in tiles(pfn, pages) {
+            let info = self.mem_map.page(tile_pfn).info();
+            let continued = tile_pfn != pfn;
+            if info.state != PageState::Exact
+                || u32::from(info.order) != order
+                || (info.flags & flag::CONTINUED != 0) != continued
+            {
+                return match info.state {
+                    // The first tile decides what the pointer is.
+                    _ if continued => Err(FreeError::WrongSize { addr }),
+                    PageState::Allocated | PageState::Exact => Err(FreeError::WrongSize { addr }),
+                    _ => self.validate_free(pfn, info, order, addr),
+                };
+            }
+        }
+        let after = pfn + pages as Pfn;
+        if zone.contains(after) {
+            let info = self.mem_map.page(after).info();
+            if info.state == PageState::Exact && info.flags & flag::CONTINUED != 0 {
+                return Err(FreeError::WrongSize { addr });
+            }
+        }
+        Ok(())
+    }
+
+    /// The zone page `pfn` belongs to.
+    fn zone_of(&self, pfn: Pfn) -> &Zone {
+        let index = self.zones.partition_point(|zone| zone.end <= pfn);
+        &self.zones[index.min(self.zones.len() - 1)]
+    }
+}
