@@ -1040,7 +1040,12 @@ struct LoomCaches(ThreadCaches);
 #[cfg(loom)]
 impl Drop for LoomCaches {
     fn drop(&mut self) {
-        self.0.release_all();
+        // As the real hook, which runs once: a thread whose sets were
+        // released already (`loom_hooks::thread_exit`) has no hook left to
+        // release a set attached after that.
+        if !self.0.gone.get() {
+            self.0.release_all();
+        }
     }
 }
 

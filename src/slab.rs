@@ -536,7 +536,7 @@ pub struct ClassStats {
     /// Objects in use: exact once every heap has published its counts
     /// (at each slab change, at its drop, on [`ThreadHeap::flush`]); a
     /// live heap's unpublished change is less than [`FLUSH_BATCH`] plus
-    /// one slab's objects.
+    /// one slab's objects (never reported below zero).
     pub objects: usize,
     /// Bytes of buddy blocks the class's slabs occupy.
     pub slab_bytes: usize,
@@ -671,7 +671,9 @@ impl Slabs {
                 size: SIZE_CLASSES[class],
                 slabs,
                 orphans: c.orphans.load(Ordering::Relaxed),
-                objects: c.objects.load(Ordering::Relaxed),
+                // Unpublished frees of objects another heap counted can
+                // take the sum below zero for a moment: read it as signed.
+                objects: (c.objects.load(Ordering::Relaxed) as isize).max(0) as usize,
                 slab_bytes: slabs * (crate::PAGE_SIZE << slab_order(class)),
             }
         })
@@ -1290,6 +1292,7 @@ impl<'a> SharedGuard<'_, 'a> {
     }
 
     /// The heap if it was ever made.
+    #[cfg_attr(loom, allow(dead_code))] // used by `global` only
     pub(crate) fn existing(&mut self) -> Option<&mut ThreadHeap<'a>> {
         self.heap.as_mut()
     }
