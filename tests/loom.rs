@@ -372,8 +372,6 @@ fn slab_arena() -> Arena {
 /// object lost). The hand-off is a spawn, not a flag polled with
 /// `yield_now`: loom runs a yielding thread only once the others block or
 /// finish, which hid every interleaving of the free with the owner.
-/// Weakening `push_remote`'s `Release` to `Relaxed` fails this model (the
-/// owner reads the objects' links without the freer's writes).
 #[test]
 fn cross_thread_slab_free_races_owner_alloc_and_exit() {
     model(|| {
@@ -416,6 +414,46 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
         slabs.reap_orphans(&arena);
         assert_eq!(slabs.stats()[class].slabs, 0, "a slab with a lost object was never freed");
         assert_eq!(slabs.stats()[class].objects, 0, "objects in use miscounted");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
+        arena.check().unwrap();
+    });
+}
+
+/// A remote free is published to the owner's collect by the push alone:
+/// the freer tells the owner only through a `Relaxed` flag, so the owner
+/// reads the object's link and tag after its `Acquire` swap and nothing
+/// else orders them. Weakening `push_remote`'s `Release` to `Relaxed`
+/// fails this model (loom: causality violation on the object's words).
+/// The race model above cannot show it: loom never schedules the freer's
+/// push before the owner's exit there.
+#[test]
+fn remote_free_is_published_by_the_push() {
+    model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = 0;
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let y = heap.alloc(class).unwrap().as_ptr() as usize;
+        let pushed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let freer = {
+            let (arena, slabs, pushed) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&pushed));
+            thread::spawn(move || {
+                // SAFETY: handed to us, freed once.
+                unsafe { slabs.free_remote(&arena, NonNull::new(y as *mut u8).unwrap(), class).unwrap() };
+                pushed.store(true, Ordering::Relaxed);
+            })
+        };
+        while !pushed.load(Ordering::Relaxed) {
+            thread::yield_now();
+        }
+        // Collects the pushed object (or, if its `Relaxed` pre-check still
+        // reads an empty stack, orphans the slab and the reap collects it).
+        drop(heap);
+        slabs.reap_orphans(&arena);
+        freer.join().unwrap();
+        slabs.reap_orphans(&arena);
+        assert_eq!(slabs.stats()[class].slabs, 0, "the pushed object was never collected");
         let zone = &arena.stats().zones[0];
         assert_eq!(zone.free, zone.managed, "a page was lost");
         arena.check().unwrap();
