@@ -6,13 +6,17 @@
 //! disturb the allocators being measured.
 //!
 //! cargo bench --bench pages
+//!
+//! With `PAGES_COUNT=<workload>` the binary runs one zonealloc workload a
+//! fixed number of times instead, for instruction counts under callgrind
+//! (`.ci/instruction-counts`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use zonealloc::{AllocFlags, Arena};
 
 /// What the workloads need of an allocator.
@@ -234,4 +238,66 @@ criterion_group! {
     config = config();
     targets = order0_pair, order0_pair_coalesced, order9_pair, batch1000, random_orders
 }
-criterion_main!(pages);
+/// The fixed-count workloads of `PAGES_COUNT`, zonealloc only.
+fn count(workload: &str) {
+    let a = arena();
+    let pairs = |order: u32| {
+        let neighbour = a.alloc(order);
+        for _ in 0..100_000 {
+            let p = a.alloc(black_box(order));
+            // SAFETY: just allocated with this order.
+            unsafe { a.free(black_box(p), order) };
+        }
+        // SAFETY: allocated above with this order.
+        unsafe { a.free(neighbour, order) };
+    };
+    match workload {
+        "order0_pair" => pairs(0),
+        "order3_pair" => pairs(3),
+        "order4_pair" => pairs(4),
+        "order9_pair" => pairs(9),
+        "batch1000" => {
+            let mut live = Vec::with_capacity(1000);
+            for _ in 0..100 {
+                live.extend((0..1000).map(|_| a.alloc(0)));
+                for p in live.drain(..) {
+                    // SAFETY: allocated above at order 0.
+                    unsafe { a.free(p, 0) };
+                }
+            }
+        }
+        "random_orders" => {
+            let mut rng = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut live: Vec<(NonNull<u8>, u32)> = (0..256).map(|_| (a.alloc(0), 0)).collect();
+            for _ in 0..100_000 {
+                let r = next();
+                let slot = (r % 256) as usize;
+                let order = ((r >> 8) % 10) as u32;
+                let (p, o) = live[slot];
+                // SAFETY: each slot holds a live block with its order.
+                unsafe { a.free(p, o) };
+                live[slot] = (a.alloc(order), order);
+            }
+            for (p, o) in live {
+                // SAFETY: as above.
+                unsafe { a.free(p, o) };
+            }
+        }
+        other => panic!("unknown PAGES_COUNT workload {other}"),
+    }
+}
+
+fn main() {
+    if let Ok(workload) = std::env::var("PAGES_COUNT") {
+        count(&workload);
+        return;
+    }
+    pages();
+    Criterion::default().configure_from_args().final_summary();
+}
