@@ -1,5 +1,6 @@
 //! [`ArenaBuilder`]: configuration, validated in full at `build()`.
 
+use crate::PAGE_SIZE;
 use crate::arena::Arena;
 use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
@@ -8,7 +9,7 @@ use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::pcp::PcpConfig;
 use crate::reclaim::ReclaimConfig;
 use crate::region::PurgeAdvice;
-use crate::region::{HugePages, PAGE_SIZE, RegionOptions};
+use crate::region::{HugePages, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};
 
 /// The most zones an arena can have.

@@ -42,6 +42,7 @@ mod page;
 mod page_alloc;
 mod pcp;
 mod purge;
+mod ratelimit;
 mod reclaim;
 mod region;
 mod report;
@@ -51,6 +52,12 @@ mod stats;
 mod sync;
 mod watermark;
 mod zone;
+
+/// log2 of the page size the allocator manages.
+pub(crate) const PAGE_SHIFT: u32 = 12;
+/// The page size the allocator manages: 4 KiB, the base page of x86-64 and
+/// the default of aarch64 Linux.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 pub use arena::Arena;
 pub use buddy::MAX_ORDER_LIMIT;
@@ -67,7 +74,7 @@ pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use oom::{OomAction, OomContext};
 pub use pcp::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig, THREAD_ARENAS};
 pub use purge::PurgeReport;
-pub use region::{HugePages, PAGE_SIZE, PurgeAdvice};
+pub use region::{HugePages, PurgeAdvice};
 pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
 pub use slab::{
     ClassStats, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SlabFreeError, Slabs, ThreadHeap, class_of,

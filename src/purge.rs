@@ -84,7 +84,7 @@ impl ArenaInner {
                 // rely on their contents, and nobody can allocate them.
                 match unsafe { self.region.purge(start, pages, advice) } {
                     Ok(()) => {
-                        report.bytes += pages << crate::region::PAGE_SHIFT;
+                        report.bytes += pages << crate::PAGE_SHIFT;
                         report.calls += 1;
                     }
                     Err(_) => ok = false,

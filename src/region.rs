@@ -11,12 +11,7 @@
 use std::ptr::NonNull;
 
 use crate::error::BuildError;
-
-/// log2 of the page size the allocator manages.
-pub(crate) const PAGE_SHIFT: u32 = 12;
-/// The page size the allocator manages: 4 KiB, the base page of x86-64 and
-/// the default of aarch64 Linux.
-pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+use crate::{PAGE_SHIFT, PAGE_SIZE};
 
 /// How the region is backed by huge pages.
 ///

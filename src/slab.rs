@@ -809,7 +809,7 @@ impl SlabMap {
     /// `block` is below the region's length.
     #[inline(always)]
     unsafe fn slot(self, block: usize) -> *mut Slab {
-        let pfn = block >> crate::region::PAGE_SHIFT;
+        let pfn = block >> crate::PAGE_SHIFT;
         // SAFETY: a page of the region (the caller's contract), and the
         // side table has a slot of SIDE_SLOT_BYTES for each.
         unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()

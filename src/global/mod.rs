@@ -34,7 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
-use crate::report::{RateLimit, StackWriter};
+use crate::ratelimit::RateLimit;
+use crate::report::StackWriter;
 use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
 use crate::stats::Stats;
 
