@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, NR_ORDERS};
 use crate::page::{MemMap, PageState, Pfn};
-use crate::pcp::{PcpConfig, zone_highsize};
+use crate::pcp::{PCP_ORDERS, PcpConfig, zone_highsize};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 
@@ -49,17 +49,17 @@ const POOL_CAPACITY: usize = 4;
 /// stay `Cached` in the metadata and count as cached pages; a drain (and
 /// reclaim) returns them to the lists.
 pub(crate) struct PcpPool {
-    count: [usize; 4],
-    pfns: [[Pfn; POOL_CAPACITY]; 4],
+    count: [usize; PCP_ORDERS],
+    pfns: [[Pfn; POOL_CAPACITY]; PCP_ORDERS],
 }
 
 impl PcpPool {
     const fn new() -> Self {
-        Self { count: [0; 4], pfns: [[0; POOL_CAPACITY]; 4] }
+        Self { count: [0; PCP_ORDERS], pfns: [[0; POOL_CAPACITY]; PCP_ORDERS] }
     }
 
     /// Blocks held per order 0..=3.
-    pub(crate) fn counts(&self) -> [usize; 4] {
+    pub(crate) fn counts(&self) -> [usize; PCP_ORDERS] {
         self.count
     }
 
@@ -327,7 +327,7 @@ impl Zone {
     pub(crate) fn drain_pool(&self, mm: &MemMap) -> usize {
         let mut zone = self.lock();
         let mut pages = 0;
-        for o in 0..4 {
+        for o in 0..PCP_ORDERS {
             let n = std::mem::take(&mut zone.inner.pool.count[o]);
             for i in 0..n {
                 let pfn = zone.inner.pool.pfns[o][i];

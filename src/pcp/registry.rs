@@ -1,0 +1,240 @@
+//! Every set of an arena: attaching, recycling, draining and freezing them.
+//!
+//! **Lifetime.** Sets belong to the arena's [`PcpRegistry`] and are recycled:
+//! a thread's exit drains its set and marks it vacant for the next thread.
+//! A set is reference counted by its arena and its thread, so an arena
+//! dropped while threads still hold sets, and a thread exiting while its
+//! arena drops, both end with every page in exactly one place and every set
+//! freed exactly once.
+
+use std::ptr::NonNull;
+
+use crate::arena::ArenaInner;
+use crate::boot::SysBox;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier, spin_loop};
+
+use super::*;
+
+pub(crate) struct PcpRegistry {
+    pub(super) head: Mutex<RegistryInner>,
+    /// Sets left by exited threads, waiting for the next thread (a hint).
+    pub nr_vacant: AtomicUsize,
+    /// Remote drains run (`Arena::drain_pcp`).
+    pub drains: AtomicU64,
+}
+
+pub(super) struct RegistryInner {
+    pub(super) first: Option<NonNull<PcpSet>>,
+    /// Round-robin preferred zone for the next thread.
+    pub(super) next_zone: usize,
+}
+
+// SAFETY: the raw set pointers are only followed under the registry lock,
+// and sets are freed only by the reference protocol.
+unsafe impl Send for RegistryInner {}
+
+impl PcpRegistry {
+    pub(crate) fn new() -> Self {
+        Self {
+            head: Mutex::new(RegistryInner { first: None, next_zone: 0 }),
+            nr_vacant: AtomicUsize::new(0),
+            drains: AtomicU64::new(0),
+        }
+    }
+
+    /// Gives the calling thread a set: a vacant one, or a new one.
+    pub(crate) fn attach(&self, arena: &ArenaInner) -> Option<NonNull<PcpSet>> {
+        let mut reg = self.head.lock();
+        let zone = reg.next_zone;
+        reg.next_zone = if zone + 1 == arena.zones.len() { 0 } else { zone + 1 };
+        if self.nr_vacant.load(Ordering::Relaxed) > 0 {
+            let mut cursor = reg.first;
+            while let Some(ptr) = cursor {
+                // SAFETY: sets in the registry live until the arena drops.
+                let set = unsafe { ptr.as_ref() };
+                let _guard = set.lock.lock();
+                if set.state.load(Ordering::Relaxed) == VACANT {
+                    set.state.store(ATTACHED, Ordering::Relaxed);
+                    set.refs.fetch_add(1, Ordering::Relaxed);
+                    set.preferred.store(zone, Ordering::Relaxed);
+                    self.nr_vacant.fetch_sub(1, Ordering::Relaxed);
+                    arena.zones[zone].pcp_attach();
+                    return Some(ptr);
+                }
+                cursor = set.next;
+            }
+        }
+        let set = PcpSet::new(arena, zone, reg.first)?;
+        reg.first = Some(set);
+        arena.zones[zone].pcp_attach();
+        Some(set)
+    }
+
+    /// Calls `f` on every set, under the registry lock.
+    pub(super) fn for_each(&self, mut f: impl FnMut(&PcpSet)) {
+        let reg = self.head.lock();
+        let mut cursor = reg.first;
+        while let Some(ptr) = cursor {
+            // SAFETY: sets in the registry live until the arena drops.
+            let set = unsafe { ptr.as_ref() };
+            f(set);
+            cursor = set.next;
+        }
+    }
+
+    /// Drains every set, then every zone's pool of trimmed batches; returns
+    /// the pages moved.
+    pub(crate) fn drain_all(&self, arena: &ArenaInner) -> usize {
+        self.drains.fetch_add(1, Ordering::Relaxed);
+        let mut pages = 0;
+        self.for_each(|set| pages += set.drain(arena));
+        for zone in arena.zones.iter() {
+            pages += zone.drain_pool(&arena.mem_map);
+        }
+        pages
+    }
+
+    /// Per zone and order: blocks cached, allocations and frees served.
+    /// A racy but atomic-per-counter snapshot.
+    pub(crate) fn tally(&self, per_zone: &mut [PcpTally]) -> usize {
+        let mut sets = 0;
+        self.for_each(|set| {
+            sets += usize::from(set.state.load(Ordering::Relaxed) == ATTACHED);
+            for (zp, t) in set.zones.iter().zip(per_zone.iter_mut()) {
+                for o in 0..PCP_ORDERS {
+                    t.cached[o] += zp.count[o].load(Ordering::Relaxed) as usize;
+                    t.allocs[o] += zp.allocs[o].load(Ordering::Relaxed);
+                    t.frees[o] += zp.frees[o].load(Ordering::Relaxed);
+                }
+            }
+        });
+        sets
+    }
+
+    /// Freezes every set: no owner and no drainer touches its lists until
+    /// the returned value is dropped (owners wait on their next slow path).
+    /// The sets are locked in registry order, with one heavy barrier for
+    /// all of them, their guards kept in memory from `System` (never this
+    /// allocator, so a frozen owner is never waited for) rather than a
+    /// stack frame each, which overflowed with tens of thousands of
+    /// threads. `None` if that memory cannot be had.
+    pub(crate) fn freeze(&self) -> Option<FrozenSets<'_>> {
+        let registry = self.head.lock();
+        let mut count = 0;
+        let mut cursor = registry.first;
+        while let Some(ptr) = cursor {
+            count += 1;
+            // SAFETY: sets in the registry live until the arena drops, and
+            // we hold the registry lock.
+            cursor = unsafe { ptr.as_ref() }.next;
+        }
+        let mut cursor = registry.first;
+        let sets = SysBox::try_from_fn(count, |_| {
+            let ptr = cursor.ok_or(())?;
+            // SAFETY: as above; `FrozenSets` keeps the registry locked for
+            // as long as it lends out this reference.
+            let set: &PcpSet = unsafe { ptr.as_ref() };
+            cursor = set.next;
+            let guard = set.lock.lock();
+            set.locked.store(true, Ordering::Relaxed);
+            Ok::<_, ()>(FrozenSet { set, _guard: guard })
+        })
+        .ok()??;
+        if count > 0 {
+            heavy_barrier();
+        }
+        for frozen in sets.iter() {
+            while frozen.set.busy.load(Ordering::Acquire) {
+                spin_loop();
+            }
+        }
+        Some(FrozenSets { sets, _registry: registry })
+    }
+
+    /// The arena is dropping: mark every set GONE so exiting threads leave
+    /// it alone, and drop the arena's reference to each.
+    pub(crate) fn shutdown(&self) {
+        let mut reg = self.head.lock();
+        let mut cursor = reg.first.take();
+        drop(reg);
+        while let Some(ptr) = cursor {
+            // SAFETY: the arena's reference keeps the set alive until put_ref.
+            let set = unsafe { ptr.as_ref() };
+            cursor = set.next;
+            {
+                let _guard = set.lock.lock();
+                set.state.store(GONE, Ordering::Relaxed);
+            }
+            // SAFETY: the arena's reference, given up once.
+            unsafe { PcpSet::put_ref(ptr) };
+        }
+    }
+}
+
+/// One frozen set: its lock held and `locked` raised, its owner seen out of
+/// its busy section after the heavy barrier.
+pub(super) struct FrozenSet<'a> {
+    pub(super) set: &'a PcpSet,
+    pub(super) _guard: crate::sync::MutexGuard<'a, ()>,
+}
+
+/// Every set of a registry, frozen (see [`PcpRegistry::freeze`]). The
+/// registry stays locked, so no set is attached or recycled meanwhile.
+pub(crate) struct FrozenSets<'a> {
+    pub(super) sets: SysBox<[FrozenSet<'a>]>,
+    pub(super) _registry: crate::sync::MutexGuard<'a, RegistryInner>,
+}
+
+impl FrozenSets<'_> {
+    /// Walks every set's lists for `check()` (see [`PcpSet::check`]),
+    /// adding each zone's cached pages to `cached`.
+    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
+        for frozen in self.sets.iter() {
+            // SAFETY: frozen for our lifetime.
+            unsafe { frozen.set.check(arena, cached) }?;
+        }
+        Ok(())
+    }
+
+    /// In a forked child, the only thread: every set but the calling
+    /// thread's belonged to a thread that does not exist here. The fork's
+    /// prepare handler froze them, so none was caught inside a cache
+    /// operation: their blocks go back to the lists and the sets become
+    /// vacant, for the child's next threads.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn recycle_all_but_own(&self, arena: &ArenaInner) {
+        let own = with_caches(|caches| {
+            caches.entries.iter().map(|e| e.get()).find(|e| e.arena_id == arena.id).and_then(|e| e.occupied())
+        })
+        .flatten();
+        for frozen in self.sets.iter() {
+            let set = frozen.set;
+            if Some(NonNull::from(set)) == own || set.state.load(Ordering::Relaxed) != ATTACHED {
+                continue;
+            }
+            // SAFETY: frozen (its lock is held through `frozen`), ATTACHED,
+            // and its owner does not exist in this process.
+            unsafe { set.vacate(arena) };
+            // The vanished thread's reference (the arena's keeps the set).
+            set.refs.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FrozenSets<'_> {
+    fn drop(&mut self) {
+        for frozen in self.sets.iter() {
+            // Release: what was changed while frozen (a forked child's
+            // recycling) is seen after the owner's Acquire in `enter`.
+            frozen.set.locked.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// What [`PcpRegistry::tally`] adds up for one zone.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct PcpTally {
+    pub cached: [usize; PCP_ORDERS],
+    pub allocs: [u64; PCP_ORDERS],
+    pub frees: [u64; PCP_ORDERS],
+}

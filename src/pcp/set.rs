@@ -1,0 +1,501 @@
+//! A set of page caches: per zone and order, a ring of blocks, and the
+//! owner/drainer handshake described below.
+//!
+//! **Remote drain.** [`PcpSet::drain`] empties a set from any thread, even one
+//! whose owner is blocked forever, without interrupting the owner. The owner
+//! and a drainer run an asymmetric Dekker handshake:
+//!
+//! ```text
+//! owner (every op)                       drainer (rare)
+//!   busy = true          (Relaxed)         lock set.lock     (excludes other drainers
+//!   light_barrier()      (compiler only)                      and the owner's slow path)
+//!   if locked (Acquire):                   locked = true     (Relaxed)
+//!       busy = false; take set.lock        heavy_barrier()   (membarrier: a full fence
+//!   ... touch the lists ...                                    on every running thread)
+//!   busy = false         (Release)         while busy (Acquire) { spin }
+//!                                          ... touch the lists ...
+//!                                          locked = false    (Release); unlock
+//! ```
+//!
+//! The barriers make the pair behave like two `SeqCst` fences: either the
+//! owner sees `locked` and keeps off the lists, or the drainer sees `busy`
+//! and waits for the owner's short, non-blocking critical section to end.
+//! Refill and trim, which take zone locks, run under `set.lock` on the
+//! owner's slow path, so a busy section never blocks and a drainer never
+//! waits on a zone lock. Under loom both barriers are `SeqCst` fences.
+
+use std::ptr::NonNull;
+
+use crate::arena::ArenaInner;
+use crate::boot::SysBox;
+use crate::buddy::Block;
+use crate::flags::AllocFlags;
+use crate::page::{PageInfo, PageState, Pfn};
+use crate::reclaim::InReclaim;
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
+    spin_loop,
+};
+use crate::watermark::{AllocMode, Mark};
+use crate::zone::Zone;
+
+use super::*;
+
+/// One zone's lists in a set: the ring buffers and their parameters.
+pub(super) struct PcpLists {
+    /// Index of the coldest block of each ring.
+    pub(super) bottom: [u32; PCP_ORDERS],
+    /// Where each ring starts in `slots`, and its capacity minus one, copied
+    /// from the constants so the fast paths read them from the line they
+    /// already touch (set on the slow path, zero until then: harmless, since
+    /// every list is empty with `high` 0 until its first slow path).
+    pub(super) offset: [u32; PCP_ORDERS],
+    pub(super) mask: [u32; PCP_ORDERS],
+    /// `high` in force, in blocks (refreshed on the slow path).
+    pub(super) high: [u32; PCP_ORDERS],
+    /// `batch` in force, in blocks.
+    pub(super) batch: [u32; PCP_ORDERS],
+    pub(super) slots: [Pfn; SLOTS],
+}
+
+impl PcpLists {
+    /// Slot of ring position `index` of the order-`order` ring.
+    #[inline(always)]
+    pub(super) fn slot(&self, order: usize, index: u32) -> usize {
+        (self.offset[order] + (index & self.mask[order])) as usize & (SLOTS - 1)
+    }
+}
+
+/// A set's lists for one zone.
+pub(super) struct ZonePcp {
+    /// Blocks cached per order. Written only by whoever has the lists (the
+    /// protocol above), read racily by `stats()`.
+    pub(super) count: [AtomicU32; PCP_ORDERS],
+    /// Allocations served per order.
+    pub(super) allocs: [AtomicU64; PCP_ORDERS],
+    /// Frees taken per order.
+    pub(super) frees: [AtomicU64; PCP_ORDERS],
+    pub(super) lists: UnsafeCell<PcpLists>,
+}
+
+// SAFETY: ZonePcp is atomics and plain integers; all-zero is empty lists with
+// high = batch = 0, which the slow path replaces before first use.
+#[cfg(not(loom))]
+unsafe impl crate::boot::Zeroable for ZonePcp {}
+
+impl ZonePcp {
+    #[cfg(loom)]
+    pub(super) fn new() -> Self {
+        Self {
+            count: Default::default(),
+            allocs: Default::default(),
+            frees: Default::default(),
+            lists: UnsafeCell::new(PcpLists {
+                bottom: [0; PCP_ORDERS],
+                offset: [0; PCP_ORDERS],
+                mask: [0; PCP_ORDERS],
+                high: [0; PCP_ORDERS],
+                batch: [0; PCP_ORDERS],
+                slots: [0; SLOTS],
+            }),
+        }
+    }
+
+    /// Runs `f` on the lists.
+    ///
+    /// # Safety
+    /// The caller has the lists: it is the owner inside a busy section that
+    /// did not see `locked`, or it holds the set's lock (and, if it is not
+    /// the owner, has seen `busy` clear after raising `locked`).
+    #[inline(always)]
+    pub(super) unsafe fn lists<R>(&self, f: impl FnOnce(&mut PcpLists) -> R) -> R {
+        // SAFETY: exclusive access per the caller's contract.
+        self.lists.with_mut(|lists| f(unsafe { &mut *lists }))
+    }
+
+    /// Adds one to an owner-maintained counter (no read-modify-write: only
+    /// the holder of the lists writes it).
+    #[inline(always)]
+    pub(super) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+pub(super) const VACANT: u8 = 0;
+pub(super) const ATTACHED: u8 = 1;
+pub(super) const GONE: u8 = 2;
+
+/// One thread's caches for one arena.
+pub(crate) struct PcpSet {
+    /// The owner is inside a fast-path critical section.
+    pub(super) busy: AtomicBool,
+    /// A drainer has, or is taking, the lists.
+    pub(super) locked: AtomicBool,
+    /// The zone this thread allocates from first.
+    pub(super) preferred: AtomicUsize,
+    pub(super) zones: SysBox<[ZonePcp]>,
+    /// Serialises drainers with each other and with the owner's slow path.
+    pub(super) lock: Mutex<()>,
+    /// VACANT, ATTACHED or GONE (the arena was dropped); changed under `lock`.
+    pub(super) state: AtomicU8,
+    /// One for the arena, one for an attached thread.
+    pub(super) refs: AtomicU32,
+    /// Valid while `state != GONE`.
+    pub(super) arena: NonNull<ArenaInner>,
+    /// Next set in the registry; written once, before the set is published.
+    pub(super) next: Option<NonNull<PcpSet>>,
+}
+
+// SAFETY: shared state is atomics, a mutex, and lists handed between threads
+// only by the protocol above; `arena` is only dereferenced while it is alive.
+unsafe impl Send for PcpSet {}
+// SAFETY: as above.
+unsafe impl Sync for PcpSet {}
+
+impl PcpSet {
+    pub(super) fn new(arena: &ArenaInner, preferred: usize, next: Option<NonNull<PcpSet>>) -> Option<NonNull<Self>> {
+        let nr = arena.zones.len();
+        #[cfg(not(loom))]
+        let zones = SysBox::try_new_zeroed_slice(nr)?;
+        #[cfg(loom)]
+        let zones = SysBox::try_from_fn(nr, |_| Ok::<_, ()>(ZonePcp::new())).ok()??;
+        let set = Self {
+            busy: AtomicBool::new(false),
+            locked: AtomicBool::new(false),
+            preferred: AtomicUsize::new(preferred),
+            zones,
+            lock: Mutex::new(()),
+            state: AtomicU8::new(ATTACHED),
+            refs: AtomicU32::new(2),
+            arena: NonNull::from(arena),
+            next,
+        };
+        Some(SysBox::try_new(set)?.into_raw())
+    }
+
+    /// Enters a fast-path critical section; `false` if a drainer has the lists.
+    #[inline(always)]
+    pub(super) fn enter(&self) -> bool {
+        self.busy.store(true, Ordering::Relaxed);
+        light_barrier();
+        // Acquire: if a drainer just finished (its Release store of false),
+        // its changes to the lists are visible from here on.
+        if self.locked.load(Ordering::Acquire) {
+            self.busy.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Leaves it; Release publishes the list changes to the next drainer.
+    #[inline(always)]
+    pub(super) fn leave(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// Allocates an order-`order` block (`order <= PCP_MAX_ORDER`) from this
+    /// thread's cache, refilling it from the zonelist if it is empty. `None`
+    /// when no zone passes its low watermark: the caller's slow path follows.
+    #[inline]
+    pub(crate) fn alloc(&self, arena: &ArenaInner, order: u32, flags: AllocFlags) -> Option<Block> {
+        let o = order as usize;
+        let zone = self.preferred.load(Ordering::Relaxed);
+        let zp = &self.zones[zone];
+        if self.enter() {
+            let n = zp.count[o].load(Ordering::Relaxed);
+            if n > 0 {
+                // SAFETY: inside a busy section that did not see `locked`.
+                let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
+                zp.count[o].store(n - 1, Ordering::Relaxed);
+                let block = take_cached(arena, pfn, order, zone);
+                ZonePcp::bump(&zp.allocs[o]);
+                self.leave();
+                return Some(block);
+            }
+            self.leave();
+        }
+        self.alloc_refill(arena, order, flags)
+    }
+
+    /// The slow path of `alloc`: under the set lock, walk the zonelist; the
+    /// first zone with a cached block, or one passing its low watermark and
+    /// able to refill, serves it (`rmqueue_pcplist` + `rmqueue_bulk`).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn alloc_refill(&self, arena: &ArenaInner, order: u32, flags: AllocFlags) -> Option<Block> {
+        let o = order as usize;
+        let _guard = self.lock.lock();
+        let preferred = self.preferred.load(Ordering::Relaxed);
+        // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
+        let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
+        let nr = arena.zones.len();
+        for step in 0..nr {
+            let z = if preferred + step >= nr { preferred + step - nr } else { preferred + step };
+            let zone = &arena.zones[z];
+            let zp = &self.zones[z];
+            // SAFETY: we hold the set lock and are the owner.
+            let block = unsafe {
+                zp.lists(|l| {
+                    refresh(l, zone);
+                    let mut n = zp.count[o].load(Ordering::Relaxed);
+                    if n == 0 {
+                        if !zone.watermark_ok(order, mode) {
+                            zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
+                            return None;
+                        }
+                        n = zone.rmqueue_bulk(&arena.mem_map, order, l.batch[o] as usize, |i, pfn| {
+                            l.slots[l.slot(o, l.bottom[o].wrapping_add(i as u32))] = pfn;
+                        }) as u32;
+                        if n == 0 {
+                            return None;
+                        }
+                        arena.zone_allocated(zone);
+                    }
+                    let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))];
+                    zp.count[o].store(n - 1, Ordering::Relaxed);
+                    Some(take_cached(arena, pfn, order, z))
+                })
+            };
+            if let Some(block) = block {
+                ZonePcp::bump(&zp.allocs[o]);
+                return Some(block);
+            }
+        }
+        None
+    }
+
+    /// Frees an order-`order` block of zone `zone` into this thread's cache;
+    /// the caller has validated that it is an allocated block of that order.
+    #[inline]
+    pub(crate) fn free(&self, arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
+        let o = order as usize;
+        let zp = &self.zones[zone];
+        if self.enter() {
+            let n = zp.count[o].load(Ordering::Relaxed);
+            // SAFETY: inside a busy section that did not see `locked`.
+            let pushed = unsafe {
+                zp.lists(|l| {
+                    if n >= l.high[o] {
+                        return false;
+                    }
+                    l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                    true
+                })
+            };
+            if pushed {
+                zp.count[o].store(n + 1, Ordering::Relaxed);
+                put_cached(arena, pfn, order, zone);
+                ZonePcp::bump(&zp.frees[o]);
+                self.leave();
+                return;
+            }
+            self.leave();
+        }
+        self.free_trim(arena, pfn, order, zone);
+    }
+
+    /// The slow path of `free`: push, and if the list is now above `high`,
+    /// return its `batch` coldest blocks under one zone lock acquisition.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn free_trim(&self, arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
+        let o = order as usize;
+        let _guard = self.lock.lock();
+        let zp = &self.zones[zone];
+        let z = &arena.zones[zone];
+        // SAFETY: we hold the set lock and are the owner.
+        unsafe {
+            zp.lists(|l| {
+                refresh(l, z);
+                let n = zp.count[o].load(Ordering::Relaxed);
+                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                put_cached(arena, pfn, order, zone);
+                let mut n = n + 1;
+                if n > l.high[o] {
+                    let batch = l.batch[o].min(n);
+                    let bottom = l.bottom[o];
+                    let to_lists = z.free_pcppages_bulk(
+                        &arena.mem_map,
+                        order,
+                        (0..batch).map(|i| l.slots[l.slot(o, bottom.wrapping_add(i))]),
+                    );
+                    if to_lists {
+                        arena.pages_returned();
+                    }
+                    l.bottom[o] = bottom.wrapping_add(batch);
+                    n -= batch;
+                }
+                zp.count[o].store(n, Ordering::Relaxed);
+            });
+        }
+        ZonePcp::bump(&zp.frees[o]);
+    }
+
+    /// Returns every cached block to the buddy lists, from any thread: the
+    /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
+    pub(crate) fn drain(&self, arena: &ArenaInner) -> usize {
+        let _guard = self.lock.lock();
+        if self.state.load(Ordering::Relaxed) != ATTACHED {
+            return 0;
+        }
+        self.locked.store(true, Ordering::Relaxed);
+        heavy_barrier();
+        while self.busy.load(Ordering::Acquire) {
+            spin_loop();
+        }
+        // SAFETY: we hold the lock, raised `locked`, and saw `busy` clear
+        // after the heavy barrier: the owner is out and will stay out.
+        let pages = unsafe { self.return_all(arena) };
+        self.locked.store(false, Ordering::Release);
+        pages
+    }
+
+    /// Moves every block of every list back to its zone, one zone lock
+    /// acquisition per zone.
+    ///
+    /// # Safety
+    /// The caller has the lists of every zone (see [`ZonePcp::lists`]).
+    pub(super) unsafe fn return_all(&self, arena: &ArenaInner) -> usize {
+        let mut pages = 0;
+        for (zp, zone) in self.zones.iter().zip(arena.zones.iter()) {
+            if zp.count.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+                continue;
+            }
+            let mut guard = zone.lock();
+            for o in 0..PCP_ORDERS {
+                let n = zp.count[o].load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                // SAFETY: per this function's contract.
+                unsafe {
+                    zp.lists(|l| {
+                        for i in 0..n {
+                            let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
+                            guard.free_cached(&arena.mem_map, pfn, o as u32);
+                        }
+                        l.bottom[o] = 0;
+                    });
+                }
+                zp.count[o].store(0, Ordering::Relaxed);
+                pages += (n as usize) << o;
+            }
+            guard.inner.pcp_drained += 1;
+        }
+        pages
+    }
+
+    /// The owning thread is exiting: return its blocks and leave the set for
+    /// the next thread; free the set if the arena is already gone.
+    ///
+    /// # Safety
+    /// `set` is a set this thread attached and has not released.
+    pub(crate) unsafe fn release(set: NonNull<PcpSet>) {
+        // SAFETY: the thread's reference keeps the set alive until the
+        // decrement below.
+        let this = unsafe { set.as_ref() };
+        {
+            let _guard = this.lock.lock();
+            if this.state.load(Ordering::Relaxed) == ATTACHED {
+                // SAFETY: ATTACHED under the lock: the arena cannot finish
+                // dropping (it marks each set GONE under this lock first).
+                let arena = unsafe { this.arena.as_ref() };
+                // SAFETY: we are the owner (not in a busy section) and hold the lock.
+                unsafe { this.vacate(arena) };
+            }
+        }
+        // SAFETY: the thread's reference, given up once.
+        unsafe { Self::put_ref(set) };
+    }
+
+    /// Returns every block and marks the set vacant for the next thread.
+    ///
+    /// # Safety
+    /// The caller holds the set's lock, the set is ATTACHED, and its owner
+    /// is not inside a busy section and never will be again.
+    pub(super) unsafe fn vacate(&self, arena: &ArenaInner) {
+        // SAFETY: per the contract, nobody else touches the lists.
+        unsafe { self.return_all(arena) };
+        self.state.store(VACANT, Ordering::Relaxed);
+        arena.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
+        arena.pcp.nr_vacant.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops one reference; the last one frees the set.
+    ///
+    /// # Safety
+    /// The caller owns one reference and does not use `set` afterwards.
+    pub(super) unsafe fn put_ref(set: NonNull<PcpSet>) {
+        // SAFETY: the caller's reference keeps the set alive until here.
+        // AcqRel: the last decrement sees every other holder's last use.
+        if unsafe { set.as_ref() }.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: no references remain; the set came from SysBox::into_raw.
+            drop(unsafe { SysBox::from_raw(set) });
+        }
+    }
+
+    /// Walks this set's lists for `check()`: every slot must be a cached head
+    /// of the list's order in the list's zone. Adds the pages per zone to
+    /// `cached`.
+    ///
+    /// # Safety
+    /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
+    pub(super) unsafe fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
+        for (z, zp) in self.zones.iter().enumerate() {
+            for (o, capacity) in CAPACITY.iter().enumerate() {
+                let n = zp.count[o].load(Ordering::Relaxed);
+                let bad = |pfn, reason| crate::CheckError::BadCacheEntry { zone: z, order: o as u32, pfn, reason };
+                if n as usize > *capacity {
+                    return Err(bad(0, "more blocks than the list can hold"));
+                }
+                // SAFETY: frozen, per the caller's contract.
+                let result = unsafe {
+                    zp.lists(|l| {
+                        for i in 0..n {
+                            let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
+                            if !arena.zones[z].contains(pfn) {
+                                return Err(bad(pfn, "not a page of the list's zone"));
+                            }
+                            let info = arena.mem_map.page(pfn).info();
+                            if info.state != PageState::Cached || usize::from(info.order) != o {
+                                return Err(bad(pfn, "head is not a cached block of the list's order"));
+                            }
+                        }
+                        Ok(())
+                    })
+                };
+                result?;
+                cached[z] += (n as usize) << o;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records a popped cached block as allocated and returns it.
+#[inline(always)]
+pub(super) fn take_cached(arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) -> Block {
+    let page = arena.mem_map.page(pfn);
+    let flags = page.info().flags;
+    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone as u8));
+    Block { pfn, order, flags }
+}
+
+/// Records a freed block as cached. Its contents are now unknown: no flags.
+#[inline(always)]
+pub(super) fn put_cached(arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
+    arena.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone as u8));
+}
+
+/// Copies the zone's current `high` and `batch` into a list's parameters.
+#[inline]
+pub(super) fn refresh(lists: &mut PcpLists, zone: &Zone) {
+    let (batch, high) = zone.pcp_params();
+    for o in 0..PCP_ORDERS {
+        lists.offset[o] = OFFSET[o] as u32;
+        lists.mask[o] = CAPACITY[o] as u32 - 1;
+        let b = batch_blocks(batch, o);
+        lists.batch[o] = b as u32;
+        lists.high[o] = (high >> o).max(b) as u32;
+    }
+}

@@ -1,0 +1,308 @@
+//! A thread's sets (one per arena it uses), its exit hook, and the fast
+//! paths that reach its set without a lookup.
+
+use std::ptr::NonNull;
+
+use crate::arena::ArenaInner;
+use crate::page::{PageInfo, PageState, Pfn};
+use crate::sync::Ordering;
+
+use super::*;
+
+/// arenas go straight to the zones.
+/// How many arenas a thread caches for; beyond that, operations on further
+pub const THREAD_ARENAS: usize = 8;
+
+/// A thread's sets, one entry per arena it has used (up to
+/// [`THREAD_ARENAS`]). Entry 0 is the most recently used arena: the fast
+/// paths look only there.
+pub(crate) struct ThreadCaches {
+    pub(super) entries: [std::cell::Cell<Entry>; THREAD_ARENAS],
+    /// The thread is exiting and its sets have been released: nothing may
+    /// attach again (a set attached now would never be released).
+    pub(super) gone: std::cell::Cell<bool>,
+}
+
+/// One arena's set, with its preferred zone's lists and metadata words
+/// resolved so the fast paths need no lookup and no arithmetic.
+#[derive(Clone, Copy)]
+pub(super) struct Entry {
+    /// 0 (never an arena's id) when empty.
+    pub(super) arena_id: u64,
+    /// Dangling when empty (never followed unless `arena_id` matched).
+    pub(super) set: NonNull<PcpSet>,
+    /// The preferred zone's lists; dangling when empty (never followed
+    /// unless `arena_id` matched).
+    pub(super) hot: NonNull<ZonePcp>,
+    /// Every zone's lists (`zones[z]` of the set) and how many there are; 0
+    /// when empty.
+    pub(super) zones: NonNull<ZonePcp>,
+    pub(super) nr_zones: usize,
+    /// The packed info word of an allocated order-0 head in the preferred
+    /// zone; `| order << 8` for other orders.
+    pub(super) allocated_word: u32,
+}
+
+impl Entry {
+    /// The set, if the entry holds one.
+    pub(super) fn occupied(&self) -> Option<NonNull<PcpSet>> {
+        (self.arena_id != 0).then_some(self.set)
+    }
+}
+
+const EMPTY: Entry = Entry {
+    arena_id: 0,
+    set: NonNull::dangling(),
+    hot: NonNull::dangling(),
+    zones: NonNull::dangling(),
+    nr_zones: 0,
+    allocated_word: 0,
+};
+
+/// Turns an allocated head's info word into the cached head's: the states
+/// differ in one bit, and allocated heads carry no content flags.
+pub(super) const ALLOCATED_TO_CACHED: u32 = PageState::Allocated as u32 ^ PageState::Cached as u32;
+
+impl ThreadCaches {
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) const fn new() -> Self {
+        Self { entries: [const { std::cell::Cell::new(EMPTY) }; THREAD_ARENAS], gone: std::cell::Cell::new(false) }
+    }
+
+    /// This thread's set for `arena`, attaching one on first use, and moved
+    /// to the front for the fast paths.
+    #[cold]
+    pub(super) fn get(&self, arena: &ArenaInner) -> Option<&PcpSet> {
+        if self.gone.get() {
+            return None;
+        }
+        let mut free_slot = None;
+        let mut found = None;
+        for (i, cell) in self.entries.iter().enumerate() {
+            let entry = cell.get();
+            match entry.occupied() {
+                Some(_) if entry.arena_id == arena.id => {
+                    found = Some(i);
+                    break;
+                }
+                Some(set) => {
+                    // An entry whose arena was dropped can be reused.
+                    // SAFETY: the thread's reference keeps the set alive.
+                    if free_slot.is_none() && unsafe { set.as_ref() }.state.load(Ordering::Relaxed) == GONE {
+                        // SAFETY: the thread's reference, given up once; the entry is cleared.
+                        unsafe { PcpSet::put_ref(set) };
+                        cell.set(EMPTY);
+                        free_slot = Some(i);
+                    }
+                }
+                None => free_slot = free_slot.or(Some(i)),
+            }
+        }
+        let index = match found {
+            Some(i) => i,
+            None => {
+                let slot = free_slot?;
+                // The hook first: a set attached without it would never be
+                // released.
+                if !register_exit_hook() {
+                    return None;
+                }
+                let set = arena.pcp.attach(arena)?;
+                // SAFETY: just attached; the thread holds a reference.
+                let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
+                // SAFETY: as above; `preferred` indexes the set's zones.
+                let zones = &unsafe { set.as_ref() }.zones;
+                self.entries[slot].set(Entry {
+                    arena_id: arena.id,
+                    set,
+                    hot: NonNull::from(&zones[preferred]),
+                    zones: NonNull::from(&zones[0]),
+                    nr_zones: zones.len(),
+                    allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred as u8).pack(),
+                });
+                slot
+            }
+        };
+        // Move to the front.
+        let entry = self.entries[index].get();
+        self.entries[index].set(self.entries[0].get());
+        self.entries[0].set(entry);
+        // SAFETY: the thread's reference keeps the set alive, and `self`
+        // (thread-local) does not outlive the thread.
+        entry.occupied().map(|set| unsafe { set.as_ref() })
+    }
+
+    /// Releases every set: the thread is exiting. Afterwards nothing
+    /// attaches: the thread's later operations go straight to the zones.
+    pub(super) fn release_all(&self) {
+        self.gone.set(true);
+        for cell in &self.entries {
+            if let Some(set) = cell.replace(EMPTY).occupied() {
+                // SAFETY: attached by this thread, released once.
+                unsafe { PcpSet::release(set) };
+            }
+        }
+    }
+}
+
+// The entries live in a thread-local *without* a destructor, so the fast
+// paths reach them with one fs-relative load and no state check; a second,
+// empty thread-local with a destructor is registered before the first
+// attach, to release the sets when the thread exits (see `lifecycle.rs` for
+// how the global allocator orders its own exit before it).
+#[cfg(not(loom))]
+std::thread_local! {
+    static THREAD_CACHES: ThreadCaches = const { ThreadCaches::new() };
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+#[cfg(not(loom))]
+pub(super) struct ExitHook;
+
+#[cfg(not(loom))]
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        // THREAD_CACHES has no destructor, so it is still accessible here.
+        let _ = THREAD_CACHES.try_with(ThreadCaches::release_all);
+    }
+}
+
+/// Registers the destructor that releases this thread's sets at exit;
+/// `false` once the thread's destructors have started without it (then
+/// nothing may attach).
+#[cfg(not(loom))]
+pub(crate) fn register_exit_hook() -> bool {
+    EXIT_HOOK.try_with(|_| ()).is_ok()
+}
+
+/// The thread is exiting: releases its sets now, and nothing attaches
+/// afterwards. The exit hook does the same; whichever runs first does it.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn thread_exit() {
+    let _ = with_caches(ThreadCaches::release_all);
+}
+
+// Loom's thread-locals cannot be const; one with a destructor does both jobs.
+#[cfg(loom)]
+pub(super) struct LoomCaches(ThreadCaches);
+
+#[cfg(loom)]
+impl Drop for LoomCaches {
+    fn drop(&mut self) {
+        // As the real hook, which runs once: a thread whose sets were
+        // released already (`loom_hooks::thread_exit`) has no hook left to
+        // release a set attached after that.
+        if !self.0.gone.get() {
+            self.0.release_all();
+        }
+    }
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static LOOM_CACHES: LoomCaches = LoomCaches(ThreadCaches {
+        entries: std::array::from_fn(|_| std::cell::Cell::new(EMPTY)),
+        gone: std::cell::Cell::new(false),
+    });
+}
+
+#[cfg(loom)]
+pub(crate) fn register_exit_hook() -> bool {
+    LOOM_CACHES.try_with(|_| ()).is_ok()
+}
+
+#[inline(always)]
+pub(super) fn with_caches<R>(f: impl FnOnce(&ThreadCaches) -> R) -> Option<R> {
+    #[cfg(not(loom))]
+    {
+        THREAD_CACHES.try_with(f).ok()
+    }
+    #[cfg(loom)]
+    {
+        LOOM_CACHES.try_with(|c| f(&c.0)).ok()
+    }
+}
+
+/// Runs `f` with this thread's set for `arena`; `None` if the thread has no
+/// cache for it (its thread-locals are being torn down, or it uses more than
+/// [`THREAD_ARENAS`] arenas).
+pub(crate) fn with_thread_set<R>(arena: &ArenaInner, f: impl FnOnce(&PcpSet) -> R) -> Option<R> {
+    with_caches(|caches| caches.get(arena).map(f)).flatten()
+}
+
+/// The allocation fast path: pops a block of `order` from this thread's
+/// list for its preferred zone. `None` sends the caller to the slow path
+/// (no set yet, a drain in progress, or an empty list).
+#[inline(always)]
+pub(crate) fn alloc_fast(arena: &ArenaInner, order: u32) -> Option<Pfn> {
+    with_caches(|caches| {
+        let entry = caches.entries[0].get();
+        if entry.arena_id != arena.id {
+            return None;
+        }
+        // SAFETY: entry 0 holds this arena's set (ids are never reused and
+        // never 0), kept alive by the thread's reference; `hot` points into it.
+        let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.as_ref()) };
+        let o = order as usize & (PCP_ORDERS - 1);
+        if !set.enter() {
+            return None;
+        }
+        let n = zp.count[o].load(Ordering::Relaxed);
+        if n == 0 {
+            set.leave();
+            return None;
+        }
+        // SAFETY: inside a busy section that did not see `locked`.
+        let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
+        zp.count[o].store(n - 1, Ordering::Relaxed);
+        // SAFETY: cached blocks are pages of the region.
+        unsafe { arena.mem_map.page_unchecked(pfn) }.set_info_word(entry.allocated_word | order << 8);
+        ZonePcp::bump(&zp.allocs[o]);
+        set.leave();
+        Some(pfn)
+    })
+    .flatten()
+}
+
+/// The free fast path: pushes a block whose head word `word` the caller
+/// validated as allocated with `order` onto this thread's list for the
+/// block's zone. `false` sends the caller to the slow path (a full list, no
+/// set, a drain in progress).
+#[inline(always)]
+pub(crate) fn free_fast(arena: &ArenaInner, pfn: Pfn, order: u32, word: u32) -> bool {
+    with_caches(|caches| {
+        let entry = caches.entries[0].get();
+        let zone = PageInfo::zone_of_word(word);
+        // An empty entry has nr_zones == 0.
+        if entry.arena_id != arena.id || zone >= entry.nr_zones {
+            return false;
+        }
+        // SAFETY: as in `alloc_fast`; `zones` points at the set's
+        // `nr_zones` lists and `zone` is below that.
+        let (set, zp) = unsafe { (entry.set.as_ref(), entry.zones.add(zone).as_ref()) };
+        let o = order as usize & (PCP_ORDERS - 1);
+        if !set.enter() {
+            return false;
+        }
+        let n = zp.count[o].load(Ordering::Relaxed);
+        // SAFETY: inside a busy section that did not see `locked`.
+        let pushed = unsafe {
+            zp.lists(|l| {
+                if n >= l.high[o] {
+                    return false;
+                }
+                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                true
+            })
+        };
+        if pushed {
+            zp.count[o].store(n + 1, Ordering::Relaxed);
+            // SAFETY: the caller validated `pfn` as a page of the region.
+            unsafe { arena.mem_map.page_unchecked(pfn) }.set_info_word(word ^ ALLOCATED_TO_CACHED);
+            ZonePcp::bump(&zp.frees[o]);
+        }
+        set.leave();
+        pushed
+    })
+    .unwrap_or(false)
+}
