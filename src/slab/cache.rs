@@ -1,0 +1,271 @@
+//! The per-arena slab state every heap shares: per-class counters, the
+//! orphan lists, and the statistics.
+
+use std::ptr::{self, NonNull};
+
+use crate::arena::Arena;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+
+use super::*;
+
+/// Per-class counters, shared by all heaps of a [`Slabs`].
+#[derive(Debug, Default)]
+pub(super) struct ClassCounters {
+    pub(super) slabs: AtomicUsize,
+    pub(super) orphans: AtomicUsize,
+    /// Objects out, as published by the heaps (see the module docs).
+    pub(super) objects: AtomicUsize,
+}
+
+/// Per size class: live slabs, orphaned slabs, objects in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// The class's object size.
+    pub size: usize,
+    /// Slabs of this class (owned and orphaned).
+    pub slabs: usize,
+    /// Slabs whose thread exited, waiting to be adopted.
+    pub orphans: usize,
+    /// Objects in use: exact once every heap has published its counts
+    /// (at each slab change, at its drop, on [`ThreadHeap::flush`]); a
+    /// live heap's unpublished change is less than [`FLUSH_BATCH`] plus
+    /// one slab's objects (never reported below zero).
+    pub objects: usize,
+    /// Bytes of buddy blocks the class's slabs occupy.
+    pub slab_bytes: usize,
+}
+
+/// A heap publishes its object counts at least this often (in net frees
+/// per class); see [`ClassStats::objects`].
+pub const FLUSH_BATCH: usize = 64;
+
+/// The state shared by every thread's heap over one arena: orphaned slabs
+/// per class and the counters.
+///
+/// A `Slabs` and an arena serve each other only, for life: the first
+/// heap binds them, and a heap of another `Slabs` over that arena, or of
+/// this one over another arena, is refused. So every slab of an arena is
+/// on one set of lists and counted once, and an orphan is never adopted
+/// by a heap over an arena it does not belong to.
+pub struct Slabs {
+    pub(super) orphans: [Mutex<OrphanList>; NR_CLASSES],
+    pub(super) counters: [ClassCounters; NR_CLASSES],
+    /// The id of the arena this serves; 0 until the first heap.
+    pub(super) arena_id: AtomicU64,
+    /// This state's own id (unique in the process), 0 until bound.
+    pub(super) id: AtomicU64,
+}
+
+/// Ids of `Slabs`, unique in the process.
+pub(super) static NEXT_SLABS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Heap ids, unique in the process (0 is the orphans' owner).
+pub(super) static NEXT_HEAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The orphan lists' locks, held across `fork(2)`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct SlabsForkGuard<'a> {
+    pub(super) _held: [crate::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
+}
+
+/// A singly linked queue of orphaned slabs (through `Slab::next`).
+pub(super) struct OrphanList {
+    pub(super) head: *mut Slab,
+    pub(super) tail: *mut Slab,
+}
+
+impl OrphanList {
+    pub(super) const fn new() -> Self {
+        Self { head: ptr::null_mut(), tail: ptr::null_mut() }
+    }
+
+    pub(super) fn pop(&mut self) -> Option<*mut Slab> {
+        let slab = NonNull::new(self.head)?.as_ptr();
+        // SAFETY: slabs on the list are live and owned by it.
+        self.head = unsafe { Slab::next(slab) };
+        if self.head.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        Some(slab)
+    }
+
+    pub(super) fn push_back(&mut self, slab: *mut Slab) {
+        // SAFETY: `slab` is live and now owned by the list; so is the tail.
+        unsafe {
+            set(&(*slab).next, ptr::null_mut());
+            if self.tail.is_null() {
+                self.head = slab;
+            } else {
+                set(&(*self.tail).next, slab);
+            }
+        }
+        self.tail = slab;
+    }
+}
+
+// SAFETY: the list is only touched under its mutex; the slabs it links are
+// owned by nobody until adopted under the same mutex.
+unsafe impl Send for OrphanList {}
+
+impl Default for Slabs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Slabs {
+    /// Empty shared state.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            orphans: [const { Mutex::new(OrphanList::new()) }; NR_CLASSES],
+            counters: [const { ClassCounters::new() }; NR_CLASSES],
+            arena_id: AtomicU64::new(0),
+            id: AtomicU64::new(0),
+        }
+    }
+
+    /// Empty shared state.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            orphans: std::array::from_fn(|_| Mutex::new(OrphanList::new())),
+            counters: std::array::from_fn(|_| ClassCounters::new()),
+            arena_id: AtomicU64::new(0),
+            id: AtomicU64::new(0),
+        }
+    }
+
+    /// Binds this state and `arena` to each other if neither is bound
+    /// yet; whether they serve each other.
+    pub(super) fn serves(&self, arena: &Arena) -> bool {
+        let relaxed = Ordering::Relaxed;
+        let mut mine = self.id.load(relaxed);
+        if mine == 0 {
+            // Racing binders agree on the first id stored.
+            let fresh = NEXT_SLABS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            mine = self.id.compare_exchange(0, fresh, relaxed, relaxed).map_or_else(|stored| stored, |_| fresh);
+        }
+        let served_by = arena.inner.slabs_id.compare_exchange(0, mine, relaxed, relaxed);
+        let arena_id = arena.inner.id;
+        served_by.map_or_else(|other| other == mine, |_| true)
+            && self
+                .arena_id
+                .compare_exchange(0, arena_id, relaxed, relaxed)
+                .map_or_else(|bound| bound == arena_id, |_| true)
+    }
+
+    /// Per-class statistics.
+    pub fn stats(&self) -> [ClassStats; NR_CLASSES] {
+        std::array::from_fn(|class| {
+            let c = &self.counters[class];
+            let slabs = c.slabs.load(Ordering::Relaxed);
+            ClassStats {
+                size: SIZE_CLASSES[class],
+                slabs,
+                orphans: c.orphans.load(Ordering::Relaxed),
+                // Unpublished frees of objects another heap counted can
+                // take the sum below zero for a moment: read it as signed.
+                objects: (c.objects.load(Ordering::Relaxed) as isize).max(0) as usize,
+                slab_bytes: slabs * (crate::PAGE_SIZE << slab_order(class)),
+            }
+        })
+    }
+
+    /// Locks every orphan list across `fork(2)`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> SlabsForkGuard<'_> {
+        SlabsForkGuard { _held: std::array::from_fn(|class| self.orphans[class].lock()) }
+    }
+
+    /// Pages held by orphaned slabs (an upper bound of what
+    /// [`reap_orphans`](Self::reap_orphans) can return).
+    pub fn orphan_pages(&self) -> usize {
+        (0..NR_CLASSES).map(|c| self.counters[c].orphans.load(Ordering::Relaxed) << slab_order(c)).sum()
+    }
+
+    /// Returns every orphaned slab whose objects have all been freed to the
+    /// buddy allocator (called by reclaim); the pages returned. Nothing
+    /// for an arena this state does not serve.
+    pub fn reap_orphans(&self, arena: &Arena) -> usize {
+        if !self.serves(arena) {
+            return 0;
+        }
+        let words = SlabMap::of(arena).words;
+        let mut pages = 0;
+        for class in 0..NR_CLASSES {
+            let mut list = self.orphans[class].lock();
+            let mut keep = OrphanList::new();
+            while let Some(slab) = list.pop() {
+                // SAFETY: orphans are owned by the list, which we hold: we
+                // may collect their remote frees and free the empty ones.
+                let empty = unsafe {
+                    Slab::collect(slab, words);
+                    Slab::is_empty(slab)
+                };
+                if !empty {
+                    keep.push_back(slab);
+                    continue;
+                }
+                self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: empty, and off the list we hold: nobody else has it.
+                pages += unsafe { self.return_slab(arena, class, slab) };
+            }
+            *list = keep;
+        }
+        pages
+    }
+
+    /// Hands an empty slab's block back to the buddy allocator: clears its
+    /// side-table key (so a late free of one of its objects is refused),
+    /// counts it gone, and returns the pages freed.
+    ///
+    /// # Safety
+    /// `slab` is a live, empty slab of `class` from `arena`, on no ring or
+    /// list: no object of it is in use and no remote free can be in flight
+    /// (every remote free is counted in `used`).
+    pub(super) unsafe fn return_slab(&self, arena: &Arena, class: usize, slab: *mut Slab) -> usize {
+        let order = slab_order(class);
+        // SAFETY: the caller's contract: the slot is ours alone.
+        let base = unsafe {
+            (*slab).key.store(0, Ordering::Relaxed);
+            (*slab).base
+        };
+        self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
+        let Some(base) = NonNull::new(base as *mut u8) else { return 0 };
+        // SAFETY: the block was allocated by `new_slab` at this order.
+        let _ = unsafe { arena.free_pages(base, order) };
+        1 << order
+    }
+
+    /// Frees `ptr`, an object of `class`, from a thread that does not own
+    /// its slab (or has no heap at all).
+    ///
+    /// # Safety
+    /// `ptr` was returned for `class` by a heap over `arena` and is not
+    /// used again (a wrong pointer is detected, not trusted).
+    pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        if !self.serves(arena) {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        let map = SlabMap::of(arena);
+        let slab = map.find(ptr, class)?;
+        // SAFETY: find checked that `ptr` is an object of a live slab.
+        unsafe { push_remote(slab, ptr, map.words) }?;
+        // No heap to count it in: straight into the shared count.
+        self.counters[class].objects.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl ClassCounters {
+    #[cfg(not(loom))]
+    pub(super) const fn new() -> Self {
+        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+    }
+
+    #[cfg(loom)]
+    pub(super) fn new() -> Self {
+        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+    }
+}

@@ -1,0 +1,140 @@
+//! Size classes: the object sizes, the lookup from a request to its
+//! class, and each class's slab geometry.
+
+/// The object sizes.
+pub const SIZE_CLASSES: [usize; NR_CLASSES] = [
+    16, 24, 32, 40, 48, 56, 64, // 8-byte steps
+    80, 96, 112, 128, // 16-byte steps
+    160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, // four per doubling
+    1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192,
+];
+
+/// Number of size classes.
+pub const NR_CLASSES: usize = 35;
+
+/// The largest size served from slabs; larger requests go to the buddy
+/// allocator.
+pub const SLAB_MAX: usize = 8192;
+
+/// Objects a slab holds at least.
+pub(super) const MIN_OBJECTS: usize = 8;
+
+/// Objects a slab aims to hold, within [`SLAB_TARGET_MAX`] bytes: a slab
+/// that runs dry after a few objects sends its thread to the ring walk
+/// and the buddy allocator too often.
+pub(super) const TARGET_OBJECTS: usize = 64;
+
+/// The largest slab chosen for [`TARGET_OBJECTS`]: 32 KiB, the largest
+/// block the per-thread page caches serve.
+pub(super) const SLAB_TARGET_MAX: usize = 32 << 10;
+
+/// Marks a slab header; the low byte holds the class.
+pub(super) const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4100; // "ZONESLA" + class
+
+/// How many of a class's slabs an allocation looks through for freed
+/// objects before it takes a new slab.
+pub(super) const SCAN_LIMIT: usize = 8;
+
+/// The class for `size` at an alignment of at most 16.
+#[inline]
+pub(super) const fn class_of_size(size: usize) -> usize {
+    if size <= 16 {
+        return 0;
+    }
+    if size <= 64 {
+        return ((size - 1) >> 3) - 1; // 17..=24 -> 1, ..., 57..=64 -> 6
+    }
+    if size <= 128 {
+        return ((size - 1) >> 4) + 3; // 65..=80 -> 7, ..., 113..=128 -> 10
+    }
+    // size in (2^k, 2^(k+1)], k >= 7: four steps of 2^(k-2).
+    let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+    11 + (k - 7) * 4 + (((size - 1) - (1 << k)) >> (k - 2))
+}
+
+/// The class of every size up to [`SLAB_MAX`], in 8-byte steps (1025
+/// bytes).
+pub(super) const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
+    let mut table = [0u8; SLAB_MAX / 8 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = class_of_size(i * 8) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// The class serving `size` bytes at `align`, or `None` if the request
+/// belongs to the buddy allocator.
+///
+/// ```
+/// use zonealloc::{SIZE_CLASSES, class_of};
+/// assert_eq!(SIZE_CLASSES[class_of(100, 8).unwrap()], 112);
+/// assert_eq!(SIZE_CLASSES[class_of(100, 64).unwrap()], 128); // aligned: a power of two
+/// assert_eq!(class_of(100_000, 8), None);
+/// ```
+#[inline]
+pub fn class_of(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        // Every size in (8 (i - 1), 8 i] has the class of 8 i (class
+        // boundaries are multiples of 8), which also serves alignments up
+        // to 8. At 16, an odd i (8 i not a multiple of 16) becomes i + 1:
+        // 8 (i + 1) is a multiple of 16, and so is its class.
+        let i = size.div_ceil(8);
+        let i = i + ((align >> 4) & i);
+        return CLASS_LOOKUP.get(i).map(|&class| class as usize);
+    }
+    let size = size.max(align).next_power_of_two();
+    (size <= SLAB_MAX).then(|| class_of_size(size))
+}
+
+/// What the fast paths need to know of a class, in one 32-byte entry.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub(super) struct ClassInfo {
+    /// Object size.
+    pub(super) size: u32,
+    /// Buddy order of a slab.
+    pub(super) order: u32,
+    /// Objects a slab holds.
+    pub(super) capacity: u32,
+    /// `capacity * size`: every object starts below this offset.
+    pub(super) limit: u32,
+    /// `ceil(2^64 / size)`: an offset below 2^32 is a multiple of `size`
+    /// exactly when `offset * div_magic mod 2^64 < div_magic` (Lemire,
+    /// Kaser and Kurz, "Faster remainder by direct computation"), one
+    /// multiplication instead of a division on every free.
+    pub(super) div_magic: u64,
+}
+
+pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
+    pub(super) const fn min(a: usize, b: usize) -> usize {
+        if a < b { a } else { b }
+    }
+    pub(super) const fn max(a: usize, b: usize) -> usize {
+        if a > b { a } else { b }
+    }
+    let mut info = [ClassInfo { size: 0, order: 0, capacity: 0, limit: 0, div_magic: 0 }; NR_CLASSES];
+    let mut class = 0;
+    while class < NR_CLASSES {
+        let size = SIZE_CLASSES[class];
+        let bytes = max(min(size * TARGET_OBJECTS, SLAB_TARGET_MAX), size * MIN_OBJECTS);
+        let order = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
+        let capacity = (crate::PAGE_SIZE << order) / size;
+        info[class] = ClassInfo {
+            size: size as u32,
+            order,
+            capacity: capacity as u32,
+            limit: (capacity * size) as u32,
+            div_magic: (u64::MAX / size as u64).wrapping_add(1),
+        };
+        class += 1;
+    }
+    info
+};
+
+/// The buddy order of a slab of `class`.
+#[inline(always)]
+pub(crate) fn slab_order(class: usize) -> u32 {
+    CLASS_INFO[class].order
+}

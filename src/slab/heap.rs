@@ -1,0 +1,377 @@
+//! A thread's own heap: its current slabs per class and the fast paths.
+
+use std::ptr::{self, NonNull};
+
+use crate::arena::Arena;
+use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+
+use super::*;
+
+/// One thread's slabs, per class. Not `Send`: it is the thread's own.
+pub struct ThreadHeap<'a> {
+    pub(super) arena: &'a Arena,
+    pub(super) slabs: &'a Slabs,
+    pub(super) map: SlabMap,
+    pub(super) id: u64,
+    /// Per class: the slab allocations come from (null when none).
+    pub(super) current: [*mut Slab; NR_CLASSES],
+    /// Objects taken minus objects freed since the last flush, per class.
+    pub(super) delta: [isize; NR_CLASSES],
+}
+
+impl<'a> ThreadHeap<'a> {
+    /// A heap for the calling thread over `arena`, sharing orphans with
+    /// every other heap of `slabs`.
+    ///
+    /// # Panics
+    /// If `slabs` already serves another arena (its orphans are that
+    /// arena's slabs).
+    pub fn new(arena: &'a Arena, slabs: &'a Slabs) -> Self {
+        assert!(slabs.serves(arena), "zonealloc: a Slabs serves one arena; this one serves another");
+        Self {
+            arena,
+            slabs,
+            map: SlabMap::of(arena),
+            id: NEXT_HEAP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            current: [ptr::null_mut(); NR_CLASSES],
+            delta: [0; NR_CLASSES],
+        }
+    }
+
+    /// An object of `class`, or `None` if the arena is out of memory.
+    #[inline]
+    pub fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.alloc_cached(class).or_else(|| self.alloc_from_ring(class)).or_else(|| self.alloc_refill(class))
+    }
+
+    /// An object from the current slab of `class`, if it has one free
+    /// without collecting remote frees: plain loads and stores, no call.
+    /// `None` sends the caller to [`alloc`](Self::alloc).
+    #[inline(always)]
+    pub(crate) fn alloc_cached(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let slab = self.current[class];
+        if slab.is_null() {
+            return None;
+        }
+        // SAFETY: the current slab is live and ours.
+        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
+        self.delta[class] += 1;
+        Some(object)
+    }
+
+    /// An object from the slabs this heap already has: the current
+    /// slab's remote frees, then the next few slabs of the ring, which
+    /// becomes current. Touches no lock and calls nothing outside the
+    /// heap, so it needs no protection against re-entry; `None` sends
+    /// the caller on to a new slab.
+    #[inline(never)]
+    pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let current = self.current[class];
+        if current.is_null() {
+            return None;
+        }
+        // Walking forward leaves the slabs found full behind: each is
+        // looked at again only after a whole turn of the ring.
+        let mut slab = current;
+        let mut found = None;
+        for _ in 0..SCAN_LIMIT {
+            // SAFETY: slabs on our ring are live and ours.
+            unsafe {
+                Slab::collect(slab, self.map.words);
+                if let Some(object) = Slab::pop(slab, class, self.map.words) {
+                    self.current[class] = slab;
+                    self.delta[class] += 1;
+                    found = Some(object);
+                    break;
+                }
+                slab = Slab::next(slab);
+            }
+            if slab == current {
+                break;
+            }
+        }
+        if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
+            self.flush_class(class);
+        }
+        found
+    }
+
+    /// An object from a slab this heap does not have yet: an adopted
+    /// orphan, or a new slab from the buddy allocator (which may reclaim,
+    /// and so run shrinkers that allocate). For when
+    /// [`alloc_cached`](Self::alloc_cached) and
+    /// [`alloc_from_ring`](Self::alloc_from_ring) found nothing.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn alloc_refill(&mut self, class: usize) -> Option<NonNull<u8>> {
+        self.alloc_adopted(class).or_else(|| {
+            let block = slab_block(self.arena, class)?;
+            Some(self.install(class, block))
+        })
+    }
+
+    /// An object from an orphan with free objects, which this heap adopts;
+    /// `None` if there is none. Takes no lock but an orphan list's and
+    /// never allocates.
+    pub(crate) fn alloc_adopted(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let slab = self.adopt(class)?;
+        self.link(class, slab);
+        // SAFETY: just linked: live and ours.
+        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
+        self.current[class] = slab;
+        self.delta[class] += 1;
+        self.flush_class(class);
+        Some(object)
+    }
+
+    /// Makes `block` (from [`slab_block`] for `class`, over this heap's
+    /// arena) a new slab of this heap, current for its class, and returns
+    /// its first object.
+    pub(crate) fn install(&mut self, class: usize, block: NonNull<u8>) -> NonNull<u8> {
+        // SAFETY: the arena's blocks lie inside its region.
+        let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
+        // SAFETY: the slot of a block we own: nobody else writes it, 64-byte
+        // aligned and large enough (asserted at compile time).
+        unsafe {
+            slab.write(Slab {
+                remote: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicU64::new(self.id),
+                key: AtomicU64::new(slab_key(class)),
+                local: UnsafeCell::new(ptr::null_mut()),
+                prev: UnsafeCell::new(slab),
+                next: UnsafeCell::new(slab),
+                base: block.as_ptr() as usize,
+                used: UnsafeCell::new(0),
+                bump: UnsafeCell::new(0),
+            });
+        }
+        self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
+        self.link(class, slab);
+        self.current[class] = slab;
+        // SAFETY: just linked: live and ours, every object free.
+        let object = unsafe { Slab::pop(slab, class, self.map.words) };
+        self.delta[class] += 1;
+        self.flush_class(class);
+        object.unwrap_or(block)
+    }
+
+    /// Takes an orphan of `class` with a free object, if one is among the
+    /// first few on the list, and makes it ours. Full orphans examined on
+    /// the way go to the back of the list, so the next look sees others.
+    pub(super) fn adopt(&mut self, class: usize) -> Option<*mut Slab> {
+        let slab = {
+            let mut list = self.slabs.orphans[class].lock();
+            let mut found = None;
+            for _ in 0..SCAN_LIMIT {
+                let slab = list.pop()?;
+                // SAFETY: orphans are live, and owned by the list we hold.
+                if unsafe { Slab::has_free(slab, class) } {
+                    found = Some(slab);
+                    break;
+                }
+                list.push_back(slab);
+            }
+            found?
+        };
+        self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: unlinked under the lock: nobody else owns it now. Its
+        // cells were published by the orphaning thread's unlock.
+        unsafe {
+            (*slab).owner.store(self.id, Ordering::Relaxed);
+            Slab::collect(slab, self.map.words);
+        }
+        Some(slab)
+    }
+
+    /// Puts `slab` on the ring of `class`, after the current slab.
+    pub(super) fn link(&mut self, class: usize, slab: *mut Slab) {
+        let current = self.current[class];
+        // SAFETY: `slab` and the ring's slabs are live and ours.
+        unsafe {
+            if current.is_null() {
+                set(&(*slab).prev, slab);
+                set(&(*slab).next, slab);
+            } else {
+                let next = get(&(*current).next);
+                set(&(*slab).prev, current);
+                set(&(*slab).next, next);
+                set(&(*next).prev, slab);
+                set(&(*current).next, slab);
+            }
+        }
+    }
+
+    /// Takes `slab` off the ring of `class`.
+    pub(super) fn unlink(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: `slab` and its neighbours are live and ours.
+        unsafe {
+            let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
+            set(&(*prev).next, next);
+            set(&(*next).prev, prev);
+            if self.current[class] == slab {
+                self.current[class] = if next == slab { ptr::null_mut() } else { next };
+            }
+        }
+    }
+
+    /// Frees `ptr`, an object of `class` allocated by any heap over the
+    /// same arena.
+    ///
+    /// # Safety
+    /// `ptr` was returned for `class` by a heap over this heap's arena and
+    /// is not used again (a wrong pointer is detected, not trusted).
+    #[inline]
+    pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        // SAFETY: the caller's contract is ours.
+        if unsafe { self.free_cached(ptr, class) } {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { self.free_slow(ptr, class) }
+    }
+
+    /// Frees `ptr` when it is an object of one of this heap's own slabs,
+    /// not tagged free, and the free is a push onto that slab's list (the
+    /// slab does not become empty, or is the current one). Returns
+    /// `false`, having changed nothing, for everything else: another
+    /// thread's object, a slab to release, a tag to confirm, a pointer to
+    /// refuse.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
+        let Ok(slab) = self.map.find(ptr, class) else { return false };
+        let object = ptr.as_ptr().cast::<FreeObject>();
+        // SAFETY: a live slab (checked above); `owner` is atomic. Only this
+        // thread ever stores its own id there, so a match is never stale,
+        // and then the slab's cells and free objects are ours.
+        unsafe {
+            if (*slab).owner.load(Ordering::Relaxed) != self.id
+                || self.map.words.tagged(object)
+                || (get(&(*slab).used) == 1 && self.current[class] != slab)
+            {
+                return false;
+            }
+            self.push_local(slab, object, class);
+        }
+        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+            self.flush_class(class);
+        }
+        true
+    }
+
+    /// Tags `object` free and puts it on its slab's local list.
+    ///
+    /// # Safety
+    /// `slab` is a live slab of `class` owned by this heap and `object` an
+    /// object of it in use.
+    #[inline(always)]
+    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, object: *mut FreeObject, class: usize) {
+        let words = self.map.words;
+        // SAFETY: per the contract, the slab's cells are ours, and so is
+        // the object, at least 16 bytes.
+        unsafe {
+            words.set_tag(object, true);
+            words.set_next(object, get(&(*slab).local));
+            set(&(*slab).local, object);
+            set(&(*slab).used, get(&(*slab).used) - 1);
+        }
+        self.delta[class] -= 1;
+    }
+
+    /// [`free`](Self::free) for what [`free_cached`](Self::free_cached)
+    /// declined: another thread's object, a slab to release, a tag to
+    /// confirm, a pointer to refuse.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
+        let slab = self.map.find(ptr, class)?;
+        // SAFETY: a live slab (checked above); `owner` is atomic.
+        if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
+            // Only this thread ever stores its own id, so a match cannot
+            // be stale; anything else is another thread's or an orphan.
+            // SAFETY: an object of a live slab we do not own.
+            unsafe { push_remote(slab, ptr, self.map.words) }?;
+            // Counted here, by the freeing heap; the owner's collect
+            // does not count it again.
+            self.delta[class] -= 1;
+            if self.delta[class] <= -(FLUSH_BATCH as isize) {
+                self.flush_class(class);
+            }
+            return Ok(());
+        }
+        let object = ptr.as_ptr().cast::<FreeObject>();
+        // SAFETY: the slab is ours: its cells and free objects too. A tag
+        // is confirmed against the lists: a live object may hold any bytes.
+        unsafe {
+            if self.map.words.tagged(object) && Slab::holds_free(slab, class, object, self.map.words) {
+                return Err(SlabFreeError::DoubleFree);
+            }
+            self.push_local(slab, object, class);
+        }
+        // SAFETY: ours.
+        if unsafe { Slab::is_empty(slab) } && self.current[class] != slab {
+            self.release(class, slab);
+        }
+        self.flush_class(class);
+        Ok(())
+    }
+
+    /// Returns an empty slab of ours to the buddy allocator.
+    pub(super) fn release(&mut self, class: usize, slab: *mut Slab) {
+        self.unlink(class, slab);
+        // SAFETY: ours, empty (the callers checked), and now off our ring.
+        unsafe { self.slabs.return_slab(self.arena, class, slab) };
+    }
+
+    /// Publishes this heap's object counts (see [`ClassStats::objects`]).
+    pub fn flush(&mut self) {
+        for class in 0..NR_CLASSES {
+            self.flush_class(class);
+        }
+    }
+
+    /// Publishes the object count of one class.
+    #[inline]
+    pub(super) fn flush_class(&mut self, class: usize) {
+        let delta = std::mem::take(&mut self.delta[class]);
+        let objects = &self.slabs.counters[class].objects;
+        if delta > 0 {
+            objects.fetch_add(delta as usize, Ordering::Relaxed);
+        } else if delta < 0 {
+            objects.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ThreadHeap<'_> {
+    /// Thread exit: empty slabs go back to the buddy allocator, the rest
+    /// become orphans for other threads to adopt.
+    fn drop(&mut self) {
+        for class in 0..NR_CLASSES {
+            while let Some(slab) = NonNull::new(self.current[class]) {
+                let slab = slab.as_ptr();
+                // SAFETY: ours.
+                let empty = unsafe {
+                    Slab::collect(slab, self.map.words);
+                    Slab::is_empty(slab)
+                };
+                if empty {
+                    self.release(class, slab);
+                    continue;
+                }
+                self.unlink(class, slab);
+                // SAFETY: ours until it is on the orphan list.
+                unsafe { (*slab).owner.store(0, Ordering::Relaxed) };
+                // The unlock publishes its cells to the adopter.
+                self.slabs.orphans[class].lock().push_back(slab);
+                self.slabs.counters[class].orphans.fetch_add(1, Ordering::Relaxed);
+            }
+            self.flush_class(class);
+        }
+    }
+}

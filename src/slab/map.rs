@@ -1,0 +1,108 @@
+//! How a pointer is checked and turned into its slab (the side table),
+//! and the cross-thread free.
+
+use std::ptr::NonNull;
+
+use crate::arena::Arena;
+use crate::sync::Ordering;
+
+use super::*;
+
+/// Where slab headers are: the arena's region and its side table, copied
+/// out of the arena so the free path reaches them without a pointer chase.
+#[derive(Clone, Copy)]
+pub(super) struct SlabMap {
+    pub(super) region_base: usize,
+    pub(super) region_len: usize,
+    pub(super) table: *mut u8,
+    pub(super) words: ObjectWords,
+}
+
+impl SlabMap {
+    pub(super) fn of(arena: &Arena) -> Self {
+        let inner = &*arena.inner;
+        Self {
+            region_base: inner.region.base().as_ptr() as usize,
+            region_len: inner.region.len(),
+            table: inner.side_table.start(),
+            words: ObjectWords {
+                key: tag_key(),
+                #[cfg(loom)]
+                region: &inner.region,
+            },
+        }
+    }
+
+    /// The header slot of the slab whose block starts `block` bytes into
+    /// the region.
+    ///
+    /// # Safety
+    /// `block` is below the region's length.
+    #[inline(always)]
+    pub(super) unsafe fn slot(self, block: usize) -> *mut Slab {
+        let pfn = block >> crate::PAGE_SHIFT;
+        // SAFETY: a page of the region (the caller's contract), and the
+        // side table has a slot of SIDE_SLOT_BYTES for each.
+        unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
+    }
+
+    /// Finds and checks the slab `ptr` belongs to: the side-table slot of
+    /// the block around it (at the class's slab order) must hold a live
+    /// slab of the class, and `ptr` must be an object boundary inside it.
+    /// Reads only the side table, never the block: a slot holds a key only
+    /// while the slab layer owns the block it describes, so a live key
+    /// also says the block is allocated, at the slab order.
+    #[inline(always)]
+    pub(super) fn find(self, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
+        let info = &CLASS_INFO[class];
+        let addr = ptr.as_ptr() as usize;
+        // The region is aligned to its largest block, so masking the
+        // offset is masking the address.
+        let offset_in_region = addr.wrapping_sub(self.region_base);
+        let block = offset_in_region & !((crate::PAGE_SIZE << info.order) - 1);
+        let offset = (offset_in_region - block) as u64;
+        if offset_in_region >= self.region_len
+            || offset >= u64::from(info.limit)
+            || offset.wrapping_mul(info.div_magic) >= info.div_magic
+        {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        // SAFETY: `block` is inside the region (checked above).
+        let slab = unsafe { self.slot(block) };
+        // SAFETY: a slot is always readable (zero until a slab starts
+        // there); `key` is an atomic, so a racing change is well-defined.
+        if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        Ok(slab)
+    }
+}
+
+/// Tags `ptr` free and pushes it onto the slab's remote stack, unless its
+/// tag says it is free already (a double free).
+///
+/// # Safety
+/// `ptr` is an object of the live slab `slab`, which the caller does not own.
+pub(super) unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>, words: ObjectWords) -> Result<(), SlabFreeError> {
+    let object = ptr.as_ptr().cast::<FreeObject>();
+    // SAFETY: an object of the slab, at least 16 bytes, handed to us by
+    // the caller's free.
+    unsafe {
+        if words.tagged(object) {
+            return Err(SlabFreeError::DoubleFree);
+        }
+        words.set_tag(object, true);
+    }
+    // SAFETY: the slab stays allocated while this object counts as used.
+    let remote = unsafe { &(*slab).remote };
+    let mut head = remote.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the object is ours until the push succeeds.
+        unsafe { words.set_next(object, head) };
+        // Release: the owner's Acquire swap sees the link and the tag.
+        match remote.compare_exchange_weak(head, object, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(current) => head = current,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The slab layer: small objects in size classes carved out of buddy blocks
+//! (the kernel's kmalloc caches over slab).
+//!
+//! **Classes.** 8-byte steps from 16 to 64 (a 17..24-byte `String` takes
+//! 24 bytes, not 32), 16-byte steps to 128, then four classes per doubling
+//! up to 8 KiB (jemalloc's spacing): 35 classes, internal waste at most 20%
+//! above 128 bytes. Every class from 32 up is a multiple of 16, so a
+//! request aligned to 16 is rounded up to a multiple of 16 and finds a
+//! class whose objects are all 16-aligned. A request aligned above 16 takes
+//! the smallest power-of-two class that fits both its size and its
+//! alignment; objects of a power-of-two class are aligned to their size,
+//! since a slab is a buddy block aligned to its own size and filled with
+//! objects from its start. A slab holds 64 objects where 32 KiB (the
+//! largest block the per-thread page caches serve) allows, and eight at
+//! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 320 bytes up to
+//! 4 KiB, 64 KiB above.
+//!
+//! **Headers out of band.** A slab's header (64 bytes) lives in the arena's
+//! side table, in the slot of the slab's first page, never in the block:
+//! the headers of neighbouring slabs share cache lines instead of every
+//! header sitting at the same offset of a size-aligned block (where they
+//! competed for the same cache sets), an object overrun cannot reach them,
+//! and the whole block holds objects.
+//!
+//! **Ownership.** Every slab belongs to one [`ThreadHeap`] (its `owner` id)
+//! or to nobody (an orphan). The owner allocates and frees with plain loads
+//! and stores: a per-slab local free list, a bump index for never-used
+//! objects, a count of objects out. Any other thread frees by pushing the
+//! object onto the slab's `remote` stack with a compare-exchange; the owner
+//! takes the whole stack with one swap when its local list runs dry. A
+//! slab whose objects are all back goes to the buddy allocator (unless it
+//! is the class's current slab), so its memory can be purged.
+//!
+//! **Thread exit.** [`ThreadHeap::drop`] collects every slab's remote frees,
+//! returns the empty ones and orphans the rest onto the shared per-class
+//! orphan lists in [`Slabs`]; a thread that needs a slab of that class
+//! adopts one before it asks the buddy allocator for a new one, so
+//! short-lived threads leak nothing. A remote free never needs the owner to
+//! be alive: it touches only the slab.
+//!
+//! **Checks.** A free is refused (and reported by the caller) unless the
+//! side-table slot of the block around the pointer (at the class's slab
+//! order) holds a live slab of that class (magic and class in one word,
+//! cleared when the slab goes back to the buddy allocator) and the pointer
+//! is an object boundary (a multiply-compare, no division). A freed object
+//! carries a tag in its second word: a per-process random key mixed with
+//! the object's address, so no data a program writes into a live object
+//! can be mistaken for it unless copied out of freed memory. On the
+//! owner's path a matching tag is only a hint: the free is refused as a
+//! double free only if the object is on one of the slab's free lists (or
+//! was never handed out), as mimalloc confirms. A free from another thread
+//! cannot read the owner's lists and refuses on the tag alone. Two threads
+//! freeing the same object at the same instant (a data race in the
+//! caller) may both pass.
+//!
+//! **Counts.** `objects` in use per class is kept per heap and published
+//! at every slab change, at a heap's drop, on [`ThreadHeap::flush`], and
+//! whenever a heap's unpublished change reaches [`FLUSH_BATCH`] on a path
+//! that looks: a live heap's unpublished change is less than
+//! `FLUSH_BATCH` plus one slab's objects per class.
+
+use std::ptr::NonNull;
+
+use crate::arena::Arena;
+use crate::flags::AllocFlags;
+
+mod cache;
+mod class;
+mod header;
+mod heap;
+mod map;
+mod object;
+mod shared;
+
+pub(crate) use cache::*;
+pub use cache::{ClassStats, FLUSH_BATCH, Slabs};
+pub(crate) use class::*;
+pub use class::{NR_CLASSES, SIZE_CLASSES, SLAB_MAX, class_of};
+pub use header::SlabFreeError;
+pub(crate) use header::*;
+pub use heap::ThreadHeap;
+use map::*;
+use object::*;
+pub(crate) use shared::*;
+
+/// A block for a new slab of `class`, from `arena`'s buddy allocator
+/// (which may reclaim, and so run shrinkers that allocate); for
+/// [`ThreadHeap::install`].
+pub(crate) fn slab_block(arena: &Arena, class: usize) -> Option<NonNull<u8>> {
+    arena.alloc_pages(slab_order(class), AllocFlags::NOWARN).ok()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_sorted_and_lookup_is_exact() {
+        for w in SIZE_CLASSES.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        for size in 1..=SLAB_MAX {
+            let class = class_of(size, 16).unwrap();
+            let s = SIZE_CLASSES[class];
+            assert!(s >= size && s.is_multiple_of(16), "size {size} at align 16: class {s}");
+            assert!(SIZE_CLASSES[..class].iter().all(|&c| c < size || !c.is_multiple_of(16)), "size {size}");
+        }
+        for size in 1..=SLAB_MAX {
+            let class = class_of(size, 8).unwrap();
+            assert!([1, 2, 4].iter().all(|&align| class_of(size, align) == Some(class)), "size {size}");
+            assert!(SIZE_CLASSES[class] >= size, "size {size}");
+            assert!(class == 0 || SIZE_CLASSES[class - 1] < size, "size {size} is not in the smallest class");
+            if size > 128 {
+                let waste = (SIZE_CLASSES[class] - size) as f64 / SIZE_CLASSES[class] as f64;
+                assert!(waste < 0.2, "size {size}: {waste}");
+            }
+        }
+        assert_eq!(class_of(SLAB_MAX + 1, 8), None);
+        assert_eq!(class_of(0, 1), Some(0));
+    }
+
+    #[test]
+    fn aligned_classes_are_powers_of_two_that_fit() {
+        for align in [32, 64, 128, 256, 4096] {
+            for size in [1, align - 1, align, align + 1, 3 * align] {
+                match class_of(size, align) {
+                    Some(class) => {
+                        let s = SIZE_CLASSES[class];
+                        assert!(s.is_power_of_two() && s >= size.max(align), "size {size} align {align}");
+                    }
+                    None => assert!(size.max(align).next_power_of_two() > SLAB_MAX),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_boundary_test_by_multiplication_matches_the_remainder() {
+        for (class, info) in CLASS_INFO.iter().enumerate() {
+            let size = u64::from(info.size);
+            for offset in 0..(4096u64 << info.order) {
+                let by_multiplication = offset.wrapping_mul(info.div_magic) < info.div_magic;
+                assert_eq!(by_multiplication, offset % size == 0, "class {class}, offset {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_slab_holds_at_least_eight_objects() {
+        for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+            let bytes = crate::PAGE_SIZE << slab_order(class);
+            assert!(bytes / size >= MIN_OBJECTS, "class {class}");
+            assert_eq!(CLASS_INFO[class].capacity as usize, bytes / size);
+        }
+    }
+}
