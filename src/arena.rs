@@ -86,6 +86,18 @@ pub(crate) struct ArenaCounters {
     pub invalid_frees: AtomicU64,
 }
 
+/// The order of the buddy block that serves `layout`: its size and
+/// alignment rounded up to a power of two of at least a page (`u32::MAX`
+/// when that overflows). What `ZoneAlloc` and the `Allocator` impl share.
+#[inline]
+pub(crate) fn layout_order(layout: std::alloc::Layout) -> u32 {
+    let bytes = layout.size().max(layout.align()).max(crate::PAGE_SIZE);
+    match bytes.checked_next_power_of_two() {
+        Some(bytes) => (bytes / crate::PAGE_SIZE).trailing_zeros(),
+        None => u32::MAX,
+    }
+}
+
 impl Arena {
     /// A builder with every setting at its default.
     pub fn builder() -> ArenaBuilder {
@@ -388,13 +400,12 @@ impl Arena {
             }
         }
         let mut marks = [crate::Watermarks::default(); crate::MAX_ZONES];
-        for (i, zone) in inner.zones.iter().enumerate() {
+        for i in 0..inner.zones.len() {
             let m = inner.watermark_config.for_zone(shares[i], pages);
             if m.high > shares[i] && shares[i] > 0 {
                 return Err(CapacityError::Watermarks { zone: i, high: m.high, managed: shares[i] });
             }
             marks[i] = if shares[i] == 0 { crate::Watermarks::default() } else { m };
-            let _ = zone;
         }
         let lowered = pages < inner.capacity_pages.swap(pages, Ordering::Relaxed);
         for (i, zone) in inner.zones.iter().enumerate() {

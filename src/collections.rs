@@ -31,8 +31,7 @@ use crate::flags::AllocFlags;
 
 /// The order of the block serving `layout`, if the arena has one.
 fn order_of(arena: &Arena, layout: Layout) -> Option<u32> {
-    let bytes = layout.size().max(layout.align()).max(crate::PAGE_SIZE).checked_next_power_of_two()?;
-    let order = (bytes / crate::PAGE_SIZE).trailing_zeros();
+    let order = crate::arena::layout_order(layout);
     (order <= arena.max_order()).then_some(order)
 }
 

@@ -33,6 +33,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::Arena;
+use crate::arena::layout_order as order_of;
 use crate::flags::AllocFlags;
 use crate::ratelimit::RateLimit;
 use crate::report::StackWriter;
@@ -96,16 +97,6 @@ pub fn global_stats() -> Option<GlobalStats> {
 /// allocator; the pages returned. The global arena's reclaim does this too.
 pub fn global_reap() -> usize {
     global_arena().map_or(0, |arena| SLABS.reap_orphans(arena))
-}
-
-/// The buddy order for a large layout.
-#[inline]
-fn order_of(layout: Layout) -> u32 {
-    let bytes = layout.size().max(layout.align()).max(crate::PAGE_SIZE);
-    match bytes.checked_next_power_of_two() {
-        Some(bytes) => (bytes / crate::PAGE_SIZE).trailing_zeros(),
-        None => u32::MAX,
-    }
 }
 
 /// The order of the buddy block serving `layout` (not a slab class), or
