@@ -36,7 +36,7 @@ use crate::reclaim::{InReclaim, MAX_RECLAIM_RETRIES, ReclaimCounters};
 use crate::report::StackWriter;
 use crate::sync::{Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::{AllocMode, Mark};
-use crate::zone::Zone;
+use crate::zone::{Zone, zonelist};
 
 impl ArenaInner {
     /// Everything `alloc_pages` does beyond popping a cached block.
@@ -113,9 +113,7 @@ impl ArenaInner {
     /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
     pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
-        let nr = self.zones.len();
-        let mut index = preferred;
-        loop {
+        for index in zonelist(preferred, self.zones.len()) {
             let zone = &self.zones[index];
             if zone.watermark_ok(order, mode) {
                 if let Some(block) = zone.rmqueue(&self.mem_map, order, false) {
@@ -125,11 +123,8 @@ impl ArenaInner {
             } else {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
             }
-            index = if index + 1 == nr { 0 } else { index + 1 };
-            if index == preferred {
-                return None;
-            }
         }
+        None
     }
 
     /// After taking pages from `zone`: wake kswapd if it is now below low,

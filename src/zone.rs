@@ -108,6 +108,13 @@ struct ZonePcpParams {
     threads: AtomicUsize,
 }
 
+/// The zonelist of a thread that prefers zone `preferred` of `nr`: that
+/// zone, then the others in order, wrapping around; each zone once.
+#[inline]
+pub(crate) fn zonelist(preferred: usize, nr: usize) -> impl Iterator<Item = usize> {
+    (preferred..nr).chain(0..preferred)
+}
+
 impl Zone {
     pub(crate) fn new(
         index: u8,

@@ -37,7 +37,7 @@ use crate::sync::{
     spin_loop,
 };
 use crate::watermark::{AllocMode, Mark};
-use crate::zone::Zone;
+use crate::zone::{Zone, zonelist};
 
 use super::*;
 
@@ -228,9 +228,7 @@ impl PcpSet {
         let preferred = self.preferred.load(Ordering::Relaxed);
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
-        let nr = arena.zones.len();
-        for step in 0..nr {
-            let z = if preferred + step >= nr { preferred + step - nr } else { preferred + step };
+        for z in zonelist(preferred, arena.zones.len()) {
             let zone = &arena.zones[z];
             let zp = &self.zones[z];
             // SAFETY: we hold the set lock and are the owner.
