@@ -113,18 +113,16 @@ impl ArenaInner {
     /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
     pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
-        for index in zonelist(preferred, self.zones.len()) {
+        zonelist(preferred, self.zones.len(), |index| {
             let zone = &self.zones[index];
-            if zone.watermark_ok(order, mode) {
-                if let Some(block) = zone.rmqueue(&self.mem_map, order, false) {
-                    self.zone_allocated(zone);
-                    return Some(block);
-                }
-            } else {
+            if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
+                return None;
             }
-        }
-        None
+            let block = zone.rmqueue(&self.mem_map, order, false)?;
+            self.zone_allocated(zone);
+            Some(block)
+        })
     }
 
     /// After taking pages from `zone`: wake kswapd if it is now below low,

@@ -108,11 +108,22 @@ struct ZonePcpParams {
     threads: AtomicUsize,
 }
 
-/// The zonelist of a thread that prefers zone `preferred` of `nr`: that
-/// zone, then the others in order, wrapping around; each zone once.
-#[inline]
-pub(crate) fn zonelist(preferred: usize, nr: usize) -> impl Iterator<Item = usize> {
-    (preferred..nr).chain(0..preferred)
+/// Walks the zonelist of a thread that prefers zone `preferred` of `nr`:
+/// that zone, then the others in order, wrapping around, each once, until
+/// `f` returns a value. (A plain loop: an iterator chain cost 2-3% more
+/// instructions on the order-9 pair.)
+#[inline(always)]
+pub(crate) fn zonelist<R>(preferred: usize, nr: usize, mut f: impl FnMut(usize) -> Option<R>) -> Option<R> {
+    let mut index = preferred;
+    loop {
+        if let Some(r) = f(index) {
+            return Some(r);
+        }
+        index = if index + 1 == nr { 0 } else { index + 1 };
+        if index == preferred {
+            return None;
+        }
+    }
 }
 
 impl Zone {

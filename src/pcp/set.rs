@@ -228,7 +228,7 @@ impl PcpSet {
         let preferred = self.preferred.load(Ordering::Relaxed);
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
-        for z in zonelist(preferred, arena.zones.len()) {
+        zonelist(preferred, arena.zones.len(), |z| {
             let zone = &arena.zones[z];
             let zp = &self.zones[z];
             // SAFETY: we hold the set lock and are the owner.
@@ -254,12 +254,11 @@ impl PcpSet {
                     Some(take_cached(arena, pfn, order, z))
                 })
             };
-            if let Some(block) = block {
+            if block.is_some() {
                 ZonePcp::bump(&zp.allocs[o]);
-                return Some(block);
             }
-        }
-        None
+            block
+        })
     }
 
     /// Frees an order-`order` block of zone `zone` into this thread's cache;
