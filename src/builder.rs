@@ -6,7 +6,7 @@ use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
 use crate::fault::FaultInjection;
 use crate::oom::{OomAction, OomContext, OomHandler};
-use crate::pcp::PcpConfig;
+use crate::pageset::PcpConfig;
 use crate::reclaim::ReclaimConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};

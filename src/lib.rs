@@ -40,6 +40,7 @@ mod lazy;
 mod oom;
 mod page;
 mod page_alloc;
+mod pageset;
 mod pcp;
 mod purge;
 mod ratelimit;
@@ -72,7 +73,8 @@ pub use global::{GlobalStats, ZoneAlloc, global_arena, global_reap, global_stats
 #[doc(hidden)]
 pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use oom::{OomAction, OomContext};
-pub use pcp::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig, THREAD_ARENAS};
+pub use pageset::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
+pub use pcp::THREAD_ARENAS;
 pub use purge::PurgeReport;
 pub use region::{HugePages, PurgeAdvice};
 pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};

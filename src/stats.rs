@@ -5,7 +5,8 @@ use std::fmt;
 
 use crate::arena::Arena;
 use crate::buddy::NR_ORDERS;
-use crate::pcp::{PCP_MAX_ORDER, PcpTally};
+use crate::pageset::PCP_MAX_ORDER;
+use crate::pcp::PcpTally;
 use crate::sync::Ordering;
 use crate::watermark::Watermarks;
 

@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, NR_ORDERS};
 use crate::page::{MemMap, PageState, Pfn};
-use crate::pcp::{PCP_ORDERS, PcpConfig, zone_highsize};
+use crate::pageset::{PCP_ORDERS, PcpConfig, zone_highsize};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 

@@ -19,7 +19,7 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::error::BuildError;
+use crate::pageset::{PCP_HIGH_LIMIT, PCP_ORDERS};
 
 mod registry;
 mod set;
@@ -29,18 +29,6 @@ pub(crate) use registry::*;
 pub(crate) use set::*;
 pub use thread::THREAD_ARENAS;
 pub(crate) use thread::*;
-
-/// The largest order the caches hold: the kernel's `PAGE_ALLOC_COSTLY_ORDER`.
-pub const PCP_MAX_ORDER: u32 = 3;
-pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
-
-/// The largest `high` a list may have, in pages. Bounds the per-thread
-/// memory: a zone's lists hold at most 1023 pages per order.
-#[cfg(not(loom))]
-pub const PCP_HIGH_LIMIT: usize = 1023;
-/// Loom models use tiny lists.
-#[cfg(loom)]
-pub const PCP_HIGH_LIMIT: usize = 7;
 
 /// Ring capacity of the order-`o` list: a power of two above the largest
 /// `high` it can have (`max(limit >> o, 2)` blocks) plus the one block a
@@ -57,87 +45,6 @@ const OFFSET: [usize; PCP_ORDERS] =
 /// index is provably in bounds.
 const SLOTS: usize = (OFFSET[3] + CAPACITY[3]).next_power_of_two();
 
-/// How the per-thread caches are sized; see
-/// [`ArenaBuilder::pcp`](crate::ArenaBuilder::pcp).
-///
-/// ```
-/// use zonealloc::{Arena, PcpConfig};
-/// let arena = Arena::builder()
-///     .region_size(64 << 20)
-///     .pcp(PcpConfig::Fixed { batch: 8, high: 32 })
-///     .build()
-///     .unwrap();
-/// assert_eq!(arena.stats().zones[0].pcp_batch, 8);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PcpConfig {
-    /// The kernel's sizing: `batch` from `zone_batchsize` (about a quarter of
-    /// 1/1024 of the zone, rounded to `2^n - 1`, at most 63), and `high` from
-    /// `zone_highsize`: the zone's low watermark split between the threads
-    /// that prefer the zone, at least `4 * batch`, at most
-    /// [`PCP_HIGH_LIMIT`].
-    #[default]
-    Kernel,
-    /// Fixed `batch` and `high`, in pages, for every zone (`1 <= batch <=
-    /// high <= PCP_HIGH_LIMIT`).
-    Fixed {
-        /// Pages moved per refill or trim.
-        batch: usize,
-        /// Pages a list may hold before a free trims it.
-        high: usize,
-    },
-    /// No per-thread caches: every operation takes its zone's lock.
-    Disabled,
-}
-
-impl PcpConfig {
-    /// Checks a fixed configuration.
-    pub(crate) fn validate(self) -> Result<(), BuildError> {
-        if let Self::Fixed { batch, high } = self {
-            if batch == 0 {
-                return Err(BuildError::InvalidPcp { reason: "batch must be at least 1 page" });
-            }
-            if high < batch {
-                return Err(BuildError::InvalidPcp { reason: "high must be at least batch" });
-            }
-            if high > PCP_HIGH_LIMIT {
-                return Err(BuildError::InvalidPcp { reason: "high is above PCP_HIGH_LIMIT (1023 pages)" });
-            }
-        }
-        Ok(())
-    }
-
-    /// `(batch, high for one thread)` in pages for a zone, or `None` when
-    /// disabled.
-    pub(crate) fn for_zone(self, managed: usize, low_wmark: usize) -> Option<(usize, usize)> {
-        match self {
-            Self::Kernel => {
-                let batch = zone_batchsize(managed);
-                Some((batch, zone_highsize(low_wmark, batch, 1)))
-            }
-            Self::Fixed { batch, high } => Some((batch, high)),
-            Self::Disabled => None,
-        }
-    }
-}
-
-/// `zone_batchsize`: about a quarter of 1/1024 of the zone, at most 1 MiB's
-/// worth before the quartering, rounded down to `2^n - 1`, at least 1.
-pub(crate) fn zone_batchsize(managed: usize) -> usize {
-    let batch = (managed >> 10).min((1 << 20) / crate::PAGE_SIZE) / 4;
-    let batch = batch.max(1);
-    let rounded = (batch + batch / 2).checked_next_power_of_two().unwrap_or(1);
-    // rounddown_pow_of_two(x) is x's top bit.
-    let rounddown = if rounded == batch + batch / 2 { rounded } else { rounded / 2 };
-    (rounddown - 1).max(1)
-}
-
-/// `zone_highsize`: the low watermark split between `threads`, at least
-/// `4 * batch`, capped at [`PCP_HIGH_LIMIT`].
-pub(crate) fn zone_highsize(low_wmark: usize, batch: usize, threads: usize) -> usize {
-    (low_wmark / threads.max(1)).max(batch * 4).min(PCP_HIGH_LIMIT)
-}
-
 /// `batch` blocks for an order-`order` list: the kernel's `nr_pcp_alloc`
 /// (`max(batch >> order, 2)` above order 0).
 fn batch_blocks(batch: usize, order: usize) -> usize {
@@ -147,6 +54,7 @@ fn batch_blocks(batch: usize, order: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pageset::{zone_batchsize, zone_highsize};
 
     #[test]
     fn kernel_batch_and_high() {
