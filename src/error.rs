@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::page::Pfn;
+
 /// Why [`ArenaBuilder::build`](crate::ArenaBuilder::build) refused a configuration.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -307,3 +309,104 @@ impl fmt::Display for CapacityError {
 }
 
 impl std::error::Error for CapacityError {}
+
+/// The first broken invariant [`Arena::check`](crate::Arena::check) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A free list holds an entry that is not a free block of that order,
+    /// or its links disagree.
+    BadListEntry {
+        /// The zone.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A per-thread cache holds an entry that is not a cached block of its
+    /// list's order and zone.
+    BadCacheEntry {
+        /// The zone of the list.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A list's length disagrees with its counter.
+    ListCount {
+        /// The zone.
+        zone: usize,
+        /// The list's order.
+        order: u32,
+        /// Blocks found on the list.
+        found: usize,
+        /// Blocks the counter says.
+        recorded: usize,
+    },
+    /// A page belongs to no block, or to two.
+    BadBlock {
+        /// The zone.
+        zone: usize,
+        /// The offending page.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `check()` could not get the memory to freeze every per-thread
+    /// cache (from the system allocator).
+    OutOfMemory,
+    /// Two free buddies that should have been merged.
+    UnmergedBuddies {
+        /// The zone.
+        zone: usize,
+        /// The lower block.
+        pfn: Pfn,
+        /// Their order.
+        order: u32,
+    },
+    /// A counter disagrees with what the structures hold.
+    Counter {
+        /// The zone.
+        zone: usize,
+        /// Which counter.
+        what: &'static str,
+        /// What the walk found.
+        found: usize,
+        /// What the counter says.
+        recorded: usize,
+    },
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadListEntry { zone, order, pfn, reason } => {
+                write!(f, "zone {zone}: free_area[{order}] entry pfn {pfn}: {reason}")
+            }
+            Self::BadCacheEntry { zone, order, pfn, reason } => {
+                write!(f, "zone {zone}: per-thread cache, order {order}, pfn {pfn}: {reason}")
+            }
+            Self::ListCount { zone, order, found, recorded } => {
+                write!(f, "zone {zone}: free_area[{order}] holds {found} blocks but nr_free is {recorded}")
+            }
+            Self::BadBlock { zone, pfn, reason } => write!(f, "zone {zone}: pfn {pfn}: {reason}"),
+            Self::OutOfMemory => write!(f, "no memory to freeze the per-thread caches"),
+            Self::UnmergedBuddies { zone, pfn, order } => write!(
+                f,
+                "zone {zone}: free order-{order} blocks at pfn {pfn} and {} are buddies but were not merged",
+                pfn ^ (1 << order)
+            ),
+            Self::Counter { zone, what, found, recorded } => {
+                write!(f, "zone {zone}: {what}: the structures hold {found} but the counter says {recorded}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}

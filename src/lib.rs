@@ -63,8 +63,7 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 pub use arena::Arena;
 pub use buddy::MAX_ORDER_LIMIT;
 pub use builder::{ArenaBuilder, MAX_ZONES};
-pub use check::CheckError;
-pub use error::{AllocError, BuildError, CapacityError, FreeError};
+pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]

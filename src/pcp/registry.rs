@@ -188,7 +188,7 @@ pub(crate) struct FrozenSets<'a> {
 impl FrozenSets<'_> {
     /// Walks every set's lists for `check()` (see [`PcpSet::check`]),
     /// adding each zone's cached pages to `cached`.
-    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
+    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
         for frozen in self.sets.iter() {
             // SAFETY: frozen for our lifetime.
             unsafe { frozen.set.check(arena, cached) }?;

@@ -437,11 +437,16 @@ impl PcpSet {
     ///
     /// # Safety
     /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
-    pub(super) unsafe fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::CheckError> {
+    pub(super) unsafe fn check(
+        &self,
+        arena: &ArenaInner,
+        cached: &mut [usize],
+    ) -> Result<(), crate::error::CheckError> {
         for (z, zp) in self.zones.iter().enumerate() {
             for (o, capacity) in CAPACITY.iter().enumerate() {
                 let n = zp.count[o].load(Ordering::Relaxed);
-                let bad = |pfn, reason| crate::CheckError::BadCacheEntry { zone: z, order: o as u32, pfn, reason };
+                let bad =
+                    |pfn, reason| crate::error::CheckError::BadCacheEntry { zone: z, order: o as u32, pfn, reason };
                 if n as usize > *capacity {
                     return Err(bad(0, "more blocks than the list can hold"));
                 }
