@@ -99,6 +99,15 @@ pub(crate) fn layout_order(layout: std::alloc::Layout) -> u32 {
     }
 }
 
+impl ArenaBuilder {
+    /// Checks the configuration and builds the arena. Costs O(zones), not
+    /// O(region size): nothing is committed and no free list is populated.
+    pub fn build(self) -> Result<Arena, BuildError> {
+        let layout = self.layout()?;
+        Arena::from_layout(self, layout)
+    }
+}
+
 impl Arena {
     /// A builder with every setting at its default.
     pub fn builder() -> ArenaBuilder {

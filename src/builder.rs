@@ -1,13 +1,13 @@
 //! [`ArenaBuilder`]: configuration, validated in full at `build()`.
 
+use std::time::Duration;
+
 use crate::PAGE_SIZE;
-use crate::arena::Arena;
 use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
 use crate::fault::FaultInjection;
 use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::pageset::PcpConfig;
-use crate::reclaim::ReclaimConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};
@@ -22,7 +22,30 @@ const DEFAULT_ZONES_CAP: usize = 16;
 /// region is split into fewer zones.
 const MIN_BLOCKS_PER_ZONE: usize = 8;
 
-/// Builds an [`Arena`]; every setting has a default.
+/// Reclaim and purge settings; see the builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReclaimConfig {
+    pub background: bool,
+    /// kswapd is started later, by `Reclaimer::start` (the global arena:
+    /// spawning a thread allocates, so it cannot happen inside the first
+    /// allocation's arena build).
+    pub deferred_start: bool,
+    pub purge_delay: Option<Duration>,
+    pub purge_advice: PurgeAdvice,
+}
+
+impl Default for ReclaimConfig {
+    fn default() -> Self {
+        Self {
+            background: true,
+            deferred_start: false,
+            purge_delay: Some(Duration::from_secs(1)),
+            purge_advice: PurgeAdvice::DontNeed,
+        }
+    }
+}
+
+/// Builds an [`Arena`](crate::Arena); every setting has a default.
 ///
 /// ```
 /// use zonealloc::{AllocFlags, Arena};
@@ -107,7 +130,7 @@ impl ArenaBuilder {
 
     /// Run a background reclaim thread (the kernel's kswapd; default true).
     /// Without it, reclaim happens only in allocating threads (direct
-    /// reclaim) and free memory is purged only by [`Arena::purge`].
+    /// reclaim) and free memory is purged only by [`Arena::purge`](crate::Arena::purge).
     pub fn background_reclaim(mut self, enabled: bool) -> Self {
         self.reclaim.background = enabled;
         self
@@ -115,9 +138,9 @@ impl ArenaBuilder {
 
     /// How long free memory may stay resident before the reclaim thread
     /// hands it back to the OS (default 1 s; `None`: only on
-    /// [`Arena::purge`]). Each time the timer fires, per-thread caches are
+    /// [`Arena::purge`](crate::Arena::purge)). Each time the timer fires, per-thread caches are
     /// returned too, so RSS falls when the program goes idle.
-    pub fn purge_delay(mut self, delay: Option<std::time::Duration>) -> Self {
+    pub fn purge_delay(mut self, delay: Option<Duration>) -> Self {
         self.reclaim.purge_delay = delay;
         self
     }
@@ -197,13 +220,6 @@ impl ArenaBuilder {
     pub fn exclude_from_fork(mut self, exclude: bool) -> Self {
         self.region.dont_fork = exclude;
         self
-    }
-
-    /// Checks the configuration and builds the arena. Costs O(zones), not
-    /// O(region size): nothing is committed and no free list is populated.
-    pub fn build(self) -> Result<Arena, BuildError> {
-        let layout = self.layout()?;
-        Arena::from_layout(self, layout)
     }
 
     /// Validates every setting and works out the zones.

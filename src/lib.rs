@@ -37,6 +37,7 @@ mod flags;
 #[cfg(not(loom))]
 mod global;
 mod lazy;
+mod memalloc;
 mod oom;
 mod page;
 mod page_alloc;

@@ -41,16 +41,16 @@
 //! **Direct reclaim** runs in the allocating thread when the slow path finds
 //! nothing at the min watermark: shrinkers for at least `SWAP_CLUSTER_MAX`
 //! pages, then (once) every per-thread cache. A thread that is reclaiming is
-//! marked ([`InReclaim`], the kernel's `PF_MEMALLOC`): its own allocations,
+//! marked ([`InReclaim`](crate::memalloc::InReclaim), the kernel's `PF_MEMALLOC`): its own allocations,
 //! made by shrinkers, ignore watermarks and never recurse into reclaim.
 
 use std::time::Duration;
 
 use crate::arena::ArenaInner;
-use crate::region::PurgeAdvice;
+use crate::builder::ReclaimConfig;
+use crate::memalloc::InReclaim;
 use crate::sync::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Instant, JoinHandle, Mutex, Ordering, fence, spawn,
-    thread_local_cell,
 };
 use crate::watermark::Mark;
 
@@ -64,55 +64,6 @@ pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
 /// signalled (pages freed into another thread's cache are not): it retries
 /// at least this often. A wait, not a spin.
 const NOFAIL_RECHECK: Duration = Duration::from_millis(10);
-
-thread_local_cell!(IN_RECLAIM);
-
-/// The "this thread is reclaiming" mark (`PF_MEMALLOC`).
-pub(crate) struct InReclaim;
-
-impl InReclaim {
-    /// Marks the thread until the guard drops (nests).
-    pub(crate) fn enter() -> InReclaimGuard {
-        let _ = IN_RECLAIM.try_with(|depth| depth.set(depth.get() + 1));
-        InReclaimGuard
-    }
-
-    /// Whether this thread is inside reclaim (a shrinker is running on it).
-    pub(crate) fn active() -> bool {
-        IN_RECLAIM.try_with(|depth| depth.get() > 0).unwrap_or(false)
-    }
-}
-
-pub(crate) struct InReclaimGuard;
-
-impl Drop for InReclaimGuard {
-    fn drop(&mut self) {
-        let _ = IN_RECLAIM.try_with(|depth| depth.set(depth.get() - 1));
-    }
-}
-
-/// Reclaim and purge settings; see the builder.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ReclaimConfig {
-    pub background: bool,
-    /// kswapd is started later, by [`Reclaimer::start`] (the global arena:
-    /// spawning a thread allocates, so it cannot happen inside the first
-    /// allocation's arena build).
-    pub deferred_start: bool,
-    pub purge_delay: Option<Duration>,
-    pub purge_advice: PurgeAdvice,
-}
-
-impl Default for ReclaimConfig {
-    fn default() -> Self {
-        Self {
-            background: true,
-            deferred_start: false,
-            purge_delay: Some(Duration::from_secs(1)),
-            purge_advice: PurgeAdvice::DontNeed,
-        }
-    }
-}
 
 /// Event counters, read by `stats()`.
 #[derive(Default)]

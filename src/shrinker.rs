@@ -299,7 +299,7 @@ impl Drop for ShrinkerHandle {
         });
         // Wait for calls that may still use the old list, unless this thread
         // is one of them (a shrinker dropping a handle from inside `scan`).
-        if !crate::reclaim::InReclaim::active() {
+        if !crate::memalloc::InReclaim::active() {
             drop(core.calls.write());
         }
         release(self.core);

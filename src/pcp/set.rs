@@ -30,8 +30,8 @@ use crate::arena::ArenaInner;
 use crate::boot::SysBox;
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
+use crate::memalloc::InReclaim;
 use crate::page::{PageInfo, PageState, Pfn};
-use crate::reclaim::InReclaim;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
     spin_loop,
