@@ -113,6 +113,31 @@ impl ZonePcp {
         self.lists.with_mut(|lists| f(unsafe { &mut *lists }))
     }
 
+    /// Pushes `pfn` onto the order-`o` ring unless the ring is at `high`;
+    /// whether it did. The free fast path of both `PcpSet::free` and
+    /// `free_fast`.
+    ///
+    /// # Safety
+    /// As for [`lists`](Self::lists).
+    #[inline(always)]
+    pub(super) unsafe fn push(&self, o: usize, pfn: Pfn) -> bool {
+        let n = self.count[o].load(Ordering::Relaxed);
+        // SAFETY: the caller has the lists.
+        let pushed = unsafe {
+            self.lists(|l| {
+                if n >= l.high[o] {
+                    return false;
+                }
+                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                true
+            })
+        };
+        if pushed {
+            self.count[o].store(n + 1, Ordering::Relaxed);
+        }
+        pushed
+    }
+
     /// Adds one to an owner-maintained counter (no read-modify-write: only
     /// the holder of the lists writes it).
     #[inline(always)]
@@ -268,19 +293,8 @@ impl PcpSet {
         let o = order as usize;
         let zp = &self.zones[zone];
         if self.enter() {
-            let n = zp.count[o].load(Ordering::Relaxed);
             // SAFETY: inside a busy section that did not see `locked`.
-            let pushed = unsafe {
-                zp.lists(|l| {
-                    if n >= l.high[o] {
-                        return false;
-                    }
-                    l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                    true
-                })
-            };
-            if pushed {
-                zp.count[o].store(n + 1, Ordering::Relaxed);
+            if unsafe { zp.push(o, pfn) } {
                 put_cached(arena, pfn, order, zone);
                 ZonePcp::bump(&zp.frees[o]);
                 self.leave();

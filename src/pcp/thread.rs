@@ -284,19 +284,9 @@ pub(crate) fn free_fast(arena: &ArenaInner, pfn: Pfn, order: u32, word: u32) -> 
         if !set.enter() {
             return false;
         }
-        let n = zp.count[o].load(Ordering::Relaxed);
         // SAFETY: inside a busy section that did not see `locked`.
-        let pushed = unsafe {
-            zp.lists(|l| {
-                if n >= l.high[o] {
-                    return false;
-                }
-                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                true
-            })
-        };
+        let pushed = unsafe { zp.push(o, pfn) };
         if pushed {
-            zp.count[o].store(n + 1, Ordering::Relaxed);
             // SAFETY: the caller validated `pfn` as a page of the region.
             unsafe { arena.mem_map.page_unchecked(pfn) }.set_info_word(word ^ ALLOCATED_TO_CACHED);
             ZonePcp::bump(&zp.frees[o]);
