@@ -1,6 +1,6 @@
 //! The arena: the type users hold, how it is built, and its public API.
 //! The allocation and free paths are in `page_alloc.rs`, the caches in
-//! `pcp.rs`, reclaim in `reclaim.rs`.
+//! `pcp/`, reclaim in `reclaim.rs`.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -10,14 +10,15 @@ use crate::builder::{ArenaBuilder, Layout};
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::oom::OomHandler;
+use crate::kswapd::{Kswapd, KswapdForkGuard};
+use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, Pfn, SIDE_SLOT_BYTES, SideTable};
-use crate::page_alloc::FastMod;
+use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pageset::{PCP_MAX_ORDER, PcpConfig};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
 use crate::purge::PurgeReport;
 use crate::ratelimit::RateLimit;
-use crate::reclaim::{ReclaimForkGuard, Reclaimer};
+use crate::reclaim::Reclaim;
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
 use crate::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
 use crate::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
@@ -45,46 +46,31 @@ pub struct Arena {
     pub(crate) inner: SysBox<ArenaInner>,
 }
 
-/// Everything an arena owns, at a stable address. `repr(C)` keeps what the
-/// fast paths read (the id, the region's base and length, the metadata's
-/// pointer and length) together at the front.
+/// Everything an arena owns, at a stable address: the page allocator
+/// (which holds the node, its caches and reclaim) and what only the
+/// public API uses. `repr(C)`: the node's fast-path fields stay first.
 #[repr(C)]
 pub(crate) struct ArenaInner {
-    /// Unique for the life of the process; names the arena in thread caches.
-    pub id: u64,
+    pub pages: PageAlloc,
     /// The id of the `Slabs` that serves this arena, 0 until one does.
     pub slabs_id: AtomicU64,
-    pub region: Region,
-    pub mem_map: MemMap,
-    /// Per-page slots for the slab layer's headers.
-    pub side_table: SideTable,
-    pub zones: SysBox<[Zone]>,
-    pub max_order: u32,
-    pub zone_of_seq: FastMod,
-    /// Whether orders 0..=3 go through per-thread caches.
-    pub pcp_enabled: bool,
-    /// Whether the asymmetric barrier pair (membarrier) is available.
-    pub asymmetric_barriers: bool,
-    pub pcp: PcpRegistry,
-    pub reclaim: Reclaimer,
-    pub shrinkers: ShrinkerRegistry,
-    pub oom_handler: Option<OomHandler>,
-    pub fault: Option<FaultState>,
-    pub huge_pages: HugePages,
     pub watermark_config: WatermarkConfig,
     /// Pages the arena may hand out (`set_capacity`).
     pub capacity_pages: AtomicUsize,
-    pub counters: ArenaCounters,
-    pub warn_limit: RateLimit,
 }
 
-/// Arena-wide event counters.
-#[derive(Default)]
-pub(crate) struct ArenaCounters {
-    /// Allocations that failed with `OutOfMemory`.
-    pub alloc_failures: AtomicU64,
-    /// Frees refused as invalid.
-    pub invalid_frees: AtomicU64,
+impl ArenaInner {
+    /// The node: region, metadata, zones, kswapd.
+    #[inline(always)]
+    pub(crate) fn node(&self) -> &Node {
+        &self.pages.reclaim.node
+    }
+
+    /// The node with its caches and shrinkers.
+    #[inline(always)]
+    pub(crate) fn reclaim(&self) -> &Reclaim {
+        &self.pages.reclaim
+    }
 }
 
 /// The order of the buddy block that serves `layout`: its size and
@@ -137,33 +123,39 @@ impl Arena {
         // check, so there are no caches either.
         let asymmetric_barriers = init_barriers();
         let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let inner = ArenaInner {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            slabs_id: AtomicU64::new(0),
+        let kswapd = Kswapd::new(config.reclaim);
+        let node = Node::new(NodeParts {
             region,
             mem_map,
             side_table,
             zones,
             max_order,
-            zone_of_seq: FastMod::new(layout.zones as u32),
             pcp_enabled,
             asymmetric_barriers,
-            pcp: PcpRegistry::new(),
-            reclaim: Reclaimer::new(config.reclaim),
-            shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,
-            oom_handler: config.oom_handler.clone(),
-            fault: config.fault.map(FaultState::new),
             huge_pages: config.region.huge_pages,
+            kswapd,
+        });
+        let reclaim = Reclaim {
+            node,
+            pcp: PcpRegistry::new(),
+            shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,
+        };
+        let inner = ArenaInner {
+            pages: PageAlloc {
+                reclaim,
+                oom_handler: config.oom_handler.clone(),
+                fault: config.fault.map(FaultState::new),
+                counters: AllocCounters::default(),
+                warn_limit: RateLimit::new(),
+            },
+            slabs_id: AtomicU64::new(0),
             watermark_config: config.watermarks,
             capacity_pages: AtomicUsize::new(layout.pages),
-            counters: ArenaCounters::default(),
-            warn_limit: RateLimit::new(),
         };
         let inner = SysBox::try_new(inner).ok_or(BuildError::OutOfMetadataMemory)?;
         // The arena has its final address: kswapd may point at it.
         if !config.reclaim.deferred_start {
-            inner.reclaim.start(&inner).map_err(|source| BuildError::SpawnReclaim { source })?;
+            inner.reclaim().start_kswapd().map_err(|source| BuildError::SpawnReclaim { source })?;
         }
         Ok(Self { inner })
     }
@@ -181,12 +173,12 @@ impl Arena {
         let inner = &*self.inner;
         if order <= PCP_MAX_ORDER
             && !flags.contains(AllocFlags::ZERO)
-            && let Some(pfn) = alloc_fast(inner, order)
+            && let Some(pfn) = alloc_fast(inner.node(), order)
         {
             // SAFETY: a cached block is a page of the region.
-            return Ok(unsafe { inner.region.page_addr(pfn) });
+            return Ok(unsafe { inner.node().region.page_addr(pfn) });
         }
-        inner.alloc_pages_slow(order, flags)
+        inner.pages.alloc_pages_slow(order, flags)
     }
 
     /// Gives back a block from [`alloc_pages`](Self::alloc_pages).
@@ -204,16 +196,16 @@ impl Arena {
         let inner = &*self.inner;
         let addr = ptr.as_ptr() as usize;
         if order <= PCP_MAX_ORDER
-            && let Some(pfn) = inner.region.pfn_of(addr)
+            && let Some(pfn) = inner.node().region.pfn_of(addr)
         {
             // SAFETY: `pfn_of` returned a page of the region, and the
             // metadata has an entry for every page of the region.
-            let word = unsafe { inner.mem_map.page_unchecked(pfn) }.info_word();
-            if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner, pfn, order, word) {
+            let word = unsafe { inner.node().mem_map.page_unchecked(pfn) }.info_word();
+            if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner.node(), pfn, order, word) {
                 return Ok(());
             }
         }
-        inner.free_pages_slow(addr, order)
+        inner.pages.free_pages_slow(addr, order)
     }
 
     /// [`alloc_pages`](Self::alloc_pages) for a block that is expected to
@@ -243,7 +235,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn alloc_pages_growable(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        self.inner.alloc_pages_with_room(order, flags)
+        self.inner.pages.alloc_pages_with_room(order, flags)
     }
 
     /// Allocates `pages` pages (any number, up to a max-order block),
@@ -266,7 +258,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn alloc_pages_exact(&self, pages: usize, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        self.inner.alloc_exact(pages, 0, flags, false)
+        self.inner.pages.alloc_exact(pages, 0, flags, false)
     }
 
     /// Gives back `pages` pages from [`alloc_pages_exact`](Self::alloc_pages_exact).
@@ -277,7 +269,7 @@ impl Arena {
     /// # Safety
     /// As for `free_pages`: the caller does not use the pages afterwards.
     pub unsafe fn free_pages_exact(&self, ptr: NonNull<u8>, pages: usize) -> Result<(), FreeError> {
-        self.inner.free_exact(ptr.as_ptr() as usize, pages)
+        self.inner.pages.free_exact(ptr.as_ptr() as usize, pages)
     }
 
     /// Resizes an allocation of `pages` pages from
@@ -288,7 +280,7 @@ impl Arena {
     /// Returns whether it did; nothing changes otherwise (nor for a pointer
     /// that is not such an allocation).
     pub fn resize_pages_exact(&self, ptr: NonNull<u8>, pages: usize, new_pages: usize) -> bool {
-        self.inner.resize_exact(ptr.as_ptr() as usize, pages, new_pages)
+        self.inner.pages.resize_exact(ptr.as_ptr() as usize, pages, new_pages)
     }
 
     /// Grows the allocated block at `ptr` from `order` to `new_order` where
@@ -312,7 +304,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_grow_pages(&self, ptr: NonNull<u8>, order: u32, new_order: u32) -> bool {
-        self.inner.grow_pages(ptr.as_ptr() as usize, order, new_order)
+        self.inner.pages.grow_pages(ptr.as_ptr() as usize, order, new_order)
     }
 
     /// Returns every block held in any thread's cache to the buddy lists,
@@ -333,16 +325,16 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn drain_pcp(&self) -> usize {
-        self.inner.drain_all_caches()
+        self.inner.reclaim().drain_all_caches()
     }
 
     /// Registers a reclaim callback. The reclaim thread, and allocating
     /// threads that run out of memory, call it when zones fall below their
     /// watermarks; dropping the handle unregisters it. See [`Shrinker`].
     pub fn register_shrinker(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
-        let handle = self.inner.shrinkers.register(shrinker);
+        let handle = self.inner.reclaim().shrinkers.register(shrinker);
         // A new source of reclaimable memory: reclaim may succeed again.
-        self.inner.reclaim.memory_freed();
+        self.inner.node().kswapd.memory_freed();
         handle
     }
 
@@ -369,7 +361,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn purge(&self) -> PurgeReport {
-        self.inner.purge_all()
+        self.inner.reclaim().purge_all()
     }
 
     /// Sets how many bytes the arena may hand out (at most the region's
@@ -390,7 +382,7 @@ impl Arena {
     /// ```
     pub fn set_capacity(&self, bytes: usize) -> Result<(), CapacityError> {
         let inner = &*self.inner;
-        let total: usize = inner.zones.iter().map(Zone::spanned).sum();
+        let total: usize = inner.node().zones.iter().map(Zone::spanned).sum();
         let pages = bytes / crate::PAGE_SIZE;
         if pages > total {
             return Err(CapacityError::TooLarge { requested: bytes, region: total * crate::PAGE_SIZE });
@@ -399,18 +391,18 @@ impl Arena {
         // to the first zones, a page each.
         let mut shares = [0usize; crate::MAX_ZONES];
         let mut given = 0;
-        for (share, zone) in shares.iter_mut().zip(inner.zones.iter()) {
+        for (share, zone) in shares.iter_mut().zip(inner.node().zones.iter()) {
             *share = (pages as u128 * zone.spanned() as u128 / total as u128) as usize;
             given += *share;
         }
-        for (share, zone) in shares.iter_mut().zip(inner.zones.iter()) {
+        for (share, zone) in shares.iter_mut().zip(inner.node().zones.iter()) {
             if given < pages && *share < zone.spanned() {
                 *share += 1;
                 given += 1;
             }
         }
         let mut marks = [crate::Watermarks::default(); crate::MAX_ZONES];
-        for i in 0..inner.zones.len() {
+        for i in 0..inner.node().zones.len() {
             let m = inner.watermark_config.for_zone(shares[i], pages);
             if m.high > shares[i] && shares[i] > 0 {
                 return Err(CapacityError::Watermarks { zone: i, high: m.high, managed: shares[i] });
@@ -418,14 +410,14 @@ impl Arena {
             marks[i] = if shares[i] == 0 { crate::Watermarks::default() } else { m };
         }
         let lowered = pages < inner.capacity_pages.swap(pages, Ordering::Relaxed);
-        for (i, zone) in inner.zones.iter().enumerate() {
+        for (i, zone) in inner.node().zones.iter().enumerate() {
             zone.set_capacity(zone.spanned() - shares[i], marks[i]);
         }
         if lowered {
-            inner.drain_all_caches();
-            inner.reclaim.wakeup();
+            inner.reclaim().drain_all_caches();
+            inner.node().kswapd.wakeup();
         } else {
-            inner.pages_returned();
+            inner.node().pages_returned();
         }
         Ok(())
     }
@@ -438,22 +430,22 @@ impl Arena {
 
     /// The largest order this arena serves.
     pub fn max_order(&self) -> u32 {
-        self.inner.max_order
+        self.inner.node().max_order
     }
 
     /// Number of zones.
     pub fn nr_zones(&self) -> usize {
-        self.inner.zones.len()
+        self.inner.node().zones.len()
     }
 
     /// The region's first byte and length.
     pub fn region(&self) -> (NonNull<u8>, usize) {
-        (self.inner.region.base(), self.inner.region.len())
+        (self.inner.node().region.base(), self.inner.node().region.len())
     }
 
     /// Whether `ptr` points into this arena's region.
     pub fn contains(&self, ptr: *const u8) -> bool {
-        self.inner.region.contains(ptr as usize)
+        self.inner.node().region.contains(ptr as usize)
     }
 }
 
@@ -463,12 +455,13 @@ impl Arena {
 /// finds one held by a thread it does not have.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct ArenaForkGuard<'a> {
-    arena: &'a ArenaInner,
+    node: &'a Node,
     shrinkers: ShrinkerForkGuard<'a>,
     caches: FrozenSets<'a>,
     _purging: MutexGuard<'a, ()>,
     zones: [Option<ZoneGuard<'a>>; crate::MAX_ZONES],
-    reclaim: ReclaimForkGuard<'a>,
+    kswapd: KswapdForkGuard<'a>,
+    _progress: MutexGuard<'a, u64>,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -477,12 +470,14 @@ impl Arena {
     /// per-thread caches cannot be had (then nothing is held).
     pub(crate) fn lock_for_fork(&self) -> Option<ArenaForkGuard<'_>> {
         let arena = &*self.inner;
-        let shrinkers = arena.shrinkers.lock_for_fork();
-        let caches = arena.pcp.freeze()?;
-        let purging = arena.reclaim.purging.lock();
-        let zones = std::array::from_fn(|z| arena.zones.get(z).map(Zone::lock));
-        let reclaim = arena.reclaim.lock_for_fork();
-        Some(ArenaForkGuard { arena, shrinkers, caches, _purging: purging, zones, reclaim })
+        let node = arena.node();
+        let shrinkers = arena.reclaim().shrinkers.lock_for_fork();
+        let caches = arena.reclaim().pcp.freeze()?;
+        let purging = node.purging.lock();
+        let zones = std::array::from_fn(|z| node.zones.get(z).map(Zone::lock));
+        let kswapd = node.kswapd.lock_for_fork();
+        let progress = node.progress.lock_for_fork();
+        Some(ArenaForkGuard { node, shrinkers, caches, _purging: purging, zones, kswapd, _progress: progress })
     }
 }
 
@@ -500,8 +495,8 @@ impl ArenaForkGuard<'_> {
     pub(crate) unsafe fn release_in_child(mut self) {
         // The zones first: recycling takes their locks.
         self.zones.iter_mut().for_each(|zone| drop(zone.take()));
-        self.caches.recycle_all_but_own(self.arena);
-        self.reclaim.forget_thread();
+        self.caches.recycle_all_but_own(self.node);
+        self.kswapd.forget_thread();
         // SAFETY: the caller's contract.
         unsafe { self.shrinkers.forget_calls_in_progress() };
     }
@@ -510,10 +505,10 @@ impl ArenaForkGuard<'_> {
 impl Drop for Arena {
     fn drop(&mut self) {
         // kswapd first: it reads everything below.
-        self.inner.reclaim.stop();
+        self.inner.node().kswapd.stop();
         // Threads may still hold caches of this arena: mark them so their
         // exit leaves the (unmapped) arena alone. Their blocks vanish with
         // the region, as every allocated block does.
-        self.inner.pcp.shutdown();
+        self.inner.reclaim().pcp.shutdown();
     }
 }

@@ -35,10 +35,10 @@ impl Arena {
     /// meant for tests and debugging.
     pub fn check(&self) -> Result<(), CheckError> {
         let inner = &*self.inner;
-        let sets = inner.pcp.freeze().ok_or(CheckError::OutOfMemory)?;
+        let sets = inner.reclaim().pcp.freeze().ok_or(CheckError::OutOfMemory)?;
         let mut cached = [0usize; crate::MAX_ZONES];
-        sets.check(inner, &mut cached)?;
-        for zone in inner.zones.iter() {
+        sets.check(inner.node(), &mut cached)?;
+        for zone in inner.node().zones.iter() {
             let tally = self.check_zone(zone)?;
             let z = usize::from(zone.index);
             if tally.cached != cached[z] + tally.pooled {
@@ -54,8 +54,8 @@ impl Arena {
     }
 
     fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {
-        let mm = &self.inner.mem_map;
-        let max_order = self.inner.max_order;
+        let mm = &self.inner.node().mem_map;
+        let max_order = self.inner.node().max_order;
         let z = usize::from(zone.index);
         let guard = zone.lock();
         let buddy = &guard.inner.buddy;

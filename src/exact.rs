@@ -14,12 +14,11 @@
 
 use std::ptr::NonNull;
 
-use crate::arena::ArenaInner;
 use crate::buddy::tile;
 use crate::error::{AllocError, FreeError};
 use crate::flags::AllocFlags;
 use crate::page::{PageState, Pfn, flag};
-use crate::zone::Zone;
+use crate::page_alloc::PageAlloc;
 
 /// The tiles of pages `pfn..pfn + pages`, as (first page, order).
 fn tiles(pfn: Pfn, pages: usize) -> impl Iterator<Item = (Pfn, u32)> {
@@ -38,7 +37,7 @@ pub(crate) fn covering_order(pages: usize) -> u32 {
     pages.max(1).next_power_of_two().trailing_zeros()
 }
 
-impl ArenaInner {
+impl PageAlloc {
     /// `pages` pages aligned to `4 KiB << max(covering order, align_order)`,
     /// trimmed from a block of that order (taken with room to grow when
     /// `room`; see [`alloc_block`](Self::alloc_block)).
@@ -50,21 +49,21 @@ impl ArenaInner {
         room: bool,
     ) -> Result<NonNull<u8>, AllocError> {
         let order = covering_order(pages).max(align_order);
-        if pages == 0 || order > self.max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
+        if pages == 0 || order > self.node().max_order {
+            return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
         let block = self.alloc_block(order, flags.difference(AllocFlags::ZERO), room)?;
         if pages < 1 << order {
-            let zone = self.zone_of(block.pfn);
-            zone.lock().inner.buddy.trim_allocated(&self.mem_map, block.pfn, order, pages, block.flags);
-            self.pages_returned();
+            let zone = self.node().zone_of(block.pfn);
+            zone.lock().inner.buddy.trim_allocated(&self.node().mem_map, block.pfn, order, pages, block.flags);
+            self.node().pages_returned();
         }
         if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
             // SAFETY: the kept pages are ours, just allocated.
-            unsafe { self.region.zero(block.pfn, pages) };
+            unsafe { self.node().region.zero(block.pfn, pages) };
         }
         // SAFETY: a block from the zones is a page of the region.
-        Ok(unsafe { self.region.page_addr(block.pfn) })
+        Ok(unsafe { self.node().region.page_addr(block.pfn) })
     }
 
     /// Frees an allocation of `pages` pages from
@@ -77,17 +76,17 @@ impl ArenaInner {
             return self.free_pages_slow(addr, order);
         }
         let result = self.exact_pfn(addr, pages).and_then(|pfn| {
-            let zone = self.zone_of(pfn);
+            let zone = self.node().zone_of(pfn);
             let mut guard = zone.lock();
             self.validate_exact(pfn, pages, addr)?;
             for (tile_pfn, order) in tiles(pfn, pages) {
-                guard.inner.buddy.free_one_page(&self.mem_map, tile_pfn, order, 0);
+                guard.inner.buddy.free_one_page(&self.node().mem_map, tile_pfn, order, 0);
             }
             guard.inner.frees[covering_order(pages) as usize] += 1;
             Ok(())
         });
         match result {
-            Ok(()) => self.pages_returned(),
+            Ok(()) => self.node().pages_returned(),
             Err(_) => {
                 self.counters.invalid_frees.fetch_add(1, crate::sync::Ordering::Relaxed);
             }
@@ -105,11 +104,11 @@ impl ArenaInner {
         if new_pages == pages {
             return self.exact_pfn(addr, pages).is_ok_and(|pfn| self.validate_exact(pfn, pages, addr).is_ok());
         }
-        if new_pages == 0 || new_pages > 1 << self.max_order {
+        if new_pages == 0 || new_pages > 1 << self.node().max_order {
             return false;
         }
         let Ok(pfn) = self.exact_pfn(addr, pages) else { return false };
-        let zone = self.zone_of(pfn);
+        let zone = self.node().zone_of(pfn);
         if new_pages > pages && zone.usable_free_pages() < new_pages - pages + zone.watermarks().low {
             return false;
         }
@@ -119,34 +118,34 @@ impl ArenaInner {
         }
         let buddy = &mut guard.inner.buddy;
         if new_pages < pages {
-            buddy.shrink_allocated(&self.mem_map, pfn, pages, new_pages);
+            buddy.shrink_allocated(&self.node().mem_map, pfn, pages, new_pages);
             drop(guard);
-            self.pages_returned();
+            self.node().pages_returned();
             return true;
         }
         let end = pfn + new_pages as Pfn;
-        if !zone.contains(end - 1) || !buddy.take_free_range(&self.mem_map, pfn + pages as Pfn, end) {
+        if !zone.contains(end - 1) || !buddy.take_free_range(&self.node().mem_map, pfn + pages as Pfn, end) {
             return false;
         }
         // Retile the whole allocation: the old tiles' heads become tails
         // where the new tiling has none.
         for (tile_pfn, _) in tiles(pfn, pages) {
-            self.mem_map.page(tile_pfn).set_info(crate::page::PageInfo::TAIL);
+            self.node().mem_map.page(tile_pfn).set_info(crate::page::PageInfo::TAIL);
         }
-        buddy.set_tiles(&self.mem_map, pfn, pfn, end);
+        buddy.set_tiles(&self.node().mem_map, pfn, pfn, end);
         true
     }
 
     /// The page of `addr`, if it is a page of the region and `pages` is an
     /// allocation size this arena can have.
     fn exact_pfn(&self, addr: usize, pages: usize) -> Result<Pfn, FreeError> {
-        if !self.region.contains(addr) {
+        if !self.node().region.contains(addr) {
             return Err(FreeError::OutOfRegion { addr });
         }
-        if pages == 0 || pages > 1 << self.max_order {
-            return Err(FreeError::InvalidOrder { order: covering_order(pages), max_order: self.max_order });
+        if pages == 0 || pages > 1 << self.node().max_order {
+            return Err(FreeError::InvalidOrder { order: covering_order(pages), max_order: self.node().max_order });
         }
-        self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })
+        self.node().region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })
     }
 
     /// Whether pages `pfn..pfn + pages` are exactly one allocation: a plain
@@ -154,16 +153,16 @@ impl ArenaInner {
     /// the others continued) and no continued tile after them. The first
     /// thing wrong, as an error.
     fn validate_exact(&self, pfn: Pfn, pages: usize, addr: usize) -> Result<(), FreeError> {
-        let zone = self.zone_of(pfn);
+        let zone = self.node().zone_of(pfn);
         if !zone.contains(pfn + pages as Pfn - 1) {
             return Err(FreeError::WrongSize { addr });
         }
         if let Some(order) = single_tile(pfn, pages) {
-            let info = self.mem_map.page(pfn).info();
+            let info = self.node().mem_map.page(pfn).info();
             return self.validate_free(pfn, info, order, addr);
         }
         for (tile_pfn, order) in tiles(pfn, pages) {
-            let info = self.mem_map.page(tile_pfn).info();
+            let info = self.node().mem_map.page(tile_pfn).info();
             let continued = tile_pfn != pfn;
             if info.state != PageState::Exact
                 || u32::from(info.order) != order
@@ -179,17 +178,11 @@ impl ArenaInner {
         }
         let after = pfn + pages as Pfn;
         if zone.contains(after) {
-            let info = self.mem_map.page(after).info();
+            let info = self.node().mem_map.page(after).info();
             if info.state == PageState::Exact && info.flags & flag::CONTINUED != 0 {
                 return Err(FreeError::WrongSize { addr });
             }
         }
         Ok(())
-    }
-
-    /// The zone page `pfn` belongs to.
-    fn zone_of(&self, pfn: Pfn) -> &Zone {
-        let index = self.zones.partition_point(|zone| zone.end <= pfn);
-        &self.zones[index.min(self.zones.len() - 1)]
     }
 }

@@ -36,13 +36,16 @@ mod fault;
 mod flags;
 #[cfg(not(loom))]
 mod global;
+mod kswapd;
 mod lazy;
 mod memalloc;
+mod node;
 mod oom;
 mod page;
 mod page_alloc;
 mod pageset;
 mod pcp;
+mod progress;
 mod purge;
 mod ratelimit;
 mod reclaim;

@@ -21,26 +21,54 @@
 //! A thread inside a shrinker allocates without watermarks and never
 //! recurses into reclaim.
 
-use std::cell::Cell;
 use std::fmt::Write as _;
 use std::ptr::NonNull;
 
-use crate::arena::ArenaInner;
 use crate::buddy::Block;
 use crate::error::{AllocError, FreeError};
+use crate::fault::FaultState;
 use crate::flags::AllocFlags;
+use crate::kswapd::MAX_RECLAIM_RETRIES;
 use crate::memalloc::InReclaim;
-use crate::oom::{OomAction, OomContext};
+use crate::node::{Node, ReclaimCounters};
+use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::page::{PageInfo, PageState, Pfn, flag};
 use crate::pageset::PCP_MAX_ORDER;
 use crate::pcp::with_thread_set;
-use crate::reclaim::{MAX_RECLAIM_RETRIES, ReclaimCounters};
+use crate::ratelimit::RateLimit;
+use crate::reclaim::Reclaim;
 use crate::report::StackWriter;
-use crate::sync::{Ordering, fence, heavy_barrier, light_barrier};
+use crate::sync::{AtomicU64, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::{Zone, zonelist};
 
-impl ArenaInner {
+/// The page allocator: a node with its caches and reclaim, and the policy
+/// of the slow path (the OOM handler, fault injection, failure warnings).
+#[repr(C)]
+pub(crate) struct PageAlloc {
+    pub reclaim: Reclaim,
+    pub oom_handler: Option<OomHandler>,
+    pub fault: Option<FaultState>,
+    pub counters: AllocCounters,
+    pub warn_limit: RateLimit,
+}
+
+/// The allocator's failure counters.
+#[derive(Default)]
+pub(crate) struct AllocCounters {
+    /// Allocations that failed with `OutOfMemory`.
+    pub alloc_failures: AtomicU64,
+    /// Frees refused as invalid.
+    pub invalid_frees: AtomicU64,
+}
+
+impl PageAlloc {
+    /// The node it allocates from.
+    #[inline(always)]
+    pub(crate) fn node(&self) -> &Node {
+        &self.reclaim.node
+    }
+
     /// Everything `alloc_pages` does beyond popping a cached block.
     #[inline(never)]
     pub(crate) fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
@@ -54,8 +82,8 @@ impl ArenaInner {
     /// preferred zone when it passes its low watermark (never from the
     /// per-thread caches, whose blocks' buddies are rarely free).
     pub(crate) fn alloc_block(&self, order: u32, flags: AllocFlags, room: bool) -> Result<Block, AllocError> {
-        if order > self.max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: self.max_order });
+        if order > self.node().max_order {
+            return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
         if let Some(fault) = &self.fault
             && fault.should_fail(order, flags)
@@ -63,23 +91,24 @@ impl ArenaInner {
             return Err(AllocError::Injected { order });
         }
         if room {
-            let zone = &self.zones[self.preferred_zone()];
+            let zone = &self.node().zones[self.node().preferred_zone()];
             if zone.watermark_ok(order, AllocMode::new(Mark::Low, flags))
-                && let Some(block) = zone.rmqueue(&self.mem_map, order, true)
+                && let Some(block) = zone.rmqueue(&self.node().mem_map, order, true)
             {
-                self.zone_allocated(zone);
+                self.node().zone_allocated(zone);
                 return Ok(block);
             }
         } else if order <= PCP_MAX_ORDER
-            && self.pcp_enabled
-            && let Some(cached) = with_thread_set(self, |set| set.alloc(self, order, flags))
+            && self.node().pcp_enabled
+            && let Some(cached) =
+                with_thread_set(self.node(), &self.reclaim.pcp, |set| set.alloc(self.node(), order, flags))
         {
             return match cached {
                 Some(block) => Ok(block),
-                None => self.alloc_slowpath(order, flags, self.preferred_zone()),
+                None => self.alloc_slowpath(order, flags, self.node().preferred_zone()),
             };
         }
-        let preferred = self.preferred_zone();
+        let preferred = self.node().preferred_zone();
         match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
             Some(block) => Ok(block),
             None => self.alloc_slowpath(order, flags, preferred),
@@ -102,45 +131,21 @@ impl ArenaInner {
         result
     }
 
-    /// The zone this thread allocates from first. Threads are spread over the
-    /// zones round-robin in the order they first allocate, so two threads on
-    /// a two-zone arena take different locks.
-    #[inline]
-    pub(crate) fn preferred_zone(&self) -> usize {
-        self.zone_of_seq.reduce(thread_seq())
-    }
-
     /// `get_page_from_freelist`: the first zone of the zonelist (the
     /// preferred zone, then the others in order) that passes the watermark
     /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
     pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
-        zonelist(preferred, self.zones.len(), |index| {
-            let zone = &self.zones[index];
+        zonelist(preferred, self.node().zones.len(), |index| {
+            let zone = &self.node().zones[index];
             if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            let block = zone.rmqueue(&self.mem_map, order, false)?;
-            self.zone_allocated(zone);
+            let block = zone.rmqueue(&self.node().mem_map, order, false)?;
+            self.node().zone_allocated(zone);
             Some(block)
         })
-    }
-
-    /// After taking pages from `zone`: wake kswapd if it is now below low,
-    /// and see that its purge timer is set if there is memory to purge: an
-    /// allocation can make some (with huge pages, its first touch of a
-    /// purged huge page makes the rest of it resident; see `buddy.rs`),
-    /// the same handshake as a free's ([`pages_returned`](Self::pages_returned)).
-    #[inline]
-    pub(crate) fn zone_allocated(&self, zone: &Zone) {
-        if zone.below(Mark::Low) {
-            self.reclaim.wakeup();
-        }
-        if zone.purgeable_pages() > 0 {
-            self.freer_barrier();
-            self.reclaim.arm_purge_timer_after_fence(|| true);
-        }
     }
 
     /// `__alloc_pages_slowpath`; see the module docs.
@@ -156,7 +161,7 @@ impl ArenaInner {
         let mode = AllocMode::new(Mark::Min, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
         let costly = order > PCP_MAX_ORDER;
-        self.reclaim.wakeup();
+        self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
             return Ok(block);
         }
@@ -168,8 +173,8 @@ impl ArenaInner {
         let mut no_progress_loops = 0;
         let mut oom_retries = 0;
         loop {
-            self.reclaim.wakeup();
-            let progress = self.direct_reclaim(order, &mut drained);
+            self.node().kswapd.wakeup();
+            let progress = self.reclaim.direct_reclaim(order, &mut drained);
             if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
                 return Ok(block);
             }
@@ -196,14 +201,14 @@ impl ArenaInner {
                 break;
             }
             // NOFAIL: wait for progress (never spin), then start over.
-            let progress = &self.reclaim.progress;
-            let seen = progress.prepare(|| self.waiter_barrier());
+            let progress = &self.node().progress;
+            let seen = progress.prepare(|| self.node().waiter_barrier());
             if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
                 progress.cancel();
                 return Ok(block);
             }
-            self.reclaim.wakeup();
-            ReclaimCounters::add(&self.reclaim.counters.nofail_waits, 1);
+            self.node().kswapd.wakeup();
+            ReclaimCounters::add(&self.node().counters.nofail_waits, 1);
             progress.wait(seen);
             drained = false;
             no_progress_loops = 0;
@@ -215,8 +220,8 @@ impl ArenaInner {
     /// order-`order` allocation pass the min watermark somewhere (the test
     /// in `should_reclaim_retry`).
     fn reclaim_could_help(&self, order: u32) -> bool {
-        let reclaimable = self.shrinkers.count() + self.cached_pages();
-        self.zones.iter().any(|zone| {
+        let reclaimable = self.reclaim.shrinkers.count() + self.reclaim.pcp.cached_pages(self.node());
+        self.node().zones.iter().any(|zone| {
             let available = zone.usable_free_pages() + reclaimable;
             available.saturating_sub((1 << order) - 1) > zone.watermarks().min
         })
@@ -224,13 +229,13 @@ impl ArenaInner {
 
     /// Calls the OOM handler (`out_of_memory`).
     fn out_of_memory(&self, order: u32, flags: AllocFlags) -> OomAction {
-        ReclaimCounters::add(&self.reclaim.counters.oom_events, 1);
+        ReclaimCounters::add(&self.node().counters.oom_events, 1);
         let Some(handler) = &self.oom_handler else { return OomAction::Fail };
         let context = OomContext {
             order,
             flags,
-            free_pages: self.zones.iter().map(Zone::usable_free_pages).sum(),
-            reclaimable_pages: self.shrinkers.count(),
+            free_pages: self.node().zones.iter().map(Zone::usable_free_pages).sum(),
+            reclaimable_pages: self.reclaim.shrinkers.count(),
         };
         (handler.0)(&context)
     }
@@ -250,7 +255,7 @@ impl ArenaInner {
     fn warn_alloc(&self, order: u32, flags: AllocFlags) {
         let mut w = StackWriter::new();
         let _ = write!(w, "zonealloc: page allocation failure: order:{order}, flags:{flags:?}, free pages:");
-        for zone in self.zones.iter() {
+        for zone in self.node().zones.iter() {
             let _ = write!(w, " {}", zone.usable_free_pages());
         }
         w.flush_line();
@@ -261,39 +266,42 @@ impl ArenaInner {
     fn prep_new_page(&self, block: Block, flags: AllocFlags) -> NonNull<u8> {
         if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
             // SAFETY: the block was just taken off the free lists for this caller.
-            unsafe { self.region.zero(block.pfn, 1 << block.order) };
+            unsafe { self.node().region.zero(block.pfn, 1 << block.order) };
         }
         // SAFETY: a block from the zones is a page of the region.
-        unsafe { self.region.page_addr(block.pfn) }
+        unsafe { self.node().region.page_addr(block.pfn) }
     }
 
     /// Validates and frees the block at `addr` to its zone's lists.
     fn free_validated(&self, addr: usize, order: u32) -> Result<(), FreeError> {
-        if !self.region.contains(addr) {
+        if !self.node().region.contains(addr) {
             return Err(FreeError::OutOfRegion { addr });
         }
-        if order > self.max_order {
-            return Err(FreeError::InvalidOrder { order, max_order: self.max_order });
+        if order > self.node().max_order {
+            return Err(FreeError::InvalidOrder { order, max_order: self.node().max_order });
         }
-        let pfn = self.region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
-        let info = self.mem_map.page(pfn).info();
+        let pfn = self.node().region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
+        let info = self.node().mem_map.page(pfn).info();
         self.validate_free(pfn, info, order, addr)?;
         if order <= PCP_MAX_ORDER
-            && self.pcp_enabled
-            && with_thread_set(self, |set| set.free(self, pfn, order, usize::from(info.zone))).is_some()
+            && self.node().pcp_enabled
+            && with_thread_set(self.node(), &self.reclaim.pcp, |set| {
+                set.free(self.node(), pfn, order, usize::from(info.zone))
+            })
+            .is_some()
         {
             return Ok(());
         }
-        let zone = &self.zones[usize::from(info.zone)];
+        let zone = &self.node().zones[usize::from(info.zone)];
         let mut guard = zone.lock();
         // Re-read under the lock: a racing free of the same block is
         // caught here, and the lists never see a block twice.
-        let info = self.mem_map.page(pfn).info();
+        let info = self.node().mem_map.page(pfn).info();
         self.validate_free(pfn, info, order, addr)?;
-        guard.inner.buddy.free_one_page(&self.mem_map, pfn, order, 0);
+        guard.inner.buddy.free_one_page(&self.node().mem_map, pfn, order, 0);
         guard.inner.frees[order as usize] += 1;
         drop(guard);
-        self.pages_returned();
+        self.node().pages_returned();
         Ok(())
     }
 
@@ -303,63 +311,30 @@ impl ArenaInner {
     /// with nothing changed, otherwise (including for any pointer that is
     /// not an allocated block of `order`).
     pub(crate) fn grow_pages(&self, addr: usize, order: u32, new_order: u32) -> bool {
-        if new_order <= order || new_order > self.max_order {
+        if new_order <= order || new_order > self.node().max_order {
             return false;
         }
-        let Some(pfn) = self.region.pfn_of(addr) else { return false };
+        let Some(pfn) = self.node().region.pfn_of(addr) else { return false };
         let is_block = |info: PageInfo| info.state == PageState::Allocated && u32::from(info.order) == order;
-        let info = self.mem_map.page(pfn).info();
+        let info = self.node().mem_map.page(pfn).info();
         if !is_block(info) {
             return false;
         }
-        let zone = &self.zones[usize::from(info.zone)];
+        let zone = &self.node().zones[usize::from(info.zone)];
         let extra = (1usize << new_order) - (1 << order);
         if zone.usable_free_pages() < extra + zone.watermarks().low {
             return false;
         }
         let mut guard = zone.lock();
         // Re-read under the lock: the block may have been freed meanwhile.
-        let info = self.mem_map.page(pfn).info();
-        if !is_block(info) || !guard.inner.buddy.grow_in_place(&self.mem_map, pfn, order, new_order) {
+        let info = self.node().mem_map.page(pfn).info();
+        if !is_block(info) || !guard.inner.buddy.grow_in_place(&self.node().mem_map, pfn, order, new_order) {
             return false;
         }
-        self.mem_map.page(pfn).set_info(PageInfo { order: new_order as u8, ..info });
+        self.node().mem_map.page(pfn).set_info(PageInfo { order: new_order as u8, ..info });
         guard.inner.frees[order as usize] += 1;
         guard.inner.allocs[new_order as usize] += 1;
         true
-    }
-
-    /// Pages went back to a zone's lists: reclaim may be worth trying again,
-    /// NOFAIL waiters may now succeed, and the purge timer should run.
-    #[inline]
-    pub(crate) fn pages_returned(&self) {
-        self.reclaim.memory_freed();
-        // One barrier for both handshakes (see reclaim.rs).
-        self.freer_barrier();
-        self.reclaim.progress.signal_after_fence();
-        self.reclaim.arm_purge_timer_after_fence(|| self.has_purgeable_memory());
-    }
-
-    /// The freeing side of the reclaim handshakes (NOFAIL waiters, the
-    /// purge timer), on every free to the lists: a compiler barrier when
-    /// the waiting side, which is rare, can pay for membarrier.
-    #[inline]
-    pub(crate) fn freer_barrier(&self) {
-        if self.asymmetric_barriers {
-            light_barrier();
-        } else {
-            fence(Ordering::SeqCst);
-        }
-    }
-
-    /// The waiting side: pairs with [`freer_barrier`](Self::freer_barrier)
-    /// as two `SeqCst` fences would.
-    pub(crate) fn waiter_barrier(&self) {
-        if self.asymmetric_barriers {
-            heavy_barrier();
-        } else {
-            fence(Ordering::SeqCst);
-        }
     }
 
     /// Whether the head entry `info` of `pfn` shows a block of `order` that
@@ -380,9 +355,9 @@ impl ArenaInner {
     /// pointer is not a block start.
     #[cold]
     fn classify_interior(&self, pfn: Pfn, addr: usize) -> FreeError {
-        for order in 1..=self.max_order {
+        for order in 1..=self.node().max_order {
             let head = pfn & !((1 << order) - 1);
-            let info = self.mem_map.page(head).info();
+            let info = self.node().mem_map.page(head).info();
             if info.state != PageState::Tail && u32::from(info.order) >= order {
                 return match info.state {
                     PageState::Free | PageState::Cached | PageState::Isolated => FreeError::DoubleFree { addr },
@@ -391,97 +366,5 @@ impl ArenaInner {
             }
         }
         FreeError::NotBlockStart { addr }
-    }
-
-    /// Pages held in per-thread caches and pools (a racy sum).
-    pub(crate) fn cached_pages(&self) -> usize {
-        let mut tally = [crate::pcp::PcpTally::default(); crate::MAX_ZONES];
-        self.pcp.tally(&mut tally);
-        let listed: usize = tally.iter().flat_map(|t| t.cached.iter().enumerate().map(|(o, n)| n << o)).sum();
-        let pooled: usize = self
-            .zones
-            .iter()
-            .map(|z| z.lock().inner.pool.counts().iter().enumerate().map(|(o, n)| n << o).sum::<usize>())
-            .sum();
-        listed + pooled
-    }
-
-    /// Returns every thread's cache and every pool to the lists; the pages.
-    pub(crate) fn drain_all_caches(&self) -> usize {
-        let pages = self.pcp.drain_all(self);
-        if pages > 0 {
-            self.pages_returned();
-        }
-        pages
-    }
-
-    /// Returns the calling thread's own cache to the lists (what a shrinker
-    /// freed on this thread lands there).
-    pub(crate) fn drain_own_cache(&self) -> usize {
-        if !self.pcp_enabled {
-            return 0;
-        }
-        let pages = with_thread_set(self, |set| set.drain(self)).unwrap_or(0);
-        if pages > 0 {
-            self.pages_returned();
-        }
-        pages
-    }
-}
-
-/// `x % n` for a fixed `n` without a division (Lemire's fastmod): the
-/// preferred-zone lookup is on every allocation, and a 64-bit `div` costs
-/// more than the rest of the lookup.
-pub(crate) struct FastMod {
-    n: u32,
-    m: u64,
-}
-
-impl FastMod {
-    pub(crate) fn new(n: u32) -> Self {
-        debug_assert!(n > 0);
-        Self { n, m: (u64::MAX / u64::from(n)).wrapping_add(1) }
-    }
-
-    #[inline]
-    pub(crate) fn reduce(&self, x: u32) -> usize {
-        let low = self.m.wrapping_mul(u64::from(x));
-        ((u128::from(low) * u128::from(self.n)) >> 64) as usize
-    }
-}
-
-/// A small per-thread number, handed out in the order threads first
-/// allocate. Not part of any protocol: only a hint for spreading threads
-/// over zones.
-#[inline]
-fn thread_seq() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::thread_local! {
-        static SEQ: Cell<u32> = const { Cell::new(u32::MAX) };
-    }
-    SEQ.try_with(|seq| {
-        let mut n = seq.get();
-        if n == u32::MAX {
-            n = NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-            seq.set(n);
-        }
-        n
-    })
-    .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FastMod;
-
-    #[test]
-    fn fastmod_is_modulo() {
-        for n in 1..=64u32 {
-            let f = FastMod::new(n);
-            for x in (0..10_000u32).chain([u32::MAX - 1, u32::MAX, 0x7fff_ffff]) {
-                assert_eq!(f.reduce(x), (x % n) as usize, "{x} % {n}");
-            }
-        }
     }
 }

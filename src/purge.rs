@@ -10,9 +10,8 @@
 //! purged with `MADV_DONTNEED` reads as zeros, so a `ZERO` allocation of it
 //! needs no memset.
 
-use crate::arena::ArenaInner;
+use crate::node::Node;
 use crate::page::{Pfn, flag};
-use crate::reclaim::ReclaimCounters;
 use crate::region::{HugePages, PurgeAdvice};
 use crate::zone::Zone;
 
@@ -31,28 +30,22 @@ pub struct PurgeReport {
     pub calls: usize,
 }
 
-impl ArenaInner {
-    /// Drains every cache, then purges every zone.
-    pub(crate) fn purge_all(&self) -> PurgeReport {
-        let start = crate::sync::Instant::now();
-        self.drain_all_caches();
-        let _purging = self.reclaim.purging.lock();
+impl Node {
+    /// Purges every zone (the caller has drained the caches, whose pages
+    /// a purge cannot reach).
+    pub(crate) fn purge_zones(&self) -> PurgeReport {
+        let _purging = self.purging.lock();
         let mut report = PurgeReport::default();
         for zone in self.zones.iter() {
             let r = self.purge_zone(zone);
             report.bytes += r.bytes;
             report.calls += r.calls;
         }
-        let counters = &self.reclaim.counters;
-        ReclaimCounters::add(&counters.purges, 1);
-        ReclaimCounters::add(&counters.purge_calls, report.calls as u64);
-        ReclaimCounters::add(&counters.purged_pages, (report.bytes / crate::PAGE_SIZE) as u64);
-        ReclaimCounters::add(&counters.purge_ns, start.elapsed().as_nanos() as u64);
         report
     }
 
     fn purge_zone(&self, zone: &Zone) -> PurgeReport {
-        let advice = self.reclaim.config().purge_advice;
+        let advice = self.kswapd.config().purge_advice;
         // hugetlb pages can only be discarded with MADV_DONTNEED (and
         // whole: the zones purge nothing below the huge page order then).
         let advice = if self.huge_pages == HugePages::Explicit { PurgeAdvice::DontNeed } else { advice };

@@ -228,11 +228,12 @@ impl Arena {
     /// ```
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
-        let orders = inner.max_order as usize + 1;
+        let orders = inner.node().max_order as usize + 1;
         let mut pcp = [PcpTally::default(); crate::MAX_ZONES];
-        let pcp_sets = inner.pcp.tally(&mut pcp);
+        let pcp_sets = inner.reclaim().pcp.tally(&mut pcp);
         let pcp_orders = orders.min(PCP_MAX_ORDER as usize + 1);
         let zones: Vec<ZoneStats> = inner
+            .node()
             .zones
             .iter()
             .zip(pcp)
@@ -247,7 +248,7 @@ impl Arena {
                     for (order, n) in free_blocks.iter_mut().enumerate().take(orders) {
                         *n = buddy.nr_free_blocks(order as u32);
                     }
-                    free_blocks[orders - 1] += buddy.frontier_pages() >> inner.max_order;
+                    free_blocks[orders - 1] += buddy.frontier_pages() >> inner.node().max_order;
                     allocs = guard.inner.allocs;
                     frees = guard.inner.frees;
                     counters = buddy.counters;
@@ -301,25 +302,25 @@ impl Arena {
                 }
             })
             .collect();
-        let r = &inner.reclaim.counters;
+        let r = &inner.node().counters;
         let load = |c: &crate::sync::AtomicU64| c.load(Ordering::Relaxed);
-        let sleeps = inner.reclaim.sleeps();
+        let sleeps = inner.node().kswapd.sleeps();
         let reclaim = ReclaimStats {
             kswapd_wakeups: load(&r.kswapd_wakeups),
             kswapd_passes: load(&r.kswapd_passes),
             kswapd_give_ups: load(&r.kswapd_give_ups),
-            kswapd_failures: inner.reclaim.failures(),
+            kswapd_failures: inner.node().kswapd.failures(),
             kswapd_sleeps: sleeps.0,
             purge_timer_sleeps: sleeps.1,
             kswapd_wakeups_sent: sleeps.2,
-            shrinkers: inner.shrinkers.len(),
+            shrinkers: inner.reclaim().shrinkers.len(),
             shrinker_scanned: load(&r.shrinker_scanned),
             shrinker_freed: load(&r.shrinker_freed),
             direct_reclaims: load(&r.direct_reclaims),
             direct_reclaim_time: std::time::Duration::from_nanos(load(&r.direct_reclaim_ns)),
             oom_events: load(&r.oom_events),
             nofail_waits: load(&r.nofail_waits),
-            injected_failures: inner.fault.as_ref().map_or(0, |f| load(&f.injected)),
+            injected_failures: inner.pages.fault.as_ref().map_or(0, |f| load(&f.injected)),
             purges: load(&r.purges),
             purge_calls: load(&r.purge_calls),
             purged_bytes: load(&r.purged_pages) * crate::PAGE_SIZE as u64,
@@ -329,15 +330,15 @@ impl Arena {
         Stats {
             page_size: crate::PAGE_SIZE,
             capacity_bytes: inner.capacity_pages.load(Ordering::Relaxed) * crate::PAGE_SIZE,
-            purge_delay: inner.reclaim.config().purge_delay,
+            purge_delay: inner.node().kswapd.config().purge_delay,
             resident_bytes: resident_pages * crate::PAGE_SIZE,
             reclaim,
-            max_order: inner.max_order,
-            region_bytes: inner.region.len(),
-            alloc_failures: inner.counters.alloc_failures.load(Ordering::Relaxed),
-            invalid_frees: inner.counters.invalid_frees.load(Ordering::Relaxed),
+            max_order: inner.node().max_order,
+            region_bytes: inner.node().region.len(),
+            alloc_failures: inner.pages.counters.alloc_failures.load(Ordering::Relaxed),
+            invalid_frees: inner.pages.counters.invalid_frees.load(Ordering::Relaxed),
             pcp_sets,
-            pcp_remote_drains: inner.pcp.drains.load(Ordering::Relaxed),
+            pcp_remote_drains: inner.reclaim().pcp.drains.load(Ordering::Relaxed),
             zones,
         }
     }

@@ -112,7 +112,7 @@ fn start_reclaim() {
     }
     if let Some(arena) = global_arena() {
         // Spawning allocates: through us, now that the arena is ready.
-        let _ = arena.inner.reclaim.start(&arena.inner);
+        let _ = arena.inner.reclaim().start_kswapd();
         static REAPER_REGISTERED: AtomicBool = AtomicBool::new(false);
         if !REAPER_REGISTERED.swap(true, Ordering::AcqRel) {
             // For the life of the process.

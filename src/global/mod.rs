@@ -262,7 +262,7 @@ fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bo
             // A block is aligned to its size: one that is not cannot grow
             // into a larger one where it lies.
             (ptr as usize).is_multiple_of(crate::PAGE_SIZE << b)
-                && arena.inner.resize_exact(ptr as usize, 1 << a, 1 << b)
+                && arena.inner.pages.resize_exact(ptr as usize, 1 << a, 1 << b)
         }
         _ => false,
     }

@@ -1,5 +1,5 @@
 //! Per-thread page caches: the kernel's per-CPU page lists (`struct
-//! per_cpu_pages`), one set per thread per arena.
+//! per_cpu_pages`), one set per thread per node.
 //!
 //! A thread's [`PcpSet`] holds, for every zone and for orders
 //! `0..=PAGE_ALLOC_COSTLY_ORDER` (3), a list of free blocks taken out of the

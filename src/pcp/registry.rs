@@ -9,8 +9,8 @@
 
 use std::ptr::NonNull;
 
-use crate::arena::ArenaInner;
 use crate::boot::SysBox;
+use crate::node::Node;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier, spin_loop};
 
 use super::*;
@@ -25,8 +25,6 @@ pub(crate) struct PcpRegistry {
 
 pub(super) struct RegistryInner {
     pub(super) first: Option<NonNull<PcpSet>>,
-    /// Round-robin preferred zone for the next thread.
-    pub(super) next_zone: usize,
 }
 
 // SAFETY: the raw set pointers are only followed under the registry lock,
@@ -36,17 +34,16 @@ unsafe impl Send for RegistryInner {}
 impl PcpRegistry {
     pub(crate) fn new() -> Self {
         Self {
-            head: Mutex::new(RegistryInner { first: None, next_zone: 0 }),
+            head: Mutex::new(RegistryInner { first: None }),
             nr_vacant: AtomicUsize::new(0),
             drains: AtomicU64::new(0),
         }
     }
 
     /// Gives the calling thread a set: a vacant one, or a new one.
-    pub(crate) fn attach(&self, arena: &ArenaInner) -> Option<NonNull<PcpSet>> {
+    pub(crate) fn attach(&self, node: &Node) -> Option<NonNull<PcpSet>> {
+        let zone = node.preferred_zone();
         let mut reg = self.head.lock();
-        let zone = reg.next_zone;
-        reg.next_zone = if zone + 1 == arena.zones.len() { 0 } else { zone + 1 };
         if self.nr_vacant.load(Ordering::Relaxed) > 0 {
             let mut cursor = reg.first;
             while let Some(ptr) = cursor {
@@ -58,15 +55,15 @@ impl PcpRegistry {
                     set.refs.fetch_add(1, Ordering::Relaxed);
                     set.preferred.store(zone, Ordering::Relaxed);
                     self.nr_vacant.fetch_sub(1, Ordering::Relaxed);
-                    arena.zones[zone].pcp_attach();
+                    node.zones[zone].pcp_attach();
                     return Some(ptr);
                 }
                 cursor = set.next;
             }
         }
-        let set = PcpSet::new(arena, zone, reg.first)?;
+        let set = PcpSet::new(node, self, zone, reg.first)?;
         reg.first = Some(set);
-        arena.zones[zone].pcp_attach();
+        node.zones[zone].pcp_attach();
         Some(set)
     }
 
@@ -84,14 +81,27 @@ impl PcpRegistry {
 
     /// Drains every set, then every zone's pool of trimmed batches; returns
     /// the pages moved.
-    pub(crate) fn drain_all(&self, arena: &ArenaInner) -> usize {
+    pub(crate) fn drain_all(&self, node: &Node) -> usize {
         self.drains.fetch_add(1, Ordering::Relaxed);
         let mut pages = 0;
-        self.for_each(|set| pages += set.drain(arena));
-        for zone in arena.zones.iter() {
-            pages += zone.drain_pool(&arena.mem_map);
+        self.for_each(|set| pages += set.drain(node));
+        for zone in node.zones.iter() {
+            pages += zone.drain_pool(&node.mem_map);
         }
         pages
+    }
+
+    /// Pages held in per-thread caches and pools (a racy sum).
+    pub(crate) fn cached_pages(&self, node: &Node) -> usize {
+        let mut tally = [PcpTally::default(); crate::MAX_ZONES];
+        self.tally(&mut tally);
+        let listed: usize = tally.iter().flat_map(|t| t.cached.iter().enumerate().map(|(o, n)| n << o)).sum();
+        let pooled: usize = node
+            .zones
+            .iter()
+            .map(|z| z.lock().inner.pool.counts().iter().enumerate().map(|(o, n)| n << o).sum::<usize>())
+            .sum();
+        listed + pooled
     }
 
     /// Per zone and order: blocks cached, allocations and frees served.
@@ -148,7 +158,7 @@ impl PcpRegistry {
                 spin_loop();
             }
         }
-        Some(FrozenSets { sets, _registry: registry })
+        Some(FrozenSets { sets, registry: self, _head: registry })
     }
 
     /// The arena is dropping: mark every set GONE so exiting threads leave
@@ -182,16 +192,17 @@ pub(super) struct FrozenSet<'a> {
 /// registry stays locked, so no set is attached or recycled meanwhile.
 pub(crate) struct FrozenSets<'a> {
     pub(super) sets: SysBox<[FrozenSet<'a>]>,
-    pub(super) _registry: crate::sync::MutexGuard<'a, RegistryInner>,
+    pub(super) registry: &'a PcpRegistry,
+    pub(super) _head: crate::sync::MutexGuard<'a, RegistryInner>,
 }
 
 impl FrozenSets<'_> {
     /// Walks every set's lists for `check()` (see [`PcpSet::check`]),
     /// adding each zone's cached pages to `cached`.
-    pub(crate) fn check(&self, arena: &ArenaInner, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
+    pub(crate) fn check(&self, node: &Node, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
         for frozen in self.sets.iter() {
             // SAFETY: frozen for our lifetime.
-            unsafe { frozen.set.check(arena, cached) }?;
+            unsafe { frozen.set.check(node, cached) }?;
         }
         Ok(())
     }
@@ -202,9 +213,9 @@ impl FrozenSets<'_> {
     /// operation: their blocks go back to the lists and the sets become
     /// vacant, for the child's next threads.
     #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn recycle_all_but_own(&self, arena: &ArenaInner) {
+    pub(crate) fn recycle_all_but_own(&self, node: &Node) {
         let own = with_caches(|caches| {
-            caches.entries.iter().map(|e| e.get()).find(|e| e.arena_id == arena.id).and_then(|e| e.occupied())
+            caches.entries.iter().map(|e| e.get()).find(|e| e.arena_id == node.id).and_then(|e| e.occupied())
         })
         .flatten();
         for frozen in self.sets.iter() {
@@ -214,7 +225,7 @@ impl FrozenSets<'_> {
             }
             // SAFETY: frozen (its lock is held through `frozen`), ATTACHED,
             // and its owner does not exist in this process.
-            unsafe { set.vacate(arena) };
+            unsafe { set.vacate(node, self.registry) };
             // The vanished thread's reference (the arena's keeps the set).
             set.refs.fetch_sub(1, Ordering::Relaxed);
         }

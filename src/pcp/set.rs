@@ -26,11 +26,11 @@
 
 use std::ptr::NonNull;
 
-use crate::arena::ArenaInner;
 use crate::boot::SysBox;
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::memalloc::InReclaim;
+use crate::node::Node;
 use crate::page::{PageInfo, PageState, Pfn};
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
@@ -150,7 +150,7 @@ pub(super) const VACANT: u8 = 0;
 pub(super) const ATTACHED: u8 = 1;
 pub(super) const GONE: u8 = 2;
 
-/// One thread's caches for one arena.
+/// One thread's caches for one node.
 pub(crate) struct PcpSet {
     /// The owner is inside a fast-path critical section.
     pub(super) busy: AtomicBool,
@@ -165,21 +165,28 @@ pub(crate) struct PcpSet {
     pub(super) state: AtomicU8,
     /// One for the arena, one for an attached thread.
     pub(super) refs: AtomicU32,
-    /// Valid while `state != GONE`.
-    pub(super) arena: NonNull<ArenaInner>,
+    /// The node and registry of the arena; valid while `state != GONE`.
+    pub(super) node: NonNull<Node>,
+    pub(super) registry: NonNull<PcpRegistry>,
     /// Next set in the registry; written once, before the set is published.
     pub(super) next: Option<NonNull<PcpSet>>,
 }
 
 // SAFETY: shared state is atomics, a mutex, and lists handed between threads
-// only by the protocol above; `arena` is only dereferenced while it is alive.
+// only by the protocol above; `node` and `registry` are only dereferenced
+// while the arena is alive.
 unsafe impl Send for PcpSet {}
 // SAFETY: as above.
 unsafe impl Sync for PcpSet {}
 
 impl PcpSet {
-    pub(super) fn new(arena: &ArenaInner, preferred: usize, next: Option<NonNull<PcpSet>>) -> Option<NonNull<Self>> {
-        let nr = arena.zones.len();
+    pub(super) fn new(
+        node: &Node,
+        registry: &PcpRegistry,
+        preferred: usize,
+        next: Option<NonNull<PcpSet>>,
+    ) -> Option<NonNull<Self>> {
+        let nr = node.zones.len();
         #[cfg(not(loom))]
         let zones = SysBox::try_new_zeroed_slice(nr)?;
         #[cfg(loom)]
@@ -192,7 +199,8 @@ impl PcpSet {
             lock: Mutex::new(()),
             state: AtomicU8::new(ATTACHED),
             refs: AtomicU32::new(2),
-            arena: NonNull::from(arena),
+            node: NonNull::from(node),
+            registry: NonNull::from(registry),
             next,
         };
         Some(SysBox::try_new(set)?.into_raw())
@@ -222,7 +230,7 @@ impl PcpSet {
     /// thread's cache, refilling it from the zonelist if it is empty. `None`
     /// when no zone passes its low watermark: the caller's slow path follows.
     #[inline]
-    pub(crate) fn alloc(&self, arena: &ArenaInner, order: u32, flags: AllocFlags) -> Option<Block> {
+    pub(crate) fn alloc(&self, node: &Node, order: u32, flags: AllocFlags) -> Option<Block> {
         let o = order as usize;
         let zone = self.preferred.load(Ordering::Relaxed);
         let zp = &self.zones[zone];
@@ -232,14 +240,14 @@ impl PcpSet {
                 // SAFETY: inside a busy section that did not see `locked`.
                 let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
                 zp.count[o].store(n - 1, Ordering::Relaxed);
-                let block = take_cached(arena, pfn, order, zone);
+                let block = take_cached(node, pfn, order, zone);
                 ZonePcp::bump(&zp.allocs[o]);
                 self.leave();
                 return Some(block);
             }
             self.leave();
         }
-        self.alloc_refill(arena, order, flags)
+        self.alloc_refill(node, order, flags)
     }
 
     /// The slow path of `alloc`: under the set lock, walk the zonelist; the
@@ -247,14 +255,14 @@ impl PcpSet {
     /// able to refill, serves it (`rmqueue_pcplist` + `rmqueue_bulk`).
     #[cold]
     #[inline(never)]
-    pub(super) fn alloc_refill(&self, arena: &ArenaInner, order: u32, flags: AllocFlags) -> Option<Block> {
+    pub(super) fn alloc_refill(&self, node: &Node, order: u32, flags: AllocFlags) -> Option<Block> {
         let o = order as usize;
         let _guard = self.lock.lock();
         let preferred = self.preferred.load(Ordering::Relaxed);
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
-        zonelist(preferred, arena.zones.len(), |z| {
-            let zone = &arena.zones[z];
+        zonelist(preferred, node.zones.len(), |z| {
+            let zone = &node.zones[z];
             let zp = &self.zones[z];
             // SAFETY: we hold the set lock and are the owner.
             let block = unsafe {
@@ -266,17 +274,17 @@ impl PcpSet {
                             zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                             return None;
                         }
-                        n = zone.rmqueue_bulk(&arena.mem_map, order, l.batch[o] as usize, |i, pfn| {
+                        n = zone.rmqueue_bulk(&node.mem_map, order, l.batch[o] as usize, |i, pfn| {
                             l.slots[l.slot(o, l.bottom[o].wrapping_add(i as u32))] = pfn;
                         }) as u32;
                         if n == 0 {
                             return None;
                         }
-                        arena.zone_allocated(zone);
+                        node.zone_allocated(zone);
                     }
                     let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))];
                     zp.count[o].store(n - 1, Ordering::Relaxed);
-                    Some(take_cached(arena, pfn, order, z))
+                    Some(take_cached(node, pfn, order, z))
                 })
             };
             if block.is_some() {
@@ -289,49 +297,49 @@ impl PcpSet {
     /// Frees an order-`order` block of zone `zone` into this thread's cache;
     /// the caller has validated that it is an allocated block of that order.
     #[inline]
-    pub(crate) fn free(&self, arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
+    pub(crate) fn free(&self, node: &Node, pfn: Pfn, order: u32, zone: usize) {
         let o = order as usize;
         let zp = &self.zones[zone];
         if self.enter() {
             // SAFETY: inside a busy section that did not see `locked`.
             if unsafe { zp.push(o, pfn) } {
-                put_cached(arena, pfn, order, zone);
+                put_cached(node, pfn, order, zone);
                 ZonePcp::bump(&zp.frees[o]);
                 self.leave();
                 return;
             }
             self.leave();
         }
-        self.free_trim(arena, pfn, order, zone);
+        self.free_trim(node, pfn, order, zone);
     }
 
     /// The slow path of `free`: push, and if the list is now above `high`,
     /// return its `batch` coldest blocks under one zone lock acquisition.
     #[cold]
     #[inline(never)]
-    pub(super) fn free_trim(&self, arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
+    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, order: u32, zone: usize) {
         let o = order as usize;
         let _guard = self.lock.lock();
         let zp = &self.zones[zone];
-        let z = &arena.zones[zone];
+        let z = &node.zones[zone];
         // SAFETY: we hold the set lock and are the owner.
         unsafe {
             zp.lists(|l| {
                 refresh(l, z);
                 let n = zp.count[o].load(Ordering::Relaxed);
                 l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                put_cached(arena, pfn, order, zone);
+                put_cached(node, pfn, order, zone);
                 let mut n = n + 1;
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
                     let bottom = l.bottom[o];
                     let to_lists = z.free_pcppages_bulk(
-                        &arena.mem_map,
+                        &node.mem_map,
                         order,
                         (0..batch).map(|i| l.slots[l.slot(o, bottom.wrapping_add(i))]),
                     );
                     if to_lists {
-                        arena.pages_returned();
+                        node.pages_returned();
                     }
                     l.bottom[o] = bottom.wrapping_add(batch);
                     n -= batch;
@@ -344,7 +352,7 @@ impl PcpSet {
 
     /// Returns every cached block to the buddy lists, from any thread: the
     /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
-    pub(crate) fn drain(&self, arena: &ArenaInner) -> usize {
+    pub(crate) fn drain(&self, node: &Node) -> usize {
         let _guard = self.lock.lock();
         if self.state.load(Ordering::Relaxed) != ATTACHED {
             return 0;
@@ -356,7 +364,7 @@ impl PcpSet {
         }
         // SAFETY: we hold the lock, raised `locked`, and saw `busy` clear
         // after the heavy barrier: the owner is out and will stay out.
-        let pages = unsafe { self.return_all(arena) };
+        let pages = unsafe { self.return_all(node) };
         self.locked.store(false, Ordering::Release);
         pages
     }
@@ -366,9 +374,9 @@ impl PcpSet {
     ///
     /// # Safety
     /// The caller has the lists of every zone (see [`ZonePcp::lists`]).
-    pub(super) unsafe fn return_all(&self, arena: &ArenaInner) -> usize {
+    pub(super) unsafe fn return_all(&self, node: &Node) -> usize {
         let mut pages = 0;
-        for (zp, zone) in self.zones.iter().zip(arena.zones.iter()) {
+        for (zp, zone) in self.zones.iter().zip(node.zones.iter()) {
             if zp.count.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
                 continue;
             }
@@ -383,7 +391,7 @@ impl PcpSet {
                     zp.lists(|l| {
                         for i in 0..n {
                             let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
-                            guard.free_cached(&arena.mem_map, pfn, o as u32);
+                            guard.free_cached(&node.mem_map, pfn, o as u32);
                         }
                         l.bottom[o] = 0;
                     });
@@ -410,9 +418,9 @@ impl PcpSet {
             if this.state.load(Ordering::Relaxed) == ATTACHED {
                 // SAFETY: ATTACHED under the lock: the arena cannot finish
                 // dropping (it marks each set GONE under this lock first).
-                let arena = unsafe { this.arena.as_ref() };
+                let (node, registry) = unsafe { (this.node.as_ref(), this.registry.as_ref()) };
                 // SAFETY: we are the owner (not in a busy section) and hold the lock.
-                unsafe { this.vacate(arena) };
+                unsafe { this.vacate(node, registry) };
             }
         }
         // SAFETY: the thread's reference, given up once.
@@ -424,12 +432,12 @@ impl PcpSet {
     /// # Safety
     /// The caller holds the set's lock, the set is ATTACHED, and its owner
     /// is not inside a busy section and never will be again.
-    pub(super) unsafe fn vacate(&self, arena: &ArenaInner) {
+    pub(super) unsafe fn vacate(&self, node: &Node, registry: &PcpRegistry) {
         // SAFETY: per the contract, nobody else touches the lists.
-        unsafe { self.return_all(arena) };
+        unsafe { self.return_all(node) };
         self.state.store(VACANT, Ordering::Relaxed);
-        arena.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
-        arena.pcp.nr_vacant.fetch_add(1, Ordering::Relaxed);
+        node.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
+        registry.nr_vacant.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drops one reference; the last one frees the set.
@@ -451,11 +459,7 @@ impl PcpSet {
     ///
     /// # Safety
     /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
-    pub(super) unsafe fn check(
-        &self,
-        arena: &ArenaInner,
-        cached: &mut [usize],
-    ) -> Result<(), crate::error::CheckError> {
+    pub(super) unsafe fn check(&self, node: &Node, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
         for (z, zp) in self.zones.iter().enumerate() {
             for (o, capacity) in CAPACITY.iter().enumerate() {
                 let n = zp.count[o].load(Ordering::Relaxed);
@@ -469,10 +473,10 @@ impl PcpSet {
                     zp.lists(|l| {
                         for i in 0..n {
                             let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
-                            if !arena.zones[z].contains(pfn) {
+                            if !node.zones[z].contains(pfn) {
                                 return Err(bad(pfn, "not a page of the list's zone"));
                             }
-                            let info = arena.mem_map.page(pfn).info();
+                            let info = node.mem_map.page(pfn).info();
                             if info.state != PageState::Cached || usize::from(info.order) != o {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
@@ -490,8 +494,8 @@ impl PcpSet {
 
 /// Records a popped cached block as allocated and returns it.
 #[inline(always)]
-pub(super) fn take_cached(arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) -> Block {
-    let page = arena.mem_map.page(pfn);
+pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Block {
+    let page = node.mem_map.page(pfn);
     let flags = page.info().flags;
     page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone as u8));
     Block { pfn, order, flags }
@@ -499,8 +503,8 @@ pub(super) fn take_cached(arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize)
 
 /// Records a freed block as cached. Its contents are now unknown: no flags.
 #[inline(always)]
-pub(super) fn put_cached(arena: &ArenaInner, pfn: Pfn, order: u32, zone: usize) {
-    arena.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone as u8));
+pub(super) fn put_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) {
+    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone as u8));
 }
 
 /// Copies the zone's current `high` and `batch` into a list's parameters.

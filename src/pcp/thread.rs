@@ -3,7 +3,7 @@
 
 use std::ptr::NonNull;
 
-use crate::arena::ArenaInner;
+use crate::node::Node;
 use crate::page::{PageInfo, PageState, Pfn};
 use crate::sync::Ordering;
 
@@ -72,7 +72,7 @@ impl ThreadCaches {
     /// This thread's set for `arena`, attaching one on first use, and moved
     /// to the front for the fast paths.
     #[cold]
-    pub(super) fn get(&self, arena: &ArenaInner) -> Option<&PcpSet> {
+    pub(super) fn get(&self, node: &Node, registry: &PcpRegistry) -> Option<&PcpSet> {
         if self.gone.get() {
             return None;
         }
@@ -81,7 +81,7 @@ impl ThreadCaches {
         for (i, cell) in self.entries.iter().enumerate() {
             let entry = cell.get();
             match entry.occupied() {
-                Some(_) if entry.arena_id == arena.id => {
+                Some(_) if entry.arena_id == node.id => {
                     found = Some(i);
                     break;
                 }
@@ -107,13 +107,13 @@ impl ThreadCaches {
                 if !register_exit_hook() {
                     return None;
                 }
-                let set = arena.pcp.attach(arena)?;
+                let set = registry.attach(node)?;
                 // SAFETY: just attached; the thread holds a reference.
                 let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
                 // SAFETY: as above; `preferred` indexes the set's zones.
                 let zones = &unsafe { set.as_ref() }.zones;
                 self.entries[slot].set(Entry {
-                    arena_id: arena.id,
+                    arena_id: node.id,
                     set,
                     hot: NonNull::from(&zones[preferred]),
                     zones: NonNull::from(&zones[0]),
@@ -226,18 +226,18 @@ pub(super) fn with_caches<R>(f: impl FnOnce(&ThreadCaches) -> R) -> Option<R> {
 /// Runs `f` with this thread's set for `arena`; `None` if the thread has no
 /// cache for it (its thread-locals are being torn down, or it uses more than
 /// [`THREAD_ARENAS`] arenas).
-pub(crate) fn with_thread_set<R>(arena: &ArenaInner, f: impl FnOnce(&PcpSet) -> R) -> Option<R> {
-    with_caches(|caches| caches.get(arena).map(f)).flatten()
+pub(crate) fn with_thread_set<R>(node: &Node, registry: &PcpRegistry, f: impl FnOnce(&PcpSet) -> R) -> Option<R> {
+    with_caches(|caches| caches.get(node, registry).map(f)).flatten()
 }
 
 /// The allocation fast path: pops a block of `order` from this thread's
 /// list for its preferred zone. `None` sends the caller to the slow path
 /// (no set yet, a drain in progress, or an empty list).
 #[inline(always)]
-pub(crate) fn alloc_fast(arena: &ArenaInner, order: u32) -> Option<Pfn> {
+pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
     with_caches(|caches| {
         let entry = caches.entries[0].get();
-        if entry.arena_id != arena.id {
+        if entry.arena_id != node.id {
             return None;
         }
         // SAFETY: entry 0 holds this arena's set (ids are never reused and
@@ -256,7 +256,7 @@ pub(crate) fn alloc_fast(arena: &ArenaInner, order: u32) -> Option<Pfn> {
         let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
         zp.count[o].store(n - 1, Ordering::Relaxed);
         // SAFETY: cached blocks are pages of the region.
-        unsafe { arena.mem_map.page_unchecked(pfn) }.set_info_word(entry.allocated_word | order << 8);
+        unsafe { node.mem_map.page_unchecked(pfn) }.set_info_word(entry.allocated_word | order << 8);
         ZonePcp::bump(&zp.allocs[o]);
         set.leave();
         Some(pfn)
@@ -269,12 +269,12 @@ pub(crate) fn alloc_fast(arena: &ArenaInner, order: u32) -> Option<Pfn> {
 /// block's zone. `false` sends the caller to the slow path (a full list, no
 /// set, a drain in progress).
 #[inline(always)]
-pub(crate) fn free_fast(arena: &ArenaInner, pfn: Pfn, order: u32, word: u32) -> bool {
+pub(crate) fn free_fast(node: &Node, pfn: Pfn, order: u32, word: u32) -> bool {
     with_caches(|caches| {
         let entry = caches.entries[0].get();
         let zone = PageInfo::zone_of_word(word);
         // An empty entry has nr_zones == 0.
-        if entry.arena_id != arena.id || zone >= entry.nr_zones {
+        if entry.arena_id != node.id || zone >= entry.nr_zones {
             return false;
         }
         // SAFETY: as in `alloc_fast`; `zones` points at the set's
@@ -288,7 +288,7 @@ pub(crate) fn free_fast(arena: &ArenaInner, pfn: Pfn, order: u32, word: u32) -> 
         let pushed = unsafe { zp.push(o, pfn) };
         if pushed {
             // SAFETY: the caller validated `pfn` as a page of the region.
-            unsafe { arena.mem_map.page_unchecked(pfn) }.set_info_word(word ^ ALLOCATED_TO_CACHED);
+            unsafe { node.mem_map.page_unchecked(pfn) }.set_info_word(word ^ ALLOCATED_TO_CACHED);
             ZonePcp::bump(&zp.frees[o]);
         }
         set.leave();

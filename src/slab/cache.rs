@@ -147,7 +147,7 @@ impl Slabs {
             mine = self.id.compare_exchange(0, fresh, relaxed, relaxed).map_or_else(|stored| stored, |_| fresh);
         }
         let served_by = arena.inner.slabs_id.compare_exchange(0, mine, relaxed, relaxed);
-        let arena_id = arena.inner.id;
+        let arena_id = arena.inner.node().id;
         served_by.map_or_else(|other| other == mine, |_| true)
             && self
                 .arena_id

@@ -22,13 +22,13 @@ impl SlabMap {
     pub(super) fn of(arena: &Arena) -> Self {
         let inner = &*arena.inner;
         Self {
-            region_base: inner.region.base().as_ptr() as usize,
-            region_len: inner.region.len(),
-            table: inner.side_table.start(),
+            region_base: inner.node().region.base().as_ptr() as usize,
+            region_len: inner.node().region.len(),
+            table: inner.node().side_table.start(),
             words: ObjectWords {
                 key: tag_key(),
                 #[cfg(loom)]
-                region: &inner.region,
+                region: &inner.node().region,
             },
         }
     }

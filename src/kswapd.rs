@@ -1,0 +1,283 @@
+//! kswapd's state: how it is woken (`wakeup_kswapd`), how it goes to sleep
+//! (`kswapd_try_to_sleep`), its purge timer, its failures, its thread. What
+//! it does when awake is in `reclaim.rs`.
+//!
+//! One thread per arena. It sleeps on a condition variable and uses no CPU
+//! while every zone is above its low watermark. An allocation that leaves a
+//! zone below low wakes it. Sixteen passes in a row without progress
+//! (`MAX_RECLAIM_RETRIES`) and it gives up: it sleeps, and wake-ups are
+//! ignored until memory is freed (the kernel's `kswapd_failures`). When
+//! `purge_delay` is set it also wakes on a timer while free memory a purge
+//! could hand back is resident.
+//!
+//! **Sleep and wake without a lost wake-up.** Wakers do not take the lock
+//! when kswapd is already awake. The pair is a Dekker handshake:
+//!
+//! ```text
+//! waker (allocation left a zone below low)     kswapd (going to sleep)
+//!   zone free count lowered (under zone lock)    awake = false
+//!   fence(SeqCst)                                fence(SeqCst)
+//!   if !awake: lock; pending = true; notify      if a zone is below low: run again
+//!                                                else: lock; wait unless pending
+//! ```
+//!
+//! Either the waker sees `awake == false` and sets `pending` under the lock
+//! (kswapd checks it under the same lock before waiting), or kswapd's
+//! re-check sees the lowered free count. The purge timer is the same
+//! handshake on `purge_armed`, with frees as the wakers: the freer's side is
+//! `Node::pages_returned` (`node.rs`), whose
+//! barrier is a compiler fence when membarrier is available (the waiting
+//! side pays for it; see `barrier.rs`). `tests/loom.rs` models both.
+
+use crate::builder::ReclaimConfig;
+use crate::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence, spawn};
+
+/// Passes without progress before reclaim gives up (`MAX_RECLAIM_RETRIES`).
+pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
+
+struct KswapdState {
+    /// A wake-up arrived since kswapd last looked.
+    pending: bool,
+    /// The arena is dropping.
+    stop: bool,
+    /// Times kswapd went to sleep, and how many of them with the purge
+    /// timer set (kept under the lock, so a reader sees the latest).
+    sleeps: u64,
+    timed_sleeps: u64,
+    /// Wake-ups sent to a sleeping kswapd (to reclaim or set its timer).
+    wakeups_sent: u64,
+}
+
+/// Why kswapd woke up.
+pub(crate) enum Wake {
+    /// A zone is below its low watermark.
+    Reclaim,
+    /// The purge timer fired.
+    Purge,
+    /// The arena is dropping.
+    Stop,
+}
+
+/// What kswapd looks at before it sleeps, from the layer that owns the
+/// zones.
+pub(crate) trait SleepCheck {
+    /// Whether a zone is below its low watermark.
+    fn below_low(&self) -> bool;
+    /// The waiting side's barrier of the purge-timer handshake.
+    fn waiter_barrier(&self);
+    /// Whether free memory a purge would hand back is resident.
+    fn purgeable(&self) -> bool;
+}
+
+/// One arena's kswapd.
+pub(crate) struct Kswapd {
+    config: ReclaimConfig,
+    state: Mutex<KswapdState>,
+    wake: Condvar,
+    /// kswapd is running a pass, or about to re-check before sleeping.
+    awake: AtomicBool,
+    /// kswapd is sleeping with the purge timer set (or about to re-check
+    /// for resident free memory): whoever frees memory need not wake it.
+    purge_armed: AtomicBool,
+    /// Consecutive passes without progress (`kswapd_failures`).
+    failures: AtomicU32,
+    thread: Mutex<Option<JoinHandle>>,
+}
+
+impl Kswapd {
+    pub(crate) fn new(config: ReclaimConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(KswapdState { pending: false, stop: false, sleeps: 0, timed_sleeps: 0, wakeups_sent: 0 }),
+            wake: Condvar::new(),
+            awake: AtomicBool::new(false),
+            purge_armed: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            thread: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ReclaimConfig {
+        &self.config
+    }
+
+    /// Starts the thread running `body`, unless background reclaim is off
+    /// or it runs already. What `body` reads must stay in place until
+    /// [`stop`](Self::stop) has returned.
+    pub(crate) fn start(&self, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        if !self.config.background || self.thread.lock().is_some() {
+            return Ok(());
+        }
+        let handle = spawn("zonealloc-kswapd", body)?;
+        *self.thread.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the thread and waits for it to exit.
+    pub(crate) fn stop(&self) {
+        let Some(handle) = self.thread.lock().take() else { return };
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+        let _ = handle.join();
+    }
+
+    /// Whether the arena is dropping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.state.lock().stop
+    }
+
+    /// Takes kswapd's locks across `fork(2)`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> KswapdForkGuard<'_> {
+        KswapdForkGuard { thread: self.thread.lock(), _state: self.state.lock() }
+    }
+
+    /// Whether kswapd has given up (`kswapd_failures >= MAX_RECLAIM_RETRIES`).
+    pub(crate) fn hopeless(&self) -> bool {
+        self.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES
+    }
+
+    /// Consecutive fruitless kswapd passes.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// A pass made progress (or found nothing to do).
+    pub(crate) fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A pass freed nothing; `true` when that makes kswapd give up.
+    pub(crate) fn failed(&self) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_RECLAIM_RETRIES
+    }
+
+    /// Memory was freed or reclaimed: reclaim may be worth trying again.
+    #[inline]
+    pub(crate) fn memory_freed(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// `wakeup_kswapd`: called after an allocation left a zone below low.
+    pub(crate) fn wakeup(&self) {
+        if !self.config.background || self.hopeless() {
+            return;
+        }
+        // Pairs with kswapd's fence before its re-check (module docs).
+        fence(Ordering::SeqCst);
+        if self.awake.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut state = self.state.lock();
+            state.pending = true;
+            state.wakeups_sent += 1;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Pages went back to the lists (the caller has just issued its barrier
+    /// of the handshake): if kswapd sleeps without its purge timer and
+    /// `purgeable` says a purge would now find memory to hand back, wake it
+    /// so it sets one. A free that leaves nothing purgeable (with huge
+    /// pages: no resident free block of 2 MiB) wakes nobody.
+    pub(crate) fn arm_purge_timer_after_fence(&self, purgeable: impl FnOnce() -> bool) {
+        if self.config.background
+            && self.config.purge_delay.is_some()
+            && !self.purge_armed.load(Ordering::Relaxed)
+            && purgeable()
+            && !self.purge_armed.swap(true, Ordering::Relaxed)
+        {
+            self.state.lock().wakeups_sent += 1;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Times kswapd went to sleep, how many of those with the purge timer
+    /// set, and the wake-ups sent to it.
+    pub(crate) fn sleeps(&self) -> (u64, u64, u64) {
+        let state = self.state.lock();
+        (state.sleeps, state.timed_sleeps, state.wakeups_sent)
+    }
+
+    /// `kswapd_try_to_sleep`: sleeps until there is work. `purgeable_since`
+    /// is when free memory a purge could hand back was first seen resident
+    /// since the last purge: the purge is due `purge_delay` after that,
+    /// however often kswapd is woken meanwhile (a timer restarted at every
+    /// wake-up never fires in a busy process).
+    pub(crate) fn sleep(&self, node: &impl SleepCheck, purgeable_since: &mut Option<Instant>) -> Wake {
+        let mut state = self.state.lock();
+        let wake = loop {
+            if state.stop {
+                return Wake::Stop;
+            }
+            if state.pending {
+                state.pending = false;
+                // A wake-up that raced the last pass (the waker and the
+                // re-check both saw each other) is stale once kswapd has
+                // given up: wake-ups are ignored until memory is freed.
+                if !self.hopeless() {
+                    break Wake::Reclaim;
+                }
+            }
+            self.awake.store(false, Ordering::Relaxed);
+            // Pairs with the waker's fence: a wake-up that skipped the lock
+            // because we looked awake is seen by this re-check.
+            fence(Ordering::SeqCst);
+            if !self.hopeless() && node.below_low() {
+                break Wake::Reclaim;
+            }
+            state.sleeps += 1;
+            let Some(delay) = self.config.purge_delay else {
+                state = self.wake.wait(state);
+                continue;
+            };
+            // The purge timer's handshake: clear `armed`, barrier, look for
+            // resident free memory; a freer that sees `armed` clear takes
+            // this lock and notifies.
+            self.purge_armed.store(false, Ordering::Relaxed);
+            node.waiter_barrier();
+            if !node.purgeable() {
+                *purgeable_since = None;
+                state = self.wake.wait(state);
+                continue;
+            }
+            self.purge_armed.store(true, Ordering::Relaxed);
+            let since = *purgeable_since.get_or_insert_with(Instant::now);
+            let remaining = delay.saturating_sub(since.elapsed());
+            if remaining.is_zero() {
+                break Wake::Purge;
+            }
+            state.timed_sleeps += 1;
+            let (guard, timed_out) = self.wake.wait_timeout(state, remaining);
+            state = guard;
+            if timed_out {
+                break Wake::Purge;
+            }
+        };
+        self.awake.store(true, Ordering::Relaxed);
+        if let Wake::Purge = wake {
+            *purgeable_since = None;
+        }
+        wake
+    }
+}
+
+/// kswapd's locks, held across `fork(2)`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct KswapdForkGuard<'a> {
+    thread: MutexGuard<'a, Option<JoinHandle>>,
+    _state: MutexGuard<'a, KswapdState>,
+}
+
+#[cfg_attr(loom, allow(dead_code))]
+impl KswapdForkGuard<'_> {
+    /// In the child: kswapd was not copied. Forget its handle (joining or
+    /// detaching a thread of another process is undefined) so that
+    /// [`Kswapd::start`] starts a new one.
+    pub(crate) fn forget_thread(&mut self) {
+        std::mem::forget(self.thread.take());
+    }
+}

@@ -1,0 +1,254 @@
+//! The node (the kernel's `pglist_data`): the region, its page metadata, its
+//! zones, and the state every layer above signals when it takes pages from
+//! a zone or gives them back (kswapd, the progress event, the counters).
+//! It is what the per-thread caches, purge and reclaim receive: never the
+//! arena.
+
+use std::cell::Cell;
+
+use crate::kswapd::{Kswapd, SleepCheck};
+use crate::page::{MemMap, Pfn, SideTable};
+use crate::progress::Progress;
+use crate::region::{HugePages, Region};
+use crate::sync::{AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
+use crate::watermark::Mark;
+use crate::zone::Zone;
+
+/// The node. `repr(C)` keeps what the fast paths read (the id, the region's
+/// base and length, the metadata's pointer and length) together at the
+/// front.
+#[repr(C)]
+pub(crate) struct Node {
+    /// Unique for the life of the process; names the arena in thread caches.
+    pub id: u64,
+    pub region: Region,
+    pub mem_map: MemMap,
+    /// Per-page slots for the slab layer's headers.
+    pub side_table: SideTable,
+    pub zones: crate::boot::SysBox<[Zone]>,
+    pub max_order: u32,
+    /// Whether orders 0..=`PCP_MAX_ORDER` go through per-thread caches.
+    pub pcp_enabled: bool,
+    /// Whether the asymmetric barrier pair (membarrier) is available.
+    pub asymmetric_barriers: bool,
+    pub huge_pages: HugePages,
+    zone_of_seq: FastMod,
+    pub kswapd: Kswapd,
+    /// What NOFAIL callers wait on.
+    pub progress: Progress,
+    /// Held by a purge from isolating free blocks until they are back on
+    /// the lists, so `fork(2)` never copies blocks left isolated forever.
+    pub purging: Mutex<()>,
+    pub counters: ReclaimCounters,
+}
+
+/// Reclaim's event counters, read by `stats()`.
+#[derive(Default)]
+pub(crate) struct ReclaimCounters {
+    pub kswapd_wakeups: AtomicU64,
+    pub kswapd_passes: AtomicU64,
+    pub kswapd_give_ups: AtomicU64,
+    pub shrinker_scanned: AtomicU64,
+    pub shrinker_freed: AtomicU64,
+    pub direct_reclaims: AtomicU64,
+    pub direct_reclaim_ns: AtomicU64,
+    pub oom_events: AtomicU64,
+    pub nofail_waits: AtomicU64,
+    pub purges: AtomicU64,
+    pub purge_calls: AtomicU64,
+    pub purged_pages: AtomicU64,
+    pub purge_ns: AtomicU64,
+}
+
+impl ReclaimCounters {
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a node is made of; the arena builds them.
+pub(crate) struct NodeParts {
+    pub region: Region,
+    pub mem_map: MemMap,
+    pub side_table: SideTable,
+    pub zones: crate::boot::SysBox<[Zone]>,
+    pub max_order: u32,
+    pub pcp_enabled: bool,
+    pub asymmetric_barriers: bool,
+    pub huge_pages: HugePages,
+    pub kswapd: Kswapd,
+}
+
+impl Node {
+    pub(crate) fn new(parts: NodeParts) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let NodeParts {
+            region,
+            mem_map,
+            side_table,
+            zones,
+            max_order,
+            pcp_enabled,
+            asymmetric_barriers,
+            huge_pages,
+            kswapd,
+        } = parts;
+        Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            zone_of_seq: FastMod::new(zones.len() as u32),
+            region,
+            mem_map,
+            side_table,
+            zones,
+            max_order,
+            pcp_enabled,
+            asymmetric_barriers,
+            huge_pages,
+            kswapd,
+            progress: Progress::new(),
+            purging: Mutex::new(()),
+            counters: ReclaimCounters::default(),
+        }
+    }
+
+    /// The zone this thread allocates from first, and caches for. Threads
+    /// are spread over the zones round-robin in the order they first
+    /// allocate, so two threads on a two-zone arena take different locks.
+    #[inline]
+    pub(crate) fn preferred_zone(&self) -> usize {
+        self.zone_of_seq.reduce(thread_seq())
+    }
+
+    /// The zone page `pfn` belongs to.
+    pub(crate) fn zone_of(&self, pfn: Pfn) -> &Zone {
+        let index = self.zones.partition_point(|zone| zone.end <= pfn);
+        &self.zones[index.min(self.zones.len() - 1)]
+    }
+
+    /// After taking pages from `zone`: wake kswapd if it is now below low,
+    /// and see that its purge timer is set if there is memory to purge: an
+    /// allocation can make some (with huge pages, its first touch of a
+    /// purged huge page makes the rest of it resident; see `buddy.rs`),
+    /// the same handshake as a free's ([`pages_returned`](Self::pages_returned)).
+    #[inline]
+    pub(crate) fn zone_allocated(&self, zone: &Zone) {
+        if zone.below(Mark::Low) {
+            self.kswapd.wakeup();
+        }
+        if zone.purgeable_pages() > 0 {
+            self.freer_barrier();
+            self.kswapd.arm_purge_timer_after_fence(|| true);
+        }
+    }
+
+    /// Pages went back to a zone's lists: reclaim may be worth trying again,
+    /// NOFAIL waiters may now succeed, and the purge timer should run.
+    #[inline]
+    pub(crate) fn pages_returned(&self) {
+        self.kswapd.memory_freed();
+        // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
+        self.freer_barrier();
+        self.progress.signal_after_fence();
+        self.kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory());
+    }
+
+    /// The freeing side of the reclaim handshakes (NOFAIL waiters, the
+    /// purge timer), on every free to the lists: a compiler barrier when
+    /// the waiting side, which is rare, can pay for membarrier.
+    #[inline]
+    pub(crate) fn freer_barrier(&self) {
+        if self.asymmetric_barriers {
+            light_barrier();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The waiting side: pairs with [`freer_barrier`](Self::freer_barrier)
+    /// as two `SeqCst` fences would.
+    pub(crate) fn waiter_barrier(&self) {
+        if self.asymmetric_barriers {
+            heavy_barrier();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// Whether any zone holds free memory that still costs RSS in blocks a
+    /// purge may take (so a purge would do something).
+    pub(crate) fn has_purgeable_memory(&self) -> bool {
+        self.zones.iter().any(|z| z.purgeable_pages() > 0)
+    }
+}
+
+impl SleepCheck for Node {
+    fn below_low(&self) -> bool {
+        self.zones.iter().any(|z| z.below(Mark::Low))
+    }
+
+    fn waiter_barrier(&self) {
+        Node::waiter_barrier(self);
+    }
+
+    fn purgeable(&self) -> bool {
+        self.has_purgeable_memory()
+    }
+}
+
+/// `x % n` for a fixed `n` without a division (Lemire's fastmod): the
+/// preferred-zone lookup is on every allocation, and a 64-bit `div` costs
+/// more than the rest of the lookup.
+struct FastMod {
+    n: u32,
+    m: u64,
+}
+
+impl FastMod {
+    fn new(n: u32) -> Self {
+        debug_assert!(n > 0);
+        Self { n, m: (u64::MAX / u64::from(n)).wrapping_add(1) }
+    }
+
+    #[inline]
+    fn reduce(&self, x: u32) -> usize {
+        let low = self.m.wrapping_mul(u64::from(x));
+        ((u128::from(low) * u128::from(self.n)) >> 64) as usize
+    }
+}
+
+/// A small per-thread number, handed out in the order threads first
+/// allocate. Not part of any protocol: only a hint for spreading threads
+/// over zones.
+#[inline]
+fn thread_seq() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::thread_local! {
+        static SEQ: Cell<u32> = const { Cell::new(u32::MAX) };
+    }
+    SEQ.try_with(|seq| {
+        let mut n = seq.get();
+        if n == u32::MAX {
+            n = NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
+            seq.set(n);
+        }
+        n
+    })
+    .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastMod;
+
+    #[test]
+    fn fastmod_is_modulo() {
+        for n in 1..=64u32 {
+            let f = FastMod::new(n);
+            for x in (0..10_000u32).chain([u32::MAX - 1, u32::MAX, 0x7fff_ffff]) {
+                assert_eq!(f.reduce(x), (x % n) as usize, "{x} % {n}");
+            }
+        }
+    }
+}
