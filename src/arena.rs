@@ -12,7 +12,7 @@ use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
 use crate::node::{Node, NodeParts};
-use crate::page::{MemMap, PageInfo, Pfn, SIDE_SLOT_BYTES, SideTable};
+use crate::page::{MemMap, PageInfo, PageMeta, Pfn, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pageset::{PCP_MAX_ORDER, PcpConfig};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
@@ -105,7 +105,7 @@ impl Arena {
         let block_size = crate::PAGE_SIZE << max_order;
         let region = Region::reserve(layout.region_size, block_size, config.region)?;
         let mem_map =
-            MemMap::new(layout.pages).map_err(|source| BuildError::Map { region_size: layout.pages * 16, source })?;
+            MemMap::new(layout.pages).map_err(|source| BuildError::Map { region_size: layout.pages * std::mem::size_of::<PageMeta>(), source })?;
         let side_table = SideTable::new(layout.pages)
             .map_err(|source| BuildError::Map { region_size: layout.pages * SIDE_SLOT_BYTES, source })?;
         // Purging less than a huge page would split it.

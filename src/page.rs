@@ -1,6 +1,6 @@
 //! Out-of-band page metadata: the kernel's `mem_map` of `struct page`.
 //!
-//! One 16-byte [`PageMeta`] per 4 KiB page of the region, in a separate,
+//! One 12-byte [`PageMeta`] per 4 KiB page of the region, in a separate,
 //! lazily backed mapping: an entry costs memory only once its page has been
 //! the head of a block. Free-list links and page state live here, never in
 //! the pages themselves, so a free (or purged) page is never written by the
@@ -118,24 +118,22 @@ impl PageInfo {
     }
 }
 
-/// The metadata of one page. 16 bytes, four to a cache line.
+/// The metadata of one page: 12 bytes.
 ///
 /// All fields are atomics accessed `Relaxed`: every transition that others
 /// depend on is ordered by a lock (the zone lock for `Free`, the per-thread
 /// cache protocol for `Cached`), and the atomics make the lock-free reads of
 /// the free path's validation well-defined even when they race.
-#[repr(C, align(16))]
+#[repr(C)]
 #[derive(Default)]
 pub(crate) struct PageMeta {
     info: AtomicU32,
-    /// Spare word for the layers above (the slab layer's owner).
-    aux: AtomicU32,
     prev: AtomicU32,
     next: AtomicU32,
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<PageMeta>() == 16);
+const _: () = assert!(std::mem::size_of::<PageMeta>() == 12);
 
 impl PageMeta {
     #[inline]
@@ -178,18 +176,6 @@ impl PageMeta {
     #[inline]
     pub(crate) fn set_next(&self, pfn: Pfn) {
         self.next.store(pfn, Ordering::Relaxed);
-    }
-
-    #[inline]
-    #[allow(dead_code)] // used by the slab layer
-    pub(crate) fn aux(&self) -> u32 {
-        self.aux.load(Ordering::Relaxed)
-    }
-
-    #[inline]
-    #[allow(dead_code)] // used by the slab layer
-    pub(crate) fn set_aux(&self, aux: u32) {
-        self.aux.store(aux, Ordering::Relaxed);
     }
 }
 
