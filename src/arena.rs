@@ -12,10 +12,11 @@ use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
 use crate::node::{Node, NodeParts};
-use crate::page::{MemMap, PageInfo, PageMeta, Pfn, SIDE_SLOT_BYTES, SideTable};
+use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pageset::{PCP_MAX_ORDER, PcpConfig};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
+use crate::pfn::Pfn;
 use crate::purge::PurgeReport;
 use crate::ratelimit::RateLimit;
 use crate::reclaim::Reclaim;
@@ -104,16 +105,18 @@ impl Arena {
         let max_order = config.max_order;
         let block_size = crate::PAGE_SIZE << max_order;
         let region = Region::reserve(layout.region_size, block_size, config.region)?;
-        let mem_map =
-            MemMap::new(layout.pages).map_err(|source| BuildError::Map { region_size: layout.pages * std::mem::size_of::<PageMeta>(), source })?;
+        let mem_map = MemMap::new(layout.pages).map_err(|source| BuildError::Map {
+            region_size: layout.pages * std::mem::size_of::<PageMeta>(),
+            source,
+        })?;
         let side_table = SideTable::new(layout.pages)
             .map_err(|source| BuildError::Map { region_size: layout.pages * SIDE_SLOT_BYTES, source })?;
         // Purging less than a huge page would split it.
         let purge_min_order = if config.region.huge_pages == HugePages::None { 0 } else { HUGE_PAGE_ORDER };
-        let mut start: Pfn = 0;
+        let mut start = Pfn::default();
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
-            let end = start + ((layout.zone_blocks[i] as Pfn) << max_order);
-            let zone = Zone::new(i as u8, (start, end), (max_order, purge_min_order), layout.marks[i], config.pcp);
+            let end = start + ((layout.zone_blocks[i]) << max_order);
+            let zone = Zone::new(i, (start, end), (max_order, purge_min_order), layout.marks[i], config.pcp);
             start = end;
             Ok::<_, BuildError>(zone)
         })?

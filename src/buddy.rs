@@ -12,31 +12,14 @@
 //!
 //! A `Buddy` is always behind its zone's lock; nothing here is concurrent.
 
-use crate::page::{MemMap, NIL, PageInfo, PageState, Pfn, flag};
+use crate::page::{MemMap, PageInfo, PageState, flag};
+use crate::pfn::{NIL, Pfn, single_tile, tile};
 
 /// The largest `max_order` supported: 2^20 pages = 4 GiB blocks.
 pub const MAX_ORDER_LIMIT: u32 = 20;
 
 /// Number of orders a zone can have lists for.
 pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
-
-/// The naturally aligned blocks that tile pages `start..end` of a range
-/// whose first page is aligned to at least the largest of them, as
-/// `(offset, order)` in address order: each as large as its alignment and
-/// the pages left allow. `0..n` gives the descending powers of two in `n`;
-/// `n..2^k` gives what trimming an order-`k` block to `n` pages frees.
-pub(crate) fn tile(start: usize, end: usize) -> impl Iterator<Item = (usize, u32)> {
-    let mut pos = start;
-    std::iter::from_fn(move || {
-        if pos >= end {
-            return None;
-        }
-        let order = pos.trailing_zeros().min((end - pos).ilog2());
-        let piece = (pos, order);
-        pos += 1 << order;
-        Some(piece)
-    })
-}
 
 /// Free pages below the purge order a zone keeps resident at least before
 /// a purge hands those back too (512 KiB; see [`Buddy::purge_order`]).
@@ -82,7 +65,7 @@ pub(crate) struct BuddyCounters {
 
 /// The free memory of one zone.
 pub(crate) struct Buddy {
-    zone: u8,
+    zone: usize,
     start: Pfn,
     end: Pfn,
     /// Pages at and above `frontier` (up to `end`) have never been used.
@@ -111,9 +94,9 @@ impl Buddy {
     /// The buddy state of a zone spanning `start..end`, all of it untouched.
     /// Both ends are multiples of the max-order block. A purge hands back
     /// only blocks of `purge_min_order` or more.
-    pub(crate) fn new(zone: u8, start: Pfn, end: Pfn, max_order: u32, purge_min_order: u32) -> Self {
+    pub(crate) fn new(zone: usize, start: Pfn, end: Pfn, max_order: u32, purge_min_order: u32) -> Self {
         debug_assert!(max_order <= MAX_ORDER_LIMIT);
-        debug_assert!(start.is_multiple_of(1 << max_order) && end.is_multiple_of(1 << max_order));
+        debug_assert!(start.is_aligned(max_order) && end.is_aligned(max_order));
         Self {
             zone,
             start,
@@ -140,7 +123,7 @@ impl Buddy {
     /// Never-used pages above the frontier.
     #[inline]
     pub(crate) fn frontier_pages(&self) -> usize {
-        (self.end - self.frontier) as usize
+        self.end - self.frontier
     }
 
     /// The first never-used page.
@@ -183,7 +166,7 @@ impl Buddy {
     /// whole while their free parts stay small beside what it uses.
     #[inline]
     pub(crate) fn purge_order(&self) -> u32 {
-        let in_use = (self.frontier - self.start) as usize - self.listed_pages - self.isolated_pages;
+        let in_use = self.frontier - self.start - self.listed_pages - self.isolated_pages;
         if self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(in_use / 4) { 0 } else { self.purge_min_order }
     }
 
@@ -355,16 +338,16 @@ impl Buddy {
         }
     }
 
-    /// Gives a block back, merging it with its buddy at `pfn ^ (1 << order)`
+    /// Gives a block back, merging it with its buddy at `pfn.buddy(order)`
     /// while that buddy is free and whole: the kernel's `__free_one_page`.
     /// The caller has validated that the block is one it may free.
     #[inline]
     pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, mut flags: u8) {
-        debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_multiple_of(1 << order));
+        debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_aligned(order));
         while order < self.max_order {
-            let buddy = pfn ^ (1 << order);
+            let buddy = pfn.buddy(order);
             let info = mm.page(buddy).info();
-            if info.state != PageState::Free || u32::from(info.order) != order {
+            if info.state != PageState::Free || info.order() != order {
                 break;
             }
             self.del_from_free_list(mm, buddy, order, info.flags);
@@ -383,14 +366,13 @@ impl Buddy {
     /// first flagged [`flag::CONTINUED`]; an allocation that is a single
     /// tile is a plain `Allocated` block.
     pub(crate) fn set_tiles(&self, mm: &MemMap, first: Pfn, start: Pfn, end: Pfn) {
-        let mut tiles = tile(first as usize, end as usize);
-        if let (Some((_, order)), None) = (tiles.next(), tiles.next()) {
+        if let Some(order) = single_tile(first, end) {
             mm.page(first).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
             return;
         }
-        for (pfn, order) in tile(start as usize, end as usize) {
-            let flags = if pfn == first as usize { 0 } else { flag::CONTINUED };
-            mm.page(pfn as Pfn).set_info(PageInfo::new(PageState::Exact, order, flags, self.zone));
+        for (pfn, order) in tile(start, end) {
+            let flags = if pfn == first { 0 } else { flag::CONTINUED };
+            mm.page(pfn).set_info(PageInfo::new(PageState::Exact, order, flags, self.zone));
         }
     }
 
@@ -400,11 +382,11 @@ impl Buddy {
     /// (what is known of their contents). No freed piece merges: each
     /// one's buddy lies below it, in the kept pages or in a larger piece.
     pub(crate) fn trim_allocated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, pages: usize, flags: u8) {
-        debug_assert!(pages >= 1 && pages <= 1 << order && pfn.is_multiple_of(1 << order));
-        let end = pfn + pages as Pfn;
+        debug_assert!(pages >= 1 && pages <= 1 << order && pfn.is_aligned(order));
+        let end = pfn + pages;
         self.set_tiles(mm, pfn, pfn, end);
-        for (free, o) in tile(end as usize, (pfn + (1 << order)) as usize) {
-            self.free_one_page(mm, free as Pfn, o, flags);
+        for (free, o) in tile(end, pfn + (1 << order)) {
+            self.free_one_page(mm, free, o, flags);
         }
     }
 
@@ -413,22 +395,21 @@ impl Buddy {
     /// `keep` are freed, the one across it is retiled.
     pub(crate) fn shrink_allocated(&mut self, mm: &MemMap, pfn: Pfn, pages: usize, keep: usize) {
         debug_assert!(keep >= 1 && keep < pages);
-        let new_end = pfn + keep as Pfn;
-        for (start, o) in tile(pfn as usize, pfn as usize + pages) {
-            let (start, end) = (start as Pfn, start as Pfn + (1 << o));
+        let new_end = pfn + keep;
+        for (start, o) in tile(pfn, pfn + pages) {
+            let end = start + (1 << o);
             if end <= new_end {
                 continue;
             }
             if start < new_end {
                 self.set_tiles(mm, pfn, start, new_end);
             }
-            for (free, fo) in tile(start.max(new_end) as usize, end as usize) {
-                self.free_one_page(mm, free as Pfn, fo, 0);
+            for (free, fo) in tile(start.max(new_end), end) {
+                self.free_one_page(mm, free, fo, 0);
             }
         }
         // If what is kept is one tile, it is a plain block now.
-        let mut tiles = tile(pfn as usize, new_end as usize);
-        if let (Some((_, order)), None) = (tiles.next(), tiles.next()) {
+        if let Some(order) = single_tile(pfn, new_end) {
             mm.page(pfn).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
         }
     }
@@ -456,13 +437,9 @@ impl Buddy {
             self.del_from_free_list(mm, head, order, flags);
             mm.page(head).set_info(PageInfo::TAIL);
             let block_end = head + (1 << order);
-            // The parts of the block outside the range, tiled relative to
-            // its head (aligned to the whole block).
-            for (offset, o) in tile(0, (start.max(head) - head) as usize) {
-                self.free_one_page(mm, head + offset as Pfn, o, flags);
-            }
-            for (offset, o) in tile((end.min(block_end) - head) as usize, 1 << order) {
-                self.free_one_page(mm, head + offset as Pfn, o, flags);
+            // The parts of the block outside the range.
+            for (free, o) in tile(head, start.max(head)).chain(tile(end.min(block_end), block_end)) {
+                self.free_one_page(mm, free, o, flags);
             }
             pfn = block_end;
         }
@@ -472,10 +449,10 @@ impl Buddy {
     /// The free block (head, order) that page `pfn` lies in, if it is free.
     fn free_block_containing(&self, mm: &MemMap, pfn: Pfn) -> Option<(Pfn, u32)> {
         for order in 0..=self.max_order {
-            let head = pfn & !((1 << order) - 1);
+            let head = pfn.align_down(order);
             let info = mm.page(head).info();
-            if info.state != PageState::Tail && u32::from(info.order) >= order {
-                return (info.state == PageState::Free).then_some((head, u32::from(info.order)));
+            if info.state != PageState::Tail && info.order() >= order {
+                return (info.state == PageState::Free).then_some((head, info.order()));
             }
         }
         None
@@ -490,12 +467,12 @@ impl Buddy {
     /// `new_order` is at most `max_order`, and sets the head's new order.
     pub(crate) fn grow_in_place(&mut self, mm: &MemMap, pfn: Pfn, order: u32, new_order: u32) -> bool {
         debug_assert!(new_order <= self.max_order);
-        if !pfn.is_multiple_of(1 << new_order) || pfn + (1 << new_order) > self.frontier {
+        if !pfn.is_aligned(new_order) || pfn + (1 << new_order) > self.frontier {
             return false;
         }
         let buddy_free = |o: u32| {
             let info = mm.page(pfn + (1 << o)).info();
-            info.state == PageState::Free && u32::from(info.order) == o
+            info.state == PageState::Free && info.order() == o
         };
         if !(order..new_order).all(buddy_free) {
             return false;
@@ -569,30 +546,6 @@ impl Buddy {
             self.purged_pages -= 1 << order;
         } else if order >= self.purge_min_order {
             self.purgeable_pages -= 1 << order;
-        }
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::tile;
-
-    #[test]
-    fn tiles_are_aligned_maximal_and_cover_the_range() {
-        assert_eq!(tile(0, 150).collect::<Vec<_>>(), [(0, 7), (128, 4), (144, 2), (148, 1)]);
-        assert_eq!(tile(150, 256).collect::<Vec<_>>(), [(150, 1), (152, 3), (160, 5), (192, 6)]);
-        assert_eq!(tile(0, 64).collect::<Vec<_>>(), [(0, 6)]);
-        assert_eq!(tile(5, 5).count(), 0);
-        for start in 0..70 {
-            for end in start..140 {
-                let mut next = start;
-                for (offset, order) in tile(start, end) {
-                    assert_eq!(offset, next, "{start}..{end}: a gap");
-                    assert!(offset.is_multiple_of(1 << order), "{start}..{end}: misaligned");
-                    next = offset + (1 << order);
-                }
-                assert_eq!(next, end, "{start}..{end}: not covered");
-            }
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use crate::arena::Arena;
 use crate::error::CheckError;
-use crate::page::{NIL, PageState, Pfn};
+use crate::page::PageState;
+use crate::pageset::PCP_ORDERS;
+use crate::pfn::{NIL, Pfn};
 use crate::zone::Zone;
 
 /// What one zone's walk found, in pages.
@@ -40,7 +42,7 @@ impl Arena {
         sets.check(inner.node(), &mut cached)?;
         for zone in inner.node().zones.iter() {
             let tally = self.check_zone(zone)?;
-            let z = usize::from(zone.index);
+            let z = zone.index;
             if tally.cached != cached[z] + tally.pooled {
                 return Err(CheckError::Counter {
                     zone: z,
@@ -56,11 +58,11 @@ impl Arena {
     fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {
         let mm = &self.inner.node().mem_map;
         let max_order = self.inner.node().max_order;
-        let z = usize::from(zone.index);
+        let z = zone.index;
         let guard = zone.lock();
         let buddy = &guard.inner.buddy;
         let frontier = buddy.frontier();
-        let bad_entry = |order, pfn, reason| CheckError::BadListEntry { zone: z, order, pfn, reason };
+        let bad_entry = |order, pfn: Pfn, reason| CheckError::BadListEntry { zone: z, order, pfn: pfn.raw(), reason };
 
         // 1. The free lists.
         let mut listed_pages = 0;
@@ -75,12 +77,12 @@ impl Arena {
                 if pfn < zone.start || pfn >= frontier {
                     return Err(bad_entry(order, pfn, "outside the zone's used range"));
                 }
-                if !pfn.is_multiple_of(1 << order) {
+                if !pfn.is_aligned(order) {
                     return Err(bad_entry(order, pfn, "not aligned to its order"));
                 }
                 let page = mm.page(pfn);
                 let info = page.info();
-                if info.state != PageState::Free || u32::from(info.order) != order || usize::from(info.zone) != z {
+                if info.state != PageState::Free || info.order() != order || info.zone() != z {
                     return Err(bad_entry(order, pfn, "head is not a free block of this order and zone"));
                 }
                 if page.prev() != prev {
@@ -117,29 +119,29 @@ impl Arena {
         let mut previous_exact = false;
         while pfn < frontier {
             let info = mm.page(pfn).info();
-            let order = u32::from(info.order);
-            let bad = |reason| CheckError::BadBlock { zone: z, pfn, reason };
+            let order = info.order();
+            let bad = |reason| CheckError::BadBlock { zone: z, pfn: pfn.raw(), reason };
             if info.state == PageState::Tail {
                 return Err(bad("belongs to no block"));
             }
-            if order > max_order || !pfn.is_multiple_of(1 << order) || pfn + (1 << order) > frontier {
+            if order > max_order || !pfn.is_aligned(order) || pfn + (1 << order) > frontier {
                 return Err(bad("head of a block with an impossible order"));
             }
-            if usize::from(info.zone) != z {
+            if info.zone() != z {
                 return Err(bad("head records another zone"));
             }
             let size = 1usize << order;
-            if mm.range(pfn + 1, pfn + size as Pfn).iter().any(|p| p.info().state != PageState::Tail) {
+            if mm.range(pfn + 1, pfn + size).iter().any(|p| p.info().state != PageState::Tail) {
                 return Err(bad("block overlaps another block's head"));
             }
             match info.state {
                 PageState::Free => {
                     tally.free += size;
-                    let buddy_pfn = pfn ^ size as Pfn;
+                    let buddy_pfn = pfn.buddy(order);
                     if order < max_order {
                         let other = mm.page(buddy_pfn).info();
-                        if other.state == PageState::Free && u32::from(other.order) == order {
-                            return Err(CheckError::UnmergedBuddies { zone: z, pfn: pfn.min(buddy_pfn), order });
+                        if other.state == PageState::Free && other.order() == order {
+                            return Err(CheckError::UnmergedBuddies { zone: z, pfn: pfn.min(buddy_pfn).raw(), order });
                         }
                     }
                 }
@@ -161,23 +163,19 @@ impl Arena {
                 PageState::Tail => unreachable!("rejected above"),
             }
             previous_exact = info.state == PageState::Exact;
-            pfn += size as Pfn;
+            pfn += size;
         }
 
         // 3. The pool of trimmed batches holds cached blocks of its orders.
         let mut pooled = 0;
-        for order in 0..4u32 {
+        for order in 0..PCP_ORDERS as u32 {
             for &pfn in guard.inner.pool.blocks(order as usize) {
                 let info = mm.page(pfn).info();
-                if !zone.contains(pfn)
-                    || info.state != PageState::Cached
-                    || u32::from(info.order) != order
-                    || usize::from(info.zone) != z
-                {
+                if !zone.contains(pfn) || info.state != PageState::Cached || info.order() != order || info.zone() != z {
                     return Err(CheckError::BadCacheEntry {
                         zone: z,
                         order,
-                        pfn,
+                        pfn: pfn.raw(),
                         reason: "pooled block is not a cached block of this order and zone",
                     });
                 }

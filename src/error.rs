@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::page::Pfn;
-
 /// Why [`ArenaBuilder::build`](crate::ArenaBuilder::build) refused a configuration.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -322,7 +320,7 @@ pub enum CheckError {
         /// The list's order.
         order: u32,
         /// The offending page.
-        pfn: Pfn,
+        pfn: u32,
         /// What is wrong.
         reason: &'static str,
     },
@@ -334,7 +332,7 @@ pub enum CheckError {
         /// The list's order.
         order: u32,
         /// The offending page.
-        pfn: Pfn,
+        pfn: u32,
         /// What is wrong.
         reason: &'static str,
     },
@@ -354,7 +352,7 @@ pub enum CheckError {
         /// The zone.
         zone: usize,
         /// The offending page.
-        pfn: Pfn,
+        pfn: u32,
         /// What is wrong.
         reason: &'static str,
     },
@@ -366,7 +364,7 @@ pub enum CheckError {
         /// The zone.
         zone: usize,
         /// The lower block.
-        pfn: Pfn,
+        pfn: u32,
         /// Their order.
         order: u32,
     },

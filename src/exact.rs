@@ -14,23 +14,11 @@
 
 use std::ptr::NonNull;
 
-use crate::buddy::tile;
 use crate::error::{AllocError, FreeError};
 use crate::flags::AllocFlags;
-use crate::page::{PageState, Pfn, flag};
+use crate::page::{PageState, flag};
 use crate::page_alloc::PageAlloc;
-
-/// The tiles of pages `pfn..pfn + pages`, as (first page, order).
-fn tiles(pfn: Pfn, pages: usize) -> impl Iterator<Item = (Pfn, u32)> {
-    tile(pfn as usize, pfn as usize + pages).map(|(p, order)| (p as Pfn, order))
-}
-
-/// The order of `pfn..pfn + pages` if that range is one naturally aligned
-/// block (a plain allocation).
-fn single_tile(pfn: Pfn, pages: usize) -> Option<u32> {
-    let order = pages.trailing_zeros();
-    (pages.is_power_of_two() && pfn.is_multiple_of(1 << order)).then_some(order)
-}
+use crate::pfn::{Pfn, single_tile, tile};
 
 /// The order of the smallest block holding `pages` pages.
 pub(crate) fn covering_order(pages: usize) -> u32 {
@@ -71,7 +59,7 @@ impl PageAlloc {
     /// Every tile is validated before any is freed.
     pub(crate) fn free_exact(&self, addr: usize, pages: usize) -> Result<(), FreeError> {
         if let Ok(pfn) = self.exact_pfn(addr, pages)
-            && let Some(order) = single_tile(pfn, pages)
+            && let Some(order) = single_tile(pfn, pfn + pages)
         {
             return self.free_pages_slow(addr, order);
         }
@@ -79,7 +67,7 @@ impl PageAlloc {
             let zone = self.node().zone_of(pfn);
             let mut guard = zone.lock();
             self.validate_exact(pfn, pages, addr)?;
-            for (tile_pfn, order) in tiles(pfn, pages) {
+            for (tile_pfn, order) in tile(pfn, pfn + pages) {
                 guard.inner.buddy.free_one_page(&self.node().mem_map, tile_pfn, order, 0);
             }
             guard.inner.frees[covering_order(pages) as usize] += 1;
@@ -123,13 +111,13 @@ impl PageAlloc {
             self.node().pages_returned();
             return true;
         }
-        let end = pfn + new_pages as Pfn;
-        if !zone.contains(end - 1) || !buddy.take_free_range(&self.node().mem_map, pfn + pages as Pfn, end) {
+        let end = pfn + new_pages;
+        if !zone.contains(end - 1) || !buddy.take_free_range(&self.node().mem_map, pfn + pages, end) {
             return false;
         }
         // Retile the whole allocation: the old tiles' heads become tails
         // where the new tiling has none.
-        for (tile_pfn, _) in tiles(pfn, pages) {
+        for (tile_pfn, _) in tile(pfn, pfn + pages) {
             self.node().mem_map.page(tile_pfn).set_info(crate::page::PageInfo::TAIL);
         }
         buddy.set_tiles(&self.node().mem_map, pfn, pfn, end);
@@ -154,18 +142,18 @@ impl PageAlloc {
     /// thing wrong, as an error.
     fn validate_exact(&self, pfn: Pfn, pages: usize, addr: usize) -> Result<(), FreeError> {
         let zone = self.node().zone_of(pfn);
-        if !zone.contains(pfn + pages as Pfn - 1) {
+        if !zone.contains(pfn + pages - 1) {
             return Err(FreeError::WrongSize { addr });
         }
-        if let Some(order) = single_tile(pfn, pages) {
+        if let Some(order) = single_tile(pfn, pfn + pages) {
             let info = self.node().mem_map.page(pfn).info();
             return self.validate_free(pfn, info, order, addr);
         }
-        for (tile_pfn, order) in tiles(pfn, pages) {
+        for (tile_pfn, order) in tile(pfn, pfn + pages) {
             let info = self.node().mem_map.page(tile_pfn).info();
             let continued = tile_pfn != pfn;
             if info.state != PageState::Exact
-                || u32::from(info.order) != order
+                || info.order() != order
                 || (info.flags & flag::CONTINUED != 0) != continued
             {
                 return match info.state {
@@ -176,7 +164,7 @@ impl PageAlloc {
                 };
             }
         }
-        let after = pfn + pages as Pfn;
+        let after = pfn + pages;
         if zone.contains(after) {
             let info = self.node().mem_map.page(after).info();
             if info.state == PageState::Exact && info.flags & flag::CONTINUED != 0 {

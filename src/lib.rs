@@ -45,6 +45,7 @@ mod page;
 mod page_alloc;
 mod pageset;
 mod pcp;
+mod pfn;
 mod progress;
 mod purge;
 mod ratelimit;

@@ -7,7 +7,8 @@
 use std::cell::Cell;
 
 use crate::kswapd::{Kswapd, SleepCheck};
-use crate::page::{MemMap, Pfn, SideTable};
+use crate::page::{MemMap, SideTable};
+use crate::pfn::Pfn;
 use crate::progress::Progress;
 use crate::region::{HugePages, Region};
 use crate::sync::{AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};

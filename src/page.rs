@@ -10,13 +10,8 @@
 //! a block has state [`PageState::Tail`], which is also what an all-zero
 //! (never touched) entry reads as.
 
+use crate::pfn::Pfn;
 use crate::sync::{AtomicU32, Ordering};
-
-/// A page frame number: the index of a 4 KiB page inside the region.
-pub(crate) type Pfn = u32;
-
-/// The end-of-list marker for free-list links.
-pub(crate) const NIL: Pfn = u32::MAX;
 
 /// What a block's head page is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,17 +67,35 @@ pub(crate) mod flag {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PageInfo {
     pub state: PageState,
-    pub order: u8,
+    order: u8,
     pub flags: u8,
-    pub zone: u8,
+    zone: u8,
 }
 
 impl PageInfo {
     pub(crate) const TAIL: Self = Self { state: PageState::Tail, order: 0, flags: 0, zone: 0 };
 
     #[inline]
-    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: u8) -> Self {
-        Self { state, order: order as u8, flags, zone }
+    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: usize) -> Self {
+        Self { state, order: order as u8, flags, zone: zone as u8 }
+    }
+
+    /// The block's order (on a head).
+    #[inline(always)]
+    pub(crate) const fn order(self) -> u32 {
+        self.order as u32
+    }
+
+    /// The index of the block's zone (on a head).
+    #[inline(always)]
+    pub(crate) const fn zone(self) -> usize {
+        self.zone as usize
+    }
+
+    /// The same head with another order.
+    #[inline(always)]
+    pub(crate) const fn with_order(self, order: u32) -> Self {
+        Self { order: order as u8, ..self }
     }
 
     /// The low 16 bits (state and order) of an allocated head of `order`:
@@ -160,22 +173,22 @@ impl PageMeta {
 
     #[inline]
     pub(crate) fn prev(&self) -> Pfn {
-        self.prev.load(Ordering::Relaxed)
+        Pfn::from_raw(self.prev.load(Ordering::Relaxed))
     }
 
     #[inline]
     pub(crate) fn next(&self) -> Pfn {
-        self.next.load(Ordering::Relaxed)
+        Pfn::from_raw(self.next.load(Ordering::Relaxed))
     }
 
     #[inline]
     pub(crate) fn set_prev(&self, pfn: Pfn) {
-        self.prev.store(pfn, Ordering::Relaxed);
+        self.prev.store(pfn.raw(), Ordering::Relaxed);
     }
 
     #[inline]
     pub(crate) fn set_next(&self, pfn: Pfn) {
-        self.next.store(pfn, Ordering::Relaxed);
+        self.next.store(pfn.raw(), Ordering::Relaxed);
     }
 }
 
@@ -243,7 +256,7 @@ impl MemMap {
     /// The entry of page `pfn`.
     #[inline]
     pub(crate) fn page(&self, pfn: Pfn) -> &PageMeta {
-        &self.entries()[pfn as usize]
+        &self.entries()[pfn.index()]
     }
 
     /// The entry of page `pfn` without a bounds check.
@@ -253,14 +266,14 @@ impl MemMap {
     /// guarantees: the metadata has one entry per page of the region).
     #[inline(always)]
     pub(crate) unsafe fn page_unchecked(&self, pfn: Pfn) -> &PageMeta {
-        debug_assert!((pfn as usize) < self.entries.len);
+        debug_assert!(pfn.index() < self.entries.len);
         // SAFETY: in bounds per the caller's contract; see `entries`.
-        unsafe { &*self.entries.ptr.as_ptr().add(pfn as usize) }
+        unsafe { &*self.entries.ptr.as_ptr().add(pfn.index()) }
     }
 
     /// Entries `start..end`, for walks.
     pub(crate) fn range(&self, start: Pfn, end: Pfn) -> &[PageMeta] {
-        &self.entries()[start as usize..end as usize]
+        &self.entries()[start.index()..end.index()]
     }
 }
 
@@ -331,6 +344,6 @@ mod tests {
     fn a_large_memmap_costs_nothing_up_front() {
         // 16 Mi entries = 256 MiB of address space, none of it committed.
         let map = MemMap::new(16 << 20).unwrap();
-        assert_eq!(map.page((16 << 20) - 1).info(), PageInfo::TAIL);
+        assert_eq!(map.page(Pfn::new((16 << 20) - 1)).info(), PageInfo::TAIL);
     }
 }

@@ -32,9 +32,10 @@ use crate::kswapd::MAX_RECLAIM_RETRIES;
 use crate::memalloc::InReclaim;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
-use crate::page::{PageInfo, PageState, Pfn, flag};
+use crate::page::{PageInfo, PageState, flag};
 use crate::pageset::PCP_MAX_ORDER;
 use crate::pcp::with_thread_set;
+use crate::pfn::Pfn;
 use crate::ratelimit::RateLimit;
 use crate::reclaim::Reclaim;
 use crate::report::StackWriter;
@@ -285,14 +286,12 @@ impl PageAlloc {
         self.validate_free(pfn, info, order, addr)?;
         if order <= PCP_MAX_ORDER
             && self.node().pcp_enabled
-            && with_thread_set(self.node(), &self.reclaim.pcp, |set| {
-                set.free(self.node(), pfn, order, usize::from(info.zone))
-            })
-            .is_some()
+            && with_thread_set(self.node(), &self.reclaim.pcp, |set| set.free(self.node(), pfn, order, info.zone()))
+                .is_some()
         {
             return Ok(());
         }
-        let zone = &self.node().zones[usize::from(info.zone)];
+        let zone = &self.node().zones[info.zone()];
         let mut guard = zone.lock();
         // Re-read under the lock: a racing free of the same block is
         // caught here, and the lists never see a block twice.
@@ -315,12 +314,12 @@ impl PageAlloc {
             return false;
         }
         let Some(pfn) = self.node().region.pfn_of(addr) else { return false };
-        let is_block = |info: PageInfo| info.state == PageState::Allocated && u32::from(info.order) == order;
+        let is_block = |info: PageInfo| info.state == PageState::Allocated && info.order() == order;
         let info = self.node().mem_map.page(pfn).info();
         if !is_block(info) {
             return false;
         }
-        let zone = &self.node().zones[usize::from(info.zone)];
+        let zone = &self.node().zones[info.zone()];
         let extra = (1usize << new_order) - (1 << order);
         if zone.usable_free_pages() < extra + zone.watermarks().low {
             return false;
@@ -331,7 +330,7 @@ impl PageAlloc {
         if !is_block(info) || !guard.inner.buddy.grow_in_place(&self.node().mem_map, pfn, order, new_order) {
             return false;
         }
-        self.node().mem_map.page(pfn).set_info(PageInfo { order: new_order as u8, ..info });
+        self.node().mem_map.page(pfn).set_info(info.with_order(new_order));
         guard.inner.frees[order as usize] += 1;
         guard.inner.allocs[new_order as usize] += 1;
         true
@@ -342,8 +341,8 @@ impl PageAlloc {
     #[inline]
     pub(crate) fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
         match info.state {
-            PageState::Allocated if u32::from(info.order) == order => Ok(()),
-            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order.into() }),
+            PageState::Allocated if info.order() == order => Ok(()),
+            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order() }),
             PageState::Free | PageState::Cached | PageState::Isolated => Err(FreeError::DoubleFree { addr }),
             PageState::Exact => Err(FreeError::WrongSize { addr }),
             PageState::Tail => Err(self.classify_interior(pfn, addr)),
@@ -356,9 +355,9 @@ impl PageAlloc {
     #[cold]
     fn classify_interior(&self, pfn: Pfn, addr: usize) -> FreeError {
         for order in 1..=self.node().max_order {
-            let head = pfn & !((1 << order) - 1);
+            let head = pfn.align_down(order);
             let info = self.node().mem_map.page(head).info();
-            if info.state != PageState::Tail && u32::from(info.order) >= order {
+            if info.state != PageState::Tail && info.order() >= order {
                 return match info.state {
                     PageState::Free | PageState::Cached | PageState::Isolated => FreeError::DoubleFree { addr },
                     _ => FreeError::NotBlockStart { addr },

@@ -11,7 +11,8 @@
 //! needs no memset.
 
 use crate::node::Node;
-use crate::page::{Pfn, flag};
+use crate::page::flag;
+use crate::pfn::Pfn;
 use crate::region::{HugePages, PurgeAdvice};
 use crate::zone::Zone;
 
@@ -54,7 +55,7 @@ impl Node {
             PurgeAdvice::Free => flag::PURGED,
         };
         let mut report = PurgeReport::default();
-        let mut batch = [(0 as Pfn, 0u32); BATCH];
+        let mut batch = [(Pfn::default(), 0u32); BATCH];
         loop {
             let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, BATCH_PAGES, &mut batch);
             if n == 0 {
@@ -72,7 +73,7 @@ impl Node {
                     end += 1 << blocks[i].1;
                     i += 1;
                 }
-                let pages = (end - start) as usize;
+                let pages = end - start;
                 // SAFETY: these pages are isolated free blocks: nobody may
                 // rely on their contents, and nobody can allocate them.
                 match unsafe { self.region.purge(start, pages, advice) } {

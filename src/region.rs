@@ -11,6 +11,7 @@
 use std::ptr::NonNull;
 
 use crate::error::BuildError;
+use crate::pfn::Pfn;
 use crate::{PAGE_SHIFT, PAGE_SIZE};
 
 /// How the region is backed by huge pages.
@@ -209,9 +210,9 @@ impl Region {
 
     /// The page frame number of `addr` if it is page-aligned and inside the region.
     #[inline]
-    pub(crate) fn pfn_of(&self, addr: usize) -> Option<u32> {
+    pub(crate) fn pfn_of(&self, addr: usize) -> Option<Pfn> {
         let offset = addr.wrapping_sub(self.base.as_ptr() as usize);
-        if offset < self.len && offset.is_multiple_of(PAGE_SIZE) { Some((offset >> PAGE_SHIFT) as u32) } else { None }
+        if offset < self.len && offset.is_multiple_of(PAGE_SIZE) { Some(Pfn::new(offset >> PAGE_SHIFT)) } else { None }
     }
 
     /// Whether `addr` lies inside the region at all.
@@ -225,10 +226,10 @@ impl Region {
     /// # Safety
     /// `pfn` is a page of this region (below `len / PAGE_SIZE`).
     #[inline]
-    pub(crate) unsafe fn page_addr(&self, pfn: u32) -> NonNull<u8> {
-        debug_assert!((pfn as usize) << PAGE_SHIFT < self.len);
+    pub(crate) unsafe fn page_addr(&self, pfn: Pfn) -> NonNull<u8> {
+        debug_assert!(pfn.index() << PAGE_SHIFT < self.len);
         // SAFETY: per the contract, the offset stays inside the mapping.
-        unsafe { self.base.add((pfn as usize) << PAGE_SHIFT) }
+        unsafe { self.base.add(pfn.index() << PAGE_SHIFT) }
     }
 
     /// Hands `nr_pages` pages from `pfn` back to the OS.
@@ -236,7 +237,7 @@ impl Region {
     /// # Safety
     /// The pages must be free: nobody may rely on their contents.
     #[cfg(not(loom))]
-    pub(crate) unsafe fn purge(&self, pfn: u32, nr_pages: usize, advice: PurgeAdvice) -> std::io::Result<()> {
+    pub(crate) unsafe fn purge(&self, pfn: Pfn, nr_pages: usize, advice: PurgeAdvice) -> std::io::Result<()> {
         let advice = match advice {
             PurgeAdvice::DontNeed => libc::MADV_DONTNEED,
             PurgeAdvice::Free => libc::MADV_FREE,
@@ -254,7 +255,7 @@ impl Region {
     /// # Safety
     /// As for the real one.
     #[cfg(loom)]
-    pub(crate) unsafe fn purge(&self, _pfn: u32, _nr_pages: usize, _advice: PurgeAdvice) -> std::io::Result<()> {
+    pub(crate) unsafe fn purge(&self, _pfn: Pfn, _nr_pages: usize, _advice: PurgeAdvice) -> std::io::Result<()> {
         Ok(())
     }
 
@@ -263,8 +264,8 @@ impl Region {
     /// # Safety
     /// The pages must belong to a block the caller owns (just allocated, not
     /// yet handed out).
-    pub(crate) unsafe fn zero(&self, pfn: u32, nr_pages: usize) {
-        debug_assert!(((pfn as usize) + nr_pages) << PAGE_SHIFT <= self.len);
+    pub(crate) unsafe fn zero(&self, pfn: Pfn, nr_pages: usize) {
+        debug_assert!((pfn.index() + nr_pages) << PAGE_SHIFT <= self.len);
         // SAFETY: the caller owns these pages and they lie inside the region.
         unsafe { self.page_addr(pfn).as_ptr().write_bytes(0, nr_pages << PAGE_SHIFT) };
     }

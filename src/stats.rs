@@ -274,8 +274,8 @@ impl Arena {
                 }
                 let (pcp_batch, pcp_high) = zone.pcp_params();
                 ZoneStats {
-                    zone: zone.index.into(),
-                    start_pfn: zone.start as usize,
+                    zone: zone.index,
+                    start_pfn: zone.start.index(),
                     spanned: zone.spanned(),
                     managed: zone.managed(),
                     isolated,

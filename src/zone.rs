@@ -6,8 +6,9 @@
 use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, NR_ORDERS};
-use crate::page::{MemMap, PageState, Pfn};
+use crate::page::{MemMap, PageState};
 use crate::pageset::{PCP_ORDERS, PcpConfig, zone_highsize};
+use crate::pfn::{NIL, Pfn};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 
@@ -55,7 +56,7 @@ pub(crate) struct PcpPool {
 
 impl PcpPool {
     const fn new() -> Self {
-        Self { count: [0; PCP_ORDERS], pfns: [[0; POOL_CAPACITY]; PCP_ORDERS] }
+        Self { count: [0; PCP_ORDERS], pfns: [[NIL; POOL_CAPACITY]; PCP_ORDERS] }
     }
 
     /// Blocks held per order 0..=3.
@@ -82,7 +83,7 @@ struct ZoneMirror {
 
 /// One zone.
 pub(crate) struct Zone {
-    pub index: u8,
+    pub index: usize,
     pub start: Pfn,
     pub end: Pfn,
     watermarks: [AtomicUsize; 3],
@@ -128,7 +129,7 @@ pub(crate) fn zonelist<R>(preferred: usize, nr: usize, mut f: impl FnMut(usize) 
 
 impl Zone {
     pub(crate) fn new(
-        index: u8,
+        index: usize,
         (start, end): (Pfn, Pfn),
         (max_order, purge_min_order): (u32, u32),
         marks: Watermarks,
@@ -157,7 +158,7 @@ impl Zone {
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
             pcp: {
-                let managed = (end - start) as usize;
+                let managed = end - start;
                 let (batch, base_high) = pcp.for_zone(managed, marks.low).unwrap_or((0, 0));
                 ZonePcpParams {
                     batch,
@@ -218,7 +219,7 @@ impl Zone {
     /// Pages the zone spans.
     #[inline]
     pub(crate) fn spanned(&self) -> usize {
-        (self.end - self.start) as usize
+        self.end - self.start
     }
 
     /// The zone's watermarks.
@@ -395,7 +396,7 @@ impl ZoneGuard<'_> {
     /// Whether `pfn` heads a cached block of `order` in this zone.
     fn is_cached_here(&self, mm: &MemMap, pfn: Pfn, order: u32) -> bool {
         let info = mm.page(pfn).info();
-        info.state == PageState::Cached && u32::from(info.order) == order && info.zone == self.zone.index
+        info.state == PageState::Cached && info.order() == order && info.zone() == self.zone.index
     }
 }
 

@@ -31,7 +31,8 @@ use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::memalloc::InReclaim;
 use crate::node::Node;
-use crate::page::{PageInfo, PageState, Pfn};
+use crate::page::{PageInfo, PageState};
+use crate::pfn::Pfn;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
     spin_loop,
@@ -463,10 +464,14 @@ impl PcpSet {
         for (z, zp) in self.zones.iter().enumerate() {
             for (o, capacity) in CAPACITY.iter().enumerate() {
                 let n = zp.count[o].load(Ordering::Relaxed);
-                let bad =
-                    |pfn, reason| crate::error::CheckError::BadCacheEntry { zone: z, order: o as u32, pfn, reason };
+                let bad = |pfn: Pfn, reason| crate::error::CheckError::BadCacheEntry {
+                    zone: z,
+                    order: o as u32,
+                    pfn: pfn.raw(),
+                    reason,
+                };
                 if n as usize > *capacity {
-                    return Err(bad(0, "more blocks than the list can hold"));
+                    return Err(bad(Pfn::new(0), "more blocks than the list can hold"));
                 }
                 // SAFETY: frozen, per the caller's contract.
                 let result = unsafe {
@@ -477,7 +482,7 @@ impl PcpSet {
                                 return Err(bad(pfn, "not a page of the list's zone"));
                             }
                             let info = node.mem_map.page(pfn).info();
-                            if info.state != PageState::Cached || usize::from(info.order) != o {
+                            if info.state != PageState::Cached || info.order() as usize != o {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
                         }
@@ -497,14 +502,14 @@ impl PcpSet {
 pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Block {
     let page = node.mem_map.page(pfn);
     let flags = page.info().flags;
-    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone as u8));
+    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone));
     Block { pfn, order, flags }
 }
 
 /// Records a freed block as cached. Its contents are now unknown: no flags.
 #[inline(always)]
 pub(super) fn put_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) {
-    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone as u8));
+    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone));
 }
 
 /// Copies the zone's current `high` and `batch` into a list's parameters.

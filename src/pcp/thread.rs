@@ -4,7 +4,8 @@
 use std::ptr::NonNull;
 
 use crate::node::Node;
-use crate::page::{PageInfo, PageState, Pfn};
+use crate::page::{PageInfo, PageState};
+use crate::pfn::Pfn;
 use crate::sync::Ordering;
 
 use super::*;
@@ -118,7 +119,7 @@ impl ThreadCaches {
                     hot: NonNull::from(&zones[preferred]),
                     zones: NonNull::from(&zones[0]),
                     nr_zones: zones.len(),
-                    allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred as u8).pack(),
+                    allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
                 });
                 slot
             }
