@@ -6,8 +6,9 @@
 //!
 //! Every allocation is a buddy block (at least one 4 KiB page, aligned to
 //! its size), so this suits what is page-sized or larger: vectors, hash
-//! tables, buffers. Growth within the block stays in place (a vector
-//! doubling from 4 to 512 `u64`s never moves).
+//! tables, buffers. Blocks are resized as the global allocator resizes
+//! them (`realloc.rs`): in place within the block or into the free pages
+//! above it, and a doubling that must move goes where it can keep growing.
 //!
 //! ```
 //! use allocator_api2::vec::Vec;
@@ -29,12 +30,6 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
 
-/// The order of the block serving `layout`, if the arena has one.
-fn order_of(arena: &Arena, layout: Layout) -> Option<u32> {
-    let order = crate::arena::layout_order(layout);
-    (order <= arena.max_order()).then_some(order)
-}
-
 fn block(ptr: NonNull<u8>, order: u32) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, crate::PAGE_SIZE << order)
 }
@@ -51,7 +46,7 @@ impl Arena {
         if layout.size() == 0 {
             return Ok(dangling(layout));
         }
-        let order = order_of(self, layout).ok_or(AllocError)?;
+        let order = self.block_order(layout).ok_or(AllocError)?;
         let ptr = self.alloc_pages(order, flags | AllocFlags::NOWARN).map_err(|_| AllocError)?;
         Ok(block(ptr, order))
     }
@@ -74,7 +69,7 @@ unsafe impl Allocator for &Arena {
         if layout.size() == 0 {
             return;
         }
-        if let Some(order) = order_of(self, layout) {
+        if let Some(order) = self.block_order(layout) {
             // SAFETY: the caller frees a block it got from us with this
             // layout; the arena checks it anyway and refuses a bad one.
             let _ = unsafe { self.free_pages(ptr, order) };
@@ -82,11 +77,11 @@ unsafe impl Allocator for &Arena {
     }
 
     unsafe fn grow(&self, ptr: NonNull<u8>, old: Layout, new: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let order = order_of(self, new).ok_or(AllocError)?;
-        if old.size() != 0 && order_of(self, old) == Some(order) {
-            return Ok(block(ptr, order)); // still fits its block
+        let order = self.block_order(new).ok_or(AllocError)?;
+        if old.size() != 0 && self.block_order(old).is_some_and(|old| self.resize_in_place(ptr, old, order)) {
+            return Ok(block(ptr, order));
         }
-        let grown = self.allocate(new)?;
+        let grown = block(self.alloc_moved(old.size(), new, order, AllocFlags::NOWARN).map_err(|_| AllocError)?, order);
         // SAFETY: both are valid for `old.size()` bytes and distinct.
         unsafe {
             std::ptr::copy_nonoverlapping(ptr.as_ptr(), grown.cast::<u8>().as_ptr(), old.size());
@@ -101,8 +96,8 @@ unsafe impl Allocator for &Arena {
             unsafe { self.deallocate(ptr, old) };
             return Ok(dangling(new));
         }
-        let order = order_of(self, new).ok_or(AllocError)?;
-        if order_of(self, old) == Some(order) {
+        let order = self.block_order(new).ok_or(AllocError)?;
+        if self.block_order(old).is_some_and(|old| self.resize_in_place(ptr, old, order)) {
             return Ok(block(ptr, order));
         }
         let shrunk = self.allocate(new)?;

@@ -49,6 +49,7 @@ mod pfn;
 mod progress;
 mod purge;
 mod ratelimit;
+mod realloc;
 mod reclaim;
 mod region;
 mod report;

@@ -68,3 +68,37 @@ fn zero_sized_and_zeroed_and_too_large() {
     assert!(too_big.try_reserve(8 << 20).is_err(), "beyond the largest order fails, it does not abort");
     arena.check().unwrap();
 }
+
+/// Grows `v`'s capacity to exactly `bytes` (a layout of that size).
+fn grow_to(v: &mut Vec<u8, &Arena>, bytes: usize) {
+    v.reserve_exact(bytes - v.len());
+    assert_eq!(v.capacity(), bytes);
+}
+
+#[test]
+fn a_vector_grows_into_the_free_pages_above_it_as_the_global_allocator_does() {
+    let arena = arena();
+    // 64 KiB from a fresh 4 MiB block: the pages above it are free.
+    let mut v: Vec<u8, &Arena> = Vec::with_capacity_in(64 << 10, &arena);
+    let first = v.as_ptr();
+    v.resize(64 << 10, 7);
+    grow_to(&mut v, 128 << 10);
+    assert_eq!(v.as_ptr(), first, "128 KiB: grown into its free buddy where it lies");
+    grow_to(&mut v, 256 << 10);
+    assert_eq!(v.as_ptr(), first, "256 KiB: still in place");
+    assert_eq!(allocated(&arena), 64);
+    // Block the next growth: a neighbour right above it.
+    let neighbour: Vec<u8, &Arena> = Vec::with_capacity_in(256 << 10, &arena);
+    assert_eq!(neighbour.as_ptr() as usize, first as usize + (256 << 10));
+    grow_to(&mut v, 512 << 10);
+    assert_ne!(v.as_ptr(), first, "512 KiB: its buddy is taken, so it moves");
+    assert!(v.iter().all(|&b| b == 7) && v.len() == 64 << 10);
+    let moved = v.as_ptr();
+    // A doubling that moved went where it can keep doubling.
+    grow_to(&mut v, 1 << 20);
+    assert_eq!(v.as_ptr(), moved, "1 MiB: in place after the move");
+    assert_eq!(allocated(&arena), 256 + 64);
+    drop((v, neighbour));
+    assert_eq!(allocated(&arena), 0);
+    arena.check().unwrap();
+}

@@ -99,20 +99,6 @@ pub fn global_reap() -> usize {
     global_arena().map_or(0, |arena| SLABS.reap_orphans(arena))
 }
 
-/// The order of the buddy block serving `layout` (not a slab class), or
-/// `None` if it is beyond the arena's largest order (`System` serves it).
-///
-/// Always a whole block, never trimmed to the pages the size needs
-/// (`Arena::alloc_pages_exact`): under churn of random large sizes
-/// (examples/soak.rs) the trimmed tails fragmented the resident free
-/// memory, new blocks were faulted in while the fragments sat idle, and
-/// RSS was higher than with the rounding.
-#[inline]
-fn block_order(layout: Layout, arena: &Arena) -> Option<u32> {
-    let order = order_of(layout);
-    (order <= arena.max_order()).then_some(order)
-}
-
 #[inline(always)]
 fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     match class_of(layout.size(), layout.align()) {
@@ -157,7 +143,7 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
         }
         return ptr;
     }
-    let Some(order) = block_order(layout, arena) else {
+    let Some(order) = arena.block_order(layout) else {
         // SAFETY: forwarding the caller's layout.
         return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
     };
@@ -252,18 +238,10 @@ fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
 }
 
 /// Whether the block of `old` at `ptr` (not a slab object, in the arena)
-/// becomes the one `new` needs where it lies: the same order, or grown
-/// into the free pages above it. A smaller order moves: shrunk in place,
-/// the freed upper parts fragmented the free memory as trimming does.
+/// becomes the one `new` needs where it lies (`realloc.rs`).
 fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
-    match (block_order(old, arena), block_order(new, arena)) {
-        (Some(a), Some(b)) if a == b => true,
-        (Some(a), Some(b)) if b > a => {
-            // A block is aligned to its size: one that is not cannot grow
-            // into a larger one where it lies.
-            (ptr as usize).is_multiple_of(crate::PAGE_SIZE << b)
-                && arena.inner.pages.resize_exact(ptr as usize, 1 << a, 1 << b)
-        }
+    match (arena.block_order(old), arena.block_order(new), NonNull::new(ptr)) {
+        (Some(a), Some(b), Some(ptr)) => arena.resize_in_place(ptr, a, b),
         _ => false,
     }
 }
@@ -330,9 +308,7 @@ unsafe fn move_into(ptr: *mut u8, moved: *mut u8, len: usize, free_old: impl FnO
 }
 
 /// `realloc` where the old or the new size is served by the buddy
-/// allocator (or `System`): in place when the order stays or the block can
-/// grow into free buddies; a growing block moves to where it can grow
-/// further.
+/// allocator (or `System`), with the policy of `realloc.rs`.
 ///
 /// # Safety
 /// `ptr` is live for `layout`, as `GlobalAlloc::realloc` requires.
@@ -360,20 +336,16 @@ unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
             // SAFETY: with no arena, everything is System's.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        Some(arena) if new_size >= 2 * layout.size() && class_of(new_size, layout.align()).is_none() => {
-            // Doubling, as vectors and strings grow: take the new block from
-            // the start of a larger free one (not from the page caches), so
-            // that the next doublings find its buddies free and stay in
-            // place. Smaller growths take any block: carving room from a
-            // large (usually untouched) block for every one of them left the
-            // resident holes of the old blocks unused, and RSS grew.
-            if let Some(order) = block_order(new_layout, arena) {
+        Some(arena) if class_of(new_size, layout.align()).is_none() => {
+            if let Some(order) = arena.block_order(new_layout) {
+                init::ensure_reclaim();
                 // A failure has been through the whole slow path (reclaim,
                 // the OOM handler): no second attempt.
-                let moved =
-                    arena.alloc_pages_growable(order, AllocFlags::NOWARN).map_or(ptr::null_mut(), NonNull::as_ptr);
+                let moved = arena
+                    .alloc_moved(layout.size(), new_layout, order, AllocFlags::NOWARN)
+                    .map_or(ptr::null_mut(), NonNull::as_ptr);
                 // SAFETY: the caller's contract; `moved` is a fresh block.
-                return unsafe { move_into(ptr, moved, layout.size(), || dealloc_impl(ptr, layout)) };
+                return unsafe { move_into(ptr, moved, layout.size().min(new_size), || dealloc_impl(ptr, layout)) };
             }
         }
         _ => {}
