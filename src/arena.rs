@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::boot::SysBox;
-use crate::builder::{ArenaBuilder, Layout};
+use crate::builder::{ArenaBuilder, ZoneLayout};
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
@@ -101,7 +101,7 @@ impl Arena {
         ArenaBuilder::default()
     }
 
-    pub(crate) fn from_layout(config: ArenaBuilder, layout: Layout) -> Result<Self, BuildError> {
+    pub(crate) fn from_layout(config: ArenaBuilder, layout: ZoneLayout) -> Result<Self, BuildError> {
         let max_order = config.max_order;
         let block_size = crate::PAGE_SIZE << max_order;
         let region = Region::reserve(layout.region_size, block_size, config.region)?;
@@ -181,7 +181,7 @@ impl Arena {
             // SAFETY: a cached block is a page of the region.
             return Ok(unsafe { inner.node().region.page_addr(pfn) });
         }
-        inner.pages.alloc_pages_slow(order, flags)
+        inner.pages.alloc_pages(order, flags)
     }
 
     /// Gives back a block from [`alloc_pages`](Self::alloc_pages).
@@ -208,7 +208,7 @@ impl Arena {
                 return Ok(());
             }
         }
-        inner.pages.free_pages_slow(addr, order)
+        inner.pages.free_pages(addr, order)
     }
 
     /// [`alloc_pages`](Self::alloc_pages) for a block that is expected to
@@ -238,7 +238,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn alloc_pages_growable(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        self.inner.pages.alloc_pages_with_room(order, flags)
+        self.inner.pages.alloc_pages_growable(order, flags)
     }
 
     /// Allocates `pages` pages (any number, up to a max-order block),
@@ -328,7 +328,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn drain_pcp(&self) -> usize {
-        self.inner.reclaim().drain_all_caches()
+        self.inner.reclaim().drain_all_pages()
     }
 
     /// Registers a reclaim callback. The reclaim thread, and allocating
@@ -417,7 +417,7 @@ impl Arena {
             zone.set_capacity(zone.spanned() - shares[i], marks[i]);
         }
         if lowered {
-            inner.reclaim().drain_all_caches();
+            inner.reclaim().drain_all_pages();
             inner.node().kswapd.wakeup();
         } else {
             inner.node().pages_returned();

@@ -27,7 +27,7 @@ pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
 /// 64 MiB now and then.
 const SPLIT_PURGE_PAGES: usize = 128;
 
-/// Doublings a block from [`Buddy::rmqueue_with_room`] can preferably grow
+/// Doublings a block from [`Buddy::rmqueue_growable`] can preferably grow
 /// in place: it is carved from a block 256 times its size (a vector growing
 /// from 16 KiB to 4 MiB moves once).
 const GROWTH_ORDERS: u32 = 8;
@@ -261,7 +261,7 @@ impl Buddy {
     /// room for [`GROWTH_ORDERS`] doublings (or a frontier block), else the
     /// largest free block above `order`; otherwise as
     /// [`rmqueue`](Self::rmqueue).
-    pub(crate) fn rmqueue_with_room(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
+    pub(crate) fn rmqueue_growable(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
         let roomy = (order + GROWTH_ORDERS).min(self.max_order);
         if roomy > order && (self.list_mask >> roomy != 0 || self.frontier < self.end) {
             return self.rmqueue_split_from(mm, order, roomy, state);

@@ -223,7 +223,7 @@ impl ArenaBuilder {
     }
 
     /// Validates every setting and works out the zones.
-    pub(crate) fn layout(&self) -> Result<Layout, BuildError> {
+    pub(crate) fn layout(&self) -> Result<ZoneLayout, BuildError> {
         self.pcp.validate()?;
         if self.max_order > MAX_ORDER_LIMIT {
             return Err(BuildError::MaxOrderTooLarge { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
@@ -264,12 +264,12 @@ impl ArenaBuilder {
             }
             marks[zone] = m;
         }
-        Ok(Layout { region_size, pages, zones, zone_blocks, marks })
+        Ok(ZoneLayout { region_size, pages, zones, zone_blocks, marks })
     }
 }
 
 /// A validated configuration: the region and each zone's share of it.
-pub(crate) struct Layout {
+pub(crate) struct ZoneLayout {
     pub region_size: usize,
     pub pages: usize,
     pub zones: usize,

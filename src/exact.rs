@@ -28,19 +28,19 @@ pub(crate) fn covering_order(pages: usize) -> u32 {
 impl PageAlloc {
     /// `pages` pages aligned to `4 KiB << max(covering order, align_order)`,
     /// trimmed from a block of that order (taken with room to grow when
-    /// `room`; see [`alloc_block`](Self::alloc_block)).
+    /// `growable`; see [`alloc_block`](Self::alloc_block)).
     pub(crate) fn alloc_exact(
         &self,
         pages: usize,
         align_order: u32,
         flags: AllocFlags,
-        room: bool,
+        growable: bool,
     ) -> Result<NonNull<u8>, AllocError> {
         let order = covering_order(pages).max(align_order);
         if pages == 0 || order > self.node().max_order {
             return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
-        let block = self.alloc_block(order, flags.difference(AllocFlags::ZERO), room)?;
+        let block = self.alloc_block(order, flags.difference(AllocFlags::ZERO), growable)?;
         if pages < 1 << order {
             let zone = self.node().zone_of(block.pfn);
             zone.lock().inner.buddy.trim_allocated(&self.node().mem_map, block.pfn, order, pages, block.flags);
@@ -61,7 +61,7 @@ impl PageAlloc {
         if let Ok(pfn) = self.exact_pfn(addr, pages)
             && let Some(order) = single_tile(pfn, pfn + pages)
         {
-            return self.free_pages_slow(addr, order);
+            return self.free_pages(addr, order);
         }
         let result = self.exact_pfn(addr, pages).and_then(|pfn| {
             let zone = self.node().zone_of(pfn);

@@ -72,17 +72,17 @@ impl PageAlloc {
 
     /// Everything `alloc_pages` does beyond popping a cached block.
     #[inline(never)]
-    pub(crate) fn alloc_pages_slow(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+    pub(crate) fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
         let block = self.alloc_block(order, flags, false)?;
         Ok(self.prep_new_page(block, flags))
     }
 
     /// A block of `order` through the whole allocation path (the caches,
     /// the zonelist, the slow path), not yet prepared for the caller; with
-    /// `room`, carved from the start of a larger free block of the
+    /// `growable`, carved from the start of a larger free block of the
     /// preferred zone when it passes its low watermark (never from the
     /// per-thread caches, whose blocks' buddies are rarely free).
-    pub(crate) fn alloc_block(&self, order: u32, flags: AllocFlags, room: bool) -> Result<Block, AllocError> {
+    pub(crate) fn alloc_block(&self, order: u32, flags: AllocFlags, growable: bool) -> Result<Block, AllocError> {
         if order > self.node().max_order {
             return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
@@ -91,7 +91,7 @@ impl PageAlloc {
         {
             return Err(AllocError::Injected { order });
         }
-        if room {
+        if growable {
             let zone = &self.node().zones[self.node().preferred_zone()];
             if zone.watermark_ok(order, AllocMode::new(Mark::Low, flags))
                 && let Some(block) = zone.rmqueue(&self.node().mem_map, order, true)
@@ -116,15 +116,15 @@ impl PageAlloc {
         }
     }
 
-    /// `alloc_pages_growable`: see [`alloc_block`](Self::alloc_block)'s `room`.
-    pub(crate) fn alloc_pages_with_room(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+    /// `alloc_pages_growable`: see [`alloc_block`](Self::alloc_block)'s `growable`.
+    pub(crate) fn alloc_pages_growable(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
         let block = self.alloc_block(order, flags, true)?;
         Ok(self.prep_new_page(block, flags))
     }
 
     /// Everything `free_pages` does beyond pushing onto this thread's list.
     #[inline(never)]
-    pub(crate) fn free_pages_slow(&self, addr: usize, order: u32) -> Result<(), FreeError> {
+    pub(crate) fn free_pages(&self, addr: usize, order: u32) -> Result<(), FreeError> {
         let result = self.free_validated(addr, order);
         if result.is_err() {
             self.counters.invalid_frees.fetch_add(1, Ordering::Relaxed);

@@ -67,7 +67,7 @@ impl Reclaim {
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.shrinker_scanned, outcome.scanned as u64);
         ReclaimCounters::add(&counters.shrinker_freed, outcome.freed as u64);
-        self.drain_own_cache();
+        self.drain_local_pages();
         outcome.freed
     }
 
@@ -77,7 +77,7 @@ impl Reclaim {
         let start = Instant::now();
         let mut progress = self.shrink(SWAP_CLUSTER_MAX.max(1 << order));
         if !*drained {
-            progress += self.drain_all_caches();
+            progress += self.drain_all_pages();
             *drained = true;
         }
         let node = &self.node;
@@ -91,7 +91,7 @@ impl Reclaim {
     }
 
     /// Returns every thread's cache and every pool to the lists; the pages.
-    pub(crate) fn drain_all_caches(&self) -> usize {
+    pub(crate) fn drain_all_pages(&self) -> usize {
         let pages = self.pcp.drain_all(&self.node);
         if pages > 0 {
             self.node.pages_returned();
@@ -101,7 +101,7 @@ impl Reclaim {
 
     /// Returns the calling thread's own cache to the lists (what a shrinker
     /// freed on this thread lands there).
-    pub(crate) fn drain_own_cache(&self) -> usize {
+    pub(crate) fn drain_local_pages(&self) -> usize {
         if !self.node.pcp_enabled {
             return 0;
         }
@@ -115,7 +115,7 @@ impl Reclaim {
     /// Drains every cache, then purges every zone.
     pub(crate) fn purge_all(&self) -> PurgeReport {
         let start = Instant::now();
-        self.drain_all_caches();
+        self.drain_all_pages();
         let report = self.node.purge_zones();
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.purges, 1);
@@ -163,7 +163,7 @@ fn balance_pgdat(reclaim: &Reclaim) {
         if !drained {
             // Once per wake-up: caches refill at once, and draining them on
             // every pass would look like progress forever.
-            progress += reclaim.drain_all_caches();
+            progress += reclaim.drain_all_pages();
             drained = true;
         }
         progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX));

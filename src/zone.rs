@@ -30,7 +30,7 @@ pub(crate) struct ZoneInner {
     /// longer said cached (a racing double free got into two caches).
     pub pcp_corrupt: u64,
     /// Batches trimmed from one thread's cache, kept for the next refill.
-    pub pool: PcpPool,
+    pub pool: BatchPool,
 }
 
 /// Blocks per order a zone keeps between a trim and the next refill: two
@@ -49,12 +49,12 @@ const POOL_CAPACITY: usize = 4;
 /// pool turns that into copying a batch of page numbers. Blocks in the pool
 /// stay `Cached` in the metadata and count as cached pages; a drain (and
 /// reclaim) returns them to the lists.
-pub(crate) struct PcpPool {
+pub(crate) struct BatchPool {
     count: [usize; PCP_ORDERS],
     pfns: [[Pfn; POOL_CAPACITY]; PCP_ORDERS],
 }
 
-impl PcpPool {
+impl BatchPool {
     const fn new() -> Self {
         Self { count: [0; PCP_ORDERS], pfns: [[NIL; POOL_CAPACITY]; PCP_ORDERS] }
     }
@@ -153,7 +153,7 @@ impl Zone {
                 pcp_trims: 0,
                 pcp_drained: 0,
                 pcp_corrupt: 0,
-                pool: PcpPool::new(),
+                pool: BatchPool::new(),
             })),
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
@@ -295,7 +295,7 @@ impl Zone {
     /// Takes up to `count` blocks of `order` for a per-thread cache under one
     /// lock acquisition (`rmqueue_bulk`); `put(i, pfn)` receives each.
     /// Returns how many were taken.
-    /// Takes the pool's blocks first (see [`PcpPool`]).
+    /// Takes the pool's blocks first (see [`BatchPool`]).
     pub(crate) fn rmqueue_bulk(&self, mm: &MemMap, order: u32, count: usize, mut put: impl FnMut(usize, Pfn)) -> usize {
         let mut zone = self.lock();
         let o = order as usize;
@@ -358,13 +358,13 @@ impl Zone {
     }
 
     /// Takes one block of `order` (the kernel's `rmqueue_buddy`); with
-    /// `room`, from the start of a larger free block if there is one.
+    /// `growable`, from the start of a larger free block if there is one.
     #[inline]
-    pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32, room: bool) -> Option<Block> {
+    pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32, growable: bool) -> Option<Block> {
         let mut zone = self.lock();
         let buddy = &mut zone.inner.buddy;
-        let block = if room {
-            buddy.rmqueue_with_room(mm, order, PageState::Allocated)
+        let block = if growable {
+            buddy.rmqueue_growable(mm, order, PageState::Allocated)
         } else {
             buddy.rmqueue(mm, order, PageState::Allocated)
         }?;
