@@ -312,7 +312,7 @@ impl Arena {
 
     /// Returns every block held in any thread's cache to the buddy lists,
     /// including the caches of idle or blocked threads (the kernel's
-    /// `drain_all_pages`). Owners are not interrupted; see ARCHITECTURE.md.
+    /// `drain_all_pages`). Owners are not interrupted (the handshake: `pcp/set.rs`).
     /// Returns the pages moved.
     ///
     /// ```

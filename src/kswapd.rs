@@ -24,10 +24,14 @@
 //! Either the waker sees `awake == false` and sets `pending` under the lock
 //! (kswapd checks it under the same lock before waiting), or kswapd's
 //! re-check sees the lowered free count. The purge timer is the same
-//! handshake on `purge_armed`, with frees as the wakers: the freer's side is
-//! `Node::pages_returned` (`node.rs`), whose
-//! barrier is a compiler fence when membarrier is available (the waiting
-//! side pays for it; see `barrier.rs`). `tests/loom.rs` models both.
+//! handshake on `purge_armed`, with frees (and allocations that leave
+//! purgeable memory) as the wakers: `Node::pages_returned` and
+//! `Node::zone_allocated` (`node.rs`), whose barrier is a compiler fence
+//! when membarrier is available (the waiting side pays for it; see
+//! `barrier.rs`). `tests/loom.rs` models both (`kswapd_wakeup_is_not_lost`,
+//! `purge_timer_is_set_by_a_free`, `dropping_the_arena_stops_kswapd`):
+//! removing the waker's fence, the fence before kswapd's re-check, the
+//! freer's purge-timer notify or the notify in `stop` fails its model.
 
 use crate::builder::ReclaimConfig;
 use crate::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence, spawn};

@@ -3,11 +3,12 @@
 //! cannot be rebuilt for every loom execution.
 //!
 //! One compare-exchange picks the builder; it publishes the value
-//! (Release) and then the state; the others yield until the state says
+//! (Release) and then the state; the others spin until the state says
 //! ready and read the value (Acquire). A call made from inside the build
 //! on the building thread (the build must not allocate through the
 //! allocator it builds, but if it did) gets [`Init::Reentrant`] instead of
-//! waiting for itself.
+//! waiting for itself. Publishing the state before the value, or dropping
+//! the re-entrancy check, fails the model.
 
 use std::ptr::NonNull;
 

@@ -9,14 +9,17 @@
 //! 2. retry at the min watermark with the reserve discounts of `HIGH` and
 //!    `ATOMIC`;
 //! 3. callers that cannot wait (`ATOMIC`, `NOWAIT`) stop here;
-//! 4. direct reclaim (shrinkers, then every per-thread cache) and retry;
+//! 4. direct reclaim (the shrinkers, asked for at least `SWAP_CLUSTER_MAX`
+//!    pages, then every per-thread cache, once per slow path) and retry;
 //!    `NORETRY` stops after one round, and so do costly orders (above 3)
 //!    unless `RETRY_MAYFAIL` or `NOFAIL`;
-//! 5. retry while reclaim makes progress or could, up to 16 rounds without
-//!    progress (`should_reclaim_retry`);
-//! 6. the OOM handler (not for `RETRY_MAYFAIL`), which may ask for a retry;
-//! 7. `NOFAIL` waits for reclaim progress and starts again; everyone else
-//!    fails with `OutOfMemory` and, unless `NOWARN`, a rate-limited warning.
+//! 5. retry while reclaim makes progress or could, up to
+//!    `MAX_RECLAIM_RETRIES` rounds without progress (`should_reclaim_retry`);
+//! 6. the OOM handler (not for `RETRY_MAYFAIL`; without one, fail), which
+//!    may ask for a retry, at most `MAX_RECLAIM_RETRIES` times;
+//! 7. `NOFAIL` waits for reclaim progress and starts again (the caches are
+//!    drained again); everyone else fails with `OutOfMemory` and, unless
+//!    `NOWARN`, a rate-limited warning.
 //!
 //! A thread inside a shrinker allocates without watermarks and never
 //! recurses into reclaim.

@@ -136,7 +136,7 @@ mod imp {
         std::thread::Builder::new().name(name.into()).spawn(f)
     }
 
-    /// A thread-local `Cell<u32>` (see `reclaim::InReclaim`).
+    /// A thread-local `Cell<u32>` (see `memalloc::InReclaim`).
     macro_rules! thread_local_cell {
         ($name:ident) => {
             std::thread_local! {

@@ -30,9 +30,9 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 
 /// The reclaim models run kswapd's whole loop: a bound of 2 keeps each
 /// under half a minute and still finds every broken handshake we tried
-/// (issue note: the fence in `Reclaimer::wakeup`, the fence before
+/// (issue note: the fence in `Kswapd::wakeup`, the fence before
 /// kswapd's re-check, both fences of the NOFAIL handshake, the notify in
-/// `Reclaimer::stop`).
+/// `Kswapd::stop`).
 fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if std::env::var("LOOM_MAX_PREEMPTIONS").is_err() {

@@ -34,6 +34,15 @@
 //! page caches of the threads it does not have, forgets kswapd and the
 //! shrinker calls in progress, and releases them. The slab heaps of those
 //! threads are lost to the child (their objects stay allocated there).
+//! The caches are frozen before the zone locks are taken: the other way
+//! round, an owner refilling under its set lock waits for a zone lock the
+//! handler holds while the handler waits for its set
+//! (`fork_handlers_race_cache_refills_and_trims` deadlocks).
+//!
+//! Checked by `tests/loom.rs` (`two_threads_exit_while_a_third_drains`,
+//! `fork_handlers_race_a_shrinker_call`,
+//! `fork_handlers_race_cache_refills_and_trims`, the shared-heap model)
+//! and with real forks and thread exits in `tests/thread_lifecycle.rs`.
 
 use std::cell::{Cell, UnsafeCell};
 use std::mem::ManuallyDrop;

@@ -23,6 +23,16 @@
 //! Refill and trim, which take zone locks, run under `set.lock` on the
 //! owner's slow path, so a busy section never blocks and a drainer never
 //! waits on a zone lock. Under loom both barriers are `SeqCst` fences.
+//! Without membarrier the arena runs uncached (`barrier.rs`).
+//!
+//! `tests/loom.rs` models it (`owner_alloc_free_races_remote_drain`,
+//! `thread_exit_races_remote_drain`,
+//! `two_threads_share_a_zone_through_their_caches`,
+//! `two_threads_exit_while_a_third_drains`,
+//! `fork_handlers_race_cache_refills_and_trims`); each of these breaks
+//! fails a model: the owner ignoring `locked`, no owner barrier, the
+//! drainer not waiting for `busy`, `leave` not Release, a drainer without
+//! the set lock, an exit that does not return its blocks.
 
 use std::ptr::NonNull;
 

@@ -10,8 +10,8 @@ use crate::sync::Ordering;
 
 use super::*;
 
-/// arenas go straight to the zones.
 /// How many arenas a thread caches for; beyond that, operations on further
+/// arenas go straight to the zones.
 pub const THREAD_ARENAS: usize = 8;
 
 /// A thread's sets, one entry per arena it has used (up to

@@ -36,7 +36,14 @@
 //! orphan lists in [`Slabs`]; a thread that needs a slab of that class
 //! adopts one before it asks the buddy allocator for a new one, so
 //! short-lived threads leak nothing. A remote free never needs the owner to
-//! be alive: it touches only the slab.
+//! be alive: it touches only the slab. Orphans that become empty are
+//! returned by `Slabs::reap_orphans` (the global arena's shrinker).
+//!
+//! `tests/loom.rs` models the cross-thread protocol
+//! (`cross_thread_slab_free_races_owner_alloc_and_exit`,
+//! `remote_free_is_published_by_the_push`, which fails when
+//! `push_remote`'s Release is weakened to Relaxed, and
+//! `shared_heap_allocations_race_each_other_and_adopt_orphans`).
 //!
 //! **Checks.** A free is refused (and reported by the caller) unless the
 //! side-table slot of the block around the pointer (at the class's slab
