@@ -12,7 +12,7 @@
 
 use std::ptr::NonNull;
 
-use crate::sync::{AtomicPtr, AtomicU8, Ordering, spin_loop};
+use crate::sync::{AtomicPtr, AtomicU8, Ordering, const_fn_unless_loom, spin_loop};
 
 const UNINIT: u8 = 0;
 const BUILDING: u8 = 1;
@@ -47,16 +47,11 @@ impl<T> Default for Lazy<T> {
 }
 
 impl<T> Lazy<T> {
-    /// Not built yet.
-    #[cfg(not(loom))]
-    pub const fn new() -> Self {
-        Self { state: AtomicU8::new(UNINIT), value: AtomicPtr::new(std::ptr::null_mut()) }
-    }
-
-    /// Not built yet.
-    #[cfg(loom)]
-    pub fn new() -> Self {
-        Self { state: AtomicU8::new(UNINIT), value: AtomicPtr::new(std::ptr::null_mut()) }
+    const_fn_unless_loom! {
+        /// Not built yet.
+        pub fn new() -> Self {
+            Self { state: AtomicU8::new(UNINIT), value: AtomicPtr::new(std::ptr::null_mut()) }
+        }
     }
 
     /// The value, if built. One Acquire load.

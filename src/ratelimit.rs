@@ -1,7 +1,7 @@
 //! A rate limit for warnings, as the kernel's `ratelimit.h` (a burst of
 //! messages, then silence until the interval has passed).
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, const_fn_unless_loom};
 
 /// Allows `burst` messages per `interval` seconds (the kernel's
 /// `DEFAULT_RATELIMIT_BURST` / `DEFAULT_RATELIMIT_INTERVAL` are 10 and 5).
@@ -11,14 +11,10 @@ pub(crate) struct RateLimit {
 }
 
 impl RateLimit {
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        Self { state: AtomicU64::new(0) }
-    }
-
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        Self { state: AtomicU64::new(0) }
+    const_fn_unless_loom! {
+        pub(crate) fn new() -> Self {
+            Self { state: AtomicU64::new(0) }
+        }
     }
 
     /// Whether a message may be printed now.

@@ -11,6 +11,21 @@
 //! `with`/`with_mut` API so loom can see every access to data a protocol
 //! hands between threads.
 
+/// A constructor that is `const` except under loom, whose atomics and
+/// locks have no `const fn new`: one body instead of a `cfg` twin.
+macro_rules! const_fn_unless_loom {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident() -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        #[cfg(not(loom))]
+        $vis const fn $name() -> $ret $body
+
+        $(#[$attr])*
+        #[cfg(loom)]
+        $vis fn $name() -> $ret $body
+    };
+}
+pub(crate) use const_fn_unless_loom;
+
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{

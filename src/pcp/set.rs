@@ -107,7 +107,7 @@ impl ZonePcp {
                 mask: [0; PCP_ORDERS],
                 high: [0; PCP_ORDERS],
                 batch: [0; PCP_ORDERS],
-                slots: [0; SLOTS],
+                slots: [Pfn::default(); SLOTS],
             }),
         }
     }

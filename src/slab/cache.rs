@@ -4,7 +4,7 @@
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
 
 use super::*;
 
@@ -259,13 +259,9 @@ impl Slabs {
 }
 
 impl ClassCounters {
-    #[cfg(not(loom))]
-    pub(super) const fn new() -> Self {
-        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
-    }
-
-    #[cfg(loom)]
-    pub(super) fn new() -> Self {
-        Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+    const_fn_unless_loom! {
+        pub(super) fn new() -> Self {
+            Self { slabs: AtomicUsize::new(0), orphans: AtomicUsize::new(0), objects: AtomicUsize::new(0) }
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 
 use crate::arena::Arena;
 use crate::flags::AllocFlags;
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
 
 use super::*;
 
@@ -34,16 +34,11 @@ pub(crate) struct SharedGuard<'s, 'a> {
 }
 
 impl<'a> SharedHeap<'a> {
-    /// An empty shared heap.
-    #[cfg(not(loom))]
-    pub(crate) const fn new() -> Self {
-        Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
-    }
-
-    /// An empty shared heap.
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
+    const_fn_unless_loom! {
+        /// An empty shared heap.
+        pub(crate) fn new() -> Self {
+            Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
+        }
     }
 
     /// Locks it for the thread named by `token` (non-zero, unique among
