@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 
 use crate::boot::SysBox;
 use crate::node::Node;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier, spin_loop};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier};
 
 use super::*;
 
@@ -146,18 +146,14 @@ impl PcpRegistry {
             let set: &PcpSet = unsafe { ptr.as_ref() };
             cursor = set.next;
             let guard = set.lock.lock();
-            set.locked.store(true, Ordering::Relaxed);
+            set.raise_locked();
             Ok::<_, ()>(FrozenSet { set, _guard: guard })
         })
         .ok()??;
         if count > 0 {
             heavy_barrier();
         }
-        for frozen in sets.iter() {
-            while frozen.set.busy.load(Ordering::Acquire) {
-                spin_loop();
-            }
-        }
+        sets.iter().for_each(|frozen| frozen.set.wait_for_owner());
         Some(FrozenSets { sets, registry: self, _head: registry })
     }
 

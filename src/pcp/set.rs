@@ -149,6 +149,23 @@ impl ZonePcp {
         pushed
     }
 
+    /// Pops the newest block of the order-`o` ring, if any. The allocation
+    /// fast path of both `PcpSet::alloc` and `alloc_fast`.
+    ///
+    /// # Safety
+    /// As for [`lists`](Self::lists).
+    #[inline(always)]
+    pub(super) unsafe fn pop(&self, o: usize) -> Option<Pfn> {
+        let n = self.count[o].load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        // SAFETY: the caller has the lists.
+        let pfn = unsafe { self.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
+        self.count[o].store(n - 1, Ordering::Relaxed);
+        Some(pfn)
+    }
+
     /// Adds one to an owner-maintained counter (no read-modify-write: only
     /// the holder of the lists writes it).
     #[inline(always)]
@@ -246,11 +263,8 @@ impl PcpSet {
         let zone = self.preferred.load(Ordering::Relaxed);
         let zp = &self.zones[zone];
         if self.enter() {
-            let n = zp.count[o].load(Ordering::Relaxed);
-            if n > 0 {
-                // SAFETY: inside a busy section that did not see `locked`.
-                let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
-                zp.count[o].store(n - 1, Ordering::Relaxed);
+            // SAFETY: inside a busy section that did not see `locked`.
+            if let Some(pfn) = unsafe { zp.pop(o) } {
                 let block = take_cached(node, pfn, order, zone);
                 ZonePcp::bump(&zp.allocs[o]);
                 self.leave();
@@ -361,6 +375,22 @@ impl PcpSet {
         ZonePcp::bump(&zp.frees[o]);
     }
 
+    /// The drainer's first step (module docs), under the set lock: keep
+    /// the owner off its lists. A heavy barrier must follow before
+    /// [`wait_for_owner`](Self::wait_for_owner); freezing every set pays
+    /// one barrier for all of them.
+    pub(super) fn raise_locked(&self) {
+        self.locked.store(true, Ordering::Relaxed);
+    }
+
+    /// The drainer's last step: wait for an owner that entered before it
+    /// could see `locked` to leave (a short section that never blocks).
+    pub(super) fn wait_for_owner(&self) {
+        while self.busy.load(Ordering::Acquire) {
+            spin_loop();
+        }
+    }
+
     /// Returns every cached block to the buddy lists, from any thread: the
     /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
     pub(crate) fn drain(&self, node: &Node) -> usize {
@@ -368,11 +398,9 @@ impl PcpSet {
         if self.state.load(Ordering::Relaxed) != ATTACHED {
             return 0;
         }
-        self.locked.store(true, Ordering::Relaxed);
+        self.raise_locked();
         heavy_barrier();
-        while self.busy.load(Ordering::Acquire) {
-            spin_loop();
-        }
+        self.wait_for_owner();
         // SAFETY: we hold the lock, raised `locked`, and saw `busy` clear
         // after the heavy barrier: the owner is out and will stay out.
         let pages = unsafe { self.return_all(node) };

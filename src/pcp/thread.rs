@@ -248,14 +248,11 @@ pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
         if !set.enter() {
             return None;
         }
-        let n = zp.count[o].load(Ordering::Relaxed);
-        if n == 0 {
+        // SAFETY: inside a busy section that did not see `locked`.
+        let Some(pfn) = (unsafe { zp.pop(o) }) else {
             set.leave();
             return None;
-        }
-        // SAFETY: inside a busy section that did not see `locked`.
-        let pfn = unsafe { zp.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
-        zp.count[o].store(n - 1, Ordering::Relaxed);
+        };
         // SAFETY: cached blocks are pages of the region.
         unsafe { node.mem_map.page_unchecked(pfn) }.set_info_word(entry.allocated_word | order << 8);
         ZonePcp::bump(&zp.allocs[o]);
