@@ -267,29 +267,39 @@ fn frees_from_another_zone_go_to_this_threads_list_for_that_zone() {
     // This thread allocates; note which zone serves it.
     let pages: Vec<_> = (0..8).map(|_| arena.alloc_pages(0, NOWARN).unwrap().as_ptr() as usize).collect();
     let home = zone_of(&arena, NonNull::new(pages[0] as *mut u8).unwrap());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // Make this thread prefer the other zone: its first allocation
-            // attaches a set whose preferred zone is the next in turn.
-            let own = arena.alloc_pages(0, NOWARN).unwrap();
-            let other = zone_of(&arena, own);
-            assert_ne!(other, home);
-            for p in &pages {
-                // SAFETY: order-0 pages of this arena, freed once.
-                unsafe { arena.free_pages(NonNull::new(*p as *mut u8).unwrap(), 0) }.unwrap();
-            }
-            let stats = arena.stats();
-            // The freed blocks sit in this thread's list for `home`, not in
-            // `home`'s buddy lists, and not in the list of its own zone.
-            assert_eq!(stats.zones[home].free, 512 - 8);
-            assert_eq!(stats.zones[home].cached, 8);
-            assert_eq!(stats.zones[other].cached, 7);
-            // SAFETY: allocated above at order 0.
-            unsafe { arena.free_pages(own, 0) }.unwrap();
+    // A thread that prefers the other zone: threads are spread over the
+    // zones in the order they first allocate (`Node::preferred_zone`), so
+    // one of the next few new threads does (other tests' threads may take
+    // turns in between).
+    let moved = std::thread::scope(|s| {
+        (0..64).any(|_| {
+            s.spawn(|| {
+                let own = arena.alloc_pages(0, NOWARN).unwrap();
+                let other = zone_of(&arena, own);
+                if other == home {
+                    // SAFETY: allocated above at order 0.
+                    unsafe { arena.free_pages(own, 0) }.unwrap();
+                    return false;
+                }
+                for p in &pages {
+                    // SAFETY: order-0 pages of this arena, freed once.
+                    unsafe { arena.free_pages(NonNull::new(*p as *mut u8).unwrap(), 0) }.unwrap();
+                }
+                let stats = arena.stats();
+                // The freed blocks sit in this thread's list for `home`, not
+                // in `home`'s buddy lists, and not in the list of its own zone.
+                assert_eq!(stats.zones[home].free, 512 - 8);
+                assert_eq!(stats.zones[home].cached, 8);
+                assert_eq!(stats.zones[other].cached, 7);
+                // SAFETY: allocated above at order 0.
+                unsafe { arena.free_pages(own, 0) }.unwrap();
+                true
+            })
+            .join()
+            .unwrap()
         })
-        .join()
-        .unwrap();
     });
+    assert!(moved, "64 new threads all preferred the zone of the first");
     conserved(&arena, 0);
 }
 
@@ -424,19 +434,21 @@ fn check_freezes_thousands_of_cache_sets_on_a_small_stack() {
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let done_rx = std::sync::Mutex::new(done_rx);
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            let (arena, barrier, done_rx) = (&arena, &barrier, &done_rx);
-            std::thread::Builder::new()
-                .stack_size(64 << 10)
-                .spawn_scoped(s, move || {
-                    let p = arena.alloc_pages(0, NOWARN).unwrap(); // attaches a set
-                    // SAFETY: just allocated at order 0.
-                    unsafe { arena.free_pages(p, 0) }.unwrap();
-                    barrier.wait();
-                    let _ = done_rx.lock().unwrap().recv();
-                })
-                .unwrap();
-        }
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (arena, barrier, done_rx) = (&arena, &barrier, &done_rx);
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn_scoped(s, move || {
+                        let p = arena.alloc_pages(0, NOWARN).unwrap(); // attaches a set
+                        // SAFETY: just allocated at order 0.
+                        unsafe { arena.free_pages(p, 0) }.unwrap();
+                        barrier.wait();
+                        let _ = done_rx.lock().unwrap().recv();
+                    })
+                    .unwrap()
+            })
+            .collect();
         barrier.wait();
         assert_eq!(arena.stats().pcp_sets, threads);
         let checked = std::thread::Builder::new()
@@ -447,6 +459,9 @@ fn check_freezes_thousands_of_cache_sets_on_a_small_stack() {
             .expect("check() overflowed a 64 KiB stack");
         assert_eq!(checked, Ok(()));
         drop(done_tx);
+        // Joined explicitly: the scope's own join does not wait for the
+        // threads' exit hooks, which return their caches.
+        workers.into_iter().for_each(|w| w.join().unwrap());
     });
     conserved(&arena, 0);
 }
