@@ -306,24 +306,31 @@ fn live_threads() -> usize {
 
 const MIB: usize = 1 << 20;
 
+/// One sample's figures (zonealloc's; a peer has none).
+pub struct Sample {
+    /// Page-cache sets attached to threads.
+    pub sets: usize,
+    /// Bytes handed out (allocated or cached).
+    pub used: usize,
+    /// Free bytes still resident.
+    pub free_resident: usize,
+    /// Pages in per-thread caches.
+    pub cached: usize,
+    /// Orphaned slabs.
+    pub orphans: usize,
+    /// Frees refused so far.
+    pub refused: u64,
+    /// The global statistics, formatted.
+    pub stats: String,
+}
+
 /// What the soak asks of the allocator beyond `GlobalAlloc`: zonealloc's
 /// statistics and checks, nothing for a peer.
 #[cfg(not(any(soak_peer = "mimalloc", soak_peer = "jemalloc", soak_peer = "system")))]
 mod checks {
     use std::time::Duration;
 
-    use super::MIB;
-
-    /// One sample's figures.
-    pub struct Sample {
-        pub sets: usize,
-        pub used: usize,
-        pub free_resident: usize,
-        pub cached: usize,
-        pub orphans: usize,
-        pub refused: u64,
-        pub stats: zonealloc::GlobalStats,
-    }
+    use super::{MIB, Sample};
 
     fn arena() -> &'static zonealloc::Arena {
         std::hint::black_box(Box::new(0u8));
@@ -359,7 +366,7 @@ mod checks {
             cached: zones.iter().map(|z| z.cached).sum(),
             orphans: stats.classes.iter().map(|c| c.orphans).sum(),
             refused: stats.refused_frees,
-            stats,
+            stats: stats.to_string(),
         })
     }
 
@@ -377,15 +384,7 @@ mod checks {
 mod checks {
     use std::time::Duration;
 
-    pub struct Sample {
-        pub sets: usize,
-        pub used: usize,
-        pub free_resident: usize,
-        pub cached: usize,
-        pub orphans: usize,
-        pub refused: u64,
-        pub stats: &'static str,
-    }
+    use super::Sample;
 
     pub fn purge_delay() -> Duration {
         Duration::from_millis(100)
@@ -501,7 +500,7 @@ fn main() {
                     started.elapsed().as_secs_f64(),
                     rss / MIB,
                     peak_live / MIB,
-                    sample.as_ref().map_or(String::new(), |s| s.stats.to_string())
+                    sample.as_ref().map_or(String::new(), |s| s.stats.clone())
                 ));
             }
         }
