@@ -25,7 +25,6 @@ unsafe impl<T: ?Sized + Send> Send for SysBox<T> {}
 unsafe impl<T: ?Sized + Sync> Sync for SysBox<T> {}
 
 impl<T> SysBox<T> {
-    /// Moves `value` into memory from `System`; `None` if that allocation fails.
     pub(crate) fn try_new(value: T) -> Option<Self> {
         let layout = Layout::new::<T>();
         let ptr = alloc(layout)?.cast::<T>();
@@ -63,7 +62,6 @@ impl<T> SysBox<T> {
 pub(crate) unsafe trait Zeroable {}
 
 impl<T: Zeroable> SysBox<[T]> {
-    /// A slice of `len` all-zero elements; `None` if the allocation fails.
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn try_new_zeroed_slice(len: usize) -> Option<Self> {
         let layout = Layout::array::<T>(len).ok()?;

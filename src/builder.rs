@@ -252,7 +252,6 @@ impl ArenaBuilder {
         }
         let mut zone_blocks = [0usize; MAX_ZONES];
         for (i, n) in zone_blocks.iter_mut().take(zones).enumerate() {
-            // The first `blocks % zones` zones get one block more.
             *n = blocks / zones + usize::from(i < blocks % zones);
         }
         let mut marks = [Watermarks::default(); MAX_ZONES];

@@ -33,7 +33,6 @@ pub struct FaultInjection {
     pub min_order: u32,
 }
 
-/// The running state of fault injection.
 pub(crate) struct FaultState {
     config: FaultInjection,
     count: AtomicU64,

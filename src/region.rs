@@ -54,7 +54,6 @@ pub(crate) struct RegionOptions {
 
 const HUGE_PAGE_SIZE: usize = 2 << 20;
 
-/// The buddy order of a 2 MiB huge page.
 pub(crate) const HUGE_PAGE_ORDER: u32 = (HUGE_PAGE_SIZE / PAGE_SIZE).trailing_zeros();
 
 /// How freed memory is handed back to the OS.
@@ -151,7 +150,6 @@ impl Region {
         Ok(region)
     }
 
-    /// Reserves a small heap-backed region for a loom model.
     #[cfg(loom)]
     pub(crate) fn reserve(len: usize, align: usize, _opts: RegionOptions) -> Result<Self, BuildError> {
         let layout = std::alloc::Layout::from_size_align(len, align)
@@ -196,13 +194,11 @@ impl Region {
         Ok(())
     }
 
-    /// The first byte of the region.
     #[inline]
     pub(crate) fn base(&self) -> NonNull<u8> {
         self.base
     }
 
-    /// The region's length in bytes.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -215,14 +211,11 @@ impl Region {
         if offset < self.len && offset.is_multiple_of(PAGE_SIZE) { Some(Pfn::new(offset >> PAGE_SHIFT)) } else { None }
     }
 
-    /// Whether `addr` lies inside the region at all.
     #[inline]
     pub(crate) fn contains(&self, addr: usize) -> bool {
         addr.wrapping_sub(self.base.as_ptr() as usize) < self.len
     }
 
-    /// The address of page `pfn`.
-    ///
     /// # Safety
     /// `pfn` is a page of this region (below `len / PAGE_SIZE`).
     #[inline]
@@ -259,8 +252,6 @@ impl Region {
         Ok(())
     }
 
-    /// Fills `nr_pages` pages from `pfn` with zeros.
-    ///
     /// # Safety
     /// The pages must belong to a block the caller owns (just allocated, not
     /// yet handed out).
@@ -279,7 +270,6 @@ impl Drop for Region {
     }
 }
 
-/// The OS page size.
 #[cfg(not(loom))]
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -100,7 +100,6 @@ struct Core {
     refs: AtomicU32,
 }
 
-/// An arena's shrinkers.
 pub(crate) struct ShrinkerRegistry {
     core: NonNull<Core>,
 }
@@ -136,7 +135,6 @@ impl std::fmt::Debug for ShrinkerHandle {
     }
 }
 
-/// What one round of shrinking did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ShrinkOutcome {
     pub scanned: usize,
@@ -203,7 +201,6 @@ impl ShrinkerRegistry {
         ShrinkerHandle { core: self.core, id, shrinker }
     }
 
-    /// Number of registered shrinkers.
     pub(crate) fn len(&self) -> usize {
         self.core().snapshot().map_or(0, |list| list.len())
     }
@@ -257,7 +254,6 @@ pub(crate) struct ShrinkerForkGuard<'a> {
 
 #[cfg_attr(loom, allow(dead_code))]
 impl ShrinkerRegistry {
-    /// Locks the list for `fork(2)`.
     pub(crate) fn lock_for_fork(&self) -> ShrinkerForkGuard<'_> {
         let core = self.core();
         ShrinkerForkGuard { core, _list: core.list.lock() }

@@ -66,7 +66,6 @@ impl WatermarkConfig {
                 let total_kbytes = total * (crate::PAGE_SIZE / 1024);
                 let min_free_kbytes = min_free_kbytes.unwrap_or_else(|| default_min_free_kbytes(total_kbytes));
                 let min_free_pages = min_free_kbytes / (crate::PAGE_SIZE / 1024);
-                // The zone's share of the reserve, in proportion to its size.
                 let min = (min_free_pages as u128 * managed as u128 / total.max(1) as u128) as usize;
                 let delta = (min / 4).max((managed as u128 * u128::from(scale_factor) / 10_000) as usize);
                 Watermarks { min, low: min + delta, high: min + 2 * delta }
@@ -104,7 +103,6 @@ pub(crate) struct AllocMode {
 }
 
 impl AllocMode {
-    /// The attempt at `mark` for a caller passing `flags`.
     pub(crate) fn new(mark: Mark, flags: AllocFlags) -> Self {
         let atomic = flags.contains(AllocFlags::ATOMIC);
         Self { mark: Some(mark), high: atomic || flags.contains(AllocFlags::HIGH), harder: atomic }

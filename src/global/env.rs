@@ -20,7 +20,6 @@ pub(crate) struct Config {
     pub huge_pages: Option<HugePages>,
 }
 
-/// Reads every `ZONEALLOC_*` variable, reporting each unusable value.
 pub(crate) fn read() -> Config {
     Config {
         region_size: parse("ZONEALLOC_REGION_SIZE", "a size in bytes (K, M or G suffix) from 1 to 16384G", |v| {
@@ -58,15 +57,12 @@ fn parse<T>(name: &str, expected: &str, parse: impl FnOnce(&[u8]) -> Option<T>) 
     parsed
 }
 
-/// Reports that the global arena could not be built as asked, and what
-/// happens instead.
 pub(crate) fn report_build_failure(error: &crate::BuildError, instead: &str) {
     let mut w = StackWriter::new();
     let _ = write!(w, "zonealloc: cannot build the global arena ({error}); {instead}");
     w.flush_line();
 }
 
-/// Reports a size the arena rounds up.
 pub(crate) fn report_rounded_region(asked: usize, used: usize) {
     let mut w = StackWriter::new();
     let _ = write!(

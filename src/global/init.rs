@@ -36,7 +36,6 @@ pub(super) static SLABS: Slabs = Slabs::new();
 static RECLAIM_STARTED: AtomicBool = AtomicBool::new(false);
 
 std::thread_local! {
-    /// Set while this thread builds the global arena.
     static BUILDING_HERE: Cell<bool> = const { Cell::new(false) };
 }
 

@@ -25,7 +25,6 @@
 //! that goes to `System`), a pointer that is not an object or block start,
 //! a double free: each is refused without writing anything and reported on
 //! stderr without allocating (rate limited).
-//!
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write;
@@ -107,7 +106,6 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     }
 }
 
-/// [`alloc_impl`] for a layout of slab class `class`.
 #[inline(always)]
 fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
     if let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class))) {
@@ -159,7 +157,6 @@ fn dealloc_impl(ptr: *mut u8, layout: Layout) {
     }
 }
 
-/// [`dealloc_impl`] for a layout of slab class `class`.
 #[inline(always)]
 fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
     if let Some(nn) = NonNull::new(ptr)
@@ -198,7 +195,6 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     }
     let result = match class {
         Some(class) => {
-            // The fast path declined this free, or the heap was not ready.
             // SAFETY: the caller frees what it was given for this layout;
             // the slab layer checks the pointer before trusting it.
             let freed = with_heap(arena, false, |heap| unsafe { heap.free_slow(nn, class) })
@@ -271,7 +267,6 @@ unsafe impl GlobalAlloc for ZoneAlloc {
         // not overflow isize.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
         if let Some(class) = class_of(layout.size(), layout.align()) {
-            // An object: it stays if the new size has its class, else moves.
             let new_class = class_of(new_size, layout.align());
             if new_class == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
                 return ptr;

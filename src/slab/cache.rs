@@ -56,10 +56,9 @@ pub struct Slabs {
     pub(super) id: AtomicU64,
 }
 
-/// Ids of `Slabs`, unique in the process.
 pub(super) static NEXT_SLABS_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Heap ids, unique in the process (0 is the orphans' owner).
+/// Starts at 1: 0 is the orphans' owner.
 pub(super) static NEXT_HEAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The orphan lists' locks, held across `fork(2)`.
@@ -172,7 +171,6 @@ impl Slabs {
         })
     }
 
-    /// Locks every orphan list across `fork(2)`.
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn lock_for_fork(&self) -> SlabsForkGuard<'_> {
         SlabsForkGuard { _held: std::array::from_fn(|class| self.orphans[class].lock()) }

@@ -16,7 +16,6 @@ pub const NR_CLASSES: usize = 35;
 /// allocator.
 pub const SLAB_MAX: usize = 8192;
 
-/// Objects a slab holds at least.
 pub(super) const MIN_OBJECTS: usize = 8;
 
 /// Objects a slab aims to hold, within [`SLAB_TARGET_MAX`] bytes: a slab
@@ -92,11 +91,9 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub(super) struct ClassInfo {
-    /// Object size.
     pub(super) size: u32,
     /// Buddy order of a slab.
     pub(super) order: u32,
-    /// Objects a slab holds.
     pub(super) capacity: u32,
     /// `capacity * size`: every object starts below this offset.
     pub(super) limit: u32,
@@ -133,7 +130,6 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
     info
 };
 
-/// The buddy order of a slab of `class`.
 #[inline(always)]
 pub(crate) fn slab_order(class: usize) -> u32 {
     CLASS_INFO[class].order

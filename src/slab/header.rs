@@ -185,8 +185,6 @@ impl Slab {
         }
     }
 
-    /// The slab after this one on its ring or list.
-    ///
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn next(this: *mut Slab) -> *mut Slab {

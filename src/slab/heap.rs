@@ -201,7 +201,6 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
-    /// Takes `slab` off the ring of `class`.
     pub(super) fn unlink(&mut self, class: usize, slab: *mut Slab) {
         // SAFETY: `slab` and its neighbours are live and ours.
         unsafe {
@@ -335,7 +334,6 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
-    /// Publishes the object count of one class.
     #[inline]
     pub(super) fn flush_class(&mut self, class: usize) {
         let delta = std::mem::take(&mut self.delta[class]);

@@ -54,7 +54,6 @@ pub(super) struct ObjectWords {
 }
 
 impl ObjectWords {
-    /// The tag a free writes into `object`.
     #[inline(always)]
     pub(super) fn freed_tag(self, object: *mut FreeObject) -> usize {
         self.key ^ object as usize

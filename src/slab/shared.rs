@@ -4,7 +4,6 @@
 use std::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::flags::AllocFlags;
 use crate::sync::{AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
 
 use super::*;
@@ -35,7 +34,6 @@ pub(crate) struct SharedGuard<'s, 'a> {
 
 impl<'a> SharedHeap<'a> {
     const_fn_unless_loom! {
-        /// An empty shared heap.
         pub(crate) fn new() -> Self {
             Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
         }
@@ -89,11 +87,4 @@ impl Drop for SharedGuard<'_, '_> {
     fn drop(&mut self) {
         self.shared.owner.store(0, Ordering::Relaxed);
     }
-}
-
-/// A block for a new slab of `class`, from `arena`'s buddy allocator
-/// (which may reclaim, and so run shrinkers that allocate); for
-/// [`ThreadHeap::install`].
-pub(crate) fn slab_block(arena: &Arena, class: usize) -> Option<NonNull<u8>> {
-    arena.alloc_pages(slab_order(class), AllocFlags::NOWARN).ok()
 }
