@@ -20,7 +20,7 @@ use std::ptr::NonNull;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use zonealloc::{AllocFlags, Arena, PcpConfig, WatermarkConfig, Watermarks};
+use zonealloc::{AllocFlags, Arena, ArenaBuilder, PcpConfig, WatermarkConfig, Watermarks};
 
 /// Explores every interleaving with at most 3 preemptions (or
 /// `LOOM_MAX_PREEMPTIONS`).
@@ -41,13 +41,19 @@ fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// One zone of `pages` pages, blocks up to `max_order`, watermarks min 0
+/// and low = high = `low`: what every model's arena shares.
+fn one_zone(pages: usize, max_order: u32, low: usize) -> ArenaBuilder {
+    Arena::builder()
+        .region_size(pages * 4096)
+        .zones(1)
+        .max_order(max_order)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low, high: low }))
+}
+
 /// One zone of 4 pages (two order-1 blocks), every page allocatable.
 fn tiny_arena() -> Arena {
-    Arena::builder()
-        .region_size(4 * 4096)
-        .zones(1)
-        .max_order(1)
-        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+    one_zone(4, 1, 0)
         .pcp(PcpConfig::Fixed { batch: 1, high: 1 })
         // No kswapd thread or purge timer: these models are about caches.
         .background_reclaim(false)
@@ -175,16 +181,7 @@ fn two_threads_share_a_zone_through_their_caches() {
 /// One zone of 3 order-0 pages with min 0, low 2, high 2; no caches;
 /// kswapd running unless `background` is false; no purge timer.
 fn reclaim_arena(background: bool) -> Arena {
-    Arena::builder()
-        .region_size(3 * 4096)
-        .zones(1)
-        .max_order(0)
-        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 2, high: 2 }))
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(background)
-        .purge_delay(None)
-        .build()
-        .unwrap()
+    one_zone(3, 0, 2).pcp(PcpConfig::Disabled).background_reclaim(background).purge_delay(None).build().unwrap()
 }
 
 /// A shrinker holding order-0 pages.
@@ -296,11 +293,7 @@ fn dropping_the_arena_stops_kswapd() {
 #[test]
 fn purge_timer_is_set_by_a_free() {
     model_with_bound(2, || {
-        let arena = Arena::builder()
-            .region_size(2 * 4096)
-            .zones(1)
-            .max_order(0)
-            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        let arena = one_zone(2, 0, 0)
             .pcp(PcpConfig::Disabled)
             .purge_delay(Some(std::time::Duration::from_millis(1)))
             .build()
@@ -352,16 +345,7 @@ fn fork_handlers_race_cache_refills_and_trims() {
 /// One zone of 4 order-0 pages, no caches, no kswapd: the slab models'
 /// page source.
 fn slab_arena() -> Arena {
-    Arena::builder()
-        .region_size(4 * 4096)
-        .zones(1)
-        .max_order(0)
-        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(false)
-        .purge_delay(None)
-        .build()
-        .unwrap()
+    one_zone(4, 0, 0).pcp(PcpConfig::Disabled).background_reclaim(false).purge_delay(None).build().unwrap()
 }
 
 /// The owner hands two of its objects to a thread it spawns, which frees
