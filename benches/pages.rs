@@ -95,69 +95,6 @@ fn for_each_allocator(w: &mut impl Workload) {
     w.run("buddy_system_allocator", &bsa_heap());
 }
 
-/// One allocate+free pair of `order`.
-#[inline(always)]
-fn pair_step<A: PageAlloc>(a: &A, order: u32) {
-    let p = a.alloc(black_box(order));
-    // SAFETY: just allocated with this order.
-    unsafe { a.free(black_box(p), order) };
-}
-
-/// 1000 order-0 allocations, then their frees.
-#[inline(always)]
-fn batch_step<A: PageAlloc>(a: &A, live: &mut Vec<NonNull<u8>>) {
-    for _ in 0..1000 {
-        live.push(a.alloc(0));
-    }
-    for p in live.drain(..) {
-        // SAFETY: allocated above at order 0.
-        unsafe { a.free(p, 0) };
-    }
-}
-
-/// 256 live blocks of random orders 0..=9 (xorshift, fixed seed).
-struct Random {
-    rng: u64,
-    live: Vec<(NonNull<u8>, u32)>,
-}
-
-impl Random {
-    fn new<A: PageAlloc>(a: &A) -> Self {
-        let mut r = Random { rng: 0x2545_f491_4f6c_dd1d, live: Vec::with_capacity(256) };
-        for _ in 0..256 {
-            let order = (r.next() % 10) as u32;
-            r.live.push((a.alloc(order), order));
-        }
-        r
-    }
-
-    fn next(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// Frees a random block and allocates a random order in its place.
-    #[inline(always)]
-    fn step<A: PageAlloc>(&mut self, a: &A) {
-        let r = self.next();
-        let slot = (r % 256) as usize;
-        let order = ((r >> 8) % 10) as u32;
-        let (p, o) = self.live[slot];
-        // SAFETY: each slot holds a live block with its order.
-        unsafe { a.free(p, o) };
-        self.live[slot] = (a.alloc(order), order);
-    }
-
-    fn finish<A: PageAlloc>(self, a: &A) {
-        for (p, o) in self.live {
-            // SAFETY: as above.
-            unsafe { a.free(p, o) };
-        }
-    }
-}
-
 struct Pair<'c> {
     group: criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>,
     order: u32,
@@ -169,7 +106,13 @@ impl Workload for Pair<'_> {
         // Steady state: one block of the same order stays live next to the
         // one cycled, as in any heap that is in use.
         let neighbour = a.alloc(order);
-        self.group.bench_function(BenchmarkId::new(name, 4096 << order), |b| b.iter(|| pair_step(a, order)));
+        self.group.bench_function(BenchmarkId::new(name, 4096 << order), |b| {
+            b.iter(|| {
+                let p = a.alloc(black_box(order));
+                // SAFETY: just allocated with this order.
+                unsafe { a.free(black_box(p), order) };
+            })
+        });
         // SAFETY: allocated above with this order.
         unsafe { a.free(neighbour, order) };
     }
@@ -212,7 +155,17 @@ struct Batch<'c> {
 impl Workload for Batch<'_> {
     fn run<A: PageAlloc>(&mut self, name: &str, a: &A) {
         let mut live = Vec::with_capacity(1000);
-        self.group.bench_function(BenchmarkId::new(name, 1000), |b| b.iter(|| batch_step(a, &mut live)));
+        self.group.bench_function(BenchmarkId::new(name, 1000), |b| {
+            b.iter(|| {
+                for _ in 0..1000 {
+                    live.push(a.alloc(0));
+                }
+                for p in live.drain(..) {
+                    // SAFETY: allocated above at order 0.
+                    unsafe { a.free(p, 0) };
+                }
+            })
+        });
     }
 }
 
@@ -231,17 +184,38 @@ struct RandomOrders<'c> {
 
 impl Workload for RandomOrders<'_> {
     fn run<A: PageAlloc>(&mut self, name: &str, a: &A) {
-        let mut random = Random::new(a);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut live: Vec<(NonNull<u8>, u32)> = (0..256)
+            .map(|_| {
+                let order = (next() % 10) as u32;
+                (a.alloc(order), order)
+            })
+            .collect();
         self.group.bench_function(BenchmarkId::new(name, 256), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    random.step(a);
+                    let r = next();
+                    let slot = (r % 256) as usize;
+                    let order = ((r >> 8) % 10) as u32;
+                    let (p, o) = live[slot];
+                    // SAFETY: each slot holds a live block with its order.
+                    unsafe { a.free(p, o) };
+                    live[slot] = (a.alloc(order), order);
                 }
                 start.elapsed()
             })
         });
-        random.finish(a);
+        for (p, o) in live {
+            // SAFETY: as above.
+            unsafe { a.free(p, o) };
+        }
     }
 }
 
@@ -269,7 +243,11 @@ fn count(workload: &str) {
     let a = arena();
     let pairs = |order: u32| {
         let neighbour = a.alloc(order);
-        (0..100_000).for_each(|_| pair_step(&a, order));
+        for _ in 0..100_000 {
+            let p = a.alloc(black_box(order));
+            // SAFETY: just allocated with this order.
+            unsafe { a.free(black_box(p), order) };
+        }
         // SAFETY: allocated above with this order.
         unsafe { a.free(neighbour, order) };
     };
@@ -280,12 +258,36 @@ fn count(workload: &str) {
         "order9_pair" => pairs(9),
         "batch1000" => {
             let mut live = Vec::with_capacity(1000);
-            (0..100).for_each(|_| batch_step(&a, &mut live));
+            for _ in 0..100 {
+                live.extend((0..1000).map(|_| a.alloc(0)));
+                for p in live.drain(..) {
+                    // SAFETY: allocated above at order 0.
+                    unsafe { a.free(p, 0) };
+                }
+            }
         }
         "random_orders" => {
-            let mut random = Random::new(&a);
-            (0..100_000).for_each(|_| random.step(&a));
-            random.finish(&a);
+            let mut rng = 0x2545_f491_4f6c_dd1du64;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut live: Vec<(NonNull<u8>, u32)> = (0..256).map(|_| (a.alloc(0), 0)).collect();
+            for _ in 0..100_000 {
+                let r = next();
+                let slot = (r % 256) as usize;
+                let order = ((r >> 8) % 10) as u32;
+                let (p, o) = live[slot];
+                // SAFETY: each slot holds a live block with its order.
+                unsafe { a.free(p, o) };
+                live[slot] = (a.alloc(order), order);
+            }
+            for (p, o) in live {
+                // SAFETY: as above.
+                unsafe { a.free(p, o) };
+            }
         }
         other => panic!("unknown PAGES_COUNT workload {other}"),
     }
