@@ -446,6 +446,13 @@ impl Arena {
         (self.inner.node().region.base(), self.inner.node().region.len())
     }
 
+    /// The head entry of the page at `ptr` (state and order), if `ptr` is
+    /// a page of the region.
+    pub(crate) fn head_at(&self, ptr: NonNull<u8>) -> Option<PageInfo> {
+        let node = self.inner.node();
+        Some(node.mem_map.page(node.region.pfn_of(ptr.as_ptr() as usize)?).info())
+    }
+
     /// Whether `ptr` points into this arena's region.
     pub fn contains(&self, ptr: *const u8) -> bool {
         self.inner.node().region.contains(ptr as usize)

@@ -3,15 +3,17 @@
 //! An arena may be the process's global allocator, so building one must not
 //! allocate through the global allocator (that would recurse into the arena
 //! being built). The arena's bookkeeping (the arena itself, its zones) lives
-//! in [`SysBox`]es allocated from `std::alloc::System`, which is never the
-//! global allocator's own path.
+//! in [`SysBox`]es allocated from the allocator beneath it (`sysalloc.rs`),
+//! which is never the global allocator's own path.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-/// An owned value or slice in memory from [`System`], like `Box<T>` but never
+use crate::sysalloc::SysAlloc;
+
+/// An owned value or slice in memory from `SysAlloc`, like `Box<T>` but never
 /// touching the global allocator.
 pub(crate) struct SysBox<T: ?Sized> {
     ptr: NonNull<T>,
@@ -69,7 +71,7 @@ impl<T: Zeroable> SysBox<[T]> {
             NonNull::new(std::ptr::without_provenance_mut(layout.align()))?
         } else {
             // SAFETY: the layout has a non-zero size.
-            NonNull::new(unsafe { System.alloc_zeroed(layout) })?
+            NonNull::new(unsafe { SysAlloc.alloc_zeroed(layout) })?
         };
         let ptr = NonNull::slice_from_raw_parts(base.cast::<T>(), len);
         Some(Self { ptr, layout, _owns: PhantomData })
@@ -141,13 +143,13 @@ fn alloc(layout: Layout) -> Option<NonNull<u8>> {
         return NonNull::new(std::ptr::without_provenance_mut(layout.align()));
     }
     // SAFETY: the layout has a non-zero size.
-    NonNull::new(unsafe { System.alloc(layout) })
+    NonNull::new(unsafe { SysAlloc.alloc(layout) })
 }
 
 fn dealloc(ptr: NonNull<u8>, layout: Layout) {
     if layout.size() != 0 {
-        // SAFETY: `ptr` came from `System.alloc(layout)` in `alloc`.
-        unsafe { System.dealloc(ptr.as_ptr(), layout) };
+        // SAFETY: `ptr` came from `SysAlloc.alloc(layout)` in `alloc`.
+        unsafe { SysAlloc.dealloc(ptr.as_ptr(), layout) };
     }
 }
 

@@ -57,6 +57,7 @@ mod shrinker;
 mod slab;
 mod stats;
 mod sync;
+mod sysalloc;
 mod watermark;
 mod zone;
 
@@ -73,7 +74,10 @@ pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]
-pub use global::{GlobalStats, ZoneAlloc, global_arena, global_reap, global_stats};
+pub use global::{
+    GlobalStats, MIN_ALIGN, ZoneAlloc, global_arena, global_free, global_realloc, global_reap, global_stats,
+    global_usable_size,
+};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use lazy::{Init as LoomInit, Lazy as LoomLazy};

@@ -130,6 +130,10 @@ pub(super) fn with_heap<R>(
         .try_with(|local| {
             match local.state.get() {
                 HeapState::Ready => local.state.set(HeapState::Busy),
+                // An allocation made while the page caches' hook is being
+                // registered (glibc allocates for it): the shared heap,
+                // and the heap is made by the next one.
+                HeapState::None if create && pcp::exit_hook_registering() => return None,
                 HeapState::None if create => {
                     // Busy while the exit hooks are registered: if that
                     // allocates, the allocation goes to the shared heap.

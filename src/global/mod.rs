@@ -14,19 +14,19 @@
 //! that fit a power-of-two class) come from the calling thread's slab heap;
 //! larger ones are buddy blocks of the order that covers size and alignment
 //! (orders 0..=3 through the per-thread page caches); beyond the largest
-//! order (32 MiB in the global arena), `System` (glibc, which maps them
-//! directly) serves them, and any alignment up to the OS's limits works
+//! order (32 MiB in the global arena), the allocator beneath the arena
+//! (`sysalloc.rs`: glibc, which maps them directly) serves them, and any alignment up to the OS's limits works
 //! there. `realloc` keeps a block where it is when the new size has the same
 //! class or order, or when the block can grow into its free buddies; a
 //! growing block that must move goes to the start of a large free block
 //! ([`Arena::alloc_pages_growable`]), so its next doublings stay in place.
 //!
 //! **Bad frees.** A pointer outside the region (unless its layout is one
-//! that goes to `System`), a pointer that is not an object or block start,
+//! that goes to `SysAlloc`), a pointer that is not an object or block start,
 //! a double free: each is refused without writing anything and reported on
 //! stderr without allocating (rate limited).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,11 +38,14 @@ use crate::ratelimit::RateLimit;
 use crate::report::StackWriter;
 use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
 use crate::stats::Stats;
+use crate::sysalloc::SysAlloc;
 
+mod by_pointer;
 mod env;
 mod init;
 mod lifecycle;
 
+pub use by_pointer::{MIN_ALIGN, global_free, global_realloc, global_usable_size};
 use init::SLABS;
 pub use init::global_arena;
 use lifecycle::{shared_alloc, with_heap, with_ready_heap};
@@ -83,7 +86,7 @@ impl std::fmt::Display for GlobalStats {
 
 /// Statistics of the global allocator, or `None` before its first
 /// allocation (or if it could not build its arena and fell back to
-/// `System`). The calling thread's object counts are published first, so
+/// `SysAlloc`). The calling thread's object counts are published first, so
 /// they are exact for it and for every thread that has exited; see
 /// [`ClassStats::objects`] for the others.
 pub fn global_stats() -> Option<GlobalStats> {
@@ -127,7 +130,7 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
         // The arena could not be built (or is being built by this very
         // thread): the system allocator serves everything.
         // SAFETY: forwarding the caller's layout.
-        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+        return unsafe { if zero { SysAlloc.alloc_zeroed(layout) } else { SysAlloc.alloc(layout) } };
     };
     init::ensure_reclaim(); // a forked child's first allocation starts its kswapd
     if let Some(class) = class_of(layout.size(), layout.align()) {
@@ -143,7 +146,7 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
     }
     let Some(order) = arena.block_order(layout) else {
         // SAFETY: forwarding the caller's layout.
-        return unsafe { if zero { System.alloc_zeroed(layout) } else { System.alloc(layout) } };
+        return unsafe { if zero { SysAlloc.alloc_zeroed(layout) } else { SysAlloc.alloc(layout) } };
     };
     let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
     arena.alloc_pages(order, flags).map_or(ptr::null_mut(), NonNull::as_ptr)
@@ -176,8 +179,8 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(nn) = NonNull::new(ptr) else { return };
     let Some(arena) = global_arena() else {
         if init::failed() {
-            // SAFETY: with no arena, every allocation came from System.
-            unsafe { System.dealloc(ptr, layout) };
+            // SAFETY: with no arena, every allocation came from SysAlloc.
+            unsafe { SysAlloc.dealloc(ptr, layout) };
         } else {
             refuse(ptr, layout, "no allocation was ever made");
         }
@@ -186,8 +189,8 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let class = class_of(layout.size(), layout.align());
     if !arena.contains(ptr) {
         if class.is_none() && order_of(layout) > arena.max_order() {
-            // SAFETY: a layout that only System serves.
-            unsafe { System.dealloc(ptr, layout) };
+            // SAFETY: a layout that only SysAlloc serves.
+            unsafe { SysAlloc.dealloc(ptr, layout) };
         } else {
             refuse(ptr, layout, "not allocated by zonealloc");
         }
@@ -218,17 +221,21 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
 }
 
 /// Reports a refused free on stderr, without allocating, rate limited.
+/// `layout` is `None` for a free without one (C's `free`).
 #[cold]
-fn refuse(ptr: *mut u8, layout: Layout, reason: &str) {
+fn refuse(ptr: *mut u8, layout: impl Into<Option<Layout>>, reason: &str) {
     REFUSED.fetch_add(1, Ordering::Relaxed);
     if REFUSALS.allow() {
         let mut w = StackWriter::new();
-        let _ = write!(
-            w,
-            "zonealloc: refused free of {ptr:p} (size {}, align {}): {reason}",
-            layout.size(),
-            layout.align()
-        );
+        let _ = match layout.into() {
+            Some(layout) => write!(
+                w,
+                "zonealloc: refused free of {ptr:p} (size {}, align {}): {reason}",
+                layout.size(),
+                layout.align()
+            ),
+            None => write!(w, "zonealloc: refused free of {ptr:p}: {reason}"),
+        };
         w.flush_line();
     }
 }
@@ -324,12 +331,12 @@ unsafe fn realloc_pages(ptr: *mut u8, layout: Layout, new_layout: Layout) -> *mu
                 && class_of(new_size, layout.align()).is_none()
                 && order_of(new_layout) > arena.max_order() =>
         {
-            // SAFETY: both layouts are System's.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            // SAFETY: both layouts are SysAlloc's.
+            return unsafe { SysAlloc.realloc(ptr, layout, new_size) };
         }
         None if init::failed() => {
-            // SAFETY: with no arena, everything is System's.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            // SAFETY: with no arena, everything is SysAlloc's.
+            return unsafe { SysAlloc.realloc(ptr, layout, new_size) };
         }
         Some(arena) if class_of(new_size, layout.align()).is_none() => {
             if let Some(order) = arena.block_order(new_layout) {

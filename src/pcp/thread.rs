@@ -155,6 +155,7 @@ impl ThreadCaches {
 std::thread_local! {
     static THREAD_CACHES: ThreadCaches = const { ThreadCaches::new() };
     static EXIT_HOOK: ExitHook = const { ExitHook };
+    static REGISTERING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(not(loom))]
@@ -173,7 +174,27 @@ impl Drop for ExitHook {
 /// nothing may attach).
 #[cfg(not(loom))]
 pub(crate) fn register_exit_hook() -> bool {
-    EXIT_HOOK.try_with(|_| ()).is_ok()
+    if exit_hook_registering() {
+        return false;
+    }
+    let _ = REGISTERING.try_with(|r| r.set(true));
+    let registered = EXIT_HOOK.try_with(|_| ()).is_ok();
+    let _ = REGISTERING.try_with(|r| r.set(false));
+    registered
+}
+
+/// Whether this thread is registering its exit hook right now. glibc's
+/// `__cxa_thread_atexit_impl` allocates (`calloc`); when `calloc` is
+/// zonealloc's (`zonealloc-malloc`), that nested allocation must neither
+/// register again (it would recurse forever) nor get a cache.
+#[cfg(not(loom))]
+pub(crate) fn exit_hook_registering() -> bool {
+    REGISTERING.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
+#[cfg(loom)]
+pub(crate) fn exit_hook_registering() -> bool {
+    false
 }
 
 /// The thread is exiting: releases its sets now, and nothing attaches

@@ -78,6 +78,28 @@ impl SlabMap {
     }
 }
 
+/// The class of the live slab object at `ptr`, found from the pointer
+/// alone (for `free` without a size): the side-table slot of the block
+/// around it at each slab order, smallest first, must hold a live slab of
+/// a class of that order, and `ptr` must be one of its object boundaries.
+/// Reads only the side table, like [`SlabMap::find`].
+pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
+    let map = SlabMap::of(arena);
+    let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(map.region_base);
+    if offset_in_region >= map.region_len {
+        return None;
+    }
+    (0..=MAX_SLAB_ORDER).find_map(|order| {
+        let block = offset_in_region & !((crate::PAGE_SIZE << order) - 1);
+        // SAFETY: `block` is inside the region (checked above).
+        let slab = unsafe { map.slot(block) };
+        // SAFETY: a slot is always readable; `key` is an atomic.
+        let key = unsafe { (*slab).key.load(Ordering::Relaxed) };
+        let class = (key ^ SLAB_MAGIC) as usize;
+        (class < NR_CLASSES && CLASS_INFO[class].order == order && map.find(ptr, class).is_ok()).then_some(class)
+    })
+}
+
 /// Tags `ptr` free and pushes it onto the slab's remote stack, unless its
 /// tag says it is free already (a double free).
 ///

@@ -1,0 +1,157 @@
+//! The global allocator's calls that carry no layout, for C's `free`,
+//! `realloc` and `malloc_usable_size` (`zonealloc-malloc`). What a pointer
+//! is comes from the out-of-band metadata, never from the memory it points
+//! at: a slab object from the side table (the slot the sized free reads
+//! too), a buddy block from its head's page entry. Everything a sized free
+//! checks is checked here as well.
+
+use std::alloc::Layout;
+use std::ptr::{self, NonNull};
+
+use super::{alloc_impl, dealloc_object, global_arena, move_into, realloc_pages, refuse};
+use crate::arena::Arena;
+use crate::page::PageState;
+use crate::slab::{class_of, class_size, object_class};
+
+/// The alignment of every allocation made without one (C's `malloc`:
+/// `alignof(max_align_t)`).
+pub const MIN_ALIGN: usize = 16;
+
+/// The smallest order of a block the global allocator hands out as one
+/// (smaller blocks are slabs: every layout of up to 8 KiB has a class).
+const MIN_BLOCK_ORDER: u32 = 2;
+
+/// A live allocation of the global arena.
+#[derive(Clone, Copy)]
+enum Allocation {
+    Object(usize),
+    Block(u32),
+}
+
+impl Allocation {
+    /// What `ptr` is, or why it is not a live allocation.
+    fn of(arena: &Arena, ptr: NonNull<u8>) -> Result<Self, &'static str> {
+        if let Some(class) = object_class(arena, ptr) {
+            return Ok(Self::Object(class));
+        }
+        match arena.head_at(ptr) {
+            Some(head) if head.state == PageState::Allocated && head.order() >= MIN_BLOCK_ORDER => {
+                Ok(Self::Block(head.order()))
+            }
+            Some(head) if matches!(head.state, PageState::Free | PageState::Cached | PageState::Isolated) => {
+                Err("double free")
+            }
+            _ => Err("not a live allocation"),
+        }
+    }
+
+    fn usable_size(self) -> usize {
+        match self {
+            Self::Object(class) => class_size(class),
+            Self::Block(order) => crate::PAGE_SIZE << order,
+        }
+    }
+
+    /// A layout that a sized free of this allocation accepts.
+    fn layout(self) -> Layout {
+        // An exact class size at the smallest alignment maps back to the
+        // class; a block's size maps back to its order.
+        Layout::from_size_align(self.usable_size(), 8).expect("a valid layout")
+    }
+}
+
+/// The bytes usable at `ptr` if it is a live allocation of the global
+/// arena ([`ZoneAlloc`](crate::ZoneAlloc)): its size class, or its block's
+/// size. `None` for anything else, including pointers outside the arena.
+pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
+    let arena = global_arena()?;
+    Allocation::of(arena, NonNull::new(ptr.cast_mut())?).ok().map(Allocation::usable_size)
+}
+
+/// Frees `ptr` without its layout. `false`, with nothing done, if `ptr` is
+/// not inside the global arena (the caller decides what it is); a pointer
+/// inside it that is not a live allocation is refused and reported, as
+/// [`ZoneAlloc`](crate::ZoneAlloc)'s `dealloc` refuses one.
+///
+/// # Safety
+/// If `ptr` is a live allocation, the caller does not use it afterwards.
+pub unsafe fn global_free(ptr: *mut u8) -> bool {
+    let Some(arena) = global_arena() else { return false };
+    if !arena.contains(ptr) {
+        return false;
+    }
+    let Some(nn) = NonNull::new(ptr) else { return false };
+    match Allocation::of(arena, nn) {
+        Ok(Allocation::Object(class)) => dealloc_object(ptr, class, Allocation::Object(class).layout()),
+        // SAFETY: an allocated block head of this order (the arena checks
+        // it again under its lock).
+        Ok(Allocation::Block(order)) => {
+            if let Err(e) = unsafe { arena.free_pages(nn, order) } {
+                let reason = match e {
+                    crate::FreeError::DoubleFree { .. } => "double free",
+                    _ => "not a block start",
+                };
+                refuse(ptr, None, reason);
+            }
+        }
+        Err(reason) => refuse(ptr, None, reason),
+    }
+    true
+}
+
+/// Resizes `ptr` to `new_size` bytes aligned to [`MIN_ALIGN`], as C's
+/// `realloc`: in place when the new size has the same class, or when a
+/// block can grow where it lies; otherwise moved. `None`, with nothing
+/// done, if `ptr` is not inside the global arena; `Some(null)` if the
+/// allocation failed (the old one stays) or `ptr` was refused.
+///
+/// # Safety
+/// If `ptr` is a live allocation and the result is not null, the caller
+/// uses the result instead of `ptr` from then on.
+pub unsafe fn global_realloc(ptr: *mut u8, new_size: usize) -> Option<*mut u8> {
+    let arena = global_arena()?;
+    if !arena.contains(ptr) {
+        return None;
+    }
+    let nn = NonNull::new(ptr)?;
+    let Ok(new_layout) = Layout::from_size_align(new_size.max(1), MIN_ALIGN) else { return Some(ptr::null_mut()) };
+    let old = match Allocation::of(arena, nn) {
+        Ok(old) => old,
+        Err(reason) => {
+            refuse(ptr, None, reason);
+            return Some(ptr::null_mut());
+        }
+    };
+    Some(match old {
+        Allocation::Object(class) => {
+            if class_of(new_layout.size(), MIN_ALIGN) == Some(class) {
+                return Some(ptr);
+            }
+            let moved = alloc_impl(new_layout, false);
+            let len = class_size(class).min(new_size);
+            // SAFETY: a live object of at least `len` bytes; `moved` is fresh.
+            unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, old.layout())) }
+        }
+        // SAFETY: a live block; its layout at MIN_ALIGN maps to its order.
+        Allocation::Block(_) => unsafe {
+            realloc_pages(ptr, Layout::from_size_align_unchecked(old.usable_size(), MIN_ALIGN), new_layout)
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slab::NR_CLASSES;
+
+    #[test]
+    fn an_exact_class_size_maps_back_to_its_class() {
+        for class in 0..NR_CLASSES {
+            assert_eq!(class_of(class_size(class), 8), Some(class), "class {class}");
+        }
+        for order in MIN_BLOCK_ORDER..=10 {
+            let layout = Allocation::Block(order).layout();
+            assert_eq!((class_of(layout.size(), layout.align()), crate::arena::layout_order(layout)), (None, order));
+        }
+    }
+}
