@@ -8,7 +8,7 @@
 use std::alloc::Layout;
 use std::ptr::{self, NonNull};
 
-use super::{alloc_impl, dealloc_object, global_arena, move_into, realloc_pages, refuse};
+use super::{alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse, with_ready_heap};
 use crate::arena::Arena;
 use crate::page::PageState;
 use crate::slab::{class_of, class_size, object_class};
@@ -68,6 +68,40 @@ pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
     Allocation::of(arena, NonNull::new(ptr.cast_mut())?).ok().map(Allocation::usable_size)
 }
 
+/// What [`global_malloc`] handed out.
+#[derive(Clone, Copy, Debug)]
+pub struct Malloced {
+    /// The block, null if the allocation failed.
+    pub ptr: *mut u8,
+    /// Whether it lies outside the global arena (beyond its largest block,
+    /// or made while the arena was being built): [`global_free`] and the
+    /// others do not know such a block, and its owner must free it with
+    /// [`ZoneAlloc`](crate::ZoneAlloc)'s `dealloc` and `layout`.
+    pub outside: bool,
+}
+
+/// C's `malloc` (and `calloc` with `zero`): `layout` from the global
+/// allocator, the calling thread's slab heap first, as `ZoneAlloc::alloc`.
+/// Inlined, so that a constant alignment folds the class lookup.
+#[inline(always)]
+pub fn global_malloc(layout: Layout, zero: bool) -> Malloced {
+    if let Some(class) = class_of(layout.size(), layout.align())
+        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class))
+    {
+        let ptr = object.as_ptr();
+        if zero {
+            // SAFETY: a fresh object of at least `layout.size()` bytes.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+        }
+        return Malloced { ptr, outside: false };
+    }
+    let ptr = match class_of(layout.size(), layout.align()) {
+        Some(_) => alloc_impl(layout, zero),
+        None => alloc_slow(layout, zero),
+    };
+    Malloced { ptr, outside: !ptr.is_null() && !global_arena().is_some_and(|arena| arena.contains(ptr)) }
+}
+
 /// Frees `ptr` without its layout. `false`, with nothing done, if `ptr` is
 /// not inside the global arena (the caller decides what it is); a pointer
 /// inside it that is not a live allocation is refused and reported, as
@@ -75,7 +109,26 @@ pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
 ///
 /// # Safety
 /// If `ptr` is a live allocation, the caller does not use it afterwards.
+#[inline]
 pub unsafe fn global_free(ptr: *mut u8) -> bool {
+    // The common case first: an object of this thread's slabs, found and
+    // freed through the heap's own copy of the side table's address.
+    if let Some(nn) = NonNull::new(ptr)
+        // SAFETY: the caller's contract; the heap checks the pointer.
+        && with_ready_heap(|heap| unsafe { heap.free_cached_unsized(nn) }.then_some(())).is_some()
+    {
+        return true;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { free_slow(ptr) }
+}
+
+/// [`global_free`] beyond this thread's own slabs.
+///
+/// # Safety
+/// As for [`global_free`].
+#[inline(never)]
+unsafe fn free_slow(ptr: *mut u8) -> bool {
     let Some(arena) = global_arena() else { return false };
     if !arena.contains(ptr) {
         return false;

@@ -241,6 +241,17 @@ impl<'a> ThreadHeap<'a> {
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
         let Ok(slab) = self.map.find(ptr, class) else { return false };
+        // SAFETY: the caller's contract; `slab` is the live slab of `ptr`.
+        unsafe { self.free_found(slab, ptr, class) }
+    }
+
+    /// [`free_cached`](Self::free_cached) once the pointer is known to be
+    /// an object boundary of the live slab `slab` of `class`.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    unsafe fn free_found(&mut self, slab: *mut Slab, ptr: NonNull<u8>, class: usize) -> bool {
         let object = ptr.as_ptr().cast::<FreeObject>();
         // SAFETY: a live slab (checked above); `owner` is atomic. Only this
         // thread ever stores its own id there, so a match is never stale,
@@ -258,6 +269,17 @@ impl<'a> ThreadHeap<'a> {
             self.flush_class(class);
         }
         true
+    }
+
+    /// [`free_cached`](Self::free_cached) without the class: it comes from
+    /// the side table ([`SlabMap::class_at`]).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract; `class_at` checked what `find` checks.
+        self.map.class_at(ptr).is_some_and(|(class, slab)| unsafe { self.free_found(slab, ptr, class) })
     }
 
     /// Tags `object` free and puts it on its slab's local list.

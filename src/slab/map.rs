@@ -78,26 +78,41 @@ impl SlabMap {
     }
 }
 
-/// The class of the live slab object at `ptr`, found from the pointer
-/// alone (for `free` without a size): the side-table slot of the block
-/// around it at each slab order, smallest first, must hold a live slab of
-/// a class of that order, and `ptr` must be one of its object boundaries.
-/// Reads only the side table, like [`SlabMap::find`].
+/// The class of the live slab object at `ptr`, if it is one; see
+/// [`SlabMap::class_at`].
 pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
-    let map = SlabMap::of(arena);
-    let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(map.region_base);
-    if offset_in_region >= map.region_len {
-        return None;
+    SlabMap::of(arena).class_at(ptr).map(|(class, _)| class)
+}
+
+impl SlabMap {
+    /// The class of the live slab object at `ptr`, found from the pointer
+    /// alone (for `free` without a size): the side-table slot of the block
+    /// around it at each slab order, smallest first, must hold a live slab
+    /// of a class of that order, and `ptr` must be one of its object
+    /// boundaries. Reads only the side table, like [`find`](Self::find).
+    #[inline(always)]
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
+        let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(self.region_base);
+        if offset_in_region >= self.region_len {
+            return None;
+        }
+        (0..=MAX_SLAB_ORDER).find_map(|order| {
+            let block = offset_in_region & !((crate::PAGE_SIZE << order) - 1);
+            // SAFETY: `block` is inside the region (checked above).
+            let slab = unsafe { self.slot(block) };
+            // SAFETY: a slot is always readable; `key` is an atomic.
+            let key = unsafe { (*slab).key.load(Ordering::Relaxed) };
+            let class = (key ^ SLAB_MAGIC) as usize;
+            if class >= NR_CLASSES || CLASS_INFO[class].order != order {
+                return None;
+            }
+            let info = &CLASS_INFO[class];
+            let offset = (offset_in_region - block) as u64;
+            // An object boundary: the same test as `find`'s.
+            (offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic)
+                .then_some((class, slab))
+        })
     }
-    (0..=MAX_SLAB_ORDER).find_map(|order| {
-        let block = offset_in_region & !((crate::PAGE_SIZE << order) - 1);
-        // SAFETY: `block` is inside the region (checked above).
-        let slab = unsafe { map.slot(block) };
-        // SAFETY: a slot is always readable; `key` is an atomic.
-        let key = unsafe { (*slab).key.load(Ordering::Relaxed) };
-        let class = (key ^ SLAB_MAGIC) as usize;
-        (class < NR_CLASSES && CLASS_INFO[class].order == order && map.find(ptr, class).is_ok()).then_some(class)
-    })
 }
 
 /// Tags `ptr` free and pushes it onto the slab's remote stack, unless its

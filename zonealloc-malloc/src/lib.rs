@@ -98,20 +98,22 @@ fn set_errno(value: i32) {
 }
 
 /// `layout` from the global allocator; records it if it is not in the
-/// arena. Null with `ENOMEM` on failure.
+/// arena. Null with `ENOMEM` on failure. Inlined, so that `malloc`'s
+/// alignment is a constant in the class lookup.
+#[inline(always)]
 fn allocate(layout: Layout, zero: bool) -> *mut c_void {
-    // SAFETY: the layout's size is not zero (callers ask for at least 1).
-    let ptr = unsafe { if zero { GLOBAL.alloc_zeroed(layout) } else { GLOBAL.alloc(layout) } };
-    if ptr.is_null() {
+    let got = zonealloc::global_malloc(layout, zero);
+    if got.outside {
+        CHUNKS.insert(got.ptr, layout);
+    } else if got.ptr.is_null() {
         set_errno(libc::ENOMEM);
-    } else if !in_arena(ptr) {
-        CHUNKS.insert(ptr, layout);
     }
-    ptr.cast()
+    got.ptr.cast()
 }
 
 /// The layout of `size` bytes at `align`, or `ENOMEM` (a size too large
 /// for any layout cannot be allocated).
+#[inline(always)]
 fn layout(size: usize, align: usize) -> Option<Layout> {
     let layout = Layout::from_size_align(size.max(1), align).ok();
     if layout.is_none() {
@@ -187,13 +189,18 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// `ptr` is not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
+    // SAFETY: the caller's contract; the allocator checks the pointer (and
+    // ignores null).
+    if !ptr.is_null() && !unsafe { zonealloc::global_free(ptr.cast()) } {
+        free_outside(ptr);
     }
-    // SAFETY: the caller's contract; the allocator checks the pointer.
-    if unsafe { zonealloc::global_free(ptr.cast()) } {
-        return;
-    }
+}
+
+/// `free` of a pointer outside the arena: a mapping handed out beside it,
+/// or a pointer to refuse.
+#[cold]
+#[inline(never)]
+fn free_outside(ptr: *mut c_void) {
     match CHUNKS.remove(ptr.cast()) {
         // SAFETY: handed out by the global allocator with this layout.
         Some(layout) => unsafe { GLOBAL.dealloc(ptr.cast(), layout) },
