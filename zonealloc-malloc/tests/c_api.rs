@@ -31,7 +31,7 @@ fn check(output: Output) {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
-    for part in ["contracts", "bad pointers", "introspection", "cross-thread frees", "exit destructors"] {
+    for part in ["loader", "contracts", "bad pointers", "introspection", "cross-thread frees", "exit destructors"] {
         assert!(stdout.contains(&format!("{part} ok")), "{part} did not pass:\n{stdout}");
     }
     assert!(stdout.contains("fork in a threaded process ok") && stdout.ends_with("all passed\n"), "{stdout}");

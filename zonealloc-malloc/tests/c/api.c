@@ -4,6 +4,7 @@
 // Run under LD_PRELOAD (or linked against the static library); prints
 // "all passed" and exits 0, or names the first failed check and exits 1.
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -335,7 +336,23 @@ static void fork_in_threads(void) {
     puts("fork in a threaded process ok");
 }
 
+// The dynamic loader and dlsym allocate through the library they load
+// beside: dlopen, dlsym, a failed dlopen's dlerror (a malloc'ed message).
+static void loader(void) {
+    void *m = dlopen("libm.so.6", RTLD_NOW);
+    CHECK(m);
+    double (*cosine)(double) = (double (*)(double))dlsym(m, "cos");
+    CHECK(cosine && cosine(0.0) == 1.0);
+    CHECK(dlopen("libdoes-not-exist.so", RTLD_NOW) == NULL);
+    const char *error = dlerror();
+    CHECK(error && strstr(error, "does-not-exist"));
+    CHECK(dlsym(RTLD_DEFAULT, "malloc") != NULL);
+    dlclose(m);
+    puts("loader ok");
+}
+
 int main(void) {
+    loader();
     contracts();
     bad_pointers();
     introspection();
