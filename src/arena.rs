@@ -448,6 +448,7 @@ impl Arena {
 
     /// The head entry of the page at `ptr` (state and order), if `ptr` is
     /// a page of the region.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn head_at(&self, ptr: NonNull<u8>) -> Option<PageInfo> {
         let node = self.inner.node();
         Some(node.mem_map.page(node.region.pfn_of(ptr.as_ptr() as usize)?).info())

@@ -251,8 +251,54 @@ mod global {
         }
     }
 
+    /// The calls without a layout (C's `free` and `malloc_usable_size`):
+    /// every page of a multi-page slab names its class, a block is known by
+    /// its head, anything else is refused; a slab that went back to the
+    /// buddy allocator no longer names a class from any of its pages.
+    fn calls_without_a_layout() {
+        // 3000-byte objects: a 32 KiB slab of ten (pages 0..=7).
+        let layout = Layout::from_size_align(3000, 16).unwrap();
+        let class = zonealloc::class_of(3000, 16).unwrap();
+        let size = zonealloc::SIZE_CLASSES[class];
+        // SAFETY: non-zero layouts, each freed once below.
+        let objects: Vec<*mut u8> = (0..40).map(|_| unsafe { GLOBAL.alloc(layout) }).collect();
+        let pages: std::collections::HashSet<usize> = objects.iter().map(|&p| (p as usize >> 12) % 8).collect();
+        assert!(pages.len() > 4, "objects on the slab's later pages too: {pages:?}");
+        for &p in &objects {
+            assert_eq!(zonealloc::global_usable_size(p), Some(size));
+            assert_eq!(zonealloc::global_usable_size(p.wrapping_add(8)), None, "an interior pointer");
+        }
+        let block = Layout::from_size_align(100 << 10, 16).unwrap();
+        // SAFETY: as above.
+        let b = unsafe { GLOBAL.alloc(block) };
+        assert_eq!(zonealloc::global_usable_size(b), Some(128 << 10));
+        assert_eq!(zonealloc::global_usable_size(b.wrapping_add(4096)), None);
+        let on_stack = 0u64;
+        assert_eq!(zonealloc::global_usable_size(std::ptr::addr_of!(on_stack).cast()), None);
+        let refused = zonealloc::global_stats().unwrap().refused_frees;
+        // SAFETY: a free the allocator refuses: inside the block.
+        assert!(unsafe { zonealloc::global_free(b.wrapping_add(4096)) });
+        assert_eq!(zonealloc::global_stats().unwrap().refused_frees, refused + 1);
+        // SAFETY: not in the arena: nothing done, `false`.
+        assert!(!unsafe { zonealloc::global_free(std::ptr::addr_of!(on_stack).cast_mut().cast()) });
+        // Free them without layouts: the slabs empty and go back.
+        for &p in objects.iter().chain([&b]) {
+            // SAFETY: live allocations, freed once.
+            assert!(unsafe { zonealloc::global_free(p) });
+        }
+        assert_eq!(zonealloc::global_stats().unwrap().refused_frees, refused + 1, "every free was accepted");
+        let after = zonealloc::global_stats().unwrap().classes[class].objects;
+        assert_eq!(after, 0, "every object of the class came back");
+        // The freed slabs are gone from the side table, on every page
+        // (the class's current slab stays and keeps its keys).
+        let gone = objects.iter().filter(|&&p| zonealloc::global_usable_size(p).is_none()).count();
+        assert!(gone >= 20, "{gone} of 40 objects no longer name a class");
+        zonealloc::global_arena().unwrap().check().unwrap();
+    }
+
     pub fn main() {
-        let tests: [(&str, fn()); 8] = [
+        let tests: [(&str, fn()); 9] = [
+            ("calls_without_a_layout", calls_without_a_layout),
             ("fork_while_other_threads_allocate", fork_while_other_threads_allocate),
             ("collections", collections),
             ("realloc_in_place_and_growth", realloc_in_place_and_growth),

@@ -63,9 +63,22 @@ impl Allocation {
 /// The bytes usable at `ptr` if it is a live allocation of the global
 /// arena ([`ZoneAlloc`](crate::ZoneAlloc)): its size class, or its block's
 /// size. `None` for anything else, including pointers outside the arena.
+#[inline]
 pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
+    let nn = NonNull::new(ptr.cast_mut())?;
+    // The common case (redis asks after every allocation and before every
+    // free): a slab object, through this thread's copy of the side table's
+    // address.
+    if let Some(size) = with_ready_heap(|heap| heap.object_size_at(nn)) {
+        return Some(size);
+    }
+    usable_size_slow(nn)
+}
+
+#[inline(never)]
+fn usable_size_slow(ptr: NonNull<u8>) -> Option<usize> {
     let arena = global_arena()?;
-    Allocation::of(arena, NonNull::new(ptr.cast_mut())?).ok().map(Allocation::usable_size)
+    Allocation::of(arena, ptr).ok().map(Allocation::usable_size)
 }
 
 /// What [`global_malloc`] handed out.

@@ -193,6 +193,7 @@ pub(crate) fn exit_hook_registering() -> bool {
 }
 
 #[cfg(loom)]
+#[allow(dead_code)]
 pub(crate) fn exit_hook_registering() -> bool {
     false
 }

@@ -224,9 +224,11 @@ impl Slabs {
     /// (every remote free is counted in `used`).
     pub(super) unsafe fn return_slab(&self, arena: &Arena, class: usize, slab: *mut Slab) -> usize {
         let order = slab_order(class);
-        // SAFETY: the caller's contract: the slot is ours alone.
+        // SAFETY: the caller's contract: the slots are ours alone.
         let base = unsafe {
             (*slab).key.store(0, Ordering::Relaxed);
+            let map = SlabMap::of(arena);
+            map.set_tail_keys((*slab).base - map.region_base, order, 0);
             (*slab).base
         };
         self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);

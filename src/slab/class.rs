@@ -130,19 +130,8 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
     info
 };
 
-/// The largest buddy order of any class's slab.
-pub(super) const MAX_SLAB_ORDER: u32 = {
-    let (mut order, mut class) = (0, 0);
-    while class < NR_CLASSES {
-        if CLASS_INFO[class].order > order {
-            order = CLASS_INFO[class].order;
-        }
-        class += 1;
-    }
-    order
-};
-
 /// Object size of `class`.
+#[cfg_attr(loom, allow(dead_code))]
 #[inline(always)]
 pub(crate) fn class_size(class: usize) -> usize {
     CLASS_INFO[class].size as usize

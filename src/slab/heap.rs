@@ -145,6 +145,10 @@ impl<'a> ThreadHeap<'a> {
                 bump: UnsafeCell::new(0),
             });
         }
+        // SAFETY: the block is ours (above).
+        unsafe {
+            self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, slab_order(class), slab_key(class));
+        }
         self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
         self.link(class, slab);
         self.current[class] = slab;
@@ -276,10 +280,19 @@ impl<'a> ThreadHeap<'a> {
     ///
     /// # Safety
     /// As for [`free`](Self::free).
+    #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
     pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
         // SAFETY: the caller's contract; `class_at` checked what `find` checks.
         self.map.class_at(ptr).is_some_and(|(class, slab)| unsafe { self.free_found(slab, ptr, class) })
+    }
+
+    /// The object size at `ptr` if it is an object boundary of a live slab
+    /// of the heap's arena (any thread's); from the side table alone.
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn object_size_at(&self, ptr: NonNull<u8>) -> Option<usize> {
+        self.map.class_at(ptr).map(|(class, _)| class_size(class))
     }
 
     /// Tags `object` free and puts it on its slab's local list.

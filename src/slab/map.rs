@@ -4,7 +4,7 @@
 use std::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 use super::*;
 
@@ -80,38 +80,63 @@ impl SlabMap {
 
 /// The class of the live slab object at `ptr`, if it is one; see
 /// [`SlabMap::class_at`].
+#[cfg(not(loom))]
 pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
     SlabMap::of(arena).class_at(ptr).map(|(class, _)| class)
 }
 
 impl SlabMap {
     /// The class of the live slab object at `ptr`, found from the pointer
-    /// alone (for `free` without a size): the side-table slot of the block
-    /// around it at each slab order, smallest first, must hold a live slab
-    /// of a class of that order, and `ptr` must be one of its object
-    /// boundaries. Reads only the side table, like [`find`](Self::find).
+    /// alone (for `free` without a size): the slot of `ptr`'s page holds
+    /// the slab's key (every page of a slab carries it, see
+    /// [`set_tail_keys`](Self::set_tail_keys)), the slot of the block
+    /// around it at that class's order must hold the same key (the live
+    /// header), and `ptr` must be one of its object boundaries. Reads only
+    /// the side table, like [`find`](Self::find).
     #[inline(always)]
     pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
         let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(self.region_base);
         if offset_in_region >= self.region_len {
             return None;
         }
-        (0..=MAX_SLAB_ORDER).find_map(|order| {
-            let block = offset_in_region & !((crate::PAGE_SIZE << order) - 1);
-            // SAFETY: `block` is inside the region (checked above).
-            let slab = unsafe { self.slot(block) };
-            // SAFETY: a slot is always readable; `key` is an atomic.
-            let key = unsafe { (*slab).key.load(Ordering::Relaxed) };
-            let class = (key ^ SLAB_MAGIC) as usize;
-            if class >= NR_CLASSES || CLASS_INFO[class].order != order {
-                return None;
+        // SAFETY: a page of the region (checked above); a slot is always
+        // readable and `key` is an atomic.
+        let key = unsafe { (*self.slot(offset_in_region & !(crate::PAGE_SIZE - 1))).key.load(Ordering::Relaxed) };
+        let class = (key ^ SLAB_MAGIC) as usize;
+        if class >= NR_CLASSES {
+            return None;
+        }
+        let info = &CLASS_INFO[class];
+        let block = offset_in_region & !((crate::PAGE_SIZE << info.order) - 1);
+        // SAFETY: as above.
+        let slab = unsafe { self.slot(block) };
+        // SAFETY: as above.
+        if unsafe { (*slab).key.load(Ordering::Relaxed) } != key {
+            return None;
+        }
+        let offset = (offset_in_region - block) as u64;
+        // An object boundary: the same test as `find`'s.
+        (offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic)
+            .then_some((class, slab))
+    }
+
+    /// Writes `key` into the slots of the pages after the first of the
+    /// slab block at `block` (bytes into the region) of `order`: the slab's
+    /// key when it is made, 0 when it goes back, so that any page of a
+    /// slab names its class ([`class_at`](Self::class_at)).
+    ///
+    /// # Safety
+    /// The block is a slab's, owned by the caller (no other thread writes
+    /// those slots), inside the region.
+    pub(super) unsafe fn set_tail_keys(self, block: usize, order: u32, key: u64) {
+        for page in 1..1usize << order {
+            // SAFETY: a page of the caller's block; only its `key` is
+            // written, the rest of a tail slot is never read.
+            unsafe {
+                let slot = self.slot(block + (page << crate::PAGE_SHIFT));
+                std::ptr::addr_of_mut!((*slot).key).write(AtomicU64::new(key));
             }
-            let info = &CLASS_INFO[class];
-            let offset = (offset_in_region - block) as u64;
-            // An object boundary: the same test as `find`'s.
-            (offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic)
-                .then_some((class, slab))
-        })
+        }
     }
 }
 

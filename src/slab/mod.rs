@@ -86,6 +86,7 @@ pub use class::{NR_CLASSES, SIZE_CLASSES, SLAB_MAX, class_of};
 pub use header::SlabFreeError;
 pub(crate) use header::*;
 pub use heap::ThreadHeap;
+#[cfg(not(loom))]
 pub(crate) use map::object_class;
 use map::*;
 use object::*;

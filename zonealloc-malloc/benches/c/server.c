@@ -124,13 +124,19 @@ static void *consumer(void *arg) {
 static void *mixed(void *arg) {
     uint32_t seed = 521288629u + (uint32_t)(intptr_t)arg;
     void **live = calloc(LONG_LIVED, sizeof(void *));
-    for (int i = 0; i < LONG_LIVED; i++) live[i] = malloc(32 + next(&seed) % 2000);
+    for (int i = 0; i < LONG_LIVED; i++) {
+        size_t n = 32 + next(&seed) % 2000;
+        live[i] = malloc(n);
+        memset(live[i], 1, n); // a service writes what it keeps
+    }
     for (int i = 0; i < MIXED_OPS; i++) {
         uint32_t r = next(&seed);
         if (r % 16 == 0) {
             int slot = (r >> 4) % LONG_LIVED;
             free(live[slot]);
-            live[slot] = malloc(32 + (r >> 8) % 2000);
+            size_t n = 32 + (r >> 8) % 2000;
+            live[slot] = malloc(n);
+            memset(live[slot], 1, n);
         } else {
             char *t = malloc(8 + (r >> 8) % 256);
             t[0] = 1;
