@@ -11,7 +11,9 @@ use std::ptr::{self, NonNull};
 use super::{alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse, with_ready_heap};
 use crate::arena::Arena;
 use crate::page::PageState;
-use crate::slab::{class_of, class_size, object_class};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::slab::{SlabGeometry, class_of, class_size, object_class, slab_geometry};
 
 /// The alignment of every allocation made without one (C's `malloc`:
 /// `alignof(max_align_t)`).
@@ -67,12 +69,36 @@ impl Allocation {
 pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
     let nn = NonNull::new(ptr.cast_mut())?;
     // The common case (redis asks after every allocation and before every
-    // free): a slab object, through this thread's copy of the side table's
-    // address.
-    if let Some(size) = with_ready_heap(|heap| heap.object_size_at(nn)) {
-        return Some(size);
+    // free): a slab object, two side-table reads from a copy of where the
+    // side table is; no thread-local, no lock.
+    if let Some(class) = geometry().and_then(|geometry| geometry.class_of_object(nn)) {
+        return Some(class_size(class));
     }
     usable_size_slow(nn)
+}
+
+/// Where the global arena's region and side table are, once it exists:
+/// fixed for its life, copied into statics on first use.
+#[inline(always)]
+fn geometry() -> Option<SlabGeometry> {
+    static BASE: AtomicUsize = AtomicUsize::new(0);
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+    static TABLE: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+    let table = TABLE.load(Ordering::Acquire);
+    if !table.is_null() {
+        return Some(SlabGeometry {
+            region_base: BASE.load(Ordering::Relaxed),
+            region_len: LEN.load(Ordering::Relaxed),
+            table,
+        });
+    }
+    let geometry = slab_geometry(global_arena()?);
+    BASE.store(geometry.region_base, Ordering::Relaxed);
+    LEN.store(geometry.region_len, Ordering::Relaxed);
+    // Release: whoever sees the table sees the other two (all racers
+    // store the same values).
+    TABLE.store(geometry.table, Ordering::Release);
+    Some(geometry)
 }
 
 #[inline(never)]

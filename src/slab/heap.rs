@@ -287,14 +287,6 @@ impl<'a> ThreadHeap<'a> {
         self.map.class_at(ptr).is_some_and(|(class, slab)| unsafe { self.free_found(slab, ptr, class) })
     }
 
-    /// The object size at `ptr` if it is an object boundary of a live slab
-    /// of the heap's arena (any thread's); from the side table alone.
-    #[cfg_attr(loom, allow(dead_code))]
-    #[inline(always)]
-    pub(crate) fn object_size_at(&self, ptr: NonNull<u8>) -> Option<usize> {
-        self.map.class_at(ptr).map(|(class, _)| class_size(class))
-    }
-
     /// Tags `object` free and puts it on its slab's local list.
     ///
     /// # Safety

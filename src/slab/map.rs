@@ -40,10 +40,8 @@ impl SlabMap {
     /// `block` is below the region's length.
     #[inline(always)]
     pub(super) unsafe fn slot(self, block: usize) -> *mut Slab {
-        let pfn = block >> crate::PAGE_SHIFT;
-        // SAFETY: a page of the region (the caller's contract), and the
-        // side table has a slot of SIDE_SLOT_BYTES for each.
-        unsafe { self.table.add(pfn * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
+        // SAFETY: the caller's contract.
+        unsafe { self.geometry().slot(block) }
     }
 
     /// Finds and checks the slab `ptr` belongs to: the side-table slot of
@@ -85,6 +83,12 @@ pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
     SlabMap::of(arena).class_at(ptr).map(|(class, _)| class)
 }
 
+/// Where `arena`'s region and side table are.
+#[cfg(not(loom))]
+pub(crate) fn slab_geometry(arena: &Arena) -> SlabGeometry {
+    SlabMap::of(arena).geometry()
+}
+
 impl SlabMap {
     /// The class of the live slab object at `ptr`, found from the pointer
     /// alone (for `free` without a size): the slot of `ptr`'s page holds
@@ -93,6 +97,56 @@ impl SlabMap {
     /// around it at that class's order must hold the same key (the live
     /// header), and `ptr` must be one of its object boundaries. Reads only
     /// the side table, like [`find`](Self::find).
+    #[inline(always)]
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
+        self.geometry().class_at(ptr)
+    }
+
+    /// Where the region and the side table are.
+    #[inline(always)]
+    pub(crate) fn geometry(self) -> SlabGeometry {
+        SlabGeometry { region_base: self.region_base, region_len: self.region_len, table: self.table }
+    }
+
+    /// Writes `key` into the slots of the pages after the first of the
+    /// slab block at `block` (bytes into the region) of `order`: the slab's
+    /// key when it is made, 0 when it goes back, so that any page of a
+    /// slab names its class ([`class_at`](Self::class_at)).
+    ///
+    /// # Safety
+    /// The block is a slab's, owned by the caller (no other thread writes
+    /// those slots), inside the region.
+    pub(super) unsafe fn set_tail_keys(self, block: usize, order: u32, key: u64) {
+        for page in 1..1usize << order {
+            // SAFETY: a page of the caller's block; only its `key` is
+            // written, the rest of a tail slot is never read.
+            unsafe {
+                let slot = self.slot(block + (page << crate::PAGE_SHIFT));
+                std::ptr::addr_of_mut!((*slot).key).write(AtomicU64::new(key));
+            }
+        }
+    }
+}
+
+/// The addresses a pointer's class is found from: the region and the side
+/// table. Fixed for an arena's life, so the global allocator keeps a copy
+/// (for `malloc_usable_size`, which needs no thread state).
+#[derive(Clone, Copy)]
+pub(crate) struct SlabGeometry {
+    pub(crate) region_base: usize,
+    pub(crate) region_len: usize,
+    pub(crate) table: *mut u8,
+}
+
+impl SlabGeometry {
+    /// The class of the live slab object at `ptr`, if it is one.
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn class_of_object(self, ptr: NonNull<u8>) -> Option<usize> {
+        self.class_at(ptr).map(|(class, _)| class)
+    }
+
+    /// See [`SlabMap::class_at`].
     #[inline(always)]
     pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
         let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(self.region_base);
@@ -120,23 +174,16 @@ impl SlabMap {
             .then_some((class, slab))
     }
 
-    /// Writes `key` into the slots of the pages after the first of the
-    /// slab block at `block` (bytes into the region) of `order`: the slab's
-    /// key when it is made, 0 when it goes back, so that any page of a
-    /// slab names its class ([`class_at`](Self::class_at)).
+    /// The header slot of the slab whose block starts `block` bytes into
+    /// the region.
     ///
     /// # Safety
-    /// The block is a slab's, owned by the caller (no other thread writes
-    /// those slots), inside the region.
-    pub(super) unsafe fn set_tail_keys(self, block: usize, order: u32, key: u64) {
-        for page in 1..1usize << order {
-            // SAFETY: a page of the caller's block; only its `key` is
-            // written, the rest of a tail slot is never read.
-            unsafe {
-                let slot = self.slot(block + (page << crate::PAGE_SHIFT));
-                std::ptr::addr_of_mut!((*slot).key).write(AtomicU64::new(key));
-            }
-        }
+    /// `block` is below the region's length.
+    #[inline(always)]
+    unsafe fn slot(self, block: usize) -> *mut Slab {
+        // SAFETY: a page of the region (the caller's contract), and the
+        // side table has a slot of SIDE_SLOT_BYTES for each.
+        unsafe { self.table.add((block >> crate::PAGE_SHIFT) * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
     }
 }
 

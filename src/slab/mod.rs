@@ -86,9 +86,9 @@ pub use class::{NR_CLASSES, SIZE_CLASSES, SLAB_MAX, class_of};
 pub use header::SlabFreeError;
 pub(crate) use header::*;
 pub use heap::ThreadHeap;
-#[cfg(not(loom))]
-pub(crate) use map::object_class;
 use map::*;
+#[cfg(not(loom))]
+pub(crate) use map::{SlabGeometry, object_class, slab_geometry};
 use object::*;
 pub(crate) use shared::*;
 
