@@ -75,8 +75,8 @@ pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]
 pub use global::{
-    GlobalStats, MIN_ALIGN, Malloced, ZoneAlloc, global_arena, global_free, global_malloc, global_realloc, global_reap,
-    global_stats, global_usable_size,
+    GlobalStats, MIN_ALIGN, Malloced, ZoneAlloc, global_arena, global_free, global_free_cached, global_free_outside,
+    global_malloc, global_realloc, global_reap, global_stats, global_usable_size,
 };
 #[cfg(loom)]
 #[doc(hidden)]

@@ -5,12 +5,13 @@
 //! too), a buddy block from its head's page entry. Everything a sized free
 //! checks is checked here as well.
 
-use std::alloc::Layout;
+use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::{self, NonNull};
 
 use super::{alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse, with_ready_heap};
 use crate::arena::Arena;
 use crate::page::PageState;
+use crate::sysalloc::SysAlloc;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::slab::{SlabGeometry, class_of, class_size, object_class, slab_geometry};
@@ -115,7 +116,7 @@ pub struct Malloced {
     /// Whether it lies outside the global arena (beyond its largest block,
     /// or made while the arena was being built): [`global_free`] and the
     /// others do not know such a block, and its owner must free it with
-    /// [`ZoneAlloc`](crate::ZoneAlloc)'s `dealloc` and `layout`.
+    /// [`global_free_outside`] and its layout.
     pub outside: bool,
 }
 
@@ -150,16 +151,36 @@ pub fn global_malloc(layout: Layout, zero: bool) -> Malloced {
 /// If `ptr` is a live allocation, the caller does not use it afterwards.
 #[inline]
 pub unsafe fn global_free(ptr: *mut u8) -> bool {
-    // The common case first: an object of this thread's slabs, found and
-    // freed through the heap's own copy of the side table's address.
-    if let Some(nn) = NonNull::new(ptr)
-        // SAFETY: the caller's contract; the heap checks the pointer.
-        && with_ready_heap(|heap| unsafe { heap.free_cached_unsized(nn) }.then_some(())).is_some()
-    {
-        return true;
-    }
     // SAFETY: the caller's contract.
-    unsafe { free_slow(ptr) }
+    unsafe { global_free_cached(ptr) || free_slow(ptr) }
+}
+
+/// The common case of [`global_free`] alone: an object of this thread's
+/// slabs, found and freed through the heap's own copy of the side table's
+/// address. `false`, with nothing done, for anything else. Makes no
+/// system call (C's `free` must leave `errno` alone, and only the rest of
+/// [`global_free`] may wait on a lock).
+///
+/// # Safety
+/// As for [`global_free`].
+#[inline]
+pub unsafe fn global_free_cached(ptr: *mut u8) -> bool {
+    NonNull::new(ptr).is_some_and(|nn| {
+        // SAFETY: the caller's contract; the heap checks the pointer.
+        with_ready_heap(|heap| unsafe { heap.free_cached_unsized(nn) }.then_some(())).is_some()
+    })
+}
+
+/// Frees a block [`global_malloc`] handed out `outside` the arena, with
+/// the layout it was asked for.
+///
+/// # Safety
+/// `ptr` came from [`global_malloc`] with `layout` and `outside` set, and
+/// is not used afterwards.
+pub unsafe fn global_free_outside(ptr: *mut u8, layout: Layout) {
+    // SAFETY: the caller's contract: a block of the allocator beneath the
+    // arena, with its layout.
+    unsafe { SysAlloc.dealloc(ptr, layout) }
 }
 
 /// [`global_free`] beyond this thread's own slabs.

@@ -45,7 +45,10 @@ mod env;
 mod init;
 mod lifecycle;
 
-pub use by_pointer::{MIN_ALIGN, Malloced, global_free, global_malloc, global_realloc, global_usable_size};
+pub use by_pointer::{
+    MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_realloc,
+    global_usable_size,
+};
 use init::SLABS;
 pub use init::global_arena;
 use lifecycle::{shared_alloc, with_heap, with_ready_heap};

@@ -4,7 +4,9 @@
 use std::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::sync::{AtomicU64, Ordering};
+#[cfg(loom)]
+use crate::sync::AtomicU64;
+use crate::sync::Ordering;
 
 use super::*;
 
@@ -119,9 +121,16 @@ impl SlabMap {
     pub(super) unsafe fn set_tail_keys(self, block: usize, order: u32, key: u64) {
         for page in 1..1usize << order {
             // SAFETY: a page of the caller's block; only its `key` is
-            // written, the rest of a tail slot is never read.
+            // written, the rest of a tail slot is never read. A slot reads
+            // as zero until written, a valid atomic, and other threads may
+            // read the key (`class_at` with a stale pointer): an atomic
+            // store. Loom's atomics cannot come from zeroed memory: there
+            // the key is constructed.
             unsafe {
                 let slot = self.slot(block + (page << crate::PAGE_SHIFT));
+                #[cfg(not(loom))]
+                (*slot).key.store(key, Ordering::Relaxed);
+                #[cfg(loom)]
                 std::ptr::addr_of_mut!((*slot).key).write(AtomicU64::new(key));
             }
         }

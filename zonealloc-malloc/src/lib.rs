@@ -28,7 +28,7 @@
 //! `pthread_atfork` handlers are installed when it is built; this
 //! library adds one for its own lock, after them.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -74,8 +74,10 @@ impl Chunks {
         result
     }
 
-    fn insert(&self, ptr: *mut u8, layout: Layout) {
-        self.with(|map| map.insert(ptr as usize, layout));
+    /// Records a mapping; `false` if the record itself cannot be had
+    /// (the arena is out of memory).
+    fn insert(&self, ptr: *mut u8, layout: Layout) -> bool {
+        self.with(|map| map.try_reserve(1).is_ok() && map.insert(ptr as usize, layout).is_none())
     }
 
     fn get(&self, ptr: *const u8) -> Option<Layout> {
@@ -104,11 +106,32 @@ fn set_errno(value: i32) {
 fn allocate(layout: Layout, zero: bool) -> *mut c_void {
     let got = zonealloc::global_malloc(layout, zero);
     if got.outside {
-        CHUNKS.insert(got.ptr, layout);
-    } else if got.ptr.is_null() {
+        return record_outside(got.ptr, layout);
+    }
+    if got.ptr.is_null() {
         set_errno(libc::ENOMEM);
     }
     got.ptr.cast()
+}
+
+/// Records a mapping handed out beside the arena; if that fails, gives
+/// the mapping back and fails the allocation.
+#[cold]
+#[inline(never)]
+fn record_outside(ptr: *mut u8, layout: Layout) -> *mut c_void {
+    if CHUNKS.insert(ptr, layout) {
+        return ptr.cast();
+    }
+    // SAFETY: handed out outside the arena with this layout, not yet seen
+    // by the caller.
+    unsafe { zonealloc::global_free_outside(ptr, layout) };
+    set_errno(libc::ENOMEM);
+    std::ptr::null_mut()
+}
+
+/// The bytes usable in a mapping beside the arena: whole pages.
+fn mapped_size(layout: Layout) -> usize {
+    layout.size().next_multiple_of(page_size())
 }
 
 /// The layout of `size` bytes at `align`, or `ENOMEM` (a size too large
@@ -191,21 +214,34 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
     // SAFETY: the caller's contract; the allocator checks the pointer (and
     // ignores null).
-    if !ptr.is_null() && !unsafe { zonealloc::global_free(ptr.cast()) } {
-        free_outside(ptr);
+    if !unsafe { zonealloc::global_free_cached(ptr.cast()) } && !ptr.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { free_rest(ptr) };
     }
 }
 
-/// `free` of a pointer outside the arena: a mapping handed out beside it,
-/// or a pointer to refuse.
+/// `free` beyond this thread's own slabs. It may wait on a lock, which
+/// can set `errno`; `free` leaves `errno` as it was (POSIX 2024, and what
+/// glibc does since 2.33).
+///
+/// # Safety
+/// As for [`free`].
 #[cold]
 #[inline(never)]
-fn free_outside(ptr: *mut c_void) {
-    match CHUNKS.remove(ptr.cast()) {
-        // SAFETY: handed out by the global allocator with this layout.
-        Some(layout) => unsafe { GLOBAL.dealloc(ptr.cast(), layout) },
-        None => refuse_foreign("free", ptr),
+unsafe fn free_rest(ptr: *mut c_void) {
+    // SAFETY: errno is this thread's.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: the caller's contract.
+    if !unsafe { zonealloc::global_free(ptr.cast()) } {
+        match CHUNKS.remove(ptr.cast()) {
+            // SAFETY: handed out outside the arena with this layout; its
+            // record is gone first, so its address, once unmapped, may be
+            // handed out and recorded again at once.
+            Some(layout) => unsafe { zonealloc::global_free_outside(ptr.cast(), layout) },
+            None => refuse_foreign("free", ptr),
+        }
     }
+    set_errno(errno);
 }
 
 /// C's `realloc`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)`
@@ -235,21 +271,29 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         }
         return moved.cast();
     }
-    let Some(old) = CHUNKS.get(ptr.cast()) else {
+    // A mapping beside the arena: its record goes first (once unmapped,
+    // its address may be handed out and recorded again at once), and
+    // comes back if the new allocation fails.
+    let Some(old) = CHUNKS.remove(ptr.cast()) else {
         refuse_foreign("realloc", ptr);
         return std::ptr::null_mut();
     };
-    // SAFETY: handed out by the global allocator with `old`.
-    let moved = unsafe { GLOBAL.realloc(ptr.cast(), old, size) };
+    let moved = layout(size, MIN_ALIGN).map_or(std::ptr::null_mut(), |l| allocate(l, false));
     if moved.is_null() {
-        set_errno(libc::ENOMEM);
+        if !CHUNKS.insert(ptr.cast(), old) {
+            // Unreachable in practice: the record's slot was just freed.
+            refuse_foreign("realloc", ptr);
+        }
         return std::ptr::null_mut();
     }
-    CHUNKS.remove(ptr.cast());
-    if !in_arena(moved) {
-        CHUNKS.insert(moved, Layout::from_size_align(size, old.align()).expect("a layout the allocator served"));
+    // SAFETY: the old mapping holds `mapped_size(old)` bytes (all of them
+    // usable, as malloc_usable_size says), the new block at least `size`;
+    // distinct blocks.
+    unsafe {
+        std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), moved.cast::<u8>(), mapped_size(old).min(size));
+        zonealloc::global_free_outside(ptr.cast(), old);
     }
-    moved.cast()
+    moved
 }
 
 /// `realloc(ptr, n * size)`, `NULL` with `ENOMEM` when that overflows.
@@ -309,13 +353,20 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
     aligned(align, size)
 }
 
-/// The obsolete `memalign`.
+/// The obsolete `memalign`, as glibc's: an alignment below 16 (0
+/// included) is 16, one that is not a power of two is rounded up to one.
 ///
 /// # Safety
 /// As for [`malloc`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    aligned(align, size)
+    match align.max(MIN_ALIGN).checked_next_power_of_two() {
+        Some(align) => aligned(align, size),
+        None => {
+            set_errno(libc::EINVAL);
+            std::ptr::null_mut()
+        }
+    }
 }
 
 /// The obsolete `valloc`: page aligned.
@@ -366,7 +417,7 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
         return 0;
     }
     match CHUNKS.get(ptr.cast()) {
-        Some(layout) => layout.size().next_multiple_of(page_size()),
+        Some(layout) => mapped_size(layout),
         None => {
             refuse_foreign("malloc_usable_size", ptr);
             0

@@ -145,12 +145,36 @@ static void contracts(void) {
     CHECK(l && ((char *)l)[99] == 0);
     __libc_free(l);
 
-    // Sizes beyond the arena's largest block, and their usable size.
-    unsigned char *huge = malloc(100 << 20);
-    CHECK(huge && aligned_to(huge, 16) && malloc_usable_size(huge) >= (100 << 20));
-    huge[0] = 1;
-    huge[(100 << 20) - 1] = 2;
+    // Sizes beyond the arena's largest block, and their usable size: a
+    // program may use all of it (redis does), and realloc keeps all of it.
+    size_t asked = (100 << 20) + 10;
+    unsigned char *huge = malloc(asked);
+    CHECK(huge && aligned_to(huge, 16));
+    size_t usable = malloc_usable_size(huge);
+    CHECK(usable >= asked);
+    fill(huge, usable, 9);
+    huge = realloc(huge, usable + (1 << 20));
+    CHECK(huge && filled(huge, usable, 9));
+    huge = realloc(huge, 200);
+    CHECK(huge && filled(huge, 200, 9) && malloc_usable_size(huge) >= 200);
     free(huge);
+
+    // memalign as glibc's: 0 and small alignments are 16, others rounded
+    // up to a power of two.
+    void *m = memalign(0, 10);
+    CHECK(m && aligned_to(m, 16));
+    free(m);
+    m = memalign(24, 10);
+    CHECK(m && aligned_to(m, 32));
+    free(m);
+
+    // free leaves errno alone, whatever path it takes.
+    void *objects[3] = {malloc(24), malloc(1 << 20), malloc(200 << 20)};
+    for (int i = 0; i < 3; i++) {
+        errno = 4321;
+        free(objects[i]);
+        CHECK(errno == 4321);
+    }
     puts("contracts ok");
 }
 
