@@ -3,8 +3,9 @@
 //! (sizes beyond its largest block, and everything while the global arena
 //! is being built or could not be).
 //!
-//! Normally `std::alloc::System`, glibc's malloc. With the `mmap-fallback`
-//! feature, which `zonealloc-malloc` enables, anonymous mappings instead:
+//! Normally `std::alloc::System`, glibc's malloc. With the `process-malloc`
+//! feature (zonealloc is the process's malloc), which `zonealloc-malloc`
+//! enables, anonymous mappings instead:
 //! there `malloc` *is* zonealloc, so calling it from inside the allocator
 //! would recurse (and take locks the caller may hold).
 
@@ -13,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout};
 /// The allocator beneath the arena.
 pub(crate) struct SysAlloc;
 
-#[cfg(not(feature = "mmap-fallback"))]
+#[cfg(not(feature = "process-malloc"))]
 // SAFETY: forwards to `System`.
 unsafe impl GlobalAlloc for SysAlloc {
     #[inline]
@@ -42,12 +43,12 @@ unsafe impl GlobalAlloc for SysAlloc {
 }
 
 /// Bytes of the mapping that serves `layout` (whole pages).
-#[cfg(feature = "mmap-fallback")]
+#[cfg(feature = "process-malloc")]
 fn mapped_len(layout: Layout) -> usize {
     layout.size().max(1).next_multiple_of(crate::PAGE_SIZE)
 }
 
-#[cfg(feature = "mmap-fallback")]
+#[cfg(feature = "process-malloc")]
 // SAFETY: every block is a fresh private mapping of at least the layout's
 // size, aligned to its alignment (over-mapped and trimmed when that is
 // above a page), and unmapped only by `dealloc` with the same layout.

@@ -11,7 +11,7 @@
 //! the size class or block order from the allocator's out-of-band metadata
 //! ([`zonealloc::global_free`]). Rust code in this library uses the same
 //! allocator. Beneath the arena, memory comes from anonymous mappings
-//! (zonealloc's `mmap-fallback`), never from glibc's `malloc`, which here
+//! (zonealloc's `process-malloc`), never from glibc's `malloc`, which here
 //! is this library.
 //!
 //! **Memory not in the arena.** Sizes beyond the arena's largest block,
