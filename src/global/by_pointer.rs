@@ -8,7 +8,10 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::{self, NonNull};
 
-use super::{alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse, with_ready_heap};
+use super::{
+    alloc_from_heap, alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse,
+    with_ready_heap,
+};
 use crate::arena::Arena;
 use crate::page::PageState;
 use crate::sysalloc::SysAlloc;
@@ -126,19 +129,12 @@ pub struct Malloced {
 #[inline(always)]
 pub fn global_malloc(layout: Layout, zero: bool) -> Malloced {
     if let Some(class) = class_of(layout.size(), layout.align())
-        && let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class))
+        && let Some(ptr) = alloc_from_heap(class, layout, zero)
     {
-        let ptr = object.as_ptr();
-        if zero {
-            // SAFETY: a fresh object of at least `layout.size()` bytes.
-            unsafe { ptr.write_bytes(0, layout.size()) };
-        }
         return Malloced { ptr, outside: false };
     }
-    let ptr = match class_of(layout.size(), layout.align()) {
-        Some(_) => alloc_impl(layout, zero),
-        None => alloc_slow(layout, zero),
-    };
+    // Only the slow path can hand out memory beside the arena.
+    let ptr = alloc_slow(layout, zero);
     Malloced { ptr, outside: !ptr.is_null() && !global_arena().is_some_and(|arena| arena.contains(ptr)) }
 }
 

@@ -114,15 +114,18 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
 
 #[inline(always)]
 fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
-    if let Some(object) = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class))) {
-        let ptr = object.as_ptr();
-        if zero {
-            // SAFETY: a fresh object of at least `layout.size()` bytes.
-            unsafe { ptr.write_bytes(0, layout.size()) };
-        }
-        return ptr;
+    alloc_from_heap(class, layout, zero).unwrap_or_else(|| alloc_slow(layout, zero))
+}
+
+/// An object of `class` from a slab this thread's heap already has.
+#[inline(always)]
+fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> {
+    let ptr = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)))?.as_ptr();
+    if zero {
+        // SAFETY: a fresh object of at least `layout.size()` bytes.
+        unsafe { ptr.write_bytes(0, layout.size()) };
     }
-    alloc_slow(layout, zero)
+    Some(ptr)
 }
 
 /// Everything [`alloc_impl`] does beyond taking an object from a slab
