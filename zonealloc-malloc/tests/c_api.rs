@@ -47,28 +47,28 @@ fn check(output: Output) {
     assert!(!stderr.contains("FAILED") && !stderr.contains("panicked"), "{stderr}");
 }
 
+/// Builds the program as `name` (linked against `library` when `link`),
+/// runs it (under `LD_PRELOAD` of `library` otherwise) and checks the run.
+fn run(library: &str, name: &str, link: bool) {
+    let dir = artifacts();
+    let library = dir.join(library);
+    assert!(library.exists(), "{} was not built", library.display());
+    let program = dir.join(name);
+    let linked = [library.as_path()];
+    compile(&program, if link { &linked } else { &[] });
+    let mut command = Command::new(&program);
+    if !link {
+        command.env("LD_PRELOAD", &library);
+    }
+    check(command.env("ZONEALLOC_STATS", "1").output().expect("the program runs"));
+}
+
 #[test]
 fn the_c_api_under_ld_preload() {
-    let dir = artifacts();
-    let library = dir.join("libzonealloc_malloc.so");
-    assert!(library.exists(), "{} was not built", library.display());
-    let program = dir.join("c-api-preload");
-    compile(&program, &[]);
-    let output = Command::new(&program)
-        .env("LD_PRELOAD", &library)
-        .env("ZONEALLOC_STATS", "1")
-        .output()
-        .expect("the program runs");
-    check(output);
+    run("libzonealloc_malloc.so", "c-api-preload", false);
 }
 
 #[test]
 fn the_c_api_linked_statically() {
-    let dir = artifacts();
-    let library = dir.join("libzonealloc_malloc.a");
-    assert!(library.exists(), "{} was not built", library.display());
-    let program = dir.join("c-api-static");
-    compile(&program, &[&library]);
-    let output = Command::new(&program).env("ZONEALLOC_STATS", "1").output().expect("the program runs");
-    check(output);
+    run("libzonealloc_malloc.a", "c-api-static", true);
 }

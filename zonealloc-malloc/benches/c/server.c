@@ -121,22 +121,25 @@ static void *consumer(void *arg) {
 #define LONG_LIVED 20000
 #define MIXED_OPS 3000000
 
+// A long-lived object of 32..2031 bytes, written as a service writes what
+// it keeps.
+static void *keep(uint32_t r) {
+    size_t n = 32 + r % 2000;
+    void *p = malloc(n);
+    memset(p, 1, n);
+    return p;
+}
+
 static void *mixed(void *arg) {
     uint32_t seed = 521288629u + (uint32_t)(intptr_t)arg;
     void **live = calloc(LONG_LIVED, sizeof(void *));
-    for (int i = 0; i < LONG_LIVED; i++) {
-        size_t n = 32 + next(&seed) % 2000;
-        live[i] = malloc(n);
-        memset(live[i], 1, n); // a service writes what it keeps
-    }
+    for (int i = 0; i < LONG_LIVED; i++) live[i] = keep(next(&seed));
     for (int i = 0; i < MIXED_OPS; i++) {
         uint32_t r = next(&seed);
         if (r % 16 == 0) {
             int slot = (r >> 4) % LONG_LIVED;
             free(live[slot]);
-            size_t n = 32 + (r >> 8) % 2000;
-            live[slot] = malloc(n);
-            memset(live[slot], 1, n);
+            live[slot] = keep(r >> 8);
         } else {
             char *t = malloc(8 + (r >> 8) % 256);
             t[0] = 1;
