@@ -12,6 +12,10 @@
 //!   Gone ◀──────────────────────────────┘
 //! ```
 //!
+//! The fast paths reach a Ready heap through [`with_ready_heap`]: the
+//! heap's own thread-local, or in the process's malloc the pointer of
+//! `ready.rs`, which is set exactly while the state is Ready.
+//!
 //! **Exit, in one fixed order.** The heap goes first (its empty slabs back
 //! to the buddy allocator, the rest orphaned), then the thread's page
 //! caches ([`pcp::thread_exit`]), then nothing: a page cache never attaches
@@ -49,6 +53,7 @@ use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
 use super::init::{self, SLABS};
+use super::ready;
 use crate::arena::{Arena, ArenaForkGuard};
 use crate::pcp;
 use crate::slab::{SharedGuard, SharedHeap, SlabsForkGuard, ThreadHeap};
@@ -84,6 +89,7 @@ impl Drop for HeapExit {
     fn drop(&mut self) {
         let _ = LOCAL.try_with(|local| {
             if local.state.replace(HeapState::Gone) == HeapState::Ready {
+                ready::clear_ready();
                 // SAFETY: the state was Ready, so nothing borrows the heap,
                 // and Gone keeps every later use away from it.
                 drop(unsafe { (*local.heap.get()).take() });
@@ -104,18 +110,25 @@ fn thread_token() -> usize {
 /// pop).
 #[inline(always)]
 pub(super) fn with_ready_heap<R>(f: impl FnOnce(&mut ThreadHeap<'static>) -> Option<R>) -> Option<R> {
-    LOCAL
-        .try_with(|local| {
+    let heap = if ready::HAS_SLOT {
+        ready::ready_heap()
+    } else {
+        LOCAL.with(|local| {
             if local.state.get() != HeapState::Ready {
-                return None;
+                return ptr::null_mut();
             }
-            // SAFETY: Ready: the heap exists and no slow path on this thread
-            // borrows it (they mark it Busy); `f` runs no other code.
-            let heap = unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() };
-            f(heap)
+            // SAFETY: Ready: the heap exists.
+            unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() }
         })
-        .ok()
-        .flatten()
+    };
+    if heap.is_null() {
+        return None;
+    }
+    // SAFETY: Ready (the slot is set only while the state is: `with_heap`,
+    // `HeapExit`): the heap exists and no slow path on this thread borrows
+    // it (they mark it Busy, and clear the slot, first); `f` runs no other
+    // code.
+    f(unsafe { &mut *heap })
 }
 
 /// Runs `f` on this thread's heap (made on first use when `create`),
@@ -129,7 +142,10 @@ pub(super) fn with_heap<R>(
     LOCAL
         .try_with(|local| {
             match local.state.get() {
-                HeapState::Ready => local.state.set(HeapState::Busy),
+                HeapState::Ready => {
+                    ready::clear_ready();
+                    local.state.set(HeapState::Busy);
+                }
                 // An allocation made while the page caches' hook is being
                 // registered (glibc allocates for it): the shared heap,
                 // and the heap is made by the next one.
@@ -154,6 +170,7 @@ pub(super) fn with_heap<R>(
             let heap = unsafe { (*local.heap.get()).as_mut().unwrap_unchecked() };
             let result = f(heap);
             local.state.set(HeapState::Ready);
+            ready::set_ready(heap);
             Some(result)
         })
         .ok()

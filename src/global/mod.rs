@@ -44,6 +44,7 @@ mod by_pointer;
 mod env;
 mod init;
 mod lifecycle;
+mod ready;
 
 pub use by_pointer::{
     MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_realloc,
