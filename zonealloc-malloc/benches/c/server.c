@@ -7,13 +7,18 @@
 //              hands them to the next thread, which frees them (a server
 //              passing requests between worker threads)
 // prodcons     one producer thread allocates 64..4096-byte buffers, one
-//              consumer frees them, through a bounded ring
+//              consumer frees them, through a bounded ring that the
+//              consumer drains by half whenever it is full (so the live
+//              set is the same under every allocator, whichever thread is
+//              faster)
 // mixed        4 threads; a long-lived set of 20k objects replaced slowly,
 //              and short-lived temporaries allocated and freed at once
 // falseshare   4 threads each allocate many 8..64-byte counters and update
 //              them in a tight loop (objects of different threads should
 //              not share cache lines)
 // pair64       one thread, malloc(64)/free pairs (the unsized free path)
+// baseline     one malloc(64)/free pair: the peak RSS every run starts
+//              from (the allocator's code and its first metadata)
 //
 // Prints the elapsed seconds and the peak RSS in KiB.
 #define _GNU_SOURCE
@@ -107,11 +112,15 @@ static void *producer(void *arg) {
 
 static void *consumer(void *arg) {
     (void)arg;
-    for (size_t i = 0; i < PC_OPS; i++) {
-        size_t t = atomic_load_explicit(&pc.tail, memory_order_relaxed);
-        while (t == atomic_load_explicit(&pc.head, memory_order_acquire)) sched_yield();
-        free(pc.slots[t % RING]);
-        atomic_store_explicit(&pc.tail, t + 1, memory_order_release);
+    size_t t = 0;
+    while (t < PC_OPS) {
+        size_t h;
+        while ((h = atomic_load_explicit(&pc.head, memory_order_acquire)) - t < RING && h < PC_OPS) sched_yield();
+        size_t end = h < PC_OPS ? t + RING / 2 : h;
+        for (; t < end; t++) {
+            free(pc.slots[t % RING]);
+            atomic_store_explicit(&pc.tail, t + 1, memory_order_release);
+        }
     }
     return NULL;
 }
@@ -177,7 +186,7 @@ static void threads(int n, void *(*f)(void *)) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: server handoff|prodcons|mixed|falseshare|pair64\n");
+        fprintf(stderr, "usage: server handoff|prodcons|mixed|falseshare|pair64|baseline\n");
         return 2;
     }
     const char *w = argv[1];
@@ -194,6 +203,9 @@ int main(int argc, char **argv) {
         threads(MIXED_THREADS, mixed);
     } else if (!strcmp(w, "falseshare")) {
         threads(FS_THREADS, falseshare);
+    } else if (!strcmp(w, "baseline")) {
+        void *volatile p = malloc(64);
+        free(p);
     } else if (!strcmp(w, "pair64")) {
         for (int i = 0; i < 20000000; i++) {
             void *volatile p = malloc(64);
