@@ -15,7 +15,7 @@ use super::{
 use crate::arena::Arena;
 use crate::page::PageState;
 use crate::sysalloc::SysAlloc;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::slab::{SlabGeometry, class_of, class_size, object_class, slab_geometry};
 
@@ -74,40 +74,52 @@ pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
     let nn = NonNull::new(ptr.cast_mut())?;
     // The common case (redis asks after every allocation and before every
     // free): a slab object, two side-table reads from a copy of where the
-    // side table is; no thread-local, no lock.
+    // side table is; no thread-local, no lock, no call.
     if let Some(class) = geometry().and_then(|geometry| geometry.class_of_object(nn)) {
         return Some(class_size(class));
     }
     usable_size_slow(nn)
 }
 
-/// Where the global arena's region and side table are, once it exists:
-/// fixed for its life, copied into statics on first use.
+/// Region base, region length, side table of the global arena, once it
+/// exists: fixed for its life, copied here on first use. One static, so a
+/// shared library reaches all three through one address.
+static GEOMETRY: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Where the global arena's region and side table are, once
+/// [`usable_size_slow`] has found the arena: `None` before.
 #[inline(always)]
 fn geometry() -> Option<SlabGeometry> {
-    static BASE: AtomicUsize = AtomicUsize::new(0);
-    static LEN: AtomicUsize = AtomicUsize::new(0);
-    static TABLE: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
-    let table = TABLE.load(Ordering::Acquire);
-    if !table.is_null() {
-        return Some(SlabGeometry {
-            region_base: BASE.load(Ordering::Relaxed),
-            region_len: LEN.load(Ordering::Relaxed),
-            table,
-        });
+    let table = GEOMETRY[2].load(Ordering::Acquire);
+    if table == 0 {
+        return None;
     }
-    let geometry = slab_geometry(global_arena()?);
-    BASE.store(geometry.region_base, Ordering::Relaxed);
-    LEN.store(geometry.region_len, Ordering::Relaxed);
-    // Release: whoever sees the table sees the other two (all racers
-    // store the same values).
-    TABLE.store(geometry.table, Ordering::Release);
-    Some(geometry)
+    Some(SlabGeometry {
+        region_base: GEOMETRY[0].load(Ordering::Relaxed),
+        region_len: GEOMETRY[1].load(Ordering::Relaxed),
+        table: ptr::with_exposed_provenance_mut(table),
+    })
 }
 
+/// Fills [`GEOMETRY`] from `arena` (the global one).
+fn set_geometry(arena: &Arena) {
+    let geometry = slab_geometry(arena);
+    GEOMETRY[0].store(geometry.region_base, Ordering::Relaxed);
+    GEOMETRY[1].store(geometry.region_len, Ordering::Relaxed);
+    // Release: whoever sees the table sees the other two (all racers
+    // store the same values).
+    GEOMETRY[2].store(geometry.table.expose_provenance(), Ordering::Release);
+}
+
+/// [`global_usable_size`] beyond a slab object found through
+/// [`GEOMETRY`], which it fills the first time. Out of line, so that the
+/// fast path is a leaf.
 #[inline(never)]
 fn usable_size_slow(ptr: NonNull<u8>) -> Option<usize> {
     let arena = global_arena()?;
+    if GEOMETRY[2].load(Ordering::Relaxed) == 0 {
+        set_geometry(arena);
+    }
     Allocation::of(arena, ptr).ok().map(Allocation::usable_size)
 }
 
