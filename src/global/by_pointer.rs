@@ -150,6 +150,16 @@ pub fn global_malloc(layout: Layout, zero: bool) -> Malloced {
     Malloced { ptr, outside: !ptr.is_null() && !global_arena().is_some_and(|arena| arena.contains(ptr)) }
 }
 
+/// The common case of [`global_malloc`] alone: `size` bytes at
+/// [`MIN_ALIGN`] from a slab this thread's heap already has, with free
+/// objects at hand. `None`, with nothing done, for anything else (the
+/// caller goes on to [`global_malloc`]). Makes no call and no system call.
+#[inline(always)]
+pub fn global_malloc_cached(size: usize) -> Option<NonNull<u8>> {
+    let class = class_of(size, MIN_ALIGN)?;
+    with_ready_heap(|heap| heap.alloc_cached(class))
+}
+
 /// Frees `ptr` without its layout. `false`, with nothing done, if `ptr` is
 /// not inside the global arena (the caller decides what it is); a pointer
 /// inside it that is not a live allocation is refused and reported, as

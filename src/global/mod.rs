@@ -47,8 +47,8 @@ mod lifecycle;
 mod ready;
 
 pub use by_pointer::{
-    MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_realloc,
-    global_usable_size,
+    MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_malloc_cached,
+    global_realloc, global_usable_size,
 };
 use init::SLABS;
 pub use init::global_arena;

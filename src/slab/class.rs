@@ -58,6 +58,7 @@ pub(super) const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
     let mut i = 0;
     while i < table.len() {
         table[i] = class_of_size(i * 8) as u8;
+        assert!((table[i] as usize) < NR_CLASSES);
         i += 1;
     }
     table
@@ -75,13 +76,27 @@ pub(super) const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
 #[inline]
 pub fn class_of(size: usize, align: usize) -> Option<usize> {
     if align <= 16 {
+        if size > SLAB_MAX {
+            return None;
+        }
         // Every size in (8 (i - 1), 8 i] has the class of 8 i (class
         // boundaries are multiples of 8), which also serves alignments up
-        // to 8. At 16, an odd i (8 i not a multiple of 16) becomes i + 1:
-        // 8 (i + 1) is a multiple of 16, and so is its class.
-        let i = size.div_ceil(8);
-        let i = i + ((align >> 4) & i);
-        return CLASS_LOOKUP.get(i).map(|&class| class as usize);
+        // to 8. At 16, i is rounded up to even: 8 i is then a multiple of
+        // 16, and so is its class. (With a constant alignment, as C's
+        // `malloc` has, this folds to one shift.)
+        let i = if align == 16 { size.div_ceil(16) * 2 } else { size.div_ceil(8) };
+        // SAFETY: i <= SLAB_MAX / 8 (size <= SLAB_MAX, a multiple of 16),
+        // the table's last index; and every entry of the table is a class
+        // (asserted where it is built). Said so that neither the table nor
+        // a per-class array indexed by the result needs a bounds check on
+        // the fast paths.
+        let class = unsafe {
+            std::hint::assert_unchecked(i < CLASS_LOOKUP.len());
+            let class = CLASS_LOOKUP[i] as usize;
+            std::hint::assert_unchecked(class < NR_CLASSES);
+            class
+        };
+        return Some(class);
     }
     let size = size.max(align).next_power_of_two();
     (size <= SLAB_MAX).then(|| class_of_size(size))
@@ -102,6 +117,9 @@ pub(super) struct ClassInfo {
     /// Kaser and Kurz, "Faster remainder by direct computation"), one
     /// multiplication instead of a division on every free.
     pub(super) div_magic: u64,
+    /// `!(slab bytes - 1)`: an offset in the region masked to the start
+    /// of its slab-sized block, without a shift on the free path.
+    pub(super) block_mask: usize,
 }
 
 pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
@@ -111,7 +129,7 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
     pub(super) const fn max(a: usize, b: usize) -> usize {
         if a > b { a } else { b }
     }
-    let mut info = [ClassInfo { size: 0, order: 0, capacity: 0, limit: 0, div_magic: 0 }; NR_CLASSES];
+    let mut info = [ClassInfo { size: 0, order: 0, capacity: 0, limit: 0, div_magic: 0, block_mask: 0 }; NR_CLASSES];
     let mut class = 0;
     while class < NR_CLASSES {
         let size = SIZE_CLASSES[class];
@@ -124,6 +142,7 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
             capacity: capacity as u32,
             limit: (capacity * size) as u32,
             div_magic: (u64::MAX / size as u64).wrapping_add(1),
+            block_mask: !((crate::PAGE_SIZE << order) - 1),
         };
         class += 1;
     }

@@ -361,7 +361,10 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
-    #[inline]
+    /// Out of line: the fast paths that call it when a count reaches
+    /// [`FLUSH_BATCH`] stay leaves.
+    #[cold]
+    #[inline(never)]
     pub(super) fn flush_class(&mut self, class: usize) {
         let delta = std::mem::take(&mut self.delta[class]);
         let objects = &self.slabs.counters[class].objects;

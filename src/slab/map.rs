@@ -54,17 +54,12 @@ impl SlabMap {
     /// also says the block is allocated, at the slab order.
     #[inline(always)]
     pub(super) fn find(self, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
-        let info = &CLASS_INFO[class];
         let addr = ptr.as_ptr() as usize;
         // The region is aligned to its largest block, so masking the
         // offset is masking the address.
         let offset_in_region = addr.wrapping_sub(self.region_base);
-        let block = offset_in_region & !((crate::PAGE_SIZE << info.order) - 1);
-        let offset = (offset_in_region - block) as u64;
-        if offset_in_region >= self.region_len
-            || offset >= u64::from(info.limit)
-            || offset.wrapping_mul(info.div_magic) >= info.div_magic
-        {
+        let block = offset_in_region & CLASS_INFO[class].block_mask;
+        if offset_in_region >= self.region_len || !is_object_boundary(class, offset_in_region - block) {
             return Err(SlabFreeError::NotAnObject);
         }
         // SAFETY: `block` is inside the region (checked above).
@@ -76,6 +71,16 @@ impl SlabMap {
         }
         Ok(slab)
     }
+}
+
+/// Whether `offset` from the start of a slab of `class` is one of its
+/// object boundaries: below the last object's end and a multiple of the
+/// size (with [`ClassInfo::div_magic`]).
+#[inline(always)]
+fn is_object_boundary(class: usize, offset: usize) -> bool {
+    let info = &CLASS_INFO[class];
+    let offset = offset as u64;
+    offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic
 }
 
 /// The class of the live slab object at `ptr`, if it is one; see
@@ -148,16 +153,22 @@ pub(crate) struct SlabGeometry {
 }
 
 impl SlabGeometry {
-    /// The class of the live slab object at `ptr`, if it is one.
+    /// The class of the live slab object at `ptr`, if it is one: as
+    /// [`class_at`](Self::class_at) without the header's key, which only
+    /// the free path needs (it goes on to the header anyway). A page's key
+    /// is set after its slab's header and cleared before it, so it names
+    /// a class only while the slab is live; this reads one slot.
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
     pub(crate) fn class_of_object(self, ptr: NonNull<u8>) -> Option<usize> {
-        self.class_at(ptr).map(|(class, _)| class)
+        self.page_class(ptr).map(|(class, _, _)| class)
     }
 
-    /// See [`SlabMap::class_at`].
+    /// The class the slot of `ptr`'s page names, with that slot's key and
+    /// the offset in the region of the slab's block, if `ptr` is one of
+    /// the slab's object boundaries.
     #[inline(always)]
-    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
+    fn page_class(self, ptr: NonNull<u8>) -> Option<(usize, u64, usize)> {
         let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(self.region_base);
         if offset_in_region >= self.region_len {
             return None;
@@ -169,18 +180,18 @@ impl SlabGeometry {
         if class >= NR_CLASSES {
             return None;
         }
-        let info = &CLASS_INFO[class];
-        let block = offset_in_region & !((crate::PAGE_SIZE << info.order) - 1);
-        // SAFETY: as above.
+        let block = offset_in_region & CLASS_INFO[class].block_mask;
+        is_object_boundary(class, offset_in_region - block).then_some((class, key, block))
+    }
+
+    /// See [`SlabMap::class_at`].
+    #[inline(always)]
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
+        let (class, key, block) = self.page_class(ptr)?;
+        // SAFETY: a block of the region (`page_class` checked it).
         let slab = unsafe { self.slot(block) };
-        // SAFETY: as above.
-        if unsafe { (*slab).key.load(Ordering::Relaxed) } != key {
-            return None;
-        }
-        let offset = (offset_in_region - block) as u64;
-        // An object boundary: the same test as `find`'s.
-        (offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic)
-            .then_some((class, slab))
+        // SAFETY: a slot is always readable and `key` is an atomic.
+        (unsafe { (*slab).key.load(Ordering::Relaxed) } == key).then_some((class, slab))
     }
 
     /// The header slot of the slab whose block starts `block` bytes into

@@ -189,6 +189,17 @@ impl std::fmt::Write for Cursor<'_> {
 /// None beyond C's: the result is freed once, with `free` or `realloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The common case inlined and the rest a tail call: no frame, no
+    // register saved.
+    match zonealloc::global_malloc_cached(size) {
+        Some(ptr) => ptr.as_ptr().cast(),
+        None => malloc_rest(size),
+    }
+}
+
+/// `malloc` beyond an object of a slab this thread's heap has at hand.
+#[inline(never)]
+fn malloc_rest(size: usize) -> *mut c_void {
     layout(size, MIN_ALIGN).map_or(std::ptr::null_mut(), |l| allocate(l, false))
 }
 
