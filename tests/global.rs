@@ -189,6 +189,38 @@ mod global {
             GLOBAL.dealloc(r, layout);
         }
         assert_eq!(on_stack, [0u64; 8], "a foreign pointer was written to");
+
+        // Another thread's object, freed twice from here while its owner
+        // lives: the first free goes onto its slab's remote stack, the
+        // second is refused, and the owner never hands it out twice.
+        let refused = zonealloc::global_stats().unwrap().refused_frees;
+        let (to_owner, from_main) = std::sync::mpsc::channel::<usize>();
+        let (to_main, from_owner) = std::sync::mpsc::channel::<usize>();
+        let owner = std::thread::spawn(move || {
+            // SAFETY: a valid layout; freed by the main thread.
+            to_main.send(unsafe { GLOBAL.alloc(layout) } as usize).unwrap();
+            from_main.recv().unwrap();
+            // Every object this thread takes now, its remote frees collected.
+            // SAFETY: valid layouts, freed below.
+            let taken: Vec<usize> = (0..1000).map(|_| unsafe { GLOBAL.alloc(layout) } as usize).collect();
+            let mut sorted = taken.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), taken.len(), "an object handed out twice");
+            for p in taken {
+                // SAFETY: ours, freed once.
+                unsafe { GLOBAL.dealloc(p as *mut u8, layout) };
+            }
+        });
+        let p = from_owner.recv().unwrap() as *mut u8;
+        // SAFETY: the owner's live object; the second free is refused.
+        unsafe {
+            GLOBAL.dealloc(p, layout);
+            GLOBAL.dealloc(p, layout);
+        }
+        assert_eq!(zonealloc::global_stats().unwrap().refused_frees, refused + 1, "the cross-thread double free");
+        to_owner.send(0).unwrap();
+        owner.join().unwrap();
     }
 
     /// Forks while two threads allocate and free as fast as they can; each

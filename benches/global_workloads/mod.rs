@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench global_zonealloc` (and `_mimalloc`, `_jemalloc`,
 //! `_system`) for the criterion medians; with `GLOBAL_RSS=<workload>` a
-//! binary runs that workload once and prints its peak RSS instead.
+//! binary runs that workload once and prints its time and peak RSS instead
+//! (`.ci/global-bench` alternates the binaries run that way).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -126,8 +127,16 @@ fn buffers() {
     black_box(&live);
 }
 
+/// One small allocation: what every process run of a workload pays
+/// before its work (the allocator's set-up; for zonealloc, building the
+/// global arena and starting its kswapd).
+fn baseline() {
+    black_box(Box::new(black_box(1u64)));
+}
+
 /// The workloads, by name.
-pub const WORKLOADS: [(&str, fn()); 8] = [
+pub const WORKLOADS: [(&str, fn()); 9] = [
+    ("baseline", baseline),
     ("btree_1m_strings", btree_strings),
     ("hashmap_churn", hashmap_churn),
     ("vec_u8_churn_1_512", vec_churn),
@@ -148,12 +157,14 @@ fn peak_rss_kib() -> i64 {
     line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmHWM in kB")
 }
 
-/// The bench binary's `main`: criterion, or one workload's peak RSS.
+/// The bench binary's `main`: criterion, or one run of one workload.
 pub fn main(allocator: &str) {
     if let Ok(name) = std::env::var("GLOBAL_RSS") {
         let (_, workload) = WORKLOADS.iter().find(|(n, _)| *n == name).expect("unknown workload");
+        let start = std::time::Instant::now();
         workload();
-        println!("{allocator} {name} peak_rss_kib {}", peak_rss_kib());
+        let seconds = start.elapsed().as_secs_f64();
+        println!("{allocator} {name} peak_rss_kib {} seconds {seconds:.4}", peak_rss_kib());
         return;
     }
     let mut c = Criterion::default()

@@ -176,6 +176,21 @@ fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
     {
         return;
     }
+    dealloc_not_cached(ptr, class, layout);
+}
+
+/// [`dealloc_object`] beyond this thread's own slabs. Another thread's
+/// object is the common case here (a consumer freeing what a producer
+/// made): onto its slab's remote stack, in a small frame of its own,
+/// before the general slow path.
+#[inline(never)]
+fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {
+    if let Some(nn) = NonNull::new(ptr)
+        // SAFETY: as in `dealloc_object`.
+        && with_ready_heap(|heap| unsafe { heap.free_remote_cached(nn, class) }.then_some(())).is_some()
+    {
+        return;
+    }
     dealloc_slow(ptr, layout);
 }
 

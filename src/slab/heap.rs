@@ -233,11 +233,12 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.free_slow(ptr, class) }
     }
 
-    /// Frees `ptr` when it is an object of one of this heap's own slabs,
-    /// not tagged free, and the free is a push onto that slab's list (the
-    /// slab does not become empty, or is the current one). Returns
-    /// `false`, having changed nothing, for everything else: another
-    /// thread's object, a slab to release, a tag to confirm, a pointer to
+    /// Frees `ptr` when it is an object not tagged free, of one of this
+    /// heap's own slabs where the free is a push onto that slab's list
+    /// (the slab does not become empty, or is the current one), or of
+    /// another heap's slab (a push onto its remote stack). Returns
+    /// `false`, having changed nothing, for everything else: a slab to
+    /// release, a tag to confirm or a double free to report, a pointer to
     /// refuse.
     ///
     /// # Safety
@@ -269,6 +270,37 @@ impl<'a> ThreadHeap<'a> {
             }
             self.push_local(slab, object, class);
         }
+        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+            self.flush_class(class);
+        }
+        true
+    }
+
+    /// Frees `ptr` when it is an object of another heap's slab (or an
+    /// orphan's), not tagged free: onto the slab's remote stack, with no
+    /// lock and nothing that may block or allocate, so it needs the heap
+    /// only as [`free_cached`](Self::free_cached) does. `false`, having
+    /// changed nothing, for everything else (our own object, a tag to
+    /// report, a pointer to refuse). The first thing the slow path of a
+    /// free tries.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(never)]
+    pub(crate) unsafe fn free_remote_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
+        let Ok(slab) = self.map.find(ptr, class) else { return false };
+        // SAFETY: a live slab; `owner` is atomic. Only this thread ever
+        // stores its own id, so a mismatch is another's (or nobody's).
+        if unsafe { (*slab).owner.load(Ordering::Relaxed) } == self.id {
+            return false;
+        }
+        // SAFETY: an object of a live slab we do not own.
+        if unsafe { push_remote(slab, ptr, self.map.words) }.is_err() {
+            return false;
+        }
+        // Counted here, by the freeing heap; the owner's collect does not
+        // count it again.
+        self.delta[class] -= 1;
         if self.delta[class] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
         }
