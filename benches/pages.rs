@@ -132,6 +132,18 @@ fn order9_pair(c: &mut Criterion) {
     pair(c, 9);
 }
 
+/// Orders 4 to 8 (64 KiB to 1 MiB, aligned to their size), against the
+/// general-purpose allocators only: one group per order.
+fn high_order_pairs(c: &mut Criterion) {
+    for order in 4..=8 {
+        let mut w = Pair { group: c.benchmark_group(format!("order{order}_pair")), order };
+        w.run("zonealloc", &arena());
+        w.run("mimalloc", &Peer(mimalloc::MiMalloc));
+        w.run("jemalloc", &Peer(tikv_jemallocator::Jemalloc));
+        w.group.finish();
+    }
+}
+
 /// The worst case for a buddy allocator: a fully coalesced zone, so every
 /// order-0 pair splits a 4 MiB block down and merges it back (10 + 10 steps).
 /// Without the per-thread caches, which would hide it.
@@ -236,7 +248,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = pages;
     config = config();
-    targets = order0_pair, order0_pair_coalesced, order9_pair, batch1000, random_orders
+    targets = order0_pair, order0_pair_coalesced, order9_pair, high_order_pairs, batch1000, random_orders
 }
 /// The fixed-count workloads of `PAGES_COUNT`, zonealloc only.
 fn count(workload: &str) {

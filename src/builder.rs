@@ -120,7 +120,7 @@ impl ArenaBuilder {
         self
     }
 
-    /// Per-thread page caches for orders 0..=3 (default: sized as the kernel
+    /// Per-thread page caches for orders 0..=`PCP_MAX_ORDER` (default: sized as the kernel
     /// sizes its per-CPU lists). [`PcpConfig::Disabled`] sends every
     /// operation to its zone's lock.
     pub fn pcp(mut self, config: PcpConfig) -> Self {

@@ -82,7 +82,7 @@ pub use global::{
 #[doc(hidden)]
 pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use oom::{OomAction, OomContext};
-pub use pageset::{PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
+pub use pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
 pub use pcp::THREAD_ARENAS;
 pub use purge::PurgeReport;
 pub use region::{HugePages, PurgeAdvice};

@@ -36,7 +36,7 @@ use crate::memalloc::InReclaim;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::page::{PageInfo, PageState, flag};
-use crate::pageset::PCP_MAX_ORDER;
+use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_MAX_ORDER};
 use crate::pcp::with_thread_set;
 use crate::pfn::Pfn;
 use crate::ratelimit::RateLimit;
@@ -164,7 +164,7 @@ impl PageAlloc {
         }
         let mode = AllocMode::new(Mark::Min, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
-        let costly = order > PCP_MAX_ORDER;
+        let costly = order > PAGE_ALLOC_COSTLY_ORDER;
         self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
             return Ok(block);

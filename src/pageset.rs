@@ -5,8 +5,23 @@
 
 use crate::error::BuildError;
 
-/// The largest order the caches hold: the kernel's `PAGE_ALLOC_COSTLY_ORDER`.
-pub const PCP_MAX_ORDER: u32 = 3;
+/// The kernel's `PAGE_ALLOC_COSTLY_ORDER`: orders above it are costly (the
+/// slow path does not retry them), and their cache lists are kept short.
+pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
+
+/// The largest order the caches hold. The kernel's lists held orders up
+/// to [`PAGE_ALLOC_COSTLY_ORDER`] until Linux 5.13, which added the
+/// pageblock order (a transparent huge page); here every order below the
+/// pageblock order (2 MiB) is cached, in short lists above the costly
+/// order, and a 2 MiB block goes back to its zone, where a purge can
+/// return it to the system.
+#[cfg(not(loom))]
+pub const PCP_MAX_ORDER: u32 = 8;
+/// Loom models use the orders up to the costly one: the lists of every
+/// order run the same code, and each more order is more atomic operations
+/// per drain and check for the model to explore.
+#[cfg(loom)]
+pub const PCP_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
 pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread

@@ -129,7 +129,7 @@ pub struct ZoneStats {
     /// Pages held in per-thread caches and the zone's pool of trimmed
     /// batches (free, but not in the buddy lists).
     pub cached: usize,
-    /// Blocks cached per order 0..=3 (lists and pool).
+    /// Blocks cached per order 0..=`PCP_MAX_ORDER` (lists and pool).
     pub cached_blocks: Vec<usize>,
     /// Of `cached`, pages in the zone's pool of trimmed batches.
     pub pooled: usize,

@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, NR_ORDERS};
 use crate::page::{MemMap, PageState};
-use crate::pageset::{PCP_ORDERS, PcpConfig, zone_highsize};
+use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, zone_highsize};
 use crate::pfn::{NIL, Pfn};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
@@ -40,6 +40,20 @@ const POOL_CAPACITY: usize = 128;
 #[cfg(loom)]
 const POOL_CAPACITY: usize = 4;
 
+/// The pool's capacity at `order`: [`POOL_CAPACITY`] blocks up to
+/// [`PAGE_ALLOC_COSTLY_ORDER`]; above it, no more pages than the costly
+/// order's pool holds (at least two blocks), so that large blocks trimmed
+/// from a thread's cache do not pile up out of the buddy lists.
+const fn pool_capacity(order: usize) -> usize {
+    let costly = PAGE_ALLOC_COSTLY_ORDER as usize;
+    if order <= costly {
+        POOL_CAPACITY
+    } else {
+        let blocks = POOL_CAPACITY >> (order - costly);
+        if blocks > 2 { blocks } else { 2 }
+    }
+}
+
 /// Cached blocks handed from a thread whose list grew past `high` to the
 /// next thread that refills, without passing through the buddy lists.
 ///
@@ -59,7 +73,7 @@ impl BatchPool {
         Self { count: [0; PCP_ORDERS], pfns: [[NIL; POOL_CAPACITY]; PCP_ORDERS] }
     }
 
-    /// Blocks held per order 0..=3.
+    /// Blocks held per order 0..=`PCP_MAX_ORDER`.
     pub(crate) fn counts(&self) -> [usize; PCP_ORDERS] {
         self.count
     }
@@ -323,7 +337,7 @@ impl Zone {
         let mut zone = self.lock();
         let o = order as usize;
         zone.inner.pcp_trims += 1;
-        if zone.inner.pool.count[o] + pfns.len() <= POOL_CAPACITY {
+        if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(o) {
             for pfn in pfns {
                 if zone.is_cached_here(mm, pfn, order) {
                     let pool = &mut zone.inner.pool;

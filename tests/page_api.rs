@@ -267,7 +267,7 @@ fn growable_blocks_are_carved_where_they_can_grow() {
 #[test]
 fn a_dirty_block_freed_into_the_cache_is_zeroed_again() {
     let arena = Arena::builder().region_size(64 << 20).zones(1).build().unwrap();
-    for order in 0..=3u32 {
+    for order in 0..=zonealloc::PCP_MAX_ORDER {
         let bytes = 4096 << order;
         let p = arena.alloc_pages_growable(order, AllocFlags::empty()).unwrap();
         arena.check().unwrap();

@@ -76,6 +76,77 @@ fn refill_takes_one_batch_under_one_lock() {
     conserved(&arena, 0);
 }
 
+/// Above `PAGE_ALLOC_COSTLY_ORDER` the lists are short: a refill takes one
+/// block, a list holds `max(high >> (order + 3), 1)` blocks, a trim moves
+/// one; the pool keeps at most the costly order's pages (at least two
+/// blocks) and the rest go back to the buddy lists; 2 MiB blocks (order 9)
+/// are never cached.
+#[test]
+fn large_orders_are_cached_in_short_lists() {
+    let arena = Arena::builder()
+        .region_size(64 << 20)
+        .zones(1)
+        .max_order(9)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(PcpConfig::Fixed { batch: 63, high: 1023 })
+        .background_reclaim(false)
+        .build()
+        .unwrap();
+    let managed = arena.stats().zones[0].managed;
+    for order in 4..=zonealloc::PCP_MAX_ORDER as usize {
+        let high = (1023 >> (order + 3)).max(1);
+        // A refill of one block, handed out: nothing left cached.
+        let blocks: Vec<_> = (0..high + 2).map(|_| arena.alloc_pages(order as u32, NOWARN).unwrap()).collect();
+        let z = &arena.stats().zones[0];
+        assert_eq!((z.cached_blocks[order], z.allocs[order]), (0, high as u64 + 2), "order {order}");
+        let refills = z.pcp_refills;
+        let trims = z.pcp_trims;
+        for (i, &p) in blocks.iter().enumerate() {
+            // SAFETY: a block of this arena at this order, freed once.
+            unsafe { arena.free_pages(p, order as u32) }.unwrap();
+            let z = &arena.stats().zones[0];
+            let trimmed = (i + 1).saturating_sub(high);
+            assert_eq!(
+                (z.cached_blocks[order], z.pcp_trims - trims),
+                (i + 1, trimmed as u64),
+                "order {order}, free {i}: lists hold {high}, the pool the rest"
+            );
+        }
+        // The next allocation comes from the list, no refill.
+        let p = arena.alloc_pages(order as u32, NOWARN).unwrap();
+        assert_eq!(arena.stats().zones[0].pcp_refills, refills, "order {order}");
+        // SAFETY: as above.
+        unsafe { arena.free_pages(p, order as u32) }.unwrap();
+        arena.check().unwrap();
+    }
+    // Each order above left its two trimmed blocks in the pool.
+    assert_eq!(arena.stats().zones[0].pooled, (4..=8).map(|o| 2 << o).sum::<usize>());
+    // The pool's limit: at order 8 (1 MiB), 128 >> 5 = 4 blocks. Twelve
+    // blocks (the list's one, the pool's two, nine from the buddy lists)
+    // freed: the list keeps one, the pool four, seven go back to the lists.
+    let order = 8u32;
+    let blocks: Vec<_> = (0..12).map(|_| arena.alloc_pages(order, NOWARN).unwrap()).collect();
+    for p in blocks {
+        // SAFETY: as above.
+        unsafe { arena.free_pages(p, order) }.unwrap();
+    }
+    let z = &arena.stats().zones[0];
+    assert_eq!(z.pooled, (4..=7).map(|o| 2 << o).sum::<usize>() + (4 << 8), "the order-8 pool holds 4 blocks");
+    assert_eq!(z.cached_blocks[8], 1 + 4);
+    // A 2 MiB block bypasses the caches both ways.
+    let before = arena.stats().zones[0].clone();
+    let p = arena.alloc_pages(9, NOWARN).unwrap();
+    // SAFETY: as above.
+    unsafe { arena.free_pages(p, 9) }.unwrap();
+    let z = &arena.stats().zones[0];
+    assert_eq!((z.cached, z.pcp_refills, z.pcp_trims), (before.cached, before.pcp_refills, before.pcp_trims));
+    assert_eq!(z.cached_blocks.len(), zonealloc::PCP_MAX_ORDER as usize + 1);
+    arena.check().unwrap();
+    // Nothing is allocated: every cached and pooled block goes back.
+    arena.drain_pcp();
+    assert_eq!(arena.stats().zones[0].free, managed);
+}
+
 #[test]
 fn a_free_above_high_trims_one_batch_into_the_pool() {
     let arena = arena(1, 1024, 8, 32);

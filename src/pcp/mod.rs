@@ -2,8 +2,9 @@
 //! per_cpu_pages`), one set per thread per node.
 //!
 //! A thread's [`PcpSet`] holds, for every zone and for orders
-//! `0..=PAGE_ALLOC_COSTLY_ORDER` (3), a list of free blocks taken out of the
-//! zone. The common allocation pops one and the common free pushes one, with
+//! `0..=PCP_MAX_ORDER` (8), a list of free blocks taken out of the zone
+//! (above `PAGE_ALLOC_COSTLY_ORDER`, 3, short lists of one block per
+//! refill: [`batch_blocks`], [`high_blocks`]). The common allocation pops one and the common free pushes one, with
 //! no lock and no atomic read-modify-write. An empty list is refilled with
 //! `batch` blocks under one acquisition of the zone lock (`rmqueue_bulk`); a
 //! free that takes a list above `high` returns `batch` blocks, the coldest,
@@ -19,7 +20,7 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::pageset::{PCP_HIGH_LIMIT, PCP_ORDERS};
+use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS};
 
 mod registry;
 mod set;
@@ -38,17 +39,51 @@ const fn capacity(order: usize) -> usize {
     (most + 1).next_power_of_two()
 }
 
-const CAPACITY: [usize; PCP_ORDERS] = [capacity(0), capacity(1), capacity(2), capacity(3)];
-const OFFSET: [usize; PCP_ORDERS] =
-    [0, CAPACITY[0], CAPACITY[0] + CAPACITY[1], CAPACITY[0] + CAPACITY[1] + CAPACITY[2]];
+const CAPACITY: [usize; PCP_ORDERS] = {
+    let mut capacities = [0; PCP_ORDERS];
+    let mut o = 0;
+    while o < PCP_ORDERS {
+        capacities[o] = capacity(o);
+        o += 1;
+    }
+    capacities
+};
+const OFFSET: [usize; PCP_ORDERS] = {
+    let mut offsets = [0; PCP_ORDERS];
+    let mut o = 1;
+    while o < PCP_ORDERS {
+        offsets[o] = offsets[o - 1] + CAPACITY[o - 1];
+        o += 1;
+    }
+    offsets
+};
 /// All rings of a zone in one array, sized to a power of two so a masked
 /// index is provably in bounds.
-const SLOTS: usize = (OFFSET[3] + CAPACITY[3]).next_power_of_two();
+const SLOTS: usize = (OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1]).next_power_of_two();
 
 /// `batch` blocks for an order-`order` list: the kernel's `nr_pcp_alloc`
-/// (`max(batch >> order, 2)` above order 0).
+/// (`max(batch >> order, 2)` above order 0), and one block above
+/// [`PAGE_ALLOC_COSTLY_ORDER`]: a refill of large blocks takes no more
+/// than the allocation needs.
 fn batch_blocks(batch: usize, order: usize) -> usize {
-    if order == 0 { batch } else { (batch >> order).max(2) }
+    match order {
+        0 => batch,
+        o if o <= PAGE_ALLOC_COSTLY_ORDER as usize => (batch >> o).max(2),
+        _ => 1,
+    }
+}
+
+/// `high` blocks for an order-`order` list: `high` pages' worth (at least
+/// a batch) up to [`PAGE_ALLOC_COSTLY_ORDER`], as the kernel's lists; an
+/// eighth of that above it, at least one block, so that at the largest
+/// `high` the large orders together add less than `high` pages to what a
+/// thread holds (the kernel bounds all its lists together by `high`).
+fn high_blocks(high: usize, batch: usize, order: usize) -> usize {
+    if order <= PAGE_ALLOC_COSTLY_ORDER as usize {
+        (high >> order).max(batch_blocks(batch, order))
+    } else {
+        (high >> (order + 3)).max(1)
+    }
 }
 
 #[cfg(test)]
@@ -70,17 +105,26 @@ mod tests {
         assert_eq!(zone_highsize(100_000, 63, 1), PCP_HIGH_LIMIT);
         assert_eq!(batch_blocks(31, 0), 31);
         assert_eq!(batch_blocks(31, 2), 7);
-        assert_eq!(batch_blocks(31, 5), 2);
+        assert_eq!(batch_blocks(15, 3), 2);
+        assert_eq!(batch_blocks(31, 4), 1);
+        assert_eq!(high_blocks(1023, 63, 0), 1023);
+        assert_eq!(high_blocks(1023, 63, 3), 127);
+        assert_eq!(high_blocks(100, 63, 3), 12);
+        assert_eq!(high_blocks(1023, 63, 4), 7);
+        assert_eq!(high_blocks(1023, 63, 8), 1);
+        // The large orders together: at most `high` pages more.
+        let large: usize = (4..PCP_ORDERS).map(|o| high_blocks(PCP_HIGH_LIMIT, 63, o) << o).sum();
+        assert!(large <= PCP_HIGH_LIMIT, "{large} pages");
     }
 
     #[test]
     fn rings_fit_the_largest_high_plus_one() {
         for (o, capacity) in CAPACITY.iter().enumerate() {
-            let high = (PCP_HIGH_LIMIT >> o).max(batch_blocks(PCP_HIGH_LIMIT, o));
+            let high = high_blocks(PCP_HIGH_LIMIT, PCP_HIGH_LIMIT, o);
             assert!(high < *capacity, "order {o}");
             assert!(capacity.is_power_of_two());
         }
-        assert_eq!(OFFSET[3] + CAPACITY[3], 1024 + 512 + 256 + 128);
+        assert_eq!(OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1], 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
         assert_eq!(SLOTS, 2048);
     }
 }

@@ -557,8 +557,7 @@ pub(super) fn refresh(lists: &mut PcpLists, zone: &Zone) {
     for o in 0..PCP_ORDERS {
         lists.offset[o] = OFFSET[o] as u32;
         lists.mask[o] = CAPACITY[o] as u32 - 1;
-        let b = batch_blocks(batch, o);
-        lists.batch[o] = b as u32;
-        lists.high[o] = (high >> o).max(b) as u32;
+        lists.batch[o] = batch_blocks(batch, o) as u32;
+        lists.high[o] = high_blocks(high, batch, o) as u32;
     }
 }

@@ -266,7 +266,7 @@ pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
         // SAFETY: entry 0 holds this arena's set (ids are never reused and
         // never 0), kept alive by the thread's reference; `hot` points into it.
         let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.as_ref()) };
-        let o = order as usize & (PCP_ORDERS - 1);
+        let o = (order as usize).min(PCP_ORDERS - 1); // the caller's order is at most PCP_MAX_ORDER
         if !set.enter() {
             return None;
         }
@@ -300,7 +300,7 @@ pub(crate) fn free_fast(node: &Node, pfn: Pfn, order: u32, word: u32) -> bool {
         // SAFETY: as in `alloc_fast`; `zones` points at the set's
         // `nr_zones` lists and `zone` is below that.
         let (set, zp) = unsafe { (entry.set.as_ref(), entry.zones.add(zone).as_ref()) };
-        let o = order as usize & (PCP_ORDERS - 1);
+        let o = (order as usize).min(PCP_ORDERS - 1); // the caller's order is at most PCP_MAX_ORDER
         if !set.enter() {
             return false;
         }

@@ -286,6 +286,7 @@ impl<'a> ThreadHeap<'a> {
     ///
     /// # Safety
     /// As for [`free`](Self::free).
+    #[cfg_attr(loom, allow(dead_code))]
     #[inline(never)]
     pub(crate) unsafe fn free_remote_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
         let Ok(slab) = self.map.find(ptr, class) else { return false };
