@@ -77,6 +77,7 @@ pub use flags::AllocFlags;
 pub use global::{
     GlobalStats, MIN_ALIGN, Malloced, ZoneAlloc, global_arena, global_free, global_free_cached, global_free_outside,
     global_malloc, global_malloc_cached, global_realloc, global_reap, global_stats, global_usable_size,
+    global_usable_size_cached,
 };
 #[cfg(loom)]
 #[doc(hidden)]

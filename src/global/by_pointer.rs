@@ -71,14 +71,19 @@ impl Allocation {
 /// size. `None` for anything else, including pointers outside the arena.
 #[inline]
 pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
-    let nn = NonNull::new(ptr.cast_mut())?;
-    // The common case (redis asks after every allocation and before every
-    // free): a slab object, two side-table reads from a copy of where the
-    // side table is; no thread-local, no lock, no call.
-    if let Some(class) = geometry().and_then(|geometry| geometry.class_of_object(nn)) {
-        return Some(class_size(class));
-    }
-    usable_size_slow(nn)
+    global_usable_size_cached(ptr).or_else(|| usable_size_slow(NonNull::new(ptr.cast_mut())?))
+}
+
+/// The common case of [`global_usable_size`] alone (redis asks after
+/// every allocation and before every free): a slab object, one side-table
+/// read from a copy of where the side table is; no thread-local, no lock,
+/// no call. `None` for anything else (null too), which
+/// [`global_usable_size`] may still know.
+#[inline(always)]
+pub fn global_usable_size_cached(ptr: *const u8) -> Option<usize> {
+    // Null fails the region test like any pointer outside it.
+    let class = geometry()?.class_of_object(ptr as usize)?;
+    Some(class_size(class))
 }
 
 /// Region base, region length, side table of the global arena, once it

@@ -48,7 +48,7 @@ mod ready;
 
 pub use by_pointer::{
     MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_malloc_cached,
-    global_realloc, global_usable_size,
+    global_realloc, global_usable_size, global_usable_size_cached,
 };
 use init::SLABS;
 pub use init::global_arena;

@@ -160,16 +160,16 @@ impl SlabGeometry {
     /// a class only while the slab is live; this reads one slot.
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
-    pub(crate) fn class_of_object(self, ptr: NonNull<u8>) -> Option<usize> {
-        self.page_class(ptr).map(|(class, _, _)| class)
+    pub(crate) fn class_of_object(self, addr: usize) -> Option<usize> {
+        self.page_class(addr).map(|(class, _, _)| class)
     }
 
     /// The class the slot of `ptr`'s page names, with that slot's key and
     /// the offset in the region of the slab's block, if `ptr` is one of
     /// the slab's object boundaries.
     #[inline(always)]
-    fn page_class(self, ptr: NonNull<u8>) -> Option<(usize, u64, usize)> {
-        let offset_in_region = (ptr.as_ptr() as usize).wrapping_sub(self.region_base);
+    fn page_class(self, addr: usize) -> Option<(usize, u64, usize)> {
+        let offset_in_region = addr.wrapping_sub(self.region_base);
         if offset_in_region >= self.region_len {
             return None;
         }
@@ -187,7 +187,7 @@ impl SlabGeometry {
     /// See [`SlabMap::class_at`].
     #[inline(always)]
     pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
-        let (class, key, block) = self.page_class(ptr)?;
+        let (class, key, block) = self.page_class(ptr.as_ptr() as usize)?;
         // SAFETY: a block of the region (`page_class` checked it).
         let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable and `key` is an atomic.

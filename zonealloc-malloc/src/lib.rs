@@ -225,10 +225,11 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
     // SAFETY: the caller's contract; the allocator checks the pointer (and
     // ignores null).
-    if !unsafe { zonealloc::global_free_cached(ptr.cast()) } && !ptr.is_null() {
-        // SAFETY: the caller's contract.
-        unsafe { free_rest(ptr) };
+    if unsafe { zonealloc::global_free_cached(ptr.cast()) } {
+        return;
     }
+    // SAFETY: the caller's contract. A tail call: `free` saves nothing.
+    unsafe { free_rest(ptr) }
 }
 
 /// `free` beyond this thread's own slabs. It may wait on a lock, which
@@ -240,6 +241,9 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 #[cold]
 #[inline(never)]
 unsafe fn free_rest(ptr: *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
     // SAFETY: errno is this thread's.
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the caller's contract.
@@ -417,17 +421,23 @@ fn page_size() -> usize {
 /// None: the pointer is looked up, never followed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
-    // Inlined, the slab object case saves no registers: a leaf.
-    zonealloc::global_usable_size(ptr.cast()).unwrap_or_else(|| usable_size_rest(ptr))
+    // The slab object case inlined and the rest a tail call: a leaf.
+    match zonealloc::global_usable_size_cached(ptr.cast()) {
+        Some(size) => size,
+        None => usable_size_rest(ptr),
+    }
 }
 
-/// `malloc_usable_size` for what is not a block of the arena: null, a
-/// mapping beside the arena, or a foreign pointer.
+/// `malloc_usable_size` beyond a slab object: null, a block, a mapping
+/// beside the arena, or a foreign pointer.
 #[cold]
 #[inline(never)]
 fn usable_size_rest(ptr: *mut c_void) -> usize {
     if ptr.is_null() {
         return 0;
+    }
+    if let Some(size) = zonealloc::global_usable_size(ptr.cast()) {
+        return size;
     }
     if in_arena(ptr.cast()) {
         refuse_foreign("malloc_usable_size", ptr);
