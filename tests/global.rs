@@ -298,12 +298,17 @@ mod global {
         assert!(pages.len() > 4, "objects on the slab's later pages too: {pages:?}");
         for &p in &objects {
             assert_eq!(zonealloc::global_usable_size(p), Some(size));
+            assert_eq!(zonealloc::global_usable_size_cached(p), Some(size), "any page of a slab names it");
             assert_eq!(zonealloc::global_usable_size(p.wrapping_add(8)), None, "an interior pointer");
+            assert_eq!(zonealloc::global_usable_size_cached(p.wrapping_add(8)), None);
         }
+        assert_eq!(zonealloc::global_usable_size_cached(std::ptr::null()), None);
+        assert_eq!(zonealloc::global_usable_size(std::ptr::null()), None);
         let block = Layout::from_size_align(100 << 10, 16).unwrap();
         // SAFETY: as above.
         let b = unsafe { GLOBAL.alloc(block) };
         assert_eq!(zonealloc::global_usable_size(b), Some(128 << 10));
+        assert_eq!(zonealloc::global_usable_size_cached(b), None, "a block: only the full call knows it");
         assert_eq!(zonealloc::global_usable_size(b.wrapping_add(4096)), None);
         let on_stack = 0u64;
         assert_eq!(zonealloc::global_usable_size(std::ptr::addr_of!(on_stack).cast()), None);
@@ -325,6 +330,8 @@ mod global {
         // (the class's current slab stays and keeps its keys).
         let gone = objects.iter().filter(|&&p| zonealloc::global_usable_size(p).is_none()).count();
         assert!(gone >= 20, "{gone} of 40 objects no longer name a class");
+        let gone_cached = objects.iter().filter(|&&p| zonealloc::global_usable_size_cached(p).is_none()).count();
+        assert_eq!(gone_cached, gone, "the page keys go with the slabs");
         zonealloc::global_arena().unwrap().check().unwrap();
     }
 
