@@ -602,3 +602,44 @@ fn frees_that_leave_nothing_purgeable_do_not_wake_the_reclaim_thread() {
     unsafe { arena.free_pages(a, 4) }.unwrap();
     arena.check().unwrap();
 }
+
+/// A thread's page cache goes back to the lists when the thread exits,
+/// and that is a free like any other: it sets the purge timer, which
+/// purges the pages the thread touched. (Before, an exit returned its
+/// pages silently: nothing else would free, and they stayed resident.)
+#[test]
+fn a_thread_exit_that_returns_pages_sets_the_purge_timer() {
+    let arena = Arc::new(
+        Arena::builder()
+            .region_size(16 << 20)
+            .zones(1)
+            .max_order(10)
+            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+            .pcp(PcpConfig::Fixed { batch: 63, high: 1023 })
+            .huge_pages(zonealloc::HugePages::None)
+            .purge_delay(Some(Duration::from_millis(50)))
+            .build()
+            .unwrap(),
+    );
+    wait_for(&arena, "the reclaim thread to go to sleep", || arena.stats().reclaim.kswapd_sleeps > 0);
+    let worker = Arc::clone(&arena);
+    std::thread::spawn(move || {
+        let pages: Vec<_> = (0..512).map(|_| worker.alloc_pages(0, NOWARN).unwrap()).collect();
+        for &p in &pages {
+            // SAFETY: ours, one page; freed below.
+            unsafe { p.as_ptr().write_bytes(1, 4096) };
+        }
+        for p in pages {
+            // SAFETY: ours, order 0, freed once.
+            unsafe { worker.free_pages(p, 0) }.unwrap();
+        }
+        // Nine refills of 63; every page is in this thread's cache.
+        let z = &worker.stats().zones[0];
+        assert_eq!((z.cached, z.pcp_trims, z.free), (9 * 63, 0, z.managed - 9 * 63));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(arena.stats().zones[0].cached, 0, "the exit returned the cache");
+    wait_for(&arena, "the purge of the exited thread's pages", || arena.stats().reclaim.purged_bytes >= 512 * 4096);
+    arena.check().unwrap();
+}

@@ -459,24 +459,34 @@ impl PcpSet {
                 // dropping (it marks each set GONE under this lock first).
                 let (node, registry) = unsafe { (this.node.as_ref(), this.registry.as_ref()) };
                 // SAFETY: we are the owner (not in a busy section) and hold the lock.
-                unsafe { this.vacate(node, registry) };
+                let pages = unsafe { this.vacate(node, registry) };
+                // A free like any other: NOFAIL waiters, kswapd and the
+                // purge timer hear of it (still under the set lock, which
+                // comes before theirs in the lock order, so that the node
+                // is alive). A forked child's recycling does not signal:
+                // its fork handler holds those locks.
+                if pages > 0 {
+                    node.pages_returned();
+                }
             }
         }
         // SAFETY: the thread's reference, given up once.
         unsafe { Self::put_ref(set) };
     }
 
-    /// Returns every block and marks the set vacant for the next thread.
+    /// Returns every block and marks the set vacant for the next thread;
+    /// the pages returned.
     ///
     /// # Safety
     /// The caller holds the set's lock, the set is ATTACHED, and its owner
     /// is not inside a busy section and never will be again.
-    pub(super) unsafe fn vacate(&self, node: &Node, registry: &PcpRegistry) {
+    pub(super) unsafe fn vacate(&self, node: &Node, registry: &PcpRegistry) -> usize {
         // SAFETY: per the contract, nobody else touches the lists.
-        unsafe { self.return_all(node) };
+        let pages = unsafe { self.return_all(node) };
         self.state.store(VACANT, Ordering::Relaxed);
         node.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
         registry.nr_vacant.fetch_add(1, Ordering::Relaxed);
+        pages
     }
 
     /// Drops one reference; the last one frees the set.
