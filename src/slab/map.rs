@@ -153,11 +153,13 @@ pub(crate) struct SlabGeometry {
 }
 
 impl SlabGeometry {
-    /// The class of the live slab object at `ptr`, if it is one: as
+    /// The class of the live slab object at `addr`, if it is one: as
     /// [`class_at`](Self::class_at) without the header's key, which only
     /// the free path needs (it goes on to the header anyway). A page's key
-    /// is set after its slab's header and cleared before it, so it names
-    /// a class only while the slab is live; this reads one slot.
+    /// is written when its slab is made and cleared when the slab goes
+    /// back, before the block returns to the buddy allocator, so it names
+    /// a live slab (or, to a dangling pointer only, one being returned);
+    /// this reads one slot.
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
     pub(crate) fn class_of_object(self, addr: usize) -> Option<usize> {
