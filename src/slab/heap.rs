@@ -296,16 +296,30 @@ impl<'a> ThreadHeap<'a> {
             return false;
         }
         // SAFETY: an object of a live slab we do not own.
-        if unsafe { push_remote(slab, ptr, self.map.words) }.is_err() {
-            return false;
-        }
-        // Counted here, by the freeing heap; the owner's collect does not
-        // count it again.
+        unsafe { self.push_remote_counted(slab, ptr, class) }.is_ok()
+    }
+
+    /// Pushes `ptr` onto the remote stack of `slab` (see [`push_remote`])
+    /// and counts the free here, by the freeing heap: the owner's collect
+    /// does not count it again.
+    ///
+    /// # Safety
+    /// `ptr` is an object of the live slab `slab` of `class`, which this
+    /// heap does not own.
+    #[inline(always)]
+    unsafe fn push_remote_counted(
+        &mut self,
+        slab: *mut Slab,
+        ptr: NonNull<u8>,
+        class: usize,
+    ) -> Result<(), SlabFreeError> {
+        // SAFETY: the caller's contract.
+        unsafe { push_remote(slab, ptr, self.map.words) }?;
         self.delta[class] -= 1;
         if self.delta[class] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
         }
-        true
+        Ok(())
     }
 
     /// [`free_cached`](Self::free_cached) without the class: it comes from
@@ -354,14 +368,7 @@ impl<'a> ThreadHeap<'a> {
             // Only this thread ever stores its own id, so a match cannot
             // be stale; anything else is another thread's or an orphan.
             // SAFETY: an object of a live slab we do not own.
-            unsafe { push_remote(slab, ptr, self.map.words) }?;
-            // Counted here, by the freeing heap; the owner's collect
-            // does not count it again.
-            self.delta[class] -= 1;
-            if self.delta[class] <= -(FLUSH_BATCH as isize) {
-                self.flush_class(class);
-            }
-            return Ok(());
+            return unsafe { self.push_remote_counted(slab, ptr, class) };
         }
         let object = ptr.as_ptr().cast::<FreeObject>();
         // SAFETY: the slab is ours: its cells and free objects too. A tag
