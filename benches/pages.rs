@@ -95,6 +95,47 @@ fn for_each_allocator(w: &mut impl Workload) {
     w.run("buddy_system_allocator", &bsa_heap());
 }
 
+/// The workloads' random numbers: xorshift64, the same sequence in the
+/// criterion and the fixed-count runs.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn new() -> Self {
+        Self(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// One allocate+free pair of `order`.
+#[inline(always)]
+fn pair_once<A: PageAlloc>(a: &A, order: u32) {
+    let p = a.alloc(black_box(order));
+    // SAFETY: just allocated with this order.
+    unsafe { a.free(black_box(p), order) };
+}
+
+/// Live blocks in the random-orders workload.
+const RANDOM_LIVE: usize = 256;
+
+/// One step of the random-orders workload: the block in a random slot of
+/// `live` is freed and replaced by one of a random order 0..=9.
+#[inline(always)]
+fn replace_random<A: PageAlloc>(a: &A, live: &mut [(NonNull<u8>, u32); RANDOM_LIVE], r: u64) {
+    let slot = (r % RANDOM_LIVE as u64) as usize;
+    let order = ((r >> 8) % 10) as u32;
+    let (p, o) = live[slot];
+    // SAFETY: each slot holds a live block with its order.
+    unsafe { a.free(p, o) };
+    live[slot] = (a.alloc(order), order);
+}
+
 struct Pair<'c> {
     group: criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>,
     order: u32,
@@ -106,13 +147,7 @@ impl Workload for Pair<'_> {
         // Steady state: one block of the same order stays live next to the
         // one cycled, as in any heap that is in use.
         let neighbour = a.alloc(order);
-        self.group.bench_function(BenchmarkId::new(name, 4096 << order), |b| {
-            b.iter(|| {
-                let p = a.alloc(black_box(order));
-                // SAFETY: just allocated with this order.
-                unsafe { a.free(black_box(p), order) };
-            })
-        });
+        self.group.bench_function(BenchmarkId::new(name, 4096 << order), |b| b.iter(|| pair_once(a, order)));
         // SAFETY: allocated above with this order.
         unsafe { a.free(neighbour, order) };
     }
@@ -196,30 +231,16 @@ struct RandomOrders<'c> {
 
 impl Workload for RandomOrders<'_> {
     fn run<A: PageAlloc>(&mut self, name: &str, a: &A) {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        let mut live: Vec<(NonNull<u8>, u32)> = (0..256)
-            .map(|_| {
-                let order = (next() % 10) as u32;
-                (a.alloc(order), order)
-            })
-            .collect();
-        self.group.bench_function(BenchmarkId::new(name, 256), |b| {
+        let mut rng = Xorshift::new();
+        let mut live: [(NonNull<u8>, u32); RANDOM_LIVE] = std::array::from_fn(|_| {
+            let order = (rng.next() % 10) as u32;
+            (a.alloc(order), order)
+        });
+        self.group.bench_function(BenchmarkId::new(name, RANDOM_LIVE), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let r = next();
-                    let slot = (r % 256) as usize;
-                    let order = ((r >> 8) % 10) as u32;
-                    let (p, o) = live[slot];
-                    // SAFETY: each slot holds a live block with its order.
-                    unsafe { a.free(p, o) };
-                    live[slot] = (a.alloc(order), order);
+                    replace_random(a, &mut live, rng.next());
                 }
                 start.elapsed()
             })
@@ -256,9 +277,7 @@ fn count(workload: &str) {
     let pairs = |order: u32| {
         let neighbour = a.alloc(order);
         for _ in 0..100_000 {
-            let p = a.alloc(black_box(order));
-            // SAFETY: just allocated with this order.
-            unsafe { a.free(black_box(p), order) };
+            pair_once(&a, order);
         }
         // SAFETY: allocated above with this order.
         unsafe { a.free(neighbour, order) };
@@ -279,22 +298,10 @@ fn count(workload: &str) {
             }
         }
         "random_orders" => {
-            let mut rng = 0x2545_f491_4f6c_dd1du64;
-            let mut next = move || {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng
-            };
-            let mut live: Vec<(NonNull<u8>, u32)> = (0..256).map(|_| (a.alloc(0), 0)).collect();
+            let mut rng = Xorshift::new();
+            let mut live: [(NonNull<u8>, u32); RANDOM_LIVE] = std::array::from_fn(|_| (a.alloc(0), 0));
             for _ in 0..100_000 {
-                let r = next();
-                let slot = (r % 256) as usize;
-                let order = ((r >> 8) % 10) as u32;
-                let (p, o) = live[slot];
-                // SAFETY: each slot holds a live block with its order.
-                unsafe { a.free(p, o) };
-                live[slot] = (a.alloc(order), order);
+                replace_random(&a, &mut live, rng.next());
             }
             for (p, o) in live {
                 // SAFETY: as above.
