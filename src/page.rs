@@ -279,7 +279,7 @@ impl MemMap {
 
 /// Bytes of one [`SideTable`] slot.
 #[cfg(not(loom))]
-pub(crate) const SIDE_SLOT_BYTES: usize = 64;
+pub(crate) const SIDE_SLOT_BYTES: usize = 128;
 /// Bytes of one [`SideTable`] slot (loom's atomics are larger).
 #[cfg(loom)]
 pub(crate) const SIDE_SLOT_BYTES: usize = 512;

@@ -78,10 +78,10 @@ pub(crate) struct Region {
     _map: memmap2::MmapMut,
     #[cfg(loom)]
     layout: std::alloc::Layout,
-    /// A loom cell per 16 bytes: what the slab layer's free objects keep
-    /// in their first two words, where loom can see it (see `slab.rs`).
+    /// A loom cell per 16 bytes, standing for the slab object there
+    /// (see `slab/object.rs`).
     #[cfg(loom)]
-    words: Vec<loom::cell::UnsafeCell<[usize; 2]>>,
+    words: Vec<loom::cell::UnsafeCell<()>>,
 }
 
 // SAFETY: the region is plain memory; who may touch which page is decided by
@@ -157,14 +157,14 @@ impl Region {
         // SAFETY: the layout has a non-zero size (the builder rejects empty regions).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let base = NonNull::new(ptr).ok_or(BuildError::RegionTooLarge { region_size: len })?;
-        let words = (0..len / 16).map(|_| loom::cell::UnsafeCell::new([0; 2])).collect();
+        let words = (0..len / 16).map(|_| loom::cell::UnsafeCell::new(())).collect();
         Ok(Self { layout, base, len, words })
     }
 
     /// The cell standing for the 16 bytes at `addr` (two objects of a slab
     /// are at least 16 bytes apart, so never share one).
     #[cfg(loom)]
-    pub(crate) fn object_words(&self, addr: usize) -> &loom::cell::UnsafeCell<[usize; 2]> {
+    pub(crate) fn object_cell(&self, addr: usize) -> &loom::cell::UnsafeCell<()> {
         &self.words[(addr - self.base.as_ptr() as usize) / 16]
     }
 

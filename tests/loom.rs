@@ -404,13 +404,15 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
     });
 }
 
-/// A remote free is published to the owner's collect by the push alone:
-/// the freer tells the owner only through a `Relaxed` flag, so the owner
-/// reads the object's link and tag after its `Acquire` swap and nothing
-/// else orders them. Weakening `push_remote`'s `Release` to `Relaxed`
-/// fails this model (loom: causality violation on the object's words).
-/// The race model above cannot show it: loom never schedules the freer's
-/// push before the owner's exit there.
+/// A remote free is published to the owner's collect by the bitmap alone:
+/// the freer tells the owner only through a `Relaxed` flag, so only the
+/// remote `fetch_or`'s Release and the collect's swap order the freer's
+/// last use of the object before the owner's next hand-out. Dropping that
+/// Release fails this model (loom: causality violation on the cell that
+/// stands for the object, `slab/object.rs`), and so does the race model
+/// above; clearing the slab's `pending` flag after the swaps instead of
+/// before fails the race model (a remote free stranded, its slab never
+/// freed).
 #[test]
 fn remote_free_is_published_by_the_push() {
     model(|| {

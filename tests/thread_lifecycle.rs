@@ -342,9 +342,9 @@ mod scenarios {
         churners.into_iter().for_each(|c| c.join().unwrap());
     }
 
-    /// The tag the slab layer wrote into the second word of a freed object
-    /// before its tags were keyed (tests/slab.rs covers an object holding
-    /// its real keyed tag).
+    /// The tag the slab layer once wrote into the second word of a freed
+    /// object (it keeps free state in bitmaps now; tests/slab.rs covers
+    /// live objects holding any bytes and writes into freed ones).
     const FREED_TAG: u64 = 0xdead_f4ee_0b1e_c7ed;
 
     /// Live objects whose second word happens to hold the freed tag (a

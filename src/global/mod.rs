@@ -172,7 +172,7 @@ fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
     if let Some(nn) = NonNull::new(ptr)
         // SAFETY: the caller frees what it was given for this layout; the
         // slab layer checks the pointer before it writes anything.
-        && with_ready_heap(|heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
+        && with_ready_heap(#[inline(always)] |heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
     {
         return;
     }
@@ -181,7 +181,7 @@ fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
 
 /// [`dealloc_object`] beyond this thread's own slabs. Another thread's
 /// object is the common case here (a consumer freeing what a producer
-/// made): onto its slab's remote stack, in a small frame of its own,
+/// made): onto its slab's remote bitmap, in a small frame of its own,
 /// before the general slow path.
 #[inline(never)]
 fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {

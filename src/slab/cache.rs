@@ -189,7 +189,7 @@ impl Slabs {
         if !self.serves(arena) {
             return 0;
         }
-        let words = SlabMap::of(arena).words;
+        let objects = SlabMap::of(arena).objects;
         let mut pages = 0;
         for class in 0..NR_CLASSES {
             let mut list = self.orphans[class].lock();
@@ -198,7 +198,7 @@ impl Slabs {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
                 let empty = unsafe {
-                    Slab::collect(slab, words);
+                    Slab::collect(slab, objects);
                     Slab::is_empty(slab)
                 };
                 if !empty {
@@ -249,9 +249,9 @@ impl Slabs {
             return Err(SlabFreeError::NotAnObject);
         }
         let map = SlabMap::of(arena);
-        let slab = map.find(ptr, class)?;
+        let (slab, bit) = map.find(ptr, class)?;
         // SAFETY: find checked that `ptr` is an object of a live slab.
-        unsafe { push_remote(slab, ptr, map.words) }?;
+        unsafe { Slab::push_remote(slab, bit, map.objects) }?;
         // No heap to count it in: straight into the shared count.
         self.counters[class].objects.fetch_sub(1, Ordering::Relaxed);
         Ok(())

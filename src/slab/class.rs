@@ -112,10 +112,12 @@ pub(super) struct ClassInfo {
     pub(super) capacity: u32,
     /// `capacity * size`: every object starts below this offset.
     pub(super) limit: u32,
-    /// `ceil(2^64 / size)`: an offset below 2^32 is a multiple of `size`
-    /// exactly when `offset * div_magic mod 2^64 < div_magic` (Lemire,
-    /// Kaser and Kurz, "Faster remainder by direct computation"), one
-    /// multiplication instead of a division on every free.
+    /// `ceil(2^32 / size)`: for an offset below 2^16 (every slab is at
+    /// most 64 KiB), `offset * div_magic` holds the quotient by `size` in
+    /// its high 32 bits, and its low 32 bits are below `div_magic` exactly
+    /// when the offset is a multiple of `size` (Lemire, Kaser and Kurz,
+    /// "Faster remainder by direct computation"): one multiplication
+    /// instead of a division on every free.
     pub(super) div_magic: u64,
     /// `!(slab bytes - 1)`: an offset in the region masked to the start
     /// of its slab-sized block, without a shift on the free path.
@@ -136,12 +138,13 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
         let bytes = max(min(size * TARGET_OBJECTS, SLAB_TARGET_MAX), size * MIN_OBJECTS);
         let order = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
         let capacity = (crate::PAGE_SIZE << order) / size;
+        assert!(crate::PAGE_SIZE << order <= 1 << 16, "offsets in a slab fit 16 bits (see div_magic)");
         info[class] = ClassInfo {
             size: size as u32,
             order,
             capacity: capacity as u32,
             limit: (capacity * size) as u32,
-            div_magic: (u64::MAX / size as u64).wrapping_add(1),
+            div_magic: (1u64 << 32).div_ceil(size as u64),
             block_mask: !((crate::PAGE_SIZE << order) - 1),
         };
         class += 1;

@@ -1,40 +1,101 @@
-//! A slab's header, kept out of band in the side table: its local free
-//! list, the remote-free stack, and the counts of objects out.
+//! A slab's header, kept out of band in the side table: which objects are
+//! free (the owner's bitmap and the bitmap other threads free into), the
+//! ring links and the count of objects out.
 
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
-use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 use super::*;
 
+/// Words in each of a slab's bitmaps.
+pub(super) const BITMAP_WORDS: usize = 4;
+
+/// The most objects a slab can hold: a bit each.
+pub(super) const MAX_OBJECTS: usize = 64 * BITMAP_WORDS;
+
 /// A slab's header, out of band: in the arena's side table, in the slot of
-/// the slab's first page (64 bytes, one cache line). Never borrowed whole:
-/// other threads use its atomics while the owner changes its cells.
-#[repr(C)]
+/// the slab's first page, two cache lines. The first is the owner's (its
+/// bitmap and count change on every allocation and free of its own) and
+/// holds what every free reads; the second is written by other threads'
+/// frees, so that they and the owner do not take the same line from each
+/// other on every operation. Never borrowed whole: other threads use its
+/// atomics while the owner changes its cells.
+///
+/// An object's state is two bits, never a word in the object: free on the
+/// owner's bitmap (`free`), free on the remote one (`remote`, until the
+/// owner collects it), or neither (in use). `pending` says whether the
+/// remote bitmap may hold anything, so that a slab nobody else frees into
+/// costs its owner one cache line. So a free is checked exactly
+/// (a bit already set is a double free, whatever the object holds), the
+/// allocator never touches an object's memory (an allocation that is never
+/// written is never faulted in), and a stray write into a freed object
+/// cannot corrupt a free list.
+#[repr(C, align(64))]
 pub(super) struct Slab {
-    /// Objects freed by other threads (a Treiber stack; only the owner pops,
-    /// and it pops everything at once, so there is no ABA).
-    pub(super) remote: AtomicPtr<FreeObject>,
-    /// The owning heap's id, or 0 for an orphan.
-    pub(super) owner: AtomicU64,
     /// [`SLAB_MAGIC`] with the class, while the slot holds a live slab;
     /// 0 once the slab is returned.
     pub(super) key: AtomicU64,
-    /// The owner's free list.
-    pub(super) local: UnsafeCell<*mut FreeObject>,
+    /// The owning heap's id, or 0 for an orphan.
+    pub(super) owner: AtomicU64,
+    /// The slab's block; set before the slab is published, never changed.
+    pub(super) base: usize,
+    /// Objects handed out and not yet back on `free` (remote frees count
+    /// until collected).
+    pub(super) used: UnsafeCell<u32>,
+    /// Non-zero when `remote` may have bits set: set by a remote free
+    /// after its bit (unless already set), cleared by the owner's collect
+    /// before it takes the words. A remote free whose bit the collect
+    /// missed sees the clear (the collect's swap of that word is ordered
+    /// before its `fetch_or`) and sets it again, so no bit is stranded.
+    pub(super) pending: AtomicU32,
+    /// The owner's free objects, a bit per object. Only the owner writes
+    /// it (loads and stores, no read-modify-write); other threads read it
+    /// to refuse a double free.
+    pub(super) free: [AtomicU64; BITMAP_WORDS],
+    /// Objects freed by other threads, set with `fetch_or`; the owner
+    /// takes each word whole with a swap.
+    pub(super) remote: [AtomicU64; BITMAP_WORDS],
     /// The owner's ring of slabs of this class, or the orphan list.
     pub(super) prev: UnsafeCell<*mut Slab>,
     pub(super) next: UnsafeCell<*mut Slab>,
-    /// The slab's block; set before the slab is published, never changed.
-    pub(super) base: usize,
-    /// Objects handed out and not yet back on `local` (remote frees count
-    /// until collected).
-    pub(super) used: UnsafeCell<u32>,
-    /// Objects never handed out start at `bump`.
-    pub(super) bump: UnsafeCell<u32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Slab>() <= crate::page::SIDE_SLOT_BYTES);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(Slab, remote) == 64, "the remote bitmap starts the second line");
+
+/// An object's place in its slab: its index, as a bitmap word and bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ObjectBit {
+    word: usize,
+    mask: u64,
+}
+
+impl ObjectBit {
+    #[inline(always)]
+    pub(super) fn new(index: usize) -> Self {
+        debug_assert!(index < MAX_OBJECTS);
+        // Masked, so that the word index needs no bounds check.
+        Self { word: (index >> 6) & (BITMAP_WORDS - 1), mask: 1 << (index & 63) }
+    }
+
+    /// The object's index in its slab.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    fn index(self) -> usize {
+        self.word * 64 + self.mask.trailing_zeros() as usize
+    }
+}
+
+/// The bitmap words of a fresh slab of `class`: every object free.
+fn full_bitmap(class: usize) -> [u64; BITMAP_WORDS] {
+    let capacity = CLASS_INFO[class].capacity as usize;
+    std::array::from_fn(|w| match capacity.saturating_sub(w * 64) {
+        0 => 0,
+        n if n >= 64 => u64::MAX,
+        n => (1 << n) - 1,
+    })
+}
 
 #[inline(always)]
 pub(super) const fn slab_key(class: usize) -> u64 {
@@ -63,103 +124,165 @@ pub(super) unsafe fn set<T>(cell: &UnsafeCell<T>, value: T) {
 }
 
 impl Slab {
-    /// Pops a free object (local list, then the bump area). Owner only.
+    /// A fresh slab of `class` over the block at `base`, every object free,
+    /// owned by the heap `owner`, on a ring of its own.
+    pub(super) fn fresh(this: *mut Slab, class: usize, base: usize, owner: u64) -> Slab {
+        let free = full_bitmap(class);
+        Slab {
+            key: AtomicU64::new(slab_key(class)),
+            owner: AtomicU64::new(owner),
+            base,
+            used: UnsafeCell::new(0),
+            pending: AtomicU32::new(0),
+            free: std::array::from_fn(|w| AtomicU64::new(free[w])),
+            remote: std::array::from_fn(|_| AtomicU64::new(0)),
+            prev: UnsafeCell::new(this),
+            next: UnsafeCell::new(this),
+        }
+    }
+
+    /// Hands out the free object with the lowest address. Owner only.
     ///
     /// # Safety
     /// `this` is a live slab of `class` the caller owns (see [`get`]).
     #[inline(always)]
-    pub(super) unsafe fn pop(this: *mut Slab, class: usize, words: ObjectWords) -> Option<NonNull<u8>> {
-        // SAFETY: the caller owns the slab: its cells and free objects are
-        // its own; `this` is only used as a place, never borrowed whole.
+    pub(super) unsafe fn pop(this: *mut Slab, class: usize, objects: ObjectMemory) -> Option<NonNull<u8>> {
+        // SAFETY: the caller owns the slab: only it writes `free` and the
+        // cells; `this` is only used as a place, never borrowed whole.
         unsafe {
-            let local = get(&(*this).local);
-            let object = if !local.is_null() {
-                set(&(*this).local, words.next(local));
-                local
-            } else {
-                let bump = get(&(*this).bump);
-                if bump >= CLASS_INFO[class].capacity {
-                    return None;
+            for w in 0..BITMAP_WORDS {
+                let free = &(*this).free[w];
+                let bits = free.load(Ordering::Relaxed);
+                if bits != 0 {
+                    free.store(bits & (bits - 1), Ordering::Relaxed);
+                    set(&(*this).used, get(&(*this).used) + 1);
+                    let index = w * 64 + bits.trailing_zeros() as usize;
+                    let object = (*this).base + index * CLASS_INFO[class].size as usize;
+                    objects.touch(object);
+                    // A slab's block is never at address 0.
+                    return Some(NonNull::new_unchecked(object as *mut u8));
                 }
-                set(&(*this).bump, bump + 1);
-                ((*this).base + bump as usize * CLASS_INFO[class].size as usize) as *mut FreeObject
-            };
-            set(&(*this).used, get(&(*this).used) + 1);
-            // Every object is at least 16 bytes; a stale tag is cleared so
-            // that a first free is never taken for a second.
-            words.set_tag(object, false);
-            NonNull::new(object.cast())
+            }
+            None
         }
     }
 
-    /// Moves the remote stack onto the local list. Owner only; returns how
+    /// Whether the object at `bit` is free (on either bitmap). The remote
+    /// bitmap is read only if a remote free is pending: a free by another
+    /// thread that happened before this one set `pending` before it.
+    ///
+    /// # Safety
+    /// `this` is a live slab (any thread may ask).
+    #[inline(always)]
+    pub(super) unsafe fn is_free(this: *mut Slab, bit: ObjectBit) -> bool {
+        // SAFETY: the caller's contract; all three are atomics.
+        unsafe {
+            (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0
+                || ((*this).pending.load(Ordering::Relaxed) != 0
+                    && (*this).remote[bit.word].load(Ordering::Relaxed) & bit.mask != 0)
+        }
+    }
+
+    /// Puts the object at `bit`, in use, back on the owner's bitmap.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop); the object is in use (checked with
+    /// [`is_free`](Self::is_free)).
+    #[inline(always)]
+    pub(super) unsafe fn push_local(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            objects.touch(Self::object_at(this, bit));
+            let free = &(*this).free[bit.word];
+            free.store(free.load(Ordering::Relaxed) | bit.mask, Ordering::Relaxed);
+            set(&(*this).used, get(&(*this).used) - 1);
+        }
+    }
+
+    /// Frees the object at `bit` from a thread that does not own the slab:
+    /// onto the remote bitmap, unless it is free already (a double free).
+    ///
+    /// # Safety
+    /// `this` is a live slab, and the object at `bit` counts as in use in
+    /// it (so the slab stays live until it is collected).
+    #[inline(always)]
+    pub(super) unsafe fn push_remote(
+        this: *mut Slab,
+        bit: ObjectBit,
+        objects: ObjectMemory,
+    ) -> Result<(), SlabFreeError> {
+        // SAFETY: the caller's contract; both are atomics. A legitimate
+        // free reads the bit clear on `free`: the owner cleared it before
+        // the object was handed out, and only a free of the same object
+        // sets it again.
+        unsafe {
+            if (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0 {
+                return Err(SlabFreeError::DoubleFree);
+            }
+            objects.touch(Self::object_at(this, bit));
+            // Release: the freer's last writes to the object happen before
+            // the owner's swap, and so before the object's next user has
+            // it. Acquire: a bit set after the owner's swap sees the clear
+            // of `pending` that came before that swap.
+            let before = (*this).remote[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
+            if before & bit.mask != 0 {
+                return Err(SlabFreeError::DoubleFree);
+            }
+            // A read first: a flag already set is not written again, so
+            // frees into a slab with pending ones share its line.
+            if (*this).pending.load(Ordering::Relaxed) == 0 {
+                (*this).pending.store(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+
+    /// Moves the remote bitmap onto the owner's. Owner only; returns how
     /// many objects came back (already counted as freed by their freers).
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
-    pub(super) unsafe fn collect(this: *mut Slab, words: ObjectWords) -> usize {
-        // SAFETY: the caller owns the slab; `remote` is an atomic.
+    pub(super) unsafe fn collect(
+        this: *mut Slab,
+        #[cfg_attr(not(loom), allow(unused))] objects: ObjectMemory,
+    ) -> usize {
+        let mut n = 0;
+        // SAFETY: the caller owns the slab; the bitmaps are atomics.
         unsafe {
-            let remote = &(*this).remote;
-            if remote.load(Ordering::Relaxed).is_null() {
+            if (*this).pending.load(Ordering::Relaxed) == 0 {
                 return 0;
             }
-            // Acquire: the pushers' writes of the objects' words happen
-            // before we read them.
-            let mut object = remote.swap(ptr::null_mut(), Ordering::Acquire);
-            let mut local = get(&(*this).local);
-            let mut n = 0;
-            while !object.is_null() {
-                // Objects on the remote stack are free; we took them all.
-                let next = words.next(object);
-                words.set_next(object, local);
-                local = object;
-                object = next;
-                n += 1;
+            // Cleared before the words are taken (see `pending`).
+            (*this).pending.store(0, Ordering::Relaxed);
+            let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
+            // Every word is swapped, none skipped on a plain load: a load
+            // may miss a bit whose freer saw `pending` still set and left
+            // it so, which would strand the bit.
+            for w in 0..(CLASS_INFO[class].capacity as usize).div_ceil(64) {
+                let remote = &(*this).remote[w];
+                // AcqRel: Acquire for the freers' writes to the objects,
+                // Release for the clear of `pending` before it.
+                let bits = remote.swap(0, Ordering::AcqRel);
+                let free = (*this).free[w].load(Ordering::Relaxed);
+                // A bit on both was freed twice by two threads at once (a
+                // race in the caller that neither check could see): it is
+                // one free object, counted once, so `used` stays exact.
+                let fresh = bits & !free;
+                (*this).free[w].store(free | bits, Ordering::Relaxed);
+                n += fresh.count_ones();
+                #[cfg(loom)]
+                {
+                    // The owner may hand these out from now on.
+                    let mut rest = fresh;
+                    while rest != 0 {
+                        objects.touch(Self::object_at(this, ObjectBit::new(w * 64 + rest.trailing_zeros() as usize)));
+                        rest &= rest - 1;
+                    }
+                }
             }
-            set(&(*this).local, local);
             set(&(*this).used, get(&(*this).used) - n);
-            n as usize
         }
-    }
-
-    /// Whether `object` (an object boundary of this slab) is free: on the
-    /// local list, on the remote stack, or never handed out. What confirms
-    /// a suspected double free on the owner's path; O(free objects).
-    ///
-    /// # Safety
-    /// As for [`pop`](Self::pop).
-    #[cold]
-    pub(super) unsafe fn holds_free(
-        this: *mut Slab,
-        class: usize,
-        object: *mut FreeObject,
-        words: ObjectWords,
-    ) -> bool {
-        // SAFETY: the caller owns the slab. Objects on the remote stack are
-        // only unlinked by the owner (us), so their links are stable while
-        // we walk them.
-        unsafe {
-            let offset = object as usize - (*this).base;
-            if offset >= get(&(*this).bump) as usize * CLASS_INFO[class].size as usize {
-                return true;
-            }
-            let mut cursor = get(&(*this).local);
-            while !cursor.is_null() {
-                if cursor == object {
-                    return true;
-                }
-                cursor = words.next(cursor);
-            }
-            let mut cursor = (*this).remote.load(Ordering::Acquire);
-            while !cursor.is_null() {
-                if cursor == object {
-                    return true;
-                }
-                cursor = words.next(cursor);
-            }
-        }
-        false
+        n as usize
     }
 
     /// Whether every object is back.
@@ -176,12 +299,31 @@ impl Slab {
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
-    pub(super) unsafe fn has_free(this: *mut Slab, class: usize) -> bool {
-        // SAFETY: the caller's contract.
+    pub(super) unsafe fn has_free(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; these are atomics.
         unsafe {
-            !get(&(*this).local).is_null()
-                || get(&(*this).bump) < CLASS_INFO[class].capacity
-                || !(*this).remote.load(Ordering::Relaxed).is_null()
+            (*this).pending.load(Ordering::Relaxed) != 0
+                || (0..BITMAP_WORDS).any(|w| (*this).free[w].load(Ordering::Relaxed) != 0)
+        }
+    }
+
+    /// The address of the object at `bit` (for loom's view of objects;
+    /// the fast paths have the pointer already).
+    ///
+    /// # Safety
+    /// `this` is a live slab.
+    #[inline(always)]
+    unsafe fn object_at(this: *mut Slab, bit: ObjectBit) -> usize {
+        #[cfg(loom)]
+        // SAFETY: the caller's contract; `key` is an atomic.
+        unsafe {
+            let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
+            (*this).base + bit.index() * CLASS_INFO[class].size as usize
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = (this, bit);
+            0
         }
     }
 

@@ -3,7 +3,7 @@
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
-use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::Ordering;
 
 use super::*;
 
@@ -54,7 +54,7 @@ impl<'a> ThreadHeap<'a> {
             return None;
         }
         // SAFETY: the current slab is live and ours.
-        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
+        let object = unsafe { Slab::pop(slab, class, self.map.objects) }?;
         self.delta[class] += 1;
         Some(object)
     }
@@ -77,8 +77,8 @@ impl<'a> ThreadHeap<'a> {
         for _ in 0..SCAN_LIMIT {
             // SAFETY: slabs on our ring are live and ours.
             unsafe {
-                Slab::collect(slab, self.map.words);
-                if let Some(object) = Slab::pop(slab, class, self.map.words) {
+                Slab::collect(slab, self.map.objects);
+                if let Some(object) = Slab::pop(slab, class, self.map.objects) {
                     self.current[class] = slab;
                     self.delta[class] += 1;
                     found = Some(object);
@@ -117,7 +117,7 @@ impl<'a> ThreadHeap<'a> {
         let slab = self.adopt(class)?;
         self.link(class, slab);
         // SAFETY: just linked: live and ours.
-        let object = unsafe { Slab::pop(slab, class, self.map.words) }?;
+        let object = unsafe { Slab::pop(slab, class, self.map.objects) }?;
         self.current[class] = slab;
         self.delta[class] += 1;
         self.flush_class(class);
@@ -132,19 +132,7 @@ impl<'a> ThreadHeap<'a> {
         let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
         // SAFETY: the slot of a block we own: nobody else writes it, 64-byte
         // aligned and large enough (asserted at compile time).
-        unsafe {
-            slab.write(Slab {
-                remote: AtomicPtr::new(ptr::null_mut()),
-                owner: AtomicU64::new(self.id),
-                key: AtomicU64::new(slab_key(class)),
-                local: UnsafeCell::new(ptr::null_mut()),
-                prev: UnsafeCell::new(slab),
-                next: UnsafeCell::new(slab),
-                base: block.as_ptr() as usize,
-                used: UnsafeCell::new(0),
-                bump: UnsafeCell::new(0),
-            });
-        }
+        unsafe { slab.write(Slab::fresh(slab, class, block.as_ptr() as usize, self.id)) };
         // SAFETY: the block is ours (above).
         unsafe {
             self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, slab_order(class), slab_key(class));
@@ -153,7 +141,7 @@ impl<'a> ThreadHeap<'a> {
         self.link(class, slab);
         self.current[class] = slab;
         // SAFETY: just linked: live and ours, every object free.
-        let object = unsafe { Slab::pop(slab, class, self.map.words) };
+        let object = unsafe { Slab::pop(slab, class, self.map.objects) };
         self.delta[class] += 1;
         self.flush_class(class);
         object.unwrap_or(block)
@@ -169,7 +157,7 @@ impl<'a> ThreadHeap<'a> {
             for _ in 0..SCAN_LIMIT {
                 let slab = list.pop()?;
                 // SAFETY: orphans are live, and owned by the list we hold.
-                if unsafe { Slab::has_free(slab, class) } {
+                if unsafe { Slab::has_free(slab) } {
                     found = Some(slab);
                     break;
                 }
@@ -182,7 +170,7 @@ impl<'a> ThreadHeap<'a> {
         // cells were published by the orphaning thread's unlock.
         unsafe {
             (*slab).owner.store(self.id, Ordering::Relaxed);
-            Slab::collect(slab, self.map.words);
+            Slab::collect(slab, self.map.objects);
         }
         Some(slab)
     }
@@ -233,21 +221,19 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.free_slow(ptr, class) }
     }
 
-    /// Frees `ptr` when it is an object not tagged free, of one of this
-    /// heap's own slabs where the free is a push onto that slab's list
-    /// (the slab does not become empty, or is the current one), or of
-    /// another heap's slab (a push onto its remote stack). Returns
-    /// `false`, having changed nothing, for everything else: a slab to
-    /// release, a tag to confirm or a double free to report, a pointer to
-    /// refuse.
+    /// Frees `ptr` when it is an object in use of one of this heap's own
+    /// slabs that does not become empty by it (or is the current one).
+    /// Returns `false`, having changed nothing, for everything else:
+    /// another heap's object, a slab to release, a double free to report,
+    /// a pointer to refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[inline(always)]
     pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
-        let Ok(slab) = self.map.find(ptr, class) else { return false };
+        let Ok((slab, bit)) = self.map.find(ptr, class) else { return false };
         // SAFETY: the caller's contract; `slab` is the live slab of `ptr`.
-        unsafe { self.free_found(slab, ptr, class) }
+        unsafe { self.free_found(slab, bit, class) }
     }
 
     /// [`free_cached`](Self::free_cached) once the pointer is known to be
@@ -256,19 +242,18 @@ impl<'a> ThreadHeap<'a> {
     /// # Safety
     /// As for [`free`](Self::free).
     #[inline(always)]
-    unsafe fn free_found(&mut self, slab: *mut Slab, ptr: NonNull<u8>, class: usize) -> bool {
-        let object = ptr.as_ptr().cast::<FreeObject>();
+    unsafe fn free_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
         // SAFETY: a live slab (checked above); `owner` is atomic. Only this
         // thread ever stores its own id there, so a match is never stale,
-        // and then the slab's cells and free objects are ours.
+        // and then the slab's cells are ours.
         unsafe {
             if (*slab).owner.load(Ordering::Relaxed) != self.id
-                || self.map.words.tagged(object)
+                || Slab::is_free(slab, bit)
                 || (get(&(*slab).used) == 1 && self.current[class] != slab)
             {
                 return false;
             }
-            self.push_local(slab, object, class);
+            self.push_local(slab, bit, class);
         }
         if self.delta[class] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
@@ -276,11 +261,11 @@ impl<'a> ThreadHeap<'a> {
         true
     }
 
-    /// Frees `ptr` when it is an object of another heap's slab (or an
-    /// orphan's), not tagged free: onto the slab's remote stack, with no
-    /// lock and nothing that may block or allocate, so it needs the heap
-    /// only as [`free_cached`](Self::free_cached) does. `false`, having
-    /// changed nothing, for everything else (our own object, a tag to
+    /// Frees `ptr` when it is an object in use of another heap's slab (or
+    /// an orphan's): onto the slab's remote bitmap, with no lock and
+    /// nothing that may block or allocate, so it needs the heap only as
+    /// [`free_cached`](Self::free_cached) does. `false`, having changed
+    /// nothing, for everything else (our own object, a double free to
     /// report, a pointer to refuse). The first thing the slow path of a
     /// free tries.
     ///
@@ -289,32 +274,32 @@ impl<'a> ThreadHeap<'a> {
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(never)]
     pub(crate) unsafe fn free_remote_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
-        let Ok(slab) = self.map.find(ptr, class) else { return false };
+        let Ok((slab, bit)) = self.map.find(ptr, class) else { return false };
         // SAFETY: a live slab; `owner` is atomic. Only this thread ever
         // stores its own id, so a mismatch is another's (or nobody's).
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } == self.id {
             return false;
         }
         // SAFETY: an object of a live slab we do not own.
-        unsafe { self.push_remote_counted(slab, ptr, class) }.is_ok()
+        unsafe { self.push_remote_counted(slab, bit, class) }.is_ok()
     }
 
-    /// Pushes `ptr` onto the remote stack of `slab` (see [`push_remote`])
-    /// and counts the free here, by the freeing heap: the owner's collect
-    /// does not count it again.
+    /// Frees the object at `bit` onto the remote bitmap of `slab` (see
+    /// [`Slab::push_remote`]) and counts the free here, by the freeing
+    /// heap: the owner's collect does not count it again.
     ///
     /// # Safety
-    /// `ptr` is an object of the live slab `slab` of `class`, which this
+    /// `bit` is an object of the live slab `slab` of `class`, which this
     /// heap does not own.
     #[inline(always)]
     unsafe fn push_remote_counted(
         &mut self,
         slab: *mut Slab,
-        ptr: NonNull<u8>,
+        bit: ObjectBit,
         class: usize,
     ) -> Result<(), SlabFreeError> {
         // SAFETY: the caller's contract.
-        unsafe { push_remote(slab, ptr, self.map.words) }?;
+        unsafe { Slab::push_remote(slab, bit, self.map.objects) }?;
         self.delta[class] -= 1;
         if self.delta[class] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
@@ -331,53 +316,44 @@ impl<'a> ThreadHeap<'a> {
     #[inline(always)]
     pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
         // SAFETY: the caller's contract; `class_at` checked what `find` checks.
-        self.map.class_at(ptr).is_some_and(|(class, slab)| unsafe { self.free_found(slab, ptr, class) })
+        self.map.class_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
     }
 
-    /// Tags `object` free and puts it on its slab's local list.
+    /// Puts the object at `bit` back on its slab's bitmap and counts it.
     ///
     /// # Safety
-    /// `slab` is a live slab of `class` owned by this heap and `object` an
+    /// `slab` is a live slab of `class` owned by this heap and `bit` an
     /// object of it in use.
     #[inline(always)]
-    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, object: *mut FreeObject, class: usize) {
-        let words = self.map.words;
-        // SAFETY: per the contract, the slab's cells are ours, and so is
-        // the object, at least 16 bytes.
-        unsafe {
-            words.set_tag(object, true);
-            words.set_next(object, get(&(*slab).local));
-            set(&(*slab).local, object);
-            set(&(*slab).used, get(&(*slab).used) - 1);
-        }
+    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) {
+        // SAFETY: per the contract, the slab's cells are ours.
+        unsafe { Slab::push_local(slab, bit, self.map.objects) };
         self.delta[class] -= 1;
     }
 
     /// [`free`](Self::free) for what [`free_cached`](Self::free_cached)
-    /// declined: another thread's object, a slab to release, a tag to
-    /// confirm, a pointer to refuse.
+    /// declined: another thread's object, a slab to release, a double
+    /// free to report, a pointer to refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        let slab = self.map.find(ptr, class)?;
+        let (slab, bit) = self.map.find(ptr, class)?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
             // Only this thread ever stores its own id, so a match cannot
             // be stale; anything else is another thread's or an orphan.
             // SAFETY: an object of a live slab we do not own.
-            return unsafe { self.push_remote_counted(slab, ptr, class) };
+            return unsafe { self.push_remote_counted(slab, bit, class) };
         }
-        let object = ptr.as_ptr().cast::<FreeObject>();
-        // SAFETY: the slab is ours: its cells and free objects too. A tag
-        // is confirmed against the lists: a live object may hold any bytes.
+        // SAFETY: the slab is ours: its cells too.
         unsafe {
-            if self.map.words.tagged(object) && Slab::holds_free(slab, class, object, self.map.words) {
+            if Slab::is_free(slab, bit) {
                 return Err(SlabFreeError::DoubleFree);
             }
-            self.push_local(slab, object, class);
+            self.push_local(slab, bit, class);
         }
         // SAFETY: ours.
         if unsafe { Slab::is_empty(slab) } && self.current[class] != slab {
@@ -425,7 +401,7 @@ impl Drop for ThreadHeap<'_> {
                 let slab = slab.as_ptr();
                 // SAFETY: ours.
                 let empty = unsafe {
-                    Slab::collect(slab, self.map.words);
+                    Slab::collect(slab, self.map.objects);
                     Slab::is_empty(slab)
                 };
                 if empty {

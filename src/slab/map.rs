@@ -17,7 +17,7 @@ pub(super) struct SlabMap {
     pub(super) region_base: usize,
     pub(super) region_len: usize,
     pub(super) table: *mut u8,
-    pub(super) words: ObjectWords,
+    pub(super) objects: ObjectMemory,
 }
 
 impl SlabMap {
@@ -27,8 +27,7 @@ impl SlabMap {
             region_base: inner.node().region.base().as_ptr() as usize,
             region_len: inner.node().region.len(),
             table: inner.node().side_table.start(),
-            words: ObjectWords {
-                key: tag_key(),
+            objects: ObjectMemory {
                 #[cfg(loom)]
                 region: &inner.node().region,
             },
@@ -51,17 +50,21 @@ impl SlabMap {
     /// slab of the class, and `ptr` must be an object boundary inside it.
     /// Reads only the side table, never the block: a slot holds a key only
     /// while the slab layer owns the block it describes, so a live key
-    /// also says the block is allocated, at the slab order.
+    /// also says the block is allocated, at the slab order. With the slab,
+    /// the object's bit in its bitmaps.
     #[inline(always)]
-    pub(super) fn find(self, ptr: NonNull<u8>, class: usize) -> Result<*mut Slab, SlabFreeError> {
+    pub(super) fn find(self, ptr: NonNull<u8>, class: usize) -> Result<(*mut Slab, ObjectBit), SlabFreeError> {
         let addr = ptr.as_ptr() as usize;
         // The region is aligned to its largest block, so masking the
         // offset is masking the address.
         let offset_in_region = addr.wrapping_sub(self.region_base);
         let block = offset_in_region & CLASS_INFO[class].block_mask;
-        if offset_in_region >= self.region_len || !is_object_boundary(class, offset_in_region - block) {
+        if offset_in_region >= self.region_len {
             return Err(SlabFreeError::NotAnObject);
         }
+        let Some(bit) = object_bit(class, offset_in_region - block) else {
+            return Err(SlabFreeError::NotAnObject);
+        };
         // SAFETY: `block` is inside the region (checked above).
         let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable (zero until a slab starts
@@ -69,25 +72,30 @@ impl SlabMap {
         if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
             return Err(SlabFreeError::NotAnObject);
         }
-        Ok(slab)
+        Ok((slab, bit))
     }
 }
 
-/// Whether `offset` from the start of a slab of `class` is one of its
-/// object boundaries: below the last object's end and a multiple of the
-/// size (with [`ClassInfo::div_magic`]).
+/// The bit of the object at `offset` from the start of a slab of `class`,
+/// if that is one of its object boundaries: below the last object's end
+/// and a multiple of the size. One multiplication by
+/// [`ClassInfo::div_magic`] gives both: its low 32 bits say whether the
+/// offset is a multiple, its high bits are the quotient.
 #[inline(always)]
-fn is_object_boundary(class: usize, offset: usize) -> bool {
+pub(super) fn object_bit(class: usize, offset: usize) -> Option<ObjectBit> {
     let info = &CLASS_INFO[class];
     let offset = offset as u64;
-    offset < u64::from(info.limit) && offset.wrapping_mul(info.div_magic) < info.div_magic
+    // Below `limit` (at most 64 KiB), so the product fits 48 bits.
+    let product = offset.wrapping_mul(info.div_magic);
+    (offset < u64::from(info.limit) && u64::from(product as u32) < info.div_magic)
+        .then(|| ObjectBit::new((product >> 32) as usize))
 }
 
 /// The class of the live slab object at `ptr`, if it is one; see
 /// [`SlabMap::class_at`].
 #[cfg(not(loom))]
 pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
-    SlabMap::of(arena).class_at(ptr).map(|(class, _)| class)
+    SlabMap::of(arena).class_at(ptr).map(|(class, _, _)| class)
 }
 
 /// Where `arena`'s region and side table are.
@@ -105,7 +113,7 @@ impl SlabMap {
     /// header), and `ptr` must be one of its object boundaries. Reads only
     /// the side table, like [`find`](Self::find).
     #[inline(always)]
-    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
         self.geometry().class_at(ptr)
     }
 
@@ -163,14 +171,14 @@ impl SlabGeometry {
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
     pub(crate) fn class_of_object(self, addr: usize) -> Option<usize> {
-        self.page_class(addr).map(|(class, _, _)| class)
+        self.page_class(addr).map(|(class, _, _, _)| class)
     }
 
-    /// The class the slot of `ptr`'s page names, with that slot's key and
-    /// the offset in the region of the slab's block, if `ptr` is one of
-    /// the slab's object boundaries.
+    /// The class the slot of `ptr`'s page names, with that slot's key, the
+    /// offset in the region of the slab's block and the object's bit, if
+    /// `ptr` is one of the slab's object boundaries.
     #[inline(always)]
-    fn page_class(self, addr: usize) -> Option<(usize, u64, usize)> {
+    fn page_class(self, addr: usize) -> Option<(usize, u64, usize, ObjectBit)> {
         let offset_in_region = addr.wrapping_sub(self.region_base);
         if offset_in_region >= self.region_len {
             return None;
@@ -183,17 +191,17 @@ impl SlabGeometry {
             return None;
         }
         let block = offset_in_region & CLASS_INFO[class].block_mask;
-        is_object_boundary(class, offset_in_region - block).then_some((class, key, block))
+        object_bit(class, offset_in_region - block).map(|bit| (class, key, block, bit))
     }
 
     /// See [`SlabMap::class_at`].
     #[inline(always)]
-    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab)> {
-        let (class, key, block) = self.page_class(ptr.as_ptr() as usize)?;
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
+        let (class, key, block, bit) = self.page_class(ptr.as_ptr() as usize)?;
         // SAFETY: a block of the region (`page_class` checked it).
         let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable and `key` is an atomic.
-        (unsafe { (*slab).key.load(Ordering::Relaxed) } == key).then_some((class, slab))
+        (unsafe { (*slab).key.load(Ordering::Relaxed) } == key).then_some((class, slab, bit))
     }
 
     /// The header slot of the slab whose block starts `block` bytes into
@@ -206,34 +214,5 @@ impl SlabGeometry {
         // SAFETY: a page of the region (the caller's contract), and the
         // side table has a slot of SIDE_SLOT_BYTES for each.
         unsafe { self.table.add((block >> crate::PAGE_SHIFT) * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
-    }
-}
-
-/// Tags `ptr` free and pushes it onto the slab's remote stack, unless its
-/// tag says it is free already (a double free).
-///
-/// # Safety
-/// `ptr` is an object of the live slab `slab`, which the caller does not own.
-pub(super) unsafe fn push_remote(slab: *mut Slab, ptr: NonNull<u8>, words: ObjectWords) -> Result<(), SlabFreeError> {
-    let object = ptr.as_ptr().cast::<FreeObject>();
-    // SAFETY: an object of the slab, at least 16 bytes, handed to us by
-    // the caller's free.
-    unsafe {
-        if words.tagged(object) {
-            return Err(SlabFreeError::DoubleFree);
-        }
-        words.set_tag(object, true);
-    }
-    // SAFETY: the slab stays allocated while this object counts as used.
-    let remote = unsafe { &(*slab).remote };
-    let mut head = remote.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: the object is ours until the push succeeds.
-        unsafe { words.set_next(object, head) };
-        // Release: the owner's Acquire swap sees the link and the tag.
-        match remote.compare_exchange_weak(head, object, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return Ok(()),
-            Err(current) => head = current,
-        }
     }
 }

@@ -15,21 +15,28 @@
 //! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 320 bytes up to
 //! 4 KiB, 64 KiB above.
 //!
-//! **Headers out of band.** A slab's header (64 bytes) lives in the arena's
-//! side table, in the slot of the slab's first page, never in the block:
-//! the headers of neighbouring slabs share cache lines instead of every
-//! header sitting at the same offset of a size-aligned block (where they
-//! competed for the same cache sets), an object overrun cannot reach them,
-//! and the whole block holds objects.
+//! **Headers out of band.** A slab's header (128 bytes, see [`Slab`]) lives
+//! in the arena's side table, in the slot of the slab's first page, never
+//! in the block: the headers of neighbouring slabs share cache lines
+//! instead of every header sitting at the same offset of a size-aligned
+//! block (where they competed for the same cache sets), an object overrun
+//! cannot reach them, and the whole block holds objects.
+//!
+//! **Free state in bitmaps, never in the objects.** Which objects are free
+//! is a bit per object in the header (a slab holds at most 256), so the
+//! allocator never reads or writes an object: an allocation the program
+//! never writes is never faulted in, a free does not pull the object into
+//! the cache, and a write into a freed object cannot corrupt a free list.
+//! An allocation takes the free object with the lowest address.
 //!
 //! **Ownership.** Every slab belongs to one [`ThreadHeap`] (its `owner` id)
 //! or to nobody (an orphan). The owner allocates and frees with plain loads
-//! and stores: a per-slab local free list, a bump index for never-used
-//! objects, a count of objects out. Any other thread frees by pushing the
-//! object onto the slab's `remote` stack with a compare-exchange; the owner
-//! takes the whole stack with one swap when its local list runs dry. A
-//! slab whose objects are all back goes to the buddy allocator (unless it
-//! is the class's current slab), so its memory can be purged.
+//! and stores on its bitmap and a count of objects out. Any other thread
+//! frees by setting the object's bit on the slab's remote bitmap with a
+//! `fetch_or` (on the header's second cache line, away from the owner's);
+//! the owner takes each remote word whole with a swap when its own bitmap
+//! runs dry. A slab whose objects are all back goes to the buddy allocator
+//! (unless it is the class's current slab), so its memory can be purged.
 //!
 //! **Thread exit.** [`ThreadHeap::drop`] collects every slab's remote frees,
 //! returns the empty ones and orphans the rest onto the shared per-class
@@ -41,24 +48,25 @@
 //!
 //! `tests/loom.rs` models the cross-thread protocol
 //! (`cross_thread_slab_free_races_owner_alloc_and_exit`,
-//! `remote_free_is_published_by_the_push`, which fails when
-//! `push_remote`'s Release is weakened to Relaxed, and
-//! `shared_heap_allocations_race_each_other_and_adopt_orphans`).
+//! `remote_free_is_published_by_the_push`, which fails when the remote
+//! `fetch_or`'s Release is weakened to Relaxed, and
+//! `shared_heap_allocations_race_each_other_and_adopt_orphans`). Under
+//! loom every hand-out and free touches a cell standing for the object
+//! (`object.rs`), so a protocol that let an object out while its last user
+//! could still write it shows as a race there.
 //!
 //! **Checks.** A free is refused (and reported by the caller) unless the
 //! side-table slot of the block around the pointer (at the class's slab
 //! order) holds a live slab of that class (magic and class in one word,
 //! cleared when the slab goes back to the buddy allocator) and the pointer
-//! is an object boundary (a multiply-compare, no division). A freed object
-//! carries a tag in its second word: a per-process random key mixed with
-//! the object's address, so no data a program writes into a live object
-//! can be mistaken for it unless copied out of freed memory. On the
-//! owner's path a matching tag is only a hint: the free is refused as a
-//! double free only if the object is on one of the slab's free lists (or
-//! was never handed out), as mimalloc confirms. A free from another thread
-//! cannot read the owner's lists and refuses on the tag alone. Two threads
-//! freeing the same object at the same instant (a data race in the
-//! caller) may both pass.
+//! is an object boundary (one multiplication gives the boundary test and
+//! the object's index). A free of an object whose bit is set on either
+//! bitmap is a double free, refused exactly: the bits are the allocator's
+//! own state, so no bytes a live object holds can be mistaken for it. The
+//! owner reads the remote bitmap only when a remote free is pending.
+//! Two threads freeing the same object at the same instant (a data race
+//! in the caller) may both pass; the owner's collect then counts the
+//! object once.
 //!
 //! **Counts.** `objects` in use per class is kept per heap and published
 //! at every slab change, at a heap's drop, on [`ThreadHeap::flush`], and
@@ -148,8 +156,9 @@ mod tests {
         for (class, info) in CLASS_INFO.iter().enumerate() {
             let size = u64::from(info.size);
             for offset in 0..(4096u64 << info.order) {
-                let by_multiplication = offset.wrapping_mul(info.div_magic) < info.div_magic;
-                assert_eq!(by_multiplication, offset % size == 0, "class {class}, offset {offset}");
+                let expected = (offset % size == 0 && offset < u64::from(info.limit))
+                    .then(|| ObjectBit::new((offset / size) as usize));
+                assert_eq!(object_bit(class, offset as usize), expected, "class {class}, offset {offset}");
             }
         }
     }
@@ -159,6 +168,7 @@ mod tests {
         for (class, &size) in SIZE_CLASSES.iter().enumerate() {
             let bytes = crate::PAGE_SIZE << slab_order(class);
             assert!(bytes / size >= MIN_OBJECTS, "class {class}");
+            assert!(bytes / size <= MAX_OBJECTS, "class {class}: a bit per object");
             assert_eq!(CLASS_INFO[class].capacity as usize, bytes / size);
         }
     }
