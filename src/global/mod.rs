@@ -113,8 +113,25 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
     }
 }
 
+/// The fast path is a leaf: an object from the current slab, else a tail
+/// call to the rest.
 #[inline(always)]
 fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
+    if !zero
+        && let Some(ptr) = with_ready_heap(
+            #[inline(always)]
+            |heap| heap.alloc_cached(class),
+        )
+    {
+        return ptr.as_ptr();
+    }
+    alloc_not_cached(class, layout, zero)
+}
+
+/// [`alloc_object`] beyond the current slab (and every zeroed
+/// allocation): the heap's slabs, then the slow path.
+#[inline(never)]
+fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
     alloc_from_heap(class, layout, zero).unwrap_or_else(|| alloc_slow(layout, zero))
 }
 
