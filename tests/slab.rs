@@ -148,6 +148,10 @@ fn bad_frees_are_refused_without_writing() {
         let inside = NonNull::new(a.as_ptr().add(8)).unwrap();
         assert_eq!(heap.free(inside, class), Err(SlabFreeError::NotAnObject));
         assert_eq!(heap.free(a, class + 1), Err(SlabFreeError::NotAnObject), "wrong class");
+        for bad in [zonealloc::NR_CLASSES, usize::MAX] {
+            assert_eq!(heap.free(a, bad), Err(SlabFreeError::NotAnObject), "class {bad}: no such class");
+            assert_eq!(slabs.free_remote(&arena, a, bad), Err(SlabFreeError::NotAnObject), "class {bad}");
+        }
         // 48-byte objects in a 4 KiB slab: 85 of them, and 4080 = 85 * 48
         // is a boundary past the last one.
         let base = a.as_ptr() as usize & !4095;

@@ -218,7 +218,9 @@ unsafe fn free_slow(ptr: *mut u8) -> bool {
     }
     let Some(nn) = NonNull::new(ptr) else { return false };
     match Allocation::of(arena, nn) {
-        Ok(Allocation::Object(class)) => dealloc_object(ptr, class, Allocation::Object(class).layout()),
+        // SAFETY: a class read from a live slab's side-table key, which
+        // `Allocation::of` checked names one.
+        Ok(Allocation::Object(class)) => unsafe { dealloc_object(ptr, class, Allocation::Object(class).layout()) },
         // SAFETY: an allocated block head of this order (the arena checks
         // it again under its lock).
         Ok(Allocation::Block(order)) => {
@@ -265,7 +267,8 @@ pub unsafe fn global_realloc(ptr: *mut u8, new_size: usize) -> Option<*mut u8> {
             }
             let moved = alloc_impl(new_layout, false);
             let len = class_size(class).min(new_size);
-            // SAFETY: a live object of at least `len` bytes; `moved` is fresh.
+            // SAFETY: a live object of at least `len` bytes; `moved` is
+            // fresh; `class` is a validated slab key's.
             unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, old.layout())) }
         }
         // SAFETY: a live block; its layout at MIN_ALIGN maps to its order.

@@ -179,17 +179,27 @@ fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
 #[inline(always)]
 fn dealloc_impl(ptr: *mut u8, layout: Layout) {
     match class_of(layout.size(), layout.align()) {
-        Some(class) => dealloc_object(ptr, class, layout),
+        // SAFETY: a class from `class_of`.
+        Some(class) => unsafe { dealloc_object(ptr, class, layout) },
         None => dealloc_slow(ptr, layout),
     }
 }
 
+/// Frees an object of `class` (`layout`'s), the own-slab case inline.
+///
+/// # Safety
+/// `class` is below `NR_CLASSES` (the free paths assume it, to skip the
+/// bounds checks): from `class_of`, or a slab's validated key.
 #[inline(always)]
-fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
-    if let Some(nn) = NonNull::new(ptr)
-        // SAFETY: the caller frees what it was given for this layout; the
-        // slab layer checks the pointer before it writes anything.
-        && with_ready_heap(#[inline(always)] |heap| unsafe { heap.free_cached(nn, class) }.then_some(())).is_some()
+unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
+    // SAFETY: the caller frees what it was given for this layout, and the
+    // class is one (the contract); the slab layer checks the pointer (null
+    // included) before it writes anything.
+    if with_ready_heap(
+        #[inline(always)]
+        |heap| unsafe { heap.free_cached(ptr, class) }.then_some(()),
+    )
+    .is_some()
     {
         return;
     }
@@ -320,7 +330,8 @@ unsafe impl GlobalAlloc for ZoneAlloc {
             if let Some(new_class) = new_class {
                 let moved = alloc_object(new_class, new_layout, false);
                 let len = layout.size().min(new_size);
-                // SAFETY: the caller's contract; `moved` is a fresh object.
+                // SAFETY: the caller's contract; `moved` is a fresh object;
+                // `class` is from `class_of`.
                 return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
             }
         }

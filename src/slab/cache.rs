@@ -245,11 +245,12 @@ impl Slabs {
     /// `ptr` was returned for `class` by a heap over `arena` and is not
     /// used again (a wrong pointer is detected, not trusted).
     pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        if !self.serves(arena) {
+        if class >= NR_CLASSES || !self.serves(arena) {
             return Err(SlabFreeError::NotAnObject);
         }
         let map = SlabMap::of(arena);
-        let (slab, bit) = map.find(ptr, class)?;
+        // SAFETY: the class was checked above.
+        let (slab, bit) = unsafe { map.find(ptr.as_ptr(), class) }?;
         // SAFETY: find checked that `ptr` is an object of a live slab.
         unsafe { Slab::push_remote(slab, bit, map.objects) }?;
         // No heap to count it in: straight into the shared count.

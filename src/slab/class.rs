@@ -27,8 +27,10 @@ pub(super) const TARGET_OBJECTS: usize = 64;
 /// block the per-thread page caches serve.
 pub(super) const SLAB_TARGET_MAX: usize = 32 << 10;
 
-/// Marks a slab header; the low byte holds the class.
-pub(super) const SLAB_MAGIC: u64 = 0x5a4f_4e45_534c_4100; // "ZONESLA" + class
+/// Marks a slab header; the low byte holds the class. 31 bits, so that the
+/// free path compares `key - class` with an immediate and needs no
+/// register for the constant.
+pub(super) const SLAB_MAGIC: u64 = 0x5a4f_4e00; // "ZON" + class
 
 /// How many of a class's slabs an allocation looks through for freed
 /// objects before it takes a new slab.

@@ -213,8 +213,11 @@ impl<'a> ThreadHeap<'a> {
     /// is not used again (a wrong pointer is detected, not trusted).
     #[inline]
     pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        // SAFETY: the caller's contract is ours.
-        if unsafe { self.free_cached(ptr, class) } {
+        if class >= NR_CLASSES {
+            return Err(SlabFreeError::NotAnObject);
+        }
+        // SAFETY: the caller's contract is ours, and the class is one.
+        if unsafe { self.free_cached(ptr.as_ptr(), class) } {
             return Ok(());
         }
         // SAFETY: as above.
@@ -228,10 +231,11 @@ impl<'a> ThreadHeap<'a> {
     /// a pointer to refuse.
     ///
     /// # Safety
-    /// As for [`free`](Self::free).
+    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
     #[inline(always)]
-    pub(crate) unsafe fn free_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
-        let Ok((slab, bit)) = self.map.find(ptr, class) else { return false };
+    pub(crate) unsafe fn free_cached(&mut self, ptr: *mut u8, class: usize) -> bool {
+        // SAFETY: the caller's contract: a class below NR_CLASSES.
+        let Ok((slab, bit)) = (unsafe { self.map.find(ptr, class) }) else { return false };
         // SAFETY: the caller's contract; `slab` is the live slab of `ptr`.
         unsafe { self.free_found(slab, bit, class) }
     }
@@ -270,11 +274,12 @@ impl<'a> ThreadHeap<'a> {
     /// free tries.
     ///
     /// # Safety
-    /// As for [`free`](Self::free).
+    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(never)]
     pub(crate) unsafe fn free_remote_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
-        let Ok((slab, bit)) = self.map.find(ptr, class) else { return false };
+        // SAFETY: the caller's contract: a class below NR_CLASSES.
+        let Ok((slab, bit)) = (unsafe { self.map.find(ptr.as_ptr(), class) }) else { return false };
         // SAFETY: a live slab; `owner` is atomic. Only this thread ever
         // stores its own id, so a mismatch is another's (or nobody's).
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } == self.id {
@@ -336,11 +341,12 @@ impl<'a> ThreadHeap<'a> {
     /// free to report, a pointer to refuse.
     ///
     /// # Safety
-    /// As for [`free`](Self::free).
+    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        let (slab, bit) = self.map.find(ptr, class)?;
+        // SAFETY: the caller's contract: a class below NR_CLASSES.
+        let (slab, bit) = unsafe { self.map.find(ptr.as_ptr(), class) }?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
             // Only this thread ever stores its own id, so a match cannot

@@ -52,9 +52,17 @@ impl SlabMap {
     /// while the slab layer owns the block it describes, so a live key
     /// also says the block is allocated, at the slab order. With the slab,
     /// the object's bit in its bitmaps.
+    ///
+    /// # Safety
+    /// `class` is below [`NR_CLASSES`] (from `class_of`, or checked by the
+    /// public entry points, `ThreadHeap::free` and `Slabs::free_remote`):
+    /// assumed, so that the table lookups need no bounds check.
     #[inline(always)]
-    pub(super) fn find(self, ptr: NonNull<u8>, class: usize) -> Result<(*mut Slab, ObjectBit), SlabFreeError> {
-        let addr = ptr.as_ptr() as usize;
+    pub(super) unsafe fn find(self, ptr: *const u8, class: usize) -> Result<(*mut Slab, ObjectBit), SlabFreeError> {
+        // SAFETY: the caller's contract.
+        unsafe { std::hint::assert_unchecked(class < NR_CLASSES) };
+        // Null, like any address outside the region, fails the bounds test.
+        let addr = ptr as usize;
         // The region is aligned to its largest block, so masking the
         // offset is masking the address.
         let offset_in_region = addr.wrapping_sub(self.region_base);
@@ -69,7 +77,9 @@ impl SlabMap {
         let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable (zero until a slab starts
         // there); `key` is an atomic, so a racing change is well-defined.
-        if unsafe { (*slab).key.load(Ordering::Relaxed) } != slab_key(class) {
+        // `key - class == SLAB_MAGIC` is `key == slab_key(class)` (the
+        // magic's low byte is zero, a class is below 256).
+        if unsafe { (*slab).key.load(Ordering::Relaxed) }.wrapping_sub(class as u64) != SLAB_MAGIC {
             return Err(SlabFreeError::NotAnObject);
         }
         Ok((slab, bit))
