@@ -191,7 +191,7 @@ mod global {
         assert_eq!(on_stack, [0u64; 8], "a foreign pointer was written to");
 
         // Another thread's object, freed twice from here while its owner
-        // lives: the first free goes onto its slab's remote stack, the
+        // lives: the first free goes onto its slab's remote bitmap, the
         // second is refused, and the owner never hands it out twice.
         let refused = zonealloc::global_stats().unwrap().refused_frees;
         let (to_owner, from_main) = std::sync::mpsc::channel::<usize>();

@@ -433,8 +433,9 @@ fn remote_free_is_published_by_the_push() {
         while !pushed.load(Ordering::Relaxed) {
             thread::yield_now();
         }
-        // Collects the pushed object (or, if its `Relaxed` pre-check still
-        // reads an empty stack, orphans the slab and the reap collects it).
+        // Collects the freed object (or, if its `Relaxed` read of
+        // `pending` is still stale, orphans the slab and the reap collects
+        // it).
         drop(heap);
         slabs.reap_orphans(&arena);
         freer.join().unwrap();

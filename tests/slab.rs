@@ -348,6 +348,48 @@ fn double_frees_are_refused_on_every_path() {
     arena.check().unwrap();
 }
 
+/// A second free from another thread after the owner collected the first
+/// one (here at the owner's exit, which collects every remote free and
+/// orphans the slab) is refused: the object is on the owner's bitmap now.
+/// The orphan's other objects are still freed normally and the slab goes
+/// back.
+#[test]
+fn a_remote_double_free_after_the_collect_is_refused() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let class = class_of(64, 8).unwrap();
+    let (keep, x) = {
+        let mut heap = ThreadHeap::new(&arena, &slabs);
+        let keep = heap.alloc(class).unwrap().as_ptr() as usize;
+        let x = heap.alloc(class).unwrap().as_ptr() as usize;
+        let from_other_thread = |addr: usize| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    // SAFETY: freed once legitimately; the repeat is refused.
+                    unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class) }
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        assert_eq!(from_other_thread(x), Ok(()));
+        drop(heap); // collects x, orphans the slab (keep is live)
+        assert_eq!(slabs.stats()[class].orphans, 1);
+        assert_eq!(from_other_thread(x), Err(SlabFreeError::DoubleFree), "remote after a collect");
+        (keep, x)
+    };
+    // SAFETY: refused before anything changes; then keep, freed once.
+    unsafe {
+        let x = NonNull::new(x as *mut u8).unwrap();
+        assert_eq!(slabs.free_remote(&arena, x, class), Err(SlabFreeError::DoubleFree), "this thread, no heap");
+        slabs.free_remote(&arena, NonNull::new(keep as *mut u8).unwrap(), class).unwrap();
+    }
+    slabs.reap_orphans(&arena);
+    assert_eq!(slabs.stats()[class].slabs, 0, "the orphan went back");
+    assert_eq!(slabs.stats()[class].objects, 0);
+    arena.check().unwrap();
+}
+
 /// `objects` counts what is in use: frees by another thread and by the
 /// owner both lower it, and it is exact once the heaps have flushed (at
 /// every slab change and when a heap is dropped).

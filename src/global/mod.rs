@@ -203,17 +203,22 @@ unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
     {
         return;
     }
-    dealloc_not_cached(ptr, class, layout);
+    // SAFETY: the contract is ours.
+    unsafe { dealloc_not_cached(ptr, class, layout) };
 }
 
 /// [`dealloc_object`] beyond this thread's own slabs. Another thread's
 /// object is the common case here (a consumer freeing what a producer
 /// made): onto its slab's remote bitmap, in a small frame of its own,
 /// before the general slow path.
+///
+/// # Safety
+/// As for [`dealloc_object`].
 #[inline(never)]
-fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {
+unsafe fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {
     if let Some(nn) = NonNull::new(ptr)
-        // SAFETY: as in `dealloc_object`.
+        // SAFETY: the caller frees what it was given, of a class below
+        // NR_CLASSES (the contract).
         && with_ready_heap(|heap| unsafe { heap.free_remote_cached(nn, class) }.then_some(())).is_some()
     {
         return;

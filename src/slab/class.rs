@@ -141,6 +141,7 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
         let order = bytes.div_ceil(crate::PAGE_SIZE).next_power_of_two().trailing_zeros();
         let capacity = (crate::PAGE_SIZE << order) / size;
         assert!(crate::PAGE_SIZE << order <= 1 << 16, "offsets in a slab fit 16 bits (see div_magic)");
+        assert!(capacity <= super::MAX_OBJECTS, "a bit per object in the slab header's bitmaps");
         info[class] = ClassInfo {
             size: size as u32,
             order,

@@ -17,9 +17,11 @@ pub(super) const MAX_OBJECTS: usize = 64 * BITMAP_WORDS;
 /// A slab's header, out of band: in the arena's side table, in the slot of
 /// the slab's first page, two cache lines. The first is the owner's (its
 /// bitmap and count change on every allocation and free of its own) and
-/// holds what every free reads; the second is written by other threads'
-/// frees, so that they and the owner do not take the same line from each
-/// other on every operation. Never borrowed whole: other threads use its
+/// holds what every free reads (key, owner, the owner's bitmap); the
+/// second holds the bits other threads' frees set, so that the owner's
+/// frees need not load it and the `fetch_or`s do not take the owner's
+/// line (a remote free still reads the first line, and sets `pending` on
+/// it when that is clear). Never borrowed whole: other threads use its
 /// atomics while the owner changes its cells.
 ///
 /// An object's state is two bits, never a word in the object: free on the
@@ -124,20 +126,53 @@ pub(super) unsafe fn set<T>(cell: &UnsafeCell<T>, value: T) {
 }
 
 impl Slab {
-    /// A fresh slab of `class` over the block at `base`, every object free,
-    /// owned by the heap `owner`, on a ring of its own.
-    pub(super) fn fresh(this: *mut Slab, class: usize, base: usize, owner: u64) -> Slab {
+    /// Makes the slot `this` a fresh slab of `class` over the block at
+    /// `base`, every object free, owned by the heap `owner`, on a ring of
+    /// its own, before the slab is published (its key written last).
+    ///
+    /// The atomics are stored into, not the slot overwritten: a remote
+    /// freer of the slot's previous slab may still be finishing (its
+    /// object was collected, the slab returned, and it has yet to set
+    /// `pending`, which then reads as a spurious pending free: harmless).
+    /// A slot never written is zero, a valid header. Loom's atomics cannot
+    /// come from zeroed memory: there the slot is written whole.
+    ///
+    /// # Safety
+    /// `this` is the side-table slot of a block the caller owns, nobody
+    /// else reads or writes its cells, and no free of the block's objects
+    /// can be under way but such a late `pending`.
+    pub(super) unsafe fn init(this: *mut Slab, class: usize, base: usize, owner: u64) {
         let free = full_bitmap(class);
-        Slab {
-            key: AtomicU64::new(slab_key(class)),
-            owner: AtomicU64::new(owner),
-            base,
-            used: UnsafeCell::new(0),
-            pending: AtomicU32::new(0),
-            free: std::array::from_fn(|w| AtomicU64::new(free[w])),
-            remote: std::array::from_fn(|_| AtomicU64::new(0)),
-            prev: UnsafeCell::new(this),
-            next: UnsafeCell::new(this),
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract; the slot holds a valid header
+        // (zero, or a returned slab's).
+        unsafe {
+            (*this).owner.store(owner, Ordering::Relaxed);
+            std::ptr::addr_of_mut!((*this).base).write(base);
+            set(&(*this).used, 0);
+            (*this).pending.store(0, Ordering::Relaxed);
+            for ((word, bits), remote) in (*this).free.iter().zip(free).zip(&(*this).remote) {
+                word.store(bits, Ordering::Relaxed);
+                remote.store(0, Ordering::Relaxed);
+            }
+            set(&(*this).prev, this);
+            set(&(*this).next, this);
+            (*this).key.store(slab_key(class), Ordering::Relaxed);
+        }
+        #[cfg(loom)]
+        // SAFETY: the caller's contract.
+        unsafe {
+            this.write(Slab {
+                key: AtomicU64::new(slab_key(class)),
+                owner: AtomicU64::new(owner),
+                base,
+                used: UnsafeCell::new(0),
+                pending: AtomicU32::new(0),
+                free: std::array::from_fn(|w| AtomicU64::new(free[w])),
+                remote: std::array::from_fn(|_| AtomicU64::new(0)),
+                prev: UnsafeCell::new(this),
+                next: UnsafeCell::new(this),
+            });
         }
     }
 
@@ -202,6 +237,14 @@ impl Slab {
     /// Frees the object at `bit` from a thread that does not own the slab:
     /// onto the remote bitmap, unless it is free already (a double free).
     ///
+    /// One window is open: a second free whose load of `free` comes just
+    /// before a collect moves the first free's bit there, and whose
+    /// `fetch_or` comes just after that collect's swap, sees the object on
+    /// neither bitmap and passes. Looking at `free` again after the
+    /// `fetch_or` would close it but refuse legitimate frees whose own bit
+    /// a collect took in between (loom found that); closing it needs the
+    /// two bitmaps moved in one atomic step.
+    ///
     /// # Safety
     /// `this` is a live slab, and the object at `bit` counts as in use in
     /// it (so the slab stays live until it is collected).
@@ -237,8 +280,9 @@ impl Slab {
         }
     }
 
-    /// Moves the remote bitmap onto the owner's. Owner only; returns how
-    /// many objects came back (already counted as freed by their freers).
+    /// Moves the remote bitmap onto the owner's. Owner only (or the holder
+    /// of the orphan list the slab is on); returns how many objects came
+    /// back (already counted as freed by their freers).
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
@@ -264,9 +308,10 @@ impl Slab {
                 // Release for the clear of `pending` before it.
                 let bits = remote.swap(0, Ordering::AcqRel);
                 let free = (*this).free[w].load(Ordering::Relaxed);
-                // A bit on both was freed twice by two threads at once (a
-                // race in the caller that neither check could see): it is
-                // one free object, counted once, so `used` stays exact.
+                // A bit on both was freed twice by two threads at once, or
+                // by a second free that read `free` just before this
+                // collect set the bit there (see `push_remote`): it is one
+                // free object, counted once, so `used` stays exact.
                 let fresh = bits & !free;
                 (*this).free[w].store(free | bits, Ordering::Relaxed);
                 n += fresh.count_ones();
@@ -294,17 +339,14 @@ impl Slab {
         unsafe { get(&(*this).used) == 0 }
     }
 
-    /// Whether an allocation could take an object from it (after
-    /// collecting its remote frees).
+    /// Whether an allocation could take an object from it now (its
+    /// remote frees collected first, where they count).
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn has_free(this: *mut Slab) -> bool {
-        // SAFETY: the caller's contract; these are atomics.
-        unsafe {
-            (*this).pending.load(Ordering::Relaxed) != 0
-                || (0..BITMAP_WORDS).any(|w| (*this).free[w].load(Ordering::Relaxed) != 0)
-        }
+        // SAFETY: the caller's contract; the bitmap is atomics.
+        unsafe { (0..BITMAP_WORDS).any(|w| (*this).free[w].load(Ordering::Relaxed) != 0) }
     }
 
     /// The address of the object at `bit` (for loom's view of objects;

@@ -116,9 +116,11 @@ impl<'a> ThreadHeap<'a> {
     pub(crate) fn alloc_adopted(&mut self, class: usize) -> Option<NonNull<u8>> {
         let slab = self.adopt(class)?;
         self.link(class, slab);
+        // Current before the pop: a slab on our ring must be reachable
+        // from `current` whatever the pop finds.
+        self.current[class] = slab;
         // SAFETY: just linked: live and ours.
         let object = unsafe { Slab::pop(slab, class, self.map.objects) }?;
-        self.current[class] = slab;
         self.delta[class] += 1;
         self.flush_class(class);
         Some(object)
@@ -130,9 +132,10 @@ impl<'a> ThreadHeap<'a> {
     pub(crate) fn install(&mut self, class: usize, block: NonNull<u8>) -> NonNull<u8> {
         // SAFETY: the arena's blocks lie inside its region.
         let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
-        // SAFETY: the slot of a block we own: nobody else writes it, 64-byte
-        // aligned and large enough (asserted at compile time).
-        unsafe { slab.write(Slab::fresh(slab, class, block.as_ptr() as usize, self.id)) };
+        // SAFETY: the slot of a block we own (64-byte aligned and large
+        // enough, asserted at compile time): its previous slab, if any,
+        // was returned with every object back.
+        unsafe { Slab::init(slab, class, block.as_ptr() as usize, self.id) };
         // SAFETY: the block is ours (above).
         unsafe {
             self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, slab_order(class), slab_key(class));
@@ -156,8 +159,13 @@ impl<'a> ThreadHeap<'a> {
             let mut found = None;
             for _ in 0..SCAN_LIMIT {
                 let slab = list.pop()?;
-                // SAFETY: orphans are live, and owned by the list we hold.
-                if unsafe { Slab::has_free(slab) } {
+                // SAFETY: orphans are live, and owned by the list we hold:
+                // we may collect their remote frees. Decided on the owner's
+                // bitmap after the collect: `pending` may be spurious.
+                if unsafe {
+                    Slab::collect(slab, self.map.objects);
+                    Slab::has_free(slab)
+                } {
                     found = Some(slab);
                     break;
                 }
@@ -168,10 +176,7 @@ impl<'a> ThreadHeap<'a> {
         self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: unlinked under the lock: nobody else owns it now. Its
         // cells were published by the orphaning thread's unlock.
-        unsafe {
-            (*slab).owner.store(self.id, Ordering::Relaxed);
-            Slab::collect(slab, self.map.objects);
-        }
+        unsafe { (*slab).owner.store(self.id, Ordering::Relaxed) };
         Some(slab)
     }
 

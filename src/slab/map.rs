@@ -95,7 +95,8 @@ impl SlabMap {
 pub(super) fn object_bit(class: usize, offset: usize) -> Option<ObjectBit> {
     let info = &CLASS_INFO[class];
     let offset = offset as u64;
-    // Below `limit` (at most 64 KiB), so the product fits 48 bits.
+    // The caller's offset is masked to the slab (at most 64 KiB), so the
+    // product fits 48 bits.
     let product = offset.wrapping_mul(info.div_magic);
     (offset < u64::from(info.limit) && u64::from(product as u32) < info.div_magic)
         .then(|| ObjectBit::new((product >> 32) as usize))

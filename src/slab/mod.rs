@@ -33,9 +33,9 @@
 //! or to nobody (an orphan). The owner allocates and frees with plain loads
 //! and stores on its bitmap and a count of objects out. Any other thread
 //! frees by setting the object's bit on the slab's remote bitmap with a
-//! `fetch_or` (on the header's second cache line, away from the owner's);
-//! the owner takes each remote word whole with a swap when its own bitmap
-//! runs dry. A slab whose objects are all back goes to the buddy allocator
+//! `fetch_or` (on the header's second cache line; it reads the first, the
+//! owner's, to check the object); the owner takes each remote word whole
+//! with a swap when its own bitmap runs dry. A slab whose objects are all back goes to the buddy allocator
 //! (unless it is the class's current slab), so its memory can be purged.
 //!
 //! **Thread exit.** [`ThreadHeap::drop`] collects every slab's remote frees,
@@ -63,10 +63,12 @@
 //! the object's index). A free of an object whose bit is set on either
 //! bitmap is a double free, refused exactly: the bits are the allocator's
 //! own state, so no bytes a live object holds can be mistaken for it. The
-//! owner reads the remote bitmap only when a remote free is pending.
-//! Two threads freeing the same object at the same instant (a data race
-//! in the caller) may both pass; the owner's collect then counts the
-//! object once.
+//! owner reads the remote bitmap only when a remote free is pending. Two
+//! threads freeing the same object at the same instant (a data race in
+//! the caller), a second free racing the object's reuse (an allocator
+//! cannot tell it from a free of the new owner's object), or a second
+//! remote free racing the owner's collect of the first (the window
+//! described at `Slab::push_remote`) may pass.
 //!
 //! **Counts.** `objects` in use per class is kept per heap and published
 //! at every slab change, at a heap's drop, on [`ThreadHeap::flush`], and
