@@ -21,6 +21,27 @@ fn free_pages(arena: &Arena) -> usize {
     arena.stats().zones.iter().map(|z| z.free).sum()
 }
 
+/// Frees `addr`, an object of `class`, through `slabs` from a thread of its
+/// own (a thread with no heap, as another thread's free is); the result.
+///
+/// # Safety
+/// As for [`Slabs::free_remote`].
+unsafe fn free_from_another_thread(
+    slabs: &Slabs,
+    arena: &Arena,
+    addr: usize,
+    class: usize,
+) -> Result<(), SlabFreeError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: the caller's contract.
+            unsafe { slabs.free_remote(arena, NonNull::new(addr as *mut u8).unwrap(), class) }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 #[test]
 fn every_class_hands_out_distinct_aligned_objects_and_gives_slabs_back() {
     let arena = arena();
@@ -307,17 +328,8 @@ fn double_frees_are_refused_on_every_path() {
     let mut heap = ThreadHeap::new(&arena, &slabs);
     let keep = heap.alloc(class).unwrap();
     let [a, b, c] = [(); 3].map(|()| heap.alloc(class).unwrap());
-    let remote_free = |p: NonNull<u8>| {
-        let addr = p.as_ptr() as usize;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: freed at most once legitimately; repeats are refused.
-                unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class) }
-            })
-            .join()
-            .unwrap()
-        })
-    };
+    // SAFETY: freed at most once legitimately; repeats are refused.
+    let remote_free = |p: NonNull<u8>| unsafe { free_from_another_thread(&slabs, &arena, p.as_ptr() as usize, class) };
     // SAFETY: each repeat is refused before anything changes.
     unsafe {
         heap.free(a, class).unwrap();
@@ -362,16 +374,8 @@ fn a_remote_double_free_after_the_collect_is_refused() {
         let mut heap = ThreadHeap::new(&arena, &slabs);
         let keep = heap.alloc(class).unwrap().as_ptr() as usize;
         let x = heap.alloc(class).unwrap().as_ptr() as usize;
-        let from_other_thread = |addr: usize| {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    // SAFETY: freed once legitimately; the repeat is refused.
-                    unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class) }
-                })
-                .join()
-                .unwrap()
-            })
-        };
+        // SAFETY: freed once legitimately; the repeat is refused.
+        let from_other_thread = |addr: usize| unsafe { free_from_another_thread(&slabs, &arena, addr, class) };
         assert_eq!(from_other_thread(x), Ok(()));
         drop(heap); // collects x, orphans the slab (keep is live)
         assert_eq!(slabs.stats()[class].orphans, 1);
