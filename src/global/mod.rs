@@ -216,11 +216,9 @@ unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
 /// As for [`dealloc_object`].
 #[inline(never)]
 unsafe fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {
-    if let Some(nn) = NonNull::new(ptr)
-        // SAFETY: the caller frees what it was given, of a class below
-        // NR_CLASSES (the contract).
-        && with_ready_heap(|heap| unsafe { heap.free_remote_cached(nn, class) }.then_some(())).is_some()
-    {
+    // SAFETY: the caller frees what it was given, of a class below
+    // NR_CLASSES (the contract); null fails the slab layer's checks.
+    if with_ready_heap(|heap| unsafe { heap.free_remote_cached(ptr, class) }.then_some(())).is_some() {
         return;
     }
     dealloc_slow(ptr, layout);

@@ -227,7 +227,7 @@ impl Slab {
     pub(super) unsafe fn push_local(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
         // SAFETY: the caller's contract.
         unsafe {
-            objects.touch(Self::object_at(this, bit));
+            Self::touch(this, bit, objects);
             let free = &(*this).free[bit.word];
             free.store(free.load(Ordering::Relaxed) | bit.mask, Ordering::Relaxed);
             set(&(*this).used, get(&(*this).used) - 1);
@@ -262,7 +262,7 @@ impl Slab {
             if (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0 {
                 return Err(SlabFreeError::DoubleFree);
             }
-            objects.touch(Self::object_at(this, bit));
+            Self::touch(this, bit, objects);
             // Release: the freer's last writes to the object happen before
             // the owner's swap, and so before the object's next user has
             // it. Acquire: a bit set after the owner's swap sees the clear
@@ -320,7 +320,7 @@ impl Slab {
                     // The owner may hand these out from now on.
                     let mut rest = fresh;
                     while rest != 0 {
-                        objects.touch(Self::object_at(this, ObjectBit::new(w * 64 + rest.trailing_zeros() as usize)));
+                        Self::touch(this, ObjectBit::new(w * 64 + rest.trailing_zeros() as usize), objects);
                         rest &= rest - 1;
                     }
                 }
@@ -349,24 +349,21 @@ impl Slab {
         unsafe { (0..BITMAP_WORDS).any(|w| (*this).free[w].load(Ordering::Relaxed) != 0) }
     }
 
-    /// The address of the object at `bit` (for loom's view of objects;
-    /// the fast paths have the pointer already).
+    /// [`ObjectMemory::touch`] for the object at `bit`: under loom, a use
+    /// of the object's cell; nothing otherwise (not even the address).
     ///
     /// # Safety
     /// `this` is a live slab.
     #[inline(always)]
-    unsafe fn object_at(this: *mut Slab, bit: ObjectBit) -> usize {
+    unsafe fn touch(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
         #[cfg(loom)]
         // SAFETY: the caller's contract; `key` is an atomic.
         unsafe {
             let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
-            (*this).base + bit.index() * CLASS_INFO[class].size as usize
+            objects.touch((*this).base + bit.index() * CLASS_INFO[class].size as usize);
         }
         #[cfg(not(loom))]
-        {
-            let _ = (this, bit);
-            0
-        }
+        let _ = (this, bit, objects);
     }
 
     /// # Safety

@@ -282,9 +282,9 @@ impl<'a> ThreadHeap<'a> {
     /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(never)]
-    pub(crate) unsafe fn free_remote_cached(&mut self, ptr: NonNull<u8>, class: usize) -> bool {
+    pub(crate) unsafe fn free_remote_cached(&mut self, ptr: *mut u8, class: usize) -> bool {
         // SAFETY: the caller's contract: a class below NR_CLASSES.
-        let Ok((slab, bit)) = (unsafe { self.map.find(ptr.as_ptr(), class) }) else { return false };
+        let Ok((slab, bit)) = (unsafe { self.map.find(ptr, class) }) else { return false };
         // SAFETY: a live slab; `owner` is atomic. Only this thread ever
         // stores its own id, so a mismatch is another's (or nobody's).
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } == self.id {
