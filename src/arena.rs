@@ -6,11 +6,13 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::boot::SysBox;
+use crate::buddy::BuddyOrders;
 use crate::builder::{ArenaBuilder, ZoneLayout};
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
+use crate::migratetype::MOBILITY_BOTH;
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
@@ -25,6 +27,11 @@ use crate::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegis
 use crate::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
 use crate::watermark::WatermarkConfig;
 use crate::zone::{Zone, ZoneGuard};
+
+/// Flags that take an allocation off the fast path: a zeroed block may
+/// need a memset, and a request that cannot wait may grow the high-atomic
+/// reserve.
+const NOT_FAST: u32 = AllocFlags::ZERO.bits() | AllocFlags::ATOMIC.bits() | AllocFlags::NOWAIT.bits();
 
 /// A zoned buddy page allocator over one reserved region.
 ///
@@ -114,11 +121,13 @@ impl Arena {
         // Purging less than a huge page would split it.
         let purge_min_order = if config.region.huge_pages == HugePages::None { 0 } else { HUGE_PAGE_ORDER };
         let mut start = Pfn::default();
+        let orders = BuddyOrders { max_order, purge_min_order, pageblock_order: config.effective_pageblock_order() };
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i]) << max_order);
-            let zone = Zone::new(i, (start, end), (max_order, purge_min_order), layout.marks[i], config.pcp);
+            let grouping = (orders, config.group_by_mobility);
+            let zone = Zone::new(i, (start, end), grouping, layout.marks[i], config.pcp);
             start = end;
-            Ok::<_, BuildError>(zone)
+            zone.ok_or(BuildError::OutOfMetadataMemory)
         })?
         .ok_or(BuildError::OutOfMetadataMemory)?;
         // Caches need the asymmetric barrier; without it the arena runs
@@ -134,6 +143,7 @@ impl Arena {
             zones,
             max_order,
             pcp_enabled,
+            group_by_mobility: config.group_by_mobility,
             asymmetric_barriers,
             huge_pages: config.region.huge_pages,
             kswapd,
@@ -174,9 +184,11 @@ impl Arena {
     #[inline(always)]
     pub fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
         let inner = &*self.inner;
+        let bits = flags.bits();
         if order <= PCP_MAX_ORDER
-            && !flags.contains(AllocFlags::ZERO)
-            && let Some(pfn) = alloc_fast(inner.node(), order)
+            && bits & NOT_FAST == 0
+            && bits & MOBILITY_BOTH != MOBILITY_BOTH
+            && let Some(pfn) = alloc_fast(inner.node(), order, bits)
         {
             // SAFETY: a cached block is a page of the region.
             return Ok(unsafe { inner.node().region.page_addr(pfn) });

@@ -8,7 +8,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::marker::PhantomData;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::sysalloc::SysAlloc;
@@ -62,6 +62,9 @@ impl<T> SysBox<T> {
 /// # Safety
 /// An all-zero bit pattern must be a valid, ready-to-use value of the type.
 pub(crate) unsafe trait Zeroable {}
+
+// SAFETY: every bit pattern is a `u8`.
+unsafe impl Zeroable for u8 {}
 
 impl<T: Zeroable> SysBox<[T]> {
     #[cfg_attr(loom, allow(dead_code))]
@@ -125,6 +128,13 @@ impl<T: ?Sized> Deref for SysBox<T> {
     fn deref(&self) -> &T {
         // SAFETY: `ptr` is initialised and owned by self for its whole life.
         unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for SysBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`, and `&mut self` is the only access.
+        unsafe { self.ptr.as_mut() }
     }
 }
 

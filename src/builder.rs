@@ -66,6 +66,8 @@ pub struct ArenaBuilder {
     pub(crate) region_size: usize,
     pub(crate) zones: Option<usize>,
     pub(crate) max_order: u32,
+    pub(crate) pageblock_order: Option<u32>,
+    pub(crate) group_by_mobility: bool,
     pub(crate) watermarks: WatermarkConfig,
     pub(crate) pcp: PcpConfig,
     pub(crate) region: RegionOptions,
@@ -80,6 +82,8 @@ impl Default for ArenaBuilder {
             region_size: 1 << 30,
             zones: None,
             max_order: 10,
+            pageblock_order: None,
+            group_by_mobility: true,
             watermarks: WatermarkConfig::default(),
             pcp: PcpConfig::default(),
             region: RegionOptions::default(),
@@ -111,6 +115,29 @@ impl ArenaBuilder {
     pub fn max_order(mut self, max_order: u32) -> Self {
         self.max_order = max_order;
         self
+    }
+
+    /// The unit migratetypes are kept for: `4 KiB << pageblock_order`
+    /// (default 9, a 2 MiB huge page, or `max_order` if that is smaller; at
+    /// most `max_order`).
+    pub fn pageblock_order(mut self, order: u32) -> Self {
+        self.pageblock_order = Some(order);
+        self
+    }
+
+    /// Group pages by mobility (default true): `MOVABLE` and `RECLAIMABLE`
+    /// allocations come from pageblocks of their own type, so that freeing
+    /// them leaves whole high-order blocks. `false` treats every
+    /// allocation as unmovable, one set of lists as before grouping (the
+    /// kernel's `page_group_by_mobility_disabled`).
+    pub fn group_by_mobility(mut self, enabled: bool) -> Self {
+        self.group_by_mobility = enabled;
+        self
+    }
+
+    /// `pageblock_order` in force.
+    pub(crate) fn effective_pageblock_order(&self) -> u32 {
+        self.pageblock_order.unwrap_or(DEFAULT_PAGEBLOCK_ORDER.min(self.max_order))
     }
 
     /// How each zone's min/low/high watermarks are set (default: the
@@ -228,6 +255,11 @@ impl ArenaBuilder {
         if self.max_order > MAX_ORDER_LIMIT {
             return Err(BuildError::MaxOrderTooLarge { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
         }
+        if let Some(order) = self.pageblock_order
+            && order > self.max_order
+        {
+            return Err(BuildError::PageblockOrderTooLarge { pageblock_order: order, max_order: self.max_order });
+        }
         let block_size = PAGE_SIZE << self.max_order;
         let too_large = BuildError::RegionTooLarge { region_size: self.region_size };
         let region_size = self.region_size.checked_next_multiple_of(block_size).ok_or(too_large)?;
@@ -266,6 +298,9 @@ impl ArenaBuilder {
         Ok(ZoneLayout { region_size, pages, zones, zone_blocks, marks })
     }
 }
+
+/// `pageblock_order` when not set: a 2 MiB huge page, as on x86-64.
+const DEFAULT_PAGEBLOCK_ORDER: u32 = 9;
 
 /// A validated configuration: the region and each zone's share of it.
 pub(crate) struct ZoneLayout {

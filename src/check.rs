@@ -3,8 +3,9 @@
 
 use crate::arena::Arena;
 use crate::error::CheckError;
-use crate::page::PageState;
-use crate::pageset::PCP_ORDERS;
+use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
+use crate::page::{PageState, flag};
+use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS};
 use crate::pfn::{NIL, Pfn};
 use crate::zone::Zone;
 
@@ -68,9 +69,12 @@ impl Arena {
         let mut listed_pages = 0;
         let mut purged_pages = 0;
         let mut purgeable_pages = 0;
-        for order in 0..=max_order {
+        let pageblocks = buddy.pageblocks();
+        let mut type_pages_seen = [0usize; NR_MIGRATETYPES];
+        for (order, mt) in (0..=max_order).flat_map(|o| Migratetype::ALL.map(|mt| (o, mt))) {
+            let mut type_pages = 0;
             let mut prev = NIL;
-            let mut pfn = buddy.list_head(order);
+            let mut pfn = buddy.list_head(order, mt);
             let mut found = 0;
             let mut seen_purged = false;
             while pfn != NIL {
@@ -85,6 +89,15 @@ impl Arena {
                 if info.state != PageState::Free || info.order() != order || info.zone() != z {
                     return Err(bad_entry(order, pfn, "head is not a free block of this order and zone"));
                 }
+                if info.migratetype() != mt {
+                    return Err(bad_entry(order, pfn, "head records another migratetype than its list's"));
+                }
+                let first = (pfn - zone.start) >> pageblocks.order();
+                let spanned = 1usize << order.saturating_sub(pageblocks.order());
+                if (first..first + spanned).any(|i| pageblocks.get_index(i) != mt) {
+                    return Err(bad_entry(order, pfn, "on another list than its pageblock's migratetype"));
+                }
+                type_pages += 1 << order;
                 if page.prev() != prev {
                     return Err(bad_entry(order, pfn, "prev link does not point back"));
                 }
@@ -93,7 +106,7 @@ impl Arena {
                     return Err(bad_entry(order, pfn, "list is longer than the zone (a cycle)"));
                 }
                 listed_pages += 1 << order;
-                if info.flags & crate::page::flag::PURGED != 0 {
+                if info.flags & flag::PURGED != 0 {
                     purged_pages += 1 << order;
                     seen_purged = true;
                 } else if seen_purged {
@@ -104,13 +117,14 @@ impl Arena {
                 prev = pfn;
                 pfn = page.next();
             }
-            if buddy.list_tail(order) != prev {
+            if buddy.list_tail(order, mt) != prev {
                 return Err(bad_entry(order, prev, "the list's tail is not its last block"));
             }
-            let recorded = buddy.nr_free_blocks(order);
+            let recorded = buddy.nr_free_blocks_of(order, mt);
             if found != recorded {
                 return Err(CheckError::ListCount { zone: z, order, found, recorded });
             }
+            type_pages_seen[mt as usize] += type_pages;
         }
 
         // 2. Every page below the frontier belongs to exactly one block.
@@ -145,16 +159,23 @@ impl Arena {
                         }
                     }
                 }
-                PageState::Allocated if info.flags != 0 => {
+                PageState::Allocated | PageState::Exact | PageState::Cached
+                    if info.migratetype() == Migratetype::HighAtomic =>
+                {
+                    // A block in use records the type it was asked for,
+                    // which flags choose: never the reserve.
+                    return Err(bad("block in use records the high-atomic migratetype"));
+                }
+                PageState::Allocated if info.flags & !flag::MT_MASK != 0 => {
                     // Its contents are the caller's: a content flag would be
                     // carried into the page caches by a free.
                     return Err(bad("allocated block carries content flags"));
                 }
                 PageState::Allocated => tally.allocated += size,
-                PageState::Exact if info.flags & !crate::page::flag::CONTINUED != 0 => {
+                PageState::Exact if info.flags & !(flag::CONTINUED | flag::MT_MASK) != 0 => {
                     return Err(bad("exact allocation tile carries content flags"));
                 }
-                PageState::Exact if info.flags != 0 && !previous_exact => {
+                PageState::Exact if info.flags & flag::CONTINUED != 0 && !previous_exact => {
                     return Err(bad("continued tile does not follow a tile of an exact allocation"));
                 }
                 PageState::Exact => tally.allocated += size,
@@ -168,15 +189,22 @@ impl Arena {
 
         // 3. The pool of trimmed batches holds cached blocks of its orders.
         let mut pooled = 0;
-        for order in 0..PCP_ORDERS as u32 {
-            for &pfn in guard.inner.pool.blocks(order as usize) {
+        for list in 0..NR_PCP_LISTS {
+            let order = (list % PCP_ORDERS) as u32;
+            let mt = Migratetype::from_index(list / PCP_ORDERS);
+            for &pfn in guard.inner.pool.blocks(list) {
                 let info = mm.page(pfn).info();
-                if !zone.contains(pfn) || info.state != PageState::Cached || info.order() != order || info.zone() != z {
+                if !zone.contains(pfn)
+                    || info.state != PageState::Cached
+                    || info.order() != order
+                    || info.zone() != z
+                    || info.migratetype() != mt
+                {
                     return Err(CheckError::BadCacheEntry {
                         zone: z,
                         order,
                         pfn: pfn.raw(),
-                        reason: "pooled block is not a cached block of this order and zone",
+                        reason: "pooled block is not a cached block of this order, type and zone",
                     });
                 }
                 pooled += 1 << order;
@@ -189,6 +217,9 @@ impl Arena {
             if found == recorded { Ok(()) } else { Err(CheckError::Counter { zone: z, what, found, recorded }) }
         };
         counter("free pages on the lists", tally.free - buddy.frontier_pages(), listed_pages)?;
+        for mt in Migratetype::ALL {
+            counter("free pages of a migratetype", type_pages_seen[mt as usize], buddy.type_pages(mt))?;
+        }
         counter("free pages (buddy)", tally.free, buddy.nr_free())?;
         counter("purged free pages", purged_pages, buddy.purged_pages())?;
         counter("purgeable free pages", purgeable_pages, buddy.purgeable_pages())?;

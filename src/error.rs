@@ -14,6 +14,13 @@ pub enum BuildError {
         /// The largest order supported.
         limit: u32,
     },
+    /// `pageblock_order` is above `max_order`.
+    PageblockOrderTooLarge {
+        /// The order asked for.
+        pageblock_order: u32,
+        /// The arena's `max_order`.
+        max_order: u32,
+    },
     /// `zones(0)` was asked for.
     ZeroZones,
     /// More zones than the allocator supports.
@@ -104,6 +111,11 @@ impl fmt::Display for BuildError {
                  ({} MiB blocks); lower max_order",
                 (crate::PAGE_SIZE << limit) >> 20
             ),
+            Self::PageblockOrderTooLarge { pageblock_order, max_order } => write!(
+                f,
+                "pageblock_order {pageblock_order} is above max_order {max_order}: a pageblock cannot be larger \
+                 than the largest block"
+            ),
             Self::ZeroZones => write!(f, "zones(0): an arena needs at least one zone"),
             Self::TooManyZones { zones, limit } => {
                 write!(f, "zones({zones}) is more than the {limit} supported; ask for fewer zones")
@@ -176,6 +188,9 @@ pub enum AllocError {
         /// The arena's largest order.
         max_order: u32,
     },
+    /// The flags ask for two migratetypes at once (`MOVABLE` and
+    /// `RECLAIMABLE`).
+    ConflictingMobility,
     /// No zone could serve the request within the watermarks the flags allow,
     /// after whatever reclaim the flags allow.
     OutOfMemory {
@@ -194,6 +209,9 @@ impl fmt::Display for AllocError {
         match self {
             Self::InvalidOrder { order, max_order } => {
                 write!(f, "order {order} is above the arena's max_order {max_order}")
+            }
+            Self::ConflictingMobility => {
+                write!(f, "MOVABLE and RECLAIMABLE together: an allocation has one migratetype")
             }
             Self::OutOfMemory { order } => write!(f, "out of memory for an order-{order} block"),
             Self::Injected { order } => write!(f, "order-{order} allocation failed by fault injection"),

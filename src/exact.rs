@@ -117,10 +117,11 @@ impl PageAlloc {
         }
         // Retile the whole allocation: the old tiles' heads become tails
         // where the new tiling has none.
+        let mt = self.node().mem_map.page(pfn).info().migratetype();
         for (tile_pfn, _) in tile(pfn, pfn + pages) {
             self.node().mem_map.page(tile_pfn).set_info(crate::page::PageInfo::TAIL);
         }
-        buddy.set_tiles(&self.node().mem_map, pfn, pfn, end);
+        buddy.set_tiles(&self.node().mem_map, pfn, (pfn, end), mt);
         true
     }
 

@@ -39,11 +39,13 @@ mod global;
 mod kswapd;
 mod lazy;
 mod memalloc;
+mod migratetype;
 mod node;
 mod oom;
 mod page;
 mod page_alloc;
 mod pageset;
+mod pagetypeinfo;
 mod pcp;
 mod pfn;
 mod progress;
@@ -82,8 +84,10 @@ pub use global::{
 #[cfg(loom)]
 #[doc(hidden)]
 pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
+pub use migratetype::{Migratetype, NR_MIGRATETYPES};
 pub use oom::{OomAction, OomContext};
 pub use pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
+pub use pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use pcp::THREAD_ARENAS;
 pub use purge::PurgeReport;
 pub use region::{HugePages, PurgeAdvice};

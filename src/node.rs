@@ -30,6 +30,8 @@ pub(crate) struct Node {
     pub max_order: u32,
     /// Whether orders 0..=`PCP_MAX_ORDER` go through per-thread caches.
     pub pcp_enabled: bool,
+    /// Whether allocations are grouped by mobility (else all unmovable).
+    pub group_by_mobility: bool,
     /// Whether the asymmetric barrier pair (membarrier) is available.
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
@@ -76,6 +78,7 @@ pub(crate) struct NodeParts {
     pub zones: crate::boot::SysBox<[Zone]>,
     pub max_order: u32,
     pub pcp_enabled: bool,
+    pub group_by_mobility: bool,
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
     pub kswapd: Kswapd,
@@ -91,6 +94,7 @@ impl Node {
             zones,
             max_order,
             pcp_enabled,
+            group_by_mobility,
             asymmetric_barriers,
             huge_pages,
             kswapd,
@@ -104,6 +108,7 @@ impl Node {
             zones,
             max_order,
             pcp_enabled,
+            group_by_mobility,
             asymmetric_barriers,
             huge_pages,
             kswapd,

@@ -10,6 +10,7 @@
 //! a block has state [`PageState::Tail`], which is also what an all-zero
 //! (never touched) entry reads as.
 
+use crate::migratetype::Migratetype;
 use crate::pfn::Pfn;
 use crate::sync::{AtomicU32, Ordering};
 
@@ -58,8 +59,17 @@ pub(crate) mod flag {
     /// Both: what a never-touched block is.
     pub(crate) const PRISTINE: u8 = ZEROED | PURGED;
     /// On an [`Exact`](super::PageState::Exact) tile: not the first of its
-    /// allocation (the only flag an allocated head carries).
+    /// allocation.
     pub(crate) const CONTINUED: u8 = 1 << 2;
+    /// What is known about a free block's contents: the flags a block
+    /// keeps through splits and merges.
+    pub(crate) const CONTENT: u8 = ZEROED | PURGED;
+    /// The head's migratetype sits in these bits: on a free block the type
+    /// of the list it is on, on an allocated or cached one the type it was
+    /// allocated as (what a free to a per-thread cache reads, from the word
+    /// it has already loaded).
+    pub(crate) const MT_SHIFT: u32 = 5;
+    pub(crate) const MT_MASK: u8 = 3 << MT_SHIFT;
 }
 
 /// The packed head-page word: state, order, flags and zone in one atomic so
@@ -84,6 +94,30 @@ impl PageInfo {
     #[inline(always)]
     pub(crate) const fn order(self) -> u32 {
         self.order as u32
+    }
+
+    /// The head's migratetype (see [`flag::MT_MASK`]).
+    #[inline(always)]
+    pub(crate) const fn migratetype(self) -> Migratetype {
+        Migratetype::from_index(((self.flags & flag::MT_MASK) >> flag::MT_SHIFT) as usize)
+    }
+
+    /// The same head with migratetype `mt`.
+    #[inline(always)]
+    pub(crate) const fn with_migratetype(self, mt: Migratetype) -> Self {
+        Self { flags: (self.flags & !flag::MT_MASK) | (mt as u8) << flag::MT_SHIFT, ..self }
+    }
+
+    /// The migratetype's number in a packed info word.
+    #[inline(always)]
+    pub(crate) const fn migratetype_of_word(word: u32) -> usize {
+        ((word >> (16 + flag::MT_SHIFT)) & 3) as usize
+    }
+
+    /// The migratetype `mt` as the bits of a packed info word.
+    #[inline(always)]
+    pub(crate) const fn migratetype_word(mt: usize) -> u32 {
+        (mt as u32) << (16 + flag::MT_SHIFT)
     }
 
     /// The index of the block's zone (on a head).

@@ -33,6 +33,7 @@ use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::MAX_RECLAIM_RETRIES;
 use crate::memalloc::InReclaim;
+use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::page::{PageInfo, PageState, flag};
@@ -44,7 +45,7 @@ use crate::reclaim::Reclaim;
 use crate::report::StackWriter;
 use crate::sync::{AtomicU64, Ordering};
 use crate::watermark::{AllocMode, Mark};
-use crate::zone::{Zone, zonelist};
+use crate::zone::{RmqueueHow, Zone, zonelist};
 
 /// The page allocator: a node with its caches and reclaim, and the policy
 /// of the slow path (the OOM handler, fault injection, failure warnings).
@@ -89,15 +90,32 @@ impl PageAlloc {
         if order > self.node().max_order {
             return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
+        let mt =
+            Migratetype::from_flags(flags, self.node().group_by_mobility).ok_or(AllocError::ConflictingMobility)?;
         if let Some(fault) = &self.fault
             && fault.should_fail(order, flags)
         {
             return Err(AllocError::Injected { order });
         }
+        let block = self.alloc_block_of(order, mt, flags, growable)?;
+        if AllocMode::highatomic(order, flags) {
+            self.node().zone_of(block.pfn).reserve_highatomic_pageblock(&self.node().mem_map, block.pfn, order);
+        }
+        Ok(block)
+    }
+
+    /// `alloc_block` for type `mt`, before the high-atomic reserve.
+    fn alloc_block_of(
+        &self,
+        order: u32,
+        mt: Migratetype,
+        flags: AllocFlags,
+        growable: bool,
+    ) -> Result<Block, AllocError> {
         if growable {
             let zone = &self.node().zones[self.node().preferred_zone()];
-            if zone.watermark_ok(order, AllocMode::new(Mark::Low, flags))
-                && let Some(block) = zone.rmqueue(&self.node().mem_map, order, true)
+            if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
+                && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable)
             {
                 self.node().zone_allocated(zone);
                 return Ok(block);
@@ -105,7 +123,7 @@ impl PageAlloc {
         } else if order <= PCP_MAX_ORDER
             && self.node().pcp_enabled
             && let Some(cached) =
-                with_thread_set(self.node(), &self.reclaim.pcp, |set| set.alloc(self.node(), order, flags))
+                with_thread_set(self.node(), &self.reclaim.pcp, |set| set.alloc(self.node(), order, mt, flags))
         {
             return match cached {
                 Some(block) => Ok(block),
@@ -113,7 +131,7 @@ impl PageAlloc {
             };
         }
         let preferred = self.node().preferred_zone();
-        match self.get_page_from_freelist(order, AllocMode::new(Mark::Low, flags), preferred) {
+        match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), preferred) {
             Some(block) => Ok(block),
             None => self.alloc_slowpath(order, flags, preferred),
         }
@@ -139,14 +157,20 @@ impl PageAlloc {
     /// preferred zone, then the others in order) that passes the watermark
     /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
-    pub(crate) fn get_page_from_freelist(&self, order: u32, mode: AllocMode, preferred: usize) -> Option<Block> {
+    pub(crate) fn get_page_from_freelist(
+        &self,
+        (order, mt): (u32, Migratetype),
+        mode: AllocMode,
+        preferred: usize,
+    ) -> Option<Block> {
+        let how = if mode.highatomic { RmqueueHow::HighAtomicFirst } else { RmqueueHow::Normal };
         zonelist(preferred, self.node().zones.len(), |index| {
             let zone = &self.node().zones[index];
             if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            let block = zone.rmqueue(&self.node().mem_map, order, false)?;
+            let block = zone.rmqueue(&self.node().mem_map, (order, mt), how)?;
             self.node().zone_allocated(zone);
             Some(block)
         })
@@ -155,18 +179,21 @@ impl PageAlloc {
     /// `__alloc_pages_slowpath`; see the module docs.
     #[cold]
     pub(crate) fn alloc_slowpath(&self, order: u32, flags: AllocFlags, preferred: usize) -> Result<Block, AllocError> {
+        let mt =
+            Migratetype::from_flags(flags, self.node().group_by_mobility).ok_or(AllocError::ConflictingMobility)?;
+        let request = (order, mt);
         if InReclaim::active() {
             // PF_MEMALLOC: a shrinker's own allocation. No watermarks, and
             // never reclaim from inside reclaim.
             return self
-                .get_page_from_freelist(order, AllocMode::NO_WATERMARKS, preferred)
+                .get_page_from_freelist(request, AllocMode::NO_WATERMARKS, preferred)
                 .ok_or_else(|| self.nopage(order, flags));
         }
-        let mode = AllocMode::new(Mark::Min, flags);
+        let mode = AllocMode::new(Mark::Min, order, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
         let costly = order > PAGE_ALLOC_COSTLY_ORDER;
         self.node().kswapd.wakeup();
-        if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+        if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
             return Ok(block);
         }
         if !flags.may_wait() {
@@ -178,8 +205,17 @@ impl PageAlloc {
         let mut oom_retries = 0;
         loop {
             self.node().kswapd.wakeup();
+            let first_drain = !drained;
             let progress = self.reclaim.direct_reclaim(order, &mut drained);
-            if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+            if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+                return Ok(block);
+            }
+            // __alloc_pages_direct_reclaim: before the caches' first
+            // drain is given up on, release a high-atomic reserve.
+            if first_drain
+                && self.unreserve_highatomic(mt, false)
+                && let Some(block) = self.get_page_from_freelist(request, mode, preferred)
+            {
                 return Ok(block);
             }
             if !nofail
@@ -190,6 +226,11 @@ impl PageAlloc {
             // should_reclaim_retry
             no_progress_loops = if progress > 0 { 0 } else { no_progress_loops + 1 };
             if no_progress_loops <= MAX_RECLAIM_RETRIES && self.reclaim_could_help(order) {
+                continue;
+            }
+            // Before the OOM handler, exhaust the high-atomic reserve.
+            if self.unreserve_highatomic(mt, true) {
+                no_progress_loops = 0;
                 continue;
             }
             // __alloc_pages_may_oom: RETRY_MAYFAIL fails without it.
@@ -207,7 +248,7 @@ impl PageAlloc {
             // NOFAIL: wait for progress (never spin), then start over.
             let progress = &self.node().progress;
             let seen = progress.prepare(|| self.node().waiter_barrier());
-            if let Some(block) = self.get_page_from_freelist(order, mode, preferred) {
+            if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
                 progress.cancel();
                 return Ok(block);
             }
@@ -218,6 +259,14 @@ impl PageAlloc {
             no_progress_loops = 0;
         }
         Err(self.nopage(order, flags))
+    }
+
+    /// `unreserve_highatomic_pageblock`: gives one high-atomic pageblock
+    /// of some zone back to type `mt` (any zone's, with `force`; else only
+    /// from a zone holding more than one pageblock in reserve). Whether one
+    /// was.
+    fn unreserve_highatomic(&self, mt: Migratetype, force: bool) -> bool {
+        self.node().zones.iter().any(|zone| zone.unreserve_highatomic_pageblock(&self.node().mem_map, mt, force))
     }
 
     /// Whether everything reclaimable, added to what is free, would let an
@@ -289,8 +338,10 @@ impl PageAlloc {
         self.validate_free(pfn, info, order, addr)?;
         if order <= PCP_MAX_ORDER
             && self.node().pcp_enabled
-            && with_thread_set(self.node(), &self.reclaim.pcp, |set| set.free(self.node(), pfn, order, info.zone()))
-                .is_some()
+            && with_thread_set(self.node(), &self.reclaim.pcp, |set| {
+                set.free(self.node(), pfn, (order, info.migratetype()), info.zone())
+            })
+            .is_some()
         {
             return Ok(());
         }

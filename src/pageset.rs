@@ -23,6 +23,19 @@ pub const PCP_MAX_ORDER: u32 = 8;
 #[cfg(loom)]
 pub const PCP_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
 pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
+/// Lists a cache keeps per zone: one per order and per migratetype
+/// (`NR_PCP_LISTS`). Only the first `MIGRATE_PCPTYPES` types are ever
+/// cached; the high-atomic type's lists stay empty and are there so that
+/// any type number two bits can hold indexes a list, with no bounds check
+/// on the fast paths.
+pub(crate) const NR_PCP_LISTS: usize = PCP_ORDERS * crate::migratetype::NR_MIGRATETYPES;
+
+/// The list of order `order` and migratetype number `mt`: the kernel's
+/// `order_to_pindex`.
+#[inline(always)]
+pub(crate) const fn pcp_list(order: usize, mt: usize) -> usize {
+    mt * PCP_ORDERS + order
+}
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread
 /// memory: a zone's lists hold at most 1023 pages per order.

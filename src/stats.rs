@@ -124,6 +124,16 @@ pub struct ZoneStats {
     pub splits: u64,
     /// Buddy pairs merged on free.
     pub merges: u64,
+    /// Allocations served from another migratetype's free lists (the
+    /// kernel's `mm_page_alloc_extfrag` events).
+    pub fallbacks: u64,
+    /// Of those, the ones that took part of a pageblock without claiming
+    /// it (each may leave a pageblock mixed).
+    pub fallbacks_fragmenting: u64,
+    /// Pageblocks a fallback claimed for the requesting type.
+    pub pageblocks_claimed: u64,
+    /// Pages in high-atomic pageblocks (`nr_reserved_highatomic`).
+    pub reserved_highatomic: usize,
     /// Attempts that found this zone below the watermark they were checked at.
     pub watermark_failures: u64,
     /// Pages held in per-thread caches and the zone's pool of trimmed
@@ -241,7 +251,7 @@ impl Arena {
                 // Copy under the lock into fixed arrays; allocate only after
                 // unlocking (the arena may be the global allocator).
                 let mut free_blocks = [0usize; NR_ORDERS];
-                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts, pool, isolated);
+                let (mut allocs, mut frees, counters, free, untouched, purged, pcp_counts, pool, isolated, reserved);
                 {
                     let guard = zone.lock();
                     let buddy = &guard.inner.buddy;
@@ -256,6 +266,7 @@ impl Arena {
                     untouched = buddy.frontier_pages();
                     purged = buddy.purged_pages();
                     isolated = buddy.isolated_pages();
+                    reserved = buddy.nr_reserved_highatomic();
                     pcp_counts = [
                         guard.inner.pcp_refills,
                         guard.inner.pcp_trims,
@@ -288,6 +299,10 @@ impl Arena {
                     frees: frees[..orders].to_vec(),
                     splits: counters.splits,
                     merges: counters.merges,
+                    fallbacks: counters.fallbacks,
+                    fallbacks_fragmenting: counters.fallbacks_fragmenting,
+                    pageblocks_claimed: counters.pageblocks_claimed,
+                    reserved_highatomic: reserved,
                     watermark_failures: zone.watermark_failures.load(Ordering::Relaxed),
                     cached: cached_blocks.iter().enumerate().map(|(o, n)| n << o).sum(),
                     cached_blocks: cached_blocks[..pcp_orders].to_vec(),
@@ -380,6 +395,11 @@ impl fmt::Display for Stats {
             writeln!(f, "        purged   {}", z.purged)?;
             writeln!(f, "  start_pfn:     {}", z.start_pfn)?;
             writeln!(f, "  splits {} merges {} watermark_failures {}", z.splits, z.merges, z.watermark_failures)?;
+            writeln!(
+                f,
+                "  fallbacks {} fragmenting {} pageblocks_claimed {} reserved_highatomic {}",
+                z.fallbacks, z.fallbacks_fragmenting, z.pageblocks_claimed, z.reserved_highatomic
+            )?;
             write!(
                 f,
                 "  pagesets (per-thread caches)\n    threads: {}\n    high:  {}\n    batch: {}\n    count:",
@@ -480,6 +500,10 @@ mod tests {
             frees: vec![],
             splits: 0,
             merges: 0,
+            fallbacks: 0,
+            fallbacks_fragmenting: 0,
+            pageblocks_claimed: 0,
+            reserved_highatomic: 0,
             watermark_failures: 0,
             cached: 0,
             cached_blocks: vec![],

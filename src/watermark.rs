@@ -100,17 +100,32 @@ pub(crate) struct AllocMode {
     pub high: bool,
     /// `ALLOC_HARDER`: may use a further quarter of it.
     pub harder: bool,
+    /// `ALLOC_HIGHATOMIC`: a high-order request that cannot wait; takes
+    /// from the high-atomic reserve first and may grow it.
+    pub highatomic: bool,
 }
 
 impl AllocMode {
-    pub(crate) fn new(mark: Mark, flags: AllocFlags) -> Self {
+    pub(crate) fn new(mark: Mark, order: u32, flags: AllocFlags) -> Self {
         let atomic = flags.contains(AllocFlags::ATOMIC);
-        Self { mark: Some(mark), high: atomic || flags.contains(AllocFlags::HIGH), harder: atomic }
+        Self {
+            mark: Some(mark),
+            high: atomic || flags.contains(AllocFlags::HIGH),
+            harder: atomic,
+            highatomic: Self::highatomic(order, flags),
+        }
+    }
+
+    /// Whether a request is `ALLOC_HIGHATOMIC`: above order 0 and unable to
+    /// wait (`gfp_to_alloc_flags`).
+    #[inline]
+    pub(crate) fn highatomic(order: u32, flags: AllocFlags) -> bool {
+        order > 0 && !flags.may_wait()
     }
 
     /// `ALLOC_NO_WATERMARKS`: for a thread that is itself reclaiming (the
     /// kernel's `PF_MEMALLOC`). The arena's capacity still holds.
-    pub(crate) const NO_WATERMARKS: Self = Self { mark: None, high: false, harder: false };
+    pub(crate) const NO_WATERMARKS: Self = Self { mark: None, high: false, harder: false, highatomic: false };
 }
 
 /// `__zone_watermark_ok`: may an order-`order` block be taken from a zone with
@@ -140,7 +155,7 @@ pub(crate) fn zone_watermark_ok(free_pages: usize, order: u32, mark: usize, mode
 mod tests {
     use super::*;
 
-    const PLAIN: AllocMode = AllocMode { mark: Some(Mark::Min), high: false, harder: false };
+    const PLAIN: AllocMode = AllocMode { mark: Some(Mark::Min), high: false, harder: false, highatomic: false };
 
     #[test]
     fn order_zero_needs_strictly_more_than_the_mark() {
@@ -150,14 +165,14 @@ mod tests {
 
     #[test]
     fn reserve_discounts_follow_the_kernel() {
-        let high = AllocMode::new(Mark::Min, AllocFlags::HIGH);
-        let atomic = AllocMode::new(Mark::Min, AllocFlags::ATOMIC);
+        let high = AllocMode::new(Mark::Min, 0, AllocFlags::HIGH);
+        let atomic = AllocMode::new(Mark::Min, 0, AllocFlags::ATOMIC);
         // HIGH: min - min/2 = 50; ATOMIC: 50 - 50/4 = 38.
         assert!(!zone_watermark_ok(50, 0, 100, high, 1));
         assert!(zone_watermark_ok(51, 0, 100, high, 1));
         assert!(!zone_watermark_ok(38, 0, 100, atomic, 1));
         assert!(zone_watermark_ok(39, 0, 100, atomic, 1));
-        assert_eq!(AllocMode::new(Mark::Low, AllocFlags::NOWAIT), AllocMode { mark: Some(Mark::Low), ..PLAIN });
+        assert_eq!(AllocMode::new(Mark::Low, 0, AllocFlags::NOWAIT), AllocMode { mark: Some(Mark::Low), ..PLAIN });
     }
 
     #[test]

@@ -5,9 +5,10 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::buddy::{Block, Buddy, NR_ORDERS};
+use crate::buddy::{Block, Buddy, BuddyOrders, NR_ORDERS, highatomic_limit};
+use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
-use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, zone_highsize};
+use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, zone_highsize};
 use crate::pfn::{NIL, Pfn};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
@@ -63,24 +64,31 @@ const fn pool_capacity(order: usize) -> usize {
 /// pool turns that into copying a batch of page numbers. Blocks in the pool
 /// stay `Cached` in the metadata and count as cached pages; a drain (and
 /// reclaim) returns them to the lists.
+///
+/// One pool per per-thread list (order and migratetype), so that a batch
+/// goes to the next thread that refills the same type.
 pub(crate) struct BatchPool {
-    count: [usize; PCP_ORDERS],
-    pfns: [[Pfn; POOL_CAPACITY]; PCP_ORDERS],
+    count: [usize; NR_PCP_LISTS],
+    pfns: [[Pfn; POOL_CAPACITY]; NR_PCP_LISTS],
 }
 
 impl BatchPool {
     const fn new() -> Self {
-        Self { count: [0; PCP_ORDERS], pfns: [[NIL; POOL_CAPACITY]; PCP_ORDERS] }
+        Self { count: [0; NR_PCP_LISTS], pfns: [[NIL; POOL_CAPACITY]; NR_PCP_LISTS] }
     }
 
-    /// Blocks held per order 0..=`PCP_MAX_ORDER`.
+    /// Blocks held per order 0..=`PCP_MAX_ORDER`, every type.
     pub(crate) fn counts(&self) -> [usize; PCP_ORDERS] {
-        self.count
+        let mut counts = [0; PCP_ORDERS];
+        for (list, n) in self.count.iter().enumerate() {
+            counts[list % PCP_ORDERS] += n;
+        }
+        counts
     }
 
-    /// The blocks of `order`, for `check()`.
-    pub(crate) fn blocks(&self, order: usize) -> &[Pfn] {
-        &self.pfns[order][..self.count[order]]
+    /// The blocks of per-thread list `list`, for `check()`.
+    pub(crate) fn blocks(&self, list: usize) -> &[Pfn] {
+        &self.pfns[list][..self.count[list]]
     }
 }
 
@@ -90,6 +98,13 @@ impl BatchPool {
 struct ZoneMirror {
     free_pages: AtomicUsize,
     order_mask: AtomicU32,
+    /// The orders of the high-atomic reserve's free blocks.
+    reserve_mask: AtomicU32,
+    /// Free pages in the high-atomic reserve: not free to requests that
+    /// may not use it.
+    reserve_pages: AtomicUsize,
+    /// Pages in high-atomic pageblocks, free or not.
+    reserved: AtomicUsize,
     /// Free pages on the lists that still cost RSS (neither purged nor
     /// never used), in blocks a purge would hand back now.
     purgeable: AtomicUsize,
@@ -108,6 +123,8 @@ pub(crate) struct Zone {
     mirror: CachePadded<ZoneMirror>,
     /// Allocation attempts that found no block in this zone within the marks.
     pub watermark_failures: AtomicU64,
+    /// `pageblock_order`, for lock-free reads.
+    pub pageblock_order: u32,
     pcp: ZonePcpParams,
 }
 
@@ -142,18 +159,19 @@ pub(crate) fn zonelist<R>(preferred: usize, nr: usize, mut f: impl FnMut(usize) 
 }
 
 impl Zone {
+    /// `None` if the zone's pageblock table cannot be had.
     pub(crate) fn new(
         index: usize,
         (start, end): (Pfn, Pfn),
-        (max_order, purge_min_order): (u32, u32),
+        (orders, grouping): (BuddyOrders, bool),
         marks: Watermarks,
         pcp: PcpConfig,
-    ) -> Self {
-        let buddy = Buddy::new(index, start, end, max_order, purge_min_order);
+    ) -> Option<Self> {
+        let buddy = Buddy::new(index, (start, end), orders, grouping)?;
         let mirror = ZoneMirror::default();
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
-        Self {
+        Some(Self {
             index,
             start,
             end,
@@ -171,6 +189,7 @@ impl Zone {
             })),
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
+            pageblock_order: orders.pageblock_order,
             pcp: {
                 let managed = end - start;
                 let (batch, base_high) = pcp.for_zone(managed, marks.low).unwrap_or((0, 0));
@@ -182,7 +201,7 @@ impl Zone {
                     threads: AtomicUsize::new(0),
                 }
             },
-        }
+        })
     }
 
     /// `(batch, high)` in pages for this zone's per-thread lists.
@@ -285,12 +304,24 @@ impl Zone {
     /// The answer may be stale by the time the lock is taken, as in the
     /// kernel; the lists stay consistent either way. Without watermarks
     /// (reclaim's own allocations) the capacity still holds.
+    ///
+    /// The high-atomic reserve counts only for requests that may use the
+    /// reserves (`ALLOC_RESERVES`: `HIGH` or `ATOMIC`).
     #[inline]
     pub(crate) fn watermark_ok(&self, order: u32, mode: AllocMode) -> bool {
         let free = self.usable_free_pages();
         let Some(mark) = mode.mark else { return free >> order != 0 };
         let mark = self.watermarks[mark as usize].load(Ordering::Relaxed);
-        zone_watermark_ok(free, order, mark, mode, self.mirror.order_mask.load(Ordering::Relaxed))
+        let mut order_mask = self.mirror.order_mask.load(Ordering::Relaxed);
+        let reserve = self.mirror.reserve_pages.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return zone_watermark_ok(free, order, mark, mode, order_mask);
+        }
+        if !mode.high {
+            return zone_watermark_ok(free.saturating_sub(reserve), order, mark, mode, order_mask);
+        }
+        order_mask |= self.mirror.reserve_mask.load(Ordering::Relaxed);
+        zone_watermark_ok(free, order, mark, mode, order_mask)
     }
 
     /// Whether the zone's usable free pages are below `mark`: below low
@@ -306,13 +337,19 @@ impl Zone {
         ZoneGuard { zone: self, inner: self.inner.lock() }
     }
 
-    /// Takes up to `count` blocks of `order` for a per-thread cache under one
-    /// lock acquisition (`rmqueue_bulk`); `put(i, pfn)` receives each.
-    /// Returns how many were taken.
+    /// Takes up to `count` blocks of `order` for a per-thread cache of
+    /// type `mt` under one lock acquisition (`rmqueue_bulk`); `put(i, pfn)`
+    /// receives each. Returns how many were taken.
     /// Takes the pool's blocks first (see [`BatchPool`]).
-    pub(crate) fn rmqueue_bulk(&self, mm: &MemMap, order: u32, count: usize, mut put: impl FnMut(usize, Pfn)) -> usize {
+    pub(crate) fn rmqueue_bulk(
+        &self,
+        mm: &MemMap,
+        (order, mt): (u32, Migratetype),
+        count: usize,
+        mut put: impl FnMut(usize, Pfn),
+    ) -> usize {
         let mut zone = self.lock();
-        let o = order as usize;
+        let o = pcp_list(order as usize, mt as usize);
         let pool = &mut zone.inner.pool;
         let from_pool = pool.count[o].min(count);
         let keep = pool.count[o] - from_pool;
@@ -322,7 +359,7 @@ impl Zone {
         pool.count[o] = keep;
         let mut taken = from_pool;
         while taken < count {
-            let Some(block) = zone.inner.buddy.rmqueue(mm, order, PageState::Cached) else { break };
+            let Some(block) = zone.inner.buddy.rmqueue(mm, order, mt, PageState::Cached) else { break };
             put(taken, block.pfn);
             taken += 1;
         }
@@ -330,16 +367,21 @@ impl Zone {
         taken
     }
 
-    /// Gives cached blocks back under one lock acquisition
-    /// (`free_pcppages_bulk`): into the pool if the whole batch fits, else
-    /// to the buddy lists. Returns whether they went to the lists.
-    pub(crate) fn free_pcppages_bulk(&self, mm: &MemMap, order: u32, pfns: impl ExactSizeIterator<Item = Pfn>) -> bool {
+    /// Gives cached blocks of a type-`mt` list back under one lock
+    /// acquisition (`free_pcppages_bulk`): into the pool if the whole batch
+    /// fits, else to the buddy lists. Returns whether they went to the lists.
+    pub(crate) fn free_pcppages_bulk(
+        &self,
+        mm: &MemMap,
+        (order, mt): (u32, Migratetype),
+        pfns: impl ExactSizeIterator<Item = Pfn>,
+    ) -> bool {
         let mut zone = self.lock();
-        let o = order as usize;
+        let o = pcp_list(order as usize, mt as usize);
         zone.inner.pcp_trims += 1;
-        if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(o) {
+        if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(order as usize) {
             for pfn in pfns {
-                if zone.is_cached_here(mm, pfn, order) {
+                if zone.is_cached_here(mm, pfn, order) && mm.page(pfn).info().migratetype() == mt {
                     let pool = &mut zone.inner.pool;
                     pool.pfns[o][pool.count[o]] = pfn;
                     pool.count[o] += 1;
@@ -360,30 +402,68 @@ impl Zone {
     pub(crate) fn drain_pool(&self, mm: &MemMap) -> usize {
         let mut zone = self.lock();
         let mut pages = 0;
-        for o in 0..PCP_ORDERS {
-            let n = std::mem::take(&mut zone.inner.pool.count[o]);
+        for list in 0..NR_PCP_LISTS {
+            let order = list % PCP_ORDERS;
+            let n = std::mem::take(&mut zone.inner.pool.count[list]);
             for i in 0..n {
-                let pfn = zone.inner.pool.pfns[o][i];
-                zone.free_cached(mm, pfn, o as u32);
+                let pfn = zone.inner.pool.pfns[list][i];
+                zone.free_cached(mm, pfn, order as u32);
             }
-            pages += n << o;
+            pages += n << order;
         }
         pages
     }
 
-    /// Takes one block of `order` (the kernel's `rmqueue_buddy`); with
-    /// `growable`, from the start of a larger free block if there is one.
+    /// Takes one block of `order` for type `mt` (the kernel's
+    /// `rmqueue_buddy`), as `how` says.
     #[inline]
-    pub(crate) fn rmqueue(&self, mm: &MemMap, order: u32, growable: bool) -> Option<Block> {
+    pub(crate) fn rmqueue(&self, mm: &MemMap, (order, mt): (u32, Migratetype), how: RmqueueHow) -> Option<Block> {
         let mut zone = self.lock();
         let buddy = &mut zone.inner.buddy;
-        let block = if growable {
-            buddy.rmqueue_growable(mm, order, PageState::Allocated)
-        } else {
-            buddy.rmqueue(mm, order, PageState::Allocated)
+        let state = PageState::Allocated;
+        let block = match how {
+            RmqueueHow::Normal => buddy.rmqueue(mm, order, mt, state),
+            RmqueueHow::Growable => buddy.rmqueue_growable(mm, order, mt, state),
+            RmqueueHow::HighAtomicFirst => {
+                buddy.rmqueue_highatomic(mm, order, mt, state).or_else(|| buddy.rmqueue(mm, order, mt, state))
+            }
         }?;
         zone.inner.allocs[order as usize] += 1;
         Some(block)
+    }
+}
+
+/// Where [`Zone::rmqueue`] takes a block from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RmqueueHow {
+    /// The type's lists, the frontier, then a fallback.
+    Normal,
+    /// From the start of a larger free block if there is one, so that it
+    /// can grow in place.
+    Growable,
+    /// The high-atomic reserve first (`ALLOC_HIGHATOMIC`).
+    HighAtomicFirst,
+}
+
+impl Zone {
+    /// `reserve_highatomic_pageblock` for the block `pfn`/`order` just
+    /// handed to a high-atomic request. The limit is read without the lock
+    /// first, as the kernel does: most such requests find it reached.
+    pub(crate) fn reserve_highatomic_pageblock(&self, mm: &MemMap, pfn: Pfn, order: u32) {
+        let managed = self.managed();
+        if self.mirror.reserved.load(Ordering::Relaxed) >= highatomic_limit(managed, 1 << self.pageblock_order) {
+            return;
+        }
+        self.lock().inner.buddy.reserve_highatomic_pageblock(mm, pfn, order, managed);
+    }
+
+    /// `unreserve_highatomic_pageblock` in this zone; see
+    /// [`Buddy::unreserve_highatomic_pageblock`].
+    pub(crate) fn unreserve_highatomic_pageblock(&self, mm: &MemMap, mt: Migratetype, force: bool) -> bool {
+        if self.mirror.reserved.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.lock().inner.buddy.unreserve_highatomic_pageblock(mm, mt, force)
     }
 }
 
@@ -421,6 +501,9 @@ impl Drop for ZoneGuard<'_> {
         let buddy = &self.inner.buddy;
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
+        mirror.reserve_mask.store(buddy.reserve_order_mask(), Ordering::Relaxed);
+        mirror.reserve_pages.store(buddy.type_pages(Migratetype::HighAtomic), Ordering::Relaxed);
+        mirror.reserved.store(buddy.nr_reserved_highatomic(), Ordering::Relaxed);
         mirror.purgeable.store(buddy.purge_target_pages(), Ordering::Relaxed);
     }
 }

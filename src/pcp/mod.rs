@@ -21,7 +21,8 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS};
+use crate::migratetype::NR_MIGRATETYPES;
+use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, pcp_list};
 
 mod registry;
 mod set;
@@ -58,9 +59,17 @@ const OFFSET: [usize; PCP_ORDERS] = {
     }
     offsets
 };
+/// The rings of one migratetype.
+const TYPE_SLOTS: usize = OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1];
 /// All rings of a zone in one array, sized to a power of two so a masked
-/// index is provably in bounds.
-const SLOTS: usize = (OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1]).next_power_of_two();
+/// index is provably in bounds. A type's rings are touched (and their
+/// memory committed) only once that type is cached.
+const SLOTS: usize = (TYPE_SLOTS * NR_MIGRATETYPES).next_power_of_two();
+
+/// Where list `list`'s ring starts in the slots.
+const fn list_offset(list: usize) -> usize {
+    (list / PCP_ORDERS) * TYPE_SLOTS + OFFSET[list % PCP_ORDERS]
+}
 
 /// `batch` blocks for an order-`order` list: the kernel's `nr_pcp_alloc`
 /// (`max(batch >> order, 2)` above order 0), and one block above
@@ -125,7 +134,11 @@ mod tests {
             assert!(high < *capacity, "order {o}");
             assert!(capacity.is_power_of_two());
         }
-        assert_eq!(OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1], 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
-        assert_eq!(SLOTS, 2048);
+        assert_eq!(TYPE_SLOTS, 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
+        assert_eq!(SLOTS, 8192);
+        for list in 0..NR_PCP_LISTS {
+            assert!(list_offset(list) + CAPACITY[list % PCP_ORDERS] <= SLOTS);
+        }
+        assert_eq!(list_offset(pcp_list(0, 1)), TYPE_SLOTS);
     }
 }

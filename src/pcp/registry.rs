@@ -111,10 +111,11 @@ impl PcpRegistry {
         self.for_each(|set| {
             sets += usize::from(set.state.load(Ordering::Relaxed) == ATTACHED);
             for (zp, t) in set.zones.iter().zip(per_zone.iter_mut()) {
-                for o in 0..PCP_ORDERS {
-                    t.cached[o] += zp.count[o].load(Ordering::Relaxed) as usize;
-                    t.allocs[o] += zp.allocs[o].load(Ordering::Relaxed);
-                    t.frees[o] += zp.frees[o].load(Ordering::Relaxed);
+                for l in 0..NR_PCP_LISTS {
+                    let o = l % PCP_ORDERS;
+                    t.cached[o] += zp.count[l].load(Ordering::Relaxed) as usize;
+                    t.allocs[o] += zp.allocs[l].load(Ordering::Relaxed);
+                    t.frees[o] += zp.frees[l].load(Ordering::Relaxed);
                 }
             }
         });

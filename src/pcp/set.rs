@@ -40,8 +40,9 @@ use crate::boot::SysBox;
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::memalloc::InReclaim;
+use crate::migratetype::Migratetype;
 use crate::node::Node;
-use crate::page::{PageInfo, PageState};
+use crate::page::{PageInfo, PageState, flag};
 use crate::pfn::Pfn;
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
@@ -52,40 +53,41 @@ use crate::zone::{Zone, zonelist};
 
 use super::*;
 
-/// One zone's lists in a set: the ring buffers and their parameters.
+/// One zone's lists in a set: the ring buffers and their parameters, one
+/// per order and migratetype ([`pcp_list`]).
 pub(super) struct PcpLists {
     /// Index of the coldest block of each ring.
-    pub(super) bottom: [u32; PCP_ORDERS],
+    pub(super) bottom: [u32; NR_PCP_LISTS],
     /// Where each ring starts in `slots`, and its capacity minus one, copied
     /// from the constants so the fast paths read them from the line they
     /// already touch (set on the slow path, zero until then: harmless, since
     /// every list is empty with `high` 0 until its first slow path).
-    pub(super) offset: [u32; PCP_ORDERS],
-    pub(super) mask: [u32; PCP_ORDERS],
+    pub(super) offset: [u32; NR_PCP_LISTS],
+    pub(super) mask: [u32; NR_PCP_LISTS],
     /// `high` in force, in blocks (refreshed on the slow path).
-    pub(super) high: [u32; PCP_ORDERS],
+    pub(super) high: [u32; NR_PCP_LISTS],
     /// `batch` in force, in blocks.
-    pub(super) batch: [u32; PCP_ORDERS],
+    pub(super) batch: [u32; NR_PCP_LISTS],
     pub(super) slots: [Pfn; SLOTS],
 }
 
 impl PcpLists {
-    /// Slot of ring position `index` of the order-`order` ring.
+    /// Slot of ring position `index` of list `l`'s ring.
     #[inline(always)]
-    pub(super) fn slot(&self, order: usize, index: u32) -> usize {
-        (self.offset[order] + (index & self.mask[order])) as usize & (SLOTS - 1)
+    pub(super) fn slot(&self, l: usize, index: u32) -> usize {
+        (self.offset[l] + (index & self.mask[l])) as usize & (SLOTS - 1)
     }
 }
 
 /// A set's lists for one zone.
 pub(super) struct ZonePcp {
-    /// Blocks cached per order. Written only by whoever has the lists (the
+    /// Blocks cached per list. Written only by whoever has the lists (the
     /// protocol above), read racily by `stats()`.
-    pub(super) count: [AtomicU32; PCP_ORDERS],
-    /// Allocations served per order.
-    pub(super) allocs: [AtomicU64; PCP_ORDERS],
-    /// Frees taken per order.
-    pub(super) frees: [AtomicU64; PCP_ORDERS],
+    pub(super) count: [AtomicU32; NR_PCP_LISTS],
+    /// Allocations served per list.
+    pub(super) allocs: [AtomicU64; NR_PCP_LISTS],
+    /// Frees taken per list.
+    pub(super) frees: [AtomicU64; NR_PCP_LISTS],
     pub(super) lists: UnsafeCell<PcpLists>,
 }
 
@@ -102,11 +104,11 @@ impl ZonePcp {
             allocs: Default::default(),
             frees: Default::default(),
             lists: UnsafeCell::new(PcpLists {
-                bottom: [0; PCP_ORDERS],
-                offset: [0; PCP_ORDERS],
-                mask: [0; PCP_ORDERS],
-                high: [0; PCP_ORDERS],
-                batch: [0; PCP_ORDERS],
+                bottom: [0; NR_PCP_LISTS],
+                offset: [0; NR_PCP_LISTS],
+                mask: [0; NR_PCP_LISTS],
+                high: [0; NR_PCP_LISTS],
+                batch: [0; NR_PCP_LISTS],
                 slots: [Pfn::default(); SLOTS],
             }),
         }
@@ -124,7 +126,7 @@ impl ZonePcp {
         self.lists.with_mut(|lists| f(unsafe { &mut *lists }))
     }
 
-    /// Pushes `pfn` onto the order-`o` ring unless the ring is at `high`;
+    /// Pushes `pfn` onto list `o`'s ring unless the ring is at `high`;
     /// whether it did. The free fast path of both `PcpSet::free` and
     /// `free_fast`.
     ///
@@ -149,7 +151,7 @@ impl ZonePcp {
         pushed
     }
 
-    /// Pops the newest block of the order-`o` ring, if any. The allocation
+    /// Pops the newest block of list `o`'s ring, if any. The allocation
     /// fast path of both `PcpSet::alloc` and `alloc_fast`.
     ///
     /// # Safety
@@ -254,12 +256,13 @@ impl PcpSet {
         self.busy.store(false, Ordering::Release);
     }
 
-    /// Allocates an order-`order` block (`order <= PCP_MAX_ORDER`) from this
-    /// thread's cache, refilling it from the zonelist if it is empty. `None`
-    /// when no zone passes its low watermark: the caller's slow path follows.
+    /// Allocates an order-`order` block (`order <= PCP_MAX_ORDER`) of type
+    /// `mt` (below `MIGRATE_PCPTYPES`) from this thread's cache, refilling
+    /// it from the zonelist if it is empty. `None` when no zone passes its
+    /// low watermark: the caller's slow path follows.
     #[inline]
-    pub(crate) fn alloc(&self, node: &Node, order: u32, flags: AllocFlags) -> Option<Block> {
-        let o = order as usize;
+    pub(crate) fn alloc(&self, node: &Node, order: u32, mt: Migratetype, flags: AllocFlags) -> Option<Block> {
+        let o = pcp_list(order as usize, mt as usize);
         let zone = self.preferred.load(Ordering::Relaxed);
         let zp = &self.zones[zone];
         if self.enter() {
@@ -272,7 +275,7 @@ impl PcpSet {
             }
             self.leave();
         }
-        self.alloc_refill(node, order, flags)
+        self.alloc_refill(node, (order, mt), flags)
     }
 
     /// The slow path of `alloc`: under the set lock, walk the zonelist; the
@@ -280,26 +283,31 @@ impl PcpSet {
     /// able to refill, serves it (`rmqueue_pcplist` + `rmqueue_bulk`).
     #[cold]
     #[inline(never)]
-    pub(super) fn alloc_refill(&self, node: &Node, order: u32, flags: AllocFlags) -> Option<Block> {
-        let o = order as usize;
+    pub(super) fn alloc_refill(
+        &self,
+        node: &Node,
+        (order, mt): (u32, Migratetype),
+        flags: AllocFlags,
+    ) -> Option<Block> {
+        let o = pcp_list(order as usize, mt as usize);
         let _guard = self.lock.lock();
         let preferred = self.preferred.load(Ordering::Relaxed);
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
-        let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, flags) };
+        let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, order, flags) };
         zonelist(preferred, node.zones.len(), |z| {
             let zone = &node.zones[z];
             let zp = &self.zones[z];
             // SAFETY: we hold the set lock and are the owner.
             let block = unsafe {
                 zp.lists(|l| {
-                    refresh(l, zone);
+                    refresh(l, o, zone);
                     let mut n = zp.count[o].load(Ordering::Relaxed);
                     if n == 0 {
                         if !zone.watermark_ok(order, mode) {
                             zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                             return None;
                         }
-                        n = zone.rmqueue_bulk(&node.mem_map, order, l.batch[o] as usize, |i, pfn| {
+                        n = zone.rmqueue_bulk(&node.mem_map, (order, mt), l.batch[o] as usize, |i, pfn| {
                             l.slots[l.slot(o, l.bottom[o].wrapping_add(i as u32))] = pfn;
                         }) as u32;
                         if n == 0 {
@@ -319,48 +327,49 @@ impl PcpSet {
         })
     }
 
-    /// Frees an order-`order` block of zone `zone` into this thread's cache;
-    /// the caller has validated that it is an allocated block of that order.
+    /// Frees an order-`order` block of zone `zone`, allocated as type `mt`,
+    /// into this thread's cache; the caller has validated that it is an
+    /// allocated block of that order.
     #[inline]
-    pub(crate) fn free(&self, node: &Node, pfn: Pfn, order: u32, zone: usize) {
-        let o = order as usize;
+    pub(crate) fn free(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
+        let o = pcp_list(order as usize, mt as usize);
         let zp = &self.zones[zone];
         if self.enter() {
             // SAFETY: inside a busy section that did not see `locked`.
             if unsafe { zp.push(o, pfn) } {
-                put_cached(node, pfn, order, zone);
+                put_cached(node, pfn, (order, mt), zone);
                 ZonePcp::bump(&zp.frees[o]);
                 self.leave();
                 return;
             }
             self.leave();
         }
-        self.free_trim(node, pfn, order, zone);
+        self.free_trim(node, pfn, (order, mt), zone);
     }
 
     /// The slow path of `free`: push, and if the list is now above `high`,
     /// return its `batch` coldest blocks under one zone lock acquisition.
     #[cold]
     #[inline(never)]
-    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, order: u32, zone: usize) {
-        let o = order as usize;
+    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
+        let o = pcp_list(order as usize, mt as usize);
         let _guard = self.lock.lock();
         let zp = &self.zones[zone];
         let z = &node.zones[zone];
         // SAFETY: we hold the set lock and are the owner.
         unsafe {
             zp.lists(|l| {
-                refresh(l, z);
+                refresh(l, o, z);
                 let n = zp.count[o].load(Ordering::Relaxed);
                 l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                put_cached(node, pfn, order, zone);
+                put_cached(node, pfn, (order, mt), zone);
                 let mut n = n + 1;
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
                     let bottom = l.bottom[o];
                     let to_lists = z.free_pcppages_bulk(
                         &node.mem_map,
-                        order,
+                        (order, mt),
                         (0..batch).map(|i| l.slots[l.slot(o, bottom.wrapping_add(i))]),
                     );
                     if to_lists {
@@ -420,23 +429,24 @@ impl PcpSet {
                 continue;
             }
             let mut guard = zone.lock();
-            for o in 0..PCP_ORDERS {
+            for o in 0..NR_PCP_LISTS {
                 let n = zp.count[o].load(Ordering::Relaxed);
                 if n == 0 {
                     continue;
                 }
+                let order = o % PCP_ORDERS;
                 // SAFETY: per this function's contract.
                 unsafe {
                     zp.lists(|l| {
                         for i in 0..n {
                             let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
-                            guard.free_cached(&node.mem_map, pfn, o as u32);
+                            guard.free_cached(&node.mem_map, pfn, order as u32);
                         }
                         l.bottom[o] = 0;
                     });
                 }
                 zp.count[o].store(0, Ordering::Relaxed);
-                pages += (n as usize) << o;
+                pages += (n as usize) << order;
             }
             guard.inner.pcp_drained += 1;
         }
@@ -503,22 +513,24 @@ impl PcpSet {
     }
 
     /// Walks this set's lists for `check()`: every slot must be a cached head
-    /// of the list's order in the list's zone. Adds the pages per zone to
-    /// `cached`.
+    /// of the list's order and type in the list's zone. Adds the pages per
+    /// zone to `cached`.
     ///
     /// # Safety
     /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
     pub(super) unsafe fn check(&self, node: &Node, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
         for (z, zp) in self.zones.iter().enumerate() {
-            for (o, capacity) in CAPACITY.iter().enumerate() {
+            for o in 0..NR_PCP_LISTS {
+                let (order, capacity) = (o % PCP_ORDERS, CAPACITY[o % PCP_ORDERS]);
+                let mt = Migratetype::from_index(o / PCP_ORDERS);
                 let n = zp.count[o].load(Ordering::Relaxed);
                 let bad = |pfn: Pfn, reason| crate::error::CheckError::BadCacheEntry {
                     zone: z,
-                    order: o as u32,
+                    order: order as u32,
                     pfn: pfn.raw(),
                     reason,
                 };
-                if n as usize > *capacity {
+                if n as usize > capacity {
                     return Err(bad(Pfn::new(0), "more blocks than the list can hold"));
                 }
                 // SAFETY: frozen, per the caller's contract.
@@ -530,44 +542,51 @@ impl PcpSet {
                                 return Err(bad(pfn, "not a page of the list's zone"));
                             }
                             let info = node.mem_map.page(pfn).info();
-                            if info.state != PageState::Cached || info.order() as usize != o {
+                            if info.state != PageState::Cached || info.order() as usize != order {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
+                            }
+                            if info.migratetype() != mt {
+                                return Err(bad(pfn, "head is not of the list's migratetype"));
                             }
                         }
                         Ok(())
                     })
                 };
                 result?;
-                cached[z] += (n as usize) << o;
+                cached[z] += (n as usize) << order;
             }
         }
         Ok(())
     }
 }
 
-/// Records a popped cached block as allocated and returns it.
+/// Records a popped cached block as allocated (of the type of the list it
+/// was on) and returns it.
 #[inline(always)]
 pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Block {
     let page = node.mem_map.page(pfn);
-    let flags = page.info().flags;
-    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone));
-    Block { pfn, order, flags }
+    let info = page.info();
+    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone).with_migratetype(info.migratetype()));
+    Block { pfn, order, flags: info.flags & flag::CONTENT }
 }
 
-/// Records a freed block as cached. Its contents are now unknown: no flags.
+/// Records a freed block as cached on a list of type `mt`. Its contents
+/// are now unknown: no content flags.
 #[inline(always)]
-pub(super) fn put_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) {
-    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone));
+pub(super) fn put_cached(node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
+    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone).with_migratetype(mt));
 }
 
-/// Copies the zone's current `high` and `batch` into a list's parameters.
+/// Copies the zone's current `high` and `batch` into list `l`'s
+/// parameters. Each list is refreshed on its own slow path, which comes
+/// before its first use: an untouched list has `high` 0, so its first
+/// free and its first allocation both take the slow path.
 #[inline]
-pub(super) fn refresh(lists: &mut PcpLists, zone: &Zone) {
+pub(super) fn refresh(lists: &mut PcpLists, l: usize, zone: &Zone) {
     let (batch, high) = zone.pcp_params();
-    for o in 0..PCP_ORDERS {
-        lists.offset[o] = OFFSET[o] as u32;
-        lists.mask[o] = CAPACITY[o] as u32 - 1;
-        lists.batch[o] = batch_blocks(batch, o) as u32;
-        lists.high[o] = high_blocks(high, batch, o) as u32;
-    }
+    let o = l % PCP_ORDERS;
+    lists.offset[l] = list_offset(l) as u32;
+    lists.mask[l] = CAPACITY[o] as u32 - 1;
+    lists.batch[l] = batch_blocks(batch, o) as u32;
+    lists.high[l] = high_blocks(high, batch, o) as u32;
 }

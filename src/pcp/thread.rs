@@ -3,6 +3,7 @@
 
 use std::ptr::NonNull;
 
+use crate::migratetype::MOBILITY_SHIFT;
 use crate::node::Node;
 use crate::page::{PageInfo, PageState};
 use crate::pfn::Pfn;
@@ -42,6 +43,9 @@ pub(super) struct Entry {
     /// The packed info word of an allocated order-0 head in the preferred
     /// zone; `| order << 8` for other orders.
     pub(super) allocated_word: u32,
+    /// Masks the mobility bits of a request's flags: 3 when the arena
+    /// groups by mobility, 0 when everything is unmovable.
+    pub(super) mobility_mask: u32,
 }
 
 impl Entry {
@@ -58,6 +62,7 @@ const EMPTY: Entry = Entry {
     zones: NonNull::dangling(),
     nr_zones: 0,
     allocated_word: 0,
+    mobility_mask: 0,
 };
 
 /// Turns an allocated head's info word into the cached head's: the states
@@ -120,6 +125,7 @@ impl ThreadCaches {
                     zones: NonNull::from(&zones[0]),
                     nr_zones: zones.len(),
                     allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
+                    mobility_mask: if node.group_by_mobility { 3 } else { 0 },
                 });
                 slot
             }
@@ -254,10 +260,12 @@ pub(crate) fn with_thread_set<R>(node: &Node, registry: &PcpRegistry, f: impl Fn
 }
 
 /// The allocation fast path: pops a block of `order` from this thread's
-/// list for its preferred zone. `None` sends the caller to the slow path
-/// (no set yet, a drain in progress, or an empty list).
+/// list for its preferred zone and the migratetype the flags' bits
+/// `flag_bits` choose. `None` sends the caller to the slow path (no set
+/// yet, a drain in progress, or an empty list: the lists of both mobility
+/// flags at once are always empty).
 #[inline(always)]
-pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
+pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn> {
     with_caches(|caches| {
         let entry = caches.entries[0].get();
         if entry.arena_id != node.id {
@@ -266,7 +274,9 @@ pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
         // SAFETY: entry 0 holds this arena's set (ids are never reused and
         // never 0), kept alive by the thread's reference; `hot` points into it.
         let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.as_ref()) };
-        let o = (order as usize).min(PCP_ORDERS - 1); // the caller's order is at most PCP_MAX_ORDER
+        let mt = (flag_bits >> MOBILITY_SHIFT) & 3 & entry.mobility_mask;
+        // The caller's order is at most PCP_MAX_ORDER.
+        let o = pcp_list((order as usize).min(PCP_ORDERS - 1), mt as usize);
         if !set.enter() {
             return None;
         }
@@ -276,7 +286,8 @@ pub(crate) fn alloc_fast(node: &Node, order: u32) -> Option<Pfn> {
             return None;
         };
         // SAFETY: cached blocks are pages of the region.
-        unsafe { node.mem_map.page_unchecked(pfn) }.set_info_word(entry.allocated_word | order << 8);
+        unsafe { node.mem_map.page_unchecked(pfn) }
+            .set_info_word(entry.allocated_word | order << 8 | PageInfo::migratetype_word(mt as usize));
         ZonePcp::bump(&zp.allocs[o]);
         set.leave();
         Some(pfn)
@@ -300,7 +311,8 @@ pub(crate) fn free_fast(node: &Node, pfn: Pfn, order: u32, word: u32) -> bool {
         // SAFETY: as in `alloc_fast`; `zones` points at the set's
         // `nr_zones` lists and `zone` is below that.
         let (set, zp) = unsafe { (entry.set.as_ref(), entry.zones.add(zone).as_ref()) };
-        let o = (order as usize).min(PCP_ORDERS - 1); // the caller's order is at most PCP_MAX_ORDER
+        // The caller's order is at most PCP_MAX_ORDER.
+        let o = pcp_list((order as usize).min(PCP_ORDERS - 1), PageInfo::migratetype_of_word(word));
         if !set.enter() {
             return false;
         }

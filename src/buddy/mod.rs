@@ -10,8 +10,22 @@
 //! that finds every list empty takes the next one. Building an arena is
 //! therefore O(1) in the region size, and untouched memory costs no RSS.
 //!
+//! Every order has one list per migratetype, and the zone's pageblocks each
+//! have a type ([`pageblock`]): a freed block goes on the list of its
+//! pageblock's type, an allocation takes from its own type's lists, then
+//! from the frontier, and only then steals from another type
+//! ([`fallback`]).
+//!
 //! A `Buddy` is always behind its zone's lock; nothing here is concurrent.
 
+mod fallback;
+mod highatomic;
+mod pageblock;
+
+pub(crate) use highatomic::highatomic_limit;
+pub(crate) use pageblock::Pageblocks;
+
+use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::{NIL, Pfn, single_tile, tile};
 
@@ -41,9 +55,10 @@ pub(crate) struct Block {
     pub flags: u8,
 }
 
-/// One order's free list: the kernel's `struct free_area`.
+/// One order's free list of one migratetype (the kernel's
+/// `free_area[order].free_list[mt]`).
 #[derive(Clone, Copy, Debug)]
-struct FreeArea {
+struct FreeList {
     head: Pfn,
     /// The last block: purged blocks go here, resident ones at the head, so
     /// allocation reuses resident memory first and a purge pass stops at the
@@ -61,6 +76,25 @@ pub(crate) struct BuddyCounters {
     pub merges: u64,
     /// Max-order blocks taken from the untouched frontier.
     pub frontier_blocks: u64,
+    /// Allocations served from another type's lists (the kernel's
+    /// `mm_page_alloc_extfrag` events).
+    pub fallbacks: u64,
+    /// Of those, the ones that took part of a pageblock without claiming
+    /// it: each may leave a pageblock mixed.
+    pub fallbacks_fragmenting: u64,
+    /// Pageblocks whose type a fallback changed (claimed whole).
+    pub pageblocks_claimed: u64,
+}
+
+/// The orders a zone's buddy state is built with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BuddyOrders {
+    /// The largest block.
+    pub max_order: u32,
+    /// A purge hands back only blocks of at least this order.
+    pub purge_min_order: u32,
+    /// `pageblock_order`: the unit migratetypes are kept for.
+    pub pageblock_order: u32,
 }
 
 /// The free memory of one zone.
@@ -71,9 +105,18 @@ pub(crate) struct Buddy {
     /// Pages at and above `frontier` (up to `end`) have never been used.
     frontier: Pfn,
     max_order: u32,
-    free_area: [FreeArea; NR_ORDERS],
-    /// Bit `o` set when `free_area[o]` is non-empty.
-    list_mask: u32,
+    free_area: [[FreeList; NR_MIGRATETYPES]; NR_ORDERS],
+    /// Per type, bit `o` set when `free_area[o][type]` is non-empty.
+    list_mask: [u32; NR_MIGRATETYPES],
+    /// Free pages on each type's lists.
+    type_pages: [usize; NR_MIGRATETYPES],
+    /// The migratetype of each pageblock.
+    pageblocks: Pageblocks,
+    /// Grouping by mobility is on (the kernel's
+    /// `!page_group_by_mobility_disabled`).
+    grouping: bool,
+    /// Pages in high-atomic pageblocks (`nr_reserved_highatomic`).
+    nr_reserved_highatomic: usize,
     /// Free pages on the lists (the frontier not included).
     listed_pages: usize,
     /// Free pages on the lists whose block is purged (no RSS).
@@ -93,25 +136,43 @@ pub(crate) struct Buddy {
 impl Buddy {
     /// The buddy state of a zone spanning `start..end`, all of it untouched.
     /// Both ends are multiples of the max-order block. A purge hands back
-    /// only blocks of `purge_min_order` or more.
-    pub(crate) fn new(zone: usize, start: Pfn, end: Pfn, max_order: u32, purge_min_order: u32) -> Self {
-        debug_assert!(max_order <= MAX_ORDER_LIMIT);
+    /// only blocks of `purge_min_order` or more. `None` if the pageblock
+    /// table's memory cannot be had.
+    pub(crate) fn new(zone: usize, (start, end): (Pfn, Pfn), orders: BuddyOrders, grouping: bool) -> Option<Self> {
+        let BuddyOrders { max_order, purge_min_order, pageblock_order } = orders;
+        debug_assert!(max_order <= MAX_ORDER_LIMIT && pageblock_order <= max_order);
         debug_assert!(start.is_aligned(max_order) && end.is_aligned(max_order));
-        Self {
+        Some(Self {
             zone,
             start,
             end,
             frontier: start,
             max_order,
-            free_area: [FreeArea { head: NIL, tail: NIL, nr_free: 0 }; NR_ORDERS],
-            list_mask: 0,
+            free_area: [[FreeList { head: NIL, tail: NIL, nr_free: 0 }; NR_MIGRATETYPES]; NR_ORDERS],
+            list_mask: [0; NR_MIGRATETYPES],
+            type_pages: [0; NR_MIGRATETYPES],
+            pageblocks: Pageblocks::new(start, end, pageblock_order)?,
+            grouping,
+            nr_reserved_highatomic: 0,
             listed_pages: 0,
             purged_pages: 0,
             purge_min_order,
             purgeable_pages: 0,
             isolated_pages: 0,
             counters: BuddyCounters::default(),
-        }
+        })
+    }
+
+    /// The pageblock table.
+    #[inline]
+    pub(crate) fn pageblocks(&self) -> &Pageblocks {
+        &self.pageblocks
+    }
+
+    /// Free pages on type `mt`'s lists.
+    #[inline]
+    pub(crate) fn type_pages(&self, mt: Migratetype) -> usize {
+        self.type_pages[mt as usize]
     }
 
     /// All free pages: on the lists and above the frontier.
@@ -193,21 +254,23 @@ impl Buddy {
         let mut n = 0;
         let mut pages = 0;
         for order in (self.purge_order()..=self.max_order).rev() {
-            while n < out.len() && (n == 0 || pages + (1 << order) <= max_pages) {
-                let pfn = self.free_area[order as usize].head;
-                if pfn == NIL {
-                    break;
+            for mt in 0..NR_MIGRATETYPES {
+                while n < out.len() && (n == 0 || pages + (1 << order) <= max_pages) {
+                    let pfn = self.free_area[order as usize][mt].head;
+                    if pfn == NIL {
+                        break;
+                    }
+                    let info = mm.page(pfn).info();
+                    if info.flags & flag::PURGED != 0 {
+                        break;
+                    }
+                    self.del_from_free_list(mm, pfn, order, info);
+                    mm.page(pfn).set_info(PageInfo::new(PageState::Isolated, order, 0, self.zone));
+                    self.isolated_pages += 1 << order;
+                    pages += 1 << order;
+                    out[n] = (pfn, order);
+                    n += 1;
                 }
-                let info = mm.page(pfn).info();
-                if info.flags & flag::PURGED != 0 {
-                    break;
-                }
-                self.del_from_free_list(mm, pfn, order, info.flags);
-                mm.page(pfn).set_info(PageInfo::new(PageState::Isolated, order, 0, self.zone));
-                self.isolated_pages += 1 << order;
-                pages += 1 << order;
-                out[n] = (pfn, order);
-                n += 1;
             }
         }
         n
@@ -221,38 +284,86 @@ impl Buddy {
         self.free_one_page(mm, pfn, order, flags);
     }
 
-    /// Bit `o` set when a free block of order `o` exists (the frontier counts
-    /// as max-order blocks): what the watermark check's order test reads.
+    /// Bit `o` set when a free block of order `o` exists outside the
+    /// high-atomic reserve (the frontier counts as max-order blocks): what
+    /// the watermark check's order test reads.
     #[inline]
     pub(crate) fn order_mask(&self) -> u32 {
         let frontier = if self.frontier < self.end { 1 << self.max_order } else { 0 };
-        self.list_mask | frontier
+        let [unmovable, movable, reclaimable, _] = self.list_mask;
+        unmovable | movable | reclaimable | frontier
     }
 
-    /// Blocks on `free_area[order]`.
+    /// Bit `o` set when the high-atomic reserve has a free block of order
+    /// `o`: what requests allowed the reserves may count on too.
+    #[inline]
+    pub(crate) fn reserve_order_mask(&self) -> u32 {
+        self.list_mask[Migratetype::HighAtomic as usize]
+    }
+
+    /// Blocks on `free_area[order]`, every type.
     #[inline]
     pub(crate) fn nr_free_blocks(&self, order: u32) -> usize {
-        self.free_area[order as usize].nr_free
+        self.free_area[order as usize].iter().map(|list| list.nr_free).sum()
     }
 
-    /// Head of `free_area[order]` ([`NIL`] when empty), for walks.
+    /// Blocks on `free_area[order][mt]`.
     #[inline]
-    pub(crate) fn list_head(&self, order: u32) -> Pfn {
-        self.free_area[order as usize].head
+    pub(crate) fn nr_free_blocks_of(&self, order: u32, mt: Migratetype) -> usize {
+        self.free_area[order as usize][mt as usize].nr_free
     }
 
-    /// Tail of `free_area[order]` ([`NIL`] when empty), for walks.
+    /// Head of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
-    pub(crate) fn list_tail(&self, order: u32) -> Pfn {
-        self.free_area[order as usize].tail
+    pub(crate) fn list_head(&self, order: u32, mt: Migratetype) -> Pfn {
+        self.free_area[order as usize][mt as usize].head
     }
 
-    /// Takes a block of exactly `order` off the lists, splitting a larger one
-    /// (or a fresh frontier block) if need be: the kernel's `__rmqueue_smallest`.
-    /// The head is recorded as `state`.
+    /// Tail of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
-    pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
-        self.rmqueue_split_from(mm, order, order, state)
+    pub(crate) fn list_tail(&self, order: u32, mt: Migratetype) -> Pfn {
+        self.free_area[order as usize][mt as usize].tail
+    }
+
+    /// Takes a block of exactly `order` for an allocation of type `mt` off
+    /// the lists (the kernel's `__rmqueue`): from `mt`'s own lists,
+    /// splitting a larger block if need be (`__rmqueue_smallest`), else a
+    /// fresh frontier block, else from another type's
+    /// (`__rmqueue_fallback`). The head is recorded as `state`, of type
+    /// `mt`.
+    #[inline]
+    pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, mt: Migratetype, state: PageState) -> Option<Block> {
+        let taken = match self.rmqueue_smallest(mm, order, order, mt) {
+            Some(taken) => Some(taken),
+            None => self.rmqueue_fallback(mm, order, mt),
+        };
+        let (pfn, flags) = taken?;
+        Some(self.prep_head(mm, pfn, order, flags, mt, state))
+    }
+
+    /// Takes a block of `order` from the high-atomic reserve for a request
+    /// of type `mt` (`__rmqueue_smallest(..., MIGRATE_HIGHATOMIC)`).
+    pub(crate) fn rmqueue_highatomic(
+        &mut self,
+        mm: &MemMap,
+        order: u32,
+        mt: Migratetype,
+        state: PageState,
+    ) -> Option<Block> {
+        let (pfn, flags) = self.take_from_lists(mm, order, order, Migratetype::HighAtomic)?;
+        Some(self.prep_head(mm, pfn, order, flags, mt, state))
+    }
+
+    /// Records the head of a block just taken off the lists as `state`,
+    /// allocated as type `mt`.
+    #[inline]
+    fn prep_head(&self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype, state: PageState) -> Block {
+        // A cached block keeps its content flags until it is handed out; an
+        // allocated head carries none (the caller is about to write it, and
+        // the cache's fast free path keeps the flags it finds).
+        let head_flags = if state == PageState::Cached { flags } else { 0 };
+        mm.page(pfn).set_info(PageInfo::new(state, order, head_flags, self.zone).with_migratetype(mt));
+        Block { pfn, order, flags }
     }
 
     /// Takes a block of `order` carved from the start of a larger free
@@ -261,21 +372,48 @@ impl Buddy {
     /// room for [`GROWTH_ORDERS`] doublings (or a frontier block), else the
     /// largest free block above `order`; otherwise as
     /// [`rmqueue`](Self::rmqueue).
-    pub(crate) fn rmqueue_growable(&mut self, mm: &MemMap, order: u32, state: PageState) -> Option<Block> {
+    pub(crate) fn rmqueue_growable(
+        &mut self,
+        mm: &MemMap,
+        order: u32,
+        mt: Migratetype,
+        state: PageState,
+    ) -> Option<Block> {
         let roomy = (order + GROWTH_ORDERS).min(self.max_order);
-        if roomy > order && (self.list_mask >> roomy != 0 || self.frontier < self.end) {
-            return self.rmqueue_split_from(mm, order, roomy, state);
-        }
-        if self.list_mask >> order > 1 {
-            let largest = u32::BITS - 1 - self.list_mask.leading_zeros();
-            return self.rmqueue_split_from(mm, order, largest, state);
-        }
-        self.rmqueue(mm, order, state)
+        let mask = self.list_mask[mt as usize];
+        let from = if roomy > order && (mask >> roomy != 0 || self.frontier < self.end) {
+            roomy
+        } else if mask >> order > 1 {
+            u32::BITS - 1 - mask.leading_zeros()
+        } else {
+            return self.rmqueue(mm, order, mt, state);
+        };
+        let (pfn, flags) = self.rmqueue_smallest(mm, order, from, mt)?;
+        Some(self.prep_head(mm, pfn, order, flags, mt, state))
     }
 
-    /// Takes a block of `order`, splitting the smallest resident free block
-    /// of at least `from`, else the smallest purged one (or a frontier
-    /// block).
+    /// `__rmqueue_smallest` for type `mt` from blocks of at least `from`,
+    /// then a fresh frontier block (its pageblocks become `mt`'s): the
+    /// block's first page and its content flags.
+    #[inline]
+    fn rmqueue_smallest(&mut self, mm: &MemMap, order: u32, from: u32, mt: Migratetype) -> Option<(Pfn, u8)> {
+        if let Some(taken) = self.take_from_lists(mm, order, from, mt) {
+            return Some(taken);
+        }
+        if self.frontier >= self.end {
+            return None;
+        }
+        let pfn = self.frontier;
+        self.frontier += 1 << self.max_order;
+        self.counters.frontier_blocks += 1;
+        self.pageblocks.set_range(pfn, self.max_order, mt);
+        self.expand(mm, pfn, self.max_order, order, flag::PRISTINE, mt);
+        Some((pfn, flag::PRISTINE))
+    }
+
+    /// Takes a block of `order` off type `mt`'s lists, splitting the
+    /// smallest resident free block of at least `from`, else the smallest
+    /// purged one; the halves split off stay on `mt`'s lists.
     ///
     /// Resident first: a block still in memory is reused without page
     /// faults or new RSS, where a purged or never-used one (however exact
@@ -284,39 +422,30 @@ impl Buddy {
     /// the kernel's `__rmqueue_smallest`. Resident blocks sit at the heads
     /// of their lists, so one look per non-empty order decides.
     #[inline]
-    fn rmqueue_split_from(&mut self, mm: &MemMap, order: u32, from: u32, state: PageState) -> Option<Block> {
+    fn take_from_lists(&mut self, mm: &MemMap, order: u32, from: u32, mt: Migratetype) -> Option<(Pfn, u8)> {
         debug_assert!(order <= from && from <= self.max_order);
-        let candidates = self.list_mask >> from;
-        let (pfn, found, flags) = if candidates != 0 {
-            let mut found = from + candidates.trailing_zeros();
-            let mut rest = candidates;
-            while rest != 0 {
-                let o = from + rest.trailing_zeros();
-                if mm.page(self.free_area[o as usize].head).info().flags & flag::PURGED == 0 {
-                    found = o;
-                    break;
-                }
-                rest &= rest - 1;
-            }
-            let pfn = self.free_area[found as usize].head;
-            let flags = mm.page(pfn).info().flags;
-            self.del_from_free_list(mm, pfn, found, flags);
-            (pfn, found, flags)
-        } else if self.frontier < self.end {
-            let pfn = self.frontier;
-            self.frontier += 1 << self.max_order;
-            self.counters.frontier_blocks += 1;
-            (pfn, self.max_order, flag::PRISTINE)
-        } else {
+        let candidates = self.list_mask[mt as usize] >> from;
+        if candidates == 0 {
             return None;
-        };
-        self.expand(mm, pfn, found, order, flags);
-        // A cached block keeps its content flags until it is handed out; an
-        // allocated head carries none (the caller is about to write it, and
-        // the cache's fast free path keeps the flags it finds).
-        let head_flags = if state == PageState::Cached { flags } else { 0 };
-        mm.page(pfn).set_info(PageInfo::new(state, order, head_flags, self.zone));
-        Some(Block { pfn, order, flags })
+        }
+        let lists = &self.free_area;
+        let head = |o: u32| lists[o as usize][mt as usize].head;
+        let mut found = from + candidates.trailing_zeros();
+        let mut rest = candidates;
+        while rest != 0 {
+            let o = from + rest.trailing_zeros();
+            if mm.page(head(o)).info().flags & flag::PURGED == 0 {
+                found = o;
+                break;
+            }
+            rest &= rest - 1;
+        }
+        let pfn = head(found);
+        let info = mm.page(pfn).info();
+        let flags = info.flags & flag::CONTENT;
+        self.del_from_free_list(mm, pfn, found, info);
+        self.expand(mm, pfn, found, order, flags, mt);
+        Some((pfn, flags))
     }
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
@@ -326,31 +455,52 @@ impl Buddy {
     /// whole huge page maps all of it: the halves that stay inside the huge
     /// page of `pfn` are resident from then on, and are flagged so (else
     /// allocation would not prefer them and a purge would never take them).
+    /// The halves go on `mt`'s lists.
     #[inline]
-    fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8) {
+    fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8, mt: Migratetype) {
         let whole_huge_page = self.purge_min_order > 0 && high >= self.purge_min_order;
         let inside = if whole_huge_page { flags & !flag::PURGED } else { flags };
         while high > low {
             high -= 1;
             let half = if high < self.purge_min_order { inside } else { flags };
-            self.add_to_free_list(mm, pfn + (1 << high), high, half);
+            self.add_to_free_list(mm, pfn + (1 << high), high, half, mt);
             self.counters.splits += 1;
         }
     }
 
     /// Gives a block back, merging it with its buddy at `pfn.buddy(order)`
     /// while that buddy is free and whole: the kernel's `__free_one_page`.
-    /// The caller has validated that the block is one it may free.
+    /// The block goes on the list of its pageblock's type; from
+    /// `pageblock_order` up, a buddy of another type is merged and retyped
+    /// unless either is a reserve. The caller has validated that the block
+    /// is one it may free.
     #[inline]
-    pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, mut flags: u8) {
+    pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, flags: u8) {
         debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_aligned(order));
+        let mut flags = flags & flag::CONTENT;
+        let mt = self.pageblocks.get(pfn);
+        let pageblock_order = self.pageblocks.order();
+        if order > pageblock_order {
+            self.pageblocks.set_range(pfn, order, mt);
+        }
         while order < self.max_order {
             let buddy = pfn.buddy(order);
             let info = mm.page(buddy).info();
             if info.state != PageState::Free || info.order() != order {
                 break;
             }
-            self.del_from_free_list(mm, buddy, order, info.flags);
+            if order >= pageblock_order {
+                let buddy_mt = info.migratetype();
+                if buddy_mt != mt {
+                    if !mt.is_mergeable() || !buddy_mt.is_mergeable() {
+                        break;
+                    }
+                    // So that an `expand` of the merged block later puts
+                    // its halves on the right lists.
+                    self.pageblocks.set_range(buddy, order, mt);
+                }
+            }
+            self.del_from_free_list(mm, buddy, order, info);
             // The upper of the two is no longer a head.
             mm.page(pfn.max(buddy)).set_info(PageInfo::TAIL);
             flags &= info.flags;
@@ -358,21 +508,22 @@ impl Buddy {
             order += 1;
             self.counters.merges += 1;
         }
-        self.add_to_free_list(mm, pfn, order, flags);
+        self.add_to_free_list(mm, pfn, order, flags, mt);
     }
 
     /// Marks pages `start..end` of the allocation that begins at `first` as
     /// its tiles ([`tile`]): `Exact` heads, every one but the allocation's
     /// first flagged [`flag::CONTINUED`]; an allocation that is a single
     /// tile is a plain `Allocated` block.
-    pub(crate) fn set_tiles(&self, mm: &MemMap, first: Pfn, start: Pfn, end: Pfn) {
+    /// Every head records the allocation's type `mt`.
+    pub(crate) fn set_tiles(&self, mm: &MemMap, first: Pfn, (start, end): (Pfn, Pfn), mt: Migratetype) {
         if let Some(order) = single_tile(first, end) {
-            mm.page(first).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
+            mm.page(first).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone).with_migratetype(mt));
             return;
         }
         for (pfn, order) in tile(start, end) {
             let flags = if pfn == first { 0 } else { flag::CONTINUED };
-            mm.page(pfn).set_info(PageInfo::new(PageState::Exact, order, flags, self.zone));
+            mm.page(pfn).set_info(PageInfo::new(PageState::Exact, order, flags, self.zone).with_migratetype(mt));
         }
     }
 
@@ -384,7 +535,8 @@ impl Buddy {
     pub(crate) fn trim_allocated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, pages: usize, flags: u8) {
         debug_assert!(pages >= 1 && pages <= 1 << order && pfn.is_aligned(order));
         let end = pfn + pages;
-        self.set_tiles(mm, pfn, pfn, end);
+        let mt = mm.page(pfn).info().migratetype();
+        self.set_tiles(mm, pfn, (pfn, end), mt);
         for (free, o) in tile(end, pfn + (1 << order)) {
             self.free_one_page(mm, free, o, flags);
         }
@@ -396,13 +548,14 @@ impl Buddy {
     pub(crate) fn shrink_allocated(&mut self, mm: &MemMap, pfn: Pfn, pages: usize, keep: usize) {
         debug_assert!(keep >= 1 && keep < pages);
         let new_end = pfn + keep;
+        let mt = mm.page(pfn).info().migratetype();
         for (start, o) in tile(pfn, pfn + pages) {
             let end = start + (1 << o);
             if end <= new_end {
                 continue;
             }
             if start < new_end {
-                self.set_tiles(mm, pfn, start, new_end);
+                self.set_tiles(mm, pfn, (start, new_end), mt);
             }
             for (free, fo) in tile(start.max(new_end), end) {
                 self.free_one_page(mm, free, fo, 0);
@@ -410,7 +563,7 @@ impl Buddy {
         }
         // If what is kept is one tile, it is a plain block now.
         if let Some(order) = single_tile(pfn, new_end) {
-            mm.page(pfn).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone));
+            mm.page(pfn).set_info(PageInfo::new(PageState::Allocated, order, 0, self.zone).with_migratetype(mt));
         }
     }
 
@@ -433,8 +586,9 @@ impl Buddy {
         let mut pfn = start;
         while pfn < end {
             let (head, order) = self.free_block_containing(mm, pfn).expect("checked above");
-            let flags = mm.page(head).info().flags;
-            self.del_from_free_list(mm, head, order, flags);
+            let info = mm.page(head).info();
+            let flags = info.flags & flag::CONTENT;
+            self.del_from_free_list(mm, head, order, info);
             mm.page(head).set_info(PageInfo::TAIL);
             let block_end = head + (1 << order);
             // The parts of the block outside the range.
@@ -479,8 +633,8 @@ impl Buddy {
         }
         for o in order..new_order {
             let buddy = pfn + (1 << o);
-            let flags = mm.page(buddy).info().flags;
-            self.del_from_free_list(mm, buddy, o, flags);
+            let info = mm.page(buddy).info();
+            self.del_from_free_list(mm, buddy, o, info);
             mm.page(buddy).set_info(PageInfo::TAIL);
         }
         true
@@ -490,11 +644,13 @@ impl Buddy {
     /// the most recently freed, cache-warm block goes out first), a purged
     /// one at the back (`FPI_TO_TAIL`), so that memory handed back to the OS
     /// is reused last.
+    /// The list is `mt`'s; `flags` are content flags.
     #[inline]
-    fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
-        let area = &mut self.free_area[order as usize];
+    fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype) {
+        debug_assert_eq!(flags & !flag::CONTENT, 0);
+        let area = &mut self.free_area[order as usize][mt as usize];
         let page = mm.page(pfn);
-        page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone));
+        page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone).with_migratetype(mt));
         if flags & flag::PURGED != 0 && area.tail != NIL {
             page.set_prev(area.tail);
             page.set_next(NIL);
@@ -511,7 +667,8 @@ impl Buddy {
             area.head = pfn;
         }
         area.nr_free += 1;
-        self.list_mask |= 1 << order;
+        self.list_mask[mt as usize] |= 1 << order;
+        self.type_pages[mt as usize] += 1 << order;
         self.listed_pages += 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages += 1 << order;
@@ -520,13 +677,14 @@ impl Buddy {
         }
     }
 
-    /// Unlinks a free block from its list; its head entry is left for the
-    /// caller to overwrite.
+    /// Unlinks a free block (whose head entry is `info`) from its list;
+    /// its head entry is left for the caller to overwrite.
     #[inline]
-    fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
+    fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, info: PageInfo) {
+        let (flags, mt) = (info.flags, info.migratetype() as usize);
         let page = mm.page(pfn);
         let (prev, next) = (page.prev(), page.next());
-        let area = &mut self.free_area[order as usize];
+        let area = &mut self.free_area[order as usize][mt];
         if prev == NIL {
             area.head = next;
         } else {
@@ -539,8 +697,9 @@ impl Buddy {
         }
         area.nr_free -= 1;
         if area.nr_free == 0 {
-            self.list_mask &= !(1 << order);
+            self.list_mask[mt] &= !(1 << order);
         }
+        self.type_pages[mt] -= 1 << order;
         self.listed_pages -= 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages -= 1 << order;

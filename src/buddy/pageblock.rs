@@ -1,0 +1,87 @@
+//! The pageblock table of one zone: the migratetype of every pageblock,
+//! kept out of band (the kernel's `pageblock_flags` bitmap, one byte here).
+//!
+//! A pageblock is an aligned run of `2^pageblock_order` pages (order 9,
+//! 2 MiB, by default: a huge page). Free blocks below that order go on the
+//! list of their pageblock's type; a free block of `pageblock_order` or
+//! more has every pageblock it spans set to its list's type.
+//!
+//! The table lives inside the buddy state, behind the zone lock.
+
+use crate::boot::SysBox;
+use crate::migratetype::Migratetype;
+use crate::pfn::Pfn;
+
+/// The migratetype of each pageblock of a zone.
+pub(crate) struct Pageblocks {
+    order: u32,
+    start: Pfn,
+    types: SysBox<[u8]>,
+}
+
+impl Pageblocks {
+    /// A table for the zone `start..end` with pageblocks of `order`, every
+    /// one unmovable until a block is taken from it. `None` if the table's
+    /// memory cannot be had.
+    pub(crate) fn new(start: Pfn, end: Pfn, order: u32) -> Option<Self> {
+        let nr = (end - start).div_ceil(1 << order);
+        Some(Self { order, start, types: SysBox::try_new_zeroed_slice(nr)? })
+    }
+
+    /// `pageblock_order`.
+    #[inline(always)]
+    pub(crate) fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// Pages in a pageblock.
+    #[inline(always)]
+    pub(crate) fn nr_pages(&self) -> usize {
+        1 << self.order
+    }
+
+    /// Number of pageblocks in the zone.
+    pub(crate) fn len(&self) -> usize {
+        self.types.len()
+    }
+
+    /// The pageblock that page `pfn` lies in, as an index.
+    #[inline(always)]
+    fn index(&self, pfn: Pfn) -> usize {
+        (pfn - self.start) >> self.order
+    }
+
+    /// The first page of pageblock `index`.
+    pub(crate) fn start_of(&self, index: usize) -> Pfn {
+        self.start + (index << self.order)
+    }
+
+    /// The type of the pageblock holding `pfn` (`get_pfnblock_migratetype`).
+    #[inline(always)]
+    pub(crate) fn get(&self, pfn: Pfn) -> Migratetype {
+        Migratetype::from_index(usize::from(self.types[self.index(pfn)]))
+    }
+
+    /// The type of pageblock `index`.
+    pub(crate) fn get_index(&self, index: usize) -> Migratetype {
+        Migratetype::from_index(usize::from(self.types[index]))
+    }
+
+    /// Sets the type of the pageblock holding `pfn`
+    /// (`set_pageblock_migratetype`).
+    #[inline]
+    pub(crate) fn set(&mut self, pfn: Pfn, mt: Migratetype) {
+        let i = self.index(pfn);
+        self.types[i] = mt as u8;
+    }
+
+    /// Sets the type of every pageblock the block `pfn`/`order` touches
+    /// (`change_pageblock_range`): one when `order` is below
+    /// `pageblock_order`.
+    #[inline]
+    pub(crate) fn set_range(&mut self, pfn: Pfn, order: u32, mt: Migratetype) {
+        let first = self.index(pfn);
+        let n = 1usize << order.saturating_sub(self.order);
+        self.types[first..first + n].fill(mt as u8);
+    }
+}
