@@ -12,7 +12,6 @@ use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
-use crate::migratetype::MOBILITY_BOTH;
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
@@ -187,7 +186,6 @@ impl Arena {
         let bits = flags.bits();
         if order <= PCP_MAX_ORDER
             && bits & NOT_FAST == 0
-            && bits & MOBILITY_BOTH != MOBILITY_BOTH
             && let Some(pfn) = alloc_fast(inner.node(), order, bits)
         {
             // SAFETY: a cached block is a page of the region.

@@ -43,9 +43,6 @@ pub(super) struct Entry {
     /// The packed info word of an allocated order-0 head in the preferred
     /// zone; `| order << 8` for other orders.
     pub(super) allocated_word: u32,
-    /// Masks the mobility bits of a request's flags: 3 when the arena
-    /// groups by mobility, 0 when everything is unmovable.
-    pub(super) mobility_mask: u32,
 }
 
 impl Entry {
@@ -62,7 +59,6 @@ const EMPTY: Entry = Entry {
     zones: NonNull::dangling(),
     nr_zones: 0,
     allocated_word: 0,
-    mobility_mask: 0,
 };
 
 /// Turns an allocated head's info word into the cached head's: the states
@@ -125,7 +121,6 @@ impl ThreadCaches {
                     zones: NonNull::from(&zones[0]),
                     nr_zones: zones.len(),
                     allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
-                    mobility_mask: if node.group_by_mobility { 3 } else { 0 },
                 });
                 slot
             }
@@ -261,9 +256,15 @@ pub(crate) fn with_thread_set<R>(node: &Node, registry: &PcpRegistry, f: impl Fn
 
 /// The allocation fast path: pops a block of `order` from this thread's
 /// list for its preferred zone and the migratetype the flags' bits
-/// `flag_bits` choose. `None` sends the caller to the slow path (no set
-/// yet, a drain in progress, or an empty list: the lists of both mobility
-/// flags at once are always empty).
+/// `flag_bits` name. `None` sends the caller to the slow path (no set
+/// yet, a drain in progress, or an empty list).
+///
+/// The type is the flags' two mobility bits as they are: the lists they
+/// name that the slow path never fills stay empty, and send such requests
+/// there. Both bits name the high-atomic type, whose lists are never
+/// filled (the slow path refuses the request); without grouping by
+/// mobility only the unmovable lists are filled (the slow path serves
+/// `MOVABLE` and `RECLAIMABLE` requests from them).
 #[inline(always)]
 pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn> {
     with_caches(|caches| {
@@ -274,7 +275,7 @@ pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn>
         // SAFETY: entry 0 holds this arena's set (ids are never reused and
         // never 0), kept alive by the thread's reference; `hot` points into it.
         let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.as_ref()) };
-        let mt = (flag_bits >> MOBILITY_SHIFT) & 3 & entry.mobility_mask;
+        let mt = (flag_bits >> MOBILITY_SHIFT) & 3;
         // The caller's order is at most PCP_MAX_ORDER.
         let o = pcp_list((order as usize).min(PCP_ORDERS - 1), mt as usize);
         if !set.enter() {
