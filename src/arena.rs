@@ -8,10 +8,12 @@ use std::sync::Arc;
 use crate::boot::SysBox;
 use crate::buddy::BuddyOrders;
 use crate::builder::{ArenaBuilder, ZoneLayout};
+use crate::compaction::Compaction;
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
+use crate::movable::MovableRegistry;
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
@@ -151,6 +153,8 @@ impl Arena {
             node,
             pcp: PcpRegistry::new(),
             shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,
+            movable: MovableRegistry::new(),
+            compaction: Compaction::default(),
         };
         let inner = ArenaInner {
             pages: PageAlloc {
@@ -478,6 +482,7 @@ impl Arena {
 pub(crate) struct ArenaForkGuard<'a> {
     node: &'a Node,
     shrinkers: ShrinkerForkGuard<'a>,
+    node_movable: &'a MovableRegistry,
     caches: FrozenSets<'a>,
     _purging: MutexGuard<'a, ()>,
     zones: [Option<ZoneGuard<'a>>; crate::MAX_ZONES],
@@ -498,7 +503,17 @@ impl Arena {
         let zones = std::array::from_fn(|z| node.zones.get(z).map(Zone::lock));
         let kswapd = node.kswapd.lock_for_fork();
         let progress = node.progress.lock_for_fork();
-        Some(ArenaForkGuard { node, shrinkers, caches, _purging: purging, zones, kswapd, _progress: progress })
+        let node_movable = &arena.reclaim().movable;
+        Some(ArenaForkGuard {
+            node,
+            shrinkers,
+            node_movable,
+            caches,
+            _purging: purging,
+            zones,
+            kswapd,
+            _progress: progress,
+        })
     }
 }
 
@@ -520,6 +535,8 @@ impl ArenaForkGuard<'_> {
         self.kswapd.forget_thread();
         // SAFETY: the caller's contract.
         unsafe { self.shrinkers.forget_calls_in_progress() };
+        // SAFETY: as above.
+        unsafe { self.node_movable.forget_calls_in_progress() };
     }
 }
 

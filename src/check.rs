@@ -179,6 +179,12 @@ impl Arena {
                     return Err(bad("continued tile does not follow a tile of an exact allocation"));
                 }
                 PageState::Exact => tally.allocated += size,
+                PageState::Owned | PageState::Migrating | PageState::MigratingFreed
+                    if info.flags & !flag::MT_MASK != 0 =>
+                {
+                    return Err(bad("owned block carries content flags"));
+                }
+                PageState::Owned | PageState::Migrating | PageState::MigratingFreed => tally.allocated += size,
                 PageState::Cached => tally.cached += size,
                 PageState::Isolated => tally.isolated += size,
                 PageState::Tail => unreachable!("rejected above"),

@@ -42,6 +42,8 @@ pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
 struct KswapdState {
     /// A wake-up arrived since kswapd last looked.
     pending: bool,
+    /// kcompactd's work is waiting (`wakeup_kcompactd`).
+    compact_pending: bool,
     /// The arena is dropping.
     stop: bool,
     /// Times kswapd went to sleep, and how many of them with the purge
@@ -58,6 +60,8 @@ pub(crate) enum Wake {
     Reclaim,
     /// The purge timer fired.
     Purge,
+    /// A high-order request wants compaction (kcompactd's wake-up).
+    Compact,
     /// The arena is dropping.
     Stop,
 }
@@ -92,7 +96,14 @@ impl Kswapd {
     pub(crate) fn new(config: ReclaimConfig) -> Self {
         Self {
             config,
-            state: Mutex::new(KswapdState { pending: false, stop: false, sleeps: 0, timed_sleeps: 0, wakeups_sent: 0 }),
+            state: Mutex::new(KswapdState {
+                pending: false,
+                compact_pending: false,
+                stop: false,
+                sleeps: 0,
+                timed_sleeps: 0,
+                wakeups_sent: 0,
+            }),
             wake: Condvar::new(),
             awake: AtomicBool::new(false),
             purge_armed: AtomicBool::new(true),
@@ -182,6 +193,18 @@ impl Kswapd {
         self.wake.notify_one();
     }
 
+    /// `wakeup_kcompactd`: kcompactd's work runs on this thread. Unlike
+    /// reclaim's wake-up it is not ignored once reclaim has given up
+    /// (compaction needs no free memory from reclaim), and it goes through
+    /// the lock: it is rare, once per high-order request found short.
+    pub(crate) fn wakeup_kcompactd(&self) {
+        if !self.config.background {
+            return;
+        }
+        self.state.lock().compact_pending = true;
+        self.wake.notify_one();
+    }
+
     /// Pages went back to the lists (the caller has just issued its barrier
     /// of the handshake): if kswapd sleeps without its purge timer and
     /// `purgeable` says a purge would now find memory to hand back, wake it
@@ -216,6 +239,10 @@ impl Kswapd {
         let wake = loop {
             if state.stop {
                 return Wake::Stop;
+            }
+            if state.compact_pending {
+                state.compact_pending = false;
+                break Wake::Compact;
             }
             if state.pending {
                 state.pending = false;

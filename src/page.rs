@@ -33,6 +33,15 @@ pub(crate) enum PageState {
     /// (`exact.rs`); every tile but the first carries
     /// [`flag::CONTINUED`].
     Exact = 5,
+    /// Head of a block handed out through a `MovableHandle`: allocated, with
+    /// an owner that can move it (the kernel's `page->mapping` of a movable
+    /// page); the owner's id is in the entry's `prev` link.
+    Owned = 6,
+    /// Head of an owned block that compaction has isolated and is moving.
+    Migrating = 7,
+    /// A migrating block its owner freed meanwhile: compaction frees it
+    /// when the move ends.
+    MigratingFreed = 8,
 }
 
 impl PageState {
@@ -43,6 +52,9 @@ impl PageState {
             3 => Self::Cached,
             4 => Self::Isolated,
             5 => Self::Exact,
+            6 => Self::Owned,
+            7 => Self::Migrating,
+            8 => Self::MigratingFreed,
             _ => Self::Tail,
         }
     }
@@ -126,6 +138,12 @@ impl PageInfo {
         self.zone as usize
     }
 
+    /// The same head in another state.
+    #[inline(always)]
+    pub(crate) const fn with_state(self, state: PageState) -> Self {
+        Self { state, ..self }
+    }
+
     /// The same head with another order.
     #[inline(always)]
     pub(crate) const fn with_order(self, order: u32) -> Self {
@@ -203,6 +221,39 @@ impl PageMeta {
     #[inline(always)]
     pub(crate) fn info_word(&self) -> u32 {
         self.info.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the info word with `new` if it is still `current`: the
+    /// transitions a free and compaction may race for on an owned block
+    /// (the kernel settles that race with the page's reference count).
+    /// AcqRel: whoever wins sees what the last owner of the block wrote.
+    #[inline]
+    pub(crate) fn cas_info(&self, current: PageInfo, new: PageInfo) -> Result<(), PageInfo> {
+        self.info
+            .compare_exchange(current.pack(), new.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(PageInfo::unpack)
+    }
+
+    /// Stores the info word with Release: publishes what was written
+    /// before (an owned block's owner) to whoever reads the state with
+    /// Acquire.
+    #[inline]
+    pub(crate) fn publish_info(&self, info: PageInfo) {
+        self.info.store(info.pack(), Ordering::Release);
+    }
+
+    /// The owner id of an owned block's head: kept in the `prev` link,
+    /// which only free blocks use.
+    #[inline]
+    pub(crate) fn owner(&self) -> u32 {
+        self.prev.load(Ordering::Relaxed)
+    }
+
+    /// Records the owner id of a block about to become owned.
+    #[inline]
+    pub(crate) fn set_owner(&self, owner: u32) {
+        self.prev.store(owner, Ordering::Relaxed);
     }
 
     #[inline]

@@ -28,6 +28,7 @@ use std::fmt::Write as _;
 use std::ptr::NonNull;
 
 use crate::buddy::Block;
+use crate::compaction::CompactPriority;
 use crate::error::{AllocError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
@@ -36,7 +37,7 @@ use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
-use crate::page::{PageInfo, PageState, flag};
+use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_MAX_ORDER};
 use crate::pcp::with_thread_set;
 use crate::pfn::Pfn;
@@ -65,6 +66,29 @@ pub(crate) struct AllocCounters {
     pub alloc_failures: AtomicU64,
     /// Frees refused as invalid.
     pub invalid_frees: AtomicU64,
+}
+
+/// Takes an owned block (head `info`) back from its owner for a free:
+/// `Some` with the head now plain allocated, or `None` if compaction is
+/// moving it (it is then marked to be freed when the move ends, and the
+/// free is done). A block compaction isolates is never also freed here,
+/// and one freed here is never moved: the two race for one
+/// compare-exchange on the head word.
+pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Option<PageInfo> {
+    let page = mm.page(pfn);
+    loop {
+        let next = match info.state {
+            PageState::Owned => info.with_state(PageState::Allocated),
+            PageState::Migrating => info.with_state(PageState::MigratingFreed),
+            // Someone else's free won: validation refuses this one.
+            _ => return Some(info),
+        };
+        match page.cas_info(info, next) {
+            Ok(()) if next.state == PageState::Allocated => return Some(next),
+            Ok(()) => return None,
+            Err(now) => info = now,
+        }
+    }
 }
 
 impl PageAlloc {
@@ -192,6 +216,7 @@ impl PageAlloc {
         let mode = AllocMode::new(Mark::Min, order, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
         let costly = order > PAGE_ALLOC_COSTLY_ORDER;
+        self.reclaim.wakeup_kcompactd(order);
         self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
             return Ok(block);
@@ -199,6 +224,16 @@ impl PageAlloc {
         if !flags.may_wait() {
             // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
             return Err(self.nopage(order, flags));
+        }
+        // Costly orders, and high orders that could not fall back to a
+        // movable block, try compaction before reclaim (the kernel's
+        // first `__alloc_pages_direct_compact`).
+        let mut compact_priority = CompactPriority::Async;
+        if order > 0
+            && (costly || mt != Migratetype::Movable)
+            && let Some(block) = self.direct_compact(request, mode, preferred, compact_priority)
+        {
+            return Ok(block);
         }
         let mut drained = false;
         let mut no_progress_loops = 0;
@@ -218,10 +253,24 @@ impl PageAlloc {
             {
                 return Ok(block);
             }
+            if order > 0
+                && let Some(block) = self.direct_compact(request, mode, preferred, compact_priority)
+            {
+                return Ok(block);
+            }
             if !nofail
                 && (flags.contains(AllocFlags::NORETRY) || (costly && !flags.contains(AllocFlags::RETRY_MAYFAIL)))
             {
                 break;
+            }
+            // should_compact_retry: a higher priority may move what a
+            // lower one left.
+            if order > 0
+                && let Some(higher) = compact_priority.raise()
+                && !self.reclaim.movable.is_empty()
+            {
+                compact_priority = higher;
+                continue;
             }
             // should_reclaim_retry
             no_progress_loops = if progress > 0 { 0 } else { no_progress_loops + 1 };
@@ -259,6 +308,22 @@ impl PageAlloc {
             no_progress_loops = 0;
         }
         Err(self.nopage(order, flags))
+    }
+
+    /// `__alloc_pages_direct_compact`: compaction at `priority`, then an
+    /// allocation at `mode` if it ran.
+    fn direct_compact(
+        &self,
+        request: (u32, Migratetype),
+        mode: AllocMode,
+        preferred: usize,
+        priority: CompactPriority,
+    ) -> Option<Block> {
+        let order = request.0;
+        self.reclaim.direct_compact(order, priority)?;
+        let block = self.get_page_from_freelist(request, mode, preferred);
+        self.reclaim.compaction_outcome(order, block.is_some());
+        block
     }
 
     /// `unreserve_highatomic_pageblock`: gives one high-atomic pageblock
@@ -334,7 +399,13 @@ impl PageAlloc {
             return Err(FreeError::InvalidOrder { order, max_order: self.node().max_order });
         }
         let pfn = self.node().region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
-        let info = self.node().mem_map.page(pfn).info();
+        let mut info = self.node().mem_map.page(pfn).info();
+        if matches!(info.state, PageState::Owned | PageState::Migrating) && info.order() == order {
+            match release_owned(&self.node().mem_map, pfn, info) {
+                Some(allocated) => info = allocated,
+                None => return Ok(()),
+            }
+        }
         self.validate_free(pfn, info, order, addr)?;
         if order <= PCP_MAX_ORDER
             && self.node().pcp_enabled
@@ -397,7 +468,17 @@ impl PageAlloc {
         match info.state {
             PageState::Allocated if info.order() == order => Ok(()),
             PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order() }),
-            PageState::Free | PageState::Cached | PageState::Isolated => Err(FreeError::DoubleFree { addr }),
+            PageState::Owned | PageState::Migrating if info.order() != order => {
+                Err(FreeError::WrongOrder { addr, given: order, actual: info.order() })
+            }
+            // An owned block is released (`free_owned`) before it is
+            // validated as allocated: seen here, another free got to it.
+            PageState::Free
+            | PageState::Cached
+            | PageState::Isolated
+            | PageState::Owned
+            | PageState::Migrating
+            | PageState::MigratingFreed => Err(FreeError::DoubleFree { addr }),
             PageState::Exact => Err(FreeError::WrongSize { addr }),
             PageState::Tail => Err(self.classify_interior(pfn, addr)),
         }

@@ -13,8 +13,10 @@
 //! `PF_MEMALLOC`): its own allocations, made by shrinkers, ignore
 //! watermarks and never recurse into reclaim.
 
+use crate::compaction::Compaction;
 use crate::kswapd::Wake;
 use crate::memalloc::InReclaim;
+use crate::movable::MovableRegistry;
 use crate::node::{Node, ReclaimCounters};
 use crate::pcp::{PcpRegistry, with_thread_set};
 use crate::purge::PurgeReport;
@@ -32,6 +34,10 @@ pub(crate) struct Reclaim {
     pub node: Node,
     pub pcp: PcpRegistry,
     pub shrinkers: ShrinkerRegistry,
+    /// The owners of movable blocks, for compaction.
+    pub movable: MovableRegistry,
+    /// Compaction's counters and kcompactd's pending work.
+    pub compaction: Compaction,
 }
 
 /// A pointer that the kswapd thread may carry.
@@ -139,7 +145,10 @@ fn kswapd(reclaim: &Reclaim) {
             Wake::Reclaim => {
                 ReclaimCounters::add(&node.counters.kswapd_wakeups, 1);
                 balance_pgdat(reclaim);
+                // kswapd finished with high-order demand: kcompactd's turn.
+                reclaim.kcompactd();
             }
+            Wake::Compact => reclaim.kcompactd(),
         }
     }
 }

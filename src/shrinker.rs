@@ -14,7 +14,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::boot::SysBox;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, RwLock};
+use crate::cow::CowList;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RwLock};
 
 /// What [`Shrinker::scan`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ struct Registered {
 /// The shared part of the registry, kept alive by the arena and by every
 /// handle, so a handle may outlive its arena.
 struct Core {
-    list: Mutex<Option<Arc<[Registered]>>>,
+    list: CowList<Registered>,
     /// Calls in progress hold it for reading; unregistering waits for them.
     calls: RwLock<()>,
     next_id: AtomicU64,
@@ -141,38 +142,11 @@ pub(crate) struct ShrinkOutcome {
     pub freed: usize,
 }
 
-impl Core {
-    /// Replaces the list with `edit(current)`, building the new list outside
-    /// the lock (it allocates; the allocator may be this arena).
-    fn update(&self, mut edit: impl FnMut(&[Registered]) -> Vec<Registered>) {
-        loop {
-            let current = self.list.lock().clone();
-            let next: Arc<[Registered]> = edit(current.as_deref().unwrap_or(&[])).into();
-            let mut list = self.list.lock();
-            let unchanged = match (&*list, &current) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if unchanged {
-                let old = list.replace(next);
-                drop(list);
-                drop(old); // freed outside the lock
-                return;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Option<Arc<[Registered]>> {
-        self.list.lock().clone()
-    }
-}
-
 impl ShrinkerRegistry {
     /// An empty registry; `None` if its bookkeeping cannot be allocated.
     pub(crate) fn new() -> Option<Self> {
         let core = SysBox::try_new(Core {
-            list: Mutex::new(None),
+            list: CowList::new(),
             calls: RwLock::new(()),
             next_id: AtomicU64::new(1),
             rotor: AtomicUsize::new(0),
@@ -190,7 +164,7 @@ impl ShrinkerRegistry {
         let core = self.core();
         let id = core.next_id.fetch_add(1, Ordering::Relaxed);
         let shrinker = Some(shrinker);
-        core.update(|current| {
+        core.list.update(|current| {
             let mut next: Vec<Registered> =
                 current.iter().map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) }).collect();
             let s = shrinker.clone().expect("set above");
@@ -202,14 +176,14 @@ impl ShrinkerRegistry {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.core().snapshot().map_or(0, |list| list.len())
+        self.core().list.snapshot().map_or(0, |list| list.len())
     }
 
     /// Pages all shrinkers say they could free.
     pub(crate) fn count(&self) -> usize {
         let core = self.core();
         let _calls = core.calls.read();
-        core.snapshot().map_or(0, |list| list.iter().map(|r| r.shrinker.count()).sum())
+        core.list.snapshot().map_or(0, |list| list.iter().map(|r| r.shrinker.count()).sum())
     }
 
     /// One round of `shrink_slab`: asks each shrinker, starting with the
@@ -218,7 +192,7 @@ impl ShrinkerRegistry {
     pub(crate) fn shrink(&self, nr_to_reclaim: usize) -> ShrinkOutcome {
         let core = self.core();
         let _calls = core.calls.read();
-        let Some(list) = core.snapshot() else { return ShrinkOutcome::default() };
+        let Some(list) = core.list.snapshot() else { return ShrinkOutcome::default() };
         let mut outcome = ShrinkOutcome::default();
         if list.is_empty() {
             return outcome;
@@ -286,7 +260,7 @@ impl Drop for ShrinkerHandle {
         // SAFETY: the handle holds a reference.
         let core = unsafe { self.core.as_ref() };
         let id = self.id;
-        core.update(|current| {
+        core.list.update(|current| {
             current
                 .iter()
                 .filter(|r| r.id != id)

@@ -1,6 +1,7 @@
 //! [`Arena::stats`]: a snapshot of every zone, printed in the kernel's
 //! `/proc/buddyinfo`, `/proc/zoneinfo` and extfrag formats.
 
+use crate::compaction::CompactStats;
 use std::fmt;
 
 use crate::arena::Arena;
@@ -41,6 +42,8 @@ pub struct Stats {
     pub resident_bytes: usize,
     /// Reclaim and purge events.
     pub reclaim: ReclaimStats,
+    /// Compaction events (the kernel's `compact_*` counters).
+    pub compaction: CompactStats,
     /// One entry per zone.
     pub zones: Vec<ZoneStats>,
 }
@@ -194,15 +197,7 @@ impl ZoneStats {
     /// failure would be for lack of memory, towards 1000 when it would be
     /// for fragmentation.
     pub fn fragmentation_index(&self, order: u32) -> i32 {
-        let (total_blocks, free_pages, suitable) = self.free_block_info(order);
-        if total_blocks == 0 {
-            return 0;
-        }
-        if suitable > 0 {
-            return -1000;
-        }
-        let requested = 1usize << order;
-        1000 - ((1000 + free_pages * 1000 / requested) / total_blocks) as i32
+        crate::buddy::fragmentation_index(&self.free_blocks, order)
     }
 
     /// The kernel's unusable free space index for `order`
@@ -348,6 +343,7 @@ impl Arena {
             purge_delay: inner.node().kswapd.config().purge_delay,
             resident_bytes: resident_pages * crate::PAGE_SIZE,
             reclaim,
+            compaction: inner.reclaim().compaction.stats(),
             max_order: inner.node().max_order,
             region_bytes: inner.node().region.len(),
             alloc_failures: inner.pages.counters.alloc_failures.load(Ordering::Relaxed),

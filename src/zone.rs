@@ -6,6 +6,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, BuddyOrders, NR_ORDERS, highatomic_limit};
+use crate::compaction::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
 use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, zone_highsize};
@@ -125,6 +126,8 @@ pub(crate) struct Zone {
     pub watermark_failures: AtomicU64,
     /// `pageblock_order`, for lock-free reads.
     pub pageblock_order: u32,
+    /// Compaction's deferral after failures in this zone.
+    pub deferral: Deferral,
     pcp: ZonePcpParams,
 }
 
@@ -190,6 +193,7 @@ impl Zone {
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
             pageblock_order: orders.pageblock_order,
+            deferral: Deferral::default(),
             pcp: {
                 let managed = end - start;
                 let (batch, base_high) = pcp.for_zone(managed, marks.low).unwrap_or((0, 0));

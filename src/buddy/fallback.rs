@@ -159,7 +159,12 @@ impl Buddy {
         let mut count = |info: PageInfo, size: usize| match info.state {
             PageState::Tail => {}
             PageState::Free | PageState::Isolated => usage.free += size,
-            PageState::Allocated | PageState::Exact | PageState::Cached => {
+            PageState::Allocated
+            | PageState::Exact
+            | PageState::Cached
+            | PageState::Owned
+            | PageState::Migrating
+            | PageState::MigratingFreed => {
                 if info.migratetype() == Migratetype::Movable {
                     usage.movable += size;
                 }

@@ -21,9 +21,11 @@
 mod fallback;
 mod highatomic;
 mod pageblock;
+mod target;
 
 pub(crate) use highatomic::highatomic_limit;
 pub(crate) use pageblock::Pageblocks;
+pub(crate) use target::fragmentation_index;
 
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{MemMap, PageInfo, PageState, flag};

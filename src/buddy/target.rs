@@ -1,0 +1,89 @@
+//! The buddy side of compaction's free scanner: taking a free block out of
+//! one pageblock as a migration target (`isolate_freepages_block` and
+//! `compaction_alloc` in one step), and the fragmentation index that
+//! decides whether compaction can help at all.
+
+use super::Buddy;
+use crate::migratetype::Migratetype;
+use crate::page::{MemMap, PageInfo, PageState, flag};
+use crate::pfn::Pfn;
+
+/// The kernel's `__fragmentation_index` for `order` over a zone's free
+/// blocks per order (`free_blocks[o]` blocks of order `o`), in
+/// thousandths: -1000 when a free block of that order exists, 0 when a
+/// request would fail for lack of memory, towards 1000 when it would fail
+/// for fragmentation.
+pub(crate) fn fragmentation_index(free_blocks: &[usize], order: u32) -> i32 {
+    let (mut total_blocks, mut free_pages, mut suitable) = (0, 0, 0);
+    for (o, &n) in free_blocks.iter().enumerate() {
+        total_blocks += n;
+        free_pages += n << o;
+        if o as u32 >= order {
+            suitable += n << (o as u32 - order);
+        }
+    }
+    if total_blocks == 0 {
+        return 0;
+    }
+    if suitable > 0 {
+        return -1000;
+    }
+    1000 - ((1000 + free_pages * 1000 / (1usize << order)) / total_blocks) as i32
+}
+
+impl Buddy {
+    /// The fragmentation index of the zone's free memory for `order` (see
+    /// [`fragmentation_index`]); never-used memory counts as max-order
+    /// blocks.
+    pub(crate) fn fragmentation_index(&self, order: u32) -> i32 {
+        let mut free_blocks = [0usize; super::NR_ORDERS];
+        for (o, n) in free_blocks.iter_mut().enumerate().take(self.max_order as usize + 1) {
+            *n = self.nr_free_blocks(o as u32);
+        }
+        free_blocks[self.max_order as usize] += self.frontier_pages() >> self.max_order;
+        fragmentation_index(&free_blocks[..=self.max_order as usize], order)
+    }
+
+    /// Takes a free block of at least `order` out of the pageblock at
+    /// `start` as a migration target of exactly `order`, allocated as
+    /// movable; the rest of the block stays on the lists. Only a pageblock
+    /// that is movable, or wholly free (it then becomes movable), is a
+    /// target (`suitable_migration_target`). Returns the target, if any,
+    /// and the pages walked.
+    pub(crate) fn isolate_free_target(&mut self, mm: &MemMap, start: Pfn, order: u32) -> (Option<Pfn>, usize) {
+        let pageblock_order = self.pageblocks.order();
+        let first = mm.page(start).info();
+        // Inside a larger block that starts in an earlier pageblock: that
+        // pageblock is the one to look at.
+        if first.state == PageState::Tail || start >= self.frontier {
+            return (None, 0);
+        }
+        let whole_free = first.state == PageState::Free && first.order() >= pageblock_order;
+        if !whole_free && self.pageblocks.get(start) != Migratetype::Movable {
+            return (None, 0);
+        }
+        let end = start + self.pageblocks.nr_pages();
+        let mut scanned = 0;
+        let mut pfn = start;
+        while pfn < end {
+            let info = mm.page(pfn).info();
+            let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
+            scanned += size;
+            if info.state == PageState::Free && info.order() >= order {
+                self.del_from_free_list(mm, pfn, info.order(), info);
+                let mt = if whole_free {
+                    self.pageblocks.set_range(pfn, info.order(), Migratetype::Movable);
+                    Migratetype::Movable
+                } else {
+                    info.migratetype()
+                };
+                self.expand(mm, pfn, info.order(), order, info.flags & flag::CONTENT, mt);
+                let head = PageInfo::new(PageState::Allocated, order, 0, self.zone);
+                mm.page(pfn).set_info(head.with_migratetype(Migratetype::Movable));
+                return (Some(pfn), scanned);
+            }
+            pfn += size;
+        }
+        (None, scanned)
+    }
+}

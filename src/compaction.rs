@@ -1,0 +1,489 @@
+//! Compaction, as `mm/compaction.c` does it: a migrate scanner walks a zone
+//! from its start isolating owned (movable) blocks in use, a free scanner
+//! walks from the top of the used memory down taking free blocks as
+//! targets, each isolated block is moved by its owner
+//! ([`Movable::migrate`](crate::Movable::migrate)) into a target, and the
+//! scanners meet in the middle: used memory gathers at the top, free memory
+//! at the bottom, in whole high-order blocks.
+//!
+//! **Isolation.** An owned block's head is `Owned`; the migrate scanner
+//! claims it with one compare-exchange to `Migrating`, the same word a free
+//! claims with a compare-exchange back to `Allocated`
+//! ([`release_owned`](crate::page_alloc::release_owned)): exactly one wins. A free that finds `Migrating`
+//! marks the block `MigratingFreed` and returns; compaction frees it when
+//! the move ends. So a block freed, or being freed, while compaction picks
+//! it is never moved twice, never lost, never handed out twice. No lock of
+//! the arena is held while an owner's `migrate` runs (it may allocate and
+//! free); a free scanner's target is a plain allocated block until the
+//! owner accepts it. `tests/loom.rs` models a free racing the isolation
+//! (`a_free_racing_compaction_isolation_frees_once`).
+//!
+//! **Who runs it.** [`Arena::compact`] compacts every zone to the end
+//! (`/proc/sys/vm/compact_memory`). The slow path compacts directly for
+//! orders above 0 (`__alloc_pages_direct_compact`), first at the lowest
+//! priority (`Async`: only movable pageblocks are sources), raising it
+//! while compaction fails, and only where the fragmentation index says
+//! fragmentation and not lack of memory is the cause (above
+//! `sysctl_extfrag_threshold`, 500, for costly orders); a zone where it
+//! failed is deferred (`defer_compaction`: skipped for 1, 2, 4 ... 64
+//! attempts at that order or above). kcompactd is woken when the slow
+//! path finds a high-order request short (`wakeup_kcompactd`) and runs
+//! after kswapd's pass, on kswapd's thread.
+
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::arena::Arena;
+use crate::memalloc::InReclaim;
+use crate::migratetype::Migratetype;
+use crate::page::{PageInfo, PageState};
+use crate::pageset::PAGE_ALLOC_COSTLY_ORDER;
+use crate::pfn::Pfn;
+use crate::reclaim::Reclaim;
+use crate::sync::{AtomicU32, AtomicU64, Instant, Ordering};
+use crate::watermark::{AllocMode, Mark};
+use crate::zone::Zone;
+
+/// Above this fragmentation index a failed costly request is blamed on
+/// fragmentation and compaction may help (`sysctl_extfrag_threshold`).
+pub(crate) const EXTFRAG_THRESHOLD: i32 = 500;
+
+/// A failed zone is skipped for at most `1 << COMPACT_MAX_DEFER_SHIFT`
+/// attempts.
+const COMPACT_MAX_DEFER_SHIFT: u32 = 6;
+
+/// How hard a compaction tries (`enum compact_priority`), highest last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CompactPriority {
+    /// Only movable pageblocks are sources (`COMPACT_PRIO_ASYNC`).
+    Async,
+    /// Every pageblock is a source (`COMPACT_PRIO_SYNC_LIGHT`).
+    SyncLight,
+    /// As `SyncLight`, and deferral is ignored (`COMPACT_PRIO_SYNC_FULL`).
+    SyncFull,
+}
+
+impl CompactPriority {
+    /// The next higher priority, if any.
+    pub(crate) fn raise(self) -> Option<Self> {
+        match self {
+            Self::Async => Some(Self::SyncLight),
+            Self::SyncLight => Some(Self::SyncFull),
+            Self::SyncFull => None,
+        }
+    }
+}
+
+/// What a compaction did; [`Arena::compact`] returns one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Zones compacted.
+    pub zones: usize,
+    /// Pages the migrate scanner walked (`compact_migrate_scanned`).
+    pub migrate_scanned: u64,
+    /// Pages the free scanner walked (`compact_free_scanned`).
+    pub free_scanned: u64,
+    /// Blocks isolated for moving (`compact_isolated`).
+    pub isolated: u64,
+    /// Pages moved (`pgmigrate_success`).
+    pub migrated_pages: u64,
+    /// Blocks left where they were: their owner refused (pinned) or is
+    /// gone (`pgmigrate_fail`).
+    pub failed: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl CompactReport {
+    fn add(&mut self, other: &CompactReport) {
+        self.zones += other.zones;
+        self.migrate_scanned += other.migrate_scanned;
+        self.free_scanned += other.free_scanned;
+        self.isolated += other.isolated;
+        self.migrated_pages += other.migrated_pages;
+        self.failed += other.failed;
+        self.elapsed += other.elapsed;
+    }
+}
+
+/// The compaction event counters, read by `stats()` (the kernel's
+/// `compact_*` vmstat lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Direct compactions run by allocating threads (`compact_stall`).
+    pub stall: u64,
+    /// Of those, the ones after which the allocation failed (`compact_fail`).
+    pub fail: u64,
+    /// And the ones after which it succeeded (`compact_success`).
+    pub success: u64,
+    /// Zone compactions skipped as deferred.
+    pub deferred: u64,
+    /// Pages the migrate scanners walked (`compact_migrate_scanned`).
+    pub migrate_scanned: u64,
+    /// Pages the free scanners walked (`compact_free_scanned`).
+    pub free_scanned: u64,
+    /// Blocks isolated for moving (`compact_isolated`).
+    pub isolated: u64,
+    /// Pages moved (`pgmigrate_success`).
+    pub migrated_pages: u64,
+    /// Blocks their owner refused to move (`pgmigrate_fail`).
+    pub migrate_failed: u64,
+    /// kcompactd wake-ups (`kcompactd_wake`).
+    pub kcompactd_wakes: u64,
+}
+
+/// Compaction's state in a reclaim domain: counters, kcompactd's pending
+/// order.
+#[derive(Default)]
+pub(crate) struct Compaction {
+    stall: AtomicU64,
+    fail: AtomicU64,
+    success: AtomicU64,
+    deferred: AtomicU64,
+    migrate_scanned: AtomicU64,
+    free_scanned: AtomicU64,
+    isolated: AtomicU64,
+    migrated_pages: AtomicU64,
+    migrate_failed: AtomicU64,
+    kcompactd_wakes: AtomicU64,
+    /// The highest order kcompactd was asked for since it last ran.
+    kcompactd_order: AtomicU32,
+}
+
+impl Compaction {
+    fn record(&self, report: &CompactReport) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.fetch_add(n, Ordering::Relaxed);
+        };
+        add(&self.migrate_scanned, report.migrate_scanned);
+        add(&self.free_scanned, report.free_scanned);
+        add(&self.isolated, report.isolated);
+        add(&self.migrated_pages, report.migrated_pages);
+        add(&self.migrate_failed, report.failed);
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> CompactStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CompactStats {
+            stall: load(&self.stall),
+            fail: load(&self.fail),
+            success: load(&self.success),
+            deferred: load(&self.deferred),
+            migrate_scanned: load(&self.migrate_scanned),
+            free_scanned: load(&self.free_scanned),
+            isolated: load(&self.isolated),
+            migrated_pages: load(&self.migrated_pages),
+            migrate_failed: load(&self.migrate_failed),
+            kcompactd_wakes: load(&self.kcompactd_wakes),
+        }
+    }
+}
+
+/// A zone's deferral state (`compact_considered`, `compact_defer_shift`,
+/// `compact_order_failed`).
+#[derive(Default)]
+pub(crate) struct Deferral {
+    considered: AtomicU32,
+    defer_shift: AtomicU32,
+    order_failed: AtomicU32,
+}
+
+impl Deferral {
+    /// `defer_compaction`: compaction at `order` failed in this zone.
+    fn defer(&self, order: u32) {
+        self.considered.store(0, Ordering::Relaxed);
+        let shift = (self.defer_shift.load(Ordering::Relaxed) + 1).min(COMPACT_MAX_DEFER_SHIFT);
+        self.defer_shift.store(shift, Ordering::Relaxed);
+        self.order_failed.fetch_min(order, Ordering::Relaxed);
+    }
+
+    /// `compaction_deferred`: whether to skip compacting for `order` now.
+    fn deferred(&self, order: u32) -> bool {
+        if order < self.order_failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let limit = 1 << self.defer_shift.load(Ordering::Relaxed);
+        let considered = self.considered.load(Ordering::Relaxed) + 1;
+        self.considered.store(considered.min(limit), Ordering::Relaxed);
+        considered < limit
+    }
+
+    /// `compaction_defer_reset`: an allocation of `order` succeeded after
+    /// compaction.
+    fn reset(&self, order: u32) {
+        self.considered.store(0, Ordering::Relaxed);
+        self.defer_shift.store(0, Ordering::Relaxed);
+        self.order_failed.fetch_max(order + 1, Ordering::Relaxed);
+    }
+}
+
+/// The two scanners' positions in one zone (`struct compact_control`).
+struct CompactControl {
+    /// Next pageblock the migrate scanner looks at.
+    migrate_pfn: Pfn,
+    /// The free scanner looks at the pageblock below this.
+    free_pfn: Pfn,
+    pageblock_pages: usize,
+    report: CompactReport,
+}
+
+/// How one isolated block fared.
+enum Moved {
+    Yes,
+    No,
+    /// No target left: the scanners met.
+    NoTarget,
+}
+
+impl Reclaim {
+    /// Compacts one zone: to the end (`order` `None`) or until a free
+    /// block of `order` passes the low watermark.
+    pub(crate) fn compact_zone(&self, zone: &Zone, order: Option<u32>, priority: CompactPriority) -> CompactReport {
+        let start = Instant::now();
+        // Free pages in the caches go back first, so that the free scanner
+        // sees them and freed blocks merge.
+        self.drain_all_pages();
+        let free_pfn = zone.lock().inner.buddy.frontier();
+        let pageblock_pages = 1usize << zone.pageblock_order;
+        let mut cc = CompactControl {
+            migrate_pfn: zone.start,
+            free_pfn,
+            pageblock_pages,
+            report: CompactReport { zones: 1, ..CompactReport::default() },
+        };
+        let _reclaiming = InReclaim::enter();
+        'scan: while cc.migrate_pfn + pageblock_pages <= cc.free_pfn {
+            let block_start = cc.migrate_pfn;
+            let block_end = block_start + pageblock_pages;
+            let source_ok = priority > CompactPriority::Async
+                || zone.lock().inner.buddy.pageblocks().get(block_start) == Migratetype::Movable;
+            let mut pfn = block_start;
+            while source_ok && pfn < block_end {
+                let info = self.node.mem_map.page(pfn).info();
+                let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
+                cc.report.migrate_scanned += size as u64;
+                if info.state == PageState::Owned {
+                    match self.migrate_one(zone, pfn, info, &mut cc) {
+                        Moved::Yes | Moved::No => {}
+                        Moved::NoTarget => break 'scan,
+                    }
+                }
+                pfn += size;
+            }
+            cc.migrate_pfn = block_end;
+            if let Some(order) = order
+                && zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::AllocFlags::empty()))
+            {
+                break;
+            }
+        }
+        cc.report.elapsed = start.elapsed();
+        self.compaction.record(&cc.report);
+        if cc.report.migrated_pages > 0 {
+            self.node.pages_returned();
+        }
+        cc.report
+    }
+
+    /// Isolates the owned block at `pfn` (head `info`), moves it through
+    /// its owner into a target from the free scanner, and frees whichever
+    /// of the two is no longer used.
+    fn migrate_one(&self, zone: &Zone, pfn: Pfn, info: PageInfo, cc: &mut CompactControl) -> Moved {
+        let mm = &self.node.mem_map;
+        let page = mm.page(pfn);
+        if page.cas_info(info, info.with_state(PageState::Migrating)).is_err() {
+            return Moved::No; // freed (or changed) under us: not ours
+        }
+        cc.report.isolated += 1;
+        let order = info.order();
+        let owner_id = page.owner();
+        let Some(owner) = self.movable.get(owner_id) else {
+            // The owner is gone: the block stays, no longer movable.
+            self.putback(zone, pfn, order, PageState::Allocated);
+            cc.report.failed += 1;
+            return Moved::No;
+        };
+        let Some(target) = self.compaction_alloc(zone, order, cc) else {
+            self.putback(zone, pfn, order, PageState::Owned);
+            return Moved::NoTarget;
+        };
+        let moved = {
+            let _call = self.movable.call_guard();
+            owner.migrate(self.addr(pfn), self.addr(target), order)
+        };
+        drop(owner);
+        if moved {
+            let to = mm.page(target);
+            to.set_owner(owner_id);
+            to.publish_info(to.info().with_state(PageState::Owned));
+            self.free_isolated(zone, pfn, order);
+            cc.report.migrated_pages += 1 << order;
+            Moved::Yes
+        } else {
+            self.free_isolated(zone, target, order);
+            self.putback(zone, pfn, order, PageState::Owned);
+            cc.report.failed += 1;
+            Moved::No
+        }
+    }
+
+    /// The address of page `pfn`.
+    fn addr(&self, pfn: Pfn) -> NonNull<u8> {
+        // SAFETY: a page of a zone is a page of the region.
+        unsafe { self.node.region.page_addr(pfn) }
+    }
+
+    /// Ends the isolation of a block that stays: it becomes `state` again,
+    /// unless its owner freed it meanwhile (then it is freed now).
+    fn putback(&self, zone: &Zone, pfn: Pfn, order: u32, state: PageState) {
+        let page = self.node.mem_map.page(pfn);
+        let mut info = page.info();
+        while info.state == PageState::Migrating {
+            match page.cas_info(info, info.with_state(state)) {
+                Ok(()) => return,
+                Err(now) => info = now,
+            }
+        }
+        debug_assert_eq!(info.state, PageState::MigratingFreed);
+        self.free_isolated(zone, pfn, order);
+    }
+
+    /// Gives a block compaction holds (isolated or a target) back to the
+    /// buddy lists.
+    fn free_isolated(&self, zone: &Zone, pfn: Pfn, order: u32) {
+        let mut guard = zone.lock();
+        guard.inner.buddy.free_one_page(&self.node.mem_map, pfn, order, 0);
+    }
+
+    /// `compaction_alloc`: a target of `order` from the free scanner,
+    /// which moves down a pageblock at a time until it meets the migrate
+    /// scanner.
+    fn compaction_alloc(&self, zone: &Zone, order: u32, cc: &mut CompactControl) -> Option<Pfn> {
+        let mut guard = zone.lock();
+        let source_end = cc.migrate_pfn + cc.pageblock_pages;
+        loop {
+            if cc.free_pfn < source_end + cc.pageblock_pages {
+                return None;
+            }
+            let start = cc.free_pfn - cc.pageblock_pages;
+            let (target, scanned) = guard.inner.buddy.isolate_free_target(&self.node.mem_map, start, order);
+            cc.report.free_scanned += scanned as u64;
+            if target.is_some() {
+                return target;
+            }
+            cc.free_pfn = start;
+        }
+    }
+
+    /// `try_to_compact_pages` for the slow path: compacts the zones where
+    /// it may help an order-`order` request, at `priority`. `None` if no
+    /// zone was compacted (nothing movable, not suitable, deferred); else
+    /// whether a zone ended with a block of that order.
+    pub(crate) fn direct_compact(&self, order: u32, priority: CompactPriority) -> Option<bool> {
+        if self.movable.is_empty() {
+            return None;
+        }
+        let mut ran = false;
+        let mut success = false;
+        for zone in self.node.zones.iter() {
+            if !self.compaction_suitable(zone, order) {
+                continue;
+            }
+            if priority < CompactPriority::SyncFull && zone.deferral.deferred(order) {
+                self.compaction.deferred.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            ran = true;
+            let report = self.compact_zone(zone, Some(order), priority);
+            if zone.watermark_ok(order, AllocMode::new(Mark::Min, order, crate::AllocFlags::empty())) {
+                success = true;
+                break;
+            }
+            if report.migrated_pages == 0 || priority > CompactPriority::Async {
+                zone.deferral.defer(order);
+            }
+        }
+        if ran {
+            self.compaction.stall.fetch_add(1, Ordering::Relaxed);
+        }
+        ran.then_some(success)
+    }
+
+    /// The slow path's allocation after a direct compaction succeeded or
+    /// failed: counts it and resets or keeps the deferral.
+    pub(crate) fn compaction_outcome(&self, order: u32, allocated: bool) {
+        if allocated {
+            self.compaction.success.fetch_add(1, Ordering::Relaxed);
+            for zone in self.node.zones.iter() {
+                zone.deferral.reset(order);
+            }
+        } else {
+            self.compaction.fail.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `compaction_suitable`: a free block of `order` is missing and, for
+    /// costly orders, the fragmentation index blames fragmentation
+    /// (above [`EXTFRAG_THRESHOLD`]); below it, the zone lacks memory and
+    /// reclaim, not compaction, is what helps.
+    fn compaction_suitable(&self, zone: &Zone, order: u32) -> bool {
+        let index = zone.lock().inner.buddy.fragmentation_index(order);
+        if index == -1000 {
+            return false; // a block is there: the watermark, not fragmentation
+        }
+        order <= PAGE_ALLOC_COSTLY_ORDER || index > EXTFRAG_THRESHOLD
+    }
+
+    /// `wakeup_kcompactd`: an order-`order` request found its zones short.
+    pub(crate) fn wakeup_kcompactd(&self, order: u32) {
+        if order > 0
+            && !self.movable.is_empty()
+            && self.compaction.kcompactd_order.fetch_max(order, Ordering::Relaxed) < order
+        {
+            self.node.kswapd.wakeup_kcompactd();
+        }
+    }
+
+    /// kcompactd's work (`kcompactd_do_work`), run by the background
+    /// thread after kswapd's pass: compacts each zone where the order it
+    /// was woken for is short and compaction may help.
+    pub(crate) fn kcompactd(&self) {
+        let order = self.compaction.kcompactd_order.swap(0, Ordering::Relaxed);
+        if order == 0 {
+            return;
+        }
+        self.compaction.kcompactd_wakes.fetch_add(1, Ordering::Relaxed);
+        for zone in self.node.zones.iter() {
+            if self.node.kswapd.stopping() {
+                return;
+            }
+            if !self.compaction_suitable(zone, order) || zone.deferral.deferred(order) {
+                continue;
+            }
+            let report = self.compact_zone(zone, Some(order), CompactPriority::SyncLight);
+            if !zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::AllocFlags::empty()))
+                && report.migrated_pages == 0
+            {
+                zone.deferral.defer(order);
+            }
+        }
+    }
+}
+
+impl Arena {
+    /// Compacts every zone to the end: moves every owned block it can
+    /// towards the top of the used memory, so the free memory below forms
+    /// whole high-order blocks (`/proc/sys/vm/compact_memory`). Blocks are
+    /// moved by their owners ([`register_movable`](Self::register_movable));
+    /// a block whose owner refuses stays. Safe to run while other threads
+    /// allocate and free, owned blocks included.
+    pub fn compact(&self) -> CompactReport {
+        let reclaim = self.inner.reclaim();
+        let mut total = CompactReport::default();
+        for zone in reclaim.node.zones.iter() {
+            total.add(&reclaim.compact_zone(zone, None, CompactPriority::SyncFull));
+        }
+        total
+    }
+}

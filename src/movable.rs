@@ -1,0 +1,186 @@
+//! Blocks with an owner that can move them: the [`Movable`] trait (the
+//! kernel's `movable_operations` with its `migrate_folio`), the registry of
+//! owners, and [`MovableHandle`], through which an owner allocates.
+//!
+//! The arena records each owned block's owner in the block's metadata (the
+//! kernel's `page->mapping`), so compaction can ask the right owner to
+//! move it. How a free and compaction settle who gets an owned block is at
+//! [`release_owned`](crate::page_alloc::release_owned); how compaction uses
+//! the owner is in `compaction.rs`.
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::arena::Arena;
+use crate::cow::CowList;
+use crate::error::AllocError;
+use crate::flags::AllocFlags;
+use crate::memalloc::InReclaim;
+use crate::page::PageState;
+use crate::sync::{AtomicU32, Ordering, RwLock};
+
+/// An owner of movable blocks: moves one when compaction asks.
+///
+/// ```
+/// use std::ptr::NonNull;
+/// use std::sync::{Arc, Mutex};
+/// use zonealloc::{AllocFlags, Arena, Movable};
+///
+/// /// One page whose address the owner keeps, and may change.
+/// struct Slot(Mutex<Option<NonNull<u8>>>);
+/// // SAFETY: the pointer is only used under the mutex.
+/// unsafe impl Send for Slot {}
+/// unsafe impl Sync for Slot {}
+///
+/// impl Movable for Slot {
+///     fn migrate(&self, from: NonNull<u8>, to: NonNull<u8>, order: u32) -> bool {
+///         let mut slot = self.0.lock().unwrap();
+///         if *slot != Some(from) {
+///             return false; // not ours any more
+///         }
+///         // SAFETY: `from` is our block and `to` a fresh one of the same size.
+///         unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), 4096 << order) };
+///         *slot = Some(to);
+///         true
+///     }
+/// }
+///
+/// let arena = Arena::builder().region_size(64 << 20).build()?;
+/// let slot = Arc::new(Slot(Mutex::new(None)));
+/// let handle = arena.register_movable(slot.clone());
+/// let page = handle.alloc_pages(0, AllocFlags::empty())?;
+/// *slot.0.lock().unwrap() = Some(page);
+/// arena.compact();
+/// let page = slot.0.lock().unwrap().take().unwrap(); // wherever it is now
+/// // SAFETY: ours, order 0, not used again.
+/// unsafe { arena.free_pages(page, 0)? };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Movable: Send + Sync {
+    /// Move the block at `from` (allocated through this owner's handle,
+    /// `order`) to `to`: copy what must survive, repoint every reference,
+    /// return true. Return false if the block is pinned now; it stays
+    /// where it is.
+    ///
+    /// On true the arena frees `from`, and `to` is the owner's, as if
+    /// allocated through its handle; on false it frees `to`. A free of
+    /// `from` that races with the move (the owner dropping the block while
+    /// compaction picked it) is not refused: `from` is freed when the move
+    /// ends, and if `migrate` returned true, `to` stays the owner's.
+    fn migrate(&self, from: NonNull<u8>, to: NonNull<u8>, order: u32) -> bool;
+}
+
+/// A registered owner.
+#[derive(Clone)]
+struct Owner {
+    id: u32,
+    movable: Arc<dyn Movable>,
+}
+
+/// The owners of an arena's movable blocks.
+pub(crate) struct MovableRegistry {
+    owners: CowList<Owner>,
+    /// Calls of `migrate` in progress hold it for reading; unregistering
+    /// waits for them.
+    calls: RwLock<()>,
+    /// Ids are never reused: a block whose owner is gone names no one.
+    next_id: AtomicU32,
+}
+
+impl MovableRegistry {
+    pub(crate) fn new() -> Self {
+        Self { owners: CowList::new(), calls: RwLock::new(()), next_id: AtomicU32::new(1) }
+    }
+
+    /// The owner registered as `id`, if it still is.
+    pub(crate) fn get(&self, id: u32) -> Option<Arc<dyn Movable>> {
+        let owners = self.owners.snapshot()?;
+        owners.iter().find(|o| o.id == id).map(|o| Arc::clone(&o.movable))
+    }
+
+    /// Whether any owner is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.owners.snapshot().is_none_or(|owners| owners.is_empty())
+    }
+
+    /// Holds off unregistering while a `migrate` call runs.
+    pub(crate) fn call_guard(&self) -> impl Sized + '_ {
+        self.calls.read()
+    }
+
+    /// In a forked child: calls in progress belong to threads that were
+    /// not copied.
+    ///
+    /// # Safety
+    /// Only in a forked child, before it starts threads, with no call in
+    /// progress on this thread.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) unsafe fn forget_calls_in_progress(&self) {
+        // SAFETY: the caller's contract.
+        unsafe { self.calls.reset_in_child(()) };
+    }
+}
+
+/// Keeps an owner registered: its blocks can be moved by compaction.
+/// Dropping it unregisters the owner and waits for a `migrate` call in
+/// progress to return (unless dropped from inside one); blocks still
+/// allocated through it stay allocated and are no longer moved.
+#[must_use = "dropping the handle unregisters the owner"]
+pub struct MovableHandle<'a> {
+    arena: &'a Arena,
+    id: u32,
+}
+
+impl std::fmt::Debug for MovableHandle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MovableHandle").field("id", &self.id).finish()
+    }
+}
+
+impl Arena {
+    /// Registers an owner of movable blocks; allocate them with
+    /// [`MovableHandle::alloc_pages`], free them with
+    /// [`free_pages`](Self::free_pages).
+    pub fn register_movable(&self, movable: Arc<dyn Movable>) -> MovableHandle<'_> {
+        let registry = &self.inner.reclaim().movable;
+        let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
+        let owner = Owner { id, movable };
+        registry.owners.update(|current| current.iter().cloned().chain([owner.clone()]).collect());
+        MovableHandle { arena: self, id }
+    }
+}
+
+impl MovableHandle<'_> {
+    /// Allocates a block of `order` as [`Arena::alloc_pages`] does, with
+    /// `flags` plus [`AllocFlags::MOVABLE`], owned by this handle's owner:
+    /// compaction may move it (through the owner's
+    /// [`migrate`](Movable::migrate)).
+    pub fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
+        let ptr = self.arena.alloc_pages(order, flags | AllocFlags::MOVABLE)?;
+        let node = self.arena.inner.node();
+        let pfn = node.region.pfn_of(ptr.as_ptr() as usize).expect("a block of the region");
+        let page = node.mem_map.page(pfn);
+        page.set_owner(self.id);
+        // Release: compaction reads the owner after it sees the state.
+        page.publish_info(page.info().with_state(PageState::Owned));
+        Ok(ptr)
+    }
+
+    /// The arena the handle allocates from.
+    pub fn arena(&self) -> &Arena {
+        self.arena
+    }
+}
+
+impl Drop for MovableHandle<'_> {
+    fn drop(&mut self) {
+        let registry = &self.arena.inner.reclaim().movable;
+        let id = self.id;
+        registry.owners.update(|current| current.iter().filter(|o| o.id != id).cloned().collect());
+        // Wait for a call that took the owner before it was removed,
+        // unless this thread is in one (a `migrate` dropping a handle).
+        if !InReclaim::active() {
+            drop(registry.calls.write());
+        }
+    }
+}
