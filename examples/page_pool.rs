@@ -4,6 +4,11 @@
 //! times the arena's capacity. Reclaim (kswapd, or the allocating thread
 //! itself) keeps the arena above its min watermark by calling the shrinker.
 //!
+//! The frames are movable (`Movable`): compaction asks the pool to move
+//! one, and the pool drops a clean frame (it can be read again) or copies a
+//! dirty one under the frames lock and repoints its table entry. After the
+//! churn, `Arena::compact` gives back whole 2 MiB blocks.
+//!
 //! cargo run --release --example page_pool
 //! cargo run --release --example page_pool -- --direct-only
 //! cargo run --release --example page_pool -- --compare   # BENCHMARKS.md
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonealloc::{AllocFlags, Arena, ShrinkResult, Shrinker, ShrinkerHandle, WatermarkConfig};
+use zonealloc::{AllocFlags, Arena, Movable, MovableHandle, ShrinkResult, Shrinker, ShrinkerHandle, WatermarkConfig};
 
 /// Every page starts with this header; the rest is payload.
 const HEADER: usize = 16;
@@ -52,6 +57,8 @@ struct Frames {
     slots: Vec<Option<Frame>>,
     free_slots: Vec<usize>,
     table: HashMap<u64, usize>,
+    /// Slot of each frame's block, by address: what `migrate` looks up.
+    by_addr: HashMap<usize, usize>,
     /// The clock hand.
     hand: usize,
 }
@@ -67,6 +74,10 @@ struct PoolCounters {
     raced: AtomicU64,
     /// Reads that found content other than the last version written.
     corrupt: AtomicU64,
+    /// Dirty frames copied by compaction.
+    moved: AtomicU64,
+    /// Clean frames dropped rather than moved.
+    dropped: AtomicU64,
 }
 
 /// The buffer pool. Its lock is never held across an arena allocation, so
@@ -115,7 +126,7 @@ impl BufferPool {
     /// Reads (or, with `write`, updates) page `page_no`, loading it from the
     /// file on a miss. Returns the nanoseconds spent in `alloc_pages`, if it
     /// allocated.
-    fn access(&self, page_no: u64, write: bool) -> Option<u64> {
+    fn access(&self, frames_owner: &MovableHandle<'_>, page_no: u64, write: bool) -> Option<u64> {
         let mut alloc_ns = None;
         loop {
             {
@@ -130,7 +141,7 @@ impl BufferPool {
             // A miss: allocate and read outside the lock. The allocation may
             // reclaim, which calls our shrinker, which takes the lock.
             let t = Instant::now();
-            let buf = self.arena.alloc_pages(self.order, AllocFlags::empty()).expect("reclaim keeps the pool going");
+            let buf = frames_owner.alloc_pages(self.order, AllocFlags::empty()).expect("reclaim keeps the pool going");
             alloc_ns = Some(t.elapsed().as_nanos() as u64);
             let epoch = self.epochs[page_no as usize].load(Ordering::Acquire);
             // SAFETY: a fresh block of `page_size` bytes, ours alone.
@@ -159,6 +170,7 @@ impl BufferPool {
             };
             frames.slots[slot] = Some(frame);
             frames.table.insert(page_no, slot);
+            frames.by_addr.insert(buf.as_ptr() as usize, slot);
             return alloc_ns;
         }
     }
@@ -216,6 +228,7 @@ impl Shrinker for BufferPool {
             }
             let mut frame = frames.slots[slot].take().unwrap();
             frames.table.remove(&frame.page_no);
+            frames.by_addr.remove(&(frame.buf.as_ptr() as usize));
             frames.free_slots.push(slot);
             if frame.dirty {
                 let offset = frame.page_no * self.page_size as u64;
@@ -231,6 +244,84 @@ impl Shrinker for BufferPool {
         self.counters.evicted.fetch_add(freed as u64, Ordering::Relaxed);
         ShrinkResult::Freed(freed << self.order)
     }
+}
+
+impl Movable for BufferPool {
+    /// A clean frame is dropped (freed: the arena finishes the free when
+    /// the move ends) and refused; a dirty one is copied under the frames
+    /// lock, which every reader holds, and its entry repointed.
+    fn migrate(&self, from: NonNull<u8>, to: NonNull<u8>, order: u32) -> bool {
+        let mut frames = self.frames.lock().unwrap();
+        let Some(&slot) = frames.by_addr.get(&(from.as_ptr() as usize)) else { return false };
+        debug_assert_eq!(order, self.order);
+        let frame = frames.slots[slot].as_mut().unwrap();
+        if !frame.dirty {
+            let page_no = frame.page_no;
+            frames.slots[slot] = None;
+            frames.table.remove(&page_no);
+            frames.by_addr.remove(&(from.as_ptr() as usize));
+            frames.free_slots.push(slot);
+            // SAFETY: the frame's block, no longer reachable from the table.
+            unsafe { self.arena.free_pages(from, self.order).unwrap() };
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        // SAFETY: `from` is the frame's block, `to` a fresh block of the
+        // same size; nobody else touches either while we hold the lock.
+        unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), self.page_size) };
+        frame.buf = to;
+        frames.by_addr.remove(&(from.as_ptr() as usize));
+        frames.by_addr.insert(to.as_ptr() as usize, slot);
+        self.counters.moved.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// What halving the capacity after the churn did.
+struct Halved {
+    frames_before: usize,
+    frames_after: usize,
+    above_high: bool,
+}
+
+/// A database shrinks its budget while running: halve the capacity and
+/// watch reclaim bring the pool down to fit.
+fn halve_capacity(arena: &Arena, pool: &BufferPool, frames_owner: &MovableHandle<'_>, opts: Options) -> Halved {
+    let frames_before = pool.resident_frames();
+    arena.set_capacity(opts.capacity / 2).expect("a smaller capacity");
+    // kswapd works in the background; without it, the next allocation
+    // reclaims directly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while opts.background
+        && arena.stats().zones.iter().any(|z| z.usable_free() < z.watermarks.high)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !opts.background {
+        pool.access(frames_owner, 0, false);
+    }
+    Halved {
+        frames_before,
+        frames_after: pool.resident_frames(),
+        above_high: arena.stats().zones.iter().all(|z| z.usable_free() >= z.watermarks.high),
+    }
+}
+
+/// What compacting the halved pool gave back.
+struct CompactOutcome {
+    huge_before: usize,
+    huge_after: usize,
+    possible: usize,
+    migrated_pages: u64,
+    seconds: f64,
+}
+
+/// Free 2 MiB blocks in the arena (a free 4 MiB block counts twice).
+fn huge_blocks(arena: &Arena) -> usize {
+    let per_zone =
+        |z: &zonealloc::ZoneStats| z.free_blocks.iter().enumerate().skip(9).map(|(o, n)| n << (o - 9)).sum::<usize>();
+    arena.stats().zones.iter().map(per_zone).sum()
 }
 
 /// A small xorshift generator: the workload is the same on every run.
@@ -250,6 +341,8 @@ struct Outcome {
     ops: usize,
     alloc_ns: Vec<u64>,
     min_headroom: i64,
+    compact: CompactOutcome,
+    halved: Halved,
     pool: Arc<BufferPool>,
     _shrinker: ShrinkerHandle,
 }
@@ -273,6 +366,7 @@ fn run(opts: Options, quiet: bool) -> Result<Outcome, Box<dyn std::error::Error>
     std::fs::remove_file(&path)?; // unlinked: gone when the pool is
     let pool = Arc::new(BufferPool::new(Arc::clone(&arena), file, opts.page_size, pages));
     let handle = arena.register_shrinker(pool.clone());
+    let frames_owner = arena.register_movable(pool.clone());
     if !quiet {
         let z = &arena.stats().zones[0];
         println!(
@@ -308,7 +402,7 @@ fn run(opts: Options, quiet: bool) -> Result<Outcome, Box<dyn std::error::Error>
         });
         let workers: Vec<_> = (0..opts.threads)
             .map(|t| {
-                let pool = &pool;
+                let (pool, frames_owner) = (&pool, &frames_owner);
                 s.spawn(move || {
                     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1000_0001));
                     let hot = (pages / 5).max(1) as u64;
@@ -318,7 +412,7 @@ fn run(opts: Options, quiet: bool) -> Result<Outcome, Box<dyn std::error::Error>
                         // 80% of accesses go to a hot fifth of the file.
                         let page_no = if r % 10 < 8 { (r >> 8) % hot } else { (r >> 8) % pages as u64 };
                         let write = (r >> 4) % 10 < 3;
-                        if let Some(ns) = pool.access(page_no, write) {
+                        if let Some(ns) = pool.access(frames_owner, page_no, write) {
                             latencies.push(ns);
                         }
                     }
@@ -335,11 +429,28 @@ fn run(opts: Options, quiet: bool) -> Result<Outcome, Box<dyn std::error::Error>
     });
     let seconds = start.elapsed().as_secs_f64();
     let headroom = min_headroom.load(Ordering::Relaxed);
+    // The pool shrinks to half the arena: its frames are left all over it.
+    // How many 2 MiB blocks are free then, and how many after compacting.
+    let halved = halve_capacity(&arena, &pool, &frames_owner, opts);
+    arena.drain_pcp();
+    let huge_before = huge_blocks(&arena);
+    let t = Instant::now();
+    let report = arena.compact();
+    let compact = CompactOutcome {
+        huge_before,
+        huge_after: huge_blocks(&arena),
+        possible: arena.stats().zones.iter().map(|z| z.free >> 9).sum(),
+        migrated_pages: report.migrated_pages,
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    drop(frames_owner);
     Ok(Outcome {
         seconds,
         ops: opts.ops * opts.threads,
         alloc_ns,
         min_headroom: if headroom == usize::MAX { 0 } else { headroom as i64 },
+        compact,
+        halved,
         pool,
         _shrinker: handle,
     })
@@ -395,27 +506,25 @@ fn report(opts: Options, outcome: &mut Outcome) -> Result<(), Box<dyn std::error
         r.kswapd_wakeups, r.direct_reclaims, r.direct_reclaim_time, r.shrinker_scanned, r.shrinker_freed, r.oom_events
     );
 
-    // A database shrinks its budget while running: halve the capacity and
-    // watch reclaim bring the pool down to fit.
-    let before = pool.resident_frames();
-    arena.set_capacity(opts.capacity / 2)?;
-    // kswapd works in the background; without it, the next allocation
-    // would reclaim directly. Either way, ask once more to be sure.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while opts.background
-        && arena.stats().zones.iter().any(|z| z.usable_free() < z.watermarks.high)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !opts.background {
-        pool.access(0, false);
-    }
+    let h = &outcome.halved;
     println!(
-        "set_capacity({} MiB): pool went from {before} to {} frames; zones now at or above high: {}",
+        "set_capacity({} MiB): pool went from {} to {} frames; zones now at or above high: {}",
         opts.capacity >> 21,
-        pool.resident_frames(),
-        arena.stats().zones.iter().all(|z| z.usable_free() >= z.watermarks.high)
+        h.frames_before,
+        h.frames_after,
+        h.above_high
+    );
+    let k = &outcome.compact;
+    println!(
+        "compact: free 2 MiB blocks {} -> {} of {} possible in {:.1} ms; {} dirty frames moved \
+         ({} pages), {} clean frames dropped",
+        k.huge_before,
+        k.huge_after,
+        k.possible,
+        k.seconds * 1e3,
+        c.moved.load(Ordering::Relaxed),
+        k.migrated_pages,
+        c.dropped.load(Ordering::Relaxed),
     );
     Ok(())
 }

@@ -200,7 +200,82 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
 
-    memory_pressure()
+    memory_pressure()?;
+    grouping_and_compaction()
+}
+
+/// Owned pages whose addresses the owner keeps: compaction may move them.
+#[derive(Default)]
+struct Movables(Mutex<Vec<usize>>);
+
+impl zonealloc::Movable for Movables {
+    fn migrate(&self, from: NonNull<u8>, to: NonNull<u8>, order: u32) -> bool {
+        let mut pages = self.0.lock().unwrap();
+        let Some(slot) = pages.iter().position(|&p| p == from.as_ptr() as usize) else { return false };
+        // SAFETY: `from` is our block and `to` a fresh one of the same order.
+        unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), 4096 << order) };
+        pages[slot] = to.as_ptr() as usize;
+        true
+    }
+}
+
+/// Section 9: pageblocks by mobility, then a compaction.
+fn grouping_and_compaction() -> Result<(), Box<dyn std::error::Error>> {
+    header("9. Grouping by mobility and compaction");
+    let arena = Arena::builder().region_size(64 << 20).zones(1).background_reclaim(false).build()?;
+    let owner = Arc::new(Movables::default());
+    let handle = arena.register_movable(owner.clone());
+    // 1 page in 10 unmovable, the rest movable (through the owner's handle),
+    // interleaved; then most movable pages go, one in 8 stays.
+    let mut unmovable = Vec::new();
+    for i in 0..12_000 {
+        if i % 10 == 0 {
+            unmovable.push(arena.alloc_pages(0, AllocFlags::empty())?);
+        } else {
+            let page = handle.alloc_pages(0, AllocFlags::empty())?;
+            owner.0.lock().unwrap().push(page.as_ptr() as usize);
+        }
+    }
+    let doomed: Vec<usize> = {
+        let mut pages = owner.0.lock().unwrap();
+        let (keep, doomed): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut *pages).into_iter().enumerate().partition(|(i, _)| i % 8 == 0);
+        *pages = keep.into_iter().map(|(_, p)| p).collect();
+        doomed.into_iter().map(|(_, p)| p).collect()
+    };
+    for p in doomed {
+        // SAFETY: an order-0 block of this arena, freed once.
+        unsafe { arena.free_pages(NonNull::new(p as *mut u8).unwrap(), 0)? };
+    }
+    arena.drain_pcp();
+    let info = arena.pagetypeinfo();
+    println!("unmovable pages stay in their own pageblocks; movable ones are scattered:\n{info}");
+    let huge =
+        |arena: &Arena| arena.stats().zones[0].free_blocks[9..].iter().enumerate().map(|(i, n)| n << i).sum::<usize>();
+    let before = huge(&arena);
+    let report = arena.compact();
+    println!(
+        "compact(): {} pages moved in {:?} (migrate scanner {} pages, free scanner {}); free 2 MiB blocks {} -> {}",
+        report.migrated_pages,
+        report.elapsed,
+        report.migrate_scanned,
+        report.free_scanned,
+        before,
+        huge(&arena)
+    );
+    println!("{}", arena.pagetypeinfo());
+    arena.check()?;
+    for p in unmovable {
+        // SAFETY: an order-0 block of this arena, freed once.
+        unsafe { arena.free_pages(p, 0)? };
+    }
+    for p in std::mem::take(&mut *owner.0.lock().unwrap()) {
+        // SAFETY: as above (wherever compaction moved it).
+        unsafe { arena.free_pages(NonNull::new(p as *mut u8).unwrap(), 0)? };
+    }
+    drop(handle);
+    arena.check()?;
+    Ok(())
 }
 
 /// A cache of order-0 pages that gives its oldest back when asked.

@@ -222,8 +222,11 @@ impl Deferral {
 struct CompactControl {
     /// Next pageblock the migrate scanner looks at.
     migrate_pfn: Pfn,
-    /// The free scanner looks at the pageblock below this.
+    /// The free scanner looks at the pageblock below this,
     free_pfn: Pfn,
+    /// from this page on (the next look in a pageblock resumes after the
+    /// last target it gave).
+    free_cursor: Pfn,
     pageblock_pages: usize,
     report: CompactReport,
 }
@@ -249,6 +252,7 @@ impl Reclaim {
         let mut cc = CompactControl {
             migrate_pfn: zone.start,
             free_pfn,
+            free_cursor: free_pfn.align_down(zone.pageblock_order).max(zone.start),
             pageblock_pages,
             report: CompactReport { zones: 1, ..CompactReport::default() },
         };
@@ -308,15 +312,19 @@ impl Reclaim {
             self.putback(zone, pfn, order, PageState::Owned);
             return Moved::NoTarget;
         };
+        // The target is the owner's as soon as `migrate` repoints to it,
+        // and the owner may free it before the move ends: it is
+        // `Migrating` too, so such a free is deferred as the source's is.
+        let to = mm.page(target);
+        to.set_owner(owner_id);
+        to.publish_info(to.info().with_state(PageState::Migrating));
         let moved = {
             let _call = self.movable.call_guard();
             owner.migrate(self.addr(pfn), self.addr(target), order)
         };
         drop(owner);
         if moved {
-            let to = mm.page(target);
-            to.set_owner(owner_id);
-            to.publish_info(to.info().with_state(PageState::Owned));
+            self.putback(zone, target, order, PageState::Owned);
             self.free_isolated(zone, pfn, order);
             cc.report.migrated_pages += 1 << order;
             Moved::Yes
@@ -334,8 +342,9 @@ impl Reclaim {
         unsafe { self.node.region.page_addr(pfn) }
     }
 
-    /// Ends the isolation of a block that stays: it becomes `state` again,
-    /// unless its owner freed it meanwhile (then it is freed now).
+    /// Ends the isolation of a block that stays (a source not moved, or a
+    /// target moved into): it becomes `state`, unless its owner freed it
+    /// meanwhile (then it is freed now).
     fn putback(&self, zone: &Zone, pfn: Pfn, order: u32, state: PageState) {
         let page = self.node.mem_map.page(pfn);
         let mut info = page.info();
@@ -367,12 +376,15 @@ impl Reclaim {
                 return None;
             }
             let start = cc.free_pfn - cc.pageblock_pages;
-            let (target, scanned) = guard.inner.buddy.isolate_free_target(&self.node.mem_map, start, order);
+            let from = if cc.free_cursor >= start && cc.free_cursor < cc.free_pfn { cc.free_cursor } else { start };
+            let (target, scanned) = guard.inner.buddy.isolate_free_target(&self.node.mem_map, (start, from), order);
             cc.report.free_scanned += scanned as u64;
-            if target.is_some() {
+            if let Some(pfn) = target {
+                cc.free_cursor = pfn + (1 << order);
                 return target;
             }
             cc.free_pfn = start;
+            cc.free_cursor = start;
         }
     }
 

@@ -45,12 +45,18 @@ impl Buddy {
     }
 
     /// Takes a free block of at least `order` out of the pageblock at
-    /// `start` as a migration target of exactly `order`, allocated as
-    /// movable; the rest of the block stays on the lists. Only a pageblock
-    /// that is movable, or wholly free (it then becomes movable), is a
-    /// target (`suitable_migration_target`). Returns the target, if any,
-    /// and the pages walked.
-    pub(crate) fn isolate_free_target(&mut self, mm: &MemMap, start: Pfn, order: u32) -> (Option<Pfn>, usize) {
+    /// `start`, looking from `from` on, as a migration target of exactly
+    /// `order`, allocated as movable; the rest of the block stays on the
+    /// lists (after the target: where the next look starts). Only a
+    /// pageblock that is movable, or wholly free (it then becomes
+    /// movable), is a target (`suitable_migration_target`). Returns the
+    /// target, if any, and the pages walked.
+    pub(crate) fn isolate_free_target(
+        &mut self,
+        mm: &MemMap,
+        (start, from): (Pfn, Pfn),
+        order: u32,
+    ) -> (Option<Pfn>, usize) {
         let pageblock_order = self.pageblocks.order();
         let first = mm.page(start).info();
         // Inside a larger block that starts in an earlier pageblock: that
@@ -64,7 +70,7 @@ impl Buddy {
         }
         let end = start + self.pageblocks.nr_pages();
         let mut scanned = 0;
-        let mut pfn = start;
+        let mut pfn = from.max(start);
         while pfn < end {
             let info = mm.page(pfn).info();
             let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
