@@ -1,17 +1,26 @@
-//! The stress-highalloc scenario of issue 15, with grouping by mobility on
-//! and off (`ArenaBuilder::group_by_mobility`):
+//! The anti-fragmentation scenarios of issue 15, each with grouping by
+//! mobility on and off (`ArenaBuilder::group_by_mobility`), in a 512 MiB
+//! arena:
 //!
-//! fill a 512 MiB arena with order-0 pages, 1 in 10 plain (unmovable) and
-//! the rest `MOVABLE`, interleaved at random; free every movable page; then
-//! allocate order-9 (2 MiB) blocks until none is left. Prints the share of
-//! the free memory that came back as order-9 blocks, the pageblocks left
-//! mixed, and the fallbacks counted on the way.
+//! 1. stress-highalloc: fill with order-0 pages, 1 in 10 plain
+//!    (unmovable) and the rest `MOVABLE`, interleaved at random; free every
+//!    movable page; allocate order-9 (2 MiB) blocks until none is left.
+//! 2. compaction: fill with order-0 pages, 1 in 20 unmovable and the rest
+//!    owned by a `Movable` owner; free movable pages at random until they
+//!    hold 60% of the memory (unmovable 5%); `compact()`; the share of the
+//!    free memory then in free order-9 blocks, the time and pages moved.
+//! 3. a long mixed workload: random orders 0-3 and types (unmovable 10%
+//!    and 40% of the allocations in turn, reclaimable 10%), with a live set
+//!    of 85% of the memory churned 8 times over; the mixed pageblocks left
+//!    and the fallbacks that made them.
 //!
-//! cargo run --release --example highalloc [-- --seed N --unmovable-per-mille M]
+//! cargo run --release --example highalloc [-- --seed N]
 
+use std::collections::HashMap;
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
-use zonealloc::{AllocFlags, Arena};
+use zonealloc::{AllocFlags, Arena, Movable};
 
 /// splitmix64: seedable, so a run replays exactly.
 struct Rng(u64);
@@ -37,14 +46,18 @@ struct Outcome {
     fragmenting: u64,
 }
 
-fn run(grouping: bool, seed: u64, unmovable_per_mille: u64) -> Outcome {
-    let arena = Arena::builder()
+fn arena(grouping: bool) -> Arena {
+    Arena::builder()
         .region_size(512 << 20)
         .zones(1)
         .background_reclaim(false)
         .group_by_mobility(grouping)
         .build()
-        .expect("arena");
+        .expect("arena")
+}
+
+fn run(grouping: bool, seed: u64, unmovable_per_mille: u64) -> Outcome {
+    let arena = arena(grouping);
     let mut rng = Rng(seed);
     let fill = AllocFlags::NORETRY | AllocFlags::NOWARN;
     let (mut movable, mut unmovable): (Vec<NonNull<u8>>, Vec<NonNull<u8>>) = (Vec::new(), Vec::new());
@@ -91,10 +104,154 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// An owner that keeps its pages' addresses (and each one's index) and
+/// moves any it is asked to.
+#[derive(Default)]
+struct Owner(Mutex<(Vec<usize>, HashMap<usize, usize>)>);
+
+impl Owner {
+    fn push(&self, page: usize) {
+        let mut pages = self.0.lock().unwrap();
+        let (list, index) = &mut *pages;
+        index.insert(page, list.len());
+        list.push(page);
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().0.len()
+    }
+
+    /// Drops a random page from the owner's books; its address.
+    fn take_random(&self, rng: &mut Rng) -> usize {
+        let mut pages = self.0.lock().unwrap();
+        let (list, index) = &mut *pages;
+        let i = (rng.next() % list.len() as u64) as usize;
+        let page = list.swap_remove(i);
+        index.remove(&page);
+        if let Some(&moved) = list.get(i) {
+            index.insert(moved, i);
+        }
+        page
+    }
+}
+
+impl Movable for Owner {
+    fn migrate(&self, from: NonNull<u8>, to: NonNull<u8>, order: u32) -> bool {
+        let mut pages = self.0.lock().unwrap();
+        let (list, index) = &mut *pages;
+        let Some(slot) = index.remove(&(from.as_ptr() as usize)) else { return false };
+        // SAFETY: `from` is our block, `to` a fresh one of the same order.
+        unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), 4096 << order) };
+        list[slot] = to.as_ptr() as usize;
+        index.insert(to.as_ptr() as usize, slot);
+        true
+    }
+}
+
+/// Free 2 MiB blocks (a 4 MiB one counts twice) and all free pages.
+fn huge_and_free(arena: &Arena) -> (usize, usize) {
+    let z = &arena.stats().zones[0];
+    (z.free_blocks.iter().enumerate().skip(9).map(|(o, n)| n << (o - 9)).sum(), z.free)
+}
+
+/// Scenario 2; prints one line.
+fn compaction(grouping: bool, seed: u64) {
+    let arena = arena(grouping);
+    let owner = Arc::new(Owner::default());
+    let handle = arena.register_movable(owner.clone());
+    let mut rng = Rng(seed);
+    let fill = AllocFlags::NORETRY | AllocFlags::NOWARN;
+    let mut unmovable = Vec::new();
+    loop {
+        let plain = rng.next() % 20 == 0;
+        let page = if plain { arena.alloc_pages(0, fill) } else { handle.alloc_pages(0, fill) };
+        match page {
+            Ok(page) if plain => unmovable.push(page),
+            Ok(page) => owner.push(page.as_ptr() as usize),
+            Err(_) => break,
+        }
+    }
+    let managed = arena.stats().zones[0].managed;
+    // Free random movable pages until they hold 60% of the memory.
+    while owner.len() > managed * 60 / 100 {
+        let page = owner.take_random(&mut rng);
+        // SAFETY: an order-0 block of ours, freed once.
+        unsafe { arena.free_pages(NonNull::new(page as *mut u8).unwrap(), 0) }.expect("free");
+    }
+    arena.drain_pcp();
+    let (huge_before, _) = huge_and_free(&arena);
+    let report = arena.compact();
+    let (huge_after, free) = huge_and_free(&arena);
+    arena.check().expect("consistent");
+    let movable = owner.len();
+    println!(
+        "{:<10} {:>9.1}% {:>10.1}% {:>14} {:>14} {:>6.1}% {:>13} {:>9.1} ms",
+        if grouping { "on" } else { "off" },
+        100.0 * movable as f64 / managed as f64,
+        100.0 * unmovable.len() as f64 / managed as f64,
+        huge_before,
+        format!("{huge_after} of {}", free >> 9),
+        100.0 * huge_after as f64 / (free >> 9).max(1) as f64,
+        report.migrated_pages,
+        report.elapsed.as_secs_f64() * 1e3,
+    );
+    drop(handle);
+}
+
+/// Scenario 3; prints one line.
+fn mixed_workload(grouping: bool, seed: u64) {
+    let arena = arena(grouping);
+    let mut rng = Rng(seed);
+    let flags = AllocFlags::NORETRY | AllocFlags::NOWARN;
+    let managed = arena.stats().zones[0].managed;
+    let mut live: Vec<(NonNull<u8>, u32)> = Vec::new();
+    let mut live_pages = 0;
+    let mut allocated = 0;
+    while allocated < 8 * managed {
+        if live_pages < managed * 85 / 100 || rng.next() % 2 == 0 {
+            let order = (rng.next() % 4) as u32;
+            // The unmovable share moves between phases (10% and 40%), so
+            // that each type in turn needs pageblocks another one holds.
+            let unmovable_tenths = if (allocated / managed) % 2 == 0 { 1 } else { 4 };
+            let kind = rng.next() % 10;
+            let extra = match kind {
+                k if k < unmovable_tenths => AllocFlags::empty(),
+                k if k == unmovable_tenths => AllocFlags::RECLAIMABLE,
+                _ => AllocFlags::MOVABLE,
+            };
+            if let Ok(block) = arena.alloc_pages(order, flags | extra) {
+                live.push((block, order));
+                live_pages += 1 << order;
+                allocated += 1 << order;
+            }
+        } else if !live.is_empty() {
+            let (block, order) = live.swap_remove((rng.next() % live.len() as u64) as usize);
+            // SAFETY: ours at this order, freed once.
+            unsafe { arena.free_pages(block, order) }.expect("free");
+            live_pages -= 1 << order;
+        }
+    }
+    arena.drain_pcp();
+    let info = arena.pagetypeinfo();
+    let z = &arena.stats().zones[0];
+    let used: usize = info.zones[0].pageblocks.iter().sum();
+    println!(
+        "{:<10} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}",
+        if grouping { "on" } else { "off" },
+        used,
+        info.mixed(),
+        info.polluted(),
+        z.fallbacks,
+        z.fallbacks_fragmenting,
+        z.pageblocks_claimed,
+    );
+    arena.check().expect("consistent");
+}
+
 fn main() {
     let seed = arg("--seed", 1);
     let per_mille = arg("--unmovable-per-mille", 100);
-    println!("stress-highalloc: 512 MiB, order-0 fill, {per_mille}/1000 unmovable, seed {seed}");
+    println!("1. stress-highalloc: 512 MiB, order-0 fill, {per_mille}/1000 unmovable, seed {seed}");
     println!(
         "{:<10} {:>8} {:>9} {:>11} {:>13} {:>9} {:>6} {:>10} {:>12}",
         "grouping",
@@ -122,5 +279,23 @@ fn main() {
             format!("{} ({})", o.fallbacks, o.fragmenting),
             o.mixed,
         );
+    }
+    println!("\n2. compact(): 60% movable (owned), 5% unmovable, the rest freed at random, seed {seed}");
+    println!(
+        "{:<10} {:>10} {:>11} {:>14} {:>14} {:>7} {:>13} {:>12}",
+        "grouping", "movable", "unmovable", "order-9 before", "after", "share", "pages moved", "time"
+    );
+    for grouping in [true, false] {
+        compaction(grouping, seed);
+    }
+    println!(
+        "\n3. long mixed workload: orders 0-3, unmovable 10% and 40% in turn, 10% reclaimable, 85% of memory live, 8x churn"
+    );
+    println!(
+        "{:<10} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}",
+        "grouping", "pageblocks", "mixed blocks", "polluted", "fallbacks", "fragment.", "claimed"
+    );
+    for grouping in [true, false] {
+        mixed_workload(grouping, seed);
     }
 }

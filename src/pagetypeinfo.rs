@@ -25,6 +25,9 @@ pub struct ZonePageTypes {
     /// Pageblocks of each type holding pages in use by an allocation of
     /// another type.
     pub mixed_pageblocks: [usize; NR_MIGRATETYPES],
+    /// Movable pageblocks holding unmovable or reclaimable pages in use:
+    /// the mixed pageblocks compaction cannot empty.
+    pub polluted_pageblocks: usize,
     /// Pageblocks with no page in use (free, on the lists or in caches'
     /// reach), never-used ones not included.
     pub free_pageblocks: usize,
@@ -56,6 +59,12 @@ impl PageTypeInfo {
     pub fn mixed(&self) -> usize {
         self.zones.iter().map(ZonePageTypes::mixed).sum()
     }
+
+    /// Polluted pageblocks (see [`ZonePageTypes::polluted_pageblocks`]) in
+    /// every zone.
+    pub fn polluted(&self) -> usize {
+        self.zones.iter().map(|z| z.polluted_pageblocks).sum()
+    }
 }
 
 impl Arena {
@@ -73,7 +82,7 @@ impl Arena {
             let mut free_blocks = [[0usize; NR_ORDERS]; NR_MIGRATETYPES];
             let mut pageblocks = [0usize; NR_MIGRATETYPES];
             let mut mixed_pageblocks = [0usize; NR_MIGRATETYPES];
-            let (mut untouched_pageblocks, mut free_pageblocks, reserved_highatomic);
+            let (mut untouched_pageblocks, mut free_pageblocks, mut polluted_pageblocks, reserved_highatomic);
             {
                 let guard = zone.lock();
                 let buddy = &guard.inner.buddy;
@@ -85,6 +94,7 @@ impl Arena {
                 let table = buddy.pageblocks();
                 untouched_pageblocks = 0;
                 free_pageblocks = 0;
+                polluted_pageblocks = 0;
                 for index in 0..table.len() {
                     let start = table.start_of(index);
                     if start >= buddy.frontier() {
@@ -95,6 +105,7 @@ impl Arena {
                     pageblocks[mt] += 1;
                     let usage = buddy.pageblock_usage(&node.mem_map, start);
                     mixed_pageblocks[mt] += usize::from(usage.foreign > 0);
+                    polluted_pageblocks += usize::from(mt == Migratetype::Movable as usize && usage.unmovable > 0);
                     free_pageblocks += usize::from(usage.free == table.nr_pages());
                 }
                 reserved_highatomic = buddy.nr_reserved_highatomic();
@@ -105,6 +116,7 @@ impl Arena {
                 pageblocks,
                 untouched_pageblocks,
                 mixed_pageblocks,
+                polluted_pageblocks,
                 free_pageblocks,
                 reserved_highatomic,
             });
@@ -150,13 +162,13 @@ impl fmt::Display for PageTypeInfo {
         for mt in Migratetype::ALL {
             write!(f, " {:>12}", mt.name())?;
         }
-        writeln!(f)?;
+        writeln!(f, " {:>12}", "Polluted")?;
         for z in &self.zones {
             write!(f, "Arena 0, zone {:>6}     ", z.zone)?;
             for n in z.mixed_pageblocks {
                 write!(f, " {n:>12}")?;
             }
-            writeln!(f)?;
+            writeln!(f, " {:>12}", z.polluted_pageblocks)?;
         }
         Ok(())
     }

@@ -140,42 +140,69 @@ fn a_movable_fallback_takes_the_smallest_block_and_leaves_the_pageblock_alone() 
 }
 
 #[test]
-fn an_unmovable_fallback_claims_a_pageblock_only_when_half_of_it_is_free_or_alike() {
+fn an_unmovable_fallback_claims_the_pageblock_it_takes_from() {
     let arena = arena(4, 4, 2, PcpConfig::Disabled);
     let movable = pages(&arena, 16, AllocFlags::MOVABLE);
     let reclaimable = pages(&arena, 16, AllocFlags::RECLAIMABLE);
     for i in [0, 2, 4] {
         free(&arena, movable[i], 0);
     }
-    // 3 free pages and 13 movable ones: not enough to claim; one page is
-    // taken (the last freed), and the pageblock is now mixed.
+    // Three free pages among 13 movable ones: the pageblock is claimed all
+    // the same, its free pages move to the unmovable lists (the last one
+    // moved is handed out), and the next unmovable page comes from it too.
     let first = alloc(&arena, 0, AllocFlags::empty());
     assert_eq!(pfn(&arena, first), 4);
-    assert_eq!(fallbacks(&arena), (1, 1, 0));
-    assert_eq!(arena.pagetypeinfo().zones[0].mixed_pageblocks, [0, 1, 0, 0]);
-    for i in [6, 8, 10, 12, 14] {
-        free(&arena, movable[i], 0);
-    }
-    // 7 free pages and one unmovable page (pfn 4) = half the pageblock:
-    // claimed, its free pages move to the unmovable lists.
+    assert_eq!(fallbacks(&arena), (1, 0, 1));
     let second = alloc(&arena, 0, AllocFlags::empty());
-    assert_eq!(pfn(&arena, second), 14, "the last free page moved, at the head of the list");
-    assert_eq!(fallbacks(&arena), (2, 1, 1));
-    let z = &arena.pagetypeinfo().zones[0];
+    assert_eq!(pfn(&arena, second), 2);
+    assert_eq!(fallbacks(&arena), (1, 0, 1), "no second fallback");
+    let info = arena.pagetypeinfo();
+    let z = &info.zones[0];
     assert_eq!(z.pageblocks, [1, 0, 1, 0]);
-    assert_eq!(z.free_blocks[U][0], 6);
-    assert_eq!(z.mixed_pageblocks, [1, 0, 0, 0], "the movable pages left in it");
+    assert_eq!(z.mixed_pageblocks, [1, 0, 0, 0], "movable pages in an unmovable pageblock");
+    assert_eq!(z.polluted_pageblocks, 0, "compaction could move them out");
     arena.check().unwrap();
-    free(&arena, first, 0);
-    free(&arena, second, 0);
-    for i in [1, 3, 5, 7, 9, 11, 13, 15] {
-        free(&arena, movable[i], 0);
-    }
-    for p in reclaimable {
+    for p in [first, second].into_iter().chain(reclaimable) {
         free(&arena, p, 0);
+    }
+    for i in (1..16).filter(|i| ![2, 4].contains(i)) {
+        free(&arena, movable[i], 0);
     }
     arena.check().unwrap();
     assert_eq!(arena.pagetypeinfo().zones[0].free_pageblocks, 2);
+}
+
+#[test]
+fn a_large_movable_fallback_claims_only_a_half_free_pageblock() {
+    // 16-page pageblocks: half a pageblock's order is 2.
+    let arena = arena(4, 4, 2, PcpConfig::Disabled);
+    let unmovable = pages(&arena, 16, AllocFlags::empty());
+    let reclaimable = pages(&arena, 16, AllocFlags::RECLAIMABLE);
+    for p in &unmovable[..4] {
+        free(&arena, *p, 0); // an order-2 block at 0
+    }
+    // Four free pages of sixteen: taken, not claimed.
+    let first = alloc(&arena, 2, AllocFlags::MOVABLE);
+    assert_eq!(pfn(&arena, first), 0);
+    assert_eq!(fallbacks(&arena), (1, 1, 0));
+    assert_eq!(arena.pagetypeinfo().zones[0].pageblocks, [1, 0, 1, 0]);
+    for p in &unmovable[4..12] {
+        free(&arena, *p, 0); // order-2 blocks at 4 and 8
+    }
+    // Eight free pages and four movable ones: claimed.
+    let second = alloc(&arena, 2, AllocFlags::MOVABLE);
+    assert_eq!(pfn(&arena, second), 8);
+    assert_eq!(fallbacks(&arena), (2, 1, 1));
+    let z = &arena.pagetypeinfo().zones[0];
+    assert_eq!(z.pageblocks, [0, 1, 1, 0]);
+    assert_eq!((z.mixed_pageblocks, z.polluted_pageblocks), ([0, 1, 0, 0], 1), "unmovable pages 12-15 are left in it");
+    arena.check().unwrap();
+    free(&arena, first, 2);
+    free(&arena, second, 2);
+    for p in unmovable[12..].iter().chain(&reclaimable) {
+        free(&arena, *p, 0);
+    }
+    arena.check().unwrap();
 }
 
 #[test]

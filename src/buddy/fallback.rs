@@ -4,14 +4,24 @@
 //! `move_freepages_block`.
 //!
 //! The largest free block of a fallback type is taken (the cheapest
-//! estimate of the pageblock with the most free pages). If the request is
-//! large (at least half a pageblock), unmovable or reclaimable, it may
-//! claim the whole pageblock: when at least half of the pageblock is free
-//! or holds pages compatible with the request, every free block in it moves
-//! to the requester's lists and the pageblock changes type. Otherwise only
-//! the block needed is taken and the rest stays with its type: a movable
+//! estimate of the pageblock with the most free pages). An unmovable or
+//! reclaimable request claims the whole pageblock: every free block in it
+//! moves to the requester's lists and the pageblock changes type, so the
+//! next such requests land in the same pageblock instead of polluting
+//! another one (the movable pages left in it can be moved out by
+//! compaction; an unmovable page left in a movable pageblock cannot). A
+//! movable request large enough to claim (at least half a pageblock)
+//! claims when at least half of the pageblock is free or movable
+//! (`can_steal_fallback`, `steal_suitable_fallback`). Otherwise only the
+//! block needed is taken and the rest stays with its type: a movable
 //! request then takes the *smallest* block instead, since a movable page
 //! in a foreign pageblock can move away later.
+//!
+//! The kernel applies the half-free-or-compatible test to unmovable and
+//! reclaimable requests too, and in a long mixed workload that leaves an
+//! unmovable page in most movable pageblocks (`examples/highalloc.rs`,
+//! scenario 3: every pageblock mixed); claiming on the first steal keeps
+//! them in few.
 
 use super::Buddy;
 use crate::migratetype::Migratetype;
@@ -27,6 +37,8 @@ pub(crate) struct PageblockUsage {
     pub movable: usize,
     /// Pages in use by allocations of a type other than the pageblock's.
     pub foreign: usize,
+    /// Pages in use by unmovable or reclaimable allocations.
+    pub unmovable: usize,
 }
 
 impl Buddy {
@@ -100,17 +112,11 @@ impl Buddy {
             return (pfn, flags);
         }
         if whole_block {
-            let usage = self.pageblock_usage(mm, pfn);
-            // Pages compatible with the request: for a movable one the
-            // movable pages; for the others, every non-movable page of a
-            // movable pageblock (unmovable and reclaimable pages cannot be
-            // told apart in a block of the other's type: none).
-            let alike = match (start, block_type) {
-                (Migratetype::Movable, _) => usage.movable,
-                (_, Migratetype::Movable) => self.pageblocks.nr_pages() - usage.free - usage.movable,
-                _ => 0,
+            let claim = start != Migratetype::Movable || !self.grouping || {
+                let usage = self.pageblock_usage(mm, pfn);
+                usage.free + usage.movable >= self.pageblocks.nr_pages() / 2
             };
-            if usage.free + alike >= self.pageblocks.nr_pages() / 2 || !self.grouping {
+            if claim {
                 self.move_freepages_block(mm, pfn, start);
                 self.counters.pageblocks_claimed += 1;
                 return self.take_from_lists(mm, order, order, start).expect("the claimed block is on start's lists");
@@ -167,6 +173,8 @@ impl Buddy {
             | PageState::MigratingFreed => {
                 if info.migratetype() == Migratetype::Movable {
                     usage.movable += size;
+                } else {
+                    usage.unmovable += size;
                 }
                 if !compatible(info.migratetype(), block_type) {
                     usage.foreign += size;
