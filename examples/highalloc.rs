@@ -163,7 +163,7 @@ fn compaction(grouping: bool, seed: u64) {
     let fill = AllocFlags::NORETRY | AllocFlags::NOWARN;
     let mut unmovable = Vec::new();
     loop {
-        let plain = rng.next() % 20 == 0;
+        let plain = rng.next().is_multiple_of(20);
         let page = if plain { arena.alloc_pages(0, fill) } else { handle.alloc_pages(0, fill) };
         match page {
             Ok(page) if plain => unmovable.push(page),
@@ -208,11 +208,11 @@ fn mixed_workload(grouping: bool, seed: u64) {
     let mut live_pages = 0;
     let mut allocated = 0;
     while allocated < 8 * managed {
-        if live_pages < managed * 85 / 100 || rng.next() % 2 == 0 {
+        if live_pages < managed * 85 / 100 || rng.next().is_multiple_of(2) {
             let order = (rng.next() % 4) as u32;
             // The unmovable share moves between phases (10% and 40%), so
             // that each type in turn needs pageblocks another one holds.
-            let unmovable_tenths = if (allocated / managed) % 2 == 0 { 1 } else { 4 };
+            let unmovable_tenths = if (allocated / managed).is_multiple_of(2) { 1 } else { 4 };
             let kind = rng.next() % 10;
             let extra = match kind {
                 k if k < unmovable_tenths => AllocFlags::empty(),
