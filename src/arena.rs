@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::boot::SysBox;
 use crate::buddy::BuddyOrders;
 use crate::builder::{ArenaBuilder, ZoneLayout};
-use crate::compaction::Compaction;
+use crate::compact_state::CompactCounters;
+use crate::compaction::{CompactPriority, CompactReport};
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
@@ -154,7 +155,7 @@ impl Arena {
             pcp: PcpRegistry::new(),
             shrinkers: ShrinkerRegistry::new().ok_or(BuildError::OutOfMetadataMemory)?,
             movable: MovableRegistry::new(),
-            compaction: Compaction::default(),
+            compaction: CompactCounters::default(),
         };
         let inner = ArenaInner {
             pages: PageAlloc {
@@ -343,6 +344,21 @@ impl Arena {
     /// ```
     pub fn drain_pcp(&self) -> usize {
         self.inner.reclaim().drain_all_pages()
+    }
+
+    /// Compacts every zone to the end: moves every owned block it can
+    /// towards the top of the used memory, so the free memory below forms
+    /// whole high-order blocks (`/proc/sys/vm/compact_memory`). Blocks are
+    /// moved by their owners ([`register_movable`](Self::register_movable));
+    /// a block whose owner refuses stays. Safe to run while other threads
+    /// allocate and free, owned blocks included.
+    pub fn compact(&self) -> CompactReport {
+        let reclaim = self.inner.reclaim();
+        let mut total = CompactReport::default();
+        for zone in reclaim.node.zones.iter() {
+            total.add(&reclaim.compact_zone(zone, None, CompactPriority::SyncFull));
+        }
+        total
     }
 
     /// Registers a reclaim callback. The reclaim thread, and allocating

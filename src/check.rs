@@ -5,7 +5,7 @@ use crate::arena::Arena;
 use crate::error::CheckError;
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{PageState, flag};
-use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS};
+use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS, PCP_TYPES};
 use crate::pfn::{NIL, Pfn};
 use crate::zone::Zone;
 
@@ -197,14 +197,14 @@ impl Arena {
         let mut pooled = 0;
         for list in 0..NR_PCP_LISTS {
             let order = (list % PCP_ORDERS) as u32;
-            let mt = Migratetype::from_index(list / PCP_ORDERS);
+            let list_type = list / PCP_ORDERS;
             for &pfn in guard.inner.pool.blocks(list) {
                 let info = mm.page(pfn).info();
                 if !zone.contains(pfn)
                     || info.state != PageState::Cached
                     || info.order() != order
                     || info.zone() != z
-                    || info.migratetype() != mt
+                    || info.migratetype() as usize % PCP_TYPES != list_type
                 {
                     return Err(CheckError::BadCacheEntry {
                         zone: z,

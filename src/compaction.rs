@@ -9,7 +9,7 @@
 //! **Isolation.** An owned block's head is `Owned`; the migrate scanner
 //! claims it with one compare-exchange to `Migrating`, the same word a free
 //! claims with a compare-exchange back to `Allocated`
-//! ([`release_owned`](crate::page_alloc::release_owned)): exactly one wins. A free that finds `Migrating`
+//! (`release_owned`, in the free path): exactly one wins. A free that finds `Migrating`
 //! marks the block `MigratingFreed` and returns; compaction frees it when
 //! the move ends. So a block freed, or being freed, while compaction picks
 //! it is never moved twice, never lost, never handed out twice. No lock of
@@ -18,7 +18,7 @@
 //! owner accepts it. `tests/loom.rs` models a free racing the isolation
 //! (`a_free_racing_compaction_isolation_frees_once`).
 //!
-//! **Who runs it.** [`Arena::compact`] compacts every zone to the end
+//! **Who runs it.** `Arena::compact` compacts every zone to the end
 //! (`/proc/sys/vm/compact_memory`). The slow path compacts directly for
 //! orders above 0 (`__alloc_pages_direct_compact`), first at the lowest
 //! priority (`Async`: only movable pageblocks are sources), raising it
@@ -33,24 +33,19 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::arena::Arena;
 use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::page::{PageInfo, PageState};
 use crate::pageset::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
 use crate::reclaim::Reclaim;
-use crate::sync::{AtomicU32, AtomicU64, Instant, Ordering};
+use crate::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
 
 /// Above this fragmentation index a failed costly request is blamed on
 /// fragmentation and compaction may help (`sysctl_extfrag_threshold`).
 pub(crate) const EXTFRAG_THRESHOLD: i32 = 500;
-
-/// A failed zone is skipped for at most `1 << COMPACT_MAX_DEFER_SHIFT`
-/// attempts.
-const COMPACT_MAX_DEFER_SHIFT: u32 = 6;
 
 /// How hard a compaction tries (`enum compact_priority`), highest last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,7 +69,7 @@ impl CompactPriority {
     }
 }
 
-/// What a compaction did; [`Arena::compact`] returns one.
+/// What a compaction did; `Arena::compact` returns one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactReport {
     /// Zones compacted.
@@ -95,7 +90,8 @@ pub struct CompactReport {
 }
 
 impl CompactReport {
-    fn add(&mut self, other: &CompactReport) {
+    /// Adds another zone's report.
+    pub(crate) fn add(&mut self, other: &CompactReport) {
         self.zones += other.zones;
         self.migrate_scanned += other.migrate_scanned;
         self.free_scanned += other.free_scanned;
@@ -103,118 +99,6 @@ impl CompactReport {
         self.migrated_pages += other.migrated_pages;
         self.failed += other.failed;
         self.elapsed += other.elapsed;
-    }
-}
-
-/// The compaction event counters, read by `stats()` (the kernel's
-/// `compact_*` vmstat lines).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CompactStats {
-    /// Direct compactions run by allocating threads (`compact_stall`).
-    pub stall: u64,
-    /// Of those, the ones after which the allocation failed (`compact_fail`).
-    pub fail: u64,
-    /// And the ones after which it succeeded (`compact_success`).
-    pub success: u64,
-    /// Zone compactions skipped as deferred.
-    pub deferred: u64,
-    /// Pages the migrate scanners walked (`compact_migrate_scanned`).
-    pub migrate_scanned: u64,
-    /// Pages the free scanners walked (`compact_free_scanned`).
-    pub free_scanned: u64,
-    /// Blocks isolated for moving (`compact_isolated`).
-    pub isolated: u64,
-    /// Pages moved (`pgmigrate_success`).
-    pub migrated_pages: u64,
-    /// Blocks their owner refused to move (`pgmigrate_fail`).
-    pub migrate_failed: u64,
-    /// kcompactd wake-ups (`kcompactd_wake`).
-    pub kcompactd_wakes: u64,
-}
-
-/// Compaction's state in a reclaim domain: counters, kcompactd's pending
-/// order.
-#[derive(Default)]
-pub(crate) struct Compaction {
-    stall: AtomicU64,
-    fail: AtomicU64,
-    success: AtomicU64,
-    deferred: AtomicU64,
-    migrate_scanned: AtomicU64,
-    free_scanned: AtomicU64,
-    isolated: AtomicU64,
-    migrated_pages: AtomicU64,
-    migrate_failed: AtomicU64,
-    kcompactd_wakes: AtomicU64,
-    /// The highest order kcompactd was asked for since it last ran.
-    kcompactd_order: AtomicU32,
-}
-
-impl Compaction {
-    fn record(&self, report: &CompactReport) {
-        let add = |c: &AtomicU64, n: u64| {
-            c.fetch_add(n, Ordering::Relaxed);
-        };
-        add(&self.migrate_scanned, report.migrate_scanned);
-        add(&self.free_scanned, report.free_scanned);
-        add(&self.isolated, report.isolated);
-        add(&self.migrated_pages, report.migrated_pages);
-        add(&self.migrate_failed, report.failed);
-    }
-
-    /// The counters.
-    pub(crate) fn stats(&self) -> CompactStats {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        CompactStats {
-            stall: load(&self.stall),
-            fail: load(&self.fail),
-            success: load(&self.success),
-            deferred: load(&self.deferred),
-            migrate_scanned: load(&self.migrate_scanned),
-            free_scanned: load(&self.free_scanned),
-            isolated: load(&self.isolated),
-            migrated_pages: load(&self.migrated_pages),
-            migrate_failed: load(&self.migrate_failed),
-            kcompactd_wakes: load(&self.kcompactd_wakes),
-        }
-    }
-}
-
-/// A zone's deferral state (`compact_considered`, `compact_defer_shift`,
-/// `compact_order_failed`).
-#[derive(Default)]
-pub(crate) struct Deferral {
-    considered: AtomicU32,
-    defer_shift: AtomicU32,
-    order_failed: AtomicU32,
-}
-
-impl Deferral {
-    /// `defer_compaction`: compaction at `order` failed in this zone.
-    fn defer(&self, order: u32) {
-        self.considered.store(0, Ordering::Relaxed);
-        let shift = (self.defer_shift.load(Ordering::Relaxed) + 1).min(COMPACT_MAX_DEFER_SHIFT);
-        self.defer_shift.store(shift, Ordering::Relaxed);
-        self.order_failed.fetch_min(order, Ordering::Relaxed);
-    }
-
-    /// `compaction_deferred`: whether to skip compacting for `order` now.
-    fn deferred(&self, order: u32) -> bool {
-        if order < self.order_failed.load(Ordering::Relaxed) {
-            return false;
-        }
-        let limit = 1 << self.defer_shift.load(Ordering::Relaxed);
-        let considered = self.considered.load(Ordering::Relaxed) + 1;
-        self.considered.store(considered.min(limit), Ordering::Relaxed);
-        considered < limit
-    }
-
-    /// `compaction_defer_reset`: an allocation of `order` succeeded after
-    /// compaction.
-    fn reset(&self, order: u32) {
-        self.considered.store(0, Ordering::Relaxed);
-        self.defer_shift.store(0, Ordering::Relaxed);
-        self.order_failed.fetch_max(order + 1, Ordering::Relaxed);
     }
 }
 
@@ -283,7 +167,8 @@ impl Reclaim {
             }
         }
         cc.report.elapsed = start.elapsed();
-        self.compaction.record(&cc.report);
+        let r = &cc.report;
+        self.compaction.record([r.migrate_scanned, r.free_scanned, r.isolated, r.migrated_pages, r.failed]);
         if cc.report.migrated_pages > 0 {
             self.node.pages_returned();
         }
@@ -480,22 +365,5 @@ impl Reclaim {
                 zone.deferral.defer(order);
             }
         }
-    }
-}
-
-impl Arena {
-    /// Compacts every zone to the end: moves every owned block it can
-    /// towards the top of the used memory, so the free memory below forms
-    /// whole high-order blocks (`/proc/sys/vm/compact_memory`). Blocks are
-    /// moved by their owners ([`register_movable`](Self::register_movable));
-    /// a block whose owner refuses stays. Safe to run while other threads
-    /// allocate and free, owned blocks included.
-    pub fn compact(&self) -> CompactReport {
-        let reclaim = self.inner.reclaim();
-        let mut total = CompactReport::default();
-        for zone in reclaim.node.zones.iter() {
-            total.add(&reclaim.compact_zone(zone, None, CompactPriority::SyncFull));
-        }
-        total
     }
 }

@@ -1,22 +1,18 @@
 //! Blocks with an owner that can move them: the [`Movable`] trait (the
-//! kernel's `movable_operations` with its `migrate_folio`), the registry of
-//! owners, and [`MovableHandle`], through which an owner allocates.
+//! kernel's `movable_operations` with its `migrate_folio`) and the registry
+//! of owners. An owner allocates through a `MovableHandle` (`owned.rs`).
 //!
 //! The arena records each owned block's owner in the block's metadata (the
 //! kernel's `page->mapping`), so compaction can ask the right owner to
 //! move it. How a free and compaction settle who gets an owned block is at
-//! [`release_owned`](crate::page_alloc::release_owned); how compaction uses
-//! the owner is in `compaction.rs`.
+//! `release_owned` in the free path; how compaction uses the owner is in
+//! `compaction.rs`.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::arena::Arena;
 use crate::cow::CowList;
-use crate::error::AllocError;
-use crate::flags::AllocFlags;
 use crate::memalloc::InReclaim;
-use crate::page::PageState;
 use crate::sync::{AtomicU32, Ordering, RwLock};
 
 /// An owner of movable blocks: moves one when compaction asks.
@@ -92,6 +88,23 @@ impl MovableRegistry {
         Self { owners: CowList::new(), calls: RwLock::new(()), next_id: AtomicU32::new(1) }
     }
 
+    /// Registers `movable`; its id.
+    pub(crate) fn register(&self, movable: Arc<dyn Movable>) -> u32 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let owner = Owner { id, movable };
+        self.owners.update(|current| current.iter().cloned().chain([owner.clone()]).collect());
+        id
+    }
+
+    /// Unregisters owner `id` and waits for a `migrate` call in progress,
+    /// unless this thread is in one (a `migrate` dropping a handle).
+    pub(crate) fn unregister(&self, id: u32) {
+        self.owners.update(|current| current.iter().filter(|o| o.id != id).cloned().collect());
+        if !InReclaim::active() {
+            drop(self.calls.write());
+        }
+    }
+
     /// The owner registered as `id`, if it still is.
     pub(crate) fn get(&self, id: u32) -> Option<Arc<dyn Movable>> {
         let owners = self.owners.snapshot()?;
@@ -118,69 +131,5 @@ impl MovableRegistry {
     pub(crate) unsafe fn forget_calls_in_progress(&self) {
         // SAFETY: the caller's contract.
         unsafe { self.calls.reset_in_child(()) };
-    }
-}
-
-/// Keeps an owner registered: its blocks can be moved by compaction.
-/// Dropping it unregisters the owner and waits for a `migrate` call in
-/// progress to return (unless dropped from inside one); blocks still
-/// allocated through it stay allocated and are no longer moved.
-#[must_use = "dropping the handle unregisters the owner"]
-pub struct MovableHandle<'a> {
-    arena: &'a Arena,
-    id: u32,
-}
-
-impl std::fmt::Debug for MovableHandle<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MovableHandle").field("id", &self.id).finish()
-    }
-}
-
-impl Arena {
-    /// Registers an owner of movable blocks; allocate them with
-    /// [`MovableHandle::alloc_pages`], free them with
-    /// [`free_pages`](Self::free_pages).
-    pub fn register_movable(&self, movable: Arc<dyn Movable>) -> MovableHandle<'_> {
-        let registry = &self.inner.reclaim().movable;
-        let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
-        let owner = Owner { id, movable };
-        registry.owners.update(|current| current.iter().cloned().chain([owner.clone()]).collect());
-        MovableHandle { arena: self, id }
-    }
-}
-
-impl MovableHandle<'_> {
-    /// Allocates a block of `order` as [`Arena::alloc_pages`] does, with
-    /// `flags` plus [`AllocFlags::MOVABLE`], owned by this handle's owner:
-    /// compaction may move it (through the owner's
-    /// [`migrate`](Movable::migrate)).
-    pub fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        let ptr = self.arena.alloc_pages(order, flags | AllocFlags::MOVABLE)?;
-        let node = self.arena.inner.node();
-        let pfn = node.region.pfn_of(ptr.as_ptr() as usize).expect("a block of the region");
-        let page = node.mem_map.page(pfn);
-        page.set_owner(self.id);
-        // Release: compaction reads the owner after it sees the state.
-        page.publish_info(page.info().with_state(PageState::Owned));
-        Ok(ptr)
-    }
-
-    /// The arena the handle allocates from.
-    pub fn arena(&self) -> &Arena {
-        self.arena
-    }
-}
-
-impl Drop for MovableHandle<'_> {
-    fn drop(&mut self) {
-        let registry = &self.arena.inner.reclaim().movable;
-        let id = self.id;
-        registry.owners.update(|current| current.iter().filter(|o| o.id != id).cloned().collect());
-        // Wait for a call that took the owner before it was removed,
-        // unless this thread is in one (a `migrate` dropping a handle).
-        if !InReclaim::active() {
-            drop(registry.calls.write());
-        }
     }
 }

@@ -23,18 +23,28 @@ pub const PCP_MAX_ORDER: u32 = 8;
 #[cfg(loom)]
 pub const PCP_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
 pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
-/// Lists a cache keeps per zone: one per order and per migratetype
-/// (`NR_PCP_LISTS`). Only the first `MIGRATE_PCPTYPES` types are ever
-/// cached; the high-atomic type's lists stay empty and are there so that
-/// any type number two bits can hold indexes a list, with no bounds check
-/// on the fast paths.
-pub(crate) const NR_PCP_LISTS: usize = PCP_ORDERS * crate::migratetype::NR_MIGRATETYPES;
+/// Migratetypes a cache keeps lists for: every one (only the three that
+/// flags name are ever cached; the high-atomic type's lists stay empty and
+/// are there so that any type number two bits can hold indexes a list,
+/// with no bounds check on the fast paths).
+#[cfg(not(loom))]
+pub(crate) const PCP_TYPES: usize = crate::migratetype::NR_MIGRATETYPES;
+/// Loom models cache unmovable blocks only: one list per order serves
+/// every type, and the models keep the atomics they had (each list's count
+/// is one more for loom to interleave in every drain and check).
+#[cfg(loom)]
+pub(crate) const PCP_TYPES: usize = 1;
 
-/// The list of order `order` and migratetype number `mt`: the kernel's
-/// `order_to_pindex`.
+/// Lists a cache keeps per zone: one per order and per type
+/// (`NR_PCP_LISTS`).
+pub(crate) const NR_PCP_LISTS: usize = PCP_ORDERS * PCP_TYPES;
+
+/// The list of order `order` and migratetype number `mt` (below 4): the
+/// kernel's `order_to_pindex`. (`% PCP_TYPES` costs nothing outside loom:
+/// the type is already masked to two bits.)
 #[inline(always)]
 pub(crate) const fn pcp_list(order: usize, mt: usize) -> usize {
-    mt * PCP_ORDERS + order
+    (mt % PCP_TYPES) * PCP_ORDERS + order
 }
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread

@@ -13,7 +13,7 @@
 //! `PF_MEMALLOC`): its own allocations, made by shrinkers, ignore
 //! watermarks and never recurse into reclaim.
 
-use crate::compaction::Compaction;
+use crate::compact_state::CompactCounters;
 use crate::kswapd::Wake;
 use crate::memalloc::InReclaim;
 use crate::movable::MovableRegistry;
@@ -37,7 +37,7 @@ pub(crate) struct Reclaim {
     /// The owners of movable blocks, for compaction.
     pub movable: MovableRegistry,
     /// Compaction's counters and kcompactd's pending work.
-    pub compaction: Compaction,
+    pub compaction: CompactCounters,
 }
 
 /// A pointer that the kswapd thread may carry.

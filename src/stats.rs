@@ -1,8 +1,9 @@
 //! [`Arena::stats`]: a snapshot of every zone, printed in the kernel's
 //! `/proc/buddyinfo`, `/proc/zoneinfo` and extfrag formats.
 
-use crate::compaction::CompactStats;
 use std::fmt;
+
+use crate::compact_state::CompactStats;
 
 use crate::arena::Arena;
 use crate::buddy::NR_ORDERS;

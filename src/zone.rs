@@ -6,7 +6,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, BuddyOrders, NR_ORDERS, highatomic_limit};
-use crate::compaction::Deferral;
+use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
 use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, zone_highsize};

@@ -41,6 +41,14 @@ fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// Spawns a model thread with room for a per-thread cache set built on its
+/// stack (loom's default coroutine stack is 32 KiB; a set has a list per
+/// order and migratetype).
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    // In words: 512 KiB.
+    thread::Builder::new().stack_size(1 << 16).spawn(f).unwrap()
+}
+
 /// One zone of `pages` pages, blocks up to `max_order`, watermarks min 0
 /// and low = high = `low`: what every model's arena shares.
 fn one_zone(pages: usize, max_order: u32, low: usize) -> ArenaBuilder {
@@ -90,7 +98,7 @@ fn owner_alloc_free_races_remote_drain() {
         let arena = Arc::new(tiny_arena());
         let owner = {
             let arena = Arc::clone(&arena);
-            thread::spawn(move || {
+            spawn(move || {
                 let a = alloc(&arena);
                 free(&arena, a);
                 let b = alloc(&arena);
@@ -114,7 +122,7 @@ fn thread_exit_races_remote_drain() {
         let arena = Arc::new(tiny_arena());
         let exiting = {
             let arena = Arc::clone(&arena);
-            thread::spawn(move || {
+            spawn(move || {
                 let a = alloc(&arena);
                 free(&arena, a);
             })
@@ -147,7 +155,7 @@ fn two_threads_share_a_zone_through_their_caches() {
         let handoff = Arc::new(AtomicUsize::new(0));
         let producer = {
             let (arena, handoff) = (Arc::clone(&arena), Arc::clone(&handoff));
-            thread::spawn(move || {
+            spawn(move || {
                 let given = alloc(&arena);
                 handoff.store(given, Ordering::Release);
                 alloc(&arena)
@@ -155,7 +163,7 @@ fn two_threads_share_a_zone_through_their_caches() {
         };
         let consumer = {
             let (arena, handoff) = (Arc::clone(&arena), Arc::clone(&handoff));
-            thread::spawn(move || {
+            spawn(move || {
                 let own = alloc(&arena);
                 let given = loop {
                     match handoff.load(Ordering::Acquire) {
@@ -255,9 +263,7 @@ fn nofail_waiter_is_woken_by_progress() {
         let taken: Vec<usize> = (0..3).map(|_| alloc(&arena)).collect();
         let waiter = {
             let arena = Arc::clone(&arena);
-            thread::spawn(move || {
-                arena.alloc_pages(0, AllocFlags::NOFAIL | AllocFlags::NOWARN).unwrap().as_ptr() as usize
-            })
+            spawn(move || arena.alloc_pages(0, AllocFlags::NOFAIL | AllocFlags::NOWARN).unwrap().as_ptr() as usize)
         };
         free(&arena, taken[0]);
         let got = waiter.join().unwrap();
@@ -326,7 +332,7 @@ fn fork_handlers_race_cache_refills_and_trims() {
         let arena = Arc::new(tiny_arena());
         let owner = {
             let arena = Arc::clone(&arena);
-            thread::spawn(move || {
+            spawn(move || {
                 let a = alloc(&arena); // a refill: set lock, then zone lock
                 let b = alloc(&arena);
                 free(&arena, a);
@@ -364,7 +370,7 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
         let class = 0; // 16-byte objects, one-page slabs
         let owner = {
             let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
-            thread::spawn(move || {
+            spawn(move || {
                 let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
                 let x = heap.alloc(class).unwrap();
                 let y1 = heap.alloc(class).unwrap().as_ptr() as usize;
@@ -372,7 +378,7 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
                 let released = Arc::new(loom::sync::atomic::AtomicBool::new(false));
                 let freer = {
                     let (arena, slabs, released) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&released));
-                    thread::spawn(move || {
+                    spawn(move || {
                         released.store(true, Ordering::Release);
                         for addr in [y1, y2] {
                             // SAFETY: handed to us, freed once.
@@ -424,7 +430,7 @@ fn remote_free_is_published_by_the_push() {
         let pushed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
         let freer = {
             let (arena, slabs, pushed) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&pushed));
-            thread::spawn(move || {
+            spawn(move || {
                 // SAFETY: handed to us, freed once.
                 unsafe { slabs.free_remote(&arena, NonNull::new(y as *mut u8).unwrap(), class).unwrap() };
                 pushed.store(true, Ordering::Relaxed);
@@ -468,6 +474,8 @@ fn shared_heap_allocations_race_each_other_and_adopt_orphans() {
         ));
         let other = {
             let shared = Arc::clone(&shared);
+            // Not `Send` (the shared heap holds raw pointers); its thread
+            // builds no cache set.
             thread::spawn(move || {
                 shared.alloc(class, 1).expect("the shared heap failed under contention").as_ptr() as usize
             })
@@ -502,7 +510,7 @@ fn two_threads_exit_while_a_third_drains() {
         let threads: Vec<_> = (0..2)
             .map(|t| {
                 let arena = Arc::clone(&arena);
-                thread::spawn(move || {
+                spawn(move || {
                     let a = alloc(&arena);
                     free(&arena, a);
                     if t == 0 {
@@ -550,7 +558,7 @@ fn fork_handlers_race_a_shrinker_call() {
         }
         let other = {
             let arena = Arc::clone(&arena);
-            thread::spawn(move || {
+            spawn(move || {
                 let p = alloc(&arena);
                 free(&arena, p);
             })
@@ -601,7 +609,7 @@ fn lazy_init_race() {
         };
         let other = {
             let (lazy, builds) = (Arc::clone(&lazy), Arc::clone(&builds));
-            thread::spawn(move || first_use(lazy, builds))
+            spawn(move || first_use(lazy, builds))
         };
         let mine = first_use(Arc::clone(&lazy), Arc::clone(&builds));
         let theirs = other.join().unwrap();
@@ -658,7 +666,7 @@ fn free_races_compaction(pinned: bool) {
         *owner.addr.lock().unwrap() = page;
         let dropper = {
             let (arena, owner) = (Arc::clone(&arena), owner.clone());
-            thread::spawn(move || {
+            spawn(move || {
                 let addr = std::mem::take(&mut *owner.addr.lock().unwrap());
                 free(&arena, addr);
             })

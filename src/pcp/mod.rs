@@ -21,8 +21,7 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::migratetype::NR_MIGRATETYPES;
-use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, pcp_list};
+use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_list};
 
 mod registry;
 mod set;
@@ -64,7 +63,7 @@ const TYPE_SLOTS: usize = OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1];
 /// All rings of a zone in one array, sized to a power of two so a masked
 /// index is provably in bounds. A type's rings are touched (and their
 /// memory committed) only once that type is cached.
-const SLOTS: usize = (TYPE_SLOTS * NR_MIGRATETYPES).next_power_of_two();
+const SLOTS: usize = (TYPE_SLOTS * PCP_TYPES).next_power_of_two();
 
 /// Where list `list`'s ring starts in the slots.
 const fn list_offset(list: usize) -> usize {

@@ -522,7 +522,7 @@ impl PcpSet {
         for (z, zp) in self.zones.iter().enumerate() {
             for o in 0..NR_PCP_LISTS {
                 let (order, capacity) = (o % PCP_ORDERS, CAPACITY[o % PCP_ORDERS]);
-                let mt = Migratetype::from_index(o / PCP_ORDERS);
+                let list_type = o / PCP_ORDERS;
                 let n = zp.count[o].load(Ordering::Relaxed);
                 let bad = |pfn: Pfn, reason| crate::error::CheckError::BadCacheEntry {
                     zone: z,
@@ -545,7 +545,7 @@ impl PcpSet {
                             if info.state != PageState::Cached || info.order() as usize != order {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
-                            if info.migratetype() != mt {
+                            if info.migratetype() as usize % PCP_TYPES != list_type {
                                 return Err(bad(pfn, "head is not of the list's migratetype"));
                             }
                         }

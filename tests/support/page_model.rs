@@ -21,8 +21,9 @@ use zonealloc::{AllocError, AllocFlags, Arena, FreeError};
 #[cfg_attr(fuzzing, derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Allocate a block of `order % (max_order + 2)` (one past the end tests
-    /// the error); `growable` through `alloc_pages_growable`.
-    Alloc { order: u8, zero: bool, growable: bool },
+    /// the error); `growable` through `alloc_pages_growable`; `mobility % 4`
+    /// picks no flag, `MOVABLE`, `RECLAIMABLE` or both (refused).
+    Alloc { order: u8, zero: bool, growable: bool, mobility: u8 },
     /// Grow live block `index % live` in place by `1 + by % 3` orders.
     Grow { index: u16, by: u8 },
     /// Allocate `1 + pages % 2^max_order` pages with `alloc_pages_exact`.
@@ -34,6 +35,8 @@ pub enum Op {
     Free { index: u16 },
     /// Free live block `index % live` wrongly (`kind` picks how); must be refused.
     FreeBad { index: u16, kind: u8 },
+    /// Run `Arena::compact()`: no owner is registered, so nothing may move.
+    Compact,
     /// Run `Arena::check()`.
     Check,
 }
@@ -105,9 +108,18 @@ impl Harness {
     pub fn apply(&mut self, op: Op) {
         let max_order = self.arena.max_order();
         match op {
-            Op::Alloc { order, zero, growable } => {
+            Op::Alloc { order, zero, growable, mobility } => {
                 let order = u32::from(order) % (max_order + 2);
-                let flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
+                let mut flags = if zero { AllocFlags::ZERO | AllocFlags::NOWARN } else { AllocFlags::NOWARN };
+                let conflicting = mobility % 4 == 3;
+                if mobility & 1 != 0 {
+                    flags |= AllocFlags::MOVABLE;
+                }
+                if mobility & 2 != 0 {
+                    flags |= AllocFlags::RECLAIMABLE;
+                }
+                // Grouping by mobility changes where blocks come from, never
+                // whether one is found: a fallback takes any free block.
                 let expected = order <= max_order && self.can_allocate(order);
                 let got = if growable {
                     self.arena.alloc_pages_growable(order, flags)
@@ -117,11 +129,13 @@ impl Harness {
                 match got {
                     Ok(ptr) => {
                         assert!(expected, "order-{order} allocation succeeded but the model has no room");
+                        assert!(!conflicting, "MOVABLE | RECLAIMABLE was not refused");
                         self.take(ptr, order, None, zero);
                     }
                     Err(AllocError::InvalidOrder { order: o, max_order: m }) => {
                         assert!(order > max_order && o == order && m == max_order);
                     }
+                    Err(AllocError::ConflictingMobility) => assert!(conflicting && order <= max_order),
                     Err(AllocError::OutOfMemory { order: o }) => {
                         assert_eq!(o, order);
                         assert!(!expected, "order-{order} allocation failed but the model has room");
@@ -257,6 +271,11 @@ impl Harness {
                     assert!(new > old, "a shrink was refused");
                     assert_eq!(self.free_pages(), free_before, "a refused resize changed the arena");
                 }
+            }
+            Op::Compact => {
+                let report = self.arena.compact();
+                assert_eq!((report.isolated, report.migrated_pages), (0, 0), "a block without an owner moved");
+                self.check();
             }
             Op::Check => self.check(),
         }
