@@ -240,10 +240,6 @@ impl Kswapd {
             if state.stop {
                 return Wake::Stop;
             }
-            if state.compact_pending {
-                state.compact_pending = false;
-                break Wake::Compact;
-            }
             if state.pending {
                 state.pending = false;
                 // A wake-up that raced the last pass (the waker and the
@@ -252,6 +248,10 @@ impl Kswapd {
                 if !self.hopeless() {
                     break Wake::Reclaim;
                 }
+            }
+            if state.compact_pending {
+                state.compact_pending = false;
+                break Wake::Compact;
             }
             self.awake.store(false, Ordering::Relaxed);
             // Pairs with the waker's fence: a wake-up that skipped the lock

@@ -145,9 +145,9 @@ fn kswapd(reclaim: &Reclaim) {
             Wake::Reclaim => {
                 ReclaimCounters::add(&node.counters.kswapd_wakeups, 1);
                 balance_pgdat(reclaim);
-                // kswapd finished with high-order demand: kcompactd's turn.
-                reclaim.kcompactd();
             }
+            // kcompactd's work, asked for by a high-order request found
+            // short; runs after any reclaim pass that was pending.
             Wake::Compact => reclaim.kcompactd(),
         }
     }

@@ -502,12 +502,14 @@ impl Drop for ZoneGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         let mirror = &self.zone.mirror;
-        let buddy = &self.inner.buddy;
+        let buddy = &mut self.inner.buddy;
         mirror.free_pages.store(buddy.nr_free(), Ordering::Relaxed);
         mirror.order_mask.store(buddy.order_mask(), Ordering::Relaxed);
-        mirror.reserve_mask.store(buddy.reserve_order_mask(), Ordering::Relaxed);
-        mirror.reserve_pages.store(buddy.type_pages(Migratetype::HighAtomic), Ordering::Relaxed);
-        mirror.reserved.store(buddy.nr_reserved_highatomic(), Ordering::Relaxed);
+        if buddy.take_reserve_changed() {
+            mirror.reserve_mask.store(buddy.reserve_order_mask(), Ordering::Relaxed);
+            mirror.reserve_pages.store(buddy.type_pages(Migratetype::HighAtomic), Ordering::Relaxed);
+            mirror.reserved.store(buddy.nr_reserved_highatomic(), Ordering::Relaxed);
+        }
         mirror.purgeable.store(buddy.purge_target_pages(), Ordering::Relaxed);
     }
 }

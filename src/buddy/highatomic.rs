@@ -40,9 +40,11 @@ impl Buddy {
         if order < pageblock_order {
             self.move_freepages_block(mm, pfn, Migratetype::HighAtomic);
             self.nr_reserved_highatomic += self.pageblocks.nr_pages();
+            self.reserve_changed = true;
         } else {
             self.pageblocks.set_range(pfn, order, Migratetype::HighAtomic);
             self.nr_reserved_highatomic += 1 << order;
+            self.reserve_changed = true;
         }
         true
     }
@@ -63,6 +65,7 @@ impl Buddy {
         let pfn = self.list_head(order, Migratetype::HighAtomic);
         let size = pageblock.max(1 << order);
         self.nr_reserved_highatomic -= size.min(self.nr_reserved_highatomic);
+        self.reserve_changed = true;
         if order < self.pageblocks.order() {
             self.move_freepages_block(mm, pfn, mt);
         } else {

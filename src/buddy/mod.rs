@@ -120,6 +120,9 @@ pub(crate) struct Buddy {
     grouping: bool,
     /// Pages in high-atomic pageblocks (`nr_reserved_highatomic`).
     nr_reserved_highatomic: usize,
+    /// The reserve's free blocks or size changed since the zone last
+    /// published them: its lock-free mirrors are written only then.
+    reserve_changed: bool,
     /// Free pages on the lists (the frontier not included).
     listed_pages: usize,
     /// Free pages on the lists whose block is purged (no RSS).
@@ -157,6 +160,7 @@ impl Buddy {
             pageblocks: Pageblocks::new(start, end, pageblock_order)?,
             grouping,
             nr_reserved_highatomic: 0,
+            reserve_changed: false,
             listed_pages: 0,
             purged_pages: 0,
             purge_min_order,
@@ -170,6 +174,12 @@ impl Buddy {
     #[inline]
     pub(crate) fn pageblocks(&self) -> &Pageblocks {
         &self.pageblocks
+    }
+
+    /// Whether the high-atomic reserve changed since the last call.
+    #[inline]
+    pub(crate) fn take_reserve_changed(&mut self) -> bool {
+        std::mem::take(&mut self.reserve_changed)
     }
 
     /// Free pages on type `mt`'s lists.
@@ -543,6 +553,7 @@ impl Buddy {
         area.nr_free += 1;
         self.list_mask[mt as usize] |= 1 << order;
         self.type_pages[mt as usize] += 1 << order;
+        self.reserve_changed |= mt == Migratetype::HighAtomic;
         self.listed_pages += 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages += 1 << order;
@@ -574,6 +585,7 @@ impl Buddy {
             self.list_mask[mt] &= !(1 << order);
         }
         self.type_pages[mt] -= 1 << order;
+        self.reserve_changed |= mt == Migratetype::HighAtomic as usize;
         self.listed_pages -= 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages -= 1 << order;
