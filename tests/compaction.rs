@@ -302,15 +302,22 @@ fn handles_dropped_while_compaction_runs() {
     arena.check().unwrap();
 }
 
+/// Owned pages in every pageblock of `arena` (one in 32 of all but 512
+/// pages kept) and every free order-9 block held: no order-9 request can
+/// be served without compaction. The owner, its handle, the blocks held and
+/// the pages the owner allocated.
+fn no_huge_page_free(arena: &Arena) -> (Arc<Table>, zonealloc::MovableHandle<'_>, Vec<NonNull<u8>>, usize) {
+    let table = Arc::new(Table::default());
+    let handle = arena.register_movable(table.clone());
+    let pages = arena.stats().zones[0].free - 512;
+    fragment(arena, &table, &handle, pages, 32);
+    (table, handle, ballast(arena), pages)
+}
+
 #[test]
 fn direct_compaction_serves_a_huge_page_request() {
     let arena = arena(32);
-    let table = Arc::new(Table::default());
-    let handle = arena.register_movable(table.clone());
-    // Every pageblock keeps a page: no order-9 block is free.
-    let pages = arena.stats().zones[0].free - 512;
-    fragment(&arena, &table, &handle, pages, 32);
-    let held = ballast(&arena);
+    let (table, _handle, held, _) = no_huge_page_free(&arena);
     let block = arena.alloc_pages(9, AllocFlags::NORETRY | AllocFlags::NOWARN).expect("compaction made room");
     let stats = arena.stats().compaction;
     assert!(stats.stall >= 1 && stats.success >= 1, "{stats:?}");
@@ -325,11 +332,7 @@ fn direct_compaction_serves_a_huge_page_request() {
 #[test]
 fn failed_compaction_is_deferred() {
     let arena = arena(32);
-    let table = Arc::new(Table::default());
-    let handle = arena.register_movable(table.clone());
-    let pages = arena.stats().zones[0].free - 512;
-    fragment(&arena, &table, &handle, pages, 32);
-    let held = ballast(&arena);
+    let (table, _handle, held, pages) = no_huge_page_free(&arena);
     *table.pinned.lock().unwrap() = (0..pages).collect(); // nothing moves
     let flags = AllocFlags::NORETRY | AllocFlags::NOWARN;
     for _ in 0..4 {
