@@ -14,7 +14,7 @@ use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::{Kswapd, KswapdForkGuard};
-use crate::movable::MovableRegistry;
+use crate::movable::{MovableForkGuard, MovableRegistry};
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
@@ -499,6 +499,7 @@ pub(crate) struct ArenaForkGuard<'a> {
     node: &'a Node,
     shrinkers: ShrinkerForkGuard<'a>,
     node_movable: &'a MovableRegistry,
+    _owners: MovableForkGuard<'a>,
     caches: FrozenSets<'a>,
     _purging: MutexGuard<'a, ()>,
     zones: [Option<ZoneGuard<'a>>; crate::MAX_ZONES],
@@ -514,16 +515,18 @@ impl Arena {
         let arena = &*self.inner;
         let node = arena.node();
         let shrinkers = arena.reclaim().shrinkers.lock_for_fork();
+        let node_movable = &arena.reclaim().movable;
+        let owners = node_movable.lock_for_fork();
         let caches = arena.reclaim().pcp.freeze()?;
         let purging = node.purging.lock();
         let zones = std::array::from_fn(|z| node.zones.get(z).map(Zone::lock));
         let kswapd = node.kswapd.lock_for_fork();
         let progress = node.progress.lock_for_fork();
-        let node_movable = &arena.reclaim().movable;
         Some(ArenaForkGuard {
             node,
             shrinkers,
             node_movable,
+            _owners: owners,
             caches,
             _purging: purging,
             zones,

@@ -226,6 +226,13 @@ impl Arena {
         for mt in Migratetype::ALL {
             counter("free pages of a migratetype", type_pages_seen[mt as usize], buddy.type_pages(mt))?;
         }
+        let reserve_pageblocks =
+            (0..pageblocks.len()).filter(|&i| pageblocks.get_index(i) == Migratetype::HighAtomic).count();
+        counter(
+            "high-atomic reserve (pages in its pageblocks)",
+            reserve_pageblocks * pageblocks.nr_pages(),
+            buddy.nr_reserved_highatomic(),
+        )?;
         counter("free pages (buddy)", tally.free, buddy.nr_free())?;
         counter("purged free pages", purged_pages, buddy.purged_pages())?;
         counter("purgeable free pages", purgeable_pages, buddy.purgeable_pages())?;

@@ -169,7 +169,9 @@ impl Reclaim {
         cc.report.elapsed = start.elapsed();
         let r = &cc.report;
         self.compaction.record([r.migrate_scanned, r.free_scanned, r.isolated, r.migrated_pages, r.failed]);
-        if cc.report.migrated_pages > 0 {
+        // Whatever was isolated may have been freed here (a move, or a
+        // free that came during one): waiters and kswapd hear of it.
+        if r.isolated > 0 {
             self.node.pages_returned();
         }
         cc.report
@@ -187,6 +189,10 @@ impl Reclaim {
         cc.report.isolated += 1;
         let order = info.order();
         let owner_id = page.owner();
+        // Held from before the owner is looked up until `migrate` returns:
+        // a handle dropped meanwhile either removed the owner first (the
+        // block stays, unowned) or waits for this call.
+        let call = self.movable.call_guard();
         let Some(owner) = self.movable.get(owner_id) else {
             // The owner is gone: the block stays, no longer movable.
             self.putback(zone, pfn, order, PageState::Allocated);
@@ -199,14 +205,11 @@ impl Reclaim {
         };
         // The target is the owner's as soon as `migrate` repoints to it,
         // and the owner may free it before the move ends: it is
-        // `Migrating` too, so such a free is deferred as the source's is.
-        let to = mm.page(target);
-        to.set_owner(owner_id);
-        to.publish_info(to.info().with_state(PageState::Migrating));
-        let moved = {
-            let _call = self.movable.call_guard();
-            owner.migrate(self.addr(pfn), self.addr(target), order)
-        };
+        // `Migrating` (from the free scanner on), so such a free is
+        // deferred as the source's is.
+        mm.page(target).set_owner(owner_id);
+        let moved = owner.migrate(self.addr(pfn), self.addr(target), order);
+        drop(call);
         drop(owner);
         if moved {
             self.putback(zone, target, order, PageState::Owned);

@@ -73,6 +73,12 @@ struct Owner {
     movable: Arc<dyn Movable>,
 }
 
+/// The owners' list, held across `fork(2)`.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct MovableForkGuard<'a> {
+    _list: crate::sync::MutexGuard<'a, Option<Arc<[Owner]>>>,
+}
+
 /// The owners of an arena's movable blocks.
 pub(crate) struct MovableRegistry {
     owners: CowList<Owner>,
@@ -119,6 +125,13 @@ impl MovableRegistry {
     /// Holds off unregistering while a `migrate` call runs.
     pub(crate) fn call_guard(&self) -> impl Sized + '_ {
         self.calls.read()
+    }
+
+    /// Locks the owners' list for `fork(2)` (it is only ever held for a
+    /// moment).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn lock_for_fork(&self) -> MovableForkGuard<'_> {
+        MovableForkGuard { _list: self.owners.lock() }
     }
 
     /// In a forked child: calls in progress belong to threads that were

@@ -69,23 +69,22 @@ pub(crate) struct AllocCounters {
 }
 
 /// Takes an owned block (head `info`) back from its owner for a free:
-/// `Some` with the head now plain allocated, or `None` if compaction is
-/// moving it (it is then marked to be freed when the move ends, and the
-/// free is done). A block compaction isolates is never also freed here,
-/// and one freed here is never moved: the two race for one
-/// compare-exchange on the head word.
-pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Option<PageInfo> {
+/// `Ok(Some)` with the head now plain allocated, `Ok(None)` if compaction
+/// is moving it (it is then marked to be freed when the move ends, and the
+/// free is done), `Err` if another free of it got there first. A block
+/// compaction isolates is never also freed here, and one freed here is
+/// never moved: the two race for one compare-exchange on the head word.
+pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Result<Option<PageInfo>, ()> {
     let page = mm.page(pfn);
     loop {
         let next = match info.state {
             PageState::Owned => info.with_state(PageState::Allocated),
             PageState::Migrating => info.with_state(PageState::MigratingFreed),
-            // Someone else's free won: validation refuses this one.
-            _ => return Some(info),
+            _ => return Err(()),
         };
         match page.cas_info(info, next) {
-            Ok(()) if next.state == PageState::Allocated => return Some(next),
-            Ok(()) => return None,
+            Ok(()) if next.state == PageState::Allocated => return Ok(Some(next)),
+            Ok(()) => return Ok(None),
             Err(now) => info = now,
         }
     }
@@ -402,8 +401,9 @@ impl PageAlloc {
         let mut info = self.node().mem_map.page(pfn).info();
         if matches!(info.state, PageState::Owned | PageState::Migrating) && info.order() == order {
             match release_owned(&self.node().mem_map, pfn, info) {
-                Some(allocated) => info = allocated,
-                None => return Ok(()),
+                Ok(Some(allocated)) => info = allocated,
+                Ok(None) => return Ok(()),
+                Err(()) => return Err(FreeError::DoubleFree { addr }),
             }
         }
         self.validate_free(pfn, info, order, addr)?;

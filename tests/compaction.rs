@@ -273,32 +273,40 @@ fn compaction_races_frees_and_allocations() {
 fn handles_dropped_while_compaction_runs() {
     let arena = arena(32);
     let stop = AtomicBool::new(false);
-    let table = Arc::new(Table::default());
-    std::thread::scope(|s| {
+    // One owner per handle: after its handle is dropped, an owner is never
+    // called again.
+    let tables: Vec<Arc<Table>> = (0..20).map(|_| Arc::new(Table::default())).collect();
+    let calls_at_drop: Vec<usize> = std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 arena.compact();
             }
         });
-        for _ in 0..20 {
-            let handle = arena.register_movable(table.clone());
-            let start = table.slots.lock().unwrap().len();
-            for _ in 0..256 {
-                table.alloc(&handle, 0, AllocFlags::NORETRY).expect("room");
-            }
-            for slot in (start..start + 256).filter(|s| s % 2 == 0) {
-                table.free(&arena, slot);
-            }
-            drop(handle); // unregisters and waits for a migrate in progress
-        }
+        let calls = tables
+            .iter()
+            .map(|table| {
+                let handle = arena.register_movable(table.clone());
+                for _ in 0..256 {
+                    table.alloc(&handle, 0, AllocFlags::NORETRY).expect("room");
+                }
+                for slot in (0..256).filter(|s| s % 2 == 0) {
+                    table.free(&arena, slot);
+                }
+                drop(handle); // unregisters and waits for a migrate in progress
+                table.calls.load(Ordering::Relaxed)
+            })
+            .collect();
         stop.store(true, Ordering::Relaxed);
+        calls
     });
-    // Blocks of dropped handles stay allocated, unmoved from then on.
-    let live = table.check_contents();
-    assert_eq!(live, 20 * 128);
     let report = arena.compact();
     assert_eq!(report.migrated_pages, 0, "no owner is registered any more");
-    table.free_all(&arena);
+    for (table, calls) in tables.iter().zip(calls_at_drop) {
+        assert_eq!(table.calls.load(Ordering::Relaxed), calls, "an owner was called after its handle was dropped");
+        // Blocks of dropped handles stay allocated, where they were last moved.
+        assert_eq!(table.check_contents(), 128);
+        table.free_all(&arena);
+    }
     arena.check().unwrap();
 }
 

@@ -77,6 +77,9 @@ impl Buddy {
         let mut pfn = start;
         while pfn < end {
             match self.free_block_containing(mm, pfn) {
+                // The high-atomic reserve's blocks stay its own: its size
+                // is counted in pageblocks.
+                Some((head, _)) if mm.page(head).info().migratetype() == Migratetype::HighAtomic => return false,
                 Some((head, order)) => pfn = head + (1 << order),
                 None => return false,
             }
@@ -122,9 +125,13 @@ impl Buddy {
         if !pfn.is_aligned(new_order) || pfn + (1 << new_order) > self.frontier {
             return false;
         }
+        // Not into or out of the high-atomic reserve: its size is counted
+        // in pageblocks, and a free of the grown block would retype them.
+        let reserve = |p: Pfn| self.pageblocks.get(p) == Migratetype::HighAtomic;
         let buddy_free = |o: u32| {
-            let info = mm.page(pfn + (1 << o)).info();
-            info.state == PageState::Free && info.order() == o
+            let buddy = pfn + (1 << o);
+            let info = mm.page(buddy).info();
+            info.state == PageState::Free && info.order() == o && reserve(buddy) == reserve(pfn)
         };
         if !(order..new_order).all(buddy_free) {
             return false;

@@ -46,11 +46,12 @@ impl Buddy {
 
     /// Takes a free block of at least `order` out of the pageblock at
     /// `start`, looking from `from` on, as a migration target of exactly
-    /// `order`, allocated as movable; the rest of the block stays on the
-    /// lists (after the target: where the next look starts). Only a
-    /// pageblock that is movable, or wholly free (it then becomes
-    /// movable), is a target (`suitable_migration_target`). Returns the
-    /// target, if any, and the pages walked.
+    /// `order`, its head `Migrating` (compaction's until the move ends),
+    /// as movable; the rest of the block stays on the lists (after the
+    /// target: where the next look starts). Only a pageblock that is
+    /// movable, or wholly free (it then becomes movable), is a target
+    /// (`suitable_migration_target`). Returns the target, if any, and the
+    /// pages walked.
     pub(crate) fn isolate_free_target(
         &mut self,
         mm: &MemMap,
@@ -64,8 +65,12 @@ impl Buddy {
         if first.state == PageState::Tail || start >= self.frontier {
             return (None, 0);
         }
-        let whole_free = first.state == PageState::Free && first.order() >= pageblock_order;
-        if !whole_free && self.pageblocks.get(start) != Migratetype::Movable {
+        let block_type = self.pageblocks.get(start);
+        // A wholly free pageblock becomes movable, unless it is the
+        // high-atomic reserve (whose size is counted).
+        let whole_free =
+            first.state == PageState::Free && first.order() >= pageblock_order && block_type != Migratetype::HighAtomic;
+        if !whole_free && block_type != Migratetype::Movable {
             return (None, 0);
         }
         let end = start + self.pageblocks.nr_pages();
@@ -84,7 +89,7 @@ impl Buddy {
                     info.migratetype()
                 };
                 self.expand(mm, pfn, info.order(), order, info.flags & flag::CONTENT, mt);
-                let head = PageInfo::new(PageState::Allocated, order, 0, self.zone);
+                let head = PageInfo::new(PageState::Migrating, order, 0, self.zone);
                 mm.page(pfn).set_info(head.with_migratetype(Migratetype::Movable));
                 return (Some(pfn), scanned);
             }
