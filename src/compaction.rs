@@ -141,7 +141,10 @@ impl Reclaim {
             report: CompactReport { zones: 1, ..CompactReport::default() },
         };
         let _reclaiming = InReclaim::enter();
-        'scan: while cc.migrate_pfn + pageblock_pages <= cc.free_pfn {
+        // The free scanner's pageblock is the one below `free_pfn`; the
+        // migrate scanner never enters it (blocks just moved there would
+        // be moved again): the scanners have met.
+        'scan: while cc.migrate_pfn + 2 * pageblock_pages <= cc.free_pfn {
             let block_start = cc.migrate_pfn;
             let block_end = block_start + pageblock_pages;
             let source_ok = priority > CompactPriority::Async
