@@ -26,6 +26,7 @@ use crate::sync::{AtomicU32, Ordering, RwLock};
 /// struct Slot(Mutex<Option<NonNull<u8>>>);
 /// // SAFETY: the pointer is only used under the mutex.
 /// unsafe impl Send for Slot {}
+/// // SAFETY: as above.
 /// unsafe impl Sync for Slot {}
 ///
 /// impl Movable for Slot {
