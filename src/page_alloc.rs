@@ -150,13 +150,13 @@ impl PageAlloc {
         {
             return match cached {
                 Some(block) => Ok(block),
-                None => self.alloc_slowpath(order, flags, self.node().preferred_zone()),
+                None => self.alloc_slowpath((order, mt), flags, self.node().preferred_zone()),
             };
         }
         let preferred = self.node().preferred_zone();
         match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), preferred) {
             Some(block) => Ok(block),
-            None => self.alloc_slowpath(order, flags, preferred),
+            None => self.alloc_slowpath((order, mt), flags, preferred),
         }
     }
 
@@ -201,10 +201,13 @@ impl PageAlloc {
 
     /// `__alloc_pages_slowpath`; see the module docs.
     #[cold]
-    pub(crate) fn alloc_slowpath(&self, order: u32, flags: AllocFlags, preferred: usize) -> Result<Block, AllocError> {
-        let mt =
-            Migratetype::from_flags(flags, self.node().group_by_mobility).ok_or(AllocError::ConflictingMobility)?;
-        let request = (order, mt);
+    pub(crate) fn alloc_slowpath(
+        &self,
+        request: (u32, Migratetype),
+        flags: AllocFlags,
+        preferred: usize,
+    ) -> Result<Block, AllocError> {
+        let (order, mt) = request;
         if InReclaim::active() {
             // PF_MEMALLOC: a shrinker's own allocation. No watermarks, and
             // never reclaim from inside reclaim.
@@ -471,7 +474,7 @@ impl PageAlloc {
             PageState::Owned | PageState::Migrating if info.order() != order => {
                 Err(FreeError::WrongOrder { addr, given: order, actual: info.order() })
             }
-            // An owned block is released (`free_owned`) before it is
+            // An owned block is released (`release_owned`) before it is
             // validated as allocated: seen here, another free got to it.
             PageState::Free
             | PageState::Cached
