@@ -354,6 +354,7 @@ impl Arena {
     /// allocate and free, owned blocks included.
     pub fn compact(&self) -> CompactReport {
         let reclaim = self.inner.reclaim();
+        reclaim.drain_all_pages();
         let mut total = CompactReport::default();
         for zone in reclaim.node.zones.iter() {
             total.add(&reclaim.compact_zone(zone, None, CompactPriority::SyncFull));

@@ -28,7 +28,8 @@
 //! failed is deferred (`defer_compaction`: skipped for 1, 2, 4 ... 64
 //! attempts at that order or above). kcompactd is woken when the slow
 //! path finds a high-order request short (`wakeup_kcompactd`) and runs
-//! after kswapd's pass, on kswapd's thread.
+//! on kswapd's thread, on a wake-up of its own. Each of the three returns
+//! the per-thread caches once before it compacts its zones.
 
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -115,28 +116,28 @@ struct CompactControl {
     report: CompactReport,
 }
 
-/// How one isolated block fared.
-enum Moved {
-    Yes,
-    No,
+/// Whether the migrate scanner goes on after one isolated block.
+enum Scan {
+    Continue,
     /// No target left: the scanners met.
-    NoTarget,
+    Met,
 }
 
 impl Reclaim {
     /// Compacts one zone: to the end (`order` `None`) or until a free
-    /// block of `order` passes the low watermark.
+    /// block of `order` passes the low watermark. The caller has returned
+    /// the per-thread caches first (once for all the zones it compacts),
+    /// so that the free scanner sees those pages and freed blocks merge.
     pub(crate) fn compact_zone(&self, zone: &Zone, order: Option<u32>, priority: CompactPriority) -> CompactReport {
         let start = Instant::now();
-        // Free pages in the caches go back first, so that the free scanner
-        // sees them and freed blocks merge.
-        self.drain_all_pages();
         let free_pfn = zone.lock().inner.buddy.frontier();
         let pageblock_pages = 1usize << zone.pageblock_order;
         let mut cc = CompactControl {
             migrate_pfn: zone.start,
             free_pfn,
-            free_cursor: free_pfn.align_down(zone.pageblock_order).max(zone.start),
+            // Not inside the free scanner's pageblock: its first look
+            // starts at the pageblock's start.
+            free_cursor: free_pfn,
             pageblock_pages,
             report: CompactReport { zones: 1, ..CompactReport::default() },
         };
@@ -154,11 +155,10 @@ impl Reclaim {
                 let info = self.node.mem_map.page(pfn).info();
                 let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
                 cc.report.migrate_scanned += size as u64;
-                if info.state == PageState::Owned {
-                    match self.migrate_one(zone, pfn, info, &mut cc) {
-                        Moved::Yes | Moved::No => {}
-                        Moved::NoTarget => break 'scan,
-                    }
+                if info.state == PageState::Owned
+                    && let Scan::Met = self.migrate_one(zone, pfn, info, &mut cc)
+                {
+                    break 'scan;
                 }
                 pfn += size;
             }
@@ -183,11 +183,11 @@ impl Reclaim {
     /// Isolates the owned block at `pfn` (head `info`), moves it through
     /// its owner into a target from the free scanner, and frees whichever
     /// of the two is no longer used.
-    fn migrate_one(&self, zone: &Zone, pfn: Pfn, info: PageInfo, cc: &mut CompactControl) -> Moved {
+    fn migrate_one(&self, zone: &Zone, pfn: Pfn, info: PageInfo, cc: &mut CompactControl) -> Scan {
         let mm = &self.node.mem_map;
         let page = mm.page(pfn);
         if page.cas_info(info, info.with_state(PageState::Migrating)).is_err() {
-            return Moved::No; // freed (or changed) under us: not ours
+            return Scan::Continue; // freed (or changed) under us: not ours
         }
         cc.report.isolated += 1;
         let order = info.order();
@@ -200,11 +200,11 @@ impl Reclaim {
             // The owner is gone: the block stays, no longer movable.
             self.putback(zone, pfn, order, PageState::Allocated);
             cc.report.failed += 1;
-            return Moved::No;
+            return Scan::Continue;
         };
         let Some(target) = self.compaction_alloc(zone, order, cc) else {
             self.putback(zone, pfn, order, PageState::Owned);
-            return Moved::NoTarget;
+            return Scan::Met;
         };
         // The target is the owner's as soon as `migrate` repoints to it,
         // and the owner may free it before the move ends: it is
@@ -218,13 +218,12 @@ impl Reclaim {
             self.putback(zone, target, order, PageState::Owned);
             self.free_isolated(zone, pfn, order);
             cc.report.migrated_pages += 1 << order;
-            Moved::Yes
         } else {
             self.free_isolated(zone, target, order);
             self.putback(zone, pfn, order, PageState::Owned);
             cc.report.failed += 1;
-            Moved::No
         }
+        Scan::Continue
     }
 
     /// The address of page `pfn`.
@@ -297,7 +296,10 @@ impl Reclaim {
                 self.compaction.deferred.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            ran = true;
+            if !ran {
+                self.drain_all_pages();
+                ran = true;
+            }
             let report = self.compact_zone(zone, Some(order), priority);
             if zone.watermark_ok(order, AllocMode::new(Mark::Min, order, crate::AllocFlags::empty())) {
                 success = true;
@@ -349,14 +351,15 @@ impl Reclaim {
     }
 
     /// kcompactd's work (`kcompactd_do_work`), run by the background
-    /// thread after kswapd's pass: compacts each zone where the order it
-    /// was woken for is short and compaction may help.
+    /// thread on its own wake-up (`Wake::Compact`): compacts each zone
+    /// where the order it was woken for is short and compaction may help.
     pub(crate) fn kcompactd(&self) {
         let order = self.compaction.kcompactd_order.swap(0, Ordering::Relaxed);
         if order == 0 {
             return;
         }
         self.compaction.kcompactd_wakes.fetch_add(1, Ordering::Relaxed);
+        self.drain_all_pages();
         for zone in self.node.zones.iter() {
             if self.node.kswapd.stopping() {
                 return;
