@@ -179,20 +179,6 @@ impl ZoneStats {
         self.free - self.untouched - self.purged
     }
 
-    fn free_block_info(&self, order: u32) -> (usize, usize, usize) {
-        let mut total_blocks = 0;
-        let mut free_pages = 0;
-        let mut suitable = 0;
-        for (o, &n) in self.free_blocks.iter().enumerate() {
-            total_blocks += n;
-            free_pages += n << o;
-            if o as u32 >= order {
-                suitable += n << (o as u32 - order);
-            }
-        }
-        (total_blocks, free_pages, suitable)
-    }
-
     /// The kernel's fragmentation index for `order` (`__fragmentation_index`),
     /// in thousandths: -1000 when a free block of that order exists, 0 when
     /// failure would be for lack of memory, towards 1000 when it would be
@@ -205,7 +191,7 @@ impl ZoneStats {
     /// (`unusable_free_index`), in thousandths: the share of free memory that
     /// cannot serve an order-`order` request.
     pub fn unusable_index(&self, order: u32) -> u32 {
-        let (_, free_pages, suitable) = self.free_block_info(order);
+        let (_, free_pages, suitable) = crate::buddy::free_block_info(&self.free_blocks, order);
         if free_pages == 0 {
             return 1000;
         }

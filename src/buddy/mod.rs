@@ -26,7 +26,7 @@ mod target;
 
 pub(crate) use highatomic::highatomic_limit;
 pub(crate) use pageblock::Pageblocks;
-pub(crate) use target::fragmentation_index;
+pub(crate) use target::{fragmentation_index, free_block_info};
 
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{MemMap, PageInfo, PageState, flag};

@@ -8,12 +8,10 @@ use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::Pfn;
 
-/// The kernel's `__fragmentation_index` for `order` over a zone's free
-/// blocks per order (`free_blocks[o]` blocks of order `o`), in
-/// thousandths: -1000 when a free block of that order exists, 0 when a
-/// request would fail for lack of memory, towards 1000 when it would fail
-/// for fragmentation.
-pub(crate) fn fragmentation_index(free_blocks: &[usize], order: u32) -> i32 {
+/// The kernel's `fill_contig_page_info` over free blocks per order
+/// (`free_blocks[o]` blocks of order `o`): free blocks, free pages, and
+/// how many order-`order` blocks the free blocks hold.
+pub(crate) fn free_block_info(free_blocks: &[usize], order: u32) -> (usize, usize, usize) {
     let (mut total_blocks, mut free_pages, mut suitable) = (0, 0, 0);
     for (o, &n) in free_blocks.iter().enumerate() {
         total_blocks += n;
@@ -22,6 +20,16 @@ pub(crate) fn fragmentation_index(free_blocks: &[usize], order: u32) -> i32 {
             suitable += n << (o as u32 - order);
         }
     }
+    (total_blocks, free_pages, suitable)
+}
+
+/// The kernel's `__fragmentation_index` for `order` over a zone's free
+/// blocks per order (`free_blocks[o]` blocks of order `o`), in
+/// thousandths: -1000 when a free block of that order exists, 0 when a
+/// request would fail for lack of memory, towards 1000 when it would fail
+/// for fragmentation.
+pub(crate) fn fragmentation_index(free_blocks: &[usize], order: u32) -> i32 {
+    let (total_blocks, free_pages, suitable) = free_block_info(free_blocks, order);
     if total_blocks == 0 {
         return 0;
     }
