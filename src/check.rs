@@ -5,7 +5,7 @@ use crate::arena::Arena;
 use crate::error::CheckError;
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{PageState, flag};
-use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS, PCP_TYPES};
+use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS, pcp_type};
 use crate::pfn::{NIL, Pfn};
 use crate::zone::Zone;
 
@@ -204,7 +204,7 @@ impl Arena {
                     || info.state != PageState::Cached
                     || info.order() != order
                     || info.zone() != z
-                    || info.migratetype() as usize % PCP_TYPES != list_type
+                    || pcp_type(info.migratetype() as usize) != list_type
                 {
                     return Err(CheckError::BadCacheEntry {
                         zone: z,

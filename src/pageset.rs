@@ -39,12 +39,25 @@ pub(crate) const PCP_TYPES: usize = 1;
 /// (`NR_PCP_LISTS`).
 pub(crate) const NR_PCP_LISTS: usize = PCP_ORDERS * PCP_TYPES;
 
+/// Which type's lists serve migratetype number `mt` (below 4): its own.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) const fn pcp_type(mt: usize) -> usize {
+    mt
+}
+
+/// Under loom the one type's lists serve every type.
+#[cfg(loom)]
+#[inline(always)]
+pub(crate) const fn pcp_type(_mt: usize) -> usize {
+    0
+}
+
 /// The list of order `order` and migratetype number `mt` (below 4): the
-/// kernel's `order_to_pindex`. (`% PCP_TYPES` costs nothing outside loom:
-/// the type is already masked to two bits.)
+/// kernel's `order_to_pindex`.
 #[inline(always)]
 pub(crate) const fn pcp_list(order: usize, mt: usize) -> usize {
-    (mt % PCP_TYPES) * PCP_ORDERS + order
+    pcp_type(mt) * PCP_ORDERS + order
 }
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread

@@ -21,7 +21,9 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_list};
+use crate::pageset::{
+    NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_list, pcp_type,
+};
 
 mod registry;
 mod set;

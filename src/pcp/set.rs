@@ -545,7 +545,7 @@ impl PcpSet {
                             if info.state != PageState::Cached || info.order() as usize != order {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
-                            if info.migratetype() as usize % PCP_TYPES != list_type {
+                            if pcp_type(info.migratetype() as usize) != list_type {
                                 return Err(bad(pfn, "head is not of the list's migratetype"));
                             }
                         }
