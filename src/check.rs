@@ -166,22 +166,20 @@ impl Arena {
                     // which flags choose: never the reserve.
                     return Err(bad("block in use records the high-atomic migratetype"));
                 }
-                PageState::Allocated if info.flags & !flag::MT_MASK != 0 => {
+                PageState::Allocated if info.flags != 0 => {
                     // Its contents are the caller's: a content flag would be
                     // carried into the page caches by a free.
                     return Err(bad("allocated block carries content flags"));
                 }
                 PageState::Allocated => tally.allocated += size,
-                PageState::Exact if info.flags & !(flag::CONTINUED | flag::MT_MASK) != 0 => {
+                PageState::Exact if info.flags & !flag::CONTINUED != 0 => {
                     return Err(bad("exact allocation tile carries content flags"));
                 }
                 PageState::Exact if info.flags & flag::CONTINUED != 0 && !previous_exact => {
                     return Err(bad("continued tile does not follow a tile of an exact allocation"));
                 }
                 PageState::Exact => tally.allocated += size,
-                PageState::Owned | PageState::Migrating | PageState::MigratingFreed
-                    if info.flags & !flag::MT_MASK != 0 =>
-                {
+                PageState::Owned | PageState::Migrating | PageState::MigratingFreed if info.flags != 0 => {
                     return Err(bad("owned block carries content flags"));
                 }
                 PageState::Owned | PageState::Migrating | PageState::MigratingFreed => tally.allocated += size,

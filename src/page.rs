@@ -76,13 +76,17 @@ pub(crate) mod flag {
     /// What is known about a free block's contents: the flags a block
     /// keeps through splits and merges.
     pub(crate) const CONTENT: u8 = ZEROED | PURGED;
-    /// The head's migratetype sits in these bits: on a free block the type
-    /// of the list it is on, on an allocated or cached one the type it was
-    /// allocated as (what a free to a per-thread cache reads, from the word
-    /// it has already loaded).
-    pub(crate) const MT_SHIFT: u32 = 5;
-    pub(crate) const MT_MASK: u8 = 3 << MT_SHIFT;
 }
+
+/// Bits of the zone byte below the zone: the head's migratetype. On a free
+/// block it is the type of the list the block is on, on an allocated or
+/// cached one the type it was allocated as. The byte `zone << 2 | type` is
+/// what the per-thread caches index their lists by, so a free finds its
+/// list with the one shift that finds its zone.
+const MT_BITS: u32 = 2;
+const MT_MASK: u8 = (1 << MT_BITS) - 1;
+const _: () = assert!(crate::builder::MAX_ZONES << MT_BITS <= 256);
+const _: () = assert!(crate::migratetype::NR_MIGRATETYPES == 1 << MT_BITS);
 
 /// The packed head-page word: state, order, flags and zone in one atomic so
 /// that one load validates a free and one store records a transition.
@@ -91,6 +95,7 @@ pub(crate) struct PageInfo {
     pub state: PageState,
     order: u8,
     pub flags: u8,
+    /// `zone << MT_BITS | migratetype`.
     zone: u8,
 }
 
@@ -99,7 +104,7 @@ impl PageInfo {
 
     #[inline]
     pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: usize) -> Self {
-        Self { state, order: order as u8, flags, zone: zone as u8 }
+        Self { state, order: order as u8, flags, zone: (zone << MT_BITS) as u8 }
     }
 
     /// The block's order (on a head).
@@ -108,34 +113,28 @@ impl PageInfo {
         self.order as u32
     }
 
-    /// The head's migratetype (see [`flag::MT_MASK`]).
+    /// The head's migratetype (see [`MT_BITS`]).
     #[inline(always)]
     pub(crate) const fn migratetype(self) -> Migratetype {
-        Migratetype::from_index(((self.flags & flag::MT_MASK) >> flag::MT_SHIFT) as usize)
+        Migratetype::from_index((self.zone & MT_MASK) as usize)
     }
 
     /// The same head with migratetype `mt`.
     #[inline(always)]
     pub(crate) const fn with_migratetype(self, mt: Migratetype) -> Self {
-        Self { flags: (self.flags & !flag::MT_MASK) | (mt as u8) << flag::MT_SHIFT, ..self }
-    }
-
-    /// The migratetype's number in a packed info word.
-    #[inline(always)]
-    pub(crate) const fn migratetype_of_word(word: u32) -> usize {
-        ((word >> (16 + flag::MT_SHIFT)) & 3) as usize
+        Self { zone: (self.zone & !MT_MASK) | mt as u8, ..self }
     }
 
     /// The migratetype `mt` as the bits of a packed info word.
     #[inline(always)]
     pub(crate) const fn migratetype_word(mt: usize) -> u32 {
-        (mt as u32) << (16 + flag::MT_SHIFT)
+        (mt as u32) << 24
     }
 
     /// The index of the block's zone (on a head).
     #[inline(always)]
     pub(crate) const fn zone(self) -> usize {
-        self.zone as usize
+        (self.zone >> MT_BITS) as usize
     }
 
     /// The same head in another state.
@@ -158,9 +157,10 @@ impl PageInfo {
         PageState::Allocated as u32 | order << 8
     }
 
-    /// The zone recorded in a packed info word.
+    /// The zone and migratetype recorded in a packed info word, as
+    /// `zone << 2 | type`.
     #[inline(always)]
-    pub(crate) const fn zone_of_word(word: u32) -> usize {
+    pub(crate) const fn zone_type_of_word(word: u32) -> usize {
         (word >> 24) as usize
     }
 

@@ -35,7 +35,7 @@ pub(crate) const PCP_TYPES: usize = crate::migratetype::NR_MIGRATETYPES;
 #[cfg(loom)]
 pub(crate) const PCP_TYPES: usize = 1;
 
-/// Lists a cache keeps per zone: one per order and per type
+/// Lists a zone's batch pool keeps: one per order and per type
 /// (`NR_PCP_LISTS`).
 pub(crate) const NR_PCP_LISTS: usize = PCP_ORDERS * PCP_TYPES;
 
@@ -53,11 +53,26 @@ pub(crate) const fn pcp_type(_mt: usize) -> usize {
     0
 }
 
-/// The list of order `order` and migratetype number `mt` (below 4): the
-/// kernel's `order_to_pindex`.
+/// The pool list of order `order` and migratetype number `mt` (below 4):
+/// the kernel's `order_to_pindex`.
 #[inline(always)]
 pub(crate) const fn pcp_list(order: usize, mt: usize) -> usize {
     pcp_type(mt) * PCP_ORDERS + order
+}
+
+/// Which of a cache set's per-(zone, type) list groups serves zone `zone`
+/// and migratetype number `mt`.
+#[inline(always)]
+pub(crate) const fn pcp_index(zone: usize, mt: usize) -> usize {
+    zone * PCP_TYPES + pcp_type(mt)
+}
+
+/// [`pcp_index`] from a head's `zone << 2 | type` byte
+/// ([`PageInfo::zone_type_of_word`](crate::page::PageInfo::zone_type_of_word)):
+/// the byte itself when every type has its lists.
+#[inline(always)]
+pub(crate) const fn pcp_index_of_zone_type(zone_type: usize) -> usize {
+    zone_type >> (crate::migratetype::NR_MIGRATETYPES / PCP_TYPES).trailing_zeros()
 }
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread

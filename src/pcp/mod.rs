@@ -22,7 +22,7 @@
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
 use crate::pageset::{
-    NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_list, pcp_type,
+    PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_index, pcp_index_of_zone_type, pcp_type,
 };
 
 mod registry;
@@ -60,17 +60,10 @@ const OFFSET: [usize; PCP_ORDERS] = {
     }
     offsets
 };
-/// The rings of one migratetype.
-const TYPE_SLOTS: usize = OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1];
-/// All rings of a zone in one array, sized to a power of two so a masked
-/// index is provably in bounds. A type's rings are touched (and their
-/// memory committed) only once that type is cached.
-const SLOTS: usize = (TYPE_SLOTS * PCP_TYPES).next_power_of_two();
-
-/// Where list `list`'s ring starts in the slots.
-const fn list_offset(list: usize) -> usize {
-    (list / PCP_ORDERS) * TYPE_SLOTS + OFFSET[list % PCP_ORDERS]
-}
+/// All rings of one zone and type in one array, sized to a power of two so
+/// a masked index is provably in bounds. A type's rings are touched (and
+/// their memory committed) only once that type is cached.
+const SLOTS: usize = (OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1]).next_power_of_two();
 
 /// `batch` blocks for an order-`order` list: the kernel's `nr_pcp_alloc`
 /// (`max(batch >> order, 2)` above order 0), and one block above
@@ -135,11 +128,24 @@ mod tests {
             assert!(high < *capacity, "order {o}");
             assert!(capacity.is_power_of_two());
         }
-        assert_eq!(TYPE_SLOTS, 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
-        assert_eq!(SLOTS, 8192);
-        for list in 0..NR_PCP_LISTS {
-            assert!(list_offset(list) + CAPACITY[list % PCP_ORDERS] <= SLOTS);
+        assert_eq!(OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1], 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
+        assert_eq!(SLOTS, 2048);
+        for o in 0..PCP_ORDERS {
+            assert!(OFFSET[o] + CAPACITY[o] <= SLOTS);
         }
-        assert_eq!(list_offset(pcp_list(0, 1)), TYPE_SLOTS);
+    }
+
+    #[test]
+    fn a_heads_zone_byte_indexes_its_lists() {
+        use crate::migratetype::Migratetype;
+        use crate::page::{PageInfo, PageState};
+        for zone in [0, 1, 63] {
+            for mt in Migratetype::ALL {
+                let word = PageInfo::new(PageState::Allocated, 3, 0, zone).with_migratetype(mt).pack();
+                let index = pcp_index_of_zone_type(PageInfo::zone_type_of_word(word));
+                assert_eq!(index, pcp_index(zone, mt as usize));
+                assert_eq!(index / PCP_TYPES, zone);
+            }
+        }
     }
 }

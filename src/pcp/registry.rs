@@ -110,12 +110,13 @@ impl PcpRegistry {
         let mut sets = 0;
         self.for_each(|set| {
             sets += usize::from(set.state.load(Ordering::Relaxed) == ATTACHED);
-            for (zp, t) in set.zones.iter().zip(per_zone.iter_mut()) {
-                for l in 0..NR_PCP_LISTS {
-                    let o = l % PCP_ORDERS;
-                    t.cached[o] += zp.count[l].load(Ordering::Relaxed) as usize;
-                    t.allocs[o] += zp.allocs[l].load(Ordering::Relaxed);
-                    t.frees[o] += zp.frees[l].load(Ordering::Relaxed);
+            for (pcps, t) in set.pcps.chunks(PCP_TYPES).zip(per_zone.iter_mut()) {
+                for zp in pcps {
+                    for o in 0..PCP_ORDERS {
+                        t.cached[o] += zp.count[o].load(Ordering::Relaxed) as usize;
+                        t.allocs[o] += zp.allocs[o].load(Ordering::Relaxed);
+                        t.frees[o] += zp.frees[o].load(Ordering::Relaxed);
+                    }
                 }
             }
         });

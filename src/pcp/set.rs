@@ -53,21 +53,21 @@ use crate::zone::{Zone, zonelist};
 
 use super::*;
 
-/// One zone's lists in a set: the ring buffers and their parameters, one
-/// per order and migratetype ([`pcp_list`]).
+/// One zone's lists of one migratetype in a set: the ring buffers and
+/// their parameters, one per order.
 pub(super) struct PcpLists {
     /// Index of the coldest block of each ring.
-    pub(super) bottom: [u32; NR_PCP_LISTS],
+    pub(super) bottom: [u32; PCP_ORDERS],
     /// Where each ring starts in `slots`, and its capacity minus one, copied
     /// from the constants so the fast paths read them from the line they
     /// already touch (set on the slow path, zero until then: harmless, since
     /// every list is empty with `high` 0 until its first slow path).
-    pub(super) offset: [u32; NR_PCP_LISTS],
-    pub(super) mask: [u32; NR_PCP_LISTS],
+    pub(super) offset: [u32; PCP_ORDERS],
+    pub(super) mask: [u32; PCP_ORDERS],
     /// `high` in force, in blocks (refreshed on the slow path).
-    pub(super) high: [u32; NR_PCP_LISTS],
+    pub(super) high: [u32; PCP_ORDERS],
     /// `batch` in force, in blocks.
-    pub(super) batch: [u32; NR_PCP_LISTS],
+    pub(super) batch: [u32; PCP_ORDERS],
     pub(super) slots: [Pfn; SLOTS],
 }
 
@@ -79,15 +79,17 @@ impl PcpLists {
     }
 }
 
-/// A set's lists for one zone.
+/// A set's lists for one zone and migratetype (the kernel keeps a zone's
+/// types in one `per_cpu_pages`; a group per type lets a free find its
+/// lists from the head's `zone << 2 | type` byte alone, [`pcp_index`]).
 pub(super) struct ZonePcp {
     /// Blocks cached per list. Written only by whoever has the lists (the
     /// protocol above), read racily by `stats()`.
-    pub(super) count: [AtomicU32; NR_PCP_LISTS],
+    pub(super) count: [AtomicU32; PCP_ORDERS],
     /// Allocations served per list.
-    pub(super) allocs: [AtomicU64; NR_PCP_LISTS],
+    pub(super) allocs: [AtomicU64; PCP_ORDERS],
     /// Frees taken per list.
-    pub(super) frees: [AtomicU64; NR_PCP_LISTS],
+    pub(super) frees: [AtomicU64; PCP_ORDERS],
     pub(super) lists: UnsafeCell<PcpLists>,
 }
 
@@ -104,11 +106,11 @@ impl ZonePcp {
             allocs: Default::default(),
             frees: Default::default(),
             lists: UnsafeCell::new(PcpLists {
-                bottom: [0; NR_PCP_LISTS],
-                offset: [0; NR_PCP_LISTS],
-                mask: [0; NR_PCP_LISTS],
-                high: [0; NR_PCP_LISTS],
-                batch: [0; NR_PCP_LISTS],
+                bottom: [0; PCP_ORDERS],
+                offset: [0; PCP_ORDERS],
+                mask: [0; PCP_ORDERS],
+                high: [0; PCP_ORDERS],
+                batch: [0; PCP_ORDERS],
                 slots: [Pfn::default(); SLOTS],
             }),
         }
@@ -188,7 +190,8 @@ pub(crate) struct PcpSet {
     pub(super) locked: AtomicBool,
     /// The zone this thread allocates from first.
     pub(super) preferred: AtomicUsize,
-    pub(super) zones: SysBox<[ZonePcp]>,
+    /// The lists of zone `z` and type `mt` are `pcps[pcp_index(z, mt)]`.
+    pub(super) pcps: SysBox<[ZonePcp]>,
     /// Serialises drainers with each other and with the owner's slow path.
     pub(super) lock: Mutex<()>,
     /// VACANT, ATTACHED or GONE (the arena was dropped); changed under `lock`.
@@ -216,16 +219,16 @@ impl PcpSet {
         preferred: usize,
         next: Option<NonNull<PcpSet>>,
     ) -> Option<NonNull<Self>> {
-        let nr = node.zones.len();
+        let nr = node.zones.len() * PCP_TYPES;
         #[cfg(not(loom))]
-        let zones = SysBox::try_new_zeroed_slice(nr)?;
+        let pcps = SysBox::try_new_zeroed_slice(nr)?;
         #[cfg(loom)]
-        let zones = SysBox::try_from_fn(nr, |_| Ok::<_, ()>(ZonePcp::new())).ok()??;
+        let pcps = SysBox::try_from_fn(nr, |_| Ok::<_, ()>(ZonePcp::new())).ok()??;
         let set = Self {
             busy: AtomicBool::new(false),
             locked: AtomicBool::new(false),
             preferred: AtomicUsize::new(preferred),
-            zones,
+            pcps,
             lock: Mutex::new(()),
             state: AtomicU8::new(ATTACHED),
             refs: AtomicU32::new(2),
@@ -262,9 +265,9 @@ impl PcpSet {
     /// low watermark: the caller's slow path follows.
     #[inline]
     pub(crate) fn alloc(&self, node: &Node, order: u32, mt: Migratetype, flags: AllocFlags) -> Option<Block> {
-        let o = pcp_list(order as usize, mt as usize);
+        let o = order as usize;
         let zone = self.preferred.load(Ordering::Relaxed);
-        let zp = &self.zones[zone];
+        let zp = &self.pcps[pcp_index(zone, mt as usize)];
         if self.enter() {
             // SAFETY: inside a busy section that did not see `locked`.
             if let Some(pfn) = unsafe { zp.pop(o) } {
@@ -289,14 +292,14 @@ impl PcpSet {
         (order, mt): (u32, Migratetype),
         flags: AllocFlags,
     ) -> Option<Block> {
-        let o = pcp_list(order as usize, mt as usize);
+        let o = order as usize;
         let _guard = self.lock.lock();
         let preferred = self.preferred.load(Ordering::Relaxed);
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, order, flags) };
         zonelist(preferred, node.zones.len(), |z| {
             let zone = &node.zones[z];
-            let zp = &self.zones[z];
+            let zp = &self.pcps[pcp_index(z, mt as usize)];
             // SAFETY: we hold the set lock and are the owner.
             let block = unsafe {
                 zp.lists(|l| {
@@ -332,8 +335,8 @@ impl PcpSet {
     /// allocated block of that order.
     #[inline]
     pub(crate) fn free(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
-        let o = pcp_list(order as usize, mt as usize);
-        let zp = &self.zones[zone];
+        let o = order as usize;
+        let zp = &self.pcps[pcp_index(zone, mt as usize)];
         if self.enter() {
             // SAFETY: inside a busy section that did not see `locked`.
             if unsafe { zp.push(o, pfn) } {
@@ -352,9 +355,9 @@ impl PcpSet {
     #[cold]
     #[inline(never)]
     pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
-        let o = pcp_list(order as usize, mt as usize);
+        let o = order as usize;
         let _guard = self.lock.lock();
-        let zp = &self.zones[zone];
+        let zp = &self.pcps[pcp_index(zone, mt as usize)];
         let z = &node.zones[zone];
         // SAFETY: we hold the set lock and are the owner.
         unsafe {
@@ -424,29 +427,30 @@ impl PcpSet {
     /// The caller has the lists of every zone (see [`ZonePcp::lists`]).
     pub(super) unsafe fn return_all(&self, node: &Node) -> usize {
         let mut pages = 0;
-        for (zp, zone) in self.zones.iter().zip(node.zones.iter()) {
-            if zp.count.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+        for (pcps, zone) in self.pcps.chunks(PCP_TYPES).zip(node.zones.iter()) {
+            if pcps.iter().all(|zp| zp.count.iter().all(|c| c.load(Ordering::Relaxed) == 0)) {
                 continue;
             }
             let mut guard = zone.lock();
-            for o in 0..NR_PCP_LISTS {
-                let n = zp.count[o].load(Ordering::Relaxed);
-                if n == 0 {
-                    continue;
+            for zp in pcps {
+                for order in 0..PCP_ORDERS {
+                    let n = zp.count[order].load(Ordering::Relaxed);
+                    if n == 0 {
+                        continue;
+                    }
+                    // SAFETY: per this function's contract.
+                    unsafe {
+                        zp.lists(|l| {
+                            for i in 0..n {
+                                let pfn = l.slots[l.slot(order, l.bottom[order].wrapping_add(i))];
+                                guard.free_cached(&node.mem_map, pfn, order as u32);
+                            }
+                            l.bottom[order] = 0;
+                        });
+                    }
+                    zp.count[order].store(0, Ordering::Relaxed);
+                    pages += (n as usize) << order;
                 }
-                let order = o % PCP_ORDERS;
-                // SAFETY: per this function's contract.
-                unsafe {
-                    zp.lists(|l| {
-                        for i in 0..n {
-                            let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
-                            guard.free_cached(&node.mem_map, pfn, order as u32);
-                        }
-                        l.bottom[o] = 0;
-                    });
-                }
-                zp.count[o].store(0, Ordering::Relaxed);
-                pages += (n as usize) << order;
             }
             guard.inner.pcp_drained += 1;
         }
@@ -519,10 +523,10 @@ impl PcpSet {
     /// # Safety
     /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
     pub(super) unsafe fn check(&self, node: &Node, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
-        for (z, zp) in self.zones.iter().enumerate() {
-            for o in 0..NR_PCP_LISTS {
-                let (order, capacity) = (o % PCP_ORDERS, CAPACITY[o % PCP_ORDERS]);
-                let list_type = o / PCP_ORDERS;
+        for (i, zp) in self.pcps.iter().enumerate() {
+            let (z, list_type) = (i / PCP_TYPES, i % PCP_TYPES);
+            for (o, &capacity) in CAPACITY.iter().enumerate() {
+                let order = o;
                 let n = zp.count[o].load(Ordering::Relaxed);
                 let bad = |pfn: Pfn, reason| crate::error::CheckError::BadCacheEntry {
                     zone: z,
@@ -577,16 +581,15 @@ pub(super) fn put_cached(node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype),
     node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone).with_migratetype(mt));
 }
 
-/// Copies the zone's current `high` and `batch` into list `l`'s
+/// Copies the zone's current `high` and `batch` into the order-`order` list's
 /// parameters. Each list is refreshed on its own slow path, which comes
 /// before its first use: an untouched list has `high` 0, so its first
 /// free and its first allocation both take the slow path.
 #[inline]
-pub(super) fn refresh(lists: &mut PcpLists, l: usize, zone: &Zone) {
+pub(super) fn refresh(lists: &mut PcpLists, order: usize, zone: &Zone) {
     let (batch, high) = zone.pcp_params();
-    let o = l % PCP_ORDERS;
-    lists.offset[l] = list_offset(l) as u32;
-    lists.mask[l] = CAPACITY[o] as u32 - 1;
-    lists.batch[l] = batch_blocks(batch, o) as u32;
-    lists.high[l] = high_blocks(high, batch, o) as u32;
+    lists.offset[order] = OFFSET[order] as u32;
+    lists.mask[order] = CAPACITY[order] as u32 - 1;
+    lists.batch[order] = batch_blocks(batch, order) as u32;
+    lists.high[order] = high_blocks(high, batch, order) as u32;
 }

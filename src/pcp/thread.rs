@@ -33,13 +33,13 @@ pub(super) struct Entry {
     pub(super) arena_id: u64,
     /// Dangling when empty (never followed unless `arena_id` matched).
     pub(super) set: NonNull<PcpSet>,
-    /// The preferred zone's lists; dangling when empty (never followed
-    /// unless `arena_id` matched).
+    /// The preferred zone's lists of its first type (the others follow);
+    /// dangling when empty (never followed unless `arena_id` matched).
     pub(super) hot: NonNull<ZonePcp>,
-    /// Every zone's lists (`zones[z]` of the set) and how many there are; 0
-    /// when empty.
-    pub(super) zones: NonNull<ZonePcp>,
-    pub(super) nr_zones: usize,
+    /// Every zone's and type's lists (`pcps` of the set) and how many
+    /// there are; 0 when empty.
+    pub(super) pcps: NonNull<ZonePcp>,
+    pub(super) nr_pcps: usize,
     /// The packed info word of an allocated order-0 head in the preferred
     /// zone; `| order << 8` for other orders.
     pub(super) allocated_word: u32,
@@ -56,8 +56,8 @@ const EMPTY: Entry = Entry {
     arena_id: 0,
     set: NonNull::dangling(),
     hot: NonNull::dangling(),
-    zones: NonNull::dangling(),
-    nr_zones: 0,
+    pcps: NonNull::dangling(),
+    nr_pcps: 0,
     allocated_word: 0,
 };
 
@@ -112,14 +112,14 @@ impl ThreadCaches {
                 let set = registry.attach(node)?;
                 // SAFETY: just attached; the thread holds a reference.
                 let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
-                // SAFETY: as above; `preferred` indexes the set's zones.
-                let zones = &unsafe { set.as_ref() }.zones;
+                // SAFETY: as above; `preferred` is one of the set's zones.
+                let pcps = &unsafe { set.as_ref() }.pcps;
                 self.entries[slot].set(Entry {
                     arena_id: node.id,
                     set,
-                    hot: NonNull::from(&zones[preferred]),
-                    zones: NonNull::from(&zones[0]),
-                    nr_zones: zones.len(),
+                    hot: NonNull::from(&pcps[pcp_index(preferred, 0)]),
+                    pcps: NonNull::from(&pcps[0]),
+                    nr_pcps: pcps.len(),
                     allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
                 });
                 slot
@@ -272,12 +272,13 @@ pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn>
         if entry.arena_id != node.id {
             return None;
         }
-        // SAFETY: entry 0 holds this arena's set (ids are never reused and
-        // never 0), kept alive by the thread's reference; `hot` points into it.
-        let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.as_ref()) };
         let mt = (flag_bits >> MOBILITY_SHIFT) & 3;
+        // SAFETY: entry 0 holds this arena's set (ids are never reused and
+        // never 0), kept alive by the thread's reference; `hot` points at
+        // the preferred zone's first type's lists, followed by its others.
+        let (set, zp) = unsafe { (entry.set.as_ref(), entry.hot.add(pcp_type(mt as usize)).as_ref()) };
         // The caller's order is at most PCP_MAX_ORDER.
-        let o = pcp_list((order as usize).min(PCP_ORDERS - 1), mt as usize);
+        let o = (order as usize).min(PCP_ORDERS - 1);
         if !set.enter() {
             return None;
         }
@@ -304,16 +305,16 @@ pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn>
 pub(crate) fn free_fast(node: &Node, pfn: Pfn, order: u32, word: u32) -> bool {
     with_caches(|caches| {
         let entry = caches.entries[0].get();
-        let zone = PageInfo::zone_of_word(word);
-        // An empty entry has nr_zones == 0.
-        if entry.arena_id != node.id || zone >= entry.nr_zones {
+        let i = pcp_index_of_zone_type(PageInfo::zone_type_of_word(word));
+        // An empty entry has nr_pcps == 0.
+        if entry.arena_id != node.id || i >= entry.nr_pcps {
             return false;
         }
-        // SAFETY: as in `alloc_fast`; `zones` points at the set's
-        // `nr_zones` lists and `zone` is below that.
-        let (set, zp) = unsafe { (entry.set.as_ref(), entry.zones.add(zone).as_ref()) };
+        // SAFETY: as in `alloc_fast`; `pcps` points at the set's `nr_pcps`
+        // groups of lists and `i` is below that.
+        let (set, zp) = unsafe { (entry.set.as_ref(), entry.pcps.add(i).as_ref()) };
         // The caller's order is at most PCP_MAX_ORDER.
-        let o = pcp_list((order as usize).min(PCP_ORDERS - 1), PageInfo::migratetype_of_word(word));
+        let o = (order as usize).min(PCP_ORDERS - 1);
         if !set.enter() {
             return false;
         }
