@@ -366,7 +366,51 @@ impl Arena {
     /// threads that run out of memory, call it when zones fall below their
     /// watermarks; dropping the handle unregisters it. See [`Shrinker`].
     pub fn register_shrinker(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
-        let handle = self.inner.reclaim().shrinkers.register(shrinker);
+        self.register(shrinker, false)
+    }
+
+    /// Registers a reclaim callback for a cache whose pages are allocated
+    /// [`AllocFlags::RECLAIMABLE`] (the kernel's `SLAB_RECLAIM_ACCOUNT`
+    /// caches: dentries, inodes). Besides everything
+    /// [`register_shrinker`](Self::register_shrinker) does, it is asked
+    /// first, before any other shrinker, when a high-order request finds
+    /// its zone short and reclaimable pageblocks hold pages in use:
+    /// compaction cannot move those pages, only their cache can free them.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::ptr::NonNull;
+    /// use zonealloc::{AllocFlags, Arena, ShrinkResult, Shrinker};
+    ///
+    /// struct Dentries(Arc<Arena>, Mutex<Vec<usize>>);
+    /// impl Shrinker for Dentries {
+    ///     fn count(&self) -> usize {
+    ///         self.1.lock().unwrap().len()
+    ///     }
+    ///     fn scan(&self, n: usize) -> ShrinkResult {
+    ///         let Ok(mut pages) = self.1.try_lock() else { return ShrinkResult::Stop };
+    ///         let n = n.min(pages.len());
+    ///         for addr in pages.drain(..n) {
+    ///             // SAFETY: the cache allocated this order-0 block and drops it here.
+    ///             unsafe { self.0.free_pages(NonNull::new(addr as *mut u8).unwrap(), 0).unwrap() };
+    ///         }
+    ///         ShrinkResult::Freed(n)
+    ///     }
+    /// }
+    ///
+    /// let arena = Arc::new(Arena::builder().region_size(64 << 20).build()?);
+    /// let cache = Arc::new(Dentries(arena.clone(), Mutex::new(Vec::new())));
+    /// let _handle = arena.register_reclaimable_shrinker(cache.clone());
+    /// let page = arena.alloc_pages(0, AllocFlags::RECLAIMABLE)?;
+    /// cache.1.lock().unwrap().push(page.as_ptr() as usize);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_reclaimable_shrinker(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
+        self.register(shrinker, true)
+    }
+
+    fn register(&self, shrinker: Arc<dyn Shrinker>, reclaimable: bool) -> ShrinkerHandle {
+        let handle = self.inner.reclaim().shrinkers.register(shrinker, reclaimable);
         // A new source of reclaimable memory: reclaim may succeed again.
         self.inner.node().kswapd.memory_freed();
         handle

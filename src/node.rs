@@ -53,6 +53,7 @@ pub(crate) struct ReclaimCounters {
     pub kswapd_give_ups: AtomicU64,
     pub shrinker_scanned: AtomicU64,
     pub shrinker_freed: AtomicU64,
+    pub reclaimable_first_freed: AtomicU64,
     pub direct_reclaims: AtomicU64,
     pub direct_reclaim_ns: AtomicU64,
     pub oom_events: AtomicU64,

@@ -8,21 +8,28 @@
 //!
 //! **Direct reclaim** runs in the allocating thread when the slow path finds
 //! nothing at the min watermark: shrinkers for at least `SWAP_CLUSTER_MAX`
-//! pages, then (once) every per-thread cache. A thread that is reclaiming is
+//! pages, then (once) every per-thread cache. For a high-order request
+//! held up by reclaimable pageblocks with pages in use, the shrinkers of
+//! reclaimable memory are asked first, for `compact_gap` (twice the
+//! request): compaction cannot move those pages, and a cache that frees its
+//! oldest pages first empties its oldest pageblocks. The other shrinkers
+//! are asked only for what is still missing. A thread that is reclaiming is
 //! marked ([`InReclaim`](crate::memalloc::InReclaim), the kernel's
 //! `PF_MEMALLOC`): its own allocations, made by shrinkers, ignore
 //! watermarks and never recurse into reclaim.
 
 use crate::compact_state::CompactCounters;
+use crate::flags::AllocFlags;
 use crate::kswapd::Wake;
 use crate::memalloc::InReclaim;
+use crate::migratetype::Migratetype;
 use crate::movable::MovableRegistry;
 use crate::node::{Node, ReclaimCounters};
 use crate::pcp::{PcpRegistry, with_thread_set};
 use crate::purge::PurgeReport;
-use crate::shrinker::ShrinkerRegistry;
+use crate::shrinker::{ShrinkerRegistry, ShrinkerSet};
 use crate::sync::Instant;
-use crate::watermark::Mark;
+use crate::watermark::{AllocMode, Mark};
 
 /// Pages direct reclaim asks the shrinkers for at least (`SWAP_CLUSTER_MAX`).
 pub(crate) const SWAP_CLUSTER_MAX: usize = 32;
@@ -59,16 +66,16 @@ impl Reclaim {
         })
     }
 
-    /// Asks the shrinkers for `nr_to_reclaim` pages, marked as reclaiming;
-    /// returns the pages they freed. What they freed went into this
-    /// thread's own cache: it is returned to the zones at once.
-    pub(crate) fn shrink(&self, nr_to_reclaim: usize) -> usize {
+    /// Asks the shrinkers of `set` for `nr_to_reclaim` pages, marked as
+    /// reclaiming; returns the pages they freed. What they freed went into
+    /// this thread's own cache: it is returned to the zones at once.
+    pub(crate) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> usize {
         if self.shrinkers.len() == 0 {
             return 0;
         }
         let outcome = {
             let _reclaiming = InReclaim::enter();
-            self.shrinkers.shrink(nr_to_reclaim)
+            self.shrinkers.shrink(nr_to_reclaim, set)
         };
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.shrinker_scanned, outcome.scanned as u64);
@@ -81,7 +88,19 @@ impl Reclaim {
     /// itself. Returns the pages reclaimed.
     pub(crate) fn direct_reclaim(&self, order: u32, drained: &mut bool) -> usize {
         let start = Instant::now();
-        let mut progress = self.shrink(SWAP_CLUSTER_MAX.max(1 << order));
+        let target = SWAP_CLUSTER_MAX.max(1 << order);
+        let mut progress = 0;
+        if order > 0 && self.shrinkers.has_reclaimable() {
+            let held = self.reclaimable_in_use(order);
+            if held > 0 {
+                let freed = self.shrink(held.min(target.max(2 << order)), ShrinkerSet::Reclaimable);
+                ReclaimCounters::add(&self.node.counters.reclaimable_first_freed, freed as u64);
+                progress += freed;
+            }
+        }
+        if progress < target {
+            progress += self.shrink(target - progress, ShrinkerSet::All);
+        }
         if !*drained {
             progress += self.drain_all_pages();
             *drained = true;
@@ -94,6 +113,19 @@ impl Reclaim {
             node.progress.signal();
         }
         progress
+    }
+
+    /// Pages in use in the reclaimable pageblocks of the zones where an
+    /// order-`order` request fails its min watermark: what holds it up that
+    /// only the shrinkers of reclaimable memory can free.
+    fn reclaimable_in_use(&self, order: u32) -> usize {
+        let mode = AllocMode::new(Mark::Min, order, AllocFlags::empty());
+        self.node
+            .zones
+            .iter()
+            .filter(|zone| !zone.watermark_ok(order, mode))
+            .map(|zone| zone.lock().inner.buddy.pageblock_pages_in_use(Migratetype::Reclaimable))
+            .sum()
     }
 
     /// Returns every thread's cache and every pool to the lists; the pages.
@@ -175,7 +207,7 @@ fn balance_pgdat(reclaim: &Reclaim) {
             progress += reclaim.drain_all_pages();
             drained = true;
         }
-        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX));
+        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX), ShrinkerSet::All);
         if progress > 0 {
             node.kswapd.succeeded();
             node.progress.signal();

@@ -87,6 +87,25 @@ pub trait Shrinker: Send + Sync {
 struct Registered {
     id: u64,
     shrinker: Arc<dyn Shrinker>,
+    /// Its pages were allocated `RECLAIMABLE` (registered with
+    /// [`Arena::register_reclaimable_shrinker`](crate::Arena::register_reclaimable_shrinker)).
+    reclaimable: bool,
+}
+
+impl Registered {
+    fn clone_entry(&self) -> Self {
+        Self { id: self.id, shrinker: Arc::clone(&self.shrinker), reclaimable: self.reclaimable }
+    }
+}
+
+/// Which registered shrinkers a round asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShrinkerSet {
+    /// Every shrinker, each in turn.
+    All,
+    /// Only those whose pages are `RECLAIMABLE`: what empties the
+    /// reclaimable pageblocks that compaction cannot.
+    Reclaimable,
 }
 
 /// The shared part of the registry, kept alive by the arena and by every
@@ -160,15 +179,16 @@ impl ShrinkerRegistry {
         unsafe { self.core.as_ref() }
     }
 
-    pub(crate) fn register(&self, shrinker: Arc<dyn Shrinker>) -> ShrinkerHandle {
+    /// Registers `shrinker`; `reclaimable` if its pages were allocated
+    /// `RECLAIMABLE`.
+    pub(crate) fn register(&self, shrinker: Arc<dyn Shrinker>, reclaimable: bool) -> ShrinkerHandle {
         let core = self.core();
         let id = core.next_id.fetch_add(1, Ordering::Relaxed);
         let shrinker = Some(shrinker);
         core.list.update(|current| {
-            let mut next: Vec<Registered> =
-                current.iter().map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) }).collect();
+            let mut next: Vec<Registered> = current.iter().map(Registered::clone_entry).collect();
             let s = shrinker.clone().expect("set above");
-            next.push(Registered { id, shrinker: s });
+            next.push(Registered { id, shrinker: s, reclaimable });
             next
         });
         core.refs.fetch_add(1, Ordering::Relaxed);
@@ -179,6 +199,11 @@ impl ShrinkerRegistry {
         self.core().list.snapshot().map_or(0, |list| list.len())
     }
 
+    /// Whether a shrinker of reclaimable memory is registered.
+    pub(crate) fn has_reclaimable(&self) -> bool {
+        self.core().list.snapshot().is_some_and(|list| list.iter().any(|r| r.reclaimable))
+    }
+
     /// Pages all shrinkers say they could free.
     pub(crate) fn count(&self) -> usize {
         let core = self.core();
@@ -186,10 +211,10 @@ impl ShrinkerRegistry {
         core.list.snapshot().map_or(0, |list| list.iter().map(|r| r.shrinker.count()).sum())
     }
 
-    /// One round of `shrink_slab`: asks each shrinker, starting with the
-    /// next in turn, to free up to what is still missing of `nr_to_reclaim`
-    /// (bounded by what it says it can free).
-    pub(crate) fn shrink(&self, nr_to_reclaim: usize) -> ShrinkOutcome {
+    /// One round of `shrink_slab`: asks each shrinker of `set`, starting
+    /// with the next in turn, to free up to what is still missing of
+    /// `nr_to_reclaim` (bounded by what it says it can free).
+    pub(crate) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> ShrinkOutcome {
         let core = self.core();
         let _calls = core.calls.read();
         let Some(list) = core.list.snapshot() else { return ShrinkOutcome::default() };
@@ -202,7 +227,11 @@ impl ShrinkerRegistry {
             if outcome.freed >= nr_to_reclaim {
                 break;
             }
-            let shrinker = &list[(start + i) % list.len()].shrinker;
+            let entry = &list[(start + i) % list.len()];
+            if set == ShrinkerSet::Reclaimable && !entry.reclaimable {
+                continue;
+            }
+            let shrinker = &entry.shrinker;
             let freeable = shrinker.count();
             if freeable == 0 {
                 continue;
@@ -260,13 +289,7 @@ impl Drop for ShrinkerHandle {
         // SAFETY: the handle holds a reference.
         let core = unsafe { self.core.as_ref() };
         let id = self.id;
-        core.list.update(|current| {
-            current
-                .iter()
-                .filter(|r| r.id != id)
-                .map(|r| Registered { id: r.id, shrinker: Arc::clone(&r.shrinker) })
-                .collect()
-        });
+        core.list.update(|current| current.iter().filter(|r| r.id != id).map(Registered::clone_entry).collect());
         // Wait for calls that may still use the old list, unless this thread
         // is one of them (a shrinker dropping a handle from inside `scan`).
         if !crate::memalloc::InReclaim::active() {

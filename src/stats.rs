@@ -75,6 +75,10 @@ pub struct ReclaimStats {
     pub shrinker_scanned: u64,
     /// Pages shrinkers freed.
     pub shrinker_freed: u64,
+    /// Of those, pages freed by reclaimable shrinkers asked first for a
+    /// high-order request that reclaimable pageblocks held up
+    /// ([`Arena::register_reclaimable_shrinker`](crate::Arena::register_reclaimable_shrinker)).
+    pub reclaimable_first_freed: u64,
     /// Direct reclaims run by allocating threads.
     pub direct_reclaims: u64,
     /// Time allocating threads spent in direct reclaim.
@@ -313,6 +317,7 @@ impl Arena {
             shrinkers: inner.reclaim().shrinkers.len(),
             shrinker_scanned: load(&r.shrinker_scanned),
             shrinker_freed: load(&r.shrinker_freed),
+            reclaimable_first_freed: load(&r.reclaimable_first_freed),
             direct_reclaims: load(&r.direct_reclaims),
             direct_reclaim_time: std::time::Duration::from_nanos(load(&r.direct_reclaim_ns)),
             oom_events: load(&r.oom_events),
@@ -443,8 +448,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "shrinkers {} shrinker_scanned {} shrinker_freed {}",
-            r.shrinkers, r.shrinker_scanned, r.shrinker_freed
+            "shrinkers {} shrinker_scanned {} shrinker_freed {} reclaimable_first_freed {}",
+            r.shrinkers, r.shrinker_scanned, r.shrinker_freed, r.reclaimable_first_freed
         )?;
         writeln!(
             f,

@@ -8,10 +8,15 @@
 
 mod support;
 
+use std::collections::VecDeque;
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use support::Rng;
-use zonealloc::{AllocError, AllocFlags, Arena, BuildError, Migratetype, PcpConfig, WatermarkConfig, Watermarks};
+use zonealloc::{
+    AllocError, AllocFlags, Arena, BuildError, Migratetype, PcpConfig, ShrinkResult, Shrinker, WatermarkConfig,
+    Watermarks,
+};
 
 const U: usize = Migratetype::Unmovable as usize;
 const M: usize = Migratetype::Movable as usize;
@@ -350,4 +355,98 @@ fn freeing_the_movable_pages_gives_back_whole_huge_pages() {
     assert!(mixed as u64 <= fallbacks && mixed <= 2, "{mixed} mixed pageblocks after {fallbacks} fallbacks");
     let (possible, got, _, _) = highalloc_share(false);
     assert!(got * 10 < possible, "{got} of {possible} without grouping: the scenario fragments");
+}
+
+/// A cache of order-0 pages that frees its oldest first and logs each
+/// call as (its name, pages freed).
+struct PageCache {
+    name: &'static str,
+    arena: Arc<Arena>,
+    pages: Mutex<VecDeque<NonNull<u8>>>,
+    log: Arc<Mutex<Vec<(&'static str, usize)>>>,
+}
+
+// SAFETY: the pointers are blocks of the arena, owned by the cache.
+unsafe impl Send for PageCache {}
+// SAFETY: as above; the list is behind a mutex.
+unsafe impl Sync for PageCache {}
+
+impl Shrinker for PageCache {
+    fn count(&self) -> usize {
+        self.pages.lock().unwrap().len()
+    }
+
+    fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
+        let mut pages = self.pages.lock().unwrap();
+        let n = nr_to_scan.min(pages.len());
+        for p in pages.drain(..n) {
+            free(&self.arena, p, 0);
+        }
+        self.log.lock().unwrap().push((self.name, n));
+        ShrinkResult::Freed(n)
+    }
+}
+
+/// A full 64 MiB arena: its first four pageblocks hold a reclaimable
+/// cache's pages, the rest a plain cache's; the plain shrinker is
+/// registered first (so a round in turn would ask it first). Returns the
+/// arena and the log of shrinker calls an order-9 request made.
+fn order9_with_two_caches(grouping: bool) -> (Arc<Arena>, Vec<(&'static str, usize)>, NonNull<u8>) {
+    let arena = Arc::new(
+        Arena::builder()
+            .region_size(64 << 20)
+            .zones(1)
+            .group_by_mobility(grouping)
+            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+            .pcp(PcpConfig::Disabled)
+            .background_reclaim(false)
+            .build()
+            .expect("arena"),
+    );
+    let reclaimable = pages(&arena, 2048, AllocFlags::RECLAIMABLE);
+    assert!(reclaimable.iter().enumerate().all(|(i, &p)| pfn(&arena, p) == i), "from the frontier, in order");
+    let plain = pages(&arena, 16384 - 2048, AllocFlags::empty());
+    assert!(matches!(
+        arena.alloc_pages(0, AllocFlags::NORETRY | AllocFlags::NOWARN),
+        Err(AllocError::OutOfMemory { .. })
+    ));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let cache = |name, pages: Vec<NonNull<u8>>| {
+        Arc::new(PageCache { name, arena: arena.clone(), pages: Mutex::new(pages.into()), log: log.clone() })
+    };
+    let plain = cache("plain", plain);
+    let reclaimable = cache("reclaimable", reclaimable);
+    let handles = (arena.register_shrinker(plain.clone()), arena.register_reclaimable_shrinker(reclaimable.clone()));
+    let block = arena.alloc_pages(9, AllocFlags::empty()).expect("reclaim frees a pageblock");
+    arena.check().unwrap();
+    drop(handles);
+    let log = log.lock().unwrap().clone();
+    for p in plain.pages.lock().unwrap().drain(..).chain(reclaimable.pages.lock().unwrap().drain(..)) {
+        free(&arena, p, 0);
+    }
+    (arena, log, block)
+}
+
+#[test]
+fn reclaimable_shrinkers_are_asked_first_when_reclaimable_pageblocks_hold_up_a_high_order_request() {
+    let (arena, log, block) = order9_with_two_caches(true);
+    // compact_gap(9) = 1024 pages, the oldest: the first two pageblocks.
+    assert_eq!(log, [("reclaimable", 1024)]);
+    assert!(pfn(&arena, block) < 1024, "the block is one the reclaimable cache emptied");
+    let reclaim = arena.stats().reclaim;
+    assert_eq!((reclaim.reclaimable_first_freed, reclaim.shrinker_freed), (1024, 1024));
+    free(&arena, block, 9);
+    arena.check().unwrap();
+    assert_eq!(arena.stats().zones[0].free, 16384);
+}
+
+#[test]
+fn without_reclaimable_pageblocks_every_shrinker_takes_its_turn() {
+    // Without grouping every page is unmovable: no pageblock is
+    // reclaimable, and the round starts with the first registered.
+    let (arena, log, block) = order9_with_two_caches(false);
+    assert_eq!(log, [("plain", 512)]);
+    assert_eq!(arena.stats().reclaim.reclaimable_first_freed, 0);
+    free(&arena, block, 9);
+    arena.check().unwrap();
 }

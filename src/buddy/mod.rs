@@ -188,6 +188,15 @@ impl Buddy {
         self.type_pages[mt as usize]
     }
 
+    /// Pages of type `mt`'s pageblocks that are not free on its lists: in
+    /// use, cached or being compacted. (The frontier moves in max-order
+    /// blocks, so every pageblock below it is wholly in use or listed.)
+    pub(crate) fn pageblock_pages_in_use(&self, mt: Migratetype) -> usize {
+        let used = (self.frontier - self.start) >> self.pageblocks.order();
+        let typed = (0..used).filter(|&i| self.pageblocks.get_index(i) == mt).count();
+        (typed * self.pageblocks.nr_pages()).saturating_sub(self.type_pages[mt as usize])
+    }
+
     /// All free pages: on the lists and above the frontier.
     #[inline]
     pub(crate) fn nr_free(&self) -> usize {
