@@ -85,7 +85,8 @@ pub(crate) mod flag {
 /// list with the one shift that finds its zone.
 const MT_BITS: u32 = 2;
 const MT_MASK: u8 = (1 << MT_BITS) - 1;
-const _: () = assert!(crate::builder::MAX_ZONES << MT_BITS <= 256);
+/// Zones a head word can name beside its migratetype.
+pub(crate) const ZONES_IN_WORD: usize = 256 >> MT_BITS;
 const _: () = assert!(crate::migratetype::NR_MIGRATETYPES == 1 << MT_BITS);
 
 /// The packed head-page word: state, order, flags and zone in one atomic so
