@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::boot::SysBox;
-use crate::buddy::BuddyOrders;
+use crate::buddy::{BuddyOrders, Grouping};
 use crate::builder::{ArenaBuilder, ZoneLayout};
 use crate::compact_state::CompactCounters;
 use crate::compaction::{CompactPriority, CompactReport};
@@ -126,7 +126,8 @@ impl Arena {
         let orders = BuddyOrders { max_order, purge_min_order, pageblock_order: config.effective_pageblock_order() };
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i]) << max_order);
-            let grouping = (orders, config.group_by_mobility);
+            let grouping =
+                (orders, Grouping { by_mobility: config.group_by_mobility, defrag_mode: config.defrag_mode });
             let zone = Zone::new(i, (start, end), grouping, layout.marks[i], config.pcp);
             start = end;
             zone.ok_or(BuildError::OutOfMetadataMemory)
@@ -146,6 +147,7 @@ impl Arena {
             max_order,
             pcp_enabled,
             group_by_mobility: config.group_by_mobility,
+            defrag_mode: config.group_by_mobility && config.defrag_mode,
             asymmetric_barriers,
             huge_pages: config.region.huge_pages,
             kswapd,

@@ -69,6 +69,7 @@ pub struct ArenaBuilder {
     pub(crate) max_order: u32,
     pub(crate) pageblock_order: Option<u32>,
     pub(crate) group_by_mobility: bool,
+    pub(crate) defrag_mode: bool,
     pub(crate) watermarks: WatermarkConfig,
     pub(crate) pcp: PcpConfig,
     pub(crate) region: RegionOptions,
@@ -85,6 +86,7 @@ impl Default for ArenaBuilder {
             max_order: 10,
             pageblock_order: None,
             group_by_mobility: true,
+            defrag_mode: false,
             watermarks: WatermarkConfig::default(),
             pcp: PcpConfig::default(),
             region: RegionOptions::default(),
@@ -133,6 +135,23 @@ impl ArenaBuilder {
     /// kernel's `page_group_by_mobility_disabled`).
     pub fn group_by_mobility(mut self, enabled: bool) -> Self {
         self.group_by_mobility = enabled;
+        self
+    }
+
+    /// The kernel's `vm.defrag_mode` (default false): a request whose own
+    /// type has no free memory takes a whole free pageblock of another
+    /// type, and if there is none, the slow path first wakes kcompactd to
+    /// keep whole pageblocks free, then compacts (towards a free pageblock,
+    /// for order 0 too) and reclaims; only when that fails does it split a
+    /// foreign pageblock, as without defrag mode. The price is slow paths
+    /// where a fallback would have been immediate; the gain is pageblocks
+    /// that stay of one type. Unlike the kernel's, a request that may not
+    /// retry (`NORETRY`, costly orders, `ATOMIC`/`NOWAIT`) still falls back
+    /// rather than fail while memory is free. Needs grouping by mobility;
+    /// compaction needs movable owners
+    /// ([`Arena::register_movable`](crate::Arena::register_movable)).
+    pub fn defrag_mode(mut self, enabled: bool) -> Self {
+        self.defrag_mode = enabled;
         self
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Node {
     pub pcp_enabled: bool,
     /// Whether allocations are grouped by mobility (else all unmovable).
     pub group_by_mobility: bool,
+    /// Whether fallbacks wait for reclaim and compaction to fail before
+    /// splitting a foreign pageblock (the kernel's `defrag_mode`).
+    pub defrag_mode: bool,
     /// Whether the asymmetric barrier pair (membarrier) is available.
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
@@ -80,6 +83,7 @@ pub(crate) struct NodeParts {
     pub max_order: u32,
     pub pcp_enabled: bool,
     pub group_by_mobility: bool,
+    pub defrag_mode: bool,
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
     pub kswapd: Kswapd,
@@ -96,6 +100,7 @@ impl Node {
             max_order,
             pcp_enabled,
             group_by_mobility,
+            defrag_mode,
             asymmetric_barriers,
             huge_pages,
             kswapd,
@@ -110,6 +115,7 @@ impl Node {
             max_order,
             pcp_enabled,
             group_by_mobility,
+            defrag_mode,
             asymmetric_barriers,
             huge_pages,
             kswapd,

@@ -138,7 +138,7 @@ impl PageAlloc {
         if growable {
             let zone = &self.node().zones[self.node().preferred_zone()];
             if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
-                && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable)
+                && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable, false)
             {
                 self.node().zone_allocated(zone);
                 return Ok(block);
@@ -193,7 +193,7 @@ impl PageAlloc {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            let block = zone.rmqueue(&self.node().mem_map, (order, mt), how)?;
+            let block = zone.rmqueue(&self.node().mem_map, (order, mt), how, mode.may_fragment)?;
             self.node().zone_allocated(zone);
             Some(block)
         })
@@ -215,25 +215,30 @@ impl PageAlloc {
                 .get_page_from_freelist(request, AllocMode::NO_WATERMARKS, preferred)
                 .ok_or_else(|| self.nopage(order, flags));
         }
-        let mode = AllocMode::new(Mark::Min, order, flags);
+        let mut mode = AllocMode::new(Mark::Min, order, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
         let costly = order > PAGE_ALLOC_COSTLY_ORDER;
-        self.reclaim.wakeup_kcompactd(order);
+        // Defrag mode: what compaction works towards is a whole free
+        // pageblock, which a fallback may then claim without mixing.
+        let defrag = self.node().defrag_mode;
+        let compact_order = if defrag { order.max(self.node().zones[preferred].pageblock_order) } else { order };
+        self.reclaim.wakeup_kcompactd(compact_order);
         self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
             return Ok(block);
         }
         if !flags.may_wait() {
             // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
-            return Err(self.nopage(order, flags));
+            return self.fragmenting_fallback(request, mode, preferred).ok_or_else(|| self.nopage(order, flags));
         }
         // Costly orders, and high orders that could not fall back to a
         // movable block, try compaction before reclaim (the kernel's
-        // first `__alloc_pages_direct_compact`).
+        // first `__alloc_pages_direct_compact`); in defrag mode every
+        // request does, before it may fragment.
         let mut compact_priority = CompactPriority::Async;
-        if order > 0
-            && (costly || mt != Migratetype::Movable)
-            && let Some(block) = self.direct_compact(request, mode, preferred, compact_priority)
+        if compact_order > 0
+            && (costly || mt != Migratetype::Movable || defrag)
+            && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
         {
             return Ok(block);
         }
@@ -255,8 +260,8 @@ impl PageAlloc {
             {
                 return Ok(block);
             }
-            if order > 0
-                && let Some(block) = self.direct_compact(request, mode, preferred, compact_priority)
+            if compact_order > 0
+                && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
             {
                 return Ok(block);
             }
@@ -267,12 +272,22 @@ impl PageAlloc {
             }
             // should_compact_retry: a higher priority may move what a
             // lower one left.
-            if order > 0
+            if compact_order > 0
                 && let Some(higher) = compact_priority.raise()
                 && !self.reclaim.movable.is_empty()
             {
                 compact_priority = higher;
                 continue;
+            }
+            // Defrag mode: reclaim and compaction at every priority failed
+            // to free a pageblock; now a fallback may split one (the
+            // kernel clears ALLOC_NOFRAGMENT here, before the OOM killer;
+            // here before the reclaim retries, which cannot help it).
+            if !mode.may_fragment && defrag {
+                mode = mode.fragmenting();
+                if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+                    return Ok(block);
+                }
             }
             // should_reclaim_retry
             no_progress_loops = if progress > 0 { 0 } else { no_progress_loops + 1 };
@@ -309,22 +324,32 @@ impl PageAlloc {
             drained = false;
             no_progress_loops = 0;
         }
-        Err(self.nopage(order, flags))
+        self.fragmenting_fallback(request, mode, preferred).ok_or_else(|| self.nopage(order, flags))
     }
 
-    /// `__alloc_pages_direct_compact`: compaction at `priority`, then an
-    /// allocation at `mode` if it ran.
+    /// Defrag mode's last resort for a request about to fail: a fallback
+    /// that splits a foreign pageblock, rather than failing while memory
+    /// is free (where the kernel would fail a request that may not retry).
+    fn fragmenting_fallback(&self, request: (u32, Migratetype), mode: AllocMode, preferred: usize) -> Option<Block> {
+        if mode.may_fragment || !self.node().defrag_mode {
+            return None;
+        }
+        self.get_page_from_freelist(request, mode.fragmenting(), preferred)
+    }
+
+    /// `__alloc_pages_direct_compact`: compaction towards a free block of
+    /// `target` order (the request's, or a pageblock in defrag mode) at
+    /// `priority`, then an allocation at `mode` if it ran.
     fn direct_compact(
         &self,
         request: (u32, Migratetype),
         mode: AllocMode,
         preferred: usize,
-        priority: CompactPriority,
+        (target, priority): (u32, CompactPriority),
     ) -> Option<Block> {
-        let order = request.0;
-        self.reclaim.direct_compact(order, priority)?;
+        self.reclaim.direct_compact(target, priority)?;
         let block = self.get_page_from_freelist(request, mode, preferred);
-        self.reclaim.compaction_outcome(order, block.is_some());
+        self.reclaim.compaction_outcome(target, block.is_some());
         block
     }
 

@@ -103,6 +103,10 @@ pub(crate) struct AllocMode {
     /// `ALLOC_HIGHATOMIC`: a high-order request that cannot wait; takes
     /// from the high-atomic reserve first and may grow it.
     pub highatomic: bool,
+    /// `ALLOC_NOFRAGMENT` cleared in defrag mode: a fallback may split a
+    /// foreign pageblock (the slow path's last resort; see
+    /// [`ArenaBuilder::defrag_mode`](crate::ArenaBuilder::defrag_mode)).
+    pub may_fragment: bool,
 }
 
 impl AllocMode {
@@ -113,7 +117,13 @@ impl AllocMode {
             high: atomic || flags.contains(AllocFlags::HIGH),
             harder: atomic,
             highatomic: Self::highatomic(order, flags),
+            may_fragment: false,
         }
+    }
+
+    /// The same attempt, allowed to split a foreign pageblock.
+    pub(crate) fn fragmenting(self) -> Self {
+        Self { may_fragment: true, ..self }
     }
 
     /// Whether a request is `ALLOC_HIGHATOMIC`: above order 0 and unable to
@@ -125,7 +135,9 @@ impl AllocMode {
 
     /// `ALLOC_NO_WATERMARKS`: for a thread that is itself reclaiming (the
     /// kernel's `PF_MEMALLOC`). The arena's capacity still holds.
-    pub(crate) const NO_WATERMARKS: Self = Self { mark: None, high: false, harder: false, highatomic: false };
+    /// It may fragment too: reclaim must not fail for want of a pageblock.
+    pub(crate) const NO_WATERMARKS: Self =
+        Self { mark: None, high: false, harder: false, highatomic: false, may_fragment: true };
 }
 
 /// `__zone_watermark_ok`: may an order-`order` block be taken from a zone with
@@ -155,7 +167,8 @@ pub(crate) fn zone_watermark_ok(free_pages: usize, order: u32, mark: usize, mode
 mod tests {
     use super::*;
 
-    const PLAIN: AllocMode = AllocMode { mark: Some(Mark::Min), high: false, harder: false, highatomic: false };
+    const PLAIN: AllocMode =
+        AllocMode { mark: Some(Mark::Min), high: false, harder: false, highatomic: false, may_fragment: false };
 
     #[test]
     fn order_zero_needs_strictly_more_than_the_mark() {

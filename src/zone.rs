@@ -5,7 +5,7 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::buddy::{Block, Buddy, BuddyOrders, NR_ORDERS, highatomic_limit};
+use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_limit};
 use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
@@ -166,7 +166,7 @@ impl Zone {
     pub(crate) fn new(
         index: usize,
         (start, end): (Pfn, Pfn),
-        (orders, grouping): (BuddyOrders, bool),
+        (orders, grouping): (BuddyOrders, Grouping),
         marks: Watermarks,
         pcp: PcpConfig,
     ) -> Option<Self> {
@@ -419,18 +419,26 @@ impl Zone {
     }
 
     /// Takes one block of `order` for type `mt` (the kernel's
-    /// `rmqueue_buddy`), as `how` says.
+    /// `rmqueue_buddy`), as `how` says; in defrag mode a fallback splits a
+    /// foreign pageblock only if `may_fragment`.
     #[inline]
-    pub(crate) fn rmqueue(&self, mm: &MemMap, (order, mt): (u32, Migratetype), how: RmqueueHow) -> Option<Block> {
+    pub(crate) fn rmqueue(
+        &self,
+        mm: &MemMap,
+        (order, mt): (u32, Migratetype),
+        how: RmqueueHow,
+        may_fragment: bool,
+    ) -> Option<Block> {
         let mut zone = self.lock();
         let buddy = &mut zone.inner.buddy;
         let state = PageState::Allocated;
+        let nofragment = buddy.defrag_mode() && !may_fragment;
         let block = match how {
-            RmqueueHow::Normal => buddy.rmqueue(mm, order, mt, state),
+            RmqueueHow::Normal => buddy.rmqueue_as(mm, order, mt, state, nofragment),
             RmqueueHow::Growable => buddy.rmqueue_growable(mm, order, mt, state),
-            RmqueueHow::HighAtomicFirst => {
-                buddy.rmqueue_highatomic(mm, order, mt, state).or_else(|| buddy.rmqueue(mm, order, mt, state))
-            }
+            RmqueueHow::HighAtomicFirst => buddy
+                .rmqueue_highatomic(mm, order, mt, state)
+                .or_else(|| buddy.rmqueue_as(mm, order, mt, state, nofragment)),
         }?;
         zone.inner.allocs[order as usize] += 1;
         Some(block)

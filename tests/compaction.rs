@@ -386,3 +386,61 @@ fn kcompactd_compacts_after_an_atomic_huge_page_request_fails() {
     table.free_all(&arena);
     arena.check().unwrap();
 }
+
+/// An 8 MiB zone of four pageblocks (max order 9): the first full of plain
+/// pages, the other three of owned pages of which every other one is
+/// freed (768 free pages, no free pageblock). Then one more plain page
+/// with `flags`: its type's pageblock is full. Returns the arena's mixed
+/// pageblocks, the pages compaction moved, and the new page's pageblock.
+fn unmovable_page_among_holes(defrag: bool, owners: bool, flags: AllocFlags) -> (usize, u64, usize) {
+    let arena = Arena::builder()
+        .region_size(8 << 20)
+        .zones(1)
+        .max_order(9)
+        .watermarks(zonealloc::WatermarkConfig::PerZone(zonealloc::Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(zonealloc::PcpConfig::Disabled)
+        .background_reclaim(false)
+        .defrag_mode(defrag)
+        .build()
+        .unwrap();
+    let base = arena.region().0.as_ptr() as usize;
+    let plain: Vec<NonNull<u8>> =
+        (0..512).map(|_| arena.alloc_pages(0, AllocFlags::NORETRY).expect("the first pageblock")).collect();
+    assert!(plain.iter().all(|p| (p.as_ptr() as usize - base) / 4096 < 512));
+    let table = Arc::new(Table::default());
+    let handle = arena.register_movable(table.clone());
+    fragment(&arena, &table, &handle, 1536, 2);
+    if !owners {
+        drop(handle);
+    }
+    assert_eq!((arena.stats().zones[0].free, huge_free(&arena), arena.pagetypeinfo().mixed()), (768, 0, 0));
+    let page = arena.alloc_pages(0, flags).expect("a page, fragmenting if it must");
+    arena.check().unwrap();
+    assert_eq!(table.check_contents(), 768);
+    let mixed = arena.pagetypeinfo().mixed();
+    let migrated = arena.stats().compaction.migrated_pages;
+    (mixed, migrated, (page.as_ptr() as usize - base) / 4096 / 512)
+}
+
+#[test]
+fn defrag_mode_compacts_a_pageblock_free_instead_of_mixing_one() {
+    // Without defrag mode the plain page claims a movable pageblock with
+    // its 256 movable pages in it.
+    let (mixed, migrated, _) = unmovable_page_among_holes(false, true, AllocFlags::empty());
+    assert_eq!((mixed, migrated), (1, 0));
+    // With it, compaction empties the lowest movable pageblock (its 256
+    // pages move into the holes above) and the page claims it whole.
+    let (mixed, migrated, pageblock) = unmovable_page_among_holes(true, true, AllocFlags::empty());
+    assert_eq!((mixed, migrated, pageblock), (0, 256, 1));
+}
+
+#[test]
+fn defrag_mode_still_falls_back_when_nothing_can_be_compacted() {
+    // No owners: nothing moves, and every kind of request still gets its
+    // page from a movable pageblock rather than failing with 768 free.
+    for flags in [AllocFlags::empty(), AllocFlags::NORETRY, AllocFlags::ATOMIC, AllocFlags::NOWAIT] {
+        let (mixed, migrated, pageblock) = unmovable_page_among_holes(true, false, flags);
+        assert_eq!((mixed, migrated), (1, 0), "{flags:?}");
+        assert!(pageblock >= 1, "{flags:?}");
+    }
+}

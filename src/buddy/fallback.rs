@@ -44,10 +44,19 @@ pub(crate) struct PageblockUsage {
 impl Buddy {
     /// `__rmqueue_fallback`: a block of `order` for type `start` taken from
     /// another type's lists, or `None` if no fallback type has one. Counts
-    /// the fallback (`mm_page_alloc_extfrag`).
-    pub(super) fn rmqueue_fallback(&mut self, mm: &MemMap, order: u32, start: Migratetype) -> Option<(Pfn, u8)> {
+    /// the fallback (`mm_page_alloc_extfrag`). With `nofragment`
+    /// (`ALLOC_NOFRAGMENT`) only whole free pageblocks are taken: claiming
+    /// one mixes nothing.
+    pub(super) fn rmqueue_fallback(
+        &mut self,
+        mm: &MemMap,
+        order: u32,
+        start: Migratetype,
+        nofragment: bool,
+    ) -> Option<(Pfn, u8)> {
+        let min_order = if nofragment { order.max(self.pageblocks.order()) } else { order };
         let mut found = None;
-        for current in (order..=self.max_order).rev() {
+        for current in (min_order..=self.max_order).rev() {
             let Some((fallback, can_steal)) = self.find_suitable_fallback(current, start) else { continue };
             if !can_steal && start == Migratetype::Movable && current > order {
                 // find_smallest: a movable page in a foreign pageblock can

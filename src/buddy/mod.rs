@@ -100,6 +100,15 @@ pub(crate) struct BuddyOrders {
     pub pageblock_order: u32,
 }
 
+/// How a zone groups pages by mobility.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grouping {
+    /// Grouping by mobility is on.
+    pub by_mobility: bool,
+    /// The kernel's `defrag_mode`.
+    pub defrag_mode: bool,
+}
+
 /// The free memory of one zone.
 pub(crate) struct Buddy {
     zone: usize,
@@ -118,6 +127,9 @@ pub(crate) struct Buddy {
     /// Grouping by mobility is on (the kernel's
     /// `!page_group_by_mobility_disabled`).
     grouping: bool,
+    /// Fallbacks take whole free pageblocks only unless a caller says
+    /// otherwise (the kernel's `defrag_mode`: `ALLOC_NOFRAGMENT` always).
+    defrag_mode: bool,
     /// Pages in high-atomic pageblocks (`nr_reserved_highatomic`).
     nr_reserved_highatomic: usize,
     /// The reserve's free blocks or size changed since the zone last
@@ -144,7 +156,7 @@ impl Buddy {
     /// Both ends are multiples of the max-order block. A purge hands back
     /// only blocks of `purge_min_order` or more. `None` if the pageblock
     /// table's memory cannot be had.
-    pub(crate) fn new(zone: usize, (start, end): (Pfn, Pfn), orders: BuddyOrders, grouping: bool) -> Option<Self> {
+    pub(crate) fn new(zone: usize, (start, end): (Pfn, Pfn), orders: BuddyOrders, grouping: Grouping) -> Option<Self> {
         let BuddyOrders { max_order, purge_min_order, pageblock_order } = orders;
         debug_assert!(max_order <= MAX_ORDER_LIMIT && pageblock_order <= max_order);
         debug_assert!(start.is_aligned(max_order) && end.is_aligned(max_order));
@@ -158,7 +170,8 @@ impl Buddy {
             list_mask: [0; NR_MIGRATETYPES],
             type_pages: [0; NR_MIGRATETYPES],
             pageblocks: Pageblocks::new(start, end, pageblock_order)?,
-            grouping,
+            grouping: grouping.by_mobility,
+            defrag_mode: grouping.by_mobility && grouping.defrag_mode,
             nr_reserved_highatomic: 0,
             reserve_changed: false,
             listed_pages: 0,
@@ -168,6 +181,13 @@ impl Buddy {
             isolated_pages: 0,
             counters: BuddyCounters::default(),
         })
+    }
+
+    /// Whether fallbacks are limited to whole free pageblocks unless a
+    /// caller allows more ([`rmqueue_as`](Self::rmqueue_as)).
+    #[inline]
+    pub(crate) fn defrag_mode(&self) -> bool {
+        self.defrag_mode
     }
 
     /// The pageblock table.
@@ -352,12 +372,26 @@ impl Buddy {
     /// splitting a larger block if need be (`__rmqueue_smallest`), else a
     /// fresh frontier block, else from another type's
     /// (`__rmqueue_fallback`). The head is recorded as `state`, of type
-    /// `mt`.
+    /// `mt`. In defrag mode a fallback takes whole free pageblocks only.
     #[inline]
     pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, mt: Migratetype, state: PageState) -> Option<Block> {
+        self.rmqueue_as(mm, order, mt, state, self.defrag_mode)
+    }
+
+    /// [`rmqueue`](Self::rmqueue), with `nofragment` saying whether a
+    /// fallback must take a whole free pageblock (`ALLOC_NOFRAGMENT`).
+    #[inline]
+    pub(crate) fn rmqueue_as(
+        &mut self,
+        mm: &MemMap,
+        order: u32,
+        mt: Migratetype,
+        state: PageState,
+        nofragment: bool,
+    ) -> Option<Block> {
         let taken = match self.rmqueue_smallest(mm, order, order, mt) {
             Some(taken) => Some(taken),
-            None => self.rmqueue_fallback(mm, order, mt),
+            None => self.rmqueue_fallback(mm, order, mt, nofragment),
         };
         let (pfn, flags) = taken?;
         Some(self.prep_head(mm, pfn, order, flags, mt, state))
