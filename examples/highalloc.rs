@@ -12,7 +12,9 @@
 //! 3. a long mixed workload: random orders 0-3 and types (unmovable 10%
 //!    and 40% of the allocations in turn, reclaimable 10%), with a live set
 //!    of 85% of the memory churned 8 times over; the mixed pageblocks left
-//!    and the fallbacks that made them.
+//!    and the fallbacks that made them. Run four ways: without grouping;
+//!    with it; with the movable blocks owned (so compaction can move
+//!    them); owned and in defrag mode (`ArenaBuilder::defrag_mode`).
 //!
 //! cargo run --release --example highalloc [-- --seed N]
 
@@ -47,11 +49,16 @@ struct Outcome {
 }
 
 fn arena(grouping: bool) -> Arena {
+    arena_with(grouping, false)
+}
+
+fn arena_with(grouping: bool, defrag: bool) -> Arena {
     Arena::builder()
         .region_size(512 << 20)
         .zones(1)
         .background_reclaim(false)
         .group_by_mobility(grouping)
+        .defrag_mode(defrag)
         .build()
         .expect("arena")
 }
@@ -104,34 +111,42 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// An owner that keeps its pages' addresses (and each one's index) and
-/// moves any it is asked to.
+/// An owner that keeps its blocks' addresses and orders (and each one's
+/// index) and moves any it is asked to.
 #[derive(Default)]
-struct Owner(Mutex<(Vec<usize>, HashMap<usize, usize>)>);
+struct Owner(Mutex<Books>);
+
+/// The blocks (address, order) and each address's index among them.
+type Books = (Vec<(usize, u32)>, HashMap<usize, usize>);
 
 impl Owner {
-    fn push(&self, page: usize) {
+    fn push(&self, block: usize, order: u32) {
         let mut pages = self.0.lock().unwrap();
         let (list, index) = &mut *pages;
-        index.insert(page, list.len());
-        list.push(page);
+        index.insert(block, list.len());
+        list.push((block, order));
     }
 
     fn len(&self) -> usize {
         self.0.lock().unwrap().0.len()
     }
 
-    /// Drops a random page from the owner's books; its address.
-    fn take_random(&self, rng: &mut Rng) -> usize {
+    /// Drops the block at `i` of the owner's books; its address and order.
+    fn take(&self, i: usize) -> (usize, u32) {
         let mut pages = self.0.lock().unwrap();
         let (list, index) = &mut *pages;
-        let i = (rng.next() % list.len() as u64) as usize;
-        let page = list.swap_remove(i);
-        index.remove(&page);
-        if let Some(&moved) = list.get(i) {
+        let block = list.swap_remove(i);
+        index.remove(&block.0);
+        if let Some(&(moved, _)) = list.get(i) {
             index.insert(moved, i);
         }
-        page
+        block
+    }
+
+    /// Drops a random block from the owner's books.
+    fn take_random(&self, rng: &mut Rng) -> (usize, u32) {
+        let i = (rng.next() % self.len() as u64) as usize;
+        self.take(i)
     }
 }
 
@@ -142,7 +157,7 @@ impl Movable for Owner {
         let Some(slot) = index.remove(&(from.as_ptr() as usize)) else { return false };
         // SAFETY: `from` is our block, `to` a fresh one of the same order.
         unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), 4096 << order) };
-        list[slot] = to.as_ptr() as usize;
+        list[slot].0 = to.as_ptr() as usize;
         index.insert(to.as_ptr() as usize, slot);
         true
     }
@@ -167,16 +182,16 @@ fn compaction(grouping: bool, seed: u64) {
         let page = if plain { arena.alloc_pages(0, fill) } else { handle.alloc_pages(0, fill) };
         match page {
             Ok(page) if plain => unmovable.push(page),
-            Ok(page) => owner.push(page.as_ptr() as usize),
+            Ok(page) => owner.push(page.as_ptr() as usize, 0),
             Err(_) => break,
         }
     }
     let managed = arena.stats().zones[0].managed;
     // Free random movable pages until they hold 60% of the memory.
     while owner.len() > managed * 60 / 100 {
-        let page = owner.take_random(&mut rng);
-        // SAFETY: an order-0 block of ours, freed once.
-        unsafe { arena.free_pages(NonNull::new(page as *mut u8).unwrap(), 0) }.expect("free");
+        let (page, order) = owner.take_random(&mut rng);
+        // SAFETY: a block of ours at its order, freed once.
+        unsafe { arena.free_pages(NonNull::new(page as *mut u8).unwrap(), order) }.expect("free");
     }
     arena.drain_pcp();
     let (huge_before, _) = huge_and_free(&arena);
@@ -198,16 +213,30 @@ fn compaction(grouping: bool, seed: u64) {
     drop(handle);
 }
 
+/// How scenario 3 runs.
+#[derive(Clone, Copy)]
+struct MixedRun {
+    grouping: bool,
+    /// Movable blocks come from a `Movable` owner's handle.
+    owned: bool,
+    defrag: bool,
+}
+
 /// Scenario 3; prints one line.
-fn mixed_workload(grouping: bool, seed: u64) {
-    let arena = arena(grouping);
+fn mixed_workload(run: MixedRun, seed: u64) {
+    let arena = arena_with(run.grouping, run.defrag);
+    let owner = Arc::new(Owner::default());
+    let handle = run.owned.then(|| arena.register_movable(owner.clone()));
     let mut rng = Rng(seed);
     let flags = AllocFlags::NORETRY | AllocFlags::NOWARN;
     let managed = arena.stats().zones[0].managed;
+    // Unmovable and reclaimable blocks, and movable ones when not owned.
     let mut live: Vec<(NonNull<u8>, u32)> = Vec::new();
     let mut live_pages = 0;
     let mut allocated = 0;
+    let start = std::time::Instant::now();
     while allocated < 8 * managed {
+        let nr_live = live.len() + owner.len();
         if live_pages < managed * 85 / 100 || rng.next().is_multiple_of(2) {
             let order = (rng.next() % 4) as u32;
             // The unmovable share moves between phases (10% and 40%), so
@@ -219,33 +248,55 @@ fn mixed_workload(grouping: bool, seed: u64) {
                 k if k == unmovable_tenths => AllocFlags::RECLAIMABLE,
                 _ => AllocFlags::MOVABLE,
             };
-            if let Ok(block) = arena.alloc_pages(order, flags | extra) {
-                live.push((block, order));
+            let block = match &handle {
+                Some(handle) if extra == AllocFlags::MOVABLE => handle.alloc_pages(order, flags).map(|block| {
+                    owner.push(block.as_ptr() as usize, order);
+                }),
+                _ => arena.alloc_pages(order, flags | extra).map(|block| live.push((block, order))),
+            };
+            if block.is_ok() {
                 live_pages += 1 << order;
                 allocated += 1 << order;
             }
-        } else if !live.is_empty() {
-            let (block, order) = live.swap_remove((rng.next() % live.len() as u64) as usize);
+        } else if nr_live > 0 {
+            let i = (rng.next() % nr_live as u64) as usize;
+            let (block, order) = if i < live.len() {
+                live.swap_remove(i)
+            } else {
+                let (block, order) = owner.take(i - live.len());
+                (NonNull::new(block as *mut u8).unwrap(), order)
+            };
             // SAFETY: ours at this order, freed once.
             unsafe { arena.free_pages(block, order) }.expect("free");
             live_pages -= 1 << order;
         }
     }
+    let elapsed = start.elapsed();
     arena.drain_pcp();
     let info = arena.pagetypeinfo();
-    let z = &arena.stats().zones[0];
+    let stats = arena.stats();
+    let z = &stats.zones[0];
     let used: usize = info.zones[0].pageblocks.iter().sum();
+    let mode = match (run.grouping, run.owned, run.defrag) {
+        (false, ..) => "off",
+        (true, false, _) => "on",
+        (true, true, false) => "on, owned",
+        (true, true, true) => "defrag",
+    };
     println!(
-        "{:<10} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}",
-        if grouping { "on" } else { "off" },
+        "{:<10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>8} {:>9} {:>8.0} ms",
+        mode,
         used,
         info.mixed(),
         info.polluted(),
         z.fallbacks,
         z.fallbacks_fragmenting,
         z.pageblocks_claimed,
+        stats.compaction.migrated_pages,
+        elapsed.as_secs_f64() * 1e3,
     );
     arena.check().expect("consistent");
+    drop(handle);
 }
 
 fn main() {
@@ -292,10 +343,12 @@ fn main() {
         "\n3. long mixed workload: orders 0-3, unmovable 10% and 40% in turn, 10% reclaimable, 85% of memory live, 8x churn"
     );
     println!(
-        "{:<10} {:>12} {:>14} {:>12} {:>12} {:>10} {:>12}",
-        "grouping", "pageblocks", "mixed blocks", "polluted", "fallbacks", "fragment.", "claimed"
+        "{:<10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>8} {:>9} {:>11}",
+        "grouping", "pageblocks", "mixed", "polluted", "fallbacks", "fragment.", "claimed", "migrated", "time"
     );
-    for grouping in [true, false] {
-        mixed_workload(grouping, seed);
+    for (grouping, owned, defrag) in
+        [(false, false, false), (true, false, false), (true, true, false), (true, true, true)]
+    {
+        mixed_workload(MixedRun { grouping, owned, defrag }, seed);
     }
 }

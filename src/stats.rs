@@ -135,8 +135,9 @@ pub struct ZoneStats {
     /// Allocations served from another migratetype's free lists (the
     /// kernel's `mm_page_alloc_extfrag` events).
     pub fallbacks: u64,
-    /// Of those, the ones that took part of a pageblock without claiming
-    /// it (each may leave a pageblock mixed).
+    /// Of those, the ones from a block smaller than a pageblock, claiming
+    /// it or not (the event's `fragmenting`): only these can leave a
+    /// pageblock mixed.
     pub fallbacks_fragmenting: u64,
     /// Pageblocks a fallback claimed for the requesting type.
     pub pageblocks_claimed: u64,

@@ -120,6 +120,9 @@ impl Buddy {
             self.expand(mm, pfn, current, order, flags, start);
             return (pfn, flags);
         }
+        // The kernel's `fragmenting`: a fallback from less than a whole
+        // pageblock, claimed or not, may leave a pageblock mixed.
+        self.counters.fallbacks_fragmenting += 1;
         if whole_block {
             let claim = start != Migratetype::Movable || !self.grouping || {
                 let usage = self.pageblock_usage(mm, pfn);
@@ -132,7 +135,6 @@ impl Buddy {
             }
         }
         // single_page: the remainder stays with the block's type.
-        self.counters.fallbacks_fragmenting += 1;
         self.del_from_free_list(mm, pfn, current, info);
         self.expand(mm, pfn, current, order, flags, block_type);
         (pfn, flags)

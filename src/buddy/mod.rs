@@ -82,8 +82,8 @@ pub(crate) struct BuddyCounters {
     /// Allocations served from another type's lists (the kernel's
     /// `mm_page_alloc_extfrag` events).
     pub fallbacks: u64,
-    /// Of those, the ones that took part of a pageblock without claiming
-    /// it: each may leave a pageblock mixed.
+    /// Of those, the ones from a block smaller than a pageblock (claimed
+    /// or not): only these may leave a pageblock mixed.
     pub fallbacks_fragmenting: u64,
     /// Pageblocks whose type a fallback changed (claimed whole).
     pub pageblocks_claimed: u64,
