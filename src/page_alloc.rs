@@ -5,21 +5,35 @@
 //! small orders, then `get_page_from_freelist` at the low watermark, then
 //! `__alloc_pages_slowpath`:
 //!
-//! 1. wake kswapd;
+//! 1. wake kswapd, and kcompactd for orders above 0;
 //! 2. retry at the min watermark with the reserve discounts of `HIGH` and
 //!    `ATOMIC`;
 //! 3. callers that cannot wait (`ATOMIC`, `NOWAIT`) stop here;
-//! 4. direct reclaim (the shrinkers, asked for at least `SWAP_CLUSTER_MAX`
-//!    pages, then every per-thread cache, once per slow path) and retry;
-//!    `NORETRY` stops after one round, and so do costly orders (above 3)
-//!    unless `RETRY_MAYFAIL` or `NOFAIL`;
-//! 5. retry while reclaim makes progress or could, up to
-//!    `MAX_RECLAIM_RETRIES` rounds without progress (`should_reclaim_retry`);
-//! 6. the OOM handler (not for `RETRY_MAYFAIL`; without one, fail), which
+//! 4. costly orders, and high orders that are not movable, compact first
+//!    (async);
+//! 5. direct reclaim (for a high-order request held up by reclaimable
+//!    pageblocks the reclaimable shrinkers first; the shrinkers asked for
+//!    at least `SWAP_CLUSTER_MAX` pages, then every per-thread cache, once
+//!    per slow path), retry, release a high-atomic pageblock after the
+//!    first drain, compact again; `NORETRY` stops after one round, and so
+//!    do costly orders (above 3) unless `RETRY_MAYFAIL` or `NOFAIL`;
+//! 6. raise the compaction priority while there are owners to move
+//!    (`should_compact_retry`), then retry while reclaim makes progress or
+//!    could, up to `MAX_RECLAIM_RETRIES` rounds without progress
+//!    (`should_reclaim_retry`), then exhaust the high-atomic reserve;
+//! 7. the OOM handler (not for `RETRY_MAYFAIL`; without one, fail), which
 //!    may ask for a retry, at most `MAX_RECLAIM_RETRIES` times;
-//! 7. `NOFAIL` waits for reclaim progress and starts again (the caches are
+//! 8. `NOFAIL` waits for reclaim progress and starts again (the caches are
 //!    drained again); everyone else fails with `OutOfMemory` and, unless
 //!    `NOWARN`, a rate-limited warning.
+//!
+//! **Defrag mode** (`ArenaBuilder::defrag_mode`, the kernel's
+//! `ALLOC_NOFRAGMENT` on every attempt): until step 6 has raised
+//! compaction to its highest priority, a fallback may only claim a whole
+//! free pageblock; kcompactd is woken for a pageblock and every request
+//! compacts towards one (step 4 for order 0 too). After that, or at any
+//! step where the request would otherwise fail, one attempt may split a
+//! foreign pageblock (`fragmenting_fallback`).
 //!
 //! A thread inside a shrinker allocates without watermarks and never
 //! recurses into reclaim.

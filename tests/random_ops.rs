@@ -5,7 +5,7 @@ mod support;
 
 use support::page_model::{Harness, Op};
 use support::{Rng, small_arena, small_arena_with};
-use zonealloc::PcpConfig;
+use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
 
 /// What a run did: blocks grown in place, exact allocations made and
 /// resized in place.
@@ -93,4 +93,31 @@ fn random_ops_through_per_thread_caches() {
         h.finish();
     }
     assert!(direct_reclaims > 0, "no allocation needed the caches drained: the stranded case went untested");
+}
+
+#[test]
+fn random_ops_in_defrag_mode() {
+    // Fallbacks take only whole free pageblocks (here, max-order blocks)
+    // until the slow path lets one split a foreign pageblock: no
+    // allocation the model says fits may fail for it, with or without
+    // caches (whose refills take the same rule).
+    let mut fallbacks = [0, 0];
+    for seed in 300..308 {
+        let pcp = if seed % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
+        let arena = Arena::builder()
+            .region_size(2 * 2 * (4096 << 5))
+            .zones(2)
+            .max_order(5)
+            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+            .pcp(pcp)
+            .defrag_mode(true)
+            .build()
+            .unwrap();
+        let h = run_on(Harness::new(arena), seed, 3_000, 5);
+        let stats = h.arena.stats();
+        fallbacks[0] += stats.zones.iter().map(|z| z.fallbacks).sum::<u64>();
+        fallbacks[1] += stats.zones.iter().map(|z| z.fallbacks_fragmenting).sum::<u64>();
+        h.finish();
+    }
+    assert!(fallbacks[1] > 0 && fallbacks[0] > fallbacks[1], "fallbacks (of them fragmenting): {fallbacks:?}");
 }
