@@ -16,10 +16,13 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     let (shape, ops) = input;
     // 1-3 zones of one or two 32-page blocks: small enough that the model's
     // bitmap scan is cheap and allocations often fail. Half the inputs run
-    // through small per-thread caches (refills, trims, stranded pages).
+    // through small per-thread caches (refills, trims, stranded pages), and
+    // half in defrag mode (fallbacks wait for the slow path to split a
+    // foreign pageblock).
     let zones = usize::from(shape % 3) + 1;
     let blocks = usize::from(shape / 3 % 2) + 1;
     let pcp = if shape / 6 % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
+    let defrag = shape / 12 % 2 == 1;
     let arena = Arena::builder()
         .region_size(zones * blocks * (4096 << 5))
         .zones(zones)
@@ -27,6 +30,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(pcp)
         .purge_delay(None)
+        .defrag_mode(defrag)
         .build()
         .unwrap();
     let mut harness = Harness::new(arena);
