@@ -419,11 +419,24 @@ mod tests {
 
     #[test]
     fn info_round_trips_through_the_packed_word() {
-        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, 200);
+        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, 63).with_migratetype(Migratetype::Reclaimable);
         let meta = PageMeta::default();
         meta.set_info(info);
         assert_eq!(meta.info(), info);
+        assert_eq!((info.zone(), info.migratetype(), info.order()), (63, Migratetype::Reclaimable, 17));
         assert_eq!(PageMeta::default().info(), PageInfo::TAIL);
+    }
+
+    #[test]
+    fn every_state_decodes_from_its_number() {
+        for bits in 0..=u8::MAX {
+            let state = PageState::from_bits(bits);
+            if (1..=8).contains(&bits) {
+                assert_eq!(state as u8, bits);
+            } else {
+                assert_eq!(state, PageState::Tail, "{bits}");
+            }
+        }
     }
 
     #[test]
