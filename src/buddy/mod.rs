@@ -120,8 +120,6 @@ pub(crate) struct Buddy {
     free_area: [[FreeList; NR_MIGRATETYPES]; NR_ORDERS],
     /// Per type, bit `o` set when `free_area[o][type]` is non-empty.
     list_mask: [u32; NR_MIGRATETYPES],
-    /// Free pages on each type's lists.
-    type_pages: [usize; NR_MIGRATETYPES],
     /// The migratetype of each pageblock.
     pageblocks: Pageblocks,
     /// Grouping by mobility is on (the kernel's
@@ -168,7 +166,6 @@ impl Buddy {
             max_order,
             free_area: [[FreeList { head: NIL, tail: NIL, nr_free: 0 }; NR_MIGRATETYPES]; NR_ORDERS],
             list_mask: [0; NR_MIGRATETYPES],
-            type_pages: [0; NR_MIGRATETYPES],
             pageblocks: Pageblocks::new(start, end, pageblock_order)?,
             grouping: grouping.by_mobility,
             defrag_mode: grouping.by_mobility && grouping.defrag_mode,
@@ -202,10 +199,10 @@ impl Buddy {
         std::mem::take(&mut self.reserve_changed)
     }
 
-    /// Free pages on type `mt`'s lists.
-    #[inline]
+    /// Free pages on type `mt`'s lists, from the lists' block counts (only
+    /// slow paths ask: keeping a running sum cost every list change).
     pub(crate) fn type_pages(&self, mt: Migratetype) -> usize {
-        self.type_pages[mt as usize]
+        self.free_area.iter().enumerate().map(|(o, area)| area[mt as usize].nr_free << o).sum()
     }
 
     /// Pages of type `mt`'s pageblocks that are not free on its lists: in
@@ -214,7 +211,7 @@ impl Buddy {
     pub(crate) fn pageblock_pages_in_use(&self, mt: Migratetype) -> usize {
         let used = (self.frontier - self.start) >> self.pageblocks.order();
         let typed = (0..used).filter(|&i| self.pageblocks.get_index(i) == mt).count();
-        (typed * self.pageblocks.nr_pages()).saturating_sub(self.type_pages[mt as usize])
+        (typed * self.pageblocks.nr_pages()).saturating_sub(self.type_pages(mt))
     }
 
     /// All free pages: on the lists and above the frontier.
@@ -595,7 +592,6 @@ impl Buddy {
         }
         area.nr_free += 1;
         self.list_mask[mt as usize] |= 1 << order;
-        self.type_pages[mt as usize] += 1 << order;
         self.reserve_changed |= mt == Migratetype::HighAtomic;
         self.listed_pages += 1 << order;
         if flags & flag::PURGED != 0 {
@@ -627,7 +623,6 @@ impl Buddy {
         if area.nr_free == 0 {
             self.list_mask[mt] &= !(1 << order);
         }
-        self.type_pages[mt] -= 1 << order;
         self.reserve_changed |= mt == Migratetype::HighAtomic as usize;
         self.listed_pages -= 1 << order;
         if flags & flag::PURGED != 0 {
