@@ -358,21 +358,23 @@ fn freeing_the_movable_pages_gives_back_whole_huge_pages() {
     assert!(got * 10 < possible, "{got} of {possible} without grouping: the scenario fragments");
 }
 
-/// A cache of order-0 pages that frees its oldest first and logs each
-/// call as (its name, pages freed).
-struct PageCache {
+/// A cache of order-0 pages (their addresses, oldest first) that frees
+/// its oldest first and logs each call as (its name, pages freed).
+struct LoggingCache {
     name: &'static str,
     arena: Arc<Arena>,
-    pages: Mutex<VecDeque<NonNull<u8>>>,
+    pages: Mutex<VecDeque<usize>>,
     log: Arc<Mutex<Vec<(&'static str, usize)>>>,
 }
 
-// SAFETY: the pointers are blocks of the arena, owned by the cache.
-unsafe impl Send for PageCache {}
-// SAFETY: as above; the list is behind a mutex.
-unsafe impl Sync for PageCache {}
+impl LoggingCache {
+    fn free_all(&self) {
+        let pages: Vec<usize> = self.pages.lock().unwrap().drain(..).collect();
+        pages.into_iter().for_each(|addr| free(&self.arena, NonNull::new(addr as *mut u8).unwrap(), 0));
+    }
+}
 
-impl Shrinker for PageCache {
+impl Shrinker for LoggingCache {
     fn count(&self) -> usize {
         self.pages.lock().unwrap().len()
     }
@@ -380,8 +382,8 @@ impl Shrinker for PageCache {
     fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
         let mut pages = self.pages.lock().unwrap();
         let n = nr_to_scan.min(pages.len());
-        for p in pages.drain(..n) {
-            free(&self.arena, p, 0);
+        for addr in pages.drain(..n) {
+            free(&self.arena, NonNull::new(addr as *mut u8).unwrap(), 0);
         }
         self.log.lock().unwrap().push((self.name, n));
         ShrinkResult::Freed(n)
@@ -413,7 +415,8 @@ fn order9_with_two_caches(grouping: bool) -> (Arc<Arena>, Vec<(&'static str, usi
     ));
     let log = Arc::new(Mutex::new(Vec::new()));
     let cache = |name, pages: Vec<NonNull<u8>>| {
-        Arc::new(PageCache { name, arena: arena.clone(), pages: Mutex::new(pages.into()), log: log.clone() })
+        let pages = pages.iter().map(|p| p.as_ptr() as usize).collect();
+        Arc::new(LoggingCache { name, arena: arena.clone(), pages: Mutex::new(pages), log: log.clone() })
     };
     let plain = cache("plain", plain);
     let reclaimable = cache("reclaimable", reclaimable);
@@ -422,9 +425,8 @@ fn order9_with_two_caches(grouping: bool) -> (Arc<Arena>, Vec<(&'static str, usi
     arena.check().unwrap();
     drop(handles);
     let log = log.lock().unwrap().clone();
-    for p in plain.pages.lock().unwrap().drain(..).chain(reclaimable.pages.lock().unwrap().drain(..)) {
-        free(&arena, p, 0);
-    }
+    plain.free_all();
+    reclaimable.free_all();
     (arena, log, block)
 }
 
