@@ -523,8 +523,8 @@ impl PcpSet {
     /// # Safety
     /// The caller has frozen the set (see [`PcpRegistry::with_frozen`]).
     pub(super) unsafe fn check(&self, node: &Node, cached: &mut [usize]) -> Result<(), crate::error::CheckError> {
-        for (i, zp) in self.pcps.iter().enumerate() {
-            let (z, list_type) = (i / PCP_TYPES, i % PCP_TYPES);
+        let groups = self.pcps.chunks(PCP_TYPES).enumerate();
+        for (z, zp, list_type) in groups.flat_map(|(z, g)| g.iter().enumerate().map(move |(t, zp)| (z, zp, t))) {
             for (o, &capacity) in CAPACITY.iter().enumerate() {
                 let order = o;
                 let n = zp.count[o].load(Ordering::Relaxed);
