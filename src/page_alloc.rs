@@ -28,12 +28,15 @@
 //!    `NOWARN`, a rate-limited warning.
 //!
 //! **Defrag mode** (`ArenaBuilder::defrag_mode`, the kernel's
-//! `ALLOC_NOFRAGMENT` on every attempt): until step 6 has raised
-//! compaction to its highest priority, a fallback may only claim a whole
-//! free pageblock; kcompactd is woken for a pageblock and every request
-//! compacts towards one (step 4 for order 0 too). After that, or at any
-//! step where the request would otherwise fail, one attempt may split a
-//! foreign pageblock (`fragmenting_fallback`).
+//! `ALLOC_NOFRAGMENT` on every attempt): a fallback may only claim a whole
+//! free pageblock until step 6 finds compaction at its highest priority
+//! (or, without movable owners, at once) unable to make one; kcompactd is
+//! woken for a pageblock when step 2 fails, every request compacts
+//! towards one (step 4 for order 0 too), and direct reclaim is skipped
+//! while the memory is there and only the rule stands in the way. A
+//! request that stops earlier (step 3, `NORETRY`, costly orders) makes
+//! one attempt that may split a foreign pageblock instead of failing
+//! (`fragmenting_fallback`; the kernel fails it).
 //!
 //! A thread inside a shrinker allocates without watermarks and never
 //! recurses into reclaim.
@@ -236,10 +239,15 @@ impl PageAlloc {
         // pageblock, which a fallback may then claim without mixing.
         let defrag = self.node().defrag_mode;
         let compact_order = if defrag { order.max(self.node().zones[preferred].pageblock_order) } else { order };
-        self.reclaim.wakeup_kcompactd(compact_order);
+        self.reclaim.wakeup_kcompactd(order);
         self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
             return Ok(block);
+        }
+        if compact_order > order {
+            // Defrag mode, short of a pageblock even at the min watermark:
+            // kcompactd keeps whole pageblocks free.
+            self.reclaim.wakeup_kcompactd(compact_order);
         }
         if !flags.may_wait() {
             // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
@@ -262,7 +270,11 @@ impl PageAlloc {
         loop {
             self.node().kswapd.wakeup();
             let first_drain = !drained;
-            let progress = self.reclaim.direct_reclaim(order, &mut drained);
+            // Defrag mode, with memory to spare and only the rule against
+            // fragmenting in the way: reclaim would evict caches for
+            // nothing; compaction below is what may help.
+            let fragmented_only = defrag && !mode.may_fragment && self.any_zone_ok(order, mode);
+            let progress = if fragmented_only { 0 } else { self.reclaim.direct_reclaim(order, &mut drained) };
             if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
                 return Ok(block);
             }
@@ -353,7 +365,14 @@ impl PageAlloc {
 
     /// `__alloc_pages_direct_compact`: compaction towards a free block of
     /// `target` order (the request's, or a pageblock in defrag mode) at
-    /// `priority`, then an allocation at `mode` if it ran.
+    /// `priority`, then an allocation at `mode` if it ran. Compaction's
+    /// outcome (and so its deferral) is whether the request was then
+    /// served, as the kernel counts it: in defrag mode an order-0 request
+    /// served from the pages compaction freed in its own type's
+    /// pageblocks was helped as much as by a whole pageblock (counting only
+    /// whole pageblocks deferred compaction for the next requests and
+    /// doubled the fragmenting fallbacks of `tests/compaction.rs`'s mixed
+    /// workload).
     fn direct_compact(
         &self,
         request: (u32, Migratetype),
@@ -365,6 +384,12 @@ impl PageAlloc {
         let block = self.get_page_from_freelist(request, mode, preferred);
         self.reclaim.compaction_outcome(target, block.is_some());
         block
+    }
+
+    /// Whether some zone passes the watermark check for `order` at `mode`
+    /// (the free memory is there, whatever its pageblocks).
+    fn any_zone_ok(&self, order: u32, mode: AllocMode) -> bool {
+        self.node().zones.iter().any(|zone| zone.watermark_ok(order, mode))
     }
 
     /// `unreserve_highatomic_pageblock`: gives one high-atomic pageblock

@@ -11,7 +11,8 @@
 //! pages, then (once) every per-thread cache. For a high-order request
 //! held up by reclaimable pageblocks with pages in use, the shrinkers of
 //! reclaimable memory are asked first, for `compact_gap` (twice the
-//! request): compaction cannot move those pages, and a cache that frees its
+//! request, at least `SWAP_CLUSTER_MAX`) but no more than those pages in
+//! use: compaction cannot move those pages, and a cache that frees its
 //! oldest pages first empties its oldest pageblocks. The other shrinkers
 //! are asked only for what is still missing. A thread that is reclaiming is
 //! marked ([`InReclaim`](crate::memalloc::InReclaim), the kernel's

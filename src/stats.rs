@@ -136,8 +136,9 @@ pub struct ZoneStats {
     /// kernel's `mm_page_alloc_extfrag` events).
     pub fallbacks: u64,
     /// Of those, the ones from a block smaller than a pageblock, claiming
-    /// it or not (the event's `fragmenting`): only these can leave a
-    /// pageblock mixed.
+    /// it or not (the event's `fragmenting`): the only fallbacks that can
+    /// leave a pageblock mixed (a released high-atomic pageblock, retyped
+    /// with its pages in use, is the other way).
     pub fallbacks_fragmenting: u64,
     /// Pageblocks a fallback claimed for the requesting type.
     pub pageblocks_claimed: u64,

@@ -9,7 +9,7 @@ use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_li
 use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
-use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, zone_highsize};
+use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize};
 use crate::pfn::{NIL, Pfn};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
@@ -328,6 +328,12 @@ impl Zone {
         zone_watermark_ok(free, order, mark, mode, order_mask)
     }
 
+    /// Free pages of the high-atomic reserve, as the lock-free watermark
+    /// checks see them.
+    pub(crate) fn reserve_free_pages(&self) -> usize {
+        self.mirror.reserve_pages.load(Ordering::Relaxed)
+    }
+
     /// Whether the zone's usable free pages are below `mark`: below low
     /// wakes reclaim; reclaim stops once none is below high.
     #[inline]
@@ -385,7 +391,10 @@ impl Zone {
         zone.inner.pcp_trims += 1;
         if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(order as usize) {
             for pfn in pfns {
-                if zone.is_cached_here(mm, pfn, order) && mm.page(pfn).info().migratetype() == mt {
+                // The pool list's type, as the lists name it (under loom one
+                // list serves every type).
+                let list_type = pcp_type(mm.page(pfn).info().migratetype() as usize);
+                if zone.is_cached_here(mm, pfn, order) && list_type == pcp_type(mt as usize) {
                     let pool = &mut zone.inner.pool;
                     pool.pfns[o][pool.count[o]] = pfn;
                     pool.count[o] += 1;

@@ -512,7 +512,7 @@ fn defrag_mode_keeps_a_long_mixed_workload_in_fewer_mixed_pageblocks() {
     let (defrag_mixed, defrag_fragmenting) = churn(true);
     assert!(mixed >= 5, "the workload mixes pageblocks without defrag mode: {mixed}");
     // Seeded and single-threaded, so the figures repeat (29 and 254
-    // without, 15 and 59 with): at least a third fewer mixed pageblocks
+    // without, 14 and 63 with): at least a third fewer mixed pageblocks
     // and half the fragmenting fallbacks. Most of those left are
     // compaction deferred after a failure; the rest, free memory that
     // lies only in other types' pageblocks, which a fallback must use.

@@ -83,7 +83,7 @@ pub(crate) struct BuddyCounters {
     /// `mm_page_alloc_extfrag` events).
     pub fallbacks: u64,
     /// Of those, the ones from a block smaller than a pageblock (claimed
-    /// or not): only these may leave a pageblock mixed.
+    /// or not): the only fallbacks that may leave a pageblock mixed.
     pub fallbacks_fragmenting: u64,
     /// Pageblocks whose type a fallback changed (claimed whole).
     pub pageblocks_claimed: u64,

@@ -1,4 +1,4 @@
-//! A set of page caches: per zone and order, a ring of blocks, and the
+//! A set of page caches: per zone, migratetype and order, a ring of blocks, and the
 //! owner/drainer handshake described below.
 //!
 //! **Remote drain.** [`PcpSet::drain`] empties a set from any thread, even one

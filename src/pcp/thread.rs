@@ -112,13 +112,19 @@ impl ThreadCaches {
                 let set = registry.attach(node)?;
                 // SAFETY: just attached; the thread holds a reference.
                 let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
-                // SAFETY: as above; `preferred` is one of the set's zones.
+                // SAFETY: as above.
                 let pcps = &unsafe { set.as_ref() }.pcps;
+                // From the whole slice, so that the fast paths may step from
+                // one group to another.
+                let all = NonNull::from(&pcps[..]).cast::<ZonePcp>();
+                let hot = pcp_index(preferred, 0);
+                assert!(hot + PCP_TYPES <= pcps.len());
                 self.entries[slot].set(Entry {
                     arena_id: node.id,
                     set,
-                    hot: NonNull::from(&pcps[pcp_index(preferred, 0)]),
-                    pcps: NonNull::from(&pcps[0]),
+                    // SAFETY: `hot` is below the slice's length (above).
+                    hot: unsafe { all.add(hot) },
+                    pcps: all,
                     nr_pcps: pcps.len(),
                     allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
                 });
@@ -273,6 +279,13 @@ pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn>
             return None;
         }
         let mt = (flag_bits >> MOBILITY_SHIFT) & 3;
+        // Under loom one list serves every type: a request naming both
+        // types must reach the slow path, which refuses it, as the empty
+        // high-atomic lists send it there otherwise.
+        #[cfg(loom)]
+        if mt == 3 {
+            return None;
+        }
         // SAFETY: entry 0 holds this arena's set (ids are never reused and
         // never 0), kept alive by the thread's reference; `hot` points at
         // the preferred zone's first type's lists, followed by its others.
