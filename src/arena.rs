@@ -123,11 +123,12 @@ impl Arena {
         // Purging less than a huge page would split it.
         let purge_min_order = if config.region.huge_pages == HugePages::None { 0 } else { HUGE_PAGE_ORDER };
         let mut start = Pfn::default();
+        // Defrag mode is a rule about fallbacks between types: none without grouping.
+        let defrag_mode = config.group_by_mobility && config.defrag_mode;
         let orders = BuddyOrders { max_order, purge_min_order, pageblock_order: config.effective_pageblock_order() };
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i]) << max_order);
-            let grouping =
-                (orders, Grouping { by_mobility: config.group_by_mobility, defrag_mode: config.defrag_mode });
+            let grouping = (orders, Grouping { by_mobility: config.group_by_mobility, defrag_mode });
             let zone = Zone::new(i, (start, end), grouping, layout.marks[i], config.pcp);
             start = end;
             zone.ok_or(BuildError::OutOfMetadataMemory)
@@ -147,7 +148,7 @@ impl Arena {
             max_order,
             pcp_enabled,
             group_by_mobility: config.group_by_mobility,
-            defrag_mode: config.group_by_mobility && config.defrag_mode,
+            defrag_mode,
             asymmetric_barriers,
             huge_pages: config.region.huge_pages,
             kswapd,

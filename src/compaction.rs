@@ -8,19 +8,21 @@
 //!
 //! **Isolation.** An owned block's head is `Owned`; the migrate scanner
 //! claims it with one compare-exchange to `Migrating`, the same word a free
-//! claims with a compare-exchange back to `Allocated`
-//! (`release_owned`, in the free path): exactly one wins. A free that finds `Migrating`
-//! marks the block `MigratingFreed` and returns; compaction frees it when
-//! the move ends. So a block freed, or being freed, while compaction picks
-//! it is never moved twice, never lost, never handed out twice. No lock of
+//! claims with a compare-exchange back to `Allocated` (`release_owned`, in
+//! the free path): exactly one wins. A free that finds `Migrating` marks
+//! the block `MigratingFreed` and returns; compaction frees it when the
+//! move ends. So a block freed, or being freed, while compaction picks it
+//! is never moved twice, never lost, never handed out twice. No lock of
 //! the arena is held while an owner's `migrate` runs (it may allocate and
-//! free); a free scanner's target is a plain allocated block until the
-//! owner accepts it. `tests/loom.rs` models a free racing the isolation
-//! (`a_free_racing_compaction_isolation_frees_once`).
+//! free); a free scanner's target is `Migrating` from the moment it is
+//! taken (under the zone lock) until the move ends, so the owner's free of
+//! it meanwhile is deferred as the source's is. `tests/loom.rs` models a
+//! free racing the isolation (`a_free_racing_compaction_isolation_frees_once`).
 //!
 //! **Who runs it.** `Arena::compact` compacts every zone to the end
 //! (`/proc/sys/vm/compact_memory`). The slow path compacts directly for
-//! orders above 0 (`__alloc_pages_direct_compact`), first at the lowest
+//! orders above 0, and in defrag mode for every order towards a free
+//! pageblock (`__alloc_pages_direct_compact`), first at the lowest
 //! priority (`Async`: only movable pageblocks are sources), raising it
 //! while compaction fails, and only where the fragmentation index says
 //! fragmentation and not lack of memory is the cause (above

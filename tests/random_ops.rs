@@ -4,8 +4,8 @@
 mod support;
 
 use support::page_model::{Harness, Op};
-use support::{Rng, small_arena, small_arena_with};
-use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
+use support::{Rng, small_arena, small_arena_builder, small_arena_with};
+use zonealloc::PcpConfig;
 
 /// What a run did: blocks grown in place, exact allocations made and
 /// resized in place.
@@ -104,15 +104,7 @@ fn random_ops_in_defrag_mode() {
     let mut fallbacks = [0, 0];
     for seed in 300..308 {
         let pcp = if seed % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
-        let arena = Arena::builder()
-            .region_size(2 * 2 * (4096 << 5))
-            .zones(2)
-            .max_order(5)
-            .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
-            .pcp(pcp)
-            .defrag_mode(true)
-            .build()
-            .unwrap();
+        let arena = small_arena_builder(2, 2, 5, pcp).defrag_mode(true).build().unwrap();
         let h = run_on(Harness::new(arena), seed, 3_000, 5);
         let stats = h.arena.stats();
         fallbacks[0] += stats.zones.iter().map(|z| z.fallbacks).sum::<u64>();

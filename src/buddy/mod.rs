@@ -105,7 +105,7 @@ pub(crate) struct BuddyOrders {
 pub(crate) struct Grouping {
     /// Grouping by mobility is on.
     pub by_mobility: bool,
-    /// The kernel's `defrag_mode`.
+    /// The kernel's `defrag_mode` (only with grouping by mobility).
     pub defrag_mode: bool,
 }
 
@@ -168,7 +168,7 @@ impl Buddy {
             list_mask: [0; NR_MIGRATETYPES],
             pageblocks: Pageblocks::new(start, end, pageblock_order)?,
             grouping: grouping.by_mobility,
-            defrag_mode: grouping.by_mobility && grouping.defrag_mode,
+            defrag_mode: grouping.defrag_mode,
             nr_reserved_highatomic: 0,
             reserve_changed: false,
             listed_pages: 0,

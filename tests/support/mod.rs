@@ -3,7 +3,7 @@
 
 pub mod page_model;
 
-use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
+use zonealloc::{Arena, ArenaBuilder, PcpConfig, WatermarkConfig, Watermarks};
 
 /// A small arena with no watermarks (every page can be allocated) and no
 /// per-thread caches: what the buddy layer's exact-count tests need.
@@ -13,14 +13,17 @@ pub fn small_arena(zones: usize, blocks_per_zone: usize, max_order: u32) -> Aren
 
 /// A small arena with no watermarks and the given per-thread caches.
 pub fn small_arena_with(zones: usize, blocks_per_zone: usize, max_order: u32, pcp: PcpConfig) -> Arena {
+    small_arena_builder(zones, blocks_per_zone, max_order, pcp).build().expect("small arena")
+}
+
+/// The builder of [`small_arena_with`], for tests that set more.
+pub fn small_arena_builder(zones: usize, blocks_per_zone: usize, max_order: u32, pcp: PcpConfig) -> ArenaBuilder {
     Arena::builder()
         .region_size(zones * blocks_per_zone * (4096 << max_order))
         .zones(zones)
         .max_order(max_order)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(pcp)
-        .build()
-        .expect("small arena")
 }
 
 /// splitmix64: a tiny, seedable generator so tests replay exactly.
