@@ -29,7 +29,8 @@ impl Arena {
     /// every per-thread cache is a cached block of its list's order and zone,
     /// and the caches hold exactly the blocks the metadata says are cached;
     /// every used page belongs to exactly one block; no two free buddies are
-    /// left unmerged; free + cached + allocated = managed pages in every
+    /// left unmerged, but where the high-atomic reserve keeps its pageblocks
+    /// apart (as `__free_one_page` does); free + cached + allocated = managed pages in every
     /// zone; the lock-free counters agree with the lists.
     ///
     /// Freezes every per-thread cache (their owners wait on their next slow
@@ -154,7 +155,11 @@ impl Arena {
                     let buddy_pfn = pfn.buddy(order);
                     if order < max_order {
                         let other = mm.page(buddy_pfn).info();
-                        if other.state == PageState::Free && other.order() == order {
+                        if other.state == PageState::Free
+                            && other.order() == order
+                            && (order < buddy.pageblocks().order()
+                                || info.migratetype().merges_with(other.migratetype()))
+                        {
                             return Err(CheckError::UnmergedBuddies { zone: z, pfn: pfn.min(buddy_pfn).raw(), order });
                         }
                     }

@@ -94,6 +94,18 @@ impl Migratetype {
     pub(crate) const fn is_mergeable(self) -> bool {
         !matches!(self, Self::HighAtomic)
     }
+
+    /// Whether two free buddies of at least pageblock order, on the lists
+    /// of `self` and `other`, merge (`__free_one_page`): unless exactly one
+    /// of them is the high-atomic reserve, whose pageblocks would otherwise
+    /// leave it inside a block of another type (below pageblock order both
+    /// halves are in one pageblock and always merge). The one rule both the
+    /// free path and `check()` apply, so the reserve's unmerged buddies are
+    /// the only ones `check()` accepts.
+    #[inline]
+    pub(crate) const fn merges_with(self, other: Self) -> bool {
+        self as u8 == other as u8 || (self.is_mergeable() && other.is_mergeable())
+    }
 }
 
 impl std::fmt::Display for Migratetype {

@@ -69,10 +69,14 @@ impl Buddy {
         if order < self.pageblocks.order() {
             self.move_freepages_block(mm, pfn, mt);
         } else {
+            // A whole free pageblock (or more) of the reserve: free it again
+            // as type `mt`, so that it merges with the free buddy the
+            // reserve kept it from (the kernel leaves the two apart until
+            // one is allocated and freed again).
             let info = mm.page(pfn).info();
             self.del_from_free_list(mm, pfn, order, info);
             self.pageblocks.set_range(pfn, order, mt);
-            self.add_to_free_list(mm, pfn, order, info.flags & crate::page::flag::CONTENT, mt);
+            self.free_one_page(mm, pfn, order, info.flags);
         }
         true
     }

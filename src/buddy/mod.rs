@@ -544,10 +544,10 @@ impl Buddy {
             }
             if order >= pageblock_order {
                 let buddy_mt = info.migratetype();
+                if !mt.merges_with(buddy_mt) {
+                    break;
+                }
                 if buddy_mt != mt {
-                    if !mt.is_mergeable() || !buddy_mt.is_mergeable() {
-                        break;
-                    }
                     // So that an `expand` of the merged block later puts
                     // its halves on the right lists.
                     self.pageblocks.set_range(buddy, order, mt);
