@@ -64,7 +64,9 @@ pub(crate) fn heavy() {
     if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
         return;
     }
-    crate::report::fatal("membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration succeeded");
+    crate::report::fatal(format_args!(
+        "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration succeeded"
+    ));
 }
 
 #[cfg(test)]

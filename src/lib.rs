@@ -65,6 +65,9 @@ mod slab;
 mod stats;
 mod sync;
 mod sysalloc;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 mod watermark;
 mod zone;
 
@@ -140,13 +143,13 @@ pub mod loom_hooks {
             Self { heap: crate::slab::SharedHeap::new(), arena, slabs }
         }
 
-        /// An object of `class` for the thread named `token` (non-zero).
-        pub fn alloc(&self, class: usize, token: usize) -> Option<NonNull<u8>> {
+        /// An object of `class`.
+        pub fn alloc(&self, class: usize) -> Option<NonNull<u8>> {
             // SAFETY: the arena and the slab state live in `self` behind
             // `Arc`s (stable addresses) and outlive `self.heap`, the only
             // holder of these references.
             let (arena, slabs) = unsafe { (&*Arc::as_ptr(&self.arena), &*Arc::as_ptr(&self.slabs)) };
-            self.heap.alloc(arena, slabs, class, token)
+            self.heap.alloc(arena, slabs, class)
         }
     }
 

@@ -236,6 +236,19 @@ impl PageMeta {
             .map_err(PageInfo::unpack)
     }
 
+    /// Replaces the packed info word `current` with `new`, if it is still
+    /// `current`; whether it did. How every free claims an allocated head
+    /// before it puts the block on any list: of two frees of one block
+    /// racing each other, exactly one changes the word, and the other is
+    /// refused (a block on two lists would be handed out twice). Relaxed:
+    /// the claim only decides who frees; the lists the winner then uses
+    /// are ordered by their own protocol (the zone lock, the cache
+    /// handshake).
+    #[inline(always)]
+    pub(crate) fn claim_word(&self, current: u32, new: u32) -> bool {
+        self.info.compare_exchange(current, new, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
     /// Stores the info word with Release: publishes what was written
     /// before (an owned block's owner) to whoever reads the state with
     /// Acquire.
@@ -339,10 +352,27 @@ impl MemMap {
         unsafe { std::slice::from_raw_parts(self.entries.ptr.as_ptr(), self.entries.len) }
     }
 
-    /// The entry of page `pfn`.
+    /// The entry of page `pfn`. A page number beyond the region comes from
+    /// a broken list link or head (metadata a bug overwrote): fatal, with
+    /// the caller's place, rather than a panic (whose message allocates).
     #[inline]
+    #[track_caller]
     pub(crate) fn page(&self, pfn: Pfn) -> &PageMeta {
-        &self.entries()[pfn.index()]
+        match self.entries().get(pfn.index()) {
+            Some(page) => page,
+            None => self.beyond(pfn),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn beyond(&self, pfn: Pfn) -> ! {
+        crate::report::fatal(format_args!(
+            "page {} is beyond the {} pages of the region (a broken list link or head)",
+            pfn.raw(),
+            self.entries.len
+        ))
     }
 
     /// The entry of page `pfn` without a bounds check.
@@ -358,8 +388,17 @@ impl MemMap {
     }
 
     /// Entries `start..end`, for walks.
+    #[track_caller]
     pub(crate) fn range(&self, start: Pfn, end: Pfn) -> &[PageMeta] {
-        &self.entries()[start.index()..end.index()]
+        match self.entries().get(start.index()..end.index()) {
+            Some(pages) => pages,
+            None => crate::report::fatal(format_args!(
+                "pages {}..{} are not within the {} pages of the region",
+                start.raw(),
+                end.raw(),
+                self.entries.len
+            )),
+        }
     }
 }
 

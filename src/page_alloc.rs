@@ -107,6 +107,19 @@ pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Result
     }
 }
 
+/// A validated head that records a zone its page is not in: the
+/// metadata is broken.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn head_in_wrong_zone(pfn: Pfn, info: PageInfo) -> ! {
+    crate::report::fatal(format_args!(
+        "the head of page {} records zone {}, which does not hold it",
+        pfn.raw(),
+        info.zone()
+    ))
+}
+
 impl PageAlloc {
     /// The node it allocates from.
     #[inline(always)]
@@ -474,21 +487,28 @@ impl PageAlloc {
             }
         }
         self.validate_free(pfn, info, order, addr)?;
+        // The zone the head records indexes the caches and the zones from
+        // here on: it must be the zone the page lies in.
+        let zone = match self.node().zones.get(info.zone()) {
+            Some(zone) if zone.contains(pfn) => zone,
+            _ => head_in_wrong_zone(pfn, info),
+        };
+        // Every way on claims the head first (`PageMeta::claim_word`): of
+        // two frees of the block racing each other, one goes on, the
+        // other is refused here.
         if order <= PCP_MAX_ORDER
             && self.node().pcp_enabled
-            && with_thread_set(self.node(), &self.reclaim.pcp, |set| {
-                set.free(self.node(), pfn, (order, info.migratetype()), info.zone())
-            })
-            .is_some()
+            && let Some(freed) = with_thread_set(self.node(), &self.reclaim.pcp, |set| set.free(self.node(), pfn, info))
         {
-            return Ok(());
+            return if freed { Ok(()) } else { Err(FreeError::DoubleFree { addr }) };
         }
-        let zone = &self.node().zones[info.zone()];
         let mut guard = zone.lock();
-        // Re-read under the lock: a racing free of the same block is
-        // caught here, and the lists never see a block twice.
-        let info = self.node().mem_map.page(pfn).info();
+        let page = self.node().mem_map.page(pfn);
+        let info = page.info();
         self.validate_free(pfn, info, order, addr)?;
+        if !page.claim_word(info.pack(), info.with_state(PageState::Free).pack()) {
+            return Err(FreeError::DoubleFree { addr });
+        }
         guard.inner.buddy.free_one_page(&self.node().mem_map, pfn, order, 0);
         guard.inner.frees[order as usize] += 1;
         drop(guard);

@@ -38,15 +38,51 @@ impl Write for StackWriter {
     }
 }
 
-/// Prints `message` and aborts: for states the allocator cannot continue
-/// from (unwinding out of an allocator is undefined behaviour).
+/// Prints one line, what failed and where (the caller's file and line),
+/// and aborts: for a broken invariant or any state the allocator cannot
+/// continue from. Nothing here allocates or takes a lock, so it works on a
+/// thread that holds the allocator's locks (unwinding out of an allocator
+/// is undefined behaviour, and a panic's message would allocate).
 #[cold]
+#[inline(never)]
+#[track_caller]
 #[cfg_attr(loom, allow(dead_code))]
-pub(crate) fn fatal(message: &str) -> ! {
+pub(crate) fn fatal(what: fmt::Arguments<'_>) -> ! {
+    fatal_at(std::panic::Location::caller(), what)
+}
+
+/// [`fatal`] for a failure found at `at`.
+#[cold]
+#[inline(never)]
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) fn fatal_at(at: &std::panic::Location<'_>, what: fmt::Arguments<'_>) -> ! {
     let mut w = StackWriter::new();
-    let _ = write!(w, "zonealloc: fatal: {message}");
+    let _ = write!(w, "zonealloc: fatal: {what} (at {}:{})", at.file(), at.line());
     w.flush_line();
     std::process::abort()
+}
+
+/// Aborts with one line if it is dropped by unwinding: held across an
+/// entry point of the global allocator, out of which a panic must not
+/// unwind (undefined behaviour for a `GlobalAlloc`). Forgotten at the end
+/// of the call (`disarm`), it costs nothing on the way out.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) struct AbortOnUnwind(pub(crate) &'static str);
+
+#[cfg_attr(loom, allow(dead_code))]
+impl AbortOnUnwind {
+    /// The call returned normally.
+    #[inline(always)]
+    pub(crate) fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for AbortOnUnwind {
+    #[cold]
+    fn drop(&mut self) {
+        fatal(format_args!("a panic inside the allocator unwound out of {}", self.0));
+    }
 }
 
 #[cfg(all(test, not(loom)))]

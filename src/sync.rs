@@ -40,31 +40,119 @@ mod imp {
     /// std's, which on Linux is a bare futex word: it never allocates,
     /// which the global allocator needs (parking_lot's slow path creates
     /// per-thread data and grows a hash table with the allocator that may be
-    /// waiting for this very lock). A panic while a lock is held is already
-    /// a bug; poisoning is ignored.
+    /// waiting for this very lock). Poisoning is ignored: a panic while one
+    /// of these is held aborts the process first.
+    ///
+    /// **Failing without hanging.** A panic inside the allocator with a lock
+    /// held would otherwise hang the process: formatting the panic message
+    /// allocates, and the allocation waits for the lock its own thread
+    /// holds. So the lock records its holder (`pthread_self`, cleared before
+    /// the release), and two things abort with one line instead, written
+    /// without allocating ([`fatal`](crate::report::fatal)): a thread that
+    /// finds the lock held *by itself* (re-entered: waiting would be a
+    /// self-deadlock), and a guard dropped by a panic that began while it
+    /// was held (unwinding out of the allocator leaves its structures half
+    /// changed). A panic that began before the lock was taken (a program's
+    /// own, whose unwinding frees memory) is no business of the lock's.
     #[derive(Debug, Default)]
-    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+    pub(crate) struct Mutex<T> {
+        lock: std::sync::Mutex<T>,
+        /// The holder's `pthread_self`, 0 when free (set after acquiring,
+        /// cleared before releasing: only the holder writes its own).
+        owner: AtomicUsize,
+    }
 
-    pub(crate) type MutexGuard<'a, T> = std::sync::MutexGuard<'a, T>;
+    /// The guard of a [`Mutex`].
+    pub(crate) struct MutexGuard<'a, T> {
+        guard: std::sync::MutexGuard<'a, T>,
+        owner: &'a AtomicUsize,
+        /// Whether the thread was already panicking when it took the lock.
+        panicking: bool,
+    }
+
+    /// A panic that began while a lock was held is unwinding out of its
+    /// section: the structures it guards are half changed. (The panic's
+    /// own message, printed before the unwinding, says where.)
+    #[cold]
+    #[inline(never)]
+    fn panic_in_locked_section() -> ! {
+        crate::report::fatal(format_args!("a panic inside the allocator, in a section that holds a lock"))
+    }
+
+    /// This thread's identity for [`Mutex`]'s holder: never 0.
+    #[inline(always)]
+    fn thread_id() -> usize {
+        // SAFETY: pthread_self has no preconditions.
+        unsafe { libc::pthread_self() as usize }
+    }
 
     impl<T> Mutex<T> {
         pub(crate) const fn new(value: T) -> Self {
-            Self(std::sync::Mutex::new(value))
+            Self { lock: std::sync::Mutex::new(value), owner: AtomicUsize::new(0) }
         }
 
         #[inline]
+        #[track_caller]
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            let guard = match self.lock.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => self.lock_contended(),
+            };
+            self.guard(guard)
+        }
+
+        #[cold]
+        #[track_caller]
+        fn lock_contended(&self) -> std::sync::MutexGuard<'_, T> {
+            if self.owner.load(Ordering::Relaxed) == thread_id() {
+                crate::report::fatal(format_args!(
+                    "the allocator was re-entered on a thread that holds one of its locks (a panic inside it?)"
+                ));
+            }
+            self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        #[inline(always)]
+        fn guard<'a>(&'a self, guard: std::sync::MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+            self.owner.store(thread_id(), Ordering::Relaxed);
+            MutexGuard { guard, owner: &self.owner, panicking: std::thread::panicking() }
         }
 
         /// The guard if the lock is free now.
         #[allow(dead_code)]
         pub(crate) fn try_lock(&self) -> Result<MutexGuard<'_, T>, ()> {
-            match self.0.try_lock() {
-                Ok(guard) => Ok(guard),
-                Err(std::sync::TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+            match self.lock.try_lock() {
+                Ok(guard) => Ok(self.guard(guard)),
+                Err(std::sync::TryLockError::Poisoned(e)) => Ok(self.guard(e.into_inner())),
                 Err(std::sync::TryLockError::WouldBlock) => Err(()),
             }
+        }
+    }
+
+    impl<T> std::ops::Deref for MutexGuard<'_, T> {
+        type Target = T;
+
+        #[inline(always)]
+        fn deref(&self) -> &T {
+            &self.guard
+        }
+    }
+
+    impl<T> std::ops::DerefMut for MutexGuard<'_, T> {
+        #[inline(always)]
+        fn deref_mut(&mut self) -> &mut T {
+            &mut self.guard
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        #[inline]
+        fn drop(&mut self) {
+            if !self.panicking && std::thread::panicking() {
+                panic_in_locked_section();
+            }
+            self.owner.store(0, Ordering::Relaxed);
         }
     }
 
@@ -122,7 +210,7 @@ mod imp {
         }
 
         pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-            self.0.wait(guard).unwrap_or_else(PoisonError::into_inner)
+            self.wait_timeout_inner(guard, None).0
         }
 
         /// Waits at most `timeout`; also returns whether it timed out.
@@ -131,8 +219,29 @@ mod imp {
             guard: MutexGuard<'a, T>,
             timeout: std::time::Duration,
         ) -> (MutexGuard<'a, T>, bool) {
-            let (guard, result) = self.0.wait_timeout(guard, timeout).unwrap_or_else(PoisonError::into_inner);
-            (guard, result.timed_out())
+            self.wait_timeout_inner(guard, Some(timeout))
+        }
+
+        /// The holder is cleared while the lock is given up for the wait.
+        fn wait_timeout_inner<'a, T>(
+            &self,
+            guard: MutexGuard<'a, T>,
+            timeout: Option<std::time::Duration>,
+        ) -> (MutexGuard<'a, T>, bool) {
+            let guard = std::mem::ManuallyDrop::new(guard);
+            // SAFETY: `guard` is never used or dropped again; its parts are
+            // moved out once.
+            let (inner, owner, panicking) = unsafe { (std::ptr::read(&guard.guard), guard.owner, guard.panicking) };
+            owner.store(0, Ordering::Relaxed);
+            let (inner, timed_out) = match timeout {
+                None => (self.0.wait(inner).unwrap_or_else(PoisonError::into_inner), false),
+                Some(timeout) => {
+                    let (inner, result) = self.0.wait_timeout(inner, timeout).unwrap_or_else(PoisonError::into_inner);
+                    (inner, result.timed_out())
+                }
+            };
+            owner.store(thread_id(), Ordering::Relaxed);
+            (MutexGuard { guard: inner, owner, panicking }, timed_out)
         }
 
         pub(crate) fn notify_one(&self) {

@@ -343,6 +343,7 @@ impl Zone {
 
     /// Locks the zone.
     #[inline]
+    #[track_caller]
     pub(crate) fn lock(&self) -> ZoneGuard<'_> {
         ZoneGuard { zone: self, inner: self.inner.lock() }
     }
@@ -359,6 +360,8 @@ impl Zone {
         mut put: impl FnMut(usize, Pfn),
     ) -> usize {
         let mut zone = self.lock();
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::fire_in_zone_lock(&mut zone.inner.buddy, order, mt);
         let o = pcp_list(order as usize, mt as usize);
         let pool = &mut zone.inner.pool;
         let from_pool = pool.count[o].min(count);

@@ -186,6 +186,53 @@ fn two_threads_share_a_zone_through_their_caches() {
     });
 }
 
+/// Two threads free the same block at the same moment (a racing double
+/// free), each through its own cache, while a third allocates: exactly
+/// one free is accepted and the block is cached once. Its buddy stays
+/// allocated, so the allocation (of the zone's other order-1 block) can
+/// never be handed the block itself: had it been, the second free would
+/// be a free through a stale pointer after a legitimate reuse, which no
+/// allocator can refuse. The main thread takes the two pages as one
+/// exact allocation each (no cache set: its stack has no room for one).
+#[test]
+fn two_frees_of_one_block_race_an_allocation() {
+    // Bound 2: about 40 s; it finds the race (both frees accepted).
+    model_with_bound(2, || {
+        let arena = Arc::new(tiny_arena());
+        let page = || arena.alloc_pages_exact(1, AllocFlags::empty()).unwrap().as_ptr() as usize;
+        let (block, buddy) = (page(), page());
+        assert_eq!(block ^ buddy, 4096, "the two halves of one order-1 block");
+        let racers: Vec<_> = (0..2)
+            .map(|_| {
+                let arena = Arc::clone(&arena);
+                spawn(move || {
+                    // SAFETY: both racers free the same live block; the
+                    // arena must accept one free and refuse the other.
+                    unsafe { arena.free_pages(NonNull::new(block as *mut u8).unwrap(), 0) }.is_ok()
+                })
+            })
+            .collect();
+        let taker = {
+            let arena = Arc::clone(&arena);
+            spawn(move || {
+                let taken = arena.alloc_pages(1, AllocFlags::NOWARN).unwrap().as_ptr() as usize;
+                // SAFETY: allocated just now, freed once.
+                unsafe { arena.free_pages(NonNull::new(taken as *mut u8).unwrap(), 1) }.unwrap();
+                taken
+            })
+        };
+        let accepted = racers.into_iter().map(|r| r.join().unwrap()).filter(|&ok| ok).count();
+        let taken = taker.join().unwrap();
+        assert_eq!(accepted, 1, "frees of one block accepted");
+        assert_ne!(taken & !(8192 - 1), block & !(8192 - 1), "handed the freed block's order-1 block");
+        // SAFETY: the exact allocation of one page made above, freed once.
+        unsafe { arena.free_pages_exact(NonNull::new(buddy as *mut u8).unwrap(), 1) }.unwrap();
+        all_pages_back(&arena);
+        let stats = arena.stats();
+        assert_eq!((stats.invalid_frees, stats.zones[0].pcp_corrupt), (1, 0), "refused frees; blocks on two lists");
+    });
+}
+
 /// One zone of 3 order-0 pages with min 0, low 2, high 2; no caches;
 /// kswapd running unless `background` is false; no purge timer.
 fn reclaim_arena(background: bool) -> Arena {
@@ -477,10 +524,10 @@ fn shared_heap_allocations_race_each_other_and_adopt_orphans() {
             // Not `Send` (the shared heap holds raw pointers); its thread
             // builds no cache set.
             thread::spawn(move || {
-                shared.alloc(class, 1).expect("the shared heap failed under contention").as_ptr() as usize
+                shared.alloc(class).expect("the shared heap failed under contention").as_ptr() as usize
             })
         };
-        let mine = shared.alloc(class, 2).expect("the shared heap failed under contention").as_ptr() as usize;
+        let mine = shared.alloc(class).expect("the shared heap failed under contention").as_ptr() as usize;
         let theirs = other.join().unwrap();
         let mut objects = vec![mine, theirs, orphaned];
         objects.sort_unstable();

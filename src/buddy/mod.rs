@@ -495,10 +495,22 @@ impl Buddy {
         }
         let pfn = head(found);
         let info = mm.page(pfn).info();
+        if info.state != PageState::Free || info.order() != found {
+            bad_list_head(mt, found, pfn, info);
+        }
         let flags = info.flags & flag::CONTENT;
         self.del_from_free_list(mm, pfn, found, info);
         self.expand(mm, pfn, found, order, flags, mt);
         Some((pfn, flags))
+    }
+
+    /// Points the type-`mt` list of `order` at a page beyond the region
+    /// (`test_hooks::InZoneLock::BreakFreeList`).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn break_free_list(&mut self, order: u32, mt: Migratetype) {
+        self.free_area[order as usize][mt as usize].head = Pfn::new(u32::MAX as usize - 1);
+        self.free_area[order as usize][mt as usize].nr_free += 1;
+        self.list_mask[mt as usize] |= 1 << order;
     }
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
@@ -569,7 +581,7 @@ impl Buddy {
     /// one at the back (`FPI_TO_TAIL`), so that memory handed back to the OS
     /// is reused last.
     /// The list is `mt`'s; `flags` are content flags.
-    #[inline]
+    #[inline(always)]
     fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype) {
         debug_assert_eq!(flags & !flag::CONTENT, 0);
         let area = &mut self.free_area[order as usize][mt as usize];
@@ -603,7 +615,7 @@ impl Buddy {
 
     /// Unlinks a free block (whose head entry is `info`) from its list;
     /// its head entry is left for the caller to overwrite.
-    #[inline]
+    #[inline(always)]
     fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, info: PageInfo) {
         let (flags, mt) = (info.flags, info.migratetype() as usize);
         let page = mm.page(pfn);
@@ -631,4 +643,18 @@ impl Buddy {
             self.purgeable_pages -= 1 << order;
         }
     }
+}
+
+/// A free list whose head is not a free block of the list's order: the
+/// metadata is broken.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn bad_list_head(mt: Migratetype, order: u32, pfn: Pfn, info: PageInfo) -> ! {
+    crate::report::fatal(format_args!(
+        "the {mt} free list of order {order} holds page {}, whose head says {:?} of order {}",
+        pfn.raw(),
+        info.state,
+        info.order()
+    ))
 }

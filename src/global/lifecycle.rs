@@ -99,12 +99,6 @@ impl Drop for HeapExit {
     }
 }
 
-/// A number naming the calling thread while it lives (the address of its
-/// `LOCAL`, which has no destructor and so is always there).
-fn thread_token() -> usize {
-    LOCAL.with(|local| ptr::from_ref(local) as usize)
-}
-
 /// Runs `f` on this thread's heap if it is ready, without marking it
 /// borrowed: `f` must not allocate or free (the fast paths only push and
 /// pop).
@@ -184,13 +178,13 @@ static SHARED: SharedHeap<'static> = SharedHeap::new();
 /// out of memory.
 #[cold]
 pub(super) fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
-    SHARED.alloc(arena, &SLABS, class, thread_token()).map_or(ptr::null_mut(), NonNull::as_ptr)
+    SHARED.alloc(arena, &SLABS, class).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 
 /// Publishes the object counts of this thread's heap and the shared heap.
 pub(super) fn flush_counts(arena: &'static Arena) {
     let _ = with_heap(arena, false, ThreadHeap::flush);
-    if let Some(heap) = SHARED.lock(thread_token()).existing() {
+    if let Some(heap) = SHARED.lock().existing() {
         heap.flush();
     }
 }
@@ -218,8 +212,7 @@ pub(super) fn install_fork_handlers() {
 
 extern "C" fn fork_prepare() {
     let Some(arena) = init::global_arena() else { return };
-    let held =
-        ForkHeld { _shared: SHARED.lock(thread_token()), _slabs: SLABS.lock_for_fork(), arena: arena.lock_for_fork() };
+    let held = ForkHeld { _shared: SHARED.lock(), _slabs: SLABS.lock_for_fork(), arena: arena.lock_for_fork() };
     // SAFETY: see ForkSlot.
     unsafe { *FORK_HELD.0.get() = Some(held) };
 }

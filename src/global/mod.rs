@@ -35,7 +35,7 @@ use crate::arena::Arena;
 use crate::arena::layout_order as order_of;
 use crate::flags::AllocFlags;
 use crate::ratelimit::RateLimit;
-use crate::report::StackWriter;
+use crate::report::{AbortOnUnwind, StackWriter};
 use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
 use crate::stats::Stats;
 use crate::sysalloc::SysAlloc;
@@ -303,44 +303,66 @@ fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bo
 
 // SAFETY: every block handed out is at least `layout.size()` bytes, aligned
 // to `layout.align()` (slab classes and buddy orders are chosen for both),
-// and not handed out again until freed; nothing here unwinds.
+// and not handed out again until freed; nothing here unwinds (a panic
+// inside aborts: `AbortOnUnwind`, and the locks' guards in `sync`).
 unsafe impl GlobalAlloc for ZoneAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        alloc_impl(layout, false)
+        let guard = AbortOnUnwind("ZoneAlloc::alloc");
+        let ptr = alloc_impl(layout, false);
+        guard.disarm();
+        ptr
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        alloc_impl(layout, true)
+        let guard = AbortOnUnwind("ZoneAlloc::alloc_zeroed");
+        let ptr = alloc_impl(layout, true);
+        guard.disarm();
+        ptr
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let guard = AbortOnUnwind("ZoneAlloc::dealloc");
         dealloc_impl(ptr, layout);
+        guard.disarm();
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees new_size, rounded up to align, does
-        // not overflow isize.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if let Some(class) = class_of(layout.size(), layout.align()) {
-            let new_class = class_of(new_size, layout.align());
-            if new_class == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
-                return ptr;
-            }
-            if let Some(new_class) = new_class {
-                let moved = alloc_object(new_class, new_layout, false);
-                let len = layout.size().min(new_size);
-                // SAFETY: the caller's contract; `moved` is a fresh object;
-                // `class` is from `class_of`.
-                return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
-            }
-        }
+        let guard = AbortOnUnwind("ZoneAlloc::realloc");
         // SAFETY: the caller's contract, forwarded.
-        unsafe { realloc_pages(ptr, layout, new_layout) }
+        let moved = unsafe { realloc_impl(ptr, layout, new_size) };
+        guard.disarm();
+        moved
     }
+}
+
+/// `GlobalAlloc::realloc`.
+///
+/// # Safety
+/// As for `GlobalAlloc::realloc`.
+#[inline(always)]
+unsafe fn realloc_impl(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees new_size, rounded up to align, does
+    // not overflow isize.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    if let Some(class) = class_of(layout.size(), layout.align()) {
+        let new_class = class_of(new_size, layout.align());
+        if new_class == Some(class) && global_arena().is_some_and(|a| a.contains(ptr)) {
+            return ptr;
+        }
+        if let Some(new_class) = new_class {
+            let moved = alloc_object(new_class, new_layout, false);
+            let len = layout.size().min(new_size);
+            // SAFETY: the caller's contract; `moved` is a fresh object;
+            // `class` is from `class_of`.
+            return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
+        }
+    }
+    // SAFETY: the caller's contract, forwarded.
+    unsafe { realloc_pages(ptr, layout, new_layout) }
 }
 
 /// The end of every `realloc` that moves: unless the new allocation

@@ -128,26 +128,30 @@ impl ZonePcp {
         self.lists.with_mut(|lists| f(unsafe { &mut *lists }))
     }
 
-    /// Pushes `pfn` onto list `o`'s ring unless the ring is at `high`;
-    /// whether it did. The free fast path of both `PcpSet::free` and
-    /// `free_fast`.
+    /// Pushes `pfn` onto list `o`'s ring unless the ring is at `high`
+    /// (`Full`) or `claim`, the free's claim of the block's head, fails
+    /// (`Lost`: another free of the block got it first). The free fast
+    /// path of both `PcpSet::free` and `free_fast`.
     ///
     /// # Safety
     /// As for [`lists`](Self::lists).
     #[inline(always)]
-    pub(super) unsafe fn push(&self, o: usize, pfn: Pfn) -> bool {
+    pub(super) unsafe fn push(&self, o: usize, pfn: Pfn, claim: impl FnOnce() -> bool) -> Push {
         let n = self.count[o].load(Ordering::Relaxed);
         // SAFETY: the caller has the lists.
         let pushed = unsafe {
             self.lists(|l| {
                 if n >= l.high[o] {
-                    return false;
+                    return Push::Full;
+                }
+                if !claim() {
+                    return Push::Lost;
                 }
                 l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                true
+                Push::Pushed
             })
         };
-        if pushed {
+        if let Push::Pushed = pushed {
             self.count[o].store(n + 1, Ordering::Relaxed);
         }
         pushed
@@ -176,6 +180,17 @@ impl ZonePcp {
     pub(super) fn bump(counter: &AtomicU64) {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+}
+
+/// What a push onto a ring did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Push {
+    /// The block is on the ring.
+    Pushed,
+    /// The ring is at `high`: nothing changed.
+    Full,
+    /// Another free claimed the block first: nothing changed.
+    Lost,
 }
 
 pub(super) const VACANT: u8 = 0;
@@ -330,33 +345,39 @@ impl PcpSet {
         })
     }
 
-    /// Frees an order-`order` block of zone `zone`, allocated as type `mt`,
-    /// into this thread's cache; the caller has validated that it is an
-    /// allocated block of that order.
+    /// Frees the allocated block `pfn`, whose head the caller validated as
+    /// `info`, into this thread's cache. `false`, with nothing changed, if
+    /// another free of the block claimed it first (a racing double free).
     #[inline]
-    pub(crate) fn free(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
-        let o = order as usize;
-        let zp = &self.pcps[pcp_index(zone, mt as usize)];
+    pub(crate) fn free(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
+        let o = info.order() as usize;
+        let zp = &self.pcps[pcp_index(info.zone(), info.migratetype() as usize)];
         if self.enter() {
             // SAFETY: inside a busy section that did not see `locked`.
-            if unsafe { zp.push(o, pfn) } {
-                put_cached(node, pfn, (order, mt), zone);
+            let pushed = unsafe { zp.push(o, pfn, || claim_cached(node, pfn, info)) };
+            if pushed == Push::Pushed {
                 ZonePcp::bump(&zp.frees[o]);
-                self.leave();
-                return;
             }
             self.leave();
+            if pushed != Push::Full {
+                return pushed == Push::Pushed;
+            }
         }
-        self.free_trim(node, pfn, (order, mt), zone);
+        self.free_trim(node, pfn, info)
     }
 
     /// The slow path of `free`: push, and if the list is now above `high`,
     /// return its `batch` coldest blocks under one zone lock acquisition.
+    /// `false` as for [`free`](Self::free).
     #[cold]
     #[inline(never)]
-    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
+    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
+        let (order, mt, zone) = (info.order(), info.migratetype(), info.zone());
         let o = order as usize;
         let _guard = self.lock.lock();
+        if !claim_cached(node, pfn, info) {
+            return false;
+        }
         let zp = &self.pcps[pcp_index(zone, mt as usize)];
         let z = &node.zones[zone];
         // SAFETY: we hold the set lock and are the owner.
@@ -365,7 +386,6 @@ impl PcpSet {
                 refresh(l, o, z);
                 let n = zp.count[o].load(Ordering::Relaxed);
                 l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
-                put_cached(node, pfn, (order, mt), zone);
                 let mut n = n + 1;
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
@@ -385,6 +405,7 @@ impl PcpSet {
             });
         }
         ZonePcp::bump(&zp.frees[o]);
+        true
     }
 
     /// The drainer's first step (module docs), under the set lock: keep
@@ -574,11 +595,15 @@ pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Blo
     Block { pfn, order, flags: info.flags & flag::CONTENT }
 }
 
-/// Records a freed block as cached on a list of type `mt`. Its contents
-/// are now unknown: no content flags.
+/// Claims the allocated head `info` of `pfn` for a free into a cache: it
+/// becomes cached, on the list of the type it was allocated as (an
+/// allocated head carries no content flags: its contents are unknown).
+/// `false` if another free claimed it first ([`PageMeta::claim_word`]).
+///
+/// [`PageMeta::claim_word`]: crate::page::PageMeta::claim_word
 #[inline(always)]
-pub(super) fn put_cached(node: &Node, pfn: Pfn, (order, mt): (u32, Migratetype), zone: usize) {
-    node.mem_map.page(pfn).set_info(PageInfo::new(PageState::Cached, order, 0, zone).with_migratetype(mt));
+pub(super) fn claim_cached(node: &Node, pfn: Pfn, info: PageInfo) -> bool {
+    node.mem_map.page(pfn).claim_word(info.pack(), info.with_state(PageState::Cached).pack())
 }
 
 /// Copies the zone's current `high` and `batch` into the order-`order` list's

@@ -331,15 +331,16 @@ pub(crate) fn free_fast(node: &Node, pfn: Pfn, order: u32, word: u32) -> bool {
         if !set.enter() {
             return false;
         }
+        // SAFETY: the caller validated `pfn` as a page of the region.
+        let page = unsafe { node.mem_map.page_unchecked(pfn) };
         // SAFETY: inside a busy section that did not see `locked`.
-        let pushed = unsafe { zp.push(o, pfn) };
-        if pushed {
-            // SAFETY: the caller validated `pfn` as a page of the region.
-            unsafe { node.mem_map.page_unchecked(pfn) }.set_info_word(word ^ ALLOCATED_TO_CACHED);
+        let pushed = unsafe { zp.push(o, pfn, || page.claim_word(word, word ^ ALLOCATED_TO_CACHED)) };
+        if pushed == Push::Pushed {
             ZonePcp::bump(&zp.frees[o]);
         }
         set.leave();
-        pushed
+        // A lost claim goes to the slow path too, which refuses the free.
+        pushed == Push::Pushed
     })
     .unwrap_or(false)
 }

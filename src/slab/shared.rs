@@ -1,10 +1,10 @@
 //! The heap threads share when their own is gone or busy: a real lock,
-//! with re-entry detected.
+//! with re-entry detected (as every lock of the allocator detects it).
 
 use std::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::sync::{AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
+use crate::sync::{Mutex, const_fn_unless_loom};
 
 use super::*;
 
@@ -15,11 +15,9 @@ use super::*;
 /// held waits, since contention is not out-of-memory. It is never held
 /// across anything that allocates or reclaims (a new slab's block is taken
 /// with the lock released), so no thread can re-enter it; an attempt is a
-/// bug and fatal, never a deadlock.
+/// bug and fatal, never a deadlock (`sync::Mutex`).
 pub(crate) struct SharedHeap<'a> {
     pub(super) heap: Mutex<Option<ThreadHeap<'a>>>,
-    /// The holder's thread token, 0 when free.
-    pub(super) owner: AtomicUsize,
 }
 
 // SAFETY: the heap is only used under the mutex; a heap's slabs may be used
@@ -28,35 +26,27 @@ unsafe impl Sync for SharedHeap<'_> {}
 
 /// The shared heap, locked.
 pub(crate) struct SharedGuard<'s, 'a> {
-    pub(super) shared: &'s SharedHeap<'a>,
     pub(super) heap: crate::sync::MutexGuard<'s, Option<ThreadHeap<'a>>>,
 }
 
 impl<'a> SharedHeap<'a> {
     const_fn_unless_loom! {
         pub(crate) fn new() -> Self {
-            Self { heap: Mutex::new(None), owner: AtomicUsize::new(0) }
+            Self { heap: Mutex::new(None) }
         }
     }
 
-    /// Locks it for the thread named by `token` (non-zero, unique among
-    /// live threads).
-    pub(crate) fn lock(&self, token: usize) -> SharedGuard<'_, 'a> {
-        // Only this thread ever stores its own token, and clears it before
-        // unlocking: seeing it means this thread holds the lock.
-        if self.owner.load(Ordering::Relaxed) == token {
-            crate::report::fatal("the shared heap was re-entered on the thread that holds it");
-        }
-        let heap = self.heap.lock();
-        self.owner.store(token, Ordering::Relaxed);
-        SharedGuard { shared: self, heap }
+    /// Locks it.
+    #[track_caller]
+    pub(crate) fn lock(&self) -> SharedGuard<'_, 'a> {
+        SharedGuard { heap: self.heap.lock() }
     }
 
-    /// An object of `class` for the thread `token`; `None` only when
+    /// An object of `class`; `None` only when
     /// `arena` is out of memory.
-    pub(crate) fn alloc(&self, arena: &'a Arena, slabs: &'a Slabs, class: usize, token: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc(&self, arena: &'a Arena, slabs: &'a Slabs, class: usize) -> Option<NonNull<u8>> {
         {
-            let mut shared = self.lock(token);
+            let mut shared = self.lock();
             let heap = shared.heap(arena, slabs);
             if let Some(object) =
                 heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)).or_else(|| heap.alloc_adopted(class))
@@ -66,7 +56,7 @@ impl<'a> SharedHeap<'a> {
         }
         // A new slab, its block taken without the lock (this may reclaim).
         let block = slab_block(arena, class)?;
-        Some(self.lock(token).heap(arena, slabs).install(class, block))
+        Some(self.lock().heap(arena, slabs).install(class, block))
     }
 }
 
@@ -80,11 +70,5 @@ impl<'a> SharedGuard<'_, 'a> {
     #[cfg_attr(loom, allow(dead_code))] // used by `global` only
     pub(crate) fn existing(&mut self) -> Option<&mut ThreadHeap<'a>> {
         self.heap.as_mut()
-    }
-}
-
-impl Drop for SharedGuard<'_, '_> {
-    fn drop(&mut self) {
-        self.shared.owner.store(0, Ordering::Relaxed);
     }
 }

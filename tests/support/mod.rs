@@ -49,3 +49,40 @@ pub fn rss_bytes() -> usize {
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
 }
+
+/// Runs the test `name` of this test binary in a child process with
+/// `ZONEALLOC_TEST_CHILD` set to `name` (the test does its real work only
+/// then), waits at most `limit` for it (a child that hangs is killed and
+/// the test fails) and returns how it ended and what it wrote to stderr.
+pub fn run_child(name: &str, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("ZONEALLOC_TEST_CHILD", name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the child starts");
+    // The child's stderr reaches its end when the child ends: that is the
+    // event waited for, with a bound.
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(text) => (child.wait().unwrap(), text),
+        Err(_) => {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the child `{name}` did not end within {limit:?}: it hangs");
+        }
+    }
+}
+
+/// Whether this process is the child [`run_child`] started for `name`.
+pub fn is_child(name: &str) -> bool {
+    std::env::var("ZONEALLOC_TEST_CHILD").is_ok_and(|n| n == name)
+}
