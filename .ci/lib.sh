@@ -16,9 +16,12 @@ need_peers() {
     need_file "$LIBJEMALLOC" libjemalloc2
     need_file "$LIBTCMALLOC" libtcmalloc-minimal4
 }
+# Another apt-get or dpkg (an unattended upgrade on a fresh machine) may
+# hold the dpkg lock: wait for it, up to ten minutes, rather than fail.
+APT=(apt-get -o DPkg::Lock::Timeout=600)
 install_needed() {
     if [ ${#NEEDED[@]} -gt 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${NEEDED[@]}" >/dev/null
+        "${APT[@]}" update -qq && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y -qq "${NEEDED[@]}" >/dev/null
     fi
 }
 

@@ -34,7 +34,7 @@
 //! freer's purge-timer notify or the notify in `stop` fails its model.
 
 use crate::builder::ReclaimConfig;
-use crate::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence, spawn};
+use crate::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence};
 
 /// Passes without progress before reclaim gives up (`MAX_RECLAIM_RETRIES`).
 pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
@@ -42,6 +42,11 @@ pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
 struct KswapdState {
     /// A wake-up arrived since kswapd last looked.
     pending: bool,
+    /// While the process's leader is gone: how long kswapd sleeps before it
+    /// looks whether the program has ended (`own_thread`); `None` after a
+    /// kick, for the shortest interval.
+    #[cfg_attr(loom, allow(dead_code))]
+    end_poll: Option<std::time::Duration>,
     /// kcompactd's work is waiting (`wakeup_kcompactd`).
     compact_pending: bool,
     /// The arena is dropping.
@@ -98,6 +103,7 @@ impl Kswapd {
             config,
             state: Mutex::new(KswapdState {
                 pending: false,
+                end_poll: None,
                 compact_pending: false,
                 stop: false,
                 sleeps: 0,
@@ -123,7 +129,12 @@ impl Kswapd {
         if !self.config.background || self.thread.lock().is_some() {
             return Ok(());
         }
-        let handle = spawn("zonealloc-kswapd", body)?;
+        // Every signal blocked, and ended with the program (`own_thread`).
+        #[cfg(not(loom))]
+        let handle =
+            crate::own_thread::spawn("zonealloc-kswapd", std::ptr::NonNull::from(self as &dyn OwnThread), body)?;
+        #[cfg(loom)]
+        let handle = crate::sync::spawn("zonealloc-kswapd", body)?;
         *self.thread.lock() = Some(handle);
         Ok(())
     }
@@ -262,7 +273,7 @@ impl Kswapd {
             }
             state.sleeps += 1;
             let Some(delay) = self.config.purge_delay else {
-                state = self.wake.wait(state);
+                state = self.wait(state, None).0;
                 continue;
             };
             // The purge timer's handshake: clear `armed`, barrier, look for
@@ -272,7 +283,7 @@ impl Kswapd {
             node.waiter_barrier();
             if !node.purgeable() {
                 *purgeable_since = None;
-                state = self.wake.wait(state);
+                state = self.wait(state, None).0;
                 continue;
             }
             self.purge_armed.store(true, Ordering::Relaxed);
@@ -282,7 +293,7 @@ impl Kswapd {
                 break Wake::Purge;
             }
             state.timed_sleeps += 1;
-            let (guard, timed_out) = self.wake.wait_timeout(state, remaining);
+            let (guard, timed_out) = self.wait(state, Some(remaining));
             state = guard;
             if timed_out {
                 break Wake::Purge;
@@ -295,6 +306,65 @@ impl Kswapd {
         wake
     }
 }
+
+impl Kswapd {
+    /// Sleeps until notified, or for at most `timeout`; also returns
+    /// whether `timeout` passed. While the process's leader is gone, it
+    /// wakes on its own timer too and looks whether the program has
+    /// ended: if so it sets `stop`, so the caller's loop returns
+    /// `Wake::Stop` (`own_thread`).
+    fn wait<'a>(
+        &'a self,
+        state: MutexGuard<'a, KswapdState>,
+        timeout: Option<std::time::Duration>,
+    ) -> (MutexGuard<'a, KswapdState>, bool) {
+        #[cfg(not(loom))]
+        if crate::own_thread::leader_gone() {
+            let mut state = state;
+            let poll = crate::own_thread::poll_interval(state.end_poll);
+            state.end_poll = Some(poll);
+            if timeout.is_some_and(|t| t <= poll) {
+                return self.wake.wait_timeout(state, timeout.unwrap_or(poll));
+            }
+            let (mut state, polled) = self.wake.wait_timeout(state, poll);
+            if polled && crate::own_thread::program_ended() {
+                state.stop = true;
+                drop(state);
+                // The others too; each finds its own `stop` (ours is set).
+                crate::own_thread::end_all();
+                return (self.state.lock(), false);
+            }
+            // Woken early, or the program goes on: the caller's loop looks
+            // at its state and sleeps again (a purge timer restarts from
+            // its own start, not from here).
+            return (state, false);
+        }
+        match timeout {
+            None => (self.wake.wait(state), false),
+            Some(timeout) => self.wake.wait_timeout(state, timeout),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl crate::own_thread::OwnThread for Kswapd {
+    fn end(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    fn kick(&self) {
+        self.state.lock().end_poll = None;
+        self.wake.notify_one();
+    }
+
+    fn take_handle(&self) -> Option<JoinHandle> {
+        self.thread.lock().take()
+    }
+}
+
+#[cfg(not(loom))]
+use crate::own_thread::OwnThread;
 
 /// kswapd's locks, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]

@@ -46,6 +46,8 @@ mod migratetype;
 mod movable;
 mod node;
 mod oom;
+#[cfg(not(loom))]
+mod own_thread;
 mod owned;
 mod page;
 mod page_alloc;

@@ -70,6 +70,7 @@ mod scenarios {
             stderr: Some(("ZONEALLOC_REGION_SIZE", 1)),
             ..scenario("a_bad_region_size_is_reported", bad_configuration_is_reported)
         },
+        scenario("the_allocators_threads_block_every_signal", the_allocators_threads_block_every_signal),
     ];
 
     pub fn main() {
@@ -131,6 +132,51 @@ mod scenarios {
                 String::from_utf8_lossy(&out.stdout),
             ))
         }
+    }
+
+    /// An arena with its own kswapd besides the global one, both running.
+    fn two_kswapds() -> &'static zonealloc::Arena {
+        std::hint::black_box(vec![0u8; 1 << 20]);
+        Box::leak(Box::new(zonealloc::Arena::builder().region_size(64 << 20).build().unwrap()))
+    }
+
+    /// Every thread the allocator starts (the global kswapd, an arena's)
+    /// blocks every signal a thread can block, so none takes a signal the
+    /// program blocked (issue 25: they started with an empty mask).
+    fn the_allocators_threads_block_every_signal() {
+        two_kswapds();
+        // A new thread names itself once it runs: wait (bounded) for both.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let masks = loop {
+            let masks = kswapd_signal_masks();
+            if masks.len() == 2 || Instant::now() > deadline {
+                break masks;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(masks.len(), 2, "the global kswapd and the arena's");
+        for mask in masks {
+            // Signal n is bit n - 1. SIGKILL and SIGSTOP cannot be blocked;
+            // glibc keeps 32 and 33 (its cancellation and setxid signals).
+            for sig in (1..=64).filter(|s| ![libc::SIGKILL, libc::SIGSTOP, 32, 33].contains(s)) {
+                assert!(mask & 1 << (sig - 1) != 0, "signal {sig} is not blocked: SigBlk {mask:016x}");
+            }
+        }
+    }
+
+    /// The blocked-signal masks of this process's kswapd threads.
+    fn kswapd_signal_masks() -> Vec<u64> {
+        let mut masks = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            if std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim() != "zonealloc-kswap" {
+                continue;
+            }
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
+            masks.push(u64::from_str_radix(&mask, 16).unwrap());
+        }
+        masks
     }
 
     fn stats() -> zonealloc::GlobalStats {

@@ -5,8 +5,10 @@
 //! `0..=PCP_MAX_ORDER` (8), a list of free blocks taken out of the zone
 //! (above `PAGE_ALLOC_COSTLY_ORDER`, 3, short lists of one block per
 //! refill: [`batch_blocks`], [`high_blocks`]). The common allocation pops
-//! one and the common free pushes one, with no lock and no atomic
-//! read-modify-write. An empty list is refilled with
+//! one with no lock and no atomic read-modify-write; the common free
+//! claims the block's head with one compare-exchange (a racing second free
+//! of it is refused: `PageMeta::claim_word`) and pushes it. An empty list
+//! is refilled with
 //! `batch` blocks under one acquisition of the zone lock (`rmqueue_bulk`); a
 //! free that takes a list above `high` returns `batch` blocks, the coldest,
 //! under one acquisition (`free_pcppages_bulk`).

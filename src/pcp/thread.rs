@@ -143,13 +143,21 @@ impl ThreadCaches {
     /// Releases every set: the thread is exiting. Afterwards nothing
     /// attaches: the thread's later operations go straight to the zones.
     pub(super) fn release_all(&self) {
-        self.gone.set(true);
+        let first = !self.gone.replace(true);
         for cell in &self.entries {
             if let Some(set) = cell.replace(EMPTY).occupied() {
                 // SAFETY: attached by this thread, released once.
                 unsafe { PcpSet::release(set) };
             }
         }
+        // With nothing of its own left in an arena: the program may end
+        // with this thread (`own_thread`).
+        #[cfg(not(loom))]
+        if first {
+            crate::own_thread::thread_exiting();
+        }
+        #[cfg(loom)]
+        let _ = first;
     }
 }
 
@@ -185,6 +193,9 @@ pub(crate) fn register_exit_hook() -> bool {
         return false;
     }
     let _ = REGISTERING.try_with(|r| r.set(true));
+    // The leader's key, whose setting may allocate (keys past the first 32)
+    // like the registration below.
+    crate::own_thread::note_thread();
     let registered = EXIT_HOOK.try_with(|_| ()).is_ok();
     let _ = REGISTERING.try_with(|r| r.set(false));
     registered
