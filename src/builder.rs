@@ -78,8 +78,55 @@ pub struct ArenaBuilder {
     pub(crate) fault: Option<FaultInjection>,
 }
 
+/// The most pages an arena may have under `--cfg loom`: every page's
+/// metadata is a handful of loom atomics, and loom explores every
+/// interleaving of their accesses. [`ArenaBuilder::for_loom`] gives 16.
+pub const LOOM_MAX_PAGES: usize = 64;
+
 impl Default for ArenaBuilder {
+    /// The defaults each setting documents; under `--cfg loom`, those of
+    /// [`for_loom`](Self::for_loom).
     fn default() -> Self {
+        if cfg!(loom) {
+            return Self::for_loom();
+        }
+        Self::production()
+    }
+}
+
+impl ArenaBuilder {
+    /// An arena a loom model can explore in seconds: 16 pages in one zone,
+    /// blocks up to order 2, every page allocatable (no watermarks),
+    /// per-thread caches of one block (`batch` 1, `high` 1), no kswapd
+    /// thread and no purge timer. Under `--cfg loom` it is what
+    /// [`Arena::builder`](crate::Arena::builder) starts from, and larger
+    /// arenas (beyond [`LOOM_MAX_PAGES`]) are refused with
+    /// [`BuildError::TooLargeForLoom`]; any setting can still be changed
+    /// within that. See the README, "Using zonealloc in your own loom
+    /// models".
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, ArenaBuilder};
+    /// let arena = ArenaBuilder::for_loom().build()?;
+    /// let page = arena.alloc_pages(0, AllocFlags::empty())?;
+    /// // SAFETY: ours, order 0, not used again.
+    /// unsafe { arena.free_pages(page, 0)? };
+    /// assert_eq!(arena.stats().zones[0].managed, 16);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_loom() -> Self {
+        Self {
+            region_size: 16 * PAGE_SIZE,
+            zones: Some(1),
+            max_order: 2,
+            watermarks: WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }),
+            pcp: PcpConfig::Fixed { batch: 1, high: 1 },
+            reclaim: ReclaimConfig { background: false, purge_delay: None, ..ReclaimConfig::default() },
+            ..Self::production()
+        }
+    }
+
+    fn production() -> Self {
         Self {
             region_size: 1 << 30,
             zones: None,
@@ -286,6 +333,9 @@ impl ArenaBuilder {
         let pages = region_size / PAGE_SIZE;
         if pages >= u32::MAX as usize {
             return Err(BuildError::RegionTooLarge { region_size: self.region_size });
+        }
+        if cfg!(loom) && pages > LOOM_MAX_PAGES {
+            return Err(BuildError::TooLargeForLoom { pages, limit: LOOM_MAX_PAGES });
         }
         let blocks = region_size / block_size;
         let zones = match self.zones {

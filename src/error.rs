@@ -100,6 +100,13 @@ pub enum BuildError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Under `--cfg loom`: more pages than a loom model can explore.
+    TooLargeForLoom {
+        /// The pages the region would have.
+        pages: usize,
+        /// The most allowed ([`LOOM_MAX_PAGES`](crate::LOOM_MAX_PAGES)).
+        limit: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -160,6 +167,13 @@ impl fmt::Display for BuildError {
                 f,
                 "could not start the reclaim thread ({source}); build with \
                  background_reclaim(false) to run without it"
+            ),
+            Self::TooLargeForLoom { pages, limit } => write!(
+                f,
+                "under --cfg loom an arena of {pages} pages is more than a loom model can explore \
+                 (at most {limit}); build it from ArenaBuilder::for_loom() (16 pages), or with a \
+                 region_size of at most {} bytes",
+                limit * crate::PAGE_SIZE
             ),
         }
     }

@@ -81,7 +81,7 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 pub use arena::Arena;
 pub use buddy::MAX_ORDER_LIMIT;
-pub use builder::{ArenaBuilder, MAX_ZONES};
+pub use builder::{ArenaBuilder, LOOM_MAX_PAGES, MAX_ZONES};
 pub use compact_state::CompactStats;
 pub use compaction::CompactReport;
 pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};

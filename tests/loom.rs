@@ -348,6 +348,7 @@ fn purge_timer_is_set_by_a_free() {
     model_with_bound(2, || {
         let arena = one_zone(2, 0, 0)
             .pcp(PcpConfig::Disabled)
+            .background_reclaim(true)
             .purge_delay(Some(std::time::Duration::from_millis(1)))
             .build()
             .unwrap();
@@ -740,4 +741,87 @@ fn a_free_racing_compaction_isolation_frees_once() {
 #[test]
 fn a_free_racing_a_refused_move_frees_once() {
     free_races_compaction(true);
+}
+
+/// What a crate that checks its own code with loom does with an arena
+/// (README, "Using zonealloc in your own loom models"): its own structure
+/// over arena pages, a one-slot mailbox that hands a page from a producer
+/// to a consumer, in an arena built with the defaults, which under
+/// `--cfg loom` are `ArenaBuilder::for_loom()`'s. The page's contents are
+/// the mailbox's business (raw memory loom does not see); the hand-over
+/// through the `AtomicPtr` is what the model checks, with the arena's own
+/// protocols inside.
+mod a_users_model {
+    use super::*;
+    use loom::sync::atomic::AtomicPtr;
+
+    /// The user's structure: at most one page in flight.
+    struct Mailbox {
+        arena: Arena,
+        slot: AtomicPtr<u64>,
+    }
+
+    impl Mailbox {
+        /// A page with `value` in it, posted; false if the slot is taken.
+        fn post(&self, value: u64) -> bool {
+            let page = self.arena.alloc_pages(0, AllocFlags::empty()).unwrap().cast::<u64>();
+            // SAFETY: a fresh page of ours.
+            unsafe { page.as_ptr().write(value) };
+            let posted = self
+                .slot
+                .compare_exchange(std::ptr::null_mut(), page.as_ptr(), Ordering::Release, Ordering::Relaxed)
+                .is_ok();
+            if !posted {
+                // SAFETY: not posted, still ours.
+                unsafe { self.arena.free_pages(page.cast(), 0) }.unwrap();
+            }
+            posted
+        }
+
+        /// The value of the posted page, which goes back to the arena.
+        fn take(&self) -> Option<u64> {
+            let page = NonNull::new(self.slot.swap(std::ptr::null_mut(), Ordering::Acquire))?;
+            // SAFETY: posted with Release, taken once.
+            let value = unsafe { page.as_ptr().read() };
+            // SAFETY: the page is ours now, freed once.
+            unsafe { self.arena.free_pages(page.cast(), 0) }.unwrap();
+            Some(value)
+        }
+    }
+
+    #[test]
+    fn a_page_handed_over_through_the_users_own_structure() {
+        model(|| {
+            let mailbox = Arc::new(Mailbox { arena: Arena::builder().build().unwrap(), slot: AtomicPtr::default() });
+            let producer = {
+                let mailbox = Arc::clone(&mailbox);
+                spawn(move || mailbox.post(7))
+            };
+            let consumer = {
+                let mailbox = Arc::clone(&mailbox);
+                spawn(move || mailbox.take())
+            };
+            let posted = producer.join().unwrap();
+            let taken = consumer.join().unwrap();
+            assert!(posted);
+            let rest = mailbox.take();
+            assert_eq!(taken.or(rest), Some(7), "the page arrived once, with its value");
+            assert!(taken.is_none() || rest.is_none());
+            let zone = &mailbox.arena.stats().zones[0];
+            assert_eq!(zone.managed, 16, "ArenaBuilder::for_loom()'s 16 pages");
+            all_pages_back(&mailbox.arena);
+        });
+    }
+
+    /// The arena of the user, 64 MiB: refused under loom, saying
+    /// what to build instead.
+    #[test]
+    fn a_production_sized_arena_is_refused_with_what_to_do() {
+        model(|| {
+            let error = Arena::builder().region_size(64 << 20).build().err().expect("refused");
+            let text = error.to_string();
+            assert!(matches!(error, zonealloc::BuildError::TooLargeForLoom { pages: 16384, limit: 64 }), "{text}");
+            assert!(text.contains("ArenaBuilder::for_loom()"), "{text}");
+        });
+    }
 }
