@@ -73,7 +73,9 @@ pub struct GlobalStats {
     /// Per size class: slabs, orphaned slabs, objects in use.
     pub classes: [ClassStats; NR_CLASSES],
     /// Frees refused (pointers not allocated here, double frees), all of
-    /// them; stderr reports at most ten every five seconds.
+    /// them, including double frees between threads found late (when the
+    /// slab's owner collected them); stderr reports at most ten every five
+    /// seconds.
     pub refused_frees: u64,
 }
 
@@ -96,7 +98,8 @@ impl std::fmt::Display for GlobalStats {
 pub fn global_stats() -> Option<GlobalStats> {
     let arena = global_arena()?;
     lifecycle::flush_counts(arena);
-    Some(GlobalStats { arena: arena.stats(), classes: SLABS.stats(), refused_frees: REFUSED.load(Ordering::Relaxed) })
+    let refused_frees = REFUSED.load(Ordering::Relaxed) + SLABS.late_double_frees();
+    Some(GlobalStats { arena: arena.stats(), classes: SLABS.stats(), refused_frees })
 }
 
 /// Returns every empty orphaned slab of the global heap to the buddy
@@ -185,7 +188,7 @@ fn dealloc_impl(ptr: *mut u8, layout: Layout) {
     }
 }
 
-/// Frees an object of `class` (`layout`'s), the own-slab case inline.
+/// Frees an object of `class` (`layout`'s), the fast path inline.
 ///
 /// # Safety
 /// `class` is below `NR_CLASSES` (the free paths assume it, to skip the
@@ -203,29 +206,11 @@ unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
     {
         return;
     }
-    // SAFETY: the contract is ours.
-    unsafe { dealloc_not_cached(ptr, class, layout) };
-}
-
-/// [`dealloc_object`] beyond this thread's own slabs. Another thread's
-/// object is the common case here (a consumer freeing what a producer
-/// made): onto its slab's remote bitmap, in a small frame of its own,
-/// before the general slow path.
-///
-/// # Safety
-/// As for [`dealloc_object`].
-#[inline(never)]
-unsafe fn dealloc_not_cached(ptr: *mut u8, class: usize, layout: Layout) {
-    // SAFETY: the caller frees what it was given, of a class below
-    // NR_CLASSES (the contract); null fails the slab layer's checks.
-    if with_ready_heap(|heap| unsafe { heap.free_remote_cached(ptr, class) }.then_some(())).is_some() {
-        return;
-    }
     dealloc_slow(ptr, layout);
 }
 
-/// Everything [`dealloc_impl`] does beyond pushing an object onto one of
-/// this thread's slabs.
+/// Everything [`dealloc_impl`] does beyond its fast path (an object
+/// freed through the thread's ready heap, onto its own slab or another's).
 #[inline(never)]
 fn dealloc_slow(ptr: *mut u8, layout: Layout) {
     let Some(nn) = NonNull::new(ptr) else { return };
@@ -252,7 +237,9 @@ fn dealloc_slow(ptr: *mut u8, layout: Layout) {
         Some(class) => {
             // SAFETY: the caller frees what it was given for this layout;
             // the slab layer checks the pointer before trusting it.
-            let freed = with_heap(arena, false, |heap| unsafe { heap.free_slow(nn, class) })
+            // A thread that only frees gets a heap too: its next frees of
+            // other threads' objects take the remote fast path.
+            let freed = with_heap(arena, true, |heap| unsafe { heap.free_slow(nn, class) })
                 // SAFETY: as above; a thread without a usable heap frees
                 // every object as a remote free.
                 .unwrap_or_else(|| unsafe { SLABS.free_remote(arena, nn, class) });

@@ -4,6 +4,7 @@
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
+use crate::ratelimit::RateLimit;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
 
 use super::*;
@@ -50,6 +51,11 @@ pub const FLUSH_BATCH: usize = 64;
 pub struct Slabs {
     pub(super) orphans: [Mutex<OrphanList>; NR_CLASSES],
     pub(super) counters: [ClassCounters; NR_CLASSES],
+    /// The heaps' mailboxes.
+    pub(super) mailboxes: MailboxPool,
+    /// Double frees found late, by a collect (see the slab module's docs).
+    pub(super) late_double_frees: AtomicU64,
+    reports: RateLimit,
     /// The id of the arena this serves; 0 until the first heap.
     pub(super) arena_id: AtomicU64,
     /// This state's own id (unique in the process), 0 until bound.
@@ -65,6 +71,7 @@ pub(super) static NEXT_HEAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct SlabsForkGuard<'a> {
     pub(super) _held: [crate::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
+    pub(super) _mailboxes: crate::sync::MutexGuard<'a, *mut Mailbox>,
 }
 
 /// A singly linked queue of orphaned slabs (through `Slab::next`).
@@ -119,6 +126,9 @@ impl Slabs {
         Self {
             orphans: [const { Mutex::new(OrphanList::new()) }; NR_CLASSES],
             counters: [const { ClassCounters::new() }; NR_CLASSES],
+            mailboxes: MailboxPool::new(),
+            late_double_frees: AtomicU64::new(0),
+            reports: RateLimit::new(),
             arena_id: AtomicU64::new(0),
             id: AtomicU64::new(0),
         }
@@ -130,6 +140,9 @@ impl Slabs {
         Self {
             orphans: std::array::from_fn(|_| Mutex::new(OrphanList::new())),
             counters: std::array::from_fn(|_| ClassCounters::new()),
+            mailboxes: MailboxPool::new(),
+            late_double_frees: AtomicU64::new(0),
+            reports: RateLimit::new(),
             arena_id: AtomicU64::new(0),
             id: AtomicU64::new(0),
         }
@@ -173,7 +186,35 @@ impl Slabs {
 
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn lock_for_fork(&self) -> SlabsForkGuard<'_> {
-        SlabsForkGuard { _held: std::array::from_fn(|class| self.orphans[class].lock()) }
+        SlabsForkGuard {
+            _held: std::array::from_fn(|class| self.orphans[class].lock()),
+            _mailboxes: self.mailboxes.lock_for_fork(),
+        }
+    }
+
+    /// Double frees of objects of `class` that a collect found (the
+    /// object was on both bitmaps): counted and reported, rate limited,
+    /// without allocating.
+    #[cold]
+    pub(super) fn double_frees_found(&self, class: usize, n: usize) {
+        self.late_double_frees.fetch_add(n as u64, Ordering::Relaxed);
+        if self.reports.allow() {
+            let mut w = crate::report::StackWriter::new();
+            let _ = std::fmt::Write::write_fmt(
+                &mut w,
+                format_args!(
+                    "zonealloc: refused free: {n} double free(s) of {}-byte objects, found when their slab's \
+                     remote frees were collected",
+                    SIZE_CLASSES[class]
+                ),
+            );
+            w.flush_line();
+        }
+    }
+
+    /// Double frees found late so far (see the slab module's docs).
+    pub fn late_double_frees(&self) -> u64 {
+        self.late_double_frees.load(Ordering::Relaxed)
     }
 
     /// Pages held by orphaned slabs (an upper bound of what
@@ -198,7 +239,11 @@ impl Slabs {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
                 let empty = unsafe {
-                    Slab::collect(slab, objects);
+                    let got = Slab::collect(slab, objects);
+                    if got.doubles > 0 {
+                        self.double_frees_found(class, got.doubles);
+                        self.counters[class].objects.fetch_add(got.doubles, Ordering::Relaxed);
+                    }
                     Slab::is_empty(slab)
                 };
                 if !empty {

@@ -1,10 +1,11 @@
 //! A slab's header, kept out of band in the side table: which objects are
 //! free (the owner's bitmap and the bitmap other threads free into), the
-//! ring links and the count of objects out.
+//! slab's state towards its owner (remote frees pending, parked while full,
+//! a notice posted), the ring links and the count of objects out.
 
 use std::ptr::NonNull;
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 use super::*;
 
@@ -14,25 +15,45 @@ pub(super) const BITMAP_WORDS: usize = 4;
 /// The most objects a slab can hold: a bit each.
 pub(super) const MAX_OBJECTS: usize = 64 * BITMAP_WORDS;
 
+/// The bits of [`Slab::state`].
+pub(super) mod state {
+    /// The remote bitmap may hold bits: set by a remote free after its
+    /// bit (unless set), cleared by the owner's collect before it takes
+    /// the words.
+    pub(crate) const PENDING: u32 = 1;
+    /// The owner took the slab off its ring because it had no free
+    /// object: the next remote free posts a notice. Set and cleared by the
+    /// owner only.
+    pub(crate) const PARKED: u32 = 2;
+    /// A notice of this slab is in its owner's mailbox, or being posted:
+    /// set by the remote free that posts it, cleared by the owner when it
+    /// takes the slab back.
+    pub(crate) const NOTICED: u32 = 4;
+    /// The posting free is between setting `NOTICED` and the end of its
+    /// push: an exiting owner waits for it before it gives up the mailbox.
+    pub(crate) const POSTING: u32 = 8;
+}
+
 /// A slab's header, out of band: in the arena's side table, in the slot of
 /// the slab's first page, two cache lines. The first is the owner's (its
 /// bitmap and count change on every allocation and free of its own) and
-/// holds what every free reads (key, owner, the owner's bitmap); the
+/// holds what every free reads (key, owner, state, the owner's bitmap); the
 /// second holds the bits other threads' frees set, so that the owner's
 /// frees need not load it and the `fetch_or`s do not take the owner's
-/// line (a remote free still reads the first line, and sets `pending` on
-/// it when that is clear). Never borrowed whole: other threads use its
-/// atomics while the owner changes its cells.
+/// line (a remote free still reads the first line, and writes `state` on
+/// it when a notice is due or a collect cleared `PENDING`). Never
+/// borrowed whole: other threads use its atomics while the owner changes
+/// its cells.
 ///
 /// An object's state is two bits, never a word in the object: free on the
-/// owner's bitmap (`free`), free on the remote one (`remote`, until the
-/// owner collects it), or neither (in use). `pending` says whether the
-/// remote bitmap may hold anything, so that a slab nobody else frees into
-/// costs its owner one cache line. So a free is checked exactly
-/// (a bit already set is a double free, whatever the object holds), the
-/// allocator never touches an object's memory (an allocation that is never
-/// written is never faulted in), and a stray write into a freed object
-/// cannot corrupt a free list.
+/// owner's bitmap (`free`), freed by another thread onto the remote one
+/// (`remote`, until the owner collects it), or neither (in use). So a
+/// free is checked from the allocator's own bits (whatever the object
+/// holds), the allocator never touches an object's memory (an allocation
+/// that is never written is never faulted in), and a stray write into a
+/// freed object cannot corrupt a free list. The cross-thread protocol,
+/// and what a double free between threads does, are in the slab module's
+/// docs.
 #[repr(C, align(64))]
 pub(super) struct Slab {
     /// [`SLAB_MAGIC`] with the class, while the slot holds a live slab;
@@ -45,12 +66,8 @@ pub(super) struct Slab {
     /// Objects handed out and not yet back on `free` (remote frees count
     /// until collected).
     pub(super) used: UnsafeCell<u32>,
-    /// Non-zero when `remote` may have bits set: set by a remote free
-    /// after its bit (unless already set), cleared by the owner's collect
-    /// before it takes the words. A remote free whose bit the collect
-    /// missed sees the clear (the collect's swap of that word is ordered
-    /// before its `fetch_or`) and sets it again, so no bit is stranded.
-    pub(super) pending: AtomicU32,
+    /// [`state`] bits.
+    pub(super) state: AtomicU32,
     /// The owner's free objects, a bit per object. Only the owner writes
     /// it (loads and stores, no read-modify-write); other threads read it
     /// to refuse a double free.
@@ -58,14 +75,30 @@ pub(super) struct Slab {
     /// Objects freed by other threads, set with `fetch_or`; the owner
     /// takes each word whole with a swap.
     pub(super) remote: [AtomicU64; BITMAP_WORDS],
-    /// The owner's ring of slabs of this class, or the orphan list.
+    /// The owner's ring of slabs of this class, its list of parked slabs,
+    /// or the orphan list.
     pub(super) prev: UnsafeCell<*mut Slab>,
     pub(super) next: UnsafeCell<*mut Slab>,
+    /// The owner's mailbox, for the notice of a parked slab: written by
+    /// the owner before it parks the slab, read by the free that posts.
+    pub(super) mail: AtomicPtr<Mailbox>,
+    /// The next slab in the mailbox this one is posted to.
+    pub(super) notice_next: AtomicPtr<Slab>,
 }
 
 const _: () = assert!(std::mem::size_of::<Slab>() <= crate::page::SIDE_SLOT_BYTES);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::offset_of!(Slab, remote) == 64, "the remote bitmap starts the second line");
+
+/// What a collect found on the remote bitmap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Collected {
+    /// Objects that came back (counted as freed by their freers).
+    pub(super) fresh: usize,
+    /// Objects freed remotely that were free already: double frees found
+    /// late, ignored (the object is free once), to be reported.
+    pub(super) doubles: usize,
+}
 
 /// An object's place in its slab: its index, as a bitmap word and bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +174,7 @@ impl Slab {
     /// `this` is the side-table slot of a block the caller owns, nobody
     /// else reads or writes its cells, and no free of the block's objects
     /// can be under way but such a late `pending`.
-    pub(super) unsafe fn init(this: *mut Slab, class: usize, base: usize, owner: u64) {
+    pub(super) unsafe fn init(this: *mut Slab, class: usize, base: usize, owner: u64, mail: *mut Mailbox) {
         let free = full_bitmap(class);
         #[cfg(not(loom))]
         // SAFETY: the caller's contract; the slot holds a valid header
@@ -150,13 +183,15 @@ impl Slab {
             (*this).owner.store(owner, Ordering::Relaxed);
             std::ptr::addr_of_mut!((*this).base).write(base);
             set(&(*this).used, 0);
-            (*this).pending.store(0, Ordering::Relaxed);
+            (*this).state.store(0, Ordering::Relaxed);
             for ((word, bits), remote) in (*this).free.iter().zip(free).zip(&(*this).remote) {
                 word.store(bits, Ordering::Relaxed);
                 remote.store(0, Ordering::Relaxed);
             }
             set(&(*this).prev, this);
             set(&(*this).next, this);
+            (*this).mail.store(mail, Ordering::Relaxed);
+            (*this).notice_next.store(std::ptr::null_mut(), Ordering::Relaxed);
             (*this).key.store(slab_key(class), Ordering::Relaxed);
         }
         #[cfg(loom)]
@@ -167,16 +202,25 @@ impl Slab {
                 owner: AtomicU64::new(owner),
                 base,
                 used: UnsafeCell::new(0),
-                pending: AtomicU32::new(0),
+                state: AtomicU32::new(0),
                 free: std::array::from_fn(|w| AtomicU64::new(free[w])),
                 remote: std::array::from_fn(|_| AtomicU64::new(0)),
                 prev: UnsafeCell::new(this),
                 next: UnsafeCell::new(this),
+                mail: AtomicPtr::new(mail),
+                notice_next: AtomicPtr::new(std::ptr::null_mut()),
             });
         }
     }
 
     /// Hands out the free object with the lowest address. Owner only.
+    ///
+    /// Never one whose bit is also on the remote bitmap: that is a free
+    /// object another thread freed again (a double free), which a collect
+    /// would otherwise turn into a second free of it once it was handed
+    /// out. The remote word is read here, every time: a flag saying
+    /// whether remote frees are pending could be read before a racing
+    /// free's flag and after its bit (see the slab module's docs).
     ///
     /// # Safety
     /// `this` is a live slab of `class` the caller owns (see [`get`]).
@@ -187,9 +231,10 @@ impl Slab {
         unsafe {
             for w in 0..BITMAP_WORDS {
                 let free = &(*this).free[w];
-                let bits = free.load(Ordering::Relaxed);
+                let all = free.load(Ordering::Relaxed);
+                let bits = all & !(*this).remote[w].load(Ordering::Relaxed);
                 if bits != 0 {
-                    free.store(bits & (bits - 1), Ordering::Relaxed);
+                    free.store(all & !(bits & bits.wrapping_neg()), Ordering::Relaxed);
                     set(&(*this).used, get(&(*this).used) + 1);
                     let index = w * 64 + bits.trailing_zeros() as usize;
                     let object = (*this).base + index * CLASS_INFO[class].size as usize;
@@ -202,9 +247,11 @@ impl Slab {
         }
     }
 
-    /// Whether the object at `bit` is free (on either bitmap). The remote
-    /// bitmap is read only if a remote free is pending: a free by another
-    /// thread that happened before this one set `pending` before it.
+    /// Whether the object at `bit` is free (on either bitmap), for a free
+    /// by the owner. The remote bitmap is read only if a remote free is
+    /// pending, so a racing remote free may be missed here: the object is
+    /// then on both bitmaps, never handed out ([`pop`](Self::pop)), and the
+    /// next collect finds the double free.
     ///
     /// # Safety
     /// `this` is a live slab (any thread may ask).
@@ -213,9 +260,19 @@ impl Slab {
         // SAFETY: the caller's contract; all three are atomics.
         unsafe {
             (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0
-                || ((*this).pending.load(Ordering::Relaxed) != 0
+                || ((*this).state.load(Ordering::Relaxed) & state::PENDING != 0
                     && (*this).remote[bit.word].load(Ordering::Relaxed) & bit.mask != 0)
         }
+    }
+
+    /// Whether the owner parked it (off its ring, waiting for a notice).
+    ///
+    /// # Safety
+    /// `this` is a live slab.
+    #[inline(always)]
+    pub(super) unsafe fn is_parked(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; an atomic.
+        unsafe { (*this).state.load(Ordering::Relaxed) & state::PARKED != 0 }
     }
 
     /// Puts the object at `bit`, in use, back on the owner's bitmap.
@@ -236,14 +293,15 @@ impl Slab {
 
     /// Frees the object at `bit` from a thread that does not own the slab:
     /// onto the remote bitmap, unless it is free already (a double free).
+    /// The first remote free after a collect sets `PENDING`; the first
+    /// after the owner parked the slab also posts its notice to the
+    /// owner's mailbox.
     ///
-    /// One window is open: a second free whose load of `free` comes just
-    /// before a collect moves the first free's bit there, and whose
-    /// `fetch_or` comes just after that collect's swap, sees the object on
-    /// neither bitmap and passes. Looking at `free` again after the
-    /// `fetch_or` would close it but refuse legitimate frees whose own bit
-    /// a collect took in between (loom found that); closing it needs the
-    /// two bitmaps moved in one atomic step.
+    /// A double free is refused here when the object is on the remote
+    /// bitmap already (two remote frees) or this thread sees it free on
+    /// the owner's; otherwise (a collect moved the first free's bit in
+    /// between) it is found by the next collect. Either way the object is
+    /// never handed out twice: see the slab module's docs.
     ///
     /// # Safety
     /// `this` is a live slab, and the object at `bit` counts as in use in
@@ -254,10 +312,7 @@ impl Slab {
         bit: ObjectBit,
         objects: ObjectMemory,
     ) -> Result<(), SlabFreeError> {
-        // SAFETY: the caller's contract; both are atomics. A legitimate
-        // free reads the bit clear on `free`: the owner cleared it before
-        // the object was handed out, and only a free of the same object
-        // sets it again.
+        // SAFETY: the caller's contract; all are atomics.
         unsafe {
             if (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0 {
                 return Err(SlabFreeError::DoubleFree);
@@ -266,55 +321,161 @@ impl Slab {
             // Release: the freer's last writes to the object happen before
             // the owner's swap, and so before the object's next user has
             // it. Acquire: a bit set after the owner's swap sees the clear
-            // of `pending` that came before that swap.
+            // of `PENDING` that came before that swap.
             let before = (*this).remote[bit.word].fetch_or(bit.mask, Ordering::AcqRel);
             if before & bit.mask != 0 {
                 return Err(SlabFreeError::DoubleFree);
             }
             // A read first: a flag already set is not written again, so
             // frees into a slab with pending ones share its line.
-            if (*this).pending.load(Ordering::Relaxed) == 0 {
-                (*this).pending.store(1, Ordering::Relaxed);
+            let s = (*this).state.load(Ordering::Relaxed);
+            if s & state::PENDING == 0 || s & (state::PARKED | state::NOTICED) == state::PARKED {
+                Self::announce(this, s);
             }
             Ok(())
         }
     }
 
+    /// Sets `PENDING`, and posts the notice of a parked slab (once).
+    ///
+    /// # Safety
+    /// As for [`push_remote`](Self::push_remote), whose bit is set.
+    #[cold]
+    #[inline(never)]
+    unsafe fn announce(this: *mut Slab, mut s: u32) {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        let posting = loop {
+            let post = s & (state::PARKED | state::NOTICED) == state::PARKED;
+            let new = s | state::PENDING | if post { state::NOTICED | state::POSTING } else { 0 };
+            if new == s {
+                return;
+            }
+            // Acquire: the owner's park (Release) published `mail`.
+            match unsafe { (*this).state.compare_exchange(s, new, Ordering::AcqRel, Ordering::Relaxed) } {
+                Ok(_) => break post,
+                Err(now) => s = now,
+            }
+        };
+        if posting {
+            // SAFETY: POSTING keeps the owner (and its mailbox) from going
+            // away until it is cleared; `mail` was written before the park.
+            unsafe {
+                (*(*this).mail.load(Ordering::Relaxed)).post(this);
+                (*this).state.fetch_and(!state::POSTING, Ordering::Release);
+            }
+        }
+    }
+
+    /// Parks the slab: the owner takes it off its ring, and the next
+    /// remote free posts a notice. Refused (`false`) when remote frees are
+    /// pending: collect them instead. Owner only.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(super) unsafe fn park(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        unsafe {
+            let s = (*this).state.load(Ordering::Relaxed);
+            // Release: `mail` (written at install or adoption) is there for
+            // the free that posts.
+            s & state::PENDING == 0
+                && (*this).state.compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed).is_ok()
+        }
+    }
+
+    /// Takes the slab back from parking (its notice arrived, or the owner
+    /// freed into it); whether it was parked. Its notice, if one is still
+    /// on its way or in the mailbox, is harmless: the owner clears
+    /// `NOTICED` when it takes it. Owner only.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(super) unsafe fn unpark(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        unsafe { (*this).state.fetch_and(!state::PARKED, Ordering::Relaxed) & state::PARKED != 0 }
+    }
+
+    /// The owner took the slab's notice from its mailbox: it is taken back
+    /// from parking, and a new notice may be posted once it is parked
+    /// again (both at once: no poster sees it parked without a notice
+    /// out in between). Whether it was parked. Owner only.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(super) unsafe fn take_notice(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        unsafe { (*this).state.fetch_and(!(state::PARKED | state::NOTICED), Ordering::Relaxed) & state::PARKED != 0 }
+    }
+
+    /// Whether the slab may go back to the buddy allocator as far as its
+    /// notices go: none in a mailbox, none being posted (a returned slab
+    /// must not be taken from a mailbox, nor have its slot's state written
+    /// by a late poster).
+    ///
+    /// # Safety
+    /// `this` is a live slab.
+    pub(super) unsafe fn releasable(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        unsafe { (*this).state.load(Ordering::Acquire) & (state::NOTICED | state::POSTING) == 0 }
+    }
+
+    /// The owner is exiting: no notice of this slab may be posted from
+    /// now on, and one being posted has reached the mailbox. Whether the
+    /// slab was parked. Owner only.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    pub(super) unsafe fn stop_notices(this: *mut Slab) -> bool {
+        // SAFETY: the caller's contract; `state` is an atomic.
+        unsafe {
+            let was = Self::unpark(this);
+            // Acquire: the poster's push (before its Release clear) is in
+            // the mailbox when the owner drains it.
+            while (*this).state.load(Ordering::Acquire) & state::POSTING != 0 {
+                crate::sync::spin_loop();
+            }
+            was
+        }
+    }
+
     /// Moves the remote bitmap onto the owner's. Owner only (or the holder
-    /// of the orphan list the slab is on); returns how many objects came
-    /// back (already counted as freed by their freers).
+    /// of the orphan list the slab is on): how many objects came back
+    /// (already counted as freed by their freers), and how many of the
+    /// remote bits named an object that was free already (double frees
+    /// found late: the object stays free once).
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn collect(
         this: *mut Slab,
         #[cfg_attr(not(loom), allow(unused))] objects: ObjectMemory,
-    ) -> usize {
-        let mut n = 0;
+    ) -> Collected {
+        let mut got = Collected::default();
         // SAFETY: the caller owns the slab; the bitmaps are atomics.
         unsafe {
-            if (*this).pending.load(Ordering::Relaxed) == 0 {
-                return 0;
+            if (*this).state.load(Ordering::Relaxed) & state::PENDING == 0 {
+                return got;
             }
-            // Cleared before the words are taken (see `pending`).
-            (*this).pending.store(0, Ordering::Relaxed);
+            // Cleared before the words are taken (see `state::PENDING`).
+            (*this).state.fetch_and(!state::PENDING, Ordering::AcqRel);
             let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
             // Every word is swapped, none skipped on a plain load: a load
-            // may miss a bit whose freer saw `pending` still set and left
+            // may miss a bit whose freer saw `PENDING` still set and left
             // it so, which would strand the bit.
             for w in 0..(CLASS_INFO[class].capacity as usize).div_ceil(64) {
                 let remote = &(*this).remote[w];
                 // AcqRel: Acquire for the freers' writes to the objects,
-                // Release for the clear of `pending` before it.
+                // Release for the clear of `PENDING` before it.
                 let bits = remote.swap(0, Ordering::AcqRel);
                 let free = (*this).free[w].load(Ordering::Relaxed);
-                // A bit on both was freed twice by two threads at once, or
-                // by a second free that read `free` just before this
-                // collect set the bit there (see `push_remote`): it is one
-                // free object, counted once, so `used` stays exact.
+                // A bit on both names a free object freed again: by two
+                // threads at once, or by one whose first free a collect
+                // moved here before its second. One free object, counted
+                // once, so `used` stays exact; reported by the caller.
                 let fresh = bits & !free;
                 (*this).free[w].store(free | bits, Ordering::Relaxed);
-                n += fresh.count_ones();
+                got.fresh += fresh.count_ones() as usize;
+                got.doubles += (bits & free).count_ones() as usize;
                 #[cfg(loom)]
                 {
                     // The owner may hand these out from now on.
@@ -325,9 +486,9 @@ impl Slab {
                     }
                 }
             }
-            set(&(*this).used, get(&(*this).used) - n);
+            set(&(*this).used, get(&(*this).used) - got.fresh as u32);
         }
-        n as usize
+        got
     }
 
     /// Whether every object is back.
@@ -345,8 +506,11 @@ impl Slab {
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn has_free(this: *mut Slab) -> bool {
-        // SAFETY: the caller's contract; the bitmap is atomics.
-        unsafe { (0..BITMAP_WORDS).any(|w| (*this).free[w].load(Ordering::Relaxed) != 0) }
+        // SAFETY: the caller's contract; the bitmaps are atomics.
+        unsafe {
+            (0..BITMAP_WORDS)
+                .any(|w| (*this).free[w].load(Ordering::Relaxed) & !(*this).remote[w].load(Ordering::Relaxed) != 0)
+        }
     }
 
     /// [`ObjectMemory::touch`] for the object at `bit`: under loom, a use

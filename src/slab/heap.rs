@@ -13,10 +13,17 @@ pub struct ThreadHeap<'a> {
     pub(super) slabs: &'a Slabs,
     pub(super) map: SlabMap,
     pub(super) id: u64,
-    /// Per class: the slab allocations come from (null when none).
+    /// Per class: the slab allocations come from (null when none), on a
+    /// ring of the class's slabs that may have free objects.
     pub(super) current: [*mut Slab; NR_CLASSES],
+    /// Per class: the slabs parked while full (off the ring, waiting for
+    /// a notice), a list through `prev`/`next`, null-ended.
+    pub(super) parked: [*mut Slab; NR_CLASSES],
     /// Objects taken minus objects freed since the last flush, per class.
     pub(super) delta: [isize; NR_CLASSES],
+    /// Where other threads post notices of this heap's parked slabs;
+    /// `None` (slabs are never parked) if no memory was left for one.
+    pub(super) mail: Option<NonNull<Mailbox>>,
 }
 
 impl<'a> ThreadHeap<'a> {
@@ -34,8 +41,16 @@ impl<'a> ThreadHeap<'a> {
             map: SlabMap::of(arena),
             id: NEXT_HEAP_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             current: [ptr::null_mut(); NR_CLASSES],
+            parked: [ptr::null_mut(); NR_CLASSES],
             delta: [0; NR_CLASSES],
+            mail: slabs.mailboxes.take(),
         }
+    }
+
+    /// The mailbox pointer slabs of this heap carry (null: none, never
+    /// parked).
+    fn mail_ptr(&self) -> *mut Mailbox {
+        self.mail.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
     /// An object of `class`, or `None` if the arena is out of memory.
@@ -59,41 +74,124 @@ impl<'a> ThreadHeap<'a> {
         Some(object)
     }
 
-    /// An object from the slabs this heap already has: the current
+    /// An object from the slabs this heap already has: the notices of its
+    /// parked slabs first (their remote frees started), then the current
     /// slab's remote frees, then the next few slabs of the ring, which
-    /// becomes current. Touches no lock and calls nothing outside the
-    /// heap, so it needs no protection against re-entry; `None` sends
-    /// the caller on to a new slab.
+    /// becomes current. A slab found with no free object is parked: off
+    /// the ring until a remote free posts its notice. Touches no lock and
+    /// calls nothing outside the heap, so it needs no protection against
+    /// re-entry; `None` sends the caller on to a new slab.
     #[inline(never)]
     pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let current = self.current[class];
-        if current.is_null() {
-            return None;
+        if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
+            self.take_notices();
         }
-        // Walking forward leaves the slabs found full behind: each is
-        // looked at again only after a whole turn of the ring.
-        let mut slab = current;
         let mut found = None;
         for _ in 0..SCAN_LIMIT {
+            let slab = self.current[class];
+            if slab.is_null() {
+                break;
+            }
             // SAFETY: slabs on our ring are live and ours.
             unsafe {
-                Slab::collect(slab, self.map.objects);
+                self.collect(class, slab);
                 if let Some(object) = Slab::pop(slab, class, self.map.objects) {
-                    self.current[class] = slab;
                     self.delta[class] += 1;
                     found = Some(object);
                     break;
                 }
-                slab = Slab::next(slab);
             }
-            if slab == current {
-                break;
+            // Full: park it, and look at the next (which `unlink` makes
+            // current). A park refused because frees arrived meanwhile
+            // looks at this slab again.
+            if self.mail.is_some() {
+                // SAFETY: ours.
+                if unsafe { Slab::park(slab) } {
+                    self.unlink(class, slab);
+                    self.push_parked(class, slab);
+                }
+            } else {
+                // No mailbox: the ring walks on, as it did before parking.
+                // SAFETY: ours.
+                self.current[class] = unsafe { Slab::next(slab) };
             }
         }
         if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
             self.flush_class(class);
         }
         found
+    }
+
+    /// Collects the remote frees of `slab`, one of ours, and reports the
+    /// double frees it finds (see the slab module's docs).
+    ///
+    /// # Safety
+    /// `slab` is live and ours (or on an orphan list this thread holds).
+    pub(super) unsafe fn collect(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: the caller's contract.
+        let got = unsafe { Slab::collect(slab, self.map.objects) };
+        if got.doubles > 0 {
+            // Their freers counted them as freed: they were not.
+            self.delta[class] += got.doubles as isize;
+            self.slabs.double_frees_found(class, got.doubles);
+        }
+    }
+
+    /// Takes every notice from the mailbox: each slab goes back from the
+    /// parked list to its class's ring, after the current slab.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn take_notices(&mut self) {
+        let Some(mail) = self.mail else { return };
+        // SAFETY: our mailbox, alive while we are.
+        let mut slab = unsafe { mail.as_ref() }.take();
+        while !slab.is_null() {
+            // SAFETY: a notice is only posted for a slab we parked, and we
+            // do not return a slab while its notice is out (`releasable`):
+            // live and ours. The link was written before the post.
+            unsafe {
+                let next = (*slab).notice_next.load(Ordering::Relaxed);
+                let class = ((*slab).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
+                if Slab::take_notice(slab) {
+                    self.remove_parked(class, slab);
+                    self.link(class, slab);
+                    if self.current[class].is_null() {
+                        self.current[class] = slab;
+                    }
+                }
+                slab = next;
+            }
+        }
+    }
+
+    /// Puts `slab`, just parked, on the parked list of `class`.
+    pub(super) fn push_parked(&mut self, class: usize, slab: *mut Slab) {
+        let head = self.parked[class];
+        // SAFETY: `slab` and the list's slabs are live and ours.
+        unsafe {
+            set(&(*slab).prev, ptr::null_mut());
+            set(&(*slab).next, head);
+            if !head.is_null() {
+                set(&(*head).prev, slab);
+            }
+        }
+        self.parked[class] = slab;
+    }
+
+    /// Takes `slab` off the parked list of `class`.
+    pub(super) fn remove_parked(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: `slab` and its neighbours on the list are live and ours.
+        unsafe {
+            let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
+            if prev.is_null() {
+                self.parked[class] = next;
+            } else {
+                set(&(*prev).next, next);
+            }
+            if !next.is_null() {
+                set(&(*next).prev, prev);
+            }
+        }
     }
 
     /// An object from a slab this heap does not have yet: an adopted
@@ -135,7 +233,7 @@ impl<'a> ThreadHeap<'a> {
         // SAFETY: the slot of a block we own (64-byte aligned and large
         // enough, asserted at compile time): its previous slab, if any,
         // was returned with every object back.
-        unsafe { Slab::init(slab, class, block.as_ptr() as usize, self.id) };
+        unsafe { Slab::init(slab, class, block.as_ptr() as usize, self.id, self.mail_ptr()) };
         // SAFETY: the block is ours (above).
         unsafe {
             self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, slab_order(class), slab_key(class));
@@ -162,10 +260,17 @@ impl<'a> ThreadHeap<'a> {
                 // SAFETY: orphans are live, and owned by the list we hold:
                 // we may collect their remote frees. Decided on the owner's
                 // bitmap after the collect: `pending` may be spurious.
-                if unsafe {
-                    Slab::collect(slab, self.map.objects);
+                let has_free = unsafe {
+                    let got = Slab::collect(slab, self.map.objects);
+                    if got.doubles > 0 {
+                        self.slabs.double_frees_found(class, got.doubles);
+                        // Counted as freed by their freers, who were
+                        // wrong; the orphan's count is the shared one.
+                        self.slabs.counters[class].objects.fetch_add(got.doubles, Ordering::Relaxed);
+                    }
                     Slab::has_free(slab)
-                } {
+                };
+                if has_free {
                     found = Some(slab);
                     break;
                 }
@@ -175,8 +280,12 @@ impl<'a> ThreadHeap<'a> {
         };
         self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: unlinked under the lock: nobody else owns it now. Its
-        // cells were published by the orphaning thread's unlock.
-        unsafe { (*slab).owner.store(self.id, Ordering::Relaxed) };
+        // cells were published by the orphaning thread's unlock. Its
+        // notices go to our mailbox from now on (an orphan is never parked).
+        unsafe {
+            (*slab).mail.store(self.mail_ptr(), Ordering::Relaxed);
+            (*slab).owner.store(self.id, Ordering::Relaxed);
+        }
         Some(slab)
     }
 
@@ -229,11 +338,12 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.free_slow(ptr, class) }
     }
 
-    /// Frees `ptr` when it is an object in use of one of this heap's own
-    /// slabs that does not become empty by it (or is the current one).
-    /// Returns `false`, having changed nothing, for everything else:
-    /// another heap's object, a slab to release, a double free to report,
-    /// a pointer to refuse.
+    /// Frees `ptr`, an object of `class`, on its fast path: an object in
+    /// use of one of this heap's own slabs that does not become empty by
+    /// it (or is the current one), or of another heap's slab (or an
+    /// orphan's), onto its remote bitmap. Returns `false`, having changed
+    /// nothing, for everything else: a slab to release or take back from
+    /// parking, a double free to report, a pointer to refuse.
     ///
     /// # Safety
     /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
@@ -245,8 +355,21 @@ impl<'a> ThreadHeap<'a> {
         unsafe { self.free_found(slab, bit, class) }
     }
 
+    /// [`free_cached`](Self::free_cached) without the class: it comes from
+    /// the side table ([`SlabMap::class_at`]).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cfg_attr(loom, allow(dead_code))]
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract; `class_at` checked what `find` checks.
+        self.map.class_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
+    }
+
     /// [`free_cached`](Self::free_cached) once the pointer is known to be
-    /// an object boundary of the live slab `slab` of `class`.
+    /// an object boundary of the live slab `slab` of `class`: one lookup
+    /// for both kinds of free, told apart by one compare of the owner.
     ///
     /// # Safety
     /// As for [`free`](Self::free).
@@ -256,9 +379,12 @@ impl<'a> ThreadHeap<'a> {
         // thread ever stores its own id there, so a match is never stale,
         // and then the slab's cells are ours.
         unsafe {
-            if (*slab).owner.load(Ordering::Relaxed) != self.id
-                || Slab::is_free(slab, bit)
+            if (*slab).owner.load(Ordering::Relaxed) != self.id {
+                return self.free_remote_found(slab, bit, class);
+            }
+            if Slab::is_free(slab, bit)
                 || (get(&(*slab).used) == 1 && self.current[class] != slab)
+                || Slab::is_parked(slab)
             {
                 return false;
             }
@@ -270,27 +396,17 @@ impl<'a> ThreadHeap<'a> {
         true
     }
 
-    /// Frees `ptr` when it is an object in use of another heap's slab (or
-    /// an orphan's): onto the slab's remote bitmap, with no lock and
-    /// nothing that may block or allocate, so it needs the heap only as
-    /// [`free_cached`](Self::free_cached) does. `false`, having changed
-    /// nothing, for everything else (our own object, a double free to
-    /// report, a pointer to refuse). The first thing the slow path of a
-    /// free tries.
+    /// The other half of [`free_found`](Self::free_found): an object of a
+    /// slab this heap does not own, onto its remote bitmap, with no lock
+    /// and nothing that may block or allocate. `false` for a double free
+    /// (the slow path reports it).
     ///
     /// # Safety
-    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
-    #[cfg_attr(loom, allow(dead_code))]
+    /// `bit` is an object of the live slab `slab` of `class`, which this
+    /// heap does not own.
     #[inline(never)]
-    pub(crate) unsafe fn free_remote_cached(&mut self, ptr: *mut u8, class: usize) -> bool {
-        // SAFETY: the caller's contract: a class below NR_CLASSES.
-        let Ok((slab, bit)) = (unsafe { self.map.find(ptr, class) }) else { return false };
-        // SAFETY: a live slab; `owner` is atomic. Only this thread ever
-        // stores its own id, so a mismatch is another's (or nobody's).
-        if unsafe { (*slab).owner.load(Ordering::Relaxed) } == self.id {
-            return false;
-        }
-        // SAFETY: an object of a live slab we do not own.
+    unsafe fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
+        // SAFETY: the caller's contract.
         unsafe { self.push_remote_counted(slab, bit, class) }.is_ok()
     }
 
@@ -315,18 +431,6 @@ impl<'a> ThreadHeap<'a> {
             self.flush_class(class);
         }
         Ok(())
-    }
-
-    /// [`free_cached`](Self::free_cached) without the class: it comes from
-    /// the side table ([`SlabMap::class_at`]).
-    ///
-    /// # Safety
-    /// As for [`free`](Self::free).
-    #[cfg_attr(loom, allow(dead_code))]
-    #[inline(always)]
-    pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
-        // SAFETY: the caller's contract; `class_at` checked what `find` checks.
-        self.map.class_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
     }
 
     /// Puts the object at `bit` back on its slab's bitmap and counts it.
@@ -365,13 +469,28 @@ impl<'a> ThreadHeap<'a> {
                 return Err(SlabFreeError::DoubleFree);
             }
             self.push_local(slab, bit, class);
+            // A free into a parked slab takes it back onto the ring (its
+            // notice, if one is out, finds it there).
+            if Slab::unpark(slab) {
+                self.remove_parked(class, slab);
+                self.link(class, slab);
+                if self.current[class].is_null() {
+                    self.current[class] = slab;
+                }
+            }
         }
-        // SAFETY: ours.
-        if unsafe { Slab::is_empty(slab) } && self.current[class] != slab {
-            self.release(class, slab);
-        }
+        self.release_if_empty(class, slab);
         self.flush_class(class);
         Ok(())
+    }
+
+    /// Returns `slab`, one of ours on the ring, if every object is back,
+    /// it is not current, and no notice of it is out.
+    pub(super) fn release_if_empty(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: ours.
+        if unsafe { Slab::is_empty(slab) && Slab::releasable(slab) } && self.current[class] != slab {
+            self.release(class, slab);
+        }
     }
 
     /// Returns an empty slab of ours to the buddy allocator.
@@ -405,16 +524,49 @@ impl<'a> ThreadHeap<'a> {
 
 impl Drop for ThreadHeap<'_> {
     /// Thread exit: empty slabs go back to the buddy allocator, the rest
-    /// become orphans for other threads to adopt.
+    /// become orphans for other threads to adopt. First every notice is
+    /// stopped and the mailbox drained, so that the mailbox can go back to
+    /// the pool with nothing on its way to it.
     fn drop(&mut self) {
+        if let Some(mail) = self.mail {
+            for class in 0..NR_CLASSES {
+                while let Some(slab) = NonNull::new(self.parked[class]) {
+                    let slab = slab.as_ptr();
+                    // SAFETY: ours, parked.
+                    unsafe { Slab::stop_notices(slab) };
+                    self.remove_parked(class, slab);
+                    self.link(class, slab);
+                    if self.current[class].is_null() {
+                        self.current[class] = slab;
+                    }
+                }
+                // A slab taken back by a free of ours may still have a
+                // notice on its way: wait until it has arrived.
+                self.for_each_on_ring(class, |slab| {
+                    // SAFETY: ours.
+                    unsafe { Slab::stop_notices(slab) };
+                });
+            }
+            // Nobody posts to the mailbox any more: every slab's notice
+            // cleared, and the slabs are on their rings already.
+            // SAFETY: our mailbox.
+            let mut slab = unsafe { mail.as_ref() }.take();
+            while !slab.is_null() {
+                // SAFETY: ours, as in `take_notices`.
+                unsafe {
+                    let next = (*slab).notice_next.load(Ordering::Relaxed);
+                    Slab::take_notice(slab);
+                    slab = next;
+                }
+            }
+        }
         for class in 0..NR_CLASSES {
             while let Some(slab) = NonNull::new(self.current[class]) {
                 let slab = slab.as_ptr();
                 // SAFETY: ours.
-                let empty = unsafe {
-                    Slab::collect(slab, self.map.objects);
-                    Slab::is_empty(slab)
-                };
+                unsafe { self.collect(class, slab) };
+                // SAFETY: ours.
+                let empty = unsafe { Slab::is_empty(slab) };
                 if empty {
                     self.release(class, slab);
                     continue;
@@ -427,6 +579,28 @@ impl Drop for ThreadHeap<'_> {
                 self.slabs.counters[class].orphans.fetch_add(1, Ordering::Relaxed);
             }
             self.flush_class(class);
+        }
+        if let Some(mail) = self.mail.take() {
+            self.slabs.mailboxes.give_back(mail);
+        }
+    }
+}
+
+impl ThreadHeap<'_> {
+    /// Runs `f` on every slab of the ring of `class`.
+    fn for_each_on_ring(&self, class: usize, mut f: impl FnMut(*mut Slab)) {
+        let first = self.current[class];
+        if first.is_null() {
+            return;
+        }
+        let mut slab = first;
+        loop {
+            f(slab);
+            // SAFETY: slabs on our ring are live and ours.
+            slab = unsafe { Slab::next(slab) };
+            if slab == first {
+                return;
+            }
         }
     }
 }

@@ -85,6 +85,7 @@ mod cache;
 mod class;
 mod header;
 mod heap;
+mod mailbox;
 mod map;
 mod object;
 mod shared;
@@ -96,6 +97,7 @@ pub use class::{NR_CLASSES, SIZE_CLASSES, SLAB_MAX, class_of};
 pub use header::SlabFreeError;
 pub(crate) use header::*;
 pub use heap::ThreadHeap;
+use mailbox::*;
 use map::*;
 #[cfg(not(loom))]
 pub(crate) use map::{SlabGeometry, object_class, slab_geometry};
