@@ -41,6 +41,18 @@ fn model_with_bound(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// A model whose threads fill a whole slab first (64 allocations, and as
+/// many frees at the end): more atomic accesses than loom's default limit
+/// of branches, none of them a spin.
+fn slab_model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if std::env::var("LOOM_MAX_PREEMPTIONS").is_err() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.max_branches = 20_000;
+    builder.check(f);
+}
+
 /// Spawns a model thread with room for a per-thread cache set built on its
 /// stack (loom's default coroutine stack is 32 KiB; a set has a list per
 /// order and migratetype).
@@ -459,13 +471,15 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
 }
 
 /// A remote free is published to the owner's collect by the bitmap alone:
-/// the freer tells the owner only through a `Relaxed` flag, so only the
-/// remote `fetch_or`'s Release and the collect's swap order the freer's
-/// last use of the object before the owner's next hand-out. Dropping that
-/// Release fails this model (loom: causality violation on the cell that
-/// stands for the object, `slab/object.rs`), and so does the race model
-/// above; clearing the slab's `pending` flag after the swaps instead of
-/// before fails the race model (a remote free stranded, its slab never
+/// the freer tells the owner only through `Relaxed` flags, so the remote
+/// `fetch_or`'s Release and the collect's swap order the freer's last use
+/// of the object before the next hand-out of it. The freer frees two
+/// objects: the second finds the slab's `PENDING` set already and writes
+/// only its bit (the first's compare-exchange on the state would order it
+/// on its own). Weakening that `fetch_or` to Acquire fails this model
+/// (loom: causality violation on the cell that stands for the object,
+/// `slab/object.rs`); clearing `PENDING` after the swaps instead of before
+/// fails the race model above (a remote free stranded, its slab never
 /// freed).
 #[test]
 fn remote_free_is_published_by_the_push() {
@@ -475,12 +489,15 @@ fn remote_free_is_published_by_the_push() {
         let class = 0;
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         let y = heap.alloc(class).unwrap().as_ptr() as usize;
+        let w = heap.alloc(class).unwrap().as_ptr() as usize;
         let pushed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
         let freer = {
             let (arena, slabs, pushed) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&pushed));
             spawn(move || {
-                // SAFETY: handed to us, freed once.
-                unsafe { slabs.free_remote(&arena, NonNull::new(y as *mut u8).unwrap(), class).unwrap() };
+                for addr in [y, w] {
+                    // SAFETY: handed to us, freed once.
+                    unsafe { slabs.free_remote(&arena, NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+                }
                 pushed.store(true, Ordering::Relaxed);
             })
         };
@@ -492,12 +509,183 @@ fn remote_free_is_published_by_the_push() {
         // it).
         drop(heap);
         slabs.reap_orphans(&arena);
+        // The next hand-outs of those addresses (the lowest objects of the
+        // slab adopted or made again there) must come after the freer's
+        // last use: a hand-out writes the cell the free read.
+        let mut next = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let again = [next.alloc(class).unwrap(), next.alloc(class).unwrap()];
+        for z in again {
+            // SAFETY: ours, freed once.
+            unsafe { next.free(z, class).unwrap() };
+        }
+        drop(next);
         freer.join().unwrap();
         slabs.reap_orphans(&arena);
         assert_eq!(slabs.stats()[class].slabs, 0, "the pushed object was never collected");
         let zone = &arena.stats().zones[0];
         assert_eq!(zone.free, zone.managed, "a page was lost");
         arena.check().unwrap();
+    });
+}
+
+/// Two remote frees of one object race each other and the owner's
+/// collect, and the owner reuses what it collected (issue 26). The owner
+/// fills a slab (so its next allocation collects), then while one thread
+/// frees objects Y (the lowest) and X and another frees X again once Y is
+/// free (a double free), it allocates once: its collect may move the first free of X to
+/// its bitmap between the second free's look at that bitmap and its
+/// `fetch_or`, leaving X on both. Once both threads are done the owner
+/// allocates twice more: no object is handed out twice. Before issue 26 a
+/// pop took X from the owner's bitmap whatever the remote one said, and the
+/// next collect freed it again while it was out: the two allocations got
+/// X both (this model failed). The reuse comes after both frees, so that
+/// no free here is one through a stale pointer after a legitimate reuse,
+/// which no allocator can tell from a valid free.
+#[test]
+fn two_remote_frees_race_each_other_and_the_owners_collect() {
+    slab_model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = zonealloc::class_of(64, 8).unwrap();
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        // 64-byte objects: one page holds 64, the fewest of a one-page slab.
+        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+        let (y, x) = (filled[0], filled[1]);
+        let free = move |arena: &Arena, slabs: &zonealloc::Slabs, addr: usize| {
+            // SAFETY: objects of the filled slab; X is freed twice on
+            // purpose, and the arena must not be fooled by it.
+            unsafe { slabs.free_remote(arena, NonNull::new(addr as *mut u8).unwrap(), class) }.is_ok()
+        };
+        // Y is freed before either free of X, so that the owner's pop
+        // during the race takes Y (the lowest), never X: an X handed out
+        // again before its second free would make that free one through a
+        // stale pointer.
+        let y_freed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let first = {
+            let (arena, slabs, y_freed) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&y_freed));
+            spawn(move || {
+                let y_ok = free(&arena, &slabs, y);
+                y_freed.store(true, Ordering::Release);
+                (y_ok, free(&arena, &slabs, x))
+            })
+        };
+        let second = {
+            let (arena, slabs, y_freed) = (Arc::clone(&arena), Arc::clone(&slabs), Arc::clone(&y_freed));
+            spawn(move || {
+                while !y_freed.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                free(&arena, &slabs, x)
+            })
+        };
+        let during = heap.alloc(class).unwrap().as_ptr() as usize;
+        let (y_ok, x_first_ok) = first.join().unwrap();
+        let x_second_ok = second.join().unwrap();
+        assert!(y_ok && (x_first_ok || x_second_ok), "a first free was refused");
+        let after = [heap.alloc(class).unwrap().as_ptr() as usize, heap.alloc(class).unwrap().as_ptr() as usize];
+        let mut out: Vec<usize> = filled.iter().copied().filter(|&a| a != x && a != y).collect();
+        out.extend([during, after[0], after[1]]);
+        let distinct: std::collections::HashSet<usize> = out.iter().copied().collect();
+        assert_eq!(distinct.len(), out.len(), "an object was handed out twice");
+        drop(heap);
+        slabs.reap_orphans(&arena);
+        // The second free of X was refused, or found late: never both.
+        let both = x_first_ok && x_second_ok;
+        assert_eq!(u64::from(both), slabs.late_double_frees(), "a double free accepted and never found");
+    });
+}
+
+/// The owner's own free of an object races another thread's free of it
+/// (a double free across threads, in either order): one is refused, or
+/// both pass and the owner's next collect finds the second; the owner's
+/// next allocations never hand the object out twice. With the pop taking
+/// an object whatever the remote bitmap says (as before issue 26), the
+/// owner's two allocations got the object both (this model failed).
+#[test]
+fn the_owners_free_races_a_remote_free_of_the_same_object() {
+    slab_model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = zonealloc::class_of(64, 8).unwrap();
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        // A full slab: the owner's allocations after the race collect.
+        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+        let x = filled[0];
+        let remote = {
+            let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
+            spawn(move || {
+                // SAFETY: X is freed twice on purpose (here and by its owner).
+                unsafe { slabs.free_remote(&arena, NonNull::new(x as *mut u8).unwrap(), class) }.is_ok()
+            })
+        };
+        // SAFETY: as above.
+        let local_ok = unsafe { heap.free(NonNull::new(x as *mut u8).unwrap(), class) }.is_ok();
+        let remote_ok = remote.join().unwrap();
+        assert!(local_ok || remote_ok, "both frees refused");
+        let after = [heap.alloc(class).unwrap().as_ptr() as usize, heap.alloc(class).unwrap().as_ptr() as usize];
+        assert_ne!(after[0], after[1], "an object was handed out twice");
+        assert!(after.iter().all(|a| *a == x || !filled.contains(a)), "a live object was handed out");
+        for addr in after.into_iter().chain(filled.into_iter().filter(|&a| a != x)) {
+            // SAFETY: ours, freed once.
+            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+        }
+        drop(heap);
+        slabs.reap_orphans(&arena);
+        assert_eq!(
+            u64::from(local_ok && remote_ok),
+            slabs.late_double_frees(),
+            "a double free accepted and never found"
+        );
+        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
+    });
+}
+
+/// A remote free posts the notice of a parked slab while the slab's owner
+/// exits (issue 26): the exit stops every notice, waits for one being
+/// posted and drains its mailbox before the mailbox goes back to the pool,
+/// so the next heap, which takes the same mailbox, never finds a notice of
+/// a slab that is not its own (the pool checks that a mailbox it hands out
+/// or takes back is empty: without the wait for a post in progress, this
+/// model fails there).
+#[test]
+fn a_notice_posted_while_its_owner_exits_never_reaches_the_next_heap() {
+    slab_model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = zonealloc::class_of(64, 8).unwrap();
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
+        // The slab is full: this allocation parks it and takes another.
+        let other = heap.alloc(class).unwrap().as_ptr() as usize;
+        assert!(!filled.contains(&other));
+        let x = filled[0];
+        let freer = {
+            let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
+            spawn(move || {
+                // SAFETY: handed to us, freed once.
+                unsafe { slabs.free_remote(&arena, NonNull::new(x as *mut u8).unwrap(), class) }.unwrap();
+            })
+        };
+        drop(heap);
+        freer.join().unwrap();
+        let mut next = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let mine = next.alloc(class).unwrap();
+        // SAFETY: ours, freed once.
+        unsafe { next.free(mine, class).unwrap() };
+        for addr in filled.into_iter().filter(|&a| a != x).chain([other]) {
+            // SAFETY: live objects of the orphans, freed once.
+            unsafe { next.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+        }
+        drop(next);
+        slabs.reap_orphans(&arena);
+        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
     });
 }
 

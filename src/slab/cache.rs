@@ -230,7 +230,6 @@ impl Slabs {
         if !self.serves(arena) {
             return 0;
         }
-        let objects = SlabMap::of(arena).objects;
         let mut pages = 0;
         for class in 0..NR_CLASSES {
             let mut list = self.orphans[class].lock();
@@ -239,7 +238,7 @@ impl Slabs {
                 // SAFETY: orphans are owned by the list, which we hold: we
                 // may collect their remote frees and free the empty ones.
                 let empty = unsafe {
-                    let got = Slab::collect(slab, objects);
+                    let got = Slab::collect(slab);
                     if got.doubles > 0 {
                         self.double_frees_found(class, got.doubles);
                         self.counters[class].objects.fetch_add(got.doubles, Ordering::Relaxed);

@@ -238,7 +238,7 @@ impl Slab {
                     set(&(*this).used, get(&(*this).used) + 1);
                     let index = w * 64 + bits.trailing_zeros() as usize;
                     let object = (*this).base + index * CLASS_INFO[class].size as usize;
-                    objects.touch(object);
+                    objects.touch(object, Use::HandOut);
                     // A slab's block is never at address 0.
                     return Some(NonNull::new_unchecked(object as *mut u8));
                 }
@@ -284,7 +284,7 @@ impl Slab {
     pub(super) unsafe fn push_local(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
         // SAFETY: the caller's contract.
         unsafe {
-            Self::touch(this, bit, objects);
+            Self::touch(this, bit, objects, Use::Free);
             let free = &(*this).free[bit.word];
             free.store(free.load(Ordering::Relaxed) | bit.mask, Ordering::Relaxed);
             set(&(*this).used, get(&(*this).used) - 1);
@@ -317,7 +317,7 @@ impl Slab {
             if (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0 {
                 return Err(SlabFreeError::DoubleFree);
             }
-            Self::touch(this, bit, objects);
+            Self::touch(this, bit, objects, Use::Free);
             // Release: the freer's last writes to the object happen before
             // the owner's swap, and so before the object's next user has
             // it. Acquire: a bit set after the owner's swap sees the clear
@@ -446,10 +446,7 @@ impl Slab {
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
-    pub(super) unsafe fn collect(
-        this: *mut Slab,
-        #[cfg_attr(not(loom), allow(unused))] objects: ObjectMemory,
-    ) -> Collected {
+    pub(super) unsafe fn collect(this: *mut Slab) -> Collected {
         let mut got = Collected::default();
         // SAFETY: the caller owns the slab; the bitmaps are atomics.
         unsafe {
@@ -476,15 +473,6 @@ impl Slab {
                 (*this).free[w].store(free | bits, Ordering::Relaxed);
                 got.fresh += fresh.count_ones() as usize;
                 got.doubles += (bits & free).count_ones() as usize;
-                #[cfg(loom)]
-                {
-                    // The owner may hand these out from now on.
-                    let mut rest = fresh;
-                    while rest != 0 {
-                        Self::touch(this, ObjectBit::new(w * 64 + rest.trailing_zeros() as usize), objects);
-                        rest &= rest - 1;
-                    }
-                }
             }
             set(&(*this).used, get(&(*this).used) - got.fresh as u32);
         }
@@ -519,15 +507,15 @@ impl Slab {
     /// # Safety
     /// `this` is a live slab.
     #[inline(always)]
-    unsafe fn touch(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
+    unsafe fn touch(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory, usage: Use) {
         #[cfg(loom)]
         // SAFETY: the caller's contract; `key` is an atomic.
         unsafe {
             let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
-            objects.touch((*this).base + bit.index() * CLASS_INFO[class].size as usize);
+            objects.touch((*this).base + bit.index() * CLASS_INFO[class].size as usize, usage);
         }
         #[cfg(not(loom))]
-        let _ = (this, bit, objects);
+        let _ = (this, bit, objects, usage);
     }
 
     /// # Safety

@@ -129,7 +129,7 @@ impl<'a> ThreadHeap<'a> {
     /// `slab` is live and ours (or on an orphan list this thread holds).
     pub(super) unsafe fn collect(&mut self, class: usize, slab: *mut Slab) {
         // SAFETY: the caller's contract.
-        let got = unsafe { Slab::collect(slab, self.map.objects) };
+        let got = unsafe { Slab::collect(slab) };
         if got.doubles > 0 {
             // Their freers counted them as freed: they were not.
             self.delta[class] += got.doubles as isize;
@@ -261,7 +261,7 @@ impl<'a> ThreadHeap<'a> {
                 // we may collect their remote frees. Decided on the owner's
                 // bitmap after the collect: `pending` may be spurious.
                 let has_free = unsafe {
-                    let got = Slab::collect(slab, self.map.objects);
+                    let got = Slab::collect(slab);
                     if got.doubles > 0 {
                         self.slabs.double_frees_found(class, got.doubles);
                         // Counted as freed by their freers, who were

@@ -56,6 +56,15 @@ impl Mailbox {
         !self.head.load(Ordering::Relaxed).is_null()
     }
 
+    /// A mailbox in the pool holds no notice: one would be a slab of a
+    /// heap that is gone, delivered to the next (the exit protocol of
+    /// `ThreadHeap::drop` rules it out).
+    fn assert_empty(&self) {
+        if self.has_mail() {
+            crate::report::fatal(format_args!("a notice reached the mailbox of a heap that is gone"));
+        }
+    }
+
     /// Takes every notice: the first of a chain linked by `notice_next`.
     pub(super) fn take(&self) -> *mut Slab {
         // Acquire: the posters' links.
@@ -76,8 +85,8 @@ unsafe impl Send for MailboxPool {}
 unsafe impl Sync for MailboxPool {}
 
 /// Mailboxes per chunk taken from the allocator beneath the arena (one
-/// page).
-const CHUNK: usize = crate::PAGE_SIZE / std::mem::size_of::<Mailbox>();
+/// page; a few under loom, which models every atomic of them).
+const CHUNK: usize = if cfg!(loom) { 2 } else { crate::PAGE_SIZE / std::mem::size_of::<Mailbox>() };
 
 impl MailboxPool {
     crate::sync::const_fn_unless_loom! {
@@ -107,7 +116,9 @@ impl MailboxPool {
         }
         let mailbox = NonNull::new(*free)?;
         // SAFETY: on the list, so live and nobody's.
-        *free = unsafe { mailbox.as_ref() }.next_free.load(Ordering::Relaxed);
+        let mailbox_ref = unsafe { mailbox.as_ref() };
+        *free = mailbox_ref.next_free.load(Ordering::Relaxed);
+        mailbox_ref.assert_empty();
         Some(mailbox)
     }
 
@@ -116,7 +127,9 @@ impl MailboxPool {
     pub(super) fn give_back(&self, mailbox: NonNull<Mailbox>) {
         let mut free = self.free.lock();
         // SAFETY: the heap that held it is gone; nobody posts to it.
-        unsafe { mailbox.as_ref() }.next_free.store(*free, Ordering::Relaxed);
+        let mailbox_ref = unsafe { mailbox.as_ref() };
+        mailbox_ref.assert_empty();
+        mailbox_ref.next_free.store(*free, Ordering::Relaxed);
         *free = mailbox.as_ptr();
     }
 

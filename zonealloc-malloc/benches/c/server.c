@@ -16,6 +16,17 @@
 // falseshare   4 threads each allocate many 8..64-byte counters and update
 //              them in a tight loop (objects of different threads should
 //              not share cache lines)
+// batches      producer/consumer at scale (the shape of mimalloc-bench's
+//              xmalloc-test): 2 producer threads allocate batches of 4096
+//              64-byte objects and hand them through a bounded queue of
+//              100 batches to 2 consumer threads that free them; 1200
+//              batches in all
+// rounds       a server simulation (the shape of larson): 2 threads, each
+//              with an array of 5000 objects of 8..1000 bytes, replace
+//              random slots; every round each thread hands its array to a
+//              newly started thread and exits, so most objects are freed by
+//              a thread other than the one that allocated them; 60 rounds
+//              of 50000 replacements per thread
 // pair64       one thread, malloc(64)/free pairs (the unsized free path)
 // baseline     one malloc(64)/free pair: the peak RSS every run starts
 //              from (the allocator's code and its first metadata)
@@ -178,6 +189,104 @@ static void *falseshare(void *arg) {
     return NULL;
 }
 
+// batches
+#define BATCH_OBJECTS 4096
+#define BATCH_QUEUE 100
+#define BATCHES 1200
+#define BATCH_WORKERS 2
+
+struct batch {
+    struct batch *next;
+    void *objects[BATCH_OBJECTS];
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t not_full, not_empty;
+    struct batch *head;
+    int queued, produced, consumed;
+} bq = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0};
+
+static void *batch_producer(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&bq.lock);
+        int mine = bq.produced < BATCHES;
+        bq.produced += mine;
+        pthread_mutex_unlock(&bq.lock);
+        if (!mine) return NULL;
+        struct batch *b = malloc(sizeof *b);
+        for (int i = 0; i < BATCH_OBJECTS; i++) {
+            b->objects[i] = malloc(64);
+            memset(b->objects[i], i, 64);
+        }
+        pthread_mutex_lock(&bq.lock);
+        while (bq.queued >= BATCH_QUEUE) pthread_cond_wait(&bq.not_full, &bq.lock);
+        b->next = bq.head;
+        bq.head = b;
+        bq.queued++;
+        pthread_cond_signal(&bq.not_empty);
+        pthread_mutex_unlock(&bq.lock);
+    }
+}
+
+static void *batch_consumer(void *arg) {
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&bq.lock);
+        while (bq.head == NULL && bq.consumed < BATCHES) pthread_cond_wait(&bq.not_empty, &bq.lock);
+        if (bq.consumed >= BATCHES) {
+            pthread_cond_broadcast(&bq.not_empty);
+            pthread_mutex_unlock(&bq.lock);
+            return NULL;
+        }
+        struct batch *b = bq.head;
+        bq.head = b->next;
+        bq.queued--;
+        if (++bq.consumed >= BATCHES) pthread_cond_broadcast(&bq.not_empty);
+        pthread_cond_signal(&bq.not_full);
+        pthread_mutex_unlock(&bq.lock);
+        for (int i = 0; i < BATCH_OBJECTS; i++) free(b->objects[i]);
+        free(b);
+    }
+}
+
+// rounds
+#define ROUND_THREADS 2
+#define ROUND_SLOTS 5000
+#define ROUND_OPS 50000
+#define ROUNDS 60
+
+struct lineage {
+    void **slots;
+    uint32_t seed;
+    int round;
+};
+
+static void *round_thread(void *arg) {
+    struct lineage *l = arg;
+    for (int i = 0; i < ROUND_OPS; i++) {
+        uint32_t r = next(&l->seed);
+        int victim = r % ROUND_SLOTS;
+        free(l->slots[victim]);
+        size_t n = 8 + (r >> 13) % 993;
+        char *p = malloc(n);
+        p[0] = (char)n;
+        l->slots[victim] = p;
+    }
+    // The next round's thread takes the array over, and this one ends.
+    if (++l->round < ROUNDS) {
+        pthread_t t;
+        pthread_create(&t, NULL, round_thread, l);
+        pthread_detach(t);
+    } else {
+        for (int i = 0; i < ROUND_SLOTS; i++) free(l->slots[i]);
+        free(l->slots);
+        __atomic_store_n(&l->slots, NULL, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
 static void threads(int n, void *(*f)(void *)) {
     pthread_t t[16];
     for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, f, (void *)(intptr_t)i);
@@ -186,7 +295,7 @@ static void threads(int n, void *(*f)(void *)) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: server handoff|prodcons|mixed|falseshare|pair64|baseline\n");
+        fprintf(stderr, "usage: server handoff|prodcons|batches|rounds|mixed|falseshare|pair64|baseline\n");
         return 2;
     }
     const char *w = argv[1];
@@ -199,6 +308,27 @@ int main(int argc, char **argv) {
         pthread_create(&c, NULL, consumer, NULL);
         pthread_join(p, NULL);
         pthread_join(c, NULL);
+    } else if (!strcmp(w, "batches")) {
+        pthread_t t[2 * BATCH_WORKERS];
+        for (int i = 0; i < BATCH_WORKERS; i++) {
+            pthread_create(&t[2 * i], NULL, batch_consumer, NULL);
+            pthread_create(&t[2 * i + 1], NULL, batch_producer, NULL);
+        }
+        for (int i = 0; i < 2 * BATCH_WORKERS; i++) pthread_join(t[i], NULL);
+    } else if (!strcmp(w, "rounds")) {
+        static struct lineage lineages[ROUND_THREADS];
+        for (int i = 0; i < ROUND_THREADS; i++) {
+            lineages[i].seed = 4141u + i;
+            lineages[i].slots = malloc(ROUND_SLOTS * sizeof(void *));
+            for (int j = 0; j < ROUND_SLOTS; j++) lineages[i].slots[j] = malloc(8 + next(&lineages[i].seed) % 993);
+            pthread_t t;
+            pthread_create(&t, NULL, round_thread, &lineages[i]);
+            pthread_detach(t);
+        }
+        // Wait for the last round of every lineage (each thread is
+        // detached, so the wait is on the array it leaves behind).
+        for (int i = 0; i < ROUND_THREADS; i++)
+            while (__atomic_load_n(&lineages[i].slots, __ATOMIC_ACQUIRE) != NULL) sched_yield();
     } else if (!strcmp(w, "mixed")) {
         threads(MIXED_THREADS, mixed);
     } else if (!strcmp(w, "falseshare")) {
