@@ -477,3 +477,44 @@ fn a_second_slabs_over_an_arena_is_refused() {
     assert_eq!(a.stats()[class].objects, 0);
     arena.check().unwrap();
 }
+
+/// A walk of the ring that finds every slab full parks each slab once,
+/// however short the ring: with three full slabs on it the walk comes
+/// round to its start after three looks (a second park of one slab would
+/// take it off the ring twice, corrupting it). Then freeing everything
+/// gives every slab back.
+#[test]
+fn a_walk_over_a_short_full_ring_parks_each_slab_once() {
+    let arena = arena();
+    let slabs = Slabs::new();
+    let class = class_of(64, 8).unwrap();
+    let capacity = 4096 / SIZE_CLASSES[class];
+    let mut heap = ThreadHeap::new(&arena, &slabs);
+    // Two full slabs (parked by the walks that found them full), a third
+    // current and half full.
+    let mut objects: Vec<NonNull<u8>> = (0..capacity * 5 / 2).map(|_| heap.alloc(class).unwrap()).collect();
+    assert_eq!(slabs.stats()[class].slabs, 3);
+    // One free into each full slab takes it back onto the ring.
+    for i in [0, capacity] {
+        // SAFETY: allocated above for this class, freed once.
+        unsafe { heap.free(objects[i], class).unwrap() };
+    }
+    objects.remove(capacity);
+    objects.remove(0);
+    // Fill the current slab and both holes: the ring is three full slabs.
+    while objects.len() < 3 * capacity {
+        objects.push(heap.alloc(class).unwrap());
+    }
+    assert_eq!(slabs.stats()[class].slabs, 3);
+    // This walk finds all three full: a fourth slab.
+    objects.push(heap.alloc(class).unwrap());
+    assert_eq!(slabs.stats()[class].slabs, 4);
+    for p in objects {
+        // SAFETY: allocated above for this class, freed once.
+        unsafe { heap.free(p, class).unwrap() };
+    }
+    drop(heap);
+    slabs.reap_orphans(&arena);
+    assert_eq!((slabs.stats()[class].slabs, slabs.stats()[class].objects), (0, 0));
+    arena.check().unwrap();
+}

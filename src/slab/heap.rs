@@ -19,6 +19,7 @@ pub struct ThreadHeap<'a> {
     /// Per class: the slabs parked while full (off the ring, waiting for
     /// a notice), a list through `prev`/`next`, null-ended.
     pub(super) parked: [*mut Slab; NR_CLASSES],
+
     /// Objects taken minus objects freed since the last flush, per class.
     pub(super) delta: [isize; NR_CLASSES],
     /// Where other threads post notices of this heap's parked slabs;
@@ -86,8 +87,10 @@ impl<'a> ThreadHeap<'a> {
         if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
             self.take_notices();
         }
+        let mut full = [ptr::null_mut(); SCAN_LIMIT];
         let mut found = None;
-        for _ in 0..SCAN_LIMIT {
+        let start = self.current[class];
+        for seen in &mut full {
             let slab = self.current[class];
             if slab.is_null() {
                 break;
@@ -100,26 +103,41 @@ impl<'a> ThreadHeap<'a> {
                     found = Some(object);
                     break;
                 }
+                *seen = slab;
+                self.current[class] = Slab::next(slab);
             }
-            // Full: park it, and look at the next (which `unlink` makes
-            // current). A park refused because frees arrived meanwhile
-            // looks at this slab again.
-            if self.mail.is_some() {
-                // SAFETY: ours.
-                if unsafe { Slab::park(slab) } {
-                    self.unlink(class, slab);
-                    self.push_parked(class, slab);
-                }
-            } else {
-                // No mailbox: the ring walks on, as it did before parking.
-                // SAFETY: ours.
-                self.current[class] = unsafe { Slab::next(slab) };
+            // Once round the ring: each slab is looked at (and parked) once.
+            if self.current[class] == start {
+                break;
             }
+        }
+        if found.is_none() && self.mail.is_some() {
+            self.park_full(class, &full);
         }
         if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
             self.flush_class(class);
         }
         found
+    }
+
+    /// A walk of the ring found no free object in `full`: they are parked,
+    /// off the ring until a remote free posts a notice (or this heap frees
+    /// into one), so the next walks do not look at them again. A walk that
+    /// finds an object parks nothing: a heap whose objects come and go one
+    /// at a time (each free filling a hole of a full slab, each allocation
+    /// taking it) walks past its few full slabs more cheaply than it would
+    /// park them and take them back at every operation. A park refused
+    /// because remote frees arrived meanwhile leaves the slab on the ring.
+    #[cold]
+    #[inline(never)]
+    fn park_full(&mut self, class: usize, full: &[*mut Slab]) {
+        for &slab in full.iter().take_while(|s| !s.is_null()) {
+            // SAFETY: ours, on the ring.
+            if unsafe { Slab::park(slab) } {
+                self.unlink(class, slab);
+                self.push_parked(class, slab);
+            }
+        }
     }
 
     /// Collects the remote frees of `slab`, one of ours, and reports the
@@ -382,18 +400,37 @@ impl<'a> ThreadHeap<'a> {
             if (*slab).owner.load(Ordering::Relaxed) != self.id {
                 return self.free_remote_found(slab, bit, class);
             }
-            if Slab::is_free(slab, bit)
-                || (get(&(*slab).used) == 1 && self.current[class] != slab)
-                || Slab::is_parked(slab)
-            {
+            if Slab::is_free(slab, bit) {
                 return false;
             }
             self.push_local(slab, bit, class);
+            // A parked slab has a free object now, or an empty one (not
+            // current) goes back: both out of line.
+            if Slab::is_parked(slab) || (get(&(*slab).used) == 0 && self.current[class] != slab) {
+                self.after_local_free(class, slab);
+            }
         }
         if self.delta[class] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
         }
         true
+    }
+
+    /// What a local free of an object of `slab` leaves to do: a parked
+    /// slab goes back onto the ring (its notice, if one is out, finds it
+    /// there), and an empty one back to the buddy allocator.
+    #[cold]
+    #[inline(never)]
+    fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
+        // SAFETY: ours.
+        if unsafe { Slab::unpark(slab) } {
+            self.remove_parked(class, slab);
+            self.link(class, slab);
+            if self.current[class].is_null() {
+                self.current[class] = slab;
+            }
+        }
+        self.release_if_empty(class, slab);
     }
 
     /// The other half of [`free_found`](Self::free_found): an object of a
@@ -469,17 +506,8 @@ impl<'a> ThreadHeap<'a> {
                 return Err(SlabFreeError::DoubleFree);
             }
             self.push_local(slab, bit, class);
-            // A free into a parked slab takes it back onto the ring (its
-            // notice, if one is out, finds it there).
-            if Slab::unpark(slab) {
-                self.remove_parked(class, slab);
-                self.link(class, slab);
-                if self.current[class].is_null() {
-                    self.current[class] = slab;
-                }
-            }
         }
-        self.release_if_empty(class, slab);
+        self.after_local_free(class, slab);
         self.flush_class(class);
         Ok(())
     }
