@@ -62,12 +62,14 @@ pub(crate) fn fatal_at(at: &std::panic::Location<'_>, what: fmt::Arguments<'_>) 
     std::process::abort()
 }
 
-/// Aborts with one line if it is dropped by unwinding: held across an
-/// entry point of the global allocator, out of which a panic must not
-/// unwind (undefined behaviour for a `GlobalAlloc`). Forgotten at the end
-/// of the call (`disarm`), it costs nothing on the way out.
+/// Aborts with one line if it is dropped by unwinding: held by each
+/// out-of-line function the global allocator's fast paths call (and by
+/// `realloc`), out of which a panic must not unwind (undefined behaviour
+/// for a `GlobalAlloc`). Zero-sized and forgotten at the end of the call
+/// (`disarm`), it costs nothing but a landing pad; the fast paths
+/// themselves hold none, so they stay leaves with tail calls.
 #[cfg_attr(loom, allow(dead_code))]
-pub(crate) struct AbortOnUnwind(pub(crate) &'static str);
+pub(crate) struct AbortOnUnwind;
 
 #[cfg_attr(loom, allow(dead_code))]
 impl AbortOnUnwind {
@@ -81,7 +83,7 @@ impl AbortOnUnwind {
 impl Drop for AbortOnUnwind {
     #[cold]
     fn drop(&mut self) {
-        fatal(format_args!("a panic inside the allocator unwound out of {}", self.0));
+        fatal(format_args!("a panic inside the allocator unwound out of it"));
     }
 }
 

@@ -135,7 +135,10 @@ fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
 /// allocation): the heap's slabs, then the slow path.
 #[inline(never)]
 fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
-    alloc_from_heap(class, layout, zero).unwrap_or_else(|| alloc_slow(layout, zero))
+    let guard = AbortOnUnwind;
+    let ptr = alloc_from_heap(class, layout, zero).unwrap_or_else(|| alloc_slow(layout, zero));
+    guard.disarm();
+    ptr
 }
 
 /// An object of `class` from a slab this thread's heap already has.
@@ -153,6 +156,13 @@ fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> 
 /// this thread already has.
 #[inline(never)]
 fn alloc_slow(layout: Layout, zero: bool) -> *mut u8 {
+    let guard = AbortOnUnwind;
+    let ptr = alloc_slow_unguarded(layout, zero);
+    guard.disarm();
+    ptr
+}
+
+fn alloc_slow_unguarded(layout: Layout, zero: bool) -> *mut u8 {
     let Some(arena) = init::arena() else {
         // The arena could not be built (or is being built by this very
         // thread): the system allocator serves everything.
@@ -213,6 +223,12 @@ unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
 /// freed through the thread's ready heap, onto its own slab or another's).
 #[inline(never)]
 fn dealloc_slow(ptr: *mut u8, layout: Layout) {
+    let guard = AbortOnUnwind;
+    dealloc_slow_unguarded(ptr, layout);
+    guard.disarm();
+}
+
+fn dealloc_slow_unguarded(ptr: *mut u8, layout: Layout) {
     let Some(nn) = NonNull::new(ptr) else { return };
     let Some(arena) = global_arena() else {
         if init::failed() {
@@ -291,34 +307,27 @@ fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bo
 // SAFETY: every block handed out is at least `layout.size()` bytes, aligned
 // to `layout.align()` (slab classes and buddy orders are chosen for both),
 // and not handed out again until freed; nothing here unwinds (a panic
-// inside aborts: `AbortOnUnwind`, and the locks' guards in `sync`).
+// inside aborts: `AbortOnUnwind` in every out-of-line function the fast
+// paths call, and the locks' guards in `sync`).
 unsafe impl GlobalAlloc for ZoneAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let guard = AbortOnUnwind("ZoneAlloc::alloc");
-        let ptr = alloc_impl(layout, false);
-        guard.disarm();
-        ptr
+        alloc_impl(layout, false)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let guard = AbortOnUnwind("ZoneAlloc::alloc_zeroed");
-        let ptr = alloc_impl(layout, true);
-        guard.disarm();
-        ptr
+        alloc_impl(layout, true)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let guard = AbortOnUnwind("ZoneAlloc::dealloc");
         dealloc_impl(ptr, layout);
-        guard.disarm();
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let guard = AbortOnUnwind("ZoneAlloc::realloc");
+        let guard = AbortOnUnwind;
         // SAFETY: the caller's contract, forwarded.
         let moved = unsafe { realloc_impl(ptr, layout, new_size) };
         guard.disarm();

@@ -422,6 +422,7 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
+        let guard = crate::report::AbortOnUnwind;
         // SAFETY: ours.
         if unsafe { Slab::unpark(slab) } {
             self.remove_parked(class, slab);
@@ -431,6 +432,7 @@ impl<'a> ThreadHeap<'a> {
             }
         }
         self.release_if_empty(class, slab);
+        guard.disarm();
     }
 
     /// The other half of [`free_found`](Self::free_found): an object of a
@@ -443,8 +445,11 @@ impl<'a> ThreadHeap<'a> {
     /// heap does not own.
     #[inline(never)]
     unsafe fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
+        let guard = crate::report::AbortOnUnwind;
         // SAFETY: the caller's contract.
-        unsafe { self.push_remote_counted(slab, bit, class) }.is_ok()
+        let freed = unsafe { self.push_remote_counted(slab, bit, class) }.is_ok();
+        guard.disarm();
+        freed
     }
 
     /// Frees the object at `bit` onto the remote bitmap of `slab` (see
@@ -540,6 +545,7 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     pub(super) fn flush_class(&mut self, class: usize) {
+        let guard = crate::report::AbortOnUnwind;
         let delta = std::mem::take(&mut self.delta[class]);
         let objects = &self.slabs.counters[class].objects;
         if delta > 0 {
@@ -547,6 +553,7 @@ impl<'a> ThreadHeap<'a> {
         } else if delta < 0 {
             objects.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
+        guard.disarm();
     }
 }
 
