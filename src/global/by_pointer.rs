@@ -186,12 +186,15 @@ pub unsafe fn global_free(ptr: *mut u8) -> bool {
 ///
 /// # Safety
 /// As for [`global_free`].
-#[inline]
+#[inline(always)]
 pub unsafe fn global_free_cached(ptr: *mut u8) -> bool {
-    NonNull::new(ptr).is_some_and(|nn| {
+    let Some(nn) = NonNull::new(ptr) else { return false };
+    with_ready_heap(
+        #[inline(always)]
         // SAFETY: the caller's contract; the heap checks the pointer.
-        with_ready_heap(|heap| unsafe { heap.free_cached_unsized(nn) }.then_some(())).is_some()
-    })
+        |heap| unsafe { heap.free_cached_unsized(nn) }.then_some(()),
+    )
+    .is_some()
 }
 
 /// Frees a block [`global_malloc`] handed out `outside` the arena, with

@@ -28,16 +28,17 @@ pub struct ClassStats {
     /// Slabs whose thread exited, waiting to be adopted.
     pub orphans: usize,
     /// Objects in use: exact once every heap has published its counts
-    /// (at each slab change, at its drop, on [`ThreadHeap::flush`]); a
-    /// live heap's unpublished change is less than [`FLUSH_BATCH`] plus
-    /// one slab's objects (never reported below zero).
+    /// (at each new slab, at its drop, on [`ThreadHeap::flush`], and when
+    /// a count reaches [`FLUSH_BATCH`] on its slower paths); a live heap's
+    /// unpublished change is bounded by the objects its slabs hold (never
+    /// reported below zero). See the slab module's docs.
     pub objects: usize,
     /// Bytes of buddy blocks the class's slabs occupy.
     pub slab_bytes: usize,
 }
 
-/// A heap publishes its object counts at least this often (in net frees
-/// per class); see [`ClassStats::objects`].
+/// A heap publishes its object counts on its slower paths once they have
+/// moved this far (per class); see [`ClassStats::objects`].
 pub const FLUSH_BATCH: usize = 64;
 
 /// The state shared by every thread's heap over one arena: orphaned slabs

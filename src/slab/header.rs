@@ -9,6 +9,11 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 use super::*;
 
+/// The bit of [`Slab::used`] that mirrors [`state::PARKED`] (the owner
+/// sets and clears both): the count as an `i32` is at most 0 exactly when
+/// the slab is parked or has no object out.
+pub(super) const USED_PARKED: u32 = 1 << 31;
+
 /// Words in each of a slab's bitmaps.
 pub(super) const BITMAP_WORDS: usize = 4;
 
@@ -64,7 +69,9 @@ pub(super) struct Slab {
     /// The slab's block; set before the slab is published, never changed.
     pub(super) base: usize,
     /// Objects handed out and not yet back on `free` (remote frees count
-    /// until collected).
+    /// until collected), with [`USED_PARKED`] set while the slab is
+    /// parked: the owner's free tests "parked, or now empty" with one
+    /// signed compare of the count it just wrote.
     pub(super) used: UnsafeCell<u32>,
     /// [`state`] bits.
     pub(super) state: AtomicU32,
@@ -192,7 +199,9 @@ impl Slab {
             set(&(*this).next, this);
             (*this).mail.store(mail, Ordering::Relaxed);
             (*this).notice_next.store(std::ptr::null_mut(), Ordering::Relaxed);
-            (*this).key.store(slab_key(class), Ordering::Relaxed);
+            // Release: a free that reads the key (Acquire) reads this
+            // header's fields, not the slot's previous ones.
+            (*this).key.store(slab_key(class), Ordering::Release);
         }
         #[cfg(loom)]
         // SAFETY: the caller's contract.
@@ -232,12 +241,19 @@ impl Slab {
             for w in 0..BITMAP_WORDS {
                 let free = &(*this).free[w];
                 let all = free.load(Ordering::Relaxed);
+                // The remote word only for a word with free objects: the
+                // full ones of a busy slab cost one load each.
+                if all == 0 {
+                    continue;
+                }
                 let bits = all & !(*this).remote[w].load(Ordering::Relaxed);
                 if bits != 0 {
                     free.store(all & !(bits & bits.wrapping_neg()), Ordering::Relaxed);
                     set(&(*this).used, get(&(*this).used) + 1);
                     let index = w * 64 + bits.trailing_zeros() as usize;
-                    let object = (*this).base + index * CLASS_INFO[class].size as usize;
+                    // From the table of sizes, not `CLASS_INFO`: 8-byte
+                    // entries index without a shift.
+                    let object = (*this).base + index * SIZE_CLASSES[class];
                     objects.touch(object, Use::HandOut);
                     // A slab's block is never at address 0.
                     return Some(NonNull::new_unchecked(object as *mut u8));
@@ -247,47 +263,37 @@ impl Slab {
         }
     }
 
-    /// Whether the object at `bit` is free (on either bitmap), for a free
-    /// by the owner. The remote bitmap is read only if a remote free is
-    /// pending, so a racing remote free may be missed here: the object is
-    /// then on both bitmaps, never handed out ([`pop`](Self::pop)), and the
-    /// next collect finds the double free.
+    /// Whether the object at `bit` is on the owner's bitmap, for a free by
+    /// the owner: a double free on one thread, refused at once. The remote
+    /// bitmap is not read: an object freed by another thread and then by
+    /// the owner (a double free between threads) ends up on both bitmaps,
+    /// where it is never handed out ([`pop`](Self::pop)) and the next
+    /// collect finds it.
     ///
     /// # Safety
     /// `this` is a live slab (any thread may ask).
     #[inline(always)]
     pub(super) unsafe fn is_free(this: *mut Slab, bit: ObjectBit) -> bool {
-        // SAFETY: the caller's contract; all three are atomics.
-        unsafe {
-            (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0
-                || ((*this).state.load(Ordering::Relaxed) & state::PENDING != 0
-                    && (*this).remote[bit.word].load(Ordering::Relaxed) & bit.mask != 0)
-        }
-    }
-
-    /// Whether the owner parked it (off its ring, waiting for a notice).
-    ///
-    /// # Safety
-    /// `this` is a live slab.
-    #[inline(always)]
-    pub(super) unsafe fn is_parked(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract; an atomic.
-        unsafe { (*this).state.load(Ordering::Relaxed) & state::PARKED != 0 }
+        unsafe { (*this).free[bit.word].load(Ordering::Relaxed) & bit.mask != 0 }
     }
 
-    /// Puts the object at `bit`, in use, back on the owner's bitmap.
+    /// Puts the object at `bit`, in use, back on the owner's bitmap; the
+    /// count of objects out after it, with [`USED_PARKED`].
     ///
     /// # Safety
     /// As for [`pop`](Self::pop); the object is in use (checked with
     /// [`is_free`](Self::is_free)).
     #[inline(always)]
-    pub(super) unsafe fn push_local(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) {
+    pub(super) unsafe fn push_local(this: *mut Slab, bit: ObjectBit, objects: ObjectMemory) -> u32 {
         // SAFETY: the caller's contract.
         unsafe {
             Self::touch(this, bit, objects, Use::Free);
             let free = &(*this).free[bit.word];
             free.store(free.load(Ordering::Relaxed) | bit.mask, Ordering::Relaxed);
-            set(&(*this).used, get(&(*this).used) - 1);
+            let used = get(&(*this).used) - 1;
+            set(&(*this).used, used);
+            used
         }
     }
 
@@ -378,9 +384,22 @@ impl Slab {
             let s = (*this).state.load(Ordering::Relaxed);
             // Release: `mail` (written at install or adoption) is there for
             // the free that posts.
-            s & state::PENDING == 0
-                && (*this).state.compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed).is_ok()
+            let parked = s & state::PENDING == 0
+                && (*this).state.compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed).is_ok();
+            if parked {
+                set(&(*this).used, get(&(*this).used) | USED_PARKED);
+            }
+            parked
         }
+    }
+
+    /// Clears the mirror of `PARKED` in `used`. Owner only.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    unsafe fn clear_parked_mirror(this: *mut Slab) {
+        // SAFETY: the caller's contract.
+        unsafe { set(&(*this).used, get(&(*this).used) & !USED_PARKED) };
     }
 
     /// Takes the slab back from parking (its notice arrived, or the owner
@@ -392,7 +411,10 @@ impl Slab {
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn unpark(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract; `state` is an atomic.
-        unsafe { (*this).state.fetch_and(!state::PARKED, Ordering::Relaxed) & state::PARKED != 0 }
+        unsafe {
+            Self::clear_parked_mirror(this);
+            (*this).state.fetch_and(!state::PARKED, Ordering::Relaxed) & state::PARKED != 0
+        }
     }
 
     /// The owner took the slab's notice from its mailbox: it is taken back
@@ -404,7 +426,10 @@ impl Slab {
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn take_notice(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract; `state` is an atomic.
-        unsafe { (*this).state.fetch_and(!(state::PARKED | state::NOTICED), Ordering::Relaxed) & state::PARKED != 0 }
+        unsafe {
+            Self::clear_parked_mirror(this);
+            (*this).state.fetch_and(!(state::PARKED | state::NOTICED), Ordering::Relaxed) & state::PARKED != 0
+        }
     }
 
     /// Whether the slab may go back to the buddy allocator as far as its
@@ -485,7 +510,7 @@ impl Slab {
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn is_empty(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract.
-        unsafe { get(&(*this).used) == 0 }
+        unsafe { get(&(*this).used) & !USED_PARKED == 0 }
     }
 
     /// Whether an allocation could take an object from it now (its

@@ -65,7 +65,9 @@ impl<'a> ThreadHeap<'a> {
     /// `None` sends the caller to [`alloc`](Self::alloc).
     #[inline(always)]
     pub(crate) fn alloc_cached(&mut self, class: usize) -> Option<NonNull<u8>> {
-        let slab = self.current[class];
+        // `get`: a class out of range finds no slab, where indexing would
+        // need a panic path.
+        let slab = *self.current.get(class)?;
         if slab.is_null() {
             return None;
         }
@@ -381,21 +383,26 @@ impl<'a> ThreadHeap<'a> {
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
     pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
-        // SAFETY: the caller's contract; `class_at` checked what `find` checks.
-        self.map.class_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
+        // SAFETY: the caller's contract; `object_at` checked what `find`
+        // checks but the header's key, which `free_found` checks for a
+        // slab not ours (see `object_at`).
+        self.map.object_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
     }
 
     /// [`free_cached`](Self::free_cached) once the pointer is known to be
-    /// an object boundary of the live slab `slab` of `class`: one lookup
-    /// for both kinds of free, told apart by one compare of the owner.
+    /// an object boundary of a slab of `class` whose header is the slot
+    /// `slab`: one lookup for both kinds of free, told apart by one
+    /// compare of the owner. The header's key is checked only for a slab
+    /// not ours (see [`SlabMap::object_at`]).
     ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[inline(always)]
     unsafe fn free_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
-        // SAFETY: a live slab (checked above); `owner` is atomic. Only this
-        // thread ever stores its own id there, so a match is never stale,
-        // and then the slab's cells are ours.
+        // SAFETY: a slot of the side table, always readable; `owner` is
+        // atomic. Only this thread ever stores its own id there, so a match
+        // is never stale: the live slab of the pointer, and its cells are
+        // ours.
         unsafe {
             if (*slab).owner.load(Ordering::Relaxed) != self.id {
                 return self.free_remote_found(slab, bit, class);
@@ -403,22 +410,24 @@ impl<'a> ThreadHeap<'a> {
             if Slab::is_free(slab, bit) {
                 return false;
             }
-            self.push_local(slab, bit, class);
+            let used = self.push_local(slab, bit, class);
             // A parked slab has a free object now, or an empty one (not
-            // current) goes back: both out of line.
-            if Slab::is_parked(slab) || (get(&(*slab).used) == 0 && self.current[class] != slab) {
+            // current) goes back: out of line, in one call last (a tail
+            // call once inlined). Parked makes the count negative
+            // (`USED_PARKED`), so the common case is one compare. The
+            // count is published there, not on every free (see
+            // `ClassStats::objects`).
+            if (used as i32) <= 0 && (used != 0 || self.current[class] != slab) {
                 self.after_local_free(class, slab);
             }
-        }
-        if self.delta[class] <= -(FLUSH_BATCH as isize) {
-            self.flush_class(class);
         }
         true
     }
 
-    /// What a local free of an object of `slab` leaves to do: a parked
+    /// What a local free of an object of `slab` may leave to do: a parked
     /// slab goes back onto the ring (its notice, if one is out, finds it
-    /// there), and an empty one back to the buddy allocator.
+    /// there), an empty one back to the buddy allocator; and the count is
+    /// published when due.
     #[cold]
     #[inline(never)]
     fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
@@ -432,22 +441,29 @@ impl<'a> ThreadHeap<'a> {
             }
         }
         self.release_if_empty(class, slab);
+        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+            self.flush_class(class);
+        }
         guard.disarm();
     }
 
     /// The other half of [`free_found`](Self::free_found): an object of a
     /// slab this heap does not own, onto its remote bitmap, with no lock
     /// and nothing that may block or allocate. `false` for a double free
-    /// (the slow path reports it).
+    /// or a header that is not the live slab's (the slow path reports
+    /// them).
     ///
     /// # Safety
-    /// `bit` is an object of the live slab `slab` of `class`, which this
-    /// heap does not own.
+    /// `bit` is an object boundary of a slab of `class` whose header would
+    /// be the slot `slab`, which this heap does not own.
     #[inline(never)]
     unsafe fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
         let guard = crate::report::AbortOnUnwind;
-        // SAFETY: the caller's contract.
-        let freed = unsafe { self.push_remote_counted(slab, bit, class) }.is_ok();
+        // SAFETY: a slot is always readable and `key` is an atomic; with
+        // the key, the caller's contract makes it the live slab of the
+        // object.
+        let freed = unsafe { (*slab).key.load(Ordering::Acquire) == slab_key(class) }
+            && unsafe { self.push_remote_counted(slab, bit, class) }.is_ok();
         guard.disarm();
         freed
     }
@@ -481,10 +497,10 @@ impl<'a> ThreadHeap<'a> {
     /// `slab` is a live slab of `class` owned by this heap and `bit` an
     /// object of it in use.
     #[inline(always)]
-    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) {
-        // SAFETY: per the contract, the slab's cells are ours.
-        unsafe { Slab::push_local(slab, bit, self.map.objects) };
+    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> u32 {
         self.delta[class] -= 1;
+        // SAFETY: per the contract, the slab's cells are ours.
+        unsafe { Slab::push_local(slab, bit, self.map.objects) }
     }
 
     /// [`free`](Self::free) for what [`free_cached`](Self::free_cached)

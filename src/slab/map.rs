@@ -97,9 +97,11 @@ pub(super) fn object_bit(class: usize, offset: usize) -> Option<ObjectBit> {
     let offset = offset as u64;
     // The caller's offset is masked to the slab (at most 64 KiB), so the
     // product fits 48 bits.
+    if offset >= u64::from(info.limit) {
+        return None;
+    }
     let product = offset.wrapping_mul(info.div_magic);
-    (offset < u64::from(info.limit) && u64::from(product as u32) < info.div_magic)
-        .then(|| ObjectBit::new((product >> 32) as usize))
+    (u64::from(product as u32) < info.div_magic).then(|| ObjectBit::new((product >> 32) as usize))
 }
 
 /// The class of the live slab object at `ptr`, if it is one; see
@@ -128,6 +130,22 @@ impl SlabMap {
         self.geometry().class_at(ptr)
     }
 
+    /// [`class_at`](Self::class_at) without the header's key: the slab
+    /// header the page's key points to, for a caller that checks it only
+    /// when the slab is not its own. A live key read here (Acquire, against
+    /// the Release that wrote it) means the header's fields are that
+    /// slab's or later ones; and a thread reads its own id as the owner
+    /// only of a slab it made and still owns, which its page keys name
+    /// until it returns it. So a header found owned by the caller is the
+    /// live slab of `ptr`, of the key's class, and any other needs the
+    /// check.
+    #[inline(always)]
+    pub(super) fn object_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
+        let (class, _, block, bit) = self.geometry().page_class(ptr.as_ptr() as usize)?;
+        // SAFETY: a block of the region (`page_class` checked it).
+        Some((class, unsafe { self.slot(block) }, bit))
+    }
+
     /// Where the region and the side table are.
     #[inline(always)]
     pub(crate) fn geometry(self) -> SlabGeometry {
@@ -152,8 +170,9 @@ impl SlabMap {
             // the key is constructed.
             unsafe {
                 let slot = self.slot(block + (page << crate::PAGE_SHIFT));
+                // Release: see `object_at`.
                 #[cfg(not(loom))]
-                (*slot).key.store(key, Ordering::Relaxed);
+                (*slot).key.store(key, Ordering::Release);
                 #[cfg(loom)]
                 std::ptr::addr_of_mut!((*slot).key).write(AtomicU64::new(key));
             }
@@ -196,7 +215,8 @@ impl SlabGeometry {
         }
         // SAFETY: a page of the region (checked above); a slot is always
         // readable and `key` is an atomic.
-        let key = unsafe { (*self.slot(offset_in_region & !(crate::PAGE_SIZE - 1))).key.load(Ordering::Relaxed) };
+        // Acquire: see `SlabMap::object_at`.
+        let key = unsafe { (*self.slot(offset_in_region & !(crate::PAGE_SIZE - 1))).key.load(Ordering::Acquire) };
         let class = (key ^ SLAB_MAGIC) as usize;
         if class >= NR_CLASSES {
             return None;

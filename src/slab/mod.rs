@@ -34,47 +34,70 @@
 //! and stores on its bitmap and a count of objects out. Any other thread
 //! frees by setting the object's bit on the slab's remote bitmap with a
 //! `fetch_or` (on the header's second cache line; it reads the first, the
-//! owner's, to check the object); the owner takes each remote word whole
-//! with a swap when its own bitmap runs dry. A slab whose objects are all back goes to the buddy allocator
-//! (unless it is the class's current slab), so its memory can be purged.
+//! owner's, to check the object). The first remote free after a collect
+//! sets `PENDING` in the slab's state word; the owner collects (takes each
+//! remote word whole with a swap) when it walks its ring for a slab with a
+//! free object. A slab the walk finds full is parked: taken off the ring,
+//! so later walks do not look at it again, until the first remote free
+//! into it posts a notice to the owner's mailbox (`mailbox.rs`: one push
+//! per parking, never an allocation), which the owner takes at its next
+//! walk, or until the owner frees into it. A slab whose objects are all
+//! back goes to the buddy allocator (unless it is the class's current
+//! slab), so its memory can be purged: memory freed by any thread is
+//! reused by the thread that allocates, and every slab a heap keeps but
+//! its current ones holds an object that is live or freed by another
+//! thread and not yet collected (which a parked slab's notice brings to
+//! the owner's next walk).
 //!
-//! **Thread exit.** [`ThreadHeap::drop`] collects every slab's remote frees,
-//! returns the empty ones and orphans the rest onto the shared per-class
-//! orphan lists in [`Slabs`]; a thread that needs a slab of that class
-//! adopts one before it asks the buddy allocator for a new one, so
-//! short-lived threads leak nothing. A remote free never needs the owner to
-//! be alive: it touches only the slab. Orphans that become empty are
-//! returned by `Slabs::reap_orphans` (the global arena's shrinker).
-//!
-//! `tests/loom.rs` models the cross-thread protocol
-//! (`cross_thread_slab_free_races_owner_alloc_and_exit`,
-//! `remote_free_is_published_by_the_push`, which fails when the remote
-//! `fetch_or`'s Release is weakened to Relaxed, and
-//! `shared_heap_allocations_race_each_other_and_adopt_orphans`). Under
-//! loom every hand-out and free touches a cell standing for the object
-//! (`object.rs`), so a protocol that let an object out while its last user
-//! could still write it shows as a race there.
+//! **Thread exit.** [`ThreadHeap::drop`] stops every notice (waiting for
+//! one being posted), drains its mailbox and gives it back, collects every
+//! slab's remote frees, returns the empty ones and orphans the rest onto
+//! the shared per-class orphan lists in [`Slabs`]; a thread that needs a
+//! slab of that class adopts one before it asks the buddy allocator for a
+//! new one, so short-lived threads leak nothing. A remote free never needs
+//! the owner to be alive: it touches only the slab, and the mailbox, which
+//! outlives every heap that used it (the pool keeps it). Orphans that
+//! become empty are returned by `Slabs::reap_orphans` (the global arena's
+//! shrinker).
 //!
 //! **Checks.** A free is refused (and reported by the caller) unless the
 //! side-table slot of the block around the pointer (at the class's slab
 //! order) holds a live slab of that class (magic and class in one word,
 //! cleared when the slab goes back to the buddy allocator) and the pointer
 //! is an object boundary (one multiplication gives the boundary test and
-//! the object's index). A free of an object whose bit is set on either
-//! bitmap is a double free, refused exactly: the bits are the allocator's
-//! own state, so no bytes a live object holds can be mistaken for it. The
-//! owner reads the remote bitmap only when a remote free is pending. Two
-//! threads freeing the same object at the same instant (a data race in
-//! the caller), a second free racing the object's reuse (an allocator
-//! cannot tell it from a free of the new owner's object), or a second
-//! remote free racing the owner's collect of the first (the window
-//! described at `Slab::push_remote`) may pass.
+//! the object's index). The bits are the allocator's own state, so no
+//! bytes a live object holds can be mistaken for a free one.
+//!
+//! **Double frees.** The guarantee is the README's ("Double frees"):
+//! no object handed out twice or while live, no state corrupted, a double
+//! free on one thread refused at once, one between threads refused at
+//! once or found at the owner's next collect and reported there
+//! ([`Slabs::late_double_frees`]).
+//!
+//! Why it holds: an allocation never hands out an object whose bit is on
+//! the remote bitmap (it reads the remote word at every hand-out: a flag
+//! could be read before a racing free sets it and after its bit), so a
+//! remote free of a free object cannot come back as a second free of the
+//! object's next user; a collect frees only objects not already free; the
+//! notice protocol (`PARKED`, `NOTICED`, `POSTING`, see `header.rs`) posts
+//! each parked slab at most once and never after its owner gave its
+//! mailbox back.
+//!
+//! `tests/loom.rs` models the protocol over this code: a remote free
+//! racing the owner's collect and reuse, two remote frees of one object
+//! racing each other and the owner's collect, the owner's free racing a
+//! remote free of the same object, a notice posted while its owner exits,
+//! and exits, adoption and shared heaps. Under loom every hand-out writes
+//! and every free reads a cell standing for the object (`object.rs`), so
+//! a protocol that let an object out while its last user could still use
+//! it shows as a race there.
 //!
 //! **Counts.** `objects` in use per class is kept per heap and published
-//! at every slab change, at a heap's drop, on [`ThreadHeap::flush`], and
-//! whenever a heap's unpublished change reaches [`FLUSH_BATCH`] on a path
-//! that looks: a live heap's unpublished change is less than
-//! `FLUSH_BATCH` plus one slab's objects per class.
+//! when a count reaches [`FLUSH_BATCH`] on a heap's slower paths (a walk
+//! of its ring, a remote free, a slab emptied or taken back from parking),
+//! at every new or adopted slab, at a heap's drop and on
+//! [`ThreadHeap::flush`]; the fast paths only count. A live heap's
+//! unpublished change is bounded by the objects its slabs hold.
 
 use std::ptr::NonNull;
 
