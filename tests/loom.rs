@@ -689,6 +689,61 @@ fn a_notice_posted_while_its_owner_exits_never_reaches_the_next_heap() {
     });
 }
 
+/// A slab the owner took back with a local free, filled again and parked
+/// again while another thread frees one of its objects: the second park
+/// is a plain store (`PARKED` was left set by the local free), so the
+/// remote free must see `PARKED` and post a notice, or the walk must
+/// collect it first; either way the owner gets the object back before it
+/// needs a fourth slab. With parking that never sets `PARKED` (no notice
+/// is ever posted), this model fails: the object is stranded on a parked
+/// slab and the owner takes a new one.
+#[test]
+fn a_slab_parked_again_after_a_local_free_still_gets_its_notice() {
+    slab_model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = zonealloc::class_of(64, 8).unwrap();
+        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let alloc = |heap: &mut zonealloc::ThreadHeap<'_>| heap.alloc(class).unwrap().as_ptr() as usize;
+        // S full and parked; T current.
+        let s: Vec<usize> = (0..capacity).map(|_| alloc(&mut heap)).collect();
+        let mut live: Vec<usize> = (0..capacity).map(|_| alloc(&mut heap)).collect();
+        assert_eq!(slabs.stats()[class].slabs, 2);
+        // A local free takes S back; T filled, the walk finds S's hole.
+        // SAFETY: ours, freed once.
+        unsafe { heap.free(NonNull::new(s[0] as *mut u8).unwrap(), class).unwrap() };
+        assert_eq!(alloc(&mut heap), s[0]);
+        let y = s[1];
+        let freer = {
+            let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
+            spawn(move || {
+                // SAFETY: handed to this thread, freed once.
+                unsafe { slabs.free_remote(&arena, NonNull::new(y as *mut u8).unwrap(), class) }.unwrap();
+            })
+        };
+        // Parks S again (and T), or collects the remote free first.
+        let mut got = vec![alloc(&mut heap)];
+        freer.join().unwrap();
+        while !got.contains(&y) && got.len() <= capacity {
+            got.push(alloc(&mut heap));
+        }
+        assert!(got.contains(&y), "the object freed by another thread never came back");
+        assert!(slabs.stats()[class].slabs <= 3, "a new slab while S had a free object");
+        live.extend(got);
+        live.extend(s.iter().filter(|&&a| a != y));
+        for addr in live {
+            // SAFETY: ours, freed once.
+            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+        }
+        drop(heap);
+        slabs.reap_orphans(&arena);
+        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
+    });
+}
+
 /// Two threads whose heaps cannot be used (gone at exit, or busy) allocate
 /// from the shared heap at once, one of them adopting the orphan a thread
 /// left at exit: both get an object (contention waits, it is never

@@ -522,3 +522,91 @@ fn a_walk_over_a_short_full_ring_parks_each_slab_once() {
     assert_eq!((slabs.stats()[class].slabs, slabs.stats()[class].objects), (0, 0));
     arena.check().unwrap();
 }
+
+/// The producer/consumer shape (xmalloc-test's): one thread allocates
+/// batches of small objects and hands them to another, which keeps up to
+/// 100 of them and frees one (the newest, or one picked at random, so
+/// that slabs come to mix batches of every age) for each batch it gets.
+/// The two take turns, so the test is deterministic: memory the consumer
+/// freed must be reused by the producer's next batch, and the class's
+/// slabs, counted after every turn, never exceed what the live objects
+/// and the batch just freed can fill, plus the producer's current slab.
+/// A count, not a time. A heap that did not find its remote frees takes a
+/// new slab for most batches, and its slabs grow with the batches made.
+#[test]
+fn a_producer_keeps_no_more_slabs_than_its_live_objects_fill() {
+    const BATCH: usize = 1024; // 16 slabs of 64-byte objects
+    const KEPT: usize = 100; // xmalloc-test's queue
+    const BATCHES: usize = 2000;
+    let arena = Arena::builder()
+        .region_size(256 << 20)
+        .zones(2)
+        .pcp(PcpConfig::Disabled)
+        .background_reclaim(false)
+        .purge_delay(None)
+        .build()
+        .unwrap();
+    let slabs = Slabs::new();
+    let class = class_of(64, 8).unwrap();
+    let capacity = 4096 / 64;
+    // The batches kept, the one being made, the one just freed.
+    let bound = (KEPT + 2) * BATCH / capacity + 1;
+    let (to_consumer, batches) = std::sync::mpsc::sync_channel::<Vec<usize>>(0);
+    let (to_producer, turns) = std::sync::mpsc::sync_channel::<()>(0);
+    let peak = std::thread::scope(|s| {
+        let (arena, slabs) = (&arena, &slabs);
+        s.spawn(move || {
+            let mut heap = ThreadHeap::new(arena, slabs);
+            for b in 0..BATCHES {
+                let batch = (0..BATCH)
+                    .map(|i| {
+                        let ptr = heap.alloc(class).unwrap();
+                        let mark = (b * BATCH + i) as u64;
+                        // SAFETY: ours, 64 bytes: a mark the freer checks.
+                        unsafe { ptr.as_ptr().cast::<[u64; 2]>().write([mark, !mark]) };
+                        ptr.as_ptr() as usize
+                    })
+                    .collect();
+                to_consumer.send(batch).unwrap();
+                turns.recv().unwrap();
+            }
+        });
+        let consumer = s.spawn(move || {
+            let mut kept: Vec<Vec<usize>> = Vec::new();
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut peak = 0;
+            let free = |batch: Vec<usize>| {
+                for addr in batch {
+                    // SAFETY: handed over by the producer, freed once.
+                    unsafe {
+                        let [mark, check] = (addr as *const [u64; 2]).read();
+                        assert_eq!(check, !mark, "an object was handed out twice");
+                        slabs.free_remote(arena, NonNull::new(addr as *mut u8).unwrap(), class).unwrap();
+                    }
+                }
+            };
+            for batch in batches {
+                kept.push(batch);
+                if kept.len() > KEPT {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let victim = if rng.is_multiple_of(2) { kept.len() - 1 } else { (rng >> 8) as usize % kept.len() };
+                    free(kept.swap_remove(victim));
+                }
+                peak = peak.max(slabs.stats()[class].slabs);
+                let _ = to_producer.send(());
+            }
+            kept.into_iter().for_each(free);
+            peak
+        });
+        consumer.join().unwrap()
+    });
+    assert!(peak <= bound, "{peak} slabs at the peak for at most {KEPT} batches live (bound {bound})");
+    // The producer exited first: its last slabs were orphaned and emptied
+    // by the consumer's frees, and go back when reaped.
+    slabs.reap_orphans(&arena);
+    assert_eq!(slabs.stats()[class].slabs, 0, "every slab came back");
+    assert_eq!(slabs.stats()[class].objects, 0);
+    arena.check().unwrap();
+}

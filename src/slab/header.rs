@@ -9,9 +9,9 @@ use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 use super::*;
 
-/// The bit of [`Slab::used`] that mirrors [`state::PARKED`] (the owner
-/// sets and clears both): the count as an `i32` is at most 0 exactly when
-/// the slab is parked or has no object out.
+/// The bit of [`Slab::used`] that says the owner parked the slab (the
+/// truth [`state::PARKED`] may lag behind): the count as an `i32` is at
+/// most 0 exactly when the slab is parked or has no object out.
 pub(super) const USED_PARKED: u32 = 1 << 31;
 
 /// Words in each of a slab's bitmaps.
@@ -27,8 +27,16 @@ pub(super) mod state {
     /// the words.
     pub(crate) const PENDING: u32 = 1;
     /// The owner took the slab off its ring because it had no free
-    /// object: the next remote free posts a notice. Set and cleared by the
-    /// owner only.
+    /// object: the next remote free posts a notice. Set by the owner when
+    /// it parks the slab, cleared when it takes the slab's notice or stops
+    /// its notices at exit. A local free that takes the slab back leaves
+    /// it set (taking a slab back is then a plain store, see
+    /// [`Slab::unpark`]): whether the slab is parked is the owner's
+    /// [`USED_PARKED`](super::USED_PARKED); this bit may be stale, which
+    /// only makes a remote free post a notice the owner finds it did not
+    /// need. Parked and pending imply a notice is out: a remote free that
+    /// sets `PENDING` and sees `PARKED` posts one unless one is out, and a
+    /// park that is not already marked is refused while `PENDING` is set.
     pub(crate) const PARKED: u32 = 2;
     /// A notice of this slab is in its owner's mailbox, or being posted:
     /// set by the remote free that posts it, cleared by the owner when it
@@ -374,7 +382,10 @@ impl Slab {
 
     /// Parks the slab: the owner takes it off its ring, and the next
     /// remote free posts a notice. Refused (`false`) when remote frees are
-    /// pending: collect them instead. Owner only.
+    /// pending and `PARKED` is not set: collect them instead. With
+    /// `PARKED` still set from an earlier park (see [`state::PARKED`]) it
+    /// is a plain store: every remote free since posted a notice or found
+    /// one out. Owner only.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
@@ -384,8 +395,12 @@ impl Slab {
             let s = (*this).state.load(Ordering::Relaxed);
             // Release: `mail` (written at install or adoption) is there for
             // the free that posts.
-            let parked = s & state::PENDING == 0
-                && (*this).state.compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed).is_ok();
+            let parked = s & state::PARKED != 0
+                || s & state::PENDING == 0
+                    && (*this)
+                        .state
+                        .compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed)
+                        .is_ok();
             if parked {
                 set(&(*this).used, get(&(*this).used) | USED_PARKED);
             }
@@ -393,42 +408,37 @@ impl Slab {
         }
     }
 
-    /// Clears the mirror of `PARKED` in `used`. Owner only.
-    ///
-    /// # Safety
-    /// As for [`pop`](Self::pop).
-    unsafe fn clear_parked_mirror(this: *mut Slab) {
-        // SAFETY: the caller's contract.
-        unsafe { set(&(*this).used, get(&(*this).used) & !USED_PARKED) };
-    }
-
-    /// Takes the slab back from parking (its notice arrived, or the owner
-    /// freed into it); whether it was parked. Its notice, if one is still
-    /// on its way or in the mailbox, is harmless: the owner clears
-    /// `NOTICED` when it takes it. Owner only.
+    /// Takes the slab back from parking because the owner freed into it;
+    /// whether it was parked. Only the owner's mark changes: `PARKED`
+    /// stays set (see [`state::PARKED`]), so this is a plain store. A
+    /// notice still on its way or in the mailbox is harmless: the owner
+    /// clears `NOTICED` when it takes it, and finds the slab not parked.
+    /// Owner only.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn unpark(this: *mut Slab) -> bool {
-        // SAFETY: the caller's contract; `state` is an atomic.
+        // SAFETY: the caller's contract.
         unsafe {
-            Self::clear_parked_mirror(this);
-            (*this).state.fetch_and(!state::PARKED, Ordering::Relaxed) & state::PARKED != 0
+            let used = get(&(*this).used);
+            set(&(*this).used, used & !USED_PARKED);
+            used & USED_PARKED != 0
         }
     }
 
     /// The owner took the slab's notice from its mailbox: it is taken back
-    /// from parking, and a new notice may be posted once it is parked
-    /// again (both at once: no poster sees it parked without a notice
-    /// out in between). Whether it was parked. Owner only.
+    /// from parking if it was parked, and a new notice may be posted once
+    /// it is parked again (both bits cleared at once: no poster sees it
+    /// parked without a notice out in between). Whether it was parked.
+    /// Owner only.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
     pub(super) unsafe fn take_notice(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract; `state` is an atomic.
         unsafe {
-            Self::clear_parked_mirror(this);
-            (*this).state.fetch_and(!(state::PARKED | state::NOTICED), Ordering::Relaxed) & state::PARKED != 0
+            (*this).state.fetch_and(!(state::PARKED | state::NOTICED), Ordering::Relaxed);
+            Self::unpark(this)
         }
     }
 
@@ -453,6 +463,7 @@ impl Slab {
     pub(super) unsafe fn stop_notices(this: *mut Slab) -> bool {
         // SAFETY: the caller's contract; `state` is an atomic.
         unsafe {
+            (*this).state.fetch_and(!state::PARKED, Ordering::Relaxed);
             let was = Self::unpark(this);
             // Acquire: the poster's push (before its Release clear) is in
             // the mailbox when the owner drains it.

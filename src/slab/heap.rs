@@ -79,9 +79,18 @@ impl<'a> ThreadHeap<'a> {
 
     /// An object from the slabs this heap already has: the notices of its
     /// parked slabs first (their remote frees started), then the current
-    /// slab's remote frees, then the next few slabs of the ring, which
-    /// becomes current. A slab found with no free object is parked: off
-    /// the ring until a remote free posts its notice. Touches no lock and
+    /// slab's remote frees, then the ring's next slabs, one of which
+    /// becomes current. A walk that finds an object within [`SCAN_LIMIT`]
+    /// slabs parks nothing: a heap whose objects come and go one at a time
+    /// (each free filling a hole of a full slab, each allocation taking it)
+    /// walks past its few full slabs more cheaply than it would park them
+    /// and take them back at every operation. One that does not parks
+    /// those and goes on round the ring, parking every full slab it finds,
+    /// until it finds an object or the ring is empty: so a slab with remote
+    /// frees is always found before a new slab is taken, however long the
+    /// ring (each slab is parked once per fill, so the long walks cost
+    /// little in all). A parked slab is off the ring until a remote free
+    /// posts its notice or this heap frees into it. Touches no lock and
     /// calls nothing outside the heap, so it needs no protection against
     /// re-entry; `None` sends the caller on to a new slab.
     #[inline(never)]
@@ -90,9 +99,10 @@ impl<'a> ThreadHeap<'a> {
             self.take_notices();
         }
         let mut full = [ptr::null_mut(); SCAN_LIMIT];
+        let mut seen = 0;
         let mut found = None;
         let start = self.current[class];
-        for seen in &mut full {
+        loop {
             let slab = self.current[class];
             if slab.is_null() {
                 break;
@@ -105,16 +115,34 @@ impl<'a> ThreadHeap<'a> {
                     found = Some(object);
                     break;
                 }
-                *seen = slab;
-                self.current[class] = Slab::next(slab);
-            }
-            // Once round the ring: each slab is looked at (and parked) once.
-            if self.current[class] == start {
-                break;
+                if seen < SCAN_LIMIT {
+                    full[seen] = slab;
+                    seen += 1;
+                    self.current[class] = Slab::next(slab);
+                    // Once round a short ring: each slab looked at (and so
+                    // parked) once.
+                    if self.current[class] == start {
+                        break;
+                    }
+                    continue;
+                }
+                if self.mail.is_none() {
+                    break;
+                }
+                if seen == SCAN_LIMIT {
+                    seen += 1;
+                    self.park_full(class, &full);
+                }
+                // Refused when a remote free came since the collect: the
+                // next look collects it.
+                if Slab::park(slab) {
+                    self.unlink(class, slab);
+                    self.push_parked(class, slab);
+                }
             }
         }
-        if found.is_none() && self.mail.is_some() {
-            self.park_full(class, &full);
+        if found.is_none() && seen <= SCAN_LIMIT && self.mail.is_some() {
+            self.park_full(class, &full[..seen]);
         }
         if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
             self.flush_class(class);
@@ -122,18 +150,13 @@ impl<'a> ThreadHeap<'a> {
         found
     }
 
-    /// A walk of the ring found no free object in `full`: they are parked,
-    /// off the ring until a remote free posts a notice (or this heap frees
-    /// into one), so the next walks do not look at them again. A walk that
-    /// finds an object parks nothing: a heap whose objects come and go one
-    /// at a time (each free filling a hole of a full slab, each allocation
-    /// taking it) walks past its few full slabs more cheaply than it would
-    /// park them and take them back at every operation. A park refused
-    /// because remote frees arrived meanwhile leaves the slab on the ring.
+    /// Parks the slabs a walk found full (see
+    /// [`alloc_from_ring`](Self::alloc_from_ring)). A park refused because
+    /// remote frees arrived meanwhile leaves the slab on the ring.
     #[cold]
     #[inline(never)]
     fn park_full(&mut self, class: usize, full: &[*mut Slab]) {
-        for &slab in full.iter().take_while(|s| !s.is_null()) {
+        for &slab in full {
             // SAFETY: ours, on the ring.
             if unsafe { Slab::park(slab) } {
                 self.unlink(class, slab);
@@ -157,8 +180,8 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
-    /// Takes every notice from the mailbox: each slab goes back from the
-    /// parked list to its class's ring, after the current slab.
+    /// Takes every notice from the mailbox: each slab still parked goes
+    /// back from the parked list to its class's ring, last.
     #[cold]
     #[inline(never)]
     pub(super) fn take_notices(&mut self) {
@@ -309,7 +332,14 @@ impl<'a> ThreadHeap<'a> {
         Some(slab)
     }
 
-    /// Puts `slab` on the ring of `class`, after the current slab.
+    /// Puts `slab` on the ring of `class`, last: just before the current
+    /// slab, so the walks reach it after every slab already on the ring.
+    /// The walks only move forward, so every slab on the ring is looked at
+    /// within one round of it, however many come back meanwhile: one
+    /// linked just after the current slab would be looked at before the
+    /// older ones, and a heap whose slabs keep coming back (notices, local
+    /// frees into parked slabs) would never get round to the older ones'
+    /// remote frees.
     pub(super) fn link(&mut self, class: usize, slab: *mut Slab) {
         let current = self.current[class];
         // SAFETY: `slab` and the ring's slabs are live and ours.
@@ -318,11 +348,11 @@ impl<'a> ThreadHeap<'a> {
                 set(&(*slab).prev, slab);
                 set(&(*slab).next, slab);
             } else {
-                let next = get(&(*current).next);
-                set(&(*slab).prev, current);
-                set(&(*slab).next, next);
-                set(&(*next).prev, slab);
-                set(&(*current).next, slab);
+                let prev = get(&(*current).prev);
+                set(&(*slab).prev, prev);
+                set(&(*slab).next, current);
+                set(&(*prev).next, slab);
+                set(&(*current).prev, slab);
             }
         }
     }

@@ -126,6 +126,7 @@ impl SlabMap {
     /// header), and `ptr` must be one of its object boundaries. Reads only
     /// the side table, like [`find`](Self::find).
     #[inline(always)]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
         self.geometry().class_at(ptr)
     }
@@ -227,6 +228,7 @@ impl SlabGeometry {
 
     /// See [`SlabMap::class_at`].
     #[inline(always)]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
         let (class, key, block, bit) = self.page_class(ptr.as_ptr() as usize)?;
         // SAFETY: a block of the region (`page_class` checked it).
