@@ -37,17 +37,25 @@
 //! owner's, to check the object). The first remote free after a collect
 //! sets `PENDING` in the slab's state word; the owner collects (takes each
 //! remote word whole with a swap) when it walks its ring for a slab with a
-//! free object. A slab the walk finds full is parked: taken off the ring,
+//! free object. The ring is first in, first out (a new slab goes in
+//! behind the current one), so a walk reaches every slab within one round.
+//! A walk looks at a few slabs without parking any (a walk that finds an
+//! object leaves the ring as it was); when none of them had one, it parks
+//! them and goes on round the ring, parking each slab it finds full, until
+//! it finds an object or the ring is empty. A parked slab is off the ring,
 //! so later walks do not look at it again, until the first remote free
 //! into it posts a notice to the owner's mailbox (`mailbox.rs`: one push
 //! per parking, never an allocation), which the owner takes at its next
-//! walk, or until the owner frees into it. A slab whose objects are all
-//! back goes to the buddy allocator (unless it is the class's current
-//! slab), so its memory can be purged: memory freed by any thread is
-//! reused by the thread that allocates, and every slab a heap keeps but
-//! its current ones holds an object that is live or freed by another
-//! thread and not yet collected (which a parked slab's notice brings to
-//! the owner's next walk).
+//! walk, or until the owner frees into it (a plain store: the state's
+//! `PARKED` stays set, see `header.rs`, and costs at most one notice the
+//! owner did not need). So the slabs a producer needs come back to it by
+//! notice, not from the buddy allocator, whatever thread frees its
+//! objects. A slab whose objects are all back goes to the buddy allocator
+//! (unless it is the class's current slab), so its memory can be purged:
+//! memory freed by any thread is reused by the thread that allocates, and
+//! every slab a heap keeps but its current ones holds an object that is
+//! live or freed by another thread and not yet collected (which a parked
+//! slab's notice brings to the owner's next walk).
 //!
 //! **Thread exit.** [`ThreadHeap::drop`] stops every notice (waiting for
 //! one being posted), drains its mailbox and gives it back, collects every
@@ -87,7 +95,8 @@
 //! racing the owner's collect and reuse, two remote frees of one object
 //! racing each other and the owner's collect, the owner's free racing a
 //! remote free of the same object, a notice posted while its owner exits,
-//! and exits, adoption and shared heaps. Under loom every hand-out writes
+//! a slab parked again after a local free took it back, and exits,
+//! adoption and shared heaps. Under loom every hand-out writes
 //! and every free reads a cell standing for the object (`object.rs`), so
 //! a protocol that let an object out while its last user could still use
 //! it shows as a race there.
