@@ -33,10 +33,13 @@ pub(super) mod state {
     /// it set (taking a slab back is then a plain store, see
     /// [`Slab::unpark`]): whether the slab is parked is the owner's
     /// [`USED_PARKED`](super::USED_PARKED); this bit may be stale, which
-    /// only makes a remote free post a notice the owner finds it did not
-    /// need. Parked and pending imply a notice is out: a remote free that
-    /// sets `PENDING` and sees `PARKED` posts one unless one is out, and a
-    /// park that is not already marked is refused while `PENDING` is set.
+    /// makes a remote free post a notice the owner finds it did not need,
+    /// so the owner clears it (and checks for a notice out) before the slab
+    /// goes back to the buddy allocator ([`Slab::releasable`]). Parked and
+    /// pending imply a notice is out: a remote free that sets `PENDING` and
+    /// sees `PARKED` posts one unless one is out, and a park that is not
+    /// already marked is refused while `PENDING` is set, or `POSTING` (one
+    /// poster at a time: `POSTING` is one bit).
     pub(crate) const PARKED: u32 = 2;
     /// A notice of this slab is in its owner's mailbox, or being posted:
     /// set by the remote free that posts it, cleared by the owner when it
@@ -181,7 +184,9 @@ impl Slab {
     /// The atomics are stored into, not the slot overwritten: a remote
     /// freer of the slot's previous slab may still be finishing (its
     /// object was collected, the slab returned, and it has yet to set
-    /// `pending`, which then reads as a spurious pending free: harmless).
+    /// `PENDING`, which then reads as a spurious pending free: harmless;
+    /// it never posts, since a slab is returned with `PARKED` clear, see
+    /// [`releasable`](Self::releasable)).
     /// A slot never written is zero, a valid header. Loom's atomics cannot
     /// come from zeroed memory: there the slot is written whole.
     ///
@@ -381,8 +386,9 @@ impl Slab {
     }
 
     /// Parks the slab: the owner takes it off its ring, and the next
-    /// remote free posts a notice. Refused (`false`) when remote frees are
-    /// pending and `PARKED` is not set: collect them instead. With
+    /// remote free posts a notice. Refused (`false`) when `PARKED` is not
+    /// set and remote frees are pending (collect them instead) or the
+    /// poster of the last notice has not finished (see [`state::PARKED`]). With
     /// `PARKED` still set from an earlier park (see [`state::PARKED`]) it
     /// is a plain store: every remote free since posted a notice or found
     /// one out. Owner only.
@@ -396,7 +402,7 @@ impl Slab {
             // Release: `mail` (written at install or adoption) is there for
             // the free that posts.
             let parked = s & state::PARKED != 0
-                || s & state::PENDING == 0
+                || s & (state::PENDING | state::POSTING) == 0
                     && (*this)
                         .state
                         .compare_exchange(s, s | state::PARKED, Ordering::Release, Ordering::Relaxed)
@@ -412,8 +418,8 @@ impl Slab {
     /// whether it was parked. Only the owner's mark changes: `PARKED`
     /// stays set (see [`state::PARKED`]), so this is a plain store. A
     /// notice still on its way or in the mailbox is harmless: the owner
-    /// clears `NOTICED` when it takes it, and finds the slab not parked.
-    /// Owner only.
+    /// clears `NOTICED` when it takes it, and finds the slab on its ring
+    /// (or parked again, which the notice then ends). Owner only.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
@@ -442,16 +448,21 @@ impl Slab {
         }
     }
 
-    /// Whether the slab may go back to the buddy allocator as far as its
-    /// notices go: none in a mailbox, none being posted (a returned slab
-    /// must not be taken from a mailbox, nor have its slot's state written
-    /// by a late poster).
+    /// Whether the slab, empty and not parked, may go back to the buddy
+    /// allocator as far as its notices go: none in a mailbox, none being
+    /// posted (a returned slab must not be taken from a mailbox, nor have
+    /// its slot's state written by a late poster). Clears a stale
+    /// `PARKED` first, in the same step: a remote free still finishing
+    /// (its bit already collected) then either posted before, and the
+    /// slab is kept until its notice is taken, or sees no `PARKED` and
+    /// only sets `PENDING`. Owner only.
     ///
     /// # Safety
-    /// `this` is a live slab.
+    /// As for [`pop`](Self::pop).
     pub(super) unsafe fn releasable(this: *mut Slab) -> bool {
-        // SAFETY: the caller's contract; `state` is an atomic.
-        unsafe { (*this).state.load(Ordering::Acquire) & (state::NOTICED | state::POSTING) == 0 }
+        // SAFETY: the caller's contract; `state` is an atomic. Acquire: a
+        // poster's push (before its Release clear of `POSTING`) is done.
+        unsafe { (*this).state.fetch_and(!state::PARKED, Ordering::Acquire) & (state::NOTICED | state::POSTING) == 0 }
     }
 
     /// The owner is exiting: no notice of this slab may be posted from

@@ -87,9 +87,11 @@ impl<'a> ThreadHeap<'a> {
     /// and take them back at every operation. One that does not parks
     /// those and goes on round the ring, parking every full slab it finds,
     /// until it finds an object or the ring is empty: so a slab with remote
-    /// frees is always found before a new slab is taken, however long the
-    /// ring (each slab is parked once per fill, so the long walks cost
-    /// little in all). A parked slab is off the ring until a remote free
+    /// frees is found before a new slab is taken, however long the ring
+    /// (each slab is parked once per fill, so the long walks cost little in
+    /// all), unless a park is refused twice in one walk (a poster
+    /// finishing: the walk does not wait) or the heap has no mailbox (the
+    /// shared heap stops after [`SCAN_LIMIT`] slabs). A parked slab is off the ring until a remote free
     /// posts its notice or this heap frees into it. Touches no lock and
     /// calls nothing outside the heap, so it needs no protection against
     /// re-entry; `None` sends the caller on to a new slab.
@@ -101,6 +103,7 @@ impl<'a> ThreadHeap<'a> {
         let mut full = [ptr::null_mut(); SCAN_LIMIT];
         let mut seen = 0;
         let mut found = None;
+        let mut refused = false;
         let start = self.current[class];
         loop {
             let slab = self.current[class];
@@ -133,11 +136,17 @@ impl<'a> ThreadHeap<'a> {
                     seen += 1;
                     self.park_full(class, &full);
                 }
-                // Refused when a remote free came since the collect: the
-                // next look collects it.
+                // Refused when a remote free came since the collect (the
+                // next look collects it) or the last notice's poster is
+                // finishing: a second refusal ends the walk rather than
+                // wait for that poster.
                 if Slab::park(slab) {
                     self.unlink(class, slab);
                     self.push_parked(class, slab);
+                } else if refused {
+                    break;
+                } else {
+                    refused = true;
                 }
             }
         }
@@ -190,8 +199,9 @@ impl<'a> ThreadHeap<'a> {
         let mut slab = unsafe { mail.as_ref() }.take();
         while !slab.is_null() {
             // SAFETY: a notice is only posted for a slab we parked, and we
-            // do not return a slab while its notice is out (`releasable`):
-            // live and ours. The link was written before the post.
+            // do not return a slab while its notice is out or can still be
+            // posted (`releasable`): live and ours. The link was written
+            // before the post.
             unsafe {
                 let next = (*slab).notice_next.load(Ordering::Relaxed);
                 let class = ((*slab).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
@@ -566,8 +576,9 @@ impl<'a> ThreadHeap<'a> {
     /// Returns `slab`, one of ours on the ring, if every object is back,
     /// it is not current, and no notice of it is out.
     pub(super) fn release_if_empty(&mut self, class: usize, slab: *mut Slab) {
-        // SAFETY: ours.
-        if unsafe { Slab::is_empty(slab) && Slab::releasable(slab) } && self.current[class] != slab {
+        // SAFETY: ours, on the ring (so not parked: `releasable` may clear
+        // the state's stale `PARKED`).
+        if self.current[class] != slab && unsafe { Slab::is_empty(slab) && Slab::releasable(slab) } {
             self.release(class, slab);
         }
     }

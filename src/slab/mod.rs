@@ -47,8 +47,8 @@
 //! into it posts a notice to the owner's mailbox (`mailbox.rs`: one push
 //! per parking, never an allocation), which the owner takes at its next
 //! walk, or until the owner frees into it (a plain store: the state's
-//! `PARKED` stays set, see `header.rs`, and costs at most one notice the
-//! owner did not need). So the slabs a producer needs come back to it by
+//! `PARKED` stays set, see `header.rs`, costs at most one notice the owner
+//! did not need, and is cleared before the slab can be returned). So the slabs a producer needs come back to it by
 //! notice, not from the buddy allocator, whatever thread frees its
 //! objects. A slab whose objects are all back goes to the buddy allocator
 //! (unless it is the class's current slab), so its memory can be purged:
