@@ -23,8 +23,10 @@ impl StackWriter {
         unsafe {
             libc::write(2, self.buf.as_ptr().cast(), end);
         }
+        // A model has no global allocator of ours to re-enter: std's
+        // stderr, so a model that aborts says why.
         #[cfg(loom)]
-        let _ = end;
+        eprint!("{}", String::from_utf8_lossy(&self.buf[..end]));
     }
 }
 

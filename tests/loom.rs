@@ -744,6 +744,61 @@ fn a_slab_parked_again_after_a_local_free_still_gets_its_notice() {
     });
 }
 
+/// A remote free preempted between its bit and its look at the slab's
+/// state, while the owner collects the bit, fills the slab again, parks
+/// it, frees every object into it (taking it back, `PARKED` left set)
+/// and returns it: the late free must not post a notice for the returned
+/// slab (the owner's mailbox would hold a slot that is no longer its
+/// slab; taking such a notice aborts). Fails with `releasable` testing the
+/// state without clearing `PARKED`.
+#[test]
+fn a_slab_returned_after_a_late_remote_free_gets_no_notice() {
+    slab_model(|| {
+        let arena = Arc::new(slab_arena());
+        let slabs = Arc::new(zonealloc::Slabs::new());
+        let class = zonealloc::class_of(64, 8).unwrap();
+        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
+        let alloc = |heap: &mut zonealloc::ThreadHeap<'_>| heap.alloc(class).unwrap().as_ptr() as usize;
+        let free_remote = move |slabs: &zonealloc::Slabs, arena: &Arena, addr: usize| {
+            // SAFETY: handed to this thread, freed once.
+            unsafe { slabs.free_remote(arena, NonNull::new(addr as *mut u8).unwrap(), class) }.unwrap();
+        };
+        // S full; one remote free done (PENDING set), one racing.
+        let mut s: Vec<usize> = (0..capacity).map(|_| alloc(&mut heap)).collect();
+        let (x, y) = (s.remove(0), s.remove(0));
+        free_remote(&slabs, &arena, x);
+        let freer = {
+            let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
+            spawn(move || free_remote(&slabs, &arena, y))
+        };
+        // The walk collects x (and y if its bit is there), then S is full
+        // again and the next walk parks it, or leaves it for a new slab.
+        let got: Vec<usize> = (0..3).map(|_| alloc(&mut heap)).collect();
+        // Every object of S the owner holds goes back: with x and y both
+        // collected and handed out again, S empties and is returned.
+        let (ours, others): (Vec<usize>, Vec<usize>) = got.into_iter().partition(|a| *a == x || *a == y);
+        for addr in s.into_iter().chain(ours.iter().copied()) {
+            // SAFETY: ours, freed once.
+            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+        }
+        freer.join().unwrap();
+        // A walk takes any notice now in the mailbox.
+        let more = alloc(&mut heap);
+        let mut rest = others;
+        rest.push(more);
+        for addr in rest {
+            // SAFETY: ours, freed once.
+            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+        }
+        drop(heap);
+        slabs.reap_orphans(&arena);
+        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
+        let zone = &arena.stats().zones[0];
+        assert_eq!(zone.free, zone.managed, "a page was lost");
+    });
+}
+
 /// Two threads whose heaps cannot be used (gone at exit, or busy) allocate
 /// from the shared heap at once, one of them adopting the orphan a thread
 /// left at exit: both get an object (contention waits, it is never

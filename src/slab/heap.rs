@@ -189,6 +189,22 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
+    /// The class of `slab`, whose notice this heap took from its mailbox.
+    /// A notice names a live slab of ours, or the protocol is broken (a
+    /// slab returned or another heap's): one line and abort.
+    ///
+    /// # Safety
+    /// `slab` is a side-table slot (always readable).
+    unsafe fn noticed_class(&self, slab: *mut Slab) -> usize {
+        // SAFETY: the caller's contract; `key` and `owner` are atomics.
+        let (key, owner) = unsafe { ((*slab).key.load(Ordering::Relaxed), (*slab).owner.load(Ordering::Relaxed)) };
+        let class = (key ^ SLAB_MAGIC) as usize;
+        if class >= NR_CLASSES || owner != self.id {
+            crate::report::fatal(format_args!("a notice for a slab its heap does not own"));
+        }
+        class
+    }
+
     /// Takes every notice from the mailbox: each slab still parked goes
     /// back from the parked list to its class's ring, last.
     #[cold]
@@ -204,7 +220,7 @@ impl<'a> ThreadHeap<'a> {
             // before the post.
             unsafe {
                 let next = (*slab).notice_next.load(Ordering::Relaxed);
-                let class = ((*slab).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
+                let class = self.noticed_class(slab);
                 if Slab::take_notice(slab) {
                     self.remove_parked(class, slab);
                     self.link(class, slab);
@@ -647,6 +663,7 @@ impl Drop for ThreadHeap<'_> {
                 // SAFETY: ours, as in `take_notices`.
                 unsafe {
                     let next = (*slab).notice_next.load(Ordering::Relaxed);
+                    self.noticed_class(slab);
                     Slab::take_notice(slab);
                     slab = next;
                 }
