@@ -28,18 +28,18 @@ pub(super) mod state {
     pub(crate) const PENDING: u32 = 1;
     /// The owner took the slab off its ring because it had no free
     /// object: the next remote free posts a notice. Set by the owner when
-    /// it parks the slab, cleared when it takes the slab's notice or stops
-    /// its notices at exit. A local free that takes the slab back leaves
-    /// it set (taking a slab back is then a plain store, see
-    /// [`Slab::unpark`]): whether the slab is parked is the owner's
-    /// [`USED_PARKED`](super::USED_PARKED); this bit may be stale, which
-    /// makes a remote free post a notice the owner finds it did not need,
-    /// so the owner clears it (and checks for a notice out) before the slab
-    /// goes back to the buddy allocator ([`Slab::releasable`]). Parked and
-    /// pending imply a notice is out: a remote free that sets `PENDING` and
-    /// sees `PARKED` posts one unless one is out, and a park that is not
-    /// already marked is refused while `PENDING` is set, or `POSTING` (one
-    /// poster at a time: `POSTING` is one bit).
+    /// it parks the slab; cleared when it takes the slab's notice, stops
+    /// its notices at exit, or returns the slab ([`Slab::releasable`]). A
+    /// local free that takes the slab back leaves it set, so taking a slab
+    /// back and parking it again are plain stores ([`Slab::unpark`]):
+    /// whether the slab is parked is the owner's
+    /// [`USED_PARKED`](super::USED_PARKED), and a stale `PARKED` costs at
+    /// most one notice the owner did not need.
+    ///
+    /// Parked and pending imply a notice is out: a remote free that sets
+    /// `PENDING` and sees `PARKED` posts one unless one is out, and a park
+    /// that is not already marked is refused while `PENDING` is set, or
+    /// `POSTING` (one poster at a time: `POSTING` is one bit).
     pub(crate) const PARKED: u32 = 2;
     /// A notice of this slab is in its owner's mailbox, or being posted:
     /// set by the remote free that posts it, cleared by the owner when it

@@ -91,10 +91,11 @@ impl<'a> ThreadHeap<'a> {
     /// (each slab is parked once per fill, so the long walks cost little in
     /// all), unless a park is refused twice in one walk (a poster
     /// finishing: the walk does not wait) or the heap has no mailbox (the
-    /// shared heap stops after [`SCAN_LIMIT`] slabs). A parked slab is off the ring until a remote free
-    /// posts its notice or this heap frees into it. Touches no lock and
-    /// calls nothing outside the heap, so it needs no protection against
-    /// re-entry; `None` sends the caller on to a new slab.
+    /// shared heap stops after [`SCAN_LIMIT`] slabs). A parked slab is off
+    /// the ring until a remote free posts its notice or this heap frees
+    /// into it. Touches no lock and calls nothing outside the heap, so it
+    /// needs no protection against re-entry; `None` sends the caller on to
+    /// a new slab.
     #[inline(never)]
     pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
         if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
