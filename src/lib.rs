@@ -90,8 +90,8 @@ pub use flags::AllocFlags;
 #[cfg(not(loom))]
 pub use global::{
     GlobalStats, MIN_ALIGN, Malloced, ZoneAlloc, global_arena, global_free, global_free_cached, global_free_outside,
-    global_malloc, global_malloc_cached, global_realloc, global_reap, global_stats, global_usable_size,
-    global_usable_size_cached,
+    global_malloc, global_malloc_cached, global_malloc_ring, global_realloc, global_reap, global_stats,
+    global_usable_size, global_usable_size_cached,
 };
 #[cfg(loom)]
 #[doc(hidden)]

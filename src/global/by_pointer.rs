@@ -14,6 +14,7 @@ use super::{
 };
 use crate::arena::Arena;
 use crate::page::PageState;
+use crate::report::AbortOnUnwind;
 use crate::sysalloc::SysAlloc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -163,6 +164,21 @@ pub fn global_malloc(layout: Layout, zero: bool) -> Malloced {
 pub fn global_malloc_cached(size: usize) -> Option<NonNull<u8>> {
     let class = class_of(size, MIN_ALIGN)?;
     with_ready_heap(|heap| heap.alloc_cached(class))
+}
+
+/// The next step after [`global_malloc_cached`] found the current slab
+/// empty: an object of `size` bytes at [`MIN_ALIGN`] from the other slabs
+/// this thread's heap has (its ring walk, which collects other threads'
+/// frees and takes back slabs they noticed). `None`, with nothing done,
+/// sends the caller on to [`global_malloc`] (a new slab, the slow path).
+/// Takes no lock and makes no system call.
+#[inline]
+pub fn global_malloc_ring(size: usize) -> Option<NonNull<u8>> {
+    let class = class_of(size, MIN_ALIGN)?;
+    let guard = AbortOnUnwind;
+    let ptr = with_ready_heap(|heap| heap.alloc_from_ring(class));
+    guard.disarm();
+    ptr
 }
 
 /// Frees `ptr` without its layout. `false`, with nothing done, if `ptr` is

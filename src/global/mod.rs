@@ -48,7 +48,7 @@ mod ready;
 
 pub use by_pointer::{
     MIN_ALIGN, Malloced, global_free, global_free_cached, global_free_outside, global_malloc, global_malloc_cached,
-    global_realloc, global_usable_size, global_usable_size_cached,
+    global_malloc_ring, global_realloc, global_usable_size, global_usable_size_cached,
 };
 use init::SLABS;
 pub use init::global_arena;
@@ -136,7 +136,10 @@ fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
 #[inline(never)]
 fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
     let guard = AbortOnUnwind;
-    let ptr = alloc_from_heap(class, layout, zero).unwrap_or_else(|| alloc_slow(layout, zero));
+    // Not zeroed, the current slab was just found empty: straight to the
+    // ring walk.
+    let ptr = if zero { alloc_from_heap(class, layout, zero) } else { alloc_from_ring(class) };
+    let ptr = ptr.unwrap_or_else(|| alloc_slow(layout, zero));
     guard.disarm();
     ptr
 }
@@ -150,6 +153,13 @@ fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> 
         unsafe { ptr.write_bytes(0, layout.size()) };
     }
     Some(ptr)
+}
+
+/// An object of `class` from the slabs this thread's heap has beyond its
+/// current one (for a caller that found the current slab empty).
+#[inline(always)]
+fn alloc_from_ring(class: usize) -> Option<*mut u8> {
+    with_ready_heap(|heap| heap.alloc_from_ring(class)).map(NonNull::as_ptr)
 }
 
 /// Everything [`alloc_impl`] does beyond taking an object from a slab

@@ -200,6 +200,9 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// `malloc` beyond an object of a slab this thread's heap has at hand.
 #[inline(never)]
 fn malloc_rest(size: usize) -> *mut c_void {
+    if let Some(ptr) = zonealloc::global_malloc_ring(size) {
+        return ptr.as_ptr().cast();
+    }
     layout(size, MIN_ALIGN).map_or(std::ptr::null_mut(), |l| allocate(l, false))
 }
 
