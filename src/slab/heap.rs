@@ -160,21 +160,6 @@ impl<'a> ThreadHeap<'a> {
         found
     }
 
-    /// Parks the slabs a walk found full (see
-    /// [`alloc_from_ring`](Self::alloc_from_ring)). A park refused because
-    /// remote frees arrived meanwhile leaves the slab on the ring.
-    #[cold]
-    #[inline(never)]
-    fn park_full(&mut self, class: usize, full: &[*mut Slab]) {
-        for &slab in full {
-            // SAFETY: ours, on the ring.
-            if unsafe { Slab::park(slab) } {
-                self.unlink(class, slab);
-                self.push_parked(class, slab);
-            }
-        }
-    }
-
     /// Collects the remote frees of `slab`, one of ours, and reports the
     /// double frees it finds (see the slab module's docs).
     ///
@@ -187,80 +172,6 @@ impl<'a> ThreadHeap<'a> {
             // Their freers counted them as freed: they were not.
             self.delta[class] += got.doubles as isize;
             self.slabs.double_frees_found(class, got.doubles);
-        }
-    }
-
-    /// The class of `slab`, whose notice this heap took from its mailbox.
-    /// A notice names a live slab of ours, or the protocol is broken (a
-    /// slab returned or another heap's): one line and abort.
-    ///
-    /// # Safety
-    /// `slab` is a side-table slot (always readable).
-    unsafe fn noticed_class(&self, slab: *mut Slab) -> usize {
-        // SAFETY: the caller's contract; `key` and `owner` are atomics.
-        let (key, owner) = unsafe { ((*slab).key.load(Ordering::Relaxed), (*slab).owner.load(Ordering::Relaxed)) };
-        let class = (key ^ SLAB_MAGIC) as usize;
-        if class >= NR_CLASSES || owner != self.id {
-            crate::report::fatal(format_args!("a notice for a slab its heap does not own"));
-        }
-        class
-    }
-
-    /// Takes every notice from the mailbox: each slab still parked goes
-    /// back from the parked list to its class's ring, last.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn take_notices(&mut self) {
-        let Some(mail) = self.mail else { return };
-        // SAFETY: our mailbox, alive while we are.
-        let mut slab = unsafe { mail.as_ref() }.take();
-        while !slab.is_null() {
-            // SAFETY: a notice is only posted for a slab we parked, and we
-            // do not return a slab while its notice is out or can still be
-            // posted (`releasable`): live and ours. The link was written
-            // before the post.
-            unsafe {
-                let next = (*slab).notice_next.load(Ordering::Relaxed);
-                let class = self.noticed_class(slab);
-                if Slab::take_notice(slab) {
-                    self.remove_parked(class, slab);
-                    self.link(class, slab);
-                    if self.current[class].is_null() {
-                        self.current[class] = slab;
-                    }
-                }
-                slab = next;
-            }
-        }
-    }
-
-    /// Puts `slab`, just parked, on the parked list of `class`.
-    pub(super) fn push_parked(&mut self, class: usize, slab: *mut Slab) {
-        let head = self.parked[class];
-        // SAFETY: `slab` and the list's slabs are live and ours.
-        unsafe {
-            set(&(*slab).prev, ptr::null_mut());
-            set(&(*slab).next, head);
-            if !head.is_null() {
-                set(&(*head).prev, slab);
-            }
-        }
-        self.parked[class] = slab;
-    }
-
-    /// Takes `slab` off the parked list of `class`.
-    pub(super) fn remove_parked(&mut self, class: usize, slab: *mut Slab) {
-        // SAFETY: `slab` and its neighbours on the list are live and ours.
-        unsafe {
-            let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
-            if prev.is_null() {
-                self.parked[class] = next;
-            } else {
-                set(&(*prev).next, next);
-            }
-            if !next.is_null() {
-                set(&(*next).prev, prev);
-            }
         }
     }
 
@@ -633,43 +544,10 @@ impl<'a> ThreadHeap<'a> {
 
 impl Drop for ThreadHeap<'_> {
     /// Thread exit: empty slabs go back to the buddy allocator, the rest
-    /// become orphans for other threads to adopt. First every notice is
-    /// stopped and the mailbox drained, so that the mailbox can go back to
-    /// the pool with nothing on its way to it.
+    /// become orphans for other threads to adopt, once every notice is
+    /// stopped ([`stop_notices`](Self::stop_notices)).
     fn drop(&mut self) {
-        if let Some(mail) = self.mail {
-            for class in 0..NR_CLASSES {
-                while let Some(slab) = NonNull::new(self.parked[class]) {
-                    let slab = slab.as_ptr();
-                    // SAFETY: ours, parked.
-                    unsafe { Slab::stop_notices(slab) };
-                    self.remove_parked(class, slab);
-                    self.link(class, slab);
-                    if self.current[class].is_null() {
-                        self.current[class] = slab;
-                    }
-                }
-                // A slab taken back by a free of ours may still have a
-                // notice on its way: wait until it has arrived.
-                self.for_each_on_ring(class, |slab| {
-                    // SAFETY: ours.
-                    unsafe { Slab::stop_notices(slab) };
-                });
-            }
-            // Nobody posts to the mailbox any more: every slab's notice
-            // cleared, and the slabs are on their rings already.
-            // SAFETY: our mailbox.
-            let mut slab = unsafe { mail.as_ref() }.take();
-            while !slab.is_null() {
-                // SAFETY: ours, as in `take_notices`.
-                unsafe {
-                    let next = (*slab).notice_next.load(Ordering::Relaxed);
-                    self.noticed_class(slab);
-                    Slab::take_notice(slab);
-                    slab = next;
-                }
-            }
-        }
+        self.stop_notices();
         for class in 0..NR_CLASSES {
             while let Some(slab) = NonNull::new(self.current[class]) {
                 let slab = slab.as_ptr();
@@ -692,25 +570,6 @@ impl Drop for ThreadHeap<'_> {
         }
         if let Some(mail) = self.mail.take() {
             self.slabs.mailboxes.give_back(mail);
-        }
-    }
-}
-
-impl ThreadHeap<'_> {
-    /// Runs `f` on every slab of the ring of `class`.
-    fn for_each_on_ring(&self, class: usize, mut f: impl FnMut(*mut Slab)) {
-        let first = self.current[class];
-        if first.is_null() {
-            return;
-        }
-        let mut slab = first;
-        loop {
-            f(slab);
-            // SAFETY: slabs on our ring are live and ours.
-            slab = unsafe { Slab::next(slab) };
-            if slab == first {
-                return;
-            }
         }
     }
 }

@@ -120,6 +120,7 @@ mod heap;
 mod mailbox;
 mod map;
 mod object;
+mod parked;
 mod shared;
 
 pub(crate) use cache::*;
