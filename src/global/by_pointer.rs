@@ -204,11 +204,11 @@ pub unsafe fn global_free(ptr: *mut u8) -> bool {
 /// As for [`global_free`].
 #[inline(always)]
 pub unsafe fn global_free_cached(ptr: *mut u8) -> bool {
-    let Some(nn) = NonNull::new(ptr) else { return false };
     with_ready_heap(
         #[inline(always)]
-        // SAFETY: the caller's contract; the heap checks the pointer.
-        |heap| unsafe { heap.free_cached_unsized(nn) }.then_some(()),
+        // SAFETY: the caller's contract; the heap checks the pointer (null
+        // included: it is outside the region).
+        |heap| unsafe { heap.free_cached_unsized(ptr) }.then_some(()),
     )
     .is_some()
 }

@@ -493,13 +493,26 @@ impl Slab {
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
+    #[inline(always)]
     pub(super) unsafe fn collect(this: *mut Slab) -> Collected {
+        // SAFETY: the caller's contract; `state` is an atomic. Inline: a
+        // walk looks at slabs with nothing pending far more often.
+        if unsafe { (*this).state.load(Ordering::Relaxed) } & state::PENDING == 0 {
+            return Collected::default();
+        }
+        // SAFETY: the caller's contract.
+        unsafe { Self::collect_pending(this) }
+    }
+
+    /// [`collect`](Self::collect) once `PENDING` was seen set.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    #[inline(never)]
+    unsafe fn collect_pending(this: *mut Slab) -> Collected {
         let mut got = Collected::default();
         // SAFETY: the caller owns the slab; the bitmaps are atomics.
         unsafe {
-            if (*this).state.load(Ordering::Relaxed) & state::PENDING == 0 {
-                return got;
-            }
             // Cleared before the words are taken (see `state::PENDING`).
             (*this).state.fetch_and(!state::PENDING, Ordering::AcqRel);
             let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;

@@ -344,17 +344,19 @@ impl<'a> ThreadHeap<'a> {
     }
 
     /// [`free_cached`](Self::free_cached) without the class: it comes from
-    /// the side table ([`SlabMap::class_at`]).
+    /// the side table ([`SlabMap::object_at`]). Null, like any pointer
+    /// outside the region, is `false` (no test of its own: the region
+    /// never starts at 0).
     ///
     /// # Safety
     /// As for [`free`](Self::free).
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
-    pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn free_cached_unsized(&mut self, ptr: *mut u8) -> bool {
         // SAFETY: the caller's contract; `object_at` checked what `find`
         // checks but the header's key, which `free_found` checks for a
         // slab not ours (see `object_at`).
-        self.map.object_at(ptr).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
+        self.map.object_at(ptr as usize).is_some_and(|(class, slab, bit)| unsafe { self.free_found(slab, bit, class) })
     }
 
     /// [`free_cached`](Self::free_cached) once the pointer is known to be

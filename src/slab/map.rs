@@ -141,8 +141,8 @@ impl SlabMap {
     /// live slab of `ptr`, of the key's class, and any other needs the
     /// check.
     #[inline(always)]
-    pub(super) fn object_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
-        let (class, _, block, bit) = self.geometry().page_class(ptr.as_ptr() as usize)?;
+    pub(super) fn object_at(self, addr: usize) -> Option<(usize, *mut Slab, ObjectBit)> {
+        let (class, _, block, bit) = self.geometry().page_class(addr)?;
         // SAFETY: a block of the region (`page_class` checked it).
         Some((class, unsafe { self.slot(block) }, bit))
     }
