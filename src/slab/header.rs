@@ -119,7 +119,9 @@ pub(super) struct Collected {
 }
 
 /// An object's place in its slab: its index, as a bitmap word and bit.
+/// `repr(C)`: passed to an `extern "C"` method of the free path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub(super) struct ObjectBit {
     word: usize,
     mask: u64,

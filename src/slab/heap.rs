@@ -398,9 +398,12 @@ impl<'a> ThreadHeap<'a> {
     /// slab goes back onto the ring (its notice, if one is out, finds it
     /// there), an empty one back to the buddy allocator; and the count is
     /// published when due.
+    /// `extern "C"` here and in [`free_remote_found`](Self::free_remote_found):
+    /// such a function cannot unwind (a panic aborts), so the free fast
+    /// path that calls it needs no landing pad, and calls it last.
     #[cold]
     #[inline(never)]
-    fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
+    extern "C" fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
         let guard = crate::report::AbortOnUnwind;
         // SAFETY: ours.
         if unsafe { Slab::unpark(slab) } {
@@ -427,7 +430,7 @@ impl<'a> ThreadHeap<'a> {
     /// `bit` is an object boundary of a slab of `class` whose header would
     /// be the slot `slab`, which this heap does not own.
     #[inline(never)]
-    unsafe fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
+    unsafe extern "C" fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
         let guard = crate::report::AbortOnUnwind;
         // SAFETY: a slot is always readable and `key` is an atomic; with
         // the key, the caller's contract makes it the live slab of the

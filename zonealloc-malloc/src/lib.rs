@@ -198,8 +198,10 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 }
 
 /// `malloc` beyond an object of a slab this thread's heap has at hand.
+/// `extern "C"` so that it cannot unwind (it aborts instead), which lets
+/// `malloc` call it last with no landing pad and no frame.
 #[inline(never)]
-fn malloc_rest(size: usize) -> *mut c_void {
+extern "C" fn malloc_rest(size: usize) -> *mut c_void {
     if let Some(ptr) = zonealloc::global_malloc_ring(size) {
         return ptr.as_ptr().cast();
     }
@@ -243,7 +245,7 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 /// As for [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_rest(ptr: *mut c_void) {
+unsafe extern "C" fn free_rest(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
