@@ -38,7 +38,8 @@ impl SlabMap {
     /// the region.
     ///
     /// # Safety
-    /// `block` is below the region's length.
+    /// `block` is below the region's length and a multiple of the page
+    /// size.
     #[inline(always)]
     pub(super) unsafe fn slot(self, block: usize) -> *mut Slab {
         // SAFETY: the caller's contract.
@@ -73,7 +74,8 @@ impl SlabMap {
         let Some(bit) = object_bit(class, offset_in_region - block) else {
             return Err(SlabFreeError::NotAnObject);
         };
-        // SAFETY: `block` is inside the region (checked above).
+        // SAFETY: `block` is inside the region (checked above), and
+        // aligned to the slab's size.
         let slab = unsafe { self.slot(block) };
         // SAFETY: a slot is always readable (zero until a slab starts
         // there); `key` is an atomic, so a racing change is well-defined.
@@ -241,11 +243,17 @@ impl SlabGeometry {
     /// the region.
     ///
     /// # Safety
-    /// `block` is below the region's length.
+    /// `block` is below the region's length and a multiple of the page
+    /// size.
     #[inline(always)]
     unsafe fn slot(self, block: usize) -> *mut Slab {
+        // A page-aligned offset shifted right by this is its page's slot
+        // offset: one shift, no mask.
+        const SHIFT: u32 = crate::PAGE_SHIFT - crate::page::SIDE_SLOT_BYTES.trailing_zeros();
+        const { assert!(crate::page::SIDE_SLOT_BYTES.is_power_of_two() && crate::page::SIDE_SLOT_BYTES <= crate::PAGE_SIZE) };
+        debug_assert!(block.is_multiple_of(crate::PAGE_SIZE));
         // SAFETY: a page of the region (the caller's contract), and the
         // side table has a slot of SIDE_SLOT_BYTES for each.
-        unsafe { self.table.add((block >> crate::PAGE_SHIFT) * crate::page::SIDE_SLOT_BYTES) }.cast::<Slab>()
+        unsafe { self.table.add(block >> SHIFT) }.cast::<Slab>()
     }
 }
