@@ -398,6 +398,7 @@ impl<'a> ThreadHeap<'a> {
     /// slab goes back onto the ring (its notice, if one is out, finds it
     /// there), an empty one back to the buddy allocator; and the count is
     /// published when due.
+    ///
     /// `extern "C"` here and in [`free_remote_found`](Self::free_remote_found):
     /// such a function cannot unwind (a panic aborts), so the free fast
     /// path that calls it needs no landing pad, and calls it last.
