@@ -169,9 +169,12 @@ pub fn global_malloc_cached(size: usize) -> Option<NonNull<u8>> {
 /// The next step after [`global_malloc_cached`] found the current slab
 /// empty: an object of `size` bytes at [`MIN_ALIGN`] from the other slabs
 /// this thread's heap has (its ring walk, which collects other threads'
-/// frees and takes back slabs they noticed). `None`, with nothing done,
-/// sends the caller on to [`global_malloc`] (a new slab, the slow path).
-/// Takes no lock and makes no system call.
+/// frees, takes back slabs they noticed and parks full ones). `None`
+/// sends the caller on to [`global_malloc`], which looks at the heap
+/// again before it takes a new slab (a second walk, cheap once the first
+/// parked what it found full, and only on the way to a new slab). Takes
+/// no lock; its only system call is the report of a double free it
+/// finds.
 #[inline]
 pub fn global_malloc_ring(size: usize) -> Option<NonNull<u8>> {
     let class = class_of(size, MIN_ALIGN)?;

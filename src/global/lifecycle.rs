@@ -100,8 +100,10 @@ impl Drop for HeapExit {
 }
 
 /// Runs `f` on this thread's heap if it is ready, without marking it
-/// borrowed: `f` must not allocate or free (the fast paths only push and
-/// pop).
+/// borrowed: `f` must not allocate or free through the global allocator,
+/// nor run code that might (the fast paths push and pop, the ring walk
+/// collects and parks, and a local free may hand an empty slab to the
+/// page allocator, which never allocates).
 #[inline(always)]
 pub(super) fn with_ready_heap<R>(f: impl FnOnce(&mut ThreadHeap<'static>) -> Option<R>) -> Option<R> {
     let heap = if ready::HAS_SLOT {

@@ -93,9 +93,10 @@ impl<'a> ThreadHeap<'a> {
     /// finishing: the walk does not wait) or the heap has no mailbox (the
     /// shared heap stops after [`SCAN_LIMIT`] slabs). A parked slab is off
     /// the ring until a remote free posts its notice or this heap frees
-    /// into it. Touches no lock and calls nothing outside the heap, so it
-    /// needs no protection against re-entry; `None` sends the caller on to
-    /// a new slab.
+    /// into it. Takes no lock and never allocates (a double free it finds
+    /// is reported with a line written from the stack), so it needs no
+    /// protection against re-entry; `None` sends the caller on to a new
+    /// slab.
     #[inline(never)]
     pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
         if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
@@ -400,8 +401,9 @@ impl<'a> ThreadHeap<'a> {
     /// published when due.
     ///
     /// `extern "C"` here and in [`free_remote_found`](Self::free_remote_found):
-    /// such a function cannot unwind (a panic aborts), so the free fast
-    /// path that calls it needs no landing pad, and calls it last.
+    /// such a function cannot unwind (a panic aborts, after the guard's
+    /// line), so the free fast path that calls them needs no landing pad
+    /// (and jumps to this one, its last step).
     #[cold]
     #[inline(never)]
     extern "C" fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
