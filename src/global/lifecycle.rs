@@ -122,8 +122,8 @@ pub(super) fn with_ready_heap<R>(f: impl FnOnce(&mut ThreadHeap<'static>) -> Opt
     }
     // SAFETY: Ready (the slot is set only while the state is: `with_heap`,
     // `HeapExit`): the heap exists and no slow path on this thread borrows
-    // it (they mark it Busy, and clear the slot, first); `f` runs no other
-    // code.
+    // it (they mark it Busy, and clear the slot, first); `f` runs nothing
+    // that re-enters the allocator (the contract above).
     f(unsafe { &mut *heap })
 }
 
