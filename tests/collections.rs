@@ -1,17 +1,12 @@
 //! `allocator_api2` collections living in an arena.
 
+mod support;
+
 use allocator_api2::vec::Vec;
-use zonealloc::{Arena, PcpConfig};
+use zonealloc::Arena;
 
 fn arena() -> Arena {
-    Arena::builder()
-        .region_size(64 << 20)
-        .zones(1)
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(false)
-        .purge_delay(None)
-        .build()
-        .unwrap()
+    support::quiet_arena(64 << 20, 1)
 }
 
 fn allocated(arena: &Arena) -> usize {

@@ -10,51 +10,10 @@ use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::Rng;
+use support::{Rendezvous, Rng, Seen};
 use zonealloc::{AllocFlags, Arena, FreeError, THREAD_ARENAS};
-
-/// A two-party meeting point that gives up (and says so) after a bound
-/// instead of hanging when the other party died.
-struct Rendezvous {
-    arrived: AtomicUsize,
-}
-
-impl Rendezvous {
-    const fn new() -> Self {
-        Self { arrived: AtomicUsize::new(0) }
-    }
-
-    /// The `n`-th meeting (counted from 1) of two parties.
-    fn meet(&self, n: usize) {
-        self.arrived.fetch_add(1, Ordering::AcqRel);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut spins = 0u32;
-        while self.arrived.load(Ordering::Acquire) < 2 * n {
-            spins += 1;
-            if spins < 1 << 10 {
-                std::hint::spin_loop();
-                continue;
-            }
-            assert!(Instant::now() < deadline, "the other racer never arrived at meeting {n}");
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// What the threads saw, counted (nothing asserts inside a thread, so a
-/// failure cannot leave the other waiting).
-#[derive(Default)]
-struct Seen {
-    accepted: AtomicUsize,
-    refused: AtomicUsize,
-    other_errors: AtomicUsize,
-    /// A block handed out while it was in the live set.
-    handed_out_twice: AtomicUsize,
-    /// A live block whose marker another thread overwrote.
-    overwritten: AtomicUsize,
-}
 
 /// Blocks in use by any thread of the test.
 struct Live(Mutex<HashSet<usize>>);
@@ -104,7 +63,7 @@ fn race(order: u32, rounds: usize, one_uncached: bool) {
     let live = Live(Mutex::new(HashSet::new()));
     let seen = Seen::default();
     let slot = AtomicUsize::new(0);
-    let meeting = Rendezvous::new();
+    let meeting = Rendezvous::new(Duration::from_secs(20));
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         for racer in 0..2u64 {
@@ -164,7 +123,7 @@ fn race(order: u32, rounds: usize, one_uncached: bool) {
             }
         });
         // The racers end first; then the allocator frees what it holds.
-        while meeting.arrived.load(Ordering::Acquire) < 6 * rounds {
+        while meeting.arrived() < 6 * rounds {
             std::thread::yield_now();
         }
         done.store(true, Ordering::Relaxed);

@@ -414,6 +414,27 @@ fn slab_arena() -> Arena {
     one_zone(4, 0, 0).pcp(PcpConfig::Disabled).background_reclaim(false).purge_delay(None).build().unwrap()
 }
 
+/// Frees each of `addrs` on `heap`.
+///
+/// # Safety
+/// Each is a live object of `class` from a heap over `heap`'s arena,
+/// freed once.
+unsafe fn free_each(heap: &mut zonealloc::ThreadHeap<'_>, class: usize, addrs: impl IntoIterator<Item = usize>) {
+    for addr in addrs {
+        // SAFETY: the caller's contract.
+        unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
+    }
+}
+
+/// Once a slab model's heaps are gone: the orphans reaped, every slab of
+/// `class` and every page back.
+fn assert_all_returned(arena: &Arena, slabs: &zonealloc::Slabs, class: usize) {
+    slabs.reap_orphans(arena);
+    assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
+    let zone = &arena.stats().zones[0];
+    assert_eq!(zone.free, zone.managed, "a page was lost");
+}
+
 /// The owner hands two of its objects to a thread it spawns, which frees
 /// them while the owner allocates, frees and exits (its heap's drop
 /// collects the remote frees, racing the pushes): an object is never
@@ -627,20 +648,15 @@ fn the_owners_free_races_a_remote_free_of_the_same_object() {
         let after = [heap.alloc(class).unwrap().as_ptr() as usize, heap.alloc(class).unwrap().as_ptr() as usize];
         assert_ne!(after[0], after[1], "an object was handed out twice");
         assert!(after.iter().all(|a| *a == x || !filled.contains(a)), "a live object was handed out");
-        for addr in after.into_iter().chain(filled.into_iter().filter(|&a| a != x)) {
-            // SAFETY: ours, freed once.
-            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
-        }
+        // SAFETY: ours, freed once.
+        unsafe { free_each(&mut heap, class, after.into_iter().chain(filled.into_iter().filter(|&a| a != x))) };
         drop(heap);
-        slabs.reap_orphans(&arena);
+        assert_all_returned(&arena, &slabs, class);
         assert_eq!(
             u64::from(local_ok && remote_ok),
             slabs.late_double_frees(),
             "a double free accepted and never found"
         );
-        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
-        let zone = &arena.stats().zones[0];
-        assert_eq!(zone.free, zone.managed, "a page was lost");
     });
 }
 
@@ -677,15 +693,10 @@ fn a_notice_posted_while_its_owner_exits_never_reaches_the_next_heap() {
         let mine = next.alloc(class).unwrap();
         // SAFETY: ours, freed once.
         unsafe { next.free(mine, class).unwrap() };
-        for addr in filled.into_iter().filter(|&a| a != x).chain([other]) {
-            // SAFETY: live objects of the orphans, freed once.
-            unsafe { next.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
-        }
+        // SAFETY: live objects of the orphans, freed once.
+        unsafe { free_each(&mut next, class, filled.into_iter().filter(|&a| a != x).chain([other])) };
         drop(next);
-        slabs.reap_orphans(&arena);
-        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
-        let zone = &arena.stats().zones[0];
-        assert_eq!(zone.free, zone.managed, "a page was lost");
+        assert_all_returned(&arena, &slabs, class);
     });
 }
 
@@ -732,15 +743,10 @@ fn a_slab_parked_again_after_a_local_free_still_gets_its_notice() {
         assert!(slabs.stats()[class].slabs <= 3, "a new slab while S had a free object");
         live.extend(got);
         live.extend(s.iter().filter(|&&a| a != y));
-        for addr in live {
-            // SAFETY: ours, freed once.
-            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
-        }
+        // SAFETY: ours, freed once.
+        unsafe { free_each(&mut heap, class, live) };
         drop(heap);
-        slabs.reap_orphans(&arena);
-        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
-        let zone = &arena.stats().zones[0];
-        assert_eq!(zone.free, zone.managed, "a page was lost");
+        assert_all_returned(&arena, &slabs, class);
     });
 }
 
@@ -778,24 +784,15 @@ fn a_slab_returned_after_a_late_remote_free_gets_no_notice() {
         // Every object of S the owner holds goes back: with x and y both
         // collected and handed out again, S empties and is returned.
         let (ours, others): (Vec<usize>, Vec<usize>) = got.into_iter().partition(|a| *a == x || *a == y);
-        for addr in s.into_iter().chain(ours.iter().copied()) {
-            // SAFETY: ours, freed once.
-            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
-        }
+        // SAFETY: ours, freed once.
+        unsafe { free_each(&mut heap, class, s.into_iter().chain(ours.iter().copied())) };
         freer.join().unwrap();
         // A walk takes any notice now in the mailbox.
         let more = alloc(&mut heap);
-        let mut rest = others;
-        rest.push(more);
-        for addr in rest {
-            // SAFETY: ours, freed once.
-            unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
-        }
+        // SAFETY: ours, freed once.
+        unsafe { free_each(&mut heap, class, others.into_iter().chain([more])) };
         drop(heap);
-        slabs.reap_orphans(&arena);
-        assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
-        let zone = &arena.stats().zones[0];
-        assert_eq!(zone.free, zone.managed, "a page was lost");
+        assert_all_returned(&arena, &slabs, class);
     });
 }
 

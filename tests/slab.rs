@@ -1,20 +1,15 @@
 //! The slab layer through explicit per-thread heaps: exact slab counts,
 //! cross-thread frees, thread exit, orphans, bad frees.
 
+mod support;
+
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
-use zonealloc::{Arena, PcpConfig, SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
+use zonealloc::{Arena, SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
 
 fn arena() -> Arena {
-    Arena::builder()
-        .region_size(64 << 20)
-        .zones(2)
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(false)
-        .purge_delay(None)
-        .build()
-        .unwrap()
+    support::quiet_arena(64 << 20, 2)
 }
 
 fn free_pages(arena: &Arena) -> usize {
@@ -538,14 +533,7 @@ fn a_producer_keeps_no_more_slabs_than_its_live_objects_fill() {
     const BATCH: usize = 1024; // 16 slabs of 64-byte objects
     const KEPT: usize = 100; // xmalloc-test's queue
     const BATCHES: usize = 2000;
-    let arena = Arena::builder()
-        .region_size(256 << 20)
-        .zones(2)
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(false)
-        .purge_delay(None)
-        .build()
-        .unwrap();
+    let arena = support::quiet_arena(256 << 20, 2);
     let slabs = Slabs::new();
     let class = class_of(64, 8).unwrap();
     let capacity = 4096 / 64;

@@ -6,42 +6,16 @@
 //! handed out twice or while live, every double free is counted once, and
 //! every object and slab comes back.
 
+mod support;
+
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use zonealloc::{Arena, PcpConfig, SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
-
-/// A two-party meeting point with a deadline (no hang if a party died).
-struct Rendezvous(AtomicUsize);
-
-impl Rendezvous {
-    fn meet(&self, n: usize) {
-        self.0.fetch_add(1, Ordering::AcqRel);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut spins = 0u32;
-        while self.0.load(Ordering::Acquire) < 2 * n {
-            spins += 1;
-            if spins < 1 << 10 {
-                std::hint::spin_loop();
-                continue;
-            }
-            assert!(Instant::now() < deadline, "the other racer never arrived at meeting {n}");
-            std::thread::yield_now();
-        }
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    accepted: AtomicUsize,
-    refused: AtomicUsize,
-    other_errors: AtomicUsize,
-    handed_out_twice: AtomicUsize,
-    overwritten: AtomicUsize,
-}
+use support::{Rendezvous, Seen};
+use zonealloc::{SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
 
 /// Objects in use by any thread of the test.
 struct Live(Mutex<HashSet<usize>>);
@@ -79,20 +53,13 @@ impl Live {
 /// its own.
 fn race(size: usize, rounds: usize) {
     const HELD: usize = 8;
-    let arena = Arena::builder()
-        .region_size(64 << 20)
-        .zones(1)
-        .pcp(PcpConfig::Disabled)
-        .background_reclaim(false)
-        .purge_delay(None)
-        .build()
-        .unwrap();
+    let arena = support::quiet_arena(64 << 20, 1);
     let slabs = Slabs::new();
     let class = class_of(size, 8).unwrap();
     let live = Live(Mutex::new(HashSet::new()));
     let seen = Seen::default();
     let slot = AtomicUsize::new(0);
-    let meeting = Rendezvous(AtomicUsize::new(0));
+    let meeting = Rendezvous::new(Duration::from_secs(30));
     let done = AtomicBool::new(false);
     // The third heap: it allocates the objects of the rounds where neither
     // racer owns them, and is never used during a race.
@@ -150,7 +117,7 @@ fn race(size: usize, rounds: usize) {
                 }
             }
         });
-        while meeting.0.load(Ordering::Acquire) < 6 * rounds {
+        while meeting.arrived() < 6 * rounds {
             std::thread::yield_now();
         }
         done.store(true, Ordering::Relaxed);

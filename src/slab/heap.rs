@@ -99,6 +99,7 @@ impl<'a> ThreadHeap<'a> {
     /// slab.
     #[inline(never)]
     pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
+        // SAFETY: our mailbox, alive while we are.
         if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
             self.take_notices();
         }

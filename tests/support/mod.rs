@@ -3,6 +3,9 @@
 
 pub mod page_model;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
 use zonealloc::{Arena, ArenaBuilder, PcpConfig, WatermarkConfig, Watermarks};
 
 /// A small arena with no watermarks (every page can be allocated) and no
@@ -24,6 +27,20 @@ pub fn small_arena_builder(zones: usize, blocks_per_zone: usize, max_order: u32,
         .max_order(max_order)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(pcp)
+}
+
+/// An arena of `region_size` bytes in `zones` zones with no per-thread
+/// caches, no kswapd and no purge timer: every count changes only by what
+/// the test does.
+pub fn quiet_arena(region_size: usize, zones: usize) -> Arena {
+    Arena::builder()
+        .region_size(region_size)
+        .zones(zones)
+        .pcp(PcpConfig::Disabled)
+        .background_reclaim(false)
+        .purge_delay(None)
+        .build()
+        .expect("quiet arena")
 }
 
 /// splitmix64: a tiny, seedable generator so tests replay exactly.
@@ -85,4 +102,51 @@ pub fn run_child(name: &str, limit: std::time::Duration) -> (std::process::ExitS
 /// Whether this process is the child [`run_child`] started for `name`.
 pub fn is_child(name: &str) -> bool {
     std::env::var("ZONEALLOC_TEST_CHILD").is_ok_and(|n| n == name)
+}
+
+/// A two-party meeting point that gives up (and says so) after its limit
+/// instead of hanging when the other party died.
+pub struct Rendezvous {
+    arrived: AtomicUsize,
+    limit: Duration,
+}
+
+impl Rendezvous {
+    pub const fn new(limit: Duration) -> Self {
+        Self { arrived: AtomicUsize::new(0), limit }
+    }
+
+    /// The `n`-th meeting (counted from 1) of two parties.
+    pub fn meet(&self, n: usize) {
+        self.arrived.fetch_add(1, Ordering::AcqRel);
+        let deadline = Instant::now() + self.limit;
+        let mut spins = 0u32;
+        while self.arrived.load(Ordering::Acquire) < 2 * n {
+            spins += 1;
+            if spins < 1 << 10 {
+                std::hint::spin_loop();
+                continue;
+            }
+            assert!(Instant::now() < deadline, "the other racer never arrived at meeting {n}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Arrivals so far, of both parties.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::Acquire)
+    }
+}
+
+/// What racing threads saw, counted (nothing asserts inside a thread, so
+/// a failure cannot leave the other waiting).
+#[derive(Default)]
+pub struct Seen {
+    pub accepted: AtomicUsize,
+    pub refused: AtomicUsize,
+    pub other_errors: AtomicUsize,
+    /// An object or block handed out while it was in the live set.
+    pub handed_out_twice: AtomicUsize,
+    /// A live one whose marker another thread overwrote.
+    pub overwritten: AtomicUsize,
 }
