@@ -9,8 +9,8 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::{self, NonNull};
 
 use super::{
-    alloc_from_heap, alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages, refuse,
-    with_ready_heap,
+    alloc_from_heap, alloc_from_ring, alloc_impl, alloc_slow, dealloc_object, global_arena, move_into, realloc_pages,
+    refuse, with_ready_heap,
 };
 use crate::arena::Arena;
 use crate::page::PageState;
@@ -179,7 +179,7 @@ pub fn global_malloc_cached(size: usize) -> Option<NonNull<u8>> {
 pub fn global_malloc_ring(size: usize) -> Option<NonNull<u8>> {
     let class = class_of(size, MIN_ALIGN)?;
     let guard = AbortOnUnwind;
-    let ptr = with_ready_heap(|heap| heap.alloc_from_ring(class));
+    let ptr = alloc_from_ring(class);
     guard.disarm();
     ptr
 }

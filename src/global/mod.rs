@@ -138,7 +138,7 @@ fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
     let guard = AbortOnUnwind;
     // Not zeroed, the current slab was just found empty: straight to the
     // ring walk.
-    let ptr = if zero { alloc_from_heap(class, layout, zero) } else { alloc_from_ring(class) };
+    let ptr = if zero { alloc_from_heap(class, layout, zero) } else { alloc_from_ring(class).map(NonNull::as_ptr) };
     let ptr = ptr.unwrap_or_else(|| alloc_slow(layout, zero));
     guard.disarm();
     ptr
@@ -158,8 +158,8 @@ fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> 
 /// An object of `class` from the slabs this thread's heap has beyond its
 /// current one (for a caller that found the current slab empty).
 #[inline(always)]
-fn alloc_from_ring(class: usize) -> Option<*mut u8> {
-    with_ready_heap(|heap| heap.alloc_from_ring(class)).map(NonNull::as_ptr)
+fn alloc_from_ring(class: usize) -> Option<NonNull<u8>> {
+    with_ready_heap(|heap| heap.alloc_from_ring(class))
 }
 
 /// Everything [`alloc_impl`] does beyond taking an object from a slab
