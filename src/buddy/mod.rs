@@ -49,6 +49,10 @@ const SPLIT_PURGE_PAGES: usize = 128;
 /// from 16 KiB to 4 MiB moves once).
 const GROWTH_ORDERS: u32 = 8;
 
+/// With huge pages, a growable block of at least a `2^-n`th of one may be
+/// carved from fresh memory ([`Buddy::rmqueue_growable`]).
+const FRESH_ROOM_MIN_SHARE: u32 = 3;
+
 /// A block taken from or given to the buddy lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Block {
@@ -426,11 +430,14 @@ impl Buddy {
     /// largest free block above `order`; otherwise as
     /// [`rmqueue`](Self::rmqueue).
     ///
-    /// With huge pages, a block smaller than one is carved only from
-    /// resident memory: the first touch of a fresh or purged roomy block
-    /// maps a whole 2 MiB page for the one small block at its start, and a
-    /// service with a few hundred live buffers then holds a huge page for
-    /// each (its peak RSS went from 39 MB to 450-575 MB that way).
+    /// With huge pages, a block below an eighth of one
+    /// ([`FRESH_ROOM_MIN_SHARE`]) is carved only from resident memory: the
+    /// first touch of a fresh or purged roomy block maps a whole 2 MiB page
+    /// for the one small block at its start, and a service with a few
+    /// hundred live buffers then holds a huge page for each (its peak RSS
+    /// went from 44 MB to 450-575 MB that way). A larger block, already
+    /// doubled several times, takes fresh room as before: its next
+    /// doublings fill the huge page it faults in.
     pub(crate) fn rmqueue_growable(
         &mut self,
         mm: &MemMap,
@@ -440,7 +447,7 @@ impl Buddy {
     ) -> Option<Block> {
         let roomy = (order + GROWTH_ORDERS).min(self.max_order);
         let above = self.list_mask[mt as usize] & !((2 << order) - 1);
-        let (above, frontier) = if order < self.purge_min_order {
+        let (above, frontier) = if order + FRESH_ROOM_MIN_SHARE < self.purge_min_order {
             (self.resident_orders(mm, above, mt), false)
         } else {
             (above, self.frontier < self.end)
