@@ -18,7 +18,7 @@ use crate::movable::{MovableForkGuard, MovableRegistry};
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
-use crate::pageset::{PCP_MAX_ORDER, PcpConfig};
+use crate::pageset::{PCP_HUGE_ORDER, PCP_MAX_ORDER, PcpConfig};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
 use crate::pfn::Pfn;
 use crate::purge::PurgeReport;
@@ -223,6 +223,9 @@ impl Arena {
             // metadata has an entry for every page of the region.
             let word = unsafe { inner.node().mem_map.page_unchecked(pfn) }.info_word();
             if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner.node(), pfn, order, word) {
+                if order as usize == PCP_HUGE_ORDER {
+                    inner.node().huge_block_cached();
+                }
                 return Ok(());
             }
         }

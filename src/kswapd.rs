@@ -25,8 +25,9 @@
 //! (kswapd checks it under the same lock before waiting), or kswapd's
 //! re-check sees the lowered free count. The purge timer is the same
 //! handshake on `purge_armed`, with frees (and allocations that leave
-//! purgeable memory) as the wakers: `Node::pages_returned` and
-//! `Node::zone_allocated` (`node.rs`), whose barrier is a compiler fence
+//! purgeable memory, and frees that keep a 2 MiB block in a thread's
+//! cache) as the wakers: `Node::pages_returned`, `Node::zone_allocated`
+//! and `Node::huge_block_cached` (`node.rs`), whose barrier is a compiler fence
 //! when membarrier is available (the waiting side pays for it; see
 //! `barrier.rs`). `tests/loom.rs` models both (`kswapd_wakeup_is_not_lost`,
 //! `purge_timer_is_set_by_a_free`, `dropping_the_arena_stops_kswapd`):

@@ -11,7 +11,7 @@ use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
 use crate::progress::Progress;
 use crate::region::{HugePages, Region};
-use crate::sync::{AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::Mark;
 use crate::zone::Zone;
 
@@ -45,6 +45,10 @@ pub(crate) struct Node {
     /// Held by a purge from isolating free blocks until they are back on
     /// the lists, so `fork(2)` never copies blocks left isolated forever.
     pub purging: Mutex<()>,
+    /// A thread's cache may hold a 2 MiB block (set by the free that kept
+    /// it, cleared by the purge that drains the caches): kswapd's purge
+    /// check counts it, as it counts resident free blocks in the lists.
+    pub pcp_huge_cached: AtomicBool,
     pub counters: ReclaimCounters,
 }
 
@@ -121,6 +125,7 @@ impl Node {
             kswapd,
             progress: Progress::new(),
             purging: Mutex::new(()),
+            pcp_huge_cached: AtomicBool::new(false),
             counters: ReclaimCounters::default(),
         }
     }
@@ -166,6 +171,17 @@ impl Node {
         self.kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory());
     }
 
+    /// A 2 MiB block went onto a thread's cache: a huge page of RSS that
+    /// only a purge's drain returns, so the purge timer's handshake runs as
+    /// for a free to the lists, with `pcp_huge_cached` as what kswapd's
+    /// purge check sees.
+    #[cold]
+    pub(crate) fn huge_block_cached(&self) {
+        self.pcp_huge_cached.store(true, Ordering::Relaxed);
+        self.freer_barrier();
+        self.kswapd.arm_purge_timer_after_fence(|| true);
+    }
+
     /// The freeing side of the reclaim handshakes (NOFAIL waiters, the
     /// purge timer), on every free to the lists: a compiler barrier when
     /// the waiting side, which is rare, can pay for membarrier.
@@ -191,7 +207,7 @@ impl Node {
     /// Whether any zone holds free memory that still costs RSS in blocks a
     /// purge may take (so a purge would do something).
     pub(crate) fn has_purgeable_memory(&self) -> bool {
-        self.zones.iter().any(|z| z.purgeable_pages() > 0)
+        self.pcp_huge_cached.load(Ordering::Relaxed) || self.zones.iter().any(|z| z.purgeable_pages() > 0)
     }
 }
 

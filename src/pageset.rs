@@ -11,18 +11,23 @@ pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
 
 /// The largest order the caches hold. The kernel's lists held orders up
 /// to [`PAGE_ALLOC_COSTLY_ORDER`] until Linux 5.13, which added the
-/// pageblock order (a transparent huge page); here every order below the
-/// pageblock order (2 MiB) is cached, in short lists above the costly
-/// order, and a 2 MiB block goes back to its zone, where a purge can
-/// return it to the system.
+/// pageblock order (a transparent huge page); here every order up to the
+/// huge page order (2 MiB) is cached, in short lists above the costly
+/// order, and one 2 MiB block per list ([`PCP_HUGE_ORDER`]).
 #[cfg(not(loom))]
-pub const PCP_MAX_ORDER: u32 = 8;
+pub const PCP_MAX_ORDER: u32 = crate::region::HUGE_PAGE_ORDER;
 /// Loom models use the orders up to the costly one: the lists of every
 /// order run the same code, and each more order is more atomic operations
 /// per drain and check for the model to explore.
 #[cfg(loom)]
 pub const PCP_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
 pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
+/// The huge page order's list holds one block, pushed only on the free slow
+/// path, which sets the purge timer for it: a cached 2 MiB block is a huge
+/// page of RSS, and a purge reaches it within the purge delay (kswapd's
+/// purge check counts these lists, `PcpRegistry::holds_huge_blocks`).
+/// Under loom no list has this order.
+pub(crate) const PCP_HUGE_ORDER: usize = crate::region::HUGE_PAGE_ORDER as usize;
 /// Migratetypes a cache keeps lists for: every one (only the three that
 /// flags name are ever cached; the high-atomic type's lists stay empty and
 /// are there so that any type number two bits can hold indexes a list,

@@ -29,7 +29,7 @@ use crate::node::{Node, ReclaimCounters};
 use crate::pcp::{PcpRegistry, with_thread_set};
 use crate::purge::PurgeReport;
 use crate::shrinker::{ShrinkerRegistry, ShrinkerSet};
-use crate::sync::Instant;
+use crate::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
 
 /// Pages direct reclaim asks the shrinkers for at least (`SWAP_CLUSTER_MAX`).
@@ -154,6 +154,9 @@ impl Reclaim {
     /// Drains every cache, then purges every zone.
     pub(crate) fn purge_all(&self) -> PurgeReport {
         let start = Instant::now();
+        // Before the drain: a free that keeps a 2 MiB block in its cache
+        // after the drain passed its set sets it again.
+        self.node.pcp_huge_cached.store(false, Ordering::Relaxed);
         self.drain_all_pages();
         let report = self.node.purge_zones();
         let counters = &self.node.counters;

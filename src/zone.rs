@@ -9,7 +9,9 @@ use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_li
 use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
-use crate::pageset::{NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize};
+use crate::pageset::{
+    NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HUGE_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize,
+};
 use crate::pfn::{NIL, Pfn};
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
@@ -45,10 +47,14 @@ const POOL_CAPACITY: usize = 4;
 /// The pool's capacity at `order`: [`POOL_CAPACITY`] blocks up to
 /// [`PAGE_ALLOC_COSTLY_ORDER`]; above it, no more pages than the costly
 /// order's pool holds (at least two blocks), so that large blocks trimmed
-/// from a thread's cache do not pile up out of the buddy lists.
+/// from a thread's cache do not pile up out of the buddy lists; none at the
+/// huge page order.
 const fn pool_capacity(order: usize) -> usize {
     let costly = PAGE_ALLOC_COSTLY_ORDER as usize;
-    if order <= costly {
+    if order == PCP_HUGE_ORDER {
+        // Back to the lists, where a purge finds it.
+        0
+    } else if order <= costly {
         POOL_CAPACITY
     } else {
         let blocks = POOL_CAPACITY >> (order - costly);

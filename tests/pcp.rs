@@ -79,8 +79,9 @@ fn refill_takes_one_batch_under_one_lock() {
 /// Above `PAGE_ALLOC_COSTLY_ORDER` the lists are short: a refill takes one
 /// block, a list holds `max(high >> (order + 3), 1)` blocks, a trim moves
 /// one; the pool keeps at most the costly order's pages (at least two
-/// blocks) and the rest go back to the buddy lists; 2 MiB blocks (order 9)
-/// are never cached.
+/// blocks) and the rest go back to the buddy lists. A 2 MiB block (order
+/// 9) is cached one per list, and never pooled: a second one goes back to
+/// the buddy lists, where a purge finds it.
 #[test]
 fn large_orders_are_cached_in_short_lists() {
     let arena = Arena::builder()
@@ -93,7 +94,7 @@ fn large_orders_are_cached_in_short_lists() {
         .build()
         .unwrap();
     let managed = arena.stats().zones[0].managed;
-    for order in 4..=zonealloc::PCP_MAX_ORDER as usize {
+    for order in 4..=8 {
         let high = (1023 >> (order + 3)).max(1);
         // A refill of one block, handed out: nothing left cached.
         let blocks: Vec<_> = (0..high + 2).map(|_| arena.alloc_pages(order as u32, NOWARN).unwrap()).collect();
@@ -133,18 +134,69 @@ fn large_orders_are_cached_in_short_lists() {
     let z = &arena.stats().zones[0];
     assert_eq!(z.pooled, (4..=7).map(|o| 2 << o).sum::<usize>() + (4 << 8), "the order-8 pool holds 4 blocks");
     assert_eq!(z.cached_blocks[8], 1 + 4);
-    // A 2 MiB block bypasses the caches both ways.
+    // A 2 MiB block: the first free keeps it, the next allocation takes it
+    // back with no refill; of two freed, the second goes to the lists.
     let before = arena.stats().zones[0].clone();
     let p = arena.alloc_pages(9, NOWARN).unwrap();
+    let q = arena.alloc_pages(9, NOWARN).unwrap();
+    let z = &arena.stats().zones[0];
+    assert_eq!((z.cached_blocks[9], z.pcp_refills - before.pcp_refills), (0, 2));
     // SAFETY: as above.
     unsafe { arena.free_pages(p, 9) }.unwrap();
     let z = &arena.stats().zones[0];
-    assert_eq!((z.cached, z.pcp_refills, z.pcp_trims), (before.cached, before.pcp_refills, before.pcp_trims));
+    assert_eq!((z.cached_blocks[9], z.pcp_trims - before.pcp_trims), (1, 0), "one 2 MiB block kept");
+    assert_eq!(arena.alloc_pages(9, NOWARN).unwrap(), p, "taken back from the list");
+    assert_eq!(arena.stats().zones[0].pcp_refills - before.pcp_refills, 2);
+    // SAFETY: as above.
+    unsafe {
+        arena.free_pages(p, 9).unwrap();
+        arena.free_pages(q, 9).unwrap();
+    }
+    let z = &arena.stats().zones[0];
+    assert_eq!((z.cached_blocks[9], z.pcp_trims - before.pcp_trims), (1, 1), "the list holds one, none pooled");
+    assert_eq!(z.pooled, before.pooled);
+    assert_eq!(z.cached, before.cached + 512);
     assert_eq!(z.cached_blocks.len(), zonealloc::PCP_MAX_ORDER as usize + 1);
     arena.check().unwrap();
     // Nothing is allocated: every cached and pooled block goes back.
     arena.drain_pcp();
     assert_eq!(arena.stats().zones[0].free, managed);
+}
+
+/// A 2 MiB block kept in a thread's cache costs a huge page of RSS, so the
+/// purge timer reaches it as it reaches free memory in the lists: the free
+/// that keeps it sets the timer, and the purge drains the caches first.
+#[test]
+fn a_cached_2_mib_block_is_purged_on_the_timer() {
+    let arena = Arena::builder()
+        .region_size(64 << 20)
+        .zones(1)
+        .purge_delay(Some(std::time::Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    let p = arena.alloc_pages(9, NOWARN).unwrap();
+    // SAFETY: ours, 2 MiB.
+    unsafe { p.as_ptr().write_bytes(0x5a, 2 << 20) };
+    // kswapd asleep with nothing to purge: only the free can set the timer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while arena.stats().reclaim.kswapd_sleeps == 0 {
+        assert!(std::time::Instant::now() < deadline, "kswapd never slept");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(arena.stats().reclaim.purge_timer_sleeps, 0);
+    // SAFETY: ours, freed once, not used after.
+    unsafe { arena.free_pages(p, 9) }.unwrap();
+    assert_eq!(arena.stats().zones[0].cached_blocks[9], 1);
+    loop {
+        let z = &arena.stats().zones[0];
+        if z.cached_blocks[9] == 0 && z.purged >= 512 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never purged: {:?}", arena.stats().reclaim);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(arena.stats().reclaim.purges >= 1);
+    arena.check().unwrap();
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! **Routing.** Sizes up to [`SLAB_MAX`](crate::SLAB_MAX) (with alignments
 //! that fit a power-of-two class) come from the calling thread's slab heap;
 //! larger ones are buddy blocks of the order that covers size and alignment
-//! (orders 0..=8 through the per-thread page caches); beyond the largest
+//! (orders 0..=9 through the per-thread page caches); beyond the largest
 //! order (32 MiB in the global arena), the allocator beneath the arena
 //! (`sysalloc.rs`: glibc, which maps them directly) serves them, and any alignment up to the OS's limits works
 //! there. `realloc` keeps a block where it is when the new size has the same

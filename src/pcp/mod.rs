@@ -2,9 +2,10 @@
 //! per_cpu_pages`), one set per thread per node.
 //!
 //! A thread's [`PcpSet`] holds, for every zone and for orders
-//! `0..=PCP_MAX_ORDER` (8), a list of free blocks taken out of the zone
+//! `0..=PCP_MAX_ORDER` (9), a list of free blocks taken out of the zone
 //! (above `PAGE_ALLOC_COSTLY_ORDER`, 3, short lists of one block per
-//! refill: [`batch_blocks`], [`high_blocks`]). The common allocation pops
+//! refill: [`batch_blocks`], [`high_blocks`]; at the huge page order one
+//! block, whose free sets the purge timer). The common allocation pops
 //! one with no lock and no atomic read-modify-write; the common free
 //! claims the block's head with one compare-exchange (a racing second free
 //! of it is refused: `PageMeta::claim_word`) and pushes it. An empty list
@@ -24,7 +25,8 @@
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
 use crate::pageset::{
-    PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_ORDERS, PCP_TYPES, pcp_index, pcp_index_of_zone_type, pcp_type,
+    PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_HUGE_ORDER, PCP_ORDERS, PCP_TYPES, pcp_index, pcp_index_of_zone_type,
+    pcp_type,
 };
 
 mod registry;
@@ -82,15 +84,22 @@ fn batch_blocks(batch: usize, order: usize) -> usize {
 /// `high` blocks for an order-`order` list: `high` pages' worth (at least
 /// a batch) up to [`PAGE_ALLOC_COSTLY_ORDER`], as the kernel's lists; an
 /// eighth of that above it, at least one block, so that at the largest
-/// `high` the large orders together add less than `high` pages to what a
-/// thread holds (the kernel bounds all its lists together by `high`).
+/// `high` the orders between add less than `high` pages to what a thread
+/// holds (the kernel bounds all its lists together by `high`). The huge
+/// page order's list holds [`HUGE_BLOCKS`] apart from that bound: every
+/// push onto it sets the purge timer ([`PCP_HUGE_ORDER`]).
 fn high_blocks(high: usize, batch: usize, order: usize) -> usize {
     if order <= PAGE_ALLOC_COSTLY_ORDER as usize {
         (high >> order).max(batch_blocks(batch, order))
+    } else if order == PCP_HUGE_ORDER {
+        HUGE_BLOCKS
     } else {
         (high >> (order + 3)).max(1)
     }
 }
+
+/// Blocks the huge page order's list holds.
+const HUGE_BLOCKS: usize = 1;
 
 #[cfg(test)]
 mod tests {
@@ -118,9 +127,13 @@ mod tests {
         assert_eq!(high_blocks(100, 63, 3), 12);
         assert_eq!(high_blocks(1023, 63, 4), 7);
         assert_eq!(high_blocks(1023, 63, 8), 1);
-        // The large orders together: at most `high` pages more.
-        let large: usize = (4..PCP_ORDERS).map(|o| high_blocks(PCP_HIGH_LIMIT, 63, o) << o).sum();
+        assert_eq!(high_blocks(1023, 63, PCP_HUGE_ORDER), 1);
+        // The orders between the costly and the huge one together: at most
+        // `high` pages more; the huge list one 2 MiB block, which the purge
+        // timer reaches.
+        let large: usize = (4..PCP_HUGE_ORDER).map(|o| high_blocks(PCP_HIGH_LIMIT, 63, o) << o).sum();
         assert!(large <= PCP_HIGH_LIMIT, "{large} pages");
+        assert_eq!(high_blocks(PCP_HIGH_LIMIT, 63, PCP_HUGE_ORDER) << PCP_HUGE_ORDER, 512);
     }
 
     #[test]
@@ -130,7 +143,10 @@ mod tests {
             assert!(high < *capacity, "order {o}");
             assert!(capacity.is_power_of_two());
         }
-        assert_eq!(OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1], 1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4);
+        assert_eq!(
+            OFFSET[PCP_ORDERS - 1] + CAPACITY[PCP_ORDERS - 1],
+            1024 + 512 + 256 + 128 + 64 + 32 + 16 + 8 + 4 + 4
+        );
         assert_eq!(SLOTS, 2048);
         for o in 0..PCP_ORDERS {
             assert!(OFFSET[o] + CAPACITY[o] <= SLOTS);

@@ -359,6 +359,9 @@ impl PcpSet {
                 ZonePcp::bump(&zp.frees[o]);
             }
             self.leave();
+            if pushed == Push::Pushed && o == PCP_HUGE_ORDER {
+                node.huge_block_cached();
+            }
             if pushed != Push::Full {
                 return pushed == Push::Pushed;
             }
@@ -368,7 +371,8 @@ impl PcpSet {
 
     /// The slow path of `free`: push, and if the list is now above `high`,
     /// return its `batch` coldest blocks under one zone lock acquisition.
-    /// `false` as for [`free`](Self::free).
+    /// A 2 MiB block kept sets the purge timer
+    /// ([`Node::huge_block_cached`]). `false` as for [`free`](Self::free).
     #[cold]
     #[inline(never)]
     pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
@@ -402,6 +406,9 @@ impl PcpSet {
                     n -= batch;
                 }
                 zp.count[o].store(n, Ordering::Relaxed);
+                if o == PCP_HUGE_ORDER && n != 0 {
+                    node.huge_block_cached();
+                }
             });
         }
         ZonePcp::bump(&zp.frees[o]);
