@@ -21,7 +21,7 @@ use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pageset::{PCP_HUGE_ORDER, PCP_MAX_ORDER, PcpConfig};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
 use crate::pfn::Pfn;
-use crate::purge::PurgeReport;
+use crate::purge::{PurgeReport, PurgeScope};
 use crate::ratelimit::RateLimit;
 use crate::reclaim::Reclaim;
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
@@ -423,8 +423,9 @@ impl Arena {
     }
 
     /// Hands every free page that still costs RSS back to the OS (after
-    /// returning every per-thread cache to the lists), as the reclaim thread
-    /// does on its `purge_delay` timer. Returns what was purged.
+    /// returning every per-thread cache to the lists). Returns what was
+    /// purged. The reclaim thread's timer does
+    /// [`purge_stale`](Self::purge_stale) instead.
     ///
     /// ```
     /// use zonealloc::{AllocFlags, Arena};
@@ -445,7 +446,19 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn purge(&self) -> PurgeReport {
-        self.inner.reclaim().purge_all()
+        self.inner.reclaim().purge_all(PurgeScope::All)
+    }
+
+    /// What the reclaim thread does every `purge_delay` while free memory
+    /// costs RSS: returns the per-thread caches to the lists, then hands
+    /// back the free pages that stayed free since the last purge, and
+    /// whatever free memory exceeds a quarter of the memory in use plus
+    /// 4 MiB per zone; memory a program freed and took again in between
+    /// stays resident, so a program that frees and reallocates large
+    /// buffers does not fault them in again after every delay. Call it
+    /// periodically when background reclaim is off.
+    pub fn purge_stale(&self) -> PurgeReport {
+        self.inner.reclaim().purge_all(PurgeScope::Stale)
     }
 
     /// Sets how many bytes the arena may hand out (at most the region's

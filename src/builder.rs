@@ -230,10 +230,13 @@ impl ArenaBuilder {
         self
     }
 
-    /// How long free memory may stay resident before the reclaim thread
-    /// hands it back to the OS (default 1 s; `None`: only on
-    /// [`Arena::purge`](crate::Arena::purge)). Each time the timer fires, per-thread caches are
-    /// returned too, so RSS falls when the program goes idle.
+    /// The reclaim thread's purge period while free memory is resident
+    /// (default 1 s; `None`: only on [`Arena::purge`](crate::Arena::purge)
+    /// and [`Arena::purge_stale`](crate::Arena::purge_stale)): each pass
+    /// is a `purge_stale`, handing back what stayed free for the period
+    /// and what exceeds the share kept. Each time the timer fires,
+    /// per-thread caches are returned too, so RSS falls when the program
+    /// goes idle.
     pub fn purge_delay(mut self, delay: Option<Duration>) -> Self {
         self.reclaim.purge_delay = delay;
         self

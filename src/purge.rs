@@ -31,21 +31,33 @@ pub struct PurgeReport {
     pub calls: usize,
 }
 
+/// What a purge hands back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PurgeScope {
+    /// Every resident free block ([`Arena::purge`](crate::Arena::purge)).
+    All,
+    /// The resident free pages that stayed free since the last purge
+    /// (`Buddy::take_purge_budget`): the purge timer's pass. Memory freed
+    /// and taken again within the delay stays, as jemalloc's decay keeps
+    /// it; memory left free for a whole delay goes back at the next pass.
+    Stale,
+}
+
 impl Node {
     /// Purges every zone (the caller has drained the caches, whose pages
     /// a purge cannot reach).
-    pub(crate) fn purge_zones(&self) -> PurgeReport {
+    pub(crate) fn purge_zones(&self, scope: PurgeScope) -> PurgeReport {
         let _purging = self.purging.lock();
         let mut report = PurgeReport::default();
         for zone in self.zones.iter() {
-            let r = self.purge_zone(zone);
+            let r = self.purge_zone(zone, scope);
             report.bytes += r.bytes;
             report.calls += r.calls;
         }
         report
     }
 
-    fn purge_zone(&self, zone: &Zone) -> PurgeReport {
+    fn purge_zone(&self, zone: &Zone, scope: PurgeScope) -> PurgeReport {
         let advice = self.kswapd.config().purge_advice;
         // hugetlb pages can only be discarded with MADV_DONTNEED (and
         // whole: the zones purge nothing below the huge page order then).
@@ -56,12 +68,15 @@ impl Node {
         };
         let mut report = PurgeReport::default();
         let mut batch = [(Pfn::default(), 0u32); BATCH];
-        loop {
-            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, BATCH_PAGES, &mut batch);
+        let budget = zone.lock().inner.buddy.take_purge_budget();
+        let mut budget = if scope == PurgeScope::All { usize::MAX } else { budget };
+        while budget > 0 {
+            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, BATCH_PAGES.min(budget), &mut batch);
             if n == 0 {
                 break;
             }
             let blocks = &mut batch[..n];
+            budget = budget.saturating_sub(blocks.iter().map(|&(_, order)| 1 << order).sum());
             blocks.sort_unstable_by_key(|&(pfn, _)| pfn);
             let mut ok = true;
             let mut i = 0;

@@ -27,7 +27,7 @@ use crate::migratetype::Migratetype;
 use crate::movable::MovableRegistry;
 use crate::node::{Node, ReclaimCounters};
 use crate::pcp::{PcpRegistry, with_thread_set};
-use crate::purge::PurgeReport;
+use crate::purge::{PurgeReport, PurgeScope};
 use crate::shrinker::{ShrinkerRegistry, ShrinkerSet};
 use crate::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
@@ -151,14 +151,14 @@ impl Reclaim {
         pages
     }
 
-    /// Drains every cache, then purges every zone.
-    pub(crate) fn purge_all(&self) -> PurgeReport {
+    /// Drains every cache, then purges every zone, as `scope` says.
+    pub(crate) fn purge_all(&self, scope: PurgeScope) -> PurgeReport {
         let start = Instant::now();
         // Before the drain: a free that keeps a 2 MiB block in its cache
         // after the drain passed its set sets it again.
         self.node.pcp_huge_cached.store(false, Ordering::Relaxed);
         self.drain_all_pages();
-        let report = self.node.purge_zones();
+        let report = self.node.purge_zones(scope);
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.purges, 1);
         ReclaimCounters::add(&counters.purge_calls, report.calls as u64);
@@ -176,7 +176,9 @@ fn kswapd(reclaim: &Reclaim) {
         match node.kswapd.sleep(node, &mut purgeable_since) {
             Wake::Stop => return,
             Wake::Purge => {
-                reclaim.purge_all();
+                reclaim.purge_all(PurgeScope::Stale);
+                // What stayed resident is due a delay from now.
+                purgeable_since = None;
             }
             Wake::Reclaim => {
                 ReclaimCounters::add(&node.counters.kswapd_wakeups, 1);
