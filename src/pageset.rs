@@ -13,7 +13,7 @@ pub const PAGE_ALLOC_COSTLY_ORDER: u32 = 3;
 /// to [`PAGE_ALLOC_COSTLY_ORDER`] until Linux 5.13, which added the
 /// pageblock order (a transparent huge page); here every order up to the
 /// huge page order (2 MiB) is cached, in short lists above the costly
-/// order, and one 2 MiB block per list ([`PCP_HUGE_ORDER`]).
+/// order, and one 2 MiB block per list, whose free sets the purge timer.
 #[cfg(not(loom))]
 pub const PCP_MAX_ORDER: u32 = crate::region::HUGE_PAGE_ORDER;
 /// Loom models use the orders up to the costly one: the lists of every

@@ -554,7 +554,7 @@ impl<'a> ThreadHeap<'a> {
 impl Drop for ThreadHeap<'_> {
     /// Thread exit: empty slabs go back to the buddy allocator, the rest
     /// become orphans for other threads to adopt, once every notice is
-    /// stopped ([`stop_notices`](Self::stop_notices)).
+    /// stopped (`stop_notices`).
     fn drop(&mut self) {
         self.stop_notices();
         for class in 0..NR_CLASSES {
