@@ -452,7 +452,7 @@ impl Arena {
     /// What the reclaim thread does every `purge_delay` while free memory
     /// costs RSS: returns the per-thread caches to the lists, then hands
     /// back the free pages that stayed free since the last purge, and
-    /// whatever free memory exceeds a quarter of the memory in use plus
+    /// whatever free memory exceeds an eighth of the memory in use plus
     /// 4 MiB per zone; memory a program freed and took again in between
     /// stays resident, so a program that frees and reallocates large
     /// buffers does not fault them in again after every delay. Call it
@@ -615,6 +615,9 @@ impl ArenaForkGuard<'_> {
         // The zones first: recycling takes their locks.
         self.zones.iter_mut().for_each(|zone| drop(zone.take()));
         self.caches.recycle_all_but_own(self.node);
+        // The fork may have come between a purge clearing this and its
+        // drain: the forking thread's cache may hold a 2 MiB block.
+        self.node.pcp_huge_cached.store(true, Ordering::Relaxed);
         self.kswapd.forget_thread();
         // SAFETY: the caller's contract.
         unsafe { self.shrinkers.forget_calls_in_progress() };

@@ -175,8 +175,14 @@ impl Node {
     /// only a purge's drain returns, so the purge timer's handshake runs as
     /// for a free to the lists, with `pcp_huge_cached` as what kswapd's
     /// purge check sees.
+    /// Already set: kswapd's purge check has seen it or will, and the
+    /// purge that clears it drains this block too (the block was pushed
+    /// before this load, the flag cleared before that drain).
     #[cold]
     pub(crate) fn huge_block_cached(&self) {
+        if self.pcp_huge_cached.load(Ordering::Relaxed) {
+            return;
+        }
         self.pcp_huge_cached.store(true, Ordering::Relaxed);
         self.freer_barrier();
         self.kswapd.arm_purge_timer_after_fence(|| true);

@@ -22,11 +22,11 @@ pub const PCP_MAX_ORDER: u32 = crate::region::HUGE_PAGE_ORDER;
 #[cfg(loom)]
 pub const PCP_MAX_ORDER: u32 = PAGE_ALLOC_COSTLY_ORDER;
 pub(crate) const PCP_ORDERS: usize = PCP_MAX_ORDER as usize + 1;
-/// The huge page order's list holds one block, pushed only on the free slow
-/// path, which sets the purge timer for it: a cached 2 MiB block is a huge
-/// page of RSS, and a purge reaches it within the purge delay (kswapd's
-/// purge check counts these lists, `PcpRegistry::holds_huge_blocks`).
-/// Under loom no list has this order.
+/// The huge page order's list holds one block, and every push of one sets
+/// the purge timer (`Node::huge_block_cached`): a cached 2 MiB block is a
+/// huge page of RSS, which the timer's pass drains to the lists (kswapd's
+/// purge check reads `Node::pcp_huge_cached`). Under loom no list has this
+/// order.
 pub(crate) const PCP_HUGE_ORDER: usize = crate::region::HUGE_PAGE_ORDER as usize;
 /// Migratetypes a cache keeps lists for: every one (only the three that
 /// flags name are ever cached; the high-atomic type's lists stay empty and

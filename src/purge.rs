@@ -37,7 +37,7 @@ pub(crate) enum PurgeScope {
     /// Every resident free block ([`Arena::purge`](crate::Arena::purge)).
     All,
     /// The resident free pages that stayed free since the last purge
-    /// (`Buddy::take_purge_budget`): the purge timer's pass. Memory freed
+    /// (`Buddy::purge_budget`): the purge timer's pass. Memory freed
     /// and taken again within the delay stays, as jemalloc's decay keeps
     /// it; memory left free for a whole delay goes back at the next pass.
     Stale,
@@ -68,10 +68,10 @@ impl Node {
         };
         let mut report = PurgeReport::default();
         let mut batch = [(Pfn::default(), 0u32); BATCH];
-        let budget = zone.lock().inner.buddy.take_purge_budget();
+        let budget = zone.lock().inner.buddy.purge_budget();
         let mut budget = if scope == PurgeScope::All { usize::MAX } else { budget };
         while budget > 0 {
-            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, BATCH_PAGES.min(budget), &mut batch);
+            let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, (BATCH_PAGES, budget), &mut batch);
             if n == 0 {
                 break;
             }
@@ -110,6 +110,7 @@ impl Node {
                 break;
             }
         }
+        zone.lock().inner.buddy.end_purge_pass();
         report
     }
 }

@@ -98,6 +98,7 @@ impl Buddy {
             }
             pfn = block_end;
         }
+        self.note_taken();
         true
     }
 
@@ -142,6 +143,7 @@ impl Buddy {
             self.del_from_free_list(mm, buddy, o, info);
             mm.page(buddy).set_info(PageInfo::TAIL);
         }
+        self.note_taken();
         true
     }
 }

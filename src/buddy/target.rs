@@ -99,6 +99,7 @@ impl Buddy {
                 self.expand(mm, pfn, info.order(), order, info.flags & flag::CONTENT, mt);
                 let head = PageInfo::new(PageState::Migrating, order, 0, self.zone);
                 mm.page(pfn).set_info(head.with_migratetype(Migratetype::Movable));
+                self.note_taken();
                 return (Some(pfn), scanned);
             }
             pfn += size;
