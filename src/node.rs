@@ -147,7 +147,7 @@ impl Node {
     /// After taking pages from `zone`: wake kswapd if it is now below low,
     /// and see that its purge timer is set if there is memory to purge: an
     /// allocation can make some (with huge pages, its first touch of a
-    /// purged huge page makes the rest of it resident; see `buddy.rs`),
+    /// purged huge page makes the rest of it resident; see `Buddy::expand`),
     /// the same handshake as a free's ([`pages_returned`](Self::pages_returned)).
     #[inline]
     pub(crate) fn zone_allocated(&self, zone: &Zone) {

@@ -25,11 +25,13 @@ impl Progress {
     }
 
     /// Registers a waiter *before* its last attempt, and returns the
-    /// generation that attempt saw. The SeqCst increment pairs with the
-    /// fence in [`signal`](Self::signal): either the signaller sees the
-    /// waiter, or the attempt sees the memory the signaller freed.
-    /// `barrier` is the waiting side's full barrier (membarrier when the
-    /// freeing side issues only a compiler barrier).
+    /// generation that attempt saw. The increment and `barrier`, the
+    /// waiting side's (`Node::waiter_barrier`: membarrier where freers
+    /// issue only a compiler barrier), pair with the freer's barrier before
+    /// [`signal_after_fence`](Self::signal_after_fence)
+    /// (`Node::freer_barrier`, or the fence in [`signal`](Self::signal)):
+    /// either the signaller sees the waiter, or the attempt sees the memory
+    /// the signaller freed.
     pub(crate) fn prepare(&self, barrier: impl FnOnce()) -> u64 {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         // The attempt's reads of the free counts are Relaxed: without this

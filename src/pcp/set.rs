@@ -275,7 +275,7 @@ impl PcpSet {
     }
 
     /// Allocates an order-`order` block (`order <= PCP_MAX_ORDER`) of type
-    /// `mt` (below `MIGRATE_PCPTYPES`) from this thread's cache, refilling
+    /// `mt` (not the high-atomic type) from this thread's cache, refilling
     /// it from the zonelist if it is empty. `None` when no zone passes its
     /// low watermark: the caller's slow path follows.
     #[inline]

@@ -23,8 +23,10 @@ pub(super) const MIN_OBJECTS: usize = 8;
 /// and the buddy allocator too often.
 pub(super) const TARGET_OBJECTS: usize = 64;
 
-/// The largest slab chosen for [`TARGET_OBJECTS`]: 32 KiB, the largest
-/// block the per-thread page caches serve.
+/// The largest slab chosen for [`TARGET_OBJECTS`]: 32 KiB. A thread keeps
+/// a slab of every class it uses, so a larger one holds more memory per
+/// thread (halving it took a service's peak RSS down by a tenth,
+/// BENCHMARKS.md, and costs slab turnover on one thread).
 pub(super) const SLAB_TARGET_MAX: usize = 32 << 10;
 
 /// Marks a slab header; the low byte holds the class. 31 bits, so that the

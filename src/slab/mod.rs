@@ -10,10 +10,10 @@
 //! the smallest power-of-two class that fits both its size and its
 //! alignment; objects of a power-of-two class are aligned to their size,
 //! since a slab is a buddy block aligned to its own size and filled with
-//! objects from its start. A slab holds 64 objects where 32 KiB (the
-//! largest block the per-thread page caches serve) allows, and eight at
-//! least: 4 KiB for sizes up to 64 bytes, 32 KiB from 320 bytes up to
-//! 4 KiB, 64 KiB above.
+//! objects from its start. A slab holds 64 objects where 32 KiB allows
+//! (a thread keeps a slab of every class it uses: larger slabs hold more
+//! memory per thread), and eight at least: 4 KiB for sizes up to 64 bytes,
+//! 32 KiB from 320 bytes up to 4 KiB, 64 KiB above.
 //!
 //! **Headers out of band.** A slab's header (128 bytes, see [`Slab`]) lives
 //! in the arena's side table, in the slot of the slab's first page, never
