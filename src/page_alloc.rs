@@ -309,13 +309,7 @@ impl PageAlloc {
             {
                 break;
             }
-            // should_compact_retry: a higher priority may move what a
-            // lower one left.
-            if compact_order > 0
-                && let Some(higher) = compact_priority.raise()
-                && !self.reclaim.movable.is_empty()
-            {
-                compact_priority = higher;
+            if self.should_compact_retry(compact_order, &mut compact_priority) {
                 continue;
             }
             // Defrag mode: reclaim and compaction at every priority failed
@@ -328,9 +322,7 @@ impl PageAlloc {
                     return Ok(block);
                 }
             }
-            // should_reclaim_retry
-            no_progress_loops = if progress > 0 { 0 } else { no_progress_loops + 1 };
-            if no_progress_loops <= MAX_RECLAIM_RETRIES && self.reclaim_could_help(order) {
+            if self.should_reclaim_retry(order, progress, &mut no_progress_loops) {
                 continue;
             }
             // Before the OOM handler, exhaust the high-atomic reserve.
@@ -364,6 +356,28 @@ impl PageAlloc {
             no_progress_loops = 0;
         }
         self.fragmenting_fallback(request, mode, preferred).ok_or_else(|| self.nopage(order, flags))
+    }
+
+    /// `should_compact_retry`: a higher priority may move what a lower one
+    /// left, while anything is movable at all; raises `priority` if so.
+    fn should_compact_retry(&self, compact_order: u32, priority: &mut CompactPriority) -> bool {
+        if compact_order > 0
+            && let Some(higher) = priority.raise()
+            && !self.reclaim.movable.is_empty()
+        {
+            *priority = higher;
+            return true;
+        }
+        false
+    }
+
+    /// `should_reclaim_retry`: reclaim is tried again while it makes
+    /// progress, and after up to [`MAX_RECLAIM_RETRIES`] passes that made
+    /// none, as long as reclaim could free enough at all
+    /// (`reclaim_could_help`).
+    fn should_reclaim_retry(&self, order: u32, progress: usize, no_progress_loops: &mut u32) -> bool {
+        *no_progress_loops = if progress > 0 { 0 } else { *no_progress_loops + 1 };
+        *no_progress_loops <= MAX_RECLAIM_RETRIES && self.reclaim_could_help(order)
     }
 
     /// Defrag mode's last resort for a request about to fail: a fallback
