@@ -50,8 +50,8 @@ impl PcpRegistry {
                 // SAFETY: sets in the registry live until the arena drops.
                 let set = unsafe { ptr.as_ref() };
                 let _guard = set.lock.lock();
-                if set.state.load(Ordering::Relaxed) == VACANT {
-                    set.state.store(ATTACHED, Ordering::Relaxed);
+                if set.state.load() == SetState::Vacant {
+                    set.state.store(SetState::Attached);
                     set.refs.fetch_add(1, Ordering::Relaxed);
                     set.preferred.store(zone, Ordering::Relaxed);
                     self.nr_vacant.fetch_sub(1, Ordering::Relaxed);
@@ -109,7 +109,7 @@ impl PcpRegistry {
     pub(crate) fn tally(&self, per_zone: &mut [PcpTally]) -> usize {
         let mut sets = 0;
         self.for_each(|set| {
-            sets += usize::from(set.state.load(Ordering::Relaxed) == ATTACHED);
+            sets += usize::from(set.state.load() == SetState::Attached);
             for (pcps, t) in set.pcps.chunks(PCP_TYPES).zip(per_zone.iter_mut()) {
                 for zp in pcps {
                     for o in 0..PCP_ORDERS {
@@ -159,7 +159,7 @@ impl PcpRegistry {
         Some(FrozenSets { sets, registry: self, _head: registry })
     }
 
-    /// The arena is dropping: mark every set GONE so exiting threads leave
+    /// The arena is dropping: mark every set `Gone` so exiting threads leave
     /// it alone, and drop the arena's reference to each.
     pub(crate) fn shutdown(&self) {
         let mut reg = self.head.lock();
@@ -171,7 +171,7 @@ impl PcpRegistry {
             cursor = set.next;
             {
                 let _guard = set.lock.lock();
-                set.state.store(GONE, Ordering::Relaxed);
+                set.state.store(SetState::Gone);
             }
             // SAFETY: the arena's reference, given up once.
             unsafe { PcpSet::put_ref(ptr) };
@@ -218,10 +218,10 @@ impl FrozenSets<'_> {
         .flatten();
         for frozen in self.sets.iter() {
             let set = frozen.set;
-            if Some(NonNull::from(set)) == own || set.state.load(Ordering::Relaxed) != ATTACHED {
+            if Some(NonNull::from(set)) == own || set.state.load() != SetState::Attached {
                 continue;
             }
-            // SAFETY: frozen (its lock is held through `frozen`), ATTACHED,
+            // SAFETY: frozen (its lock is held through `frozen`), `Attached`,
             // and its owner does not exist in this process.
             unsafe { set.vacate(node, self.registry) };
             // The vanished thread's reference (the arena's keeps the set).

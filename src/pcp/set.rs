@@ -193,9 +193,39 @@ pub(super) enum Push {
     Lost,
 }
 
-pub(super) const VACANT: u8 = 0;
-pub(super) const ATTACHED: u8 = 1;
-pub(super) const GONE: u8 = 2;
+/// Whose a set is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(super) enum SetState {
+    /// No thread's: the next thread to attach takes it.
+    Vacant = 0,
+    /// A thread's.
+    Attached = 1,
+    /// The arena was dropped: an exiting thread leaves it alone.
+    Gone = 2,
+}
+
+/// A set's [`SetState`] in one atomic byte (changed under the set's lock,
+/// read racily elsewhere: Relaxed).
+pub(super) struct AtomicSetState(AtomicU8);
+
+impl AtomicSetState {
+    fn new(state: SetState) -> Self {
+        Self(AtomicU8::new(state as u8))
+    }
+
+    pub(super) fn load(&self) -> SetState {
+        match self.0.load(Ordering::Relaxed) {
+            0 => SetState::Vacant,
+            1 => SetState::Attached,
+            _ => SetState::Gone,
+        }
+    }
+
+    pub(super) fn store(&self, state: SetState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+}
 
 /// One thread's caches for one node.
 pub(crate) struct PcpSet {
@@ -209,11 +239,11 @@ pub(crate) struct PcpSet {
     pub(super) pcps: SysBox<[ZonePcp]>,
     /// Serialises drainers with each other and with the owner's slow path.
     pub(super) lock: Mutex<()>,
-    /// VACANT, ATTACHED or GONE (the arena was dropped); changed under `lock`.
-    pub(super) state: AtomicU8,
+    /// Changed under `lock`.
+    pub(super) state: AtomicSetState,
     /// One for the arena, one for an attached thread.
     pub(super) refs: AtomicU32,
-    /// The node and registry of the arena; valid while `state != GONE`.
+    /// The node and registry of the arena; valid until `state` is `Gone`.
     pub(super) node: NonNull<Node>,
     pub(super) registry: NonNull<PcpRegistry>,
     /// Next set in the registry; written once, before the set is published.
@@ -245,7 +275,7 @@ impl PcpSet {
             preferred: AtomicUsize::new(preferred),
             pcps,
             lock: Mutex::new(()),
-            state: AtomicU8::new(ATTACHED),
+            state: AtomicSetState::new(SetState::Attached),
             refs: AtomicU32::new(2),
             node: NonNull::from(node),
             registry: NonNull::from(registry),
@@ -435,7 +465,7 @@ impl PcpSet {
     /// remote drain (`drain_all_pages` for one CPU). Returns the pages moved.
     pub(crate) fn drain(&self, node: &Node) -> usize {
         let _guard = self.lock.lock();
-        if self.state.load(Ordering::Relaxed) != ATTACHED {
+        if self.state.load() != SetState::Attached {
             return 0;
         }
         self.raise_locked();
@@ -496,9 +526,9 @@ impl PcpSet {
         let this = unsafe { set.as_ref() };
         {
             let _guard = this.lock.lock();
-            if this.state.load(Ordering::Relaxed) == ATTACHED {
-                // SAFETY: ATTACHED under the lock: the arena cannot finish
-                // dropping (it marks each set GONE under this lock first).
+            if this.state.load() == SetState::Attached {
+                // SAFETY: `Attached` under the lock: the arena cannot finish
+                // dropping (it marks each set `Gone` under this lock first).
                 let (node, registry) = unsafe { (this.node.as_ref(), this.registry.as_ref()) };
                 // SAFETY: we are the owner (not in a busy section) and hold the lock.
                 let pages = unsafe { this.vacate(node, registry) };
@@ -520,12 +550,12 @@ impl PcpSet {
     /// the pages returned.
     ///
     /// # Safety
-    /// The caller holds the set's lock, the set is ATTACHED, and its owner
+    /// The caller holds the set's lock, the set is `Attached`, and its owner
     /// is not inside a busy section and never will be again.
     pub(super) unsafe fn vacate(&self, node: &Node, registry: &PcpRegistry) -> usize {
         // SAFETY: per the contract, nobody else touches the lists.
         let pages = unsafe { self.return_all(node) };
-        self.state.store(VACANT, Ordering::Relaxed);
+        self.state.store(SetState::Vacant);
         node.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
         registry.nr_vacant.fetch_add(1, Ordering::Relaxed);
         pages

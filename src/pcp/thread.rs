@@ -90,7 +90,7 @@ impl ThreadCaches {
                 Some(set) => {
                     // An entry whose arena was dropped can be reused.
                     // SAFETY: the thread's reference keeps the set alive.
-                    if free_slot.is_none() && unsafe { set.as_ref() }.state.load(Ordering::Relaxed) == GONE {
+                    if free_slot.is_none() && unsafe { set.as_ref() }.state.load() == SetState::Gone {
                         // SAFETY: the thread's reference, given up once; the entry is cleared.
                         unsafe { PcpSet::put_ref(set) };
                         cell.set(EMPTY);
