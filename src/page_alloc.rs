@@ -85,23 +85,31 @@ pub(crate) struct AllocCounters {
     pub invalid_frees: AtomicU64,
 }
 
-/// Takes an owned block (head `info`) back from its owner for a free:
-/// `Ok(Some)` with the head now plain allocated, `Ok(None)` if compaction
-/// is moving it (it is then marked to be freed when the move ends, and the
-/// free is done), `Err` if another free of it got there first. A block
-/// compaction isolates is never also freed here, and one freed here is
-/// never moved: the two race for one compare-exchange on the head word.
-pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Result<Option<PageInfo>, ()> {
+/// What taking an owned block back for a free did ([`release_owned`]).
+pub(crate) enum Released {
+    /// The head is now plain allocated (this value): free it.
+    Allocated(PageInfo),
+    /// Compaction is moving the block: it is marked to be freed when the
+    /// move ends, and the free is done.
+    FreedAfterMove,
+    /// Another free of it got there first.
+    AlreadyFreed,
+}
+
+/// Takes an owned block (head `info`) back from its owner for a free. A
+/// block compaction isolates is never also freed here, and one freed here
+/// is never moved: the two race for one compare-exchange on the head word.
+pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Released {
     let page = mm.page(pfn);
     loop {
         let next = match info.state {
             PageState::Owned => info.with_state(PageState::Allocated),
             PageState::Migrating => info.with_state(PageState::MigratingFreed),
-            _ => return Err(()),
+            _ => return Released::AlreadyFreed,
         };
         match page.cas_info(info, next) {
-            Ok(()) if next.state == PageState::Allocated => return Ok(Some(next)),
-            Ok(()) => return Ok(None),
+            Ok(()) if next.state == PageState::Allocated => return Released::Allocated(next),
+            Ok(()) => return Released::FreedAfterMove,
             Err(now) => info = now,
         }
     }
@@ -495,9 +503,9 @@ impl PageAlloc {
         let mut info = self.node().mem_map.page(pfn).info();
         if matches!(info.state, PageState::Owned | PageState::Migrating) && info.order() == order {
             match release_owned(&self.node().mem_map, pfn, info) {
-                Ok(Some(allocated)) => info = allocated,
-                Ok(None) => return Ok(()),
-                Err(()) => return Err(FreeError::DoubleFree { addr }),
+                Released::Allocated(allocated) => info = allocated,
+                Released::FreedAfterMove => return Ok(()),
+                Released::AlreadyFreed => return Err(FreeError::DoubleFree { addr }),
             }
         }
         self.validate_free(pfn, info, order, addr)?;
