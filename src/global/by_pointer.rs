@@ -15,8 +15,8 @@ use super::{
 use crate::arena::Arena;
 use crate::page::PageState;
 use crate::report::AbortOnUnwind;
+use crate::sync::{AtomicUsize, Ordering};
 use crate::sysalloc::SysAlloc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::slab::{SlabGeometry, class_of, class_size, object_class, slab_geometry};
 
@@ -90,19 +90,28 @@ pub fn global_usable_size_cached(ptr: *const u8) -> Option<usize> {
 /// Region base, region length, side table of the global arena, once it
 /// exists: fixed for its life, copied here on first use. One static, so a
 /// shared library reaches all three through one address.
-static GEOMETRY: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+static GEOMETRY: GeometryCopy =
+    GeometryCopy { region_base: AtomicUsize::new(0), region_len: AtomicUsize::new(0), table: AtomicUsize::new(0) };
+
+/// [`SlabGeometry`] in atomics; `table` (its address) is 0 until all three
+/// are set.
+struct GeometryCopy {
+    region_base: AtomicUsize,
+    region_len: AtomicUsize,
+    table: AtomicUsize,
+}
 
 /// Where the global arena's region and side table are, once
 /// [`usable_size_slow`] has found the arena: `None` before.
 #[inline(always)]
 fn geometry() -> Option<SlabGeometry> {
-    let table = GEOMETRY[2].load(Ordering::Acquire);
+    let table = GEOMETRY.table.load(Ordering::Acquire);
     if table == 0 {
         return None;
     }
     Some(SlabGeometry {
-        region_base: GEOMETRY[0].load(Ordering::Relaxed),
-        region_len: GEOMETRY[1].load(Ordering::Relaxed),
+        region_base: GEOMETRY.region_base.load(Ordering::Relaxed),
+        region_len: GEOMETRY.region_len.load(Ordering::Relaxed),
         table: ptr::with_exposed_provenance_mut(table),
     })
 }
@@ -110,11 +119,11 @@ fn geometry() -> Option<SlabGeometry> {
 /// Fills [`GEOMETRY`] from `arena` (the global one).
 fn set_geometry(arena: &Arena) {
     let geometry = slab_geometry(arena);
-    GEOMETRY[0].store(geometry.region_base, Ordering::Relaxed);
-    GEOMETRY[1].store(geometry.region_len, Ordering::Relaxed);
+    GEOMETRY.region_base.store(geometry.region_base, Ordering::Relaxed);
+    GEOMETRY.region_len.store(geometry.region_len, Ordering::Relaxed);
     // Release: whoever sees the table sees the other two (all racers
     // store the same values).
-    GEOMETRY[2].store(geometry.table.expose_provenance(), Ordering::Release);
+    GEOMETRY.table.store(geometry.table.expose_provenance(), Ordering::Release);
 }
 
 /// [`global_usable_size`] beyond a slab object found through
@@ -123,7 +132,7 @@ fn set_geometry(arena: &Arena) {
 #[inline(never)]
 fn usable_size_slow(ptr: NonNull<u8>) -> Option<usize> {
     let arena = global_arena()?;
-    if GEOMETRY[2].load(Ordering::Relaxed) == 0 {
+    if GEOMETRY.table.load(Ordering::Relaxed) == 0 {
         set_geometry(arena);
     }
     Allocation::of(arena, ptr).ok().map(Allocation::usable_size)
