@@ -486,7 +486,7 @@ impl Arena {
         }
         // Each zone's share, in proportion to its size; the remainder goes
         // to the first zones, a page each.
-        let mut shares = [0usize; crate::MAX_ZONES];
+        let mut shares = [0usize; crate::builder::MAX_ZONES];
         let mut given = 0;
         for (share, zone) in shares.iter_mut().zip(inner.node().zones.iter()) {
             *share = (pages as u128 * zone.spanned() as u128 / total as u128) as usize;
@@ -498,13 +498,13 @@ impl Arena {
                 given += 1;
             }
         }
-        let mut marks = [crate::Watermarks::default(); crate::MAX_ZONES];
+        let mut marks = [crate::watermark::Watermarks::default(); crate::builder::MAX_ZONES];
         for i in 0..inner.node().zones.len() {
             let m = inner.watermark_config.for_zone(shares[i], pages);
             if m.high > shares[i] && shares[i] > 0 {
                 return Err(CapacityError::Watermarks { zone: i, high: m.high, managed: shares[i] });
             }
-            marks[i] = if shares[i] == 0 { crate::Watermarks::default() } else { m };
+            marks[i] = if shares[i] == 0 { crate::watermark::Watermarks::default() } else { m };
         }
         let lowered = pages < inner.capacity_pages.swap(pages, Ordering::Relaxed);
         for (i, zone) in inner.node().zones.iter().enumerate() {
@@ -566,7 +566,7 @@ pub(crate) struct ArenaForkGuard<'a> {
     _owners: MovableForkGuard<'a>,
     caches: FrozenSets<'a>,
     _purging: MutexGuard<'a, ()>,
-    zones: [Option<ZoneGuard<'a>>; crate::MAX_ZONES],
+    zones: [Option<ZoneGuard<'a>>; crate::builder::MAX_ZONES],
     kswapd: KswapdForkGuard<'a>,
     _progress: MutexGuard<'a, u64>,
 }

@@ -40,7 +40,7 @@ impl Arena {
     pub fn check(&self) -> Result<(), CheckError> {
         let inner = &*self.inner;
         let sets = inner.reclaim().pcp.freeze().ok_or(CheckError::OutOfMemory)?;
-        let mut cached = [0usize; crate::MAX_ZONES];
+        let mut cached = [0usize; crate::builder::MAX_ZONES];
         sets.check(inner.node(), &mut cached)?;
         for zone in inner.node().zones.iter() {
             let tally = self.check_zone(zone)?;

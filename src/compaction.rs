@@ -166,7 +166,7 @@ impl Reclaim {
             }
             cc.migrate_pfn = block_end;
             if let Some(order) = order
-                && zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::AllocFlags::empty()))
+                && zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::flags::AllocFlags::empty()))
             {
                 break;
             }
@@ -303,7 +303,7 @@ impl Reclaim {
                 ran = true;
             }
             let report = self.compact_zone(zone, Some(order), priority);
-            if zone.watermark_ok(order, AllocMode::new(Mark::Min, order, crate::AllocFlags::empty())) {
+            if zone.watermark_ok(order, AllocMode::new(Mark::Min, order, crate::flags::AllocFlags::empty())) {
                 success = true;
                 break;
             }
@@ -370,7 +370,7 @@ impl Reclaim {
                 continue;
             }
             let report = self.compact_zone(zone, Some(order), CompactPriority::SyncLight);
-            if !zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::AllocFlags::empty()))
+            if !zone.watermark_ok(order, AllocMode::new(Mark::Low, order, crate::flags::AllocFlags::empty()))
                 && report.migrated_pages == 0
             {
                 zone.deferral.defer(order);

@@ -257,7 +257,7 @@ unsafe fn free_slow(ptr: *mut u8) -> bool {
         Ok(Allocation::Block(order)) => {
             if let Err(e) = unsafe { arena.free_pages(nn, order) } {
                 let reason = match e {
-                    crate::FreeError::DoubleFree { .. } => "double free",
+                    crate::error::FreeError::DoubleFree { .. } => "double free",
                     _ => "not a block start",
                 };
                 refuse(ptr, None, reason);

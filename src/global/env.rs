@@ -57,7 +57,7 @@ fn parse<T>(name: &str, expected: &str, parse: impl FnOnce(&[u8]) -> Option<T>) 
     parsed
 }
 
-pub(crate) fn report_build_failure(error: &crate::BuildError, instead: &str) {
+pub(crate) fn report_build_failure(error: &crate::error::BuildError, instead: &str) {
     let mut w = StackWriter::new();
     let _ = write!(w, "zonealloc: cannot build the global arena ({error}); {instead}");
     w.flush_line();

@@ -124,15 +124,15 @@ fn start_reclaim() {
 /// objects have all been freed go back to the buddy allocator.
 struct OrphanReaper;
 
-impl crate::Shrinker for OrphanReaper {
+impl crate::shrinker::Shrinker for OrphanReaper {
     fn count(&self) -> usize {
         SLABS.orphan_pages()
     }
 
-    fn scan(&self, _nr_to_scan: usize) -> crate::ShrinkResult {
+    fn scan(&self, _nr_to_scan: usize) -> crate::shrinker::ShrinkResult {
         match global_arena() {
-            Some(arena) => crate::ShrinkResult::Freed(SLABS.reap_orphans(arena)),
-            None => crate::ShrinkResult::Stop,
+            Some(arena) => crate::shrinker::ShrinkResult::Freed(SLABS.reap_orphans(arena)),
+            None => crate::shrinker::ShrinkResult::Stop,
         }
     }
 }
@@ -157,7 +157,7 @@ fn build_global_arena() -> Option<NonNull<Arena>> {
     }
 }
 
-fn builder(config: env::Config) -> crate::ArenaBuilder {
+fn builder(config: env::Config) -> crate::builder::ArenaBuilder {
     let block = crate::PAGE_SIZE << GLOBAL_MAX_ORDER;
     let region_size = match config.region_size {
         Some(asked) => {

@@ -276,7 +276,7 @@ fn dealloc_slow_unguarded(ptr: *mut u8, layout: Layout) {
         }
         // SAFETY: the arena validates the block before changing anything.
         None => unsafe { arena.free_pages(nn, order_of(layout)) }.map_err(|e| match e {
-            crate::FreeError::DoubleFree { .. } => "double free",
+            crate::error::FreeError::DoubleFree { .. } => "double free",
             _ => "not a block start of its size",
         }),
     };

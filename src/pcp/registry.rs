@@ -93,7 +93,7 @@ impl PcpRegistry {
 
     /// Pages held in per-thread caches and pools (a racy sum).
     pub(crate) fn cached_pages(&self, node: &Node) -> usize {
-        let mut tally = [PcpTally::default(); crate::MAX_ZONES];
+        let mut tally = [PcpTally::default(); crate::builder::MAX_ZONES];
         self.tally(&mut tally);
         let listed: usize = tally.iter().flat_map(|t| t.cached.iter().enumerate().map(|(o, n)| n << o)).sum();
         let pooled: usize = node
