@@ -83,7 +83,7 @@ pub(crate) mod flag {
 /// cached one the type it was allocated as. The byte `zone << 2 | type` is
 /// what the per-thread caches index their lists by, so a free finds its
 /// list with the one shift that finds its zone.
-const MT_BITS: u32 = 2;
+pub(crate) const MT_BITS: u32 = 2;
 const MT_MASK: u8 = (1 << MT_BITS) - 1;
 /// Zones a head word can name beside its migratetype.
 pub(crate) const ZONES_IN_WORD: usize = 256 >> MT_BITS;

@@ -4,6 +4,7 @@
 //! below the caches themselves.
 
 use crate::error::BuildError;
+use crate::page::MT_BITS;
 
 /// The kernel's `PAGE_ALLOC_COSTLY_ORDER`: orders above it are costly (the
 /// slow path does not retry them), and their cache lists are kept short.
@@ -72,12 +73,12 @@ pub(crate) const fn pcp_index(zone: usize, mt: usize) -> usize {
     zone * PCP_TYPES + pcp_type(mt)
 }
 
-/// [`pcp_index`] from a head's `zone << 2 | type` byte
+/// [`pcp_index`] from a head's `zone << MT_BITS | type` byte
 /// ([`PageInfo::zone_type_of_word`](crate::page::PageInfo::zone_type_of_word)):
 /// the byte itself when every type has its lists.
 #[inline(always)]
 pub(crate) const fn pcp_index_of_zone_type(zone_type: usize) -> usize {
-    zone_type >> (crate::migratetype::NR_MIGRATETYPES / PCP_TYPES).trailing_zeros()
+    zone_type >> (MT_BITS - PCP_TYPES.trailing_zeros())
 }
 
 /// The largest `high` a list may have, in pages. Bounds the per-thread
