@@ -74,8 +74,21 @@ pub(super) struct PcpLists {
 impl PcpLists {
     /// Slot of ring position `index` of list `l`'s ring.
     #[inline(always)]
-    pub(super) fn slot(&self, l: usize, index: u32) -> usize {
+    fn slot(&self, l: usize, index: u32) -> usize {
         (self.offset[l] + (index & self.mask[l])) as usize & (SLOTS - 1)
+    }
+
+    /// The block `i` places above the coldest of list `l`.
+    #[inline(always)]
+    pub(super) fn at(&self, l: usize, i: u32) -> Pfn {
+        self.slots[self.slot(l, self.bottom[l].wrapping_add(i))]
+    }
+
+    /// Puts `pfn` `i` places above the coldest of list `l`.
+    #[inline(always)]
+    pub(super) fn set_at(&mut self, l: usize, i: u32, pfn: Pfn) {
+        let slot = self.slot(l, self.bottom[l].wrapping_add(i));
+        self.slots[slot] = pfn;
     }
 }
 
@@ -147,7 +160,7 @@ impl ZonePcp {
                 if !claim() {
                     return Push::Lost;
                 }
-                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                l.set_at(o, n, pfn);
                 Push::Pushed
             })
         };
@@ -169,7 +182,7 @@ impl ZonePcp {
             return None;
         }
         // SAFETY: the caller has the lists.
-        let pfn = unsafe { self.lists(|l| l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))]) };
+        let pfn = unsafe { self.lists(|l| l.at(o, n - 1)) };
         self.count[o].store(n - 1, Ordering::Relaxed);
         Some(pfn)
     }
@@ -356,14 +369,14 @@ impl PcpSet {
                             return None;
                         }
                         n = zone.rmqueue_bulk(&node.mem_map, (order, mt), l.batch[o] as usize, |i, pfn| {
-                            l.slots[l.slot(o, l.bottom[o].wrapping_add(i as u32))] = pfn;
+                            l.set_at(o, i as u32, pfn);
                         }) as u32;
                         if n == 0 {
                             return None;
                         }
                         node.zone_allocated(zone);
                     }
-                    let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(n - 1))];
+                    let pfn = l.at(o, n - 1);
                     zp.count[o].store(n - 1, Ordering::Relaxed);
                     Some(take_cached(node, pfn, order, z))
                 })
@@ -419,20 +432,15 @@ impl PcpSet {
             zp.lists(|l| {
                 refresh(l, o, z);
                 let n = zp.count[o].load(Ordering::Relaxed);
-                l.slots[l.slot(o, l.bottom[o].wrapping_add(n))] = pfn;
+                l.set_at(o, n, pfn);
                 let mut n = n + 1;
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
-                    let bottom = l.bottom[o];
-                    let to_lists = z.free_pcppages_bulk(
-                        &node.mem_map,
-                        (order, mt),
-                        (0..batch).map(|i| l.slots[l.slot(o, bottom.wrapping_add(i))]),
-                    );
+                    let to_lists = z.free_pcppages_bulk(&node.mem_map, (order, mt), (0..batch).map(|i| l.at(o, i)));
                     if to_lists {
                         node.pages_returned();
                     }
-                    l.bottom[o] = bottom.wrapping_add(batch);
+                    l.bottom[o] = l.bottom[o].wrapping_add(batch);
                     n -= batch;
                 }
                 zp.count[o].store(n, Ordering::Relaxed);
@@ -500,7 +508,7 @@ impl PcpSet {
                     unsafe {
                         zp.lists(|l| {
                             for i in 0..n {
-                                let pfn = l.slots[l.slot(order, l.bottom[order].wrapping_add(i))];
+                                let pfn = l.at(order, i);
                                 guard.free_cached(&node.mem_map, pfn, order as u32);
                             }
                             l.bottom[order] = 0;
@@ -599,7 +607,7 @@ impl PcpSet {
                 let result = unsafe {
                     zp.lists(|l| {
                         for i in 0..n {
-                            let pfn = l.slots[l.slot(o, l.bottom[o].wrapping_add(i))];
+                            let pfn = l.at(o, i);
                             if !node.zones[z].contains(pfn) {
                                 return Err(bad(pfn, "not a page of the list's zone"));
                             }
