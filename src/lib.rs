@@ -28,8 +28,6 @@ mod barrier;
 mod boot;
 mod buddy;
 mod builder;
-mod check;
-mod collections;
 mod compact_state;
 mod compaction;
 mod cow;
@@ -48,23 +46,19 @@ mod node;
 mod oom;
 #[cfg(not(loom))]
 mod own_thread;
-mod owned;
 mod page;
 mod page_alloc;
 mod pageset;
-mod pagetypeinfo;
 mod pcp;
 mod pfn;
 mod progress;
 mod purge;
 mod ratelimit;
-mod realloc;
 mod reclaim;
 mod region;
 mod report;
 mod shrinker;
 mod slab;
-mod stats;
 mod sync;
 mod sysalloc;
 #[cfg(feature = "test-hooks")]
@@ -80,6 +74,9 @@ pub(crate) const PAGE_SHIFT: u32 = 12;
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 pub use arena::Arena;
+pub use arena::owned::MovableHandle;
+pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
+pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use buddy::MAX_ORDER_LIMIT;
 pub use builder::{ArenaBuilder, LOOM_MAX_PAGES, MAX_ZONES};
 pub use compact_state::CompactStats;
@@ -99,9 +96,7 @@ pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use migratetype::{Migratetype, NR_MIGRATETYPES};
 pub use movable::Movable;
 pub use oom::{OomAction, OomContext};
-pub use owned::MovableHandle;
 pub use pageset::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
-pub use pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use pcp::THREAD_ARENAS;
 pub use purge::PurgeReport;
 pub use region::{HugePages, PurgeAdvice};
@@ -109,7 +104,6 @@ pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
 pub use slab::{
     ClassStats, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SlabFreeError, Slabs, ThreadHeap, class_of,
 };
-pub use stats::{ReclaimStats, Stats, ZoneStats};
 pub use watermark::{WatermarkConfig, Watermarks};
 
 /// What the loom models in `tests/loom.rs` reach that is not public API:

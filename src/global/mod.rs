@@ -33,11 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::Arena;
 use crate::arena::layout_order as order_of;
+use crate::arena::stats::Stats;
 use crate::flags::AllocFlags;
 use crate::ratelimit::RateLimit;
 use crate::report::{AbortOnUnwind, StackWriter};
 use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
-use crate::stats::Stats;
 use crate::sysalloc::SysAlloc;
 
 mod by_pointer;
@@ -306,7 +306,7 @@ fn refuse(ptr: *mut u8, layout: impl Into<Option<Layout>>, reason: &str) {
 }
 
 /// Whether the block of `old` at `ptr` (not a slab object, in the arena)
-/// becomes the one `new` needs where it lies (`realloc.rs`).
+/// becomes the one `new` needs where it lies (`arena/realloc.rs`).
 fn resizes_in_place(arena: &Arena, ptr: *mut u8, old: Layout, new: Layout) -> bool {
     match (arena.block_order(old), arena.block_order(new), NonNull::new(ptr)) {
         (Some(a), Some(b), Some(ptr)) => arena.resize_in_place(ptr, a, b),
@@ -391,7 +391,7 @@ unsafe fn move_into(ptr: *mut u8, moved: *mut u8, len: usize, free_old: impl FnO
 }
 
 /// `realloc` where the old or the new size is served by the buddy
-/// allocator (or `System`), with the policy of `realloc.rs`.
+/// allocator (or `System`), with the policy of `arena/realloc.rs`.
 ///
 /// # Safety
 /// `ptr` is live for `layout`, as `GlobalAlloc::realloc` requires.

@@ -1,6 +1,16 @@
 //! The arena: the type users hold, how it is built, and its public API.
 //! The allocation and free paths are in `page_alloc.rs`, the caches in
-//! `pcp/`, reclaim in `reclaim.rs`.
+//! `pcp/`, reclaim in `reclaim.rs`. Its satellites, built on it, are the
+//! modules of this folder: `check` (`Arena::check`), `stats` and
+//! `pagetypeinfo` (what it reports), `realloc` and `collections` (blocks
+//! that grow, `Allocator` for `&Arena`), `owned` (`MovableHandle`).
+
+pub(crate) mod check;
+pub(crate) mod collections;
+pub(crate) mod owned;
+pub(crate) mod pagetypeinfo;
+pub(crate) mod realloc;
+pub(crate) mod stats;
 
 use std::ptr::NonNull;
 use std::sync::Arc;
