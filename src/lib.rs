@@ -30,7 +30,6 @@ mod buddy;
 mod builder;
 mod compact_state;
 mod compaction;
-mod cow;
 mod error;
 mod exact;
 mod fault;
@@ -59,6 +58,7 @@ mod region;
 mod report;
 mod shrinker;
 mod slab;
+mod snapshot_list;
 mod sync;
 mod sysalloc;
 #[cfg(feature = "test-hooks")]

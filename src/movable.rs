@@ -11,8 +11,8 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::cow::CowList;
 use crate::memalloc::InReclaim;
+use crate::snapshot_list::SnapshotList;
 use crate::sync::{AtomicU32, Ordering, RwLock};
 
 /// An owner of movable blocks: moves one when compaction asks.
@@ -82,7 +82,7 @@ pub(crate) struct MovableForkGuard<'a> {
 
 /// The owners of an arena's movable blocks.
 pub(crate) struct MovableRegistry {
-    owners: CowList<Owner>,
+    owners: SnapshotList<Owner>,
     /// Calls of `migrate` in progress hold it for reading; unregistering
     /// waits for them.
     calls: RwLock<()>,
@@ -92,7 +92,7 @@ pub(crate) struct MovableRegistry {
 
 impl MovableRegistry {
     pub(crate) fn new() -> Self {
-        Self { owners: CowList::new(), calls: RwLock::new(()), next_id: AtomicU32::new(1) }
+        Self { owners: SnapshotList::new(), calls: RwLock::new(()), next_id: AtomicU32::new(1) }
     }
 
     /// Registers `movable`; its id.

@@ -14,7 +14,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::boot::SysBox;
-use crate::cow::CowList;
+use crate::snapshot_list::SnapshotList;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RwLock};
 
 /// What [`Shrinker::scan`] did.
@@ -111,7 +111,7 @@ pub(crate) enum ShrinkerSet {
 /// The shared part of the registry, kept alive by the arena and by every
 /// handle, so a handle may outlive its arena.
 struct Core {
-    list: CowList<Registered>,
+    list: SnapshotList<Registered>,
     /// Calls in progress hold it for reading; unregistering waits for them.
     calls: RwLock<()>,
     next_id: AtomicU64,
@@ -165,7 +165,7 @@ impl ShrinkerRegistry {
     /// An empty registry; `None` if its bookkeeping cannot be allocated.
     pub(crate) fn new() -> Option<Self> {
         let core = SysBox::try_new(Core {
-            list: CowList::new(),
+            list: SnapshotList::new(),
             calls: RwLock::new(()),
             next_id: AtomicU64::new(1),
             rotor: AtomicUsize::new(0),

@@ -1,4 +1,5 @@
-//! A copy-on-write list behind a mutex: readers take a snapshot (an `Arc`
+//! A list of snapshots behind a mutex (copy on write, not the mm sense of
+//! it: no page is shared here): readers take a snapshot (an `Arc`
 //! clone) and use it without the lock; a writer builds the next list
 //! *outside* the lock and swaps it in only if no other writer got there
 //! first. Building allocates, and the allocator may be the arena whose
@@ -11,11 +12,11 @@ use std::sync::Arc;
 use crate::sync::Mutex;
 
 /// The list; `None` until the first write.
-pub(crate) struct CowList<T> {
+pub(crate) struct SnapshotList<T> {
     list: Mutex<Option<Arc<[T]>>>,
 }
 
-impl<T> CowList<T> {
+impl<T> SnapshotList<T> {
     pub(crate) fn new() -> Self {
         Self { list: Mutex::new(None) }
     }
