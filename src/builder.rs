@@ -7,7 +7,7 @@ use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
 use crate::fault::FaultInjection;
 use crate::oom::{OomAction, OomContext, OomHandler};
-use crate::pageset::PcpConfig;
+use crate::pcp_config::PcpConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};

@@ -39,7 +39,7 @@ use std::time::Duration;
 use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::page::{PageInfo, PageState};
-use crate::pageset::PAGE_ALLOC_COSTLY_ORDER;
+use crate::pcp_config::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
 use crate::reclaim::Reclaim;
 use crate::sync::{Instant, Ordering};

@@ -9,7 +9,7 @@ use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_li
 use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
-use crate::pageset::{
+use crate::pcp_config::{
     NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HUGE_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize,
 };
 use crate::pfn::{NIL, Pfn};

@@ -5,7 +5,7 @@ use crate::arena::Arena;
 use crate::error::CheckError;
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{PageState, flag};
-use crate::pageset::{NR_PCP_LISTS, PCP_ORDERS, pcp_type};
+use crate::pcp_config::{NR_PCP_LISTS, PCP_ORDERS, pcp_type};
 use crate::pfn::{NIL, Pfn};
 use crate::zone::Zone;
 

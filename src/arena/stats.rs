@@ -7,8 +7,8 @@ use crate::compact_state::CompactStats;
 
 use crate::arena::Arena;
 use crate::buddy::NR_ORDERS;
-use crate::pageset::PCP_MAX_ORDER;
 use crate::pcp::PcpTally;
+use crate::pcp_config::PCP_MAX_ORDER;
 use crate::sync::Ordering;
 use crate::watermark::Watermarks;
 

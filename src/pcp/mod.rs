@@ -24,7 +24,7 @@
 //! The owner/drainer handshake is described in [`set`]; the sets'
 //! lifetime in [`registry`]; a thread's side in [`thread`].
 
-use crate::pageset::{
+use crate::pcp_config::{
     PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_HUGE_ORDER, PCP_ORDERS, PCP_TYPES, pcp_index, pcp_index_of_zone_type,
     pcp_type,
 };
@@ -104,7 +104,7 @@ const HUGE_BLOCKS: usize = 1;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pageset::{zone_batchsize, zone_highsize};
+    use crate::pcp_config::{zone_batchsize, zone_highsize};
 
     #[test]
     fn kernel_batch_and_high() {

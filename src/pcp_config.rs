@@ -1,7 +1,8 @@
-//! How big a zone's per-thread page caches are (the kernel's
-//! `zone_batchsize`, `zone_highsize`, and the `pageset_batch` and
-//! `pageset_high` a zone keeps): what the zone layer needs of the caches,
-//! below the caches themselves.
+//! The per-thread caches as the layers below them see them (the kernel
+//! keeps them in `zone->per_cpu_pageset`): their configuration, how big
+//! they are (the kernel's `zone_batchsize`, `zone_highsize`, and the
+//! `pageset_batch` and `pageset_high` a zone keeps), and which list a block
+//! goes to.
 
 use crate::error::BuildError;
 use crate::page::MT_BITS;
