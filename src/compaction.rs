@@ -41,8 +41,8 @@ use crate::migratetype::Migratetype;
 use crate::page::{PageInfo, PageState};
 use crate::pcp_config::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
-use crate::reclaim::Reclaim;
 use crate::sync::{Instant, Ordering};
+use crate::vmscan::Reclaim;
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
 

@@ -1,6 +1,6 @@
 //! kswapd's state: how it is woken (`wakeup_kswapd`), how it goes to sleep
 //! (`kswapd_try_to_sleep`), its purge timer, its failures, its thread. What
-//! it does when awake is in `reclaim.rs`.
+//! it does when awake is in `vmscan.rs`.
 //!
 //! One thread per arena. It sleeps on a condition variable and uses no CPU
 //! while every zone is above its low watermark. An allocation that leaves a

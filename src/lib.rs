@@ -53,7 +53,6 @@ mod pfn;
 mod progress;
 mod purge;
 mod ratelimit;
-mod reclaim;
 mod region;
 mod report;
 mod shrinker;
@@ -64,6 +63,7 @@ mod sysalloc;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
+mod vmscan;
 mod watermark;
 mod zone;
 

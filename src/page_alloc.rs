@@ -59,9 +59,9 @@ use crate::pcp::with_thread_set;
 use crate::pcp_config::{PAGE_ALLOC_COSTLY_ORDER, PCP_MAX_ORDER};
 use crate::pfn::Pfn;
 use crate::ratelimit::RateLimit;
-use crate::reclaim::Reclaim;
 use crate::report::StackWriter;
 use crate::sync::{AtomicU64, Ordering};
+use crate::vmscan::Reclaim;
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::{RmqueueHow, Zone, zonelist};
 

@@ -1,6 +1,6 @@
 //! The arena: the type users hold, how it is built, and its public API.
 //! The allocation and free paths are in `page_alloc.rs`, the caches in
-//! `pcp/`, reclaim in `reclaim.rs`. Its satellites, built on it, are the
+//! `pcp/`, reclaim in `vmscan.rs`. Its satellites, built on it, are the
 //! modules of this folder: `check` (`Arena::check`), `stats` and
 //! `pagetypeinfo` (what it reports), `realloc` and `collections` (blocks
 //! that grow, `Allocator` for `&Arena`), `owned` (`MovableHandle`).
@@ -33,10 +33,10 @@ use crate::pcp_config::{PCP_HUGE_ORDER, PCP_MAX_ORDER, PcpConfig};
 use crate::pfn::Pfn;
 use crate::purge::{PurgeReport, PurgeScope};
 use crate::ratelimit::RateLimit;
-use crate::reclaim::Reclaim;
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
 use crate::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
 use crate::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
+use crate::vmscan::Reclaim;
 use crate::watermark::WatermarkConfig;
 use crate::zone::{Zone, ZoneGuard};
 

@@ -1,6 +1,6 @@
-//! Reclaim: what kswapd does when it wakes (`balance_pgdat`), direct
-//! reclaim in the allocating thread, and the purge that hands free memory
-//! back to the OS. How kswapd sleeps and is woken is in `kswapd.rs`.
+//! Reclaim (the kernel's `vmscan.c`): what kswapd does when it wakes
+//! (`balance_pgdat`), direct reclaim in the allocating thread, and the
+//! purge that hands free memory back to the OS. How kswapd sleeps and is woken is in `kswapd.rs`.
 //!
 //! **kswapd** returns every per-thread cache to the lists once per wake-up
 //! and calls the shrinkers until every zone is above high; on its purge
