@@ -74,7 +74,7 @@ pub(crate) const PAGE_SHIFT: u32 = 12;
 pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 pub use arena::Arena;
-pub use arena::owned::MovableHandle;
+pub use arena::movable_handle::MovableHandle;
 pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use buddy::MAX_ORDER_LIMIT;

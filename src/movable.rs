@@ -1,6 +1,6 @@
 //! Blocks with an owner that can move them: the [`Movable`] trait (the
 //! kernel's `movable_operations` with its `migrate_folio`) and the registry
-//! of owners. An owner allocates through a `MovableHandle` (`arena/owned.rs`).
+//! of owners. An owner allocates through a `MovableHandle` (`arena/movable_handle.rs`).
 //!
 //! The arena records each owned block's owner in the block's metadata (the
 //! kernel's `page->mapping`), so compaction can ask the right owner to

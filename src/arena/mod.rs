@@ -3,11 +3,11 @@
 //! `pcp/`, reclaim in `vmscan.rs`. Its satellites, built on it, are the
 //! modules of this folder: `check` (`Arena::check`), `stats` and
 //! `pagetypeinfo` (what it reports), `realloc` and `collections` (blocks
-//! that grow, `Allocator` for `&Arena`), `owned` (`MovableHandle`).
+//! that grow, `Allocator` for `&Arena`), `movable_handle` (`MovableHandle`).
 
 pub(crate) mod check;
 pub(crate) mod collections;
-pub(crate) mod owned;
+pub(crate) mod movable_handle;
 pub(crate) mod pagetypeinfo;
 pub(crate) mod realloc;
 pub(crate) mod stats;
