@@ -645,8 +645,8 @@ fn a_thread_exit_that_returns_pages_sets_the_purge_timer() {
 }
 
 /// The purge timer's pass (`purge_stale`) hands back the free memory that
-/// stayed free since the last pass and what exceeds the share kept (an
-/// eighth of the memory in use plus 4 MiB per zone), never memory a
+/// stayed free since the last pass and what exceeds the share kept (a
+/// sixteenth of the memory in use plus 2 MiB per zone), never memory a
 /// program freed and took again in between: mimalloc-bench's malloc-large
 /// (buffers of 5-25 MiB freed and asked for again) faulted its buffers in
 /// anew after every purge.
@@ -678,18 +678,19 @@ fn a_timer_purge_keeps_memory_taken_again_since_the_last_pass() {
             unsafe { arena.free_pages(p, 10) }.unwrap();
         }
     };
-    // 64 MiB in use throughout: 8 MiB + 4 MiB is kept.
+    // 64 MiB in use throughout: 4 MiB + 2 MiB is kept.
     let held = touched(16);
     free(touched(8));
-    // Nothing stayed free since the arena was built (nothing was free),
-    // and 32 MiB free exceeds what is kept by 20 MiB.
-    assert_eq!(arena.purge_stale().bytes, 20 << 20);
-    // 8 of the 12 MiB still resident are taken and freed again: only the
-    // 4 MiB that stayed free go.
-    free(touched(2));
+    // Nothing stayed free since the arena was built (nothing was free), and
+    // 32 MiB free exceeds what is kept by 26 MiB: six whole blocks go (a
+    // pass never takes more than its budget).
+    assert_eq!(arena.purge_stale().bytes, 24 << 20);
+    // One of the two blocks still resident is taken and freed again: only
+    // the one that stayed free goes.
+    free(touched(1));
     assert_eq!(arena.purge_stale().bytes, 4 << 20);
     // Left alone since, the rest goes at the next pass.
-    assert_eq!(arena.purge_stale().bytes, 8 << 20);
+    assert_eq!(arena.purge_stale().bytes, 4 << 20);
     assert_eq!(arena.stats().resident_bytes, 64 << 20, "only the blocks in use");
     assert_eq!(arena.purge_stale().bytes, 0);
     free(held);

@@ -462,8 +462,8 @@ impl Arena {
     /// What the reclaim thread does every `purge_delay` while free memory
     /// costs RSS: returns the per-thread caches to the lists, then hands
     /// back the free pages that stayed free since the last purge, and
-    /// whatever free memory exceeds an eighth of the memory in use plus
-    /// 4 MiB per zone; memory a program freed and took again in between
+    /// whatever free memory exceeds a sixteenth of the memory in use plus
+    /// 2 MiB per zone; memory a program freed and took again in between
     /// stays resident, so a program that frees and reallocates large
     /// buffers does not fault them in again after every delay. Call it
     /// periodically when background reclaim is off.

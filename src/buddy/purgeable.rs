@@ -16,9 +16,9 @@ const SPLIT_PURGE_PAGES: usize = 128;
 
 /// Recently freed memory the purge timer leaves resident per zone: a
 /// `2^-n`th of the pages in use ...
-const RETAIN_SHARE: u32 = 3;
-/// ... plus this many pages (4 MiB).
-const RETAIN_MIN: usize = 1024;
+const RETAIN_SHARE: u32 = 4;
+/// ... plus this many pages (2 MiB).
+const RETAIN_MIN: usize = 512;
 
 impl Buddy {
     /// The smallest order a purge hands back when memory is not
@@ -75,10 +75,11 @@ impl Buddy {
     /// pages in use plus [`RETAIN_MIN`], both counted in the blocks a purge
     /// takes now ([`purge_order`](Self::purge_order)). Memory a program
     /// frees and asks for again within the purge delay is then not purged
-    /// and faulted in each time (mimalloc-bench's malloc-large: 3.0 s ->
-    /// 2.5 s), and RSS stays within the soak's bound (purging only what
-    /// stayed free went over it in 5 of 534 samples; keeping a quarter of
-    /// the pages in use came to 98% of it, an eighth to 94%, purging all
+    /// and faulted in each time (mimalloc-bench's malloc-large: 3.2 s ->
+    /// 2.6 s), and RSS stays within the soak's bound as when every pass
+    /// purged everything (90% of it; purging only what stayed free went
+    /// over it in 5 of 534 samples; keeping a quarter of the pages in use
+    /// plus 4 MiB came to 98%, an eighth to 94-96%, a sixteenth plus 2 MiB
     /// to 90%).
     pub(crate) fn purge_budget(&self) -> usize {
         let (stayed, target) = if self.purge_order() < self.purge_min_order {
