@@ -175,6 +175,7 @@ impl Node {
     /// only a purge's drain returns, so the purge timer's handshake runs as
     /// for a free to the lists, with `pcp_huge_cached` as what kswapd's
     /// purge check sees.
+    ///
     /// Already set: kswapd's purge check has seen it or will, and the
     /// purge that clears it drains this block too (the block was pushed
     /// before this load, the flag cleared before that drain).

@@ -68,8 +68,10 @@ impl Node {
         };
         let mut report = PurgeReport::default();
         let mut batch = [(Pfn::default(), 0u32); BATCH];
-        let budget = zone.lock().inner.buddy.purge_budget();
-        let mut budget = if scope == PurgeScope::All { usize::MAX } else { budget };
+        let mut budget = match scope {
+            PurgeScope::All => usize::MAX,
+            PurgeScope::Stale => zone.lock().inner.buddy.purge_budget(),
+        };
         while budget > 0 {
             let n = zone.lock().inner.buddy.isolate_resident(&self.mem_map, (BATCH_PAGES, budget), &mut batch);
             if n == 0 {

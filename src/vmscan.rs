@@ -177,8 +177,6 @@ fn kswapd(reclaim: &Reclaim) {
             Wake::Stop => return,
             Wake::Purge => {
                 reclaim.purge_all(PurgeScope::Stale);
-                // What stayed resident is due a delay from now.
-                purgeable_since = None;
             }
             Wake::Reclaim => {
                 ReclaimCounters::add(&node.counters.kswapd_wakeups, 1);

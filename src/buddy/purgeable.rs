@@ -28,11 +28,24 @@ impl Buddy {
         self.purge_min_order
     }
 
+    /// Resident free pages on the lists, of any order.
+    #[inline]
+    fn resident_free_pages(&self) -> usize {
+        self.listed_pages - self.purged_pages
+    }
+
     /// Resident free pages in blocks below `purge_min_order`: with huge
     /// pages, free parts of huge pages that are partly in use.
     #[inline]
     fn resident_below_purge_order(&self) -> usize {
-        self.listed_pages - self.purged_pages - self.purgeable_pages
+        self.resident_free_pages() - self.purgeable_pages
+    }
+
+    /// Pages allocated or cached (neither on the lists, nor above the
+    /// frontier, nor isolated by a purge).
+    #[inline]
+    fn pages_in_use(&self) -> usize {
+        self.frontier - self.start - self.listed_pages - self.isolated_pages
     }
 
     /// The smallest order a purge hands back now: `purge_min_order`, or 0
@@ -43,14 +56,14 @@ impl Buddy {
     /// whole while their free parts stay small beside what it uses.
     #[inline]
     pub(crate) fn purge_order(&self) -> u32 {
-        let in_use = self.frontier - self.start - self.listed_pages - self.isolated_pages;
-        if self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(in_use / 4) { 0 } else { self.purge_min_order }
+        let fragmented = self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(self.pages_in_use() / 4);
+        if fragmented { 0 } else { self.purge_min_order }
     }
 
     /// Resident free pages a purge would hand back now.
     #[inline]
     pub(crate) fn purge_target_pages(&self) -> usize {
-        if self.purge_order() == 0 { self.listed_pages - self.purged_pages } else { self.purgeable_pages }
+        if self.purge_order() == 0 { self.resident_free_pages() } else { self.purgeable_pages }
     }
 
     /// Free pages isolated by a purge in progress (off the lists, not
@@ -66,7 +79,7 @@ impl Buddy {
     #[inline(always)]
     pub(crate) fn note_taken(&mut self) {
         self.purgeable_low = self.purgeable_low.min(self.purgeable_pages);
-        self.resident_low = self.resident_low.min(self.listed_pages - self.purged_pages);
+        self.resident_low = self.resident_low.min(self.resident_free_pages());
     }
 
     /// What the purge timer hands back, in pages: the resident free pages
@@ -82,20 +95,20 @@ impl Buddy {
     /// plus 4 MiB came to 98%, an eighth to 94-96%, a sixteenth plus 2 MiB
     /// to 90%).
     pub(crate) fn purge_budget(&self) -> usize {
-        let (stayed, target) = if self.purge_order() < self.purge_min_order {
-            (self.resident_low, self.purge_target_pages())
+        // Counted as `purge_target_pages` counts.
+        let (stayed, target) = if self.purge_order() == 0 {
+            (self.resident_low, self.resident_free_pages())
         } else {
             (self.purgeable_low, self.purgeable_pages)
         };
-        let in_use = (self.end - self.start) - self.nr_free() - self.isolated_pages;
-        let retain = (in_use >> RETAIN_SHARE) + RETAIN_MIN;
+        let retain = (self.pages_in_use() >> RETAIN_SHARE) + RETAIN_MIN;
         stayed.min(target).max(target.saturating_sub(retain))
     }
 
     /// A purge pass is over: what is free now starts the next interval.
     pub(crate) fn end_purge_pass(&mut self) {
         self.purgeable_low = self.purgeable_pages;
-        self.resident_low = self.listed_pages - self.purged_pages;
+        self.resident_low = self.resident_free_pages();
     }
 
     /// Takes up to `out.len()` free blocks (and about `max_pages` pages: at
