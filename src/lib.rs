@@ -102,7 +102,8 @@ pub use purge::PurgeReport;
 pub use region::{HugePages, PurgeAdvice};
 pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
 pub use slab::{
-    ClassStats, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SlabFreeError, Slabs, ThreadHeap, class_of,
+    ClassStats, ClassTable, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SizeClass, SlabFreeError, Slabs,
+    ThreadHeap, class_of,
 };
 pub use watermark::{WatermarkConfig, Watermarks};
 
@@ -116,7 +117,7 @@ pub mod loom_hooks {
     use std::ptr::NonNull;
     use std::sync::Arc;
 
-    use crate::{Arena, Slabs};
+    use crate::{Arena, SizeClass, Slabs};
 
     /// This thread is exiting: its page caches are released now, and
     /// nothing attaches afterwards (what the exit hook does).
@@ -140,7 +141,7 @@ pub mod loom_hooks {
         }
 
         /// An object of `class`.
-        pub fn alloc(&self, class: usize) -> Option<NonNull<u8>> {
+        pub fn alloc(&self, class: SizeClass) -> Option<NonNull<u8>> {
             // SAFETY: the arena and the slab state live in `self` behind
             // `Arc`s (stable addresses) and outlive `self.heap`, the only
             // holder of these references.

@@ -291,7 +291,7 @@ mod global {
         // 3000-byte objects: a 32 KiB slab of ten (pages 0..=7).
         let layout = Layout::from_size_align(3000, 16).unwrap();
         let class = zonealloc::class_of(3000, 16).unwrap();
-        let size = zonealloc::SIZE_CLASSES[class];
+        let size = class.size();
         // SAFETY: non-zero layouts, each freed once below.
         let objects: Vec<*mut u8> = (0..40).map(|_| unsafe { GLOBAL.alloc(layout) }).collect();
         let pages: std::collections::HashSet<usize> = objects.iter().map(|&p| (p as usize >> 12) % 8).collect();

@@ -419,7 +419,11 @@ fn slab_arena() -> Arena {
 /// # Safety
 /// Each is a live object of `class` from a heap over `heap`'s arena,
 /// freed once.
-unsafe fn free_each(heap: &mut zonealloc::ThreadHeap<'_>, class: usize, addrs: impl IntoIterator<Item = usize>) {
+unsafe fn free_each(
+    heap: &mut zonealloc::ThreadHeap<'_>,
+    class: zonealloc::SizeClass,
+    addrs: impl IntoIterator<Item = usize>,
+) {
     for addr in addrs {
         // SAFETY: the caller's contract.
         unsafe { heap.free(NonNull::new(addr as *mut u8).unwrap(), class).unwrap() };
@@ -428,7 +432,7 @@ unsafe fn free_each(heap: &mut zonealloc::ThreadHeap<'_>, class: usize, addrs: i
 
 /// Once a slab model's heaps are gone: the orphans reaped, every slab of
 /// `class` and every page back.
-fn assert_all_returned(arena: &Arena, slabs: &zonealloc::Slabs, class: usize) {
+fn assert_all_returned(arena: &Arena, slabs: &zonealloc::Slabs, class: zonealloc::SizeClass) {
     slabs.reap_orphans(arena);
     assert_eq!(slabs.stats()[class].slabs, 0, "a slab was lost");
     let zone = &arena.stats().zones[0];
@@ -448,7 +452,7 @@ fn cross_thread_slab_free_races_owner_alloc_and_exit() {
     model(|| {
         let arena = Arc::new(slab_arena());
         let slabs = Arc::new(zonealloc::Slabs::new());
-        let class = 0; // 16-byte objects, one-page slabs
+        let class = zonealloc::SizeClass::new(0).unwrap(); // 16-byte objects, one-page slabs
         let owner = {
             let (arena, slabs) = (Arc::clone(&arena), Arc::clone(&slabs));
             spawn(move || {
@@ -507,7 +511,7 @@ fn remote_free_is_published_by_the_push() {
     model(|| {
         let arena = Arc::new(slab_arena());
         let slabs = Arc::new(zonealloc::Slabs::new());
-        let class = 0;
+        let class = zonealloc::SizeClass::new(0).unwrap();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         let y = heap.alloc(class).unwrap().as_ptr() as usize;
         let w = heap.alloc(class).unwrap().as_ptr() as usize;
@@ -570,7 +574,7 @@ fn two_remote_frees_race_each_other_and_the_owners_collect() {
         let class = zonealloc::class_of(64, 8).unwrap();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         // 64-byte objects: one page holds 64, the fewest of a one-page slab.
-        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let capacity = 4096 / class.size();
         let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
         let (y, x) = (filled[0], filled[1]);
         let free = move |arena: &Arena, slabs: &zonealloc::Slabs, addr: usize| {
@@ -631,7 +635,7 @@ fn the_owners_free_races_a_remote_free_of_the_same_object() {
         let class = zonealloc::class_of(64, 8).unwrap();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         // A full slab: the owner's allocations after the race collect.
-        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let capacity = 4096 / class.size();
         let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
         let x = filled[0];
         let remote = {
@@ -674,7 +678,7 @@ fn a_notice_posted_while_its_owner_exits_never_reaches_the_next_heap() {
         let slabs = Arc::new(zonealloc::Slabs::new());
         let class = zonealloc::class_of(64, 8).unwrap();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
-        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let capacity = 4096 / class.size();
         let filled: Vec<usize> = (0..capacity).map(|_| heap.alloc(class).unwrap().as_ptr() as usize).collect();
         // The slab is full: this allocation parks it and takes another.
         let other = heap.alloc(class).unwrap().as_ptr() as usize;
@@ -714,7 +718,7 @@ fn a_slab_parked_again_after_a_local_free_still_gets_its_notice() {
         let arena = Arc::new(slab_arena());
         let slabs = Arc::new(zonealloc::Slabs::new());
         let class = zonealloc::class_of(64, 8).unwrap();
-        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let capacity = 4096 / class.size();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         let alloc = |heap: &mut zonealloc::ThreadHeap<'_>| heap.alloc(class).unwrap().as_ptr() as usize;
         // S full and parked; T current.
@@ -763,7 +767,7 @@ fn a_slab_returned_after_a_late_remote_free_gets_no_notice() {
         let arena = Arc::new(slab_arena());
         let slabs = Arc::new(zonealloc::Slabs::new());
         let class = zonealloc::class_of(64, 8).unwrap();
-        let capacity = 4096 / zonealloc::SIZE_CLASSES[class];
+        let capacity = 4096 / class.size();
         let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);
         let alloc = |heap: &mut zonealloc::ThreadHeap<'_>| heap.alloc(class).unwrap().as_ptr() as usize;
         let free_remote = move |slabs: &zonealloc::Slabs, arena: &Arena, addr: usize| {
@@ -805,7 +809,7 @@ fn shared_heap_allocations_race_each_other_and_adopt_orphans() {
     model_with_bound(2, || {
         let arena = std::sync::Arc::new(slab_arena());
         let slabs = std::sync::Arc::new(zonealloc::Slabs::new());
-        let class = 0;
+        let class = zonealloc::SizeClass::new(0).unwrap();
         // A thread that exited: its slab is an orphan with a live object.
         let orphaned = {
             let mut heap = zonealloc::ThreadHeap::new(&arena, &slabs);

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
-use zonealloc::{Arena, SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
+use zonealloc::{Arena, SizeClass, SlabFreeError, Slabs, ThreadHeap, class_of};
 
 fn arena() -> Arena {
     support::quiet_arena(64 << 20, 2)
@@ -25,7 +25,7 @@ unsafe fn free_from_another_thread(
     slabs: &Slabs,
     arena: &Arena,
     addr: usize,
-    class: usize,
+    class: SizeClass,
 ) -> Result<(), SlabFreeError> {
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -43,7 +43,7 @@ fn every_class_hands_out_distinct_aligned_objects_and_gives_slabs_back() {
     let slabs = Slabs::new();
     let start = free_pages(&arena);
     let mut heap = ThreadHeap::new(&arena, &slabs);
-    for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+    for (class, size) in SizeClass::all().map(|c| (c, c.size())) {
         let mut seen = HashSet::new();
         let objects: Vec<NonNull<u8>> = (0..100).map(|_| heap.alloc(class).unwrap()).collect();
         for (i, p) in objects.iter().enumerate() {
@@ -163,10 +163,12 @@ fn bad_frees_are_refused_without_writing() {
     unsafe {
         let inside = NonNull::new(a.as_ptr().add(8)).unwrap();
         assert_eq!(heap.free(inside, class), Err(SlabFreeError::NotAnObject));
-        assert_eq!(heap.free(a, class + 1), Err(SlabFreeError::NotAnObject), "wrong class");
+        let wrong = SizeClass::new(class.index() + 1).unwrap();
+        assert_eq!(heap.free(a, wrong), Err(SlabFreeError::NotAnObject), "wrong class");
+        assert_eq!(slabs.free_remote(&arena, a, wrong), Err(SlabFreeError::NotAnObject), "wrong class");
+        // A class that does not exist cannot be named.
         for bad in [zonealloc::NR_CLASSES, usize::MAX] {
-            assert_eq!(heap.free(a, bad), Err(SlabFreeError::NotAnObject), "class {bad}: no such class");
-            assert_eq!(slabs.free_remote(&arena, a, bad), Err(SlabFreeError::NotAnObject), "class {bad}");
+            assert_eq!(SizeClass::new(bad), None, "class {bad}: no such class");
         }
         // 48-byte objects in a 4 KiB slab: 85 of them, and 4080 = 85 * 48
         // is a boundary past the last one.
@@ -204,7 +206,7 @@ fn objects_fill_the_whole_slab_and_writing_all_of_them_disturbs_nothing() {
     let slabs = Slabs::new();
     let start = free_pages(&arena);
     let mut heap = ThreadHeap::new(&arena, &slabs);
-    for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+    for (class, size) in SizeClass::all().map(|c| (c, c.size())) {
         let bytes = (size * 64).min(32 << 10).max(size * 8);
         let block = bytes.div_ceil(4096).next_power_of_two() * 4096;
         let capacity = block / size;
@@ -241,7 +243,7 @@ fn the_allocator_never_writes_an_object() {
     let arena = arena();
     let slabs = Slabs::new();
     let mut heap = ThreadHeap::new(&arena, &slabs);
-    for (class, &size) in SIZE_CLASSES.iter().enumerate() {
+    for (class, size) in SizeClass::all().map(|c| (c, c.size())) {
         let keep = heap.alloc(class).unwrap(); // keeps the slab from going back
         // All in `keep`'s slab (the largest classes hold eight objects).
         let objects: Vec<NonNull<u8>> = (0..7).map(|_| heap.alloc(class).unwrap()).collect();
@@ -487,7 +489,7 @@ fn a_walk_over_a_short_full_ring_parks_each_slab_once() {
     let arena = arena();
     let slabs = Slabs::new();
     let class = class_of(64, 8).unwrap();
-    let capacity = 4096 / SIZE_CLASSES[class];
+    let capacity = 4096 / class.size();
     let mut heap = ThreadHeap::new(&arena, &slabs);
     // Two full slabs (parked by the walks that found them full), a third
     // current and half full.

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::{Rendezvous, Seen};
-use zonealloc::{SIZE_CLASSES, SlabFreeError, Slabs, ThreadHeap, class_of};
+use zonealloc::{SizeClass, SlabFreeError, Slabs, ThreadHeap, class_of};
 
 /// Objects in use by any thread of the test.
 struct Live(Mutex<HashSet<usize>>);
 
 impl Live {
-    fn alloc(&self, heap: &mut ThreadHeap<'_>, class: usize, tag: u64, seen: &Seen) -> NonNull<u8> {
+    fn alloc(&self, heap: &mut ThreadHeap<'_>, class: SizeClass, tag: u64, seen: &Seen) -> NonNull<u8> {
         let p = heap.alloc(class).expect("memory");
         if !self.0.lock().unwrap().insert(p.as_ptr() as usize) {
             seen.handed_out_twice.fetch_add(1, Ordering::Relaxed);
@@ -31,7 +31,7 @@ impl Live {
         p
     }
 
-    fn free(&self, heap: &mut ThreadHeap<'_>, p: NonNull<u8>, class: usize, tag: u64, seen: &Seen) {
+    fn free(&self, heap: &mut ThreadHeap<'_>, p: NonNull<u8>, class: SizeClass, tag: u64, seen: &Seen) {
         // SAFETY: ours until the free below.
         if unsafe { p.as_ptr().cast::<u64>().read_unaligned() } != tag {
             seen.overwritten.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +153,6 @@ fn racing_double_frees_of_small_objects_never_hand_one_out_twice() {
 
 #[test]
 fn racing_double_frees_of_larger_objects_never_hand_one_out_twice() {
-    assert_eq!(SIZE_CLASSES[class_of(1000, 8).unwrap()], 1024);
+    assert_eq!(class_of(1000, 8).unwrap().size(), 1024);
     race(1000, 20_000);
 }

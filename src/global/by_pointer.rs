@@ -18,7 +18,7 @@ use crate::report::AbortOnUnwind;
 use crate::sync::{AtomicUsize, Ordering};
 use crate::sysalloc::SysAlloc;
 
-use crate::slab::{SlabGeometry, class_of, class_size, object_class, slab_geometry};
+use crate::slab::{SizeClass, SlabGeometry, class_of, object_class, slab_geometry};
 
 /// The alignment of every allocation made without one (C's `malloc`:
 /// `alignof(max_align_t)`).
@@ -31,7 +31,7 @@ const MIN_BLOCK_ORDER: u32 = 2;
 /// A live allocation of the global arena.
 #[derive(Clone, Copy)]
 enum Allocation {
-    Object(usize),
+    Object(SizeClass),
     Block(u32),
 }
 
@@ -54,7 +54,7 @@ impl Allocation {
 
     fn usable_size(self) -> usize {
         match self {
-            Self::Object(class) => class_size(class),
+            Self::Object(class) => class.size(),
             Self::Block(order) => crate::PAGE_SIZE << order,
         }
     }
@@ -84,7 +84,7 @@ pub fn global_usable_size(ptr: *const u8) -> Option<usize> {
 pub fn global_usable_size_cached(ptr: *const u8) -> Option<usize> {
     // Null fails the region test like any pointer outside it.
     let class = geometry()?.class_of_object(ptr as usize)?;
-    Some(class_size(class))
+    Some(class.size())
 }
 
 /// Region base, region length, side table of the global arena, once it
@@ -249,8 +249,8 @@ unsafe fn free_slow(ptr: *mut u8) -> bool {
     }
     let Some(nn) = NonNull::new(ptr) else { return false };
     match Allocation::of(arena, nn) {
-        // SAFETY: a class read from a live slab's side-table key, which
-        // `Allocation::of` checked names one.
+        // SAFETY: a live object of `class` (its slab's side-table key),
+        // which the caller frees once.
         Ok(Allocation::Object(class)) => unsafe { dealloc_object(ptr, class, Allocation::Object(class).layout()) },
         // SAFETY: an allocated block head of this order (the arena checks
         // it again under its lock).
@@ -297,9 +297,9 @@ pub unsafe fn global_realloc(ptr: *mut u8, new_size: usize) -> Option<*mut u8> {
                 return Some(ptr);
             }
             let moved = alloc_impl(new_layout, false);
-            let len = class_size(class).min(new_size);
-            // SAFETY: a live object of at least `len` bytes; `moved` is
-            // fresh; `class` is a validated slab key's.
+            let len = class.size().min(new_size);
+            // SAFETY: a live object of at least `len` bytes, of `class`
+            // (its slab's key); `moved` is fresh.
             unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, old.layout())) }
         }
         // SAFETY: a live block; its layout at MIN_ALIGN maps to its order.
@@ -312,12 +312,11 @@ pub unsafe fn global_realloc(ptr: *mut u8, new_size: usize) -> Option<*mut u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slab::NR_CLASSES;
 
     #[test]
     fn an_exact_class_size_maps_back_to_its_class() {
-        for class in 0..NR_CLASSES {
-            assert_eq!(class_of(class_size(class), 8), Some(class), "class {class}");
+        for class in SizeClass::all() {
+            assert_eq!(class_of(class.size(), 8), Some(class), "class {class}");
         }
         for order in MIN_BLOCK_ORDER..=10 {
             let layout = Allocation::Block(order).layout();

@@ -56,7 +56,7 @@ use super::init::{self, SLABS};
 use super::ready;
 use crate::arena::{Arena, ArenaForkGuard};
 use crate::pcp;
-use crate::slab::{SharedGuard, SharedHeap, SlabsForkGuard, ThreadHeap};
+use crate::slab::{SharedGuard, SharedHeap, SizeClass, SlabsForkGuard, ThreadHeap};
 
 /// This thread's heap. The thread-local has no destructor (the heap is in
 /// a `ManuallyDrop`), so reaching it is one address computation with no
@@ -179,7 +179,7 @@ static SHARED: SharedHeap<'static> = SharedHeap::new();
 /// An object of `class` from the shared heap; null only when the arena is
 /// out of memory.
 #[cold]
-pub(super) fn shared_alloc(arena: &'static Arena, class: usize) -> *mut u8 {
+pub(super) fn shared_alloc(arena: &'static Arena, class: SizeClass) -> *mut u8 {
     SHARED.alloc(arena, &SLABS, class).map_or(ptr::null_mut(), NonNull::as_ptr)
 }
 

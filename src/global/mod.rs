@@ -37,7 +37,7 @@ use crate::arena::stats::Stats;
 use crate::flags::AllocFlags;
 use crate::ratelimit::RateLimit;
 use crate::report::{AbortOnUnwind, StackWriter};
-use crate::slab::{ClassStats, NR_CLASSES, SlabFreeError, class_of};
+use crate::slab::{ClassStats, ClassTable, SizeClass, SlabFreeError, class_of};
 use crate::sysalloc::SysAlloc;
 
 mod by_pointer;
@@ -71,7 +71,7 @@ pub struct GlobalStats {
     /// The arena under the global allocator.
     pub arena: Stats,
     /// Per size class: slabs, orphaned slabs, objects in use.
-    pub classes: [ClassStats; NR_CLASSES],
+    pub classes: ClassTable<ClassStats>,
     /// Frees refused (pointers not allocated here, double frees), all of
     /// them, including double frees between threads found late (when the
     /// slab's owner collected them); stderr reports at most ten every five
@@ -119,7 +119,7 @@ fn alloc_impl(layout: Layout, zero: bool) -> *mut u8 {
 /// The fast path is a leaf: an object from the current slab, else a tail
 /// call to the rest.
 #[inline(always)]
-fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
+fn alloc_object(class: SizeClass, layout: Layout, zero: bool) -> *mut u8 {
     if !zero
         && let Some(ptr) = with_ready_heap(
             #[inline(always)]
@@ -134,7 +134,7 @@ fn alloc_object(class: usize, layout: Layout, zero: bool) -> *mut u8 {
 /// [`alloc_object`] beyond the current slab (and every zeroed
 /// allocation): the heap's slabs, then the slow path.
 #[inline(never)]
-fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
+fn alloc_not_cached(class: SizeClass, layout: Layout, zero: bool) -> *mut u8 {
     let guard = AbortOnUnwind;
     // Not zeroed, the current slab was just found empty: straight to the
     // ring walk.
@@ -146,7 +146,7 @@ fn alloc_not_cached(class: usize, layout: Layout, zero: bool) -> *mut u8 {
 
 /// An object of `class` from a slab this thread's heap already has.
 #[inline(always)]
-fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> {
+fn alloc_from_heap(class: SizeClass, layout: Layout, zero: bool) -> Option<*mut u8> {
     let ptr = with_ready_heap(|heap| heap.alloc_cached(class).or_else(|| heap.alloc_from_ring(class)))?.as_ptr();
     if zero {
         // SAFETY: a fresh object of at least `layout.size()` bytes.
@@ -158,7 +158,7 @@ fn alloc_from_heap(class: usize, layout: Layout, zero: bool) -> Option<*mut u8> 
 /// An object of `class` from the slabs this thread's heap has beyond its
 /// current one (for a caller that found the current slab empty).
 #[inline(always)]
-fn alloc_from_ring(class: usize) -> Option<NonNull<u8>> {
+fn alloc_from_ring(class: SizeClass) -> Option<NonNull<u8>> {
     with_ready_heap(|heap| heap.alloc_from_ring(class))
 }
 
@@ -202,7 +202,7 @@ fn alloc_slow_unguarded(layout: Layout, zero: bool) -> *mut u8 {
 #[inline(always)]
 fn dealloc_impl(ptr: *mut u8, layout: Layout) {
     match class_of(layout.size(), layout.align()) {
-        // SAFETY: a class from `class_of`.
+        // SAFETY: the caller's contract; the class is the layout's.
         Some(class) => unsafe { dealloc_object(ptr, class, layout) },
         None => dealloc_slow(ptr, layout),
     }
@@ -211,13 +211,13 @@ fn dealloc_impl(ptr: *mut u8, layout: Layout) {
 /// Frees an object of `class` (`layout`'s), the fast path inline.
 ///
 /// # Safety
-/// `class` is below `NR_CLASSES` (the free paths assume it, to skip the
-/// bounds checks): from `class_of`, or a slab's validated key.
+/// `ptr` was allocated for `layout`, whose class `class` is, and is not
+/// used again (`GlobalAlloc::dealloc`'s contract).
 #[inline(always)]
-unsafe fn dealloc_object(ptr: *mut u8, class: usize, layout: Layout) {
-    // SAFETY: the caller frees what it was given for this layout, and the
-    // class is one (the contract); the slab layer checks the pointer (null
-    // included) before it writes anything.
+unsafe fn dealloc_object(ptr: *mut u8, class: SizeClass, layout: Layout) {
+    // SAFETY: the caller frees what it was given for this layout (the
+    // contract); the slab layer checks the pointer (null included) before
+    // it writes anything.
     if with_ready_heap(
         #[inline(always)]
         |heap| unsafe { heap.free_cached(ptr, class) }.then_some(()),
@@ -362,8 +362,7 @@ unsafe fn realloc_impl(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8
         if let Some(new_class) = new_class {
             let moved = alloc_object(new_class, new_layout, false);
             let len = layout.size().min(new_size);
-            // SAFETY: the caller's contract; `moved` is a fresh object;
-            // `class` is from `class_of`.
+            // SAFETY: the caller's contract; `moved` is a fresh object.
             return unsafe { move_into(ptr, moved, len, || dealloc_object(ptr, class, layout)) };
         }
     }

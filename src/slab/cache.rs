@@ -169,18 +169,18 @@ impl Slabs {
     }
 
     /// Per-class statistics.
-    pub fn stats(&self) -> [ClassStats; NR_CLASSES] {
-        std::array::from_fn(|class| {
-            let c = &self.counters[class];
+    pub fn stats(&self) -> ClassTable<ClassStats> {
+        ClassTable::from_fn(|class| {
+            let c = &self.counters[class.index()];
             let slabs = c.slabs.load(Ordering::Relaxed);
             ClassStats {
-                size: SIZE_CLASSES[class],
+                size: class.size(),
                 slabs,
                 orphans: c.orphans.load(Ordering::Relaxed),
                 // Unpublished frees of objects another heap counted can
                 // take the sum below zero for a moment: read it as signed.
                 objects: (c.objects.load(Ordering::Relaxed) as isize).max(0) as usize,
-                slab_bytes: slabs * (crate::PAGE_SIZE << slab_order(class)),
+                slab_bytes: slabs * (crate::PAGE_SIZE << class.slab_order()),
             }
         })
     }
@@ -188,7 +188,7 @@ impl Slabs {
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn lock_for_fork(&self) -> SlabsForkGuard<'_> {
         SlabsForkGuard {
-            _held: std::array::from_fn(|class| self.orphans[class].lock()),
+            _held: std::array::from_fn(|i| self.orphans[i].lock()),
             _mailboxes: self.mailboxes.lock_for_fork(),
         }
     }
@@ -197,7 +197,7 @@ impl Slabs {
     /// object was on both bitmaps): counted and reported, rate limited,
     /// without allocating.
     #[cold]
-    pub(super) fn double_frees_found(&self, class: usize, n: usize) {
+    pub(super) fn double_frees_found(&self, class: SizeClass, n: usize) {
         self.late_double_frees.fetch_add(n as u64, Ordering::Relaxed);
         if self.reports.allow() {
             let mut w = crate::report::StackWriter::new();
@@ -206,7 +206,7 @@ impl Slabs {
                 format_args!(
                     "zonealloc: refused free: {n} double free(s) of {}-byte objects, found when their slab's \
                      remote frees were collected",
-                    SIZE_CLASSES[class]
+                    class.size()
                 ),
             );
             w.flush_line();
@@ -221,7 +221,7 @@ impl Slabs {
     /// Pages held by orphaned slabs (an upper bound of what
     /// [`reap_orphans`](Self::reap_orphans) can return).
     pub fn orphan_pages(&self) -> usize {
-        (0..NR_CLASSES).map(|c| self.counters[c].orphans.load(Ordering::Relaxed) << slab_order(c)).sum()
+        SizeClass::all().map(|c| self.counters[c.index()].orphans.load(Ordering::Relaxed) << c.slab_order()).sum()
     }
 
     /// Returns every orphaned slab whose objects have all been freed to the
@@ -232,8 +232,8 @@ impl Slabs {
             return 0;
         }
         let mut pages = 0;
-        for class in 0..NR_CLASSES {
-            let mut list = self.orphans[class].lock();
+        for class in SizeClass::all() {
+            let mut list = self.orphans[class.index()].lock();
             let mut keep = OrphanList::new();
             while let Some(slab) = list.pop() {
                 // SAFETY: orphans are owned by the list, which we hold: we
@@ -242,7 +242,7 @@ impl Slabs {
                     let got = Slab::collect(slab);
                     if got.doubles > 0 {
                         self.double_frees_found(class, got.doubles);
-                        self.counters[class].objects.fetch_add(got.doubles, Ordering::Relaxed);
+                        self.counters[class.index()].objects.fetch_add(got.doubles, Ordering::Relaxed);
                     }
                     Slab::is_empty(slab)
                 };
@@ -250,7 +250,7 @@ impl Slabs {
                     keep.push_back(slab);
                     continue;
                 }
-                self.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+                self.counters[class.index()].orphans.fetch_sub(1, Ordering::Relaxed);
                 // SAFETY: empty, and off the list we hold: nobody else has it.
                 pages += unsafe { self.return_slab(arena, class, slab) };
             }
@@ -267,8 +267,8 @@ impl Slabs {
     /// `slab` is a live, empty slab of `class` from `arena`, on no ring or
     /// list: no object of it is in use and no remote free can be in flight
     /// (every remote free is counted in `used`).
-    pub(super) unsafe fn return_slab(&self, arena: &Arena, class: usize, slab: *mut Slab) -> usize {
-        let order = slab_order(class);
+    pub(super) unsafe fn return_slab(&self, arena: &Arena, class: SizeClass, slab: *mut Slab) -> usize {
+        let order = class.slab_order();
         // SAFETY: the caller's contract: the slots are ours alone.
         let base = unsafe {
             (*slab).key.store(0, Ordering::Relaxed);
@@ -276,7 +276,7 @@ impl Slabs {
             map.set_tail_keys((*slab).base - map.region_base, order, 0);
             (*slab).base
         };
-        self.counters[class].slabs.fetch_sub(1, Ordering::Relaxed);
+        self.counters[class.index()].slabs.fetch_sub(1, Ordering::Relaxed);
         let Some(base) = NonNull::new(base as *mut u8) else { return 0 };
         // SAFETY: the block was allocated by `new_slab` at this order.
         let _ = unsafe { arena.free_pages(base, order) };
@@ -289,17 +289,16 @@ impl Slabs {
     /// # Safety
     /// `ptr` was returned for `class` by a heap over `arena` and is not
     /// used again (a wrong pointer is detected, not trusted).
-    pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        if class >= NR_CLASSES || !self.serves(arena) {
+    pub unsafe fn free_remote(&self, arena: &Arena, ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabFreeError> {
+        if !self.serves(arena) {
             return Err(SlabFreeError::NotAnObject);
         }
         let map = SlabMap::of(arena);
-        // SAFETY: the class was checked above.
-        let (slab, bit) = unsafe { map.find(ptr.as_ptr(), class) }?;
+        let (slab, bit) = map.find(ptr.as_ptr(), class)?;
         // SAFETY: find checked that `ptr` is an object of a live slab.
         unsafe { Slab::push_remote(slab, bit, map.objects) }?;
         // No heap to count it in: straight into the shared count.
-        self.counters[class].objects.fetch_sub(1, Ordering::Relaxed);
+        self.counters[class.index()].objects.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 }

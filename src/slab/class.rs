@@ -73,12 +73,12 @@ pub(super) const CLASS_LOOKUP: [u8; SLAB_MAX / 8 + 1] = {
 ///
 /// ```
 /// use zonealloc::{SIZE_CLASSES, class_of};
-/// assert_eq!(SIZE_CLASSES[class_of(100, 8).unwrap()], 112);
-/// assert_eq!(SIZE_CLASSES[class_of(100, 64).unwrap()], 128); // aligned: a power of two
+/// assert_eq!(class_of(100, 8).map(|c| c.size()), Some(112));
+/// assert_eq!(class_of(100, 64).map(|c| c.size()), Some(128)); // aligned: a power of two
 /// assert_eq!(class_of(100_000, 8), None);
 /// ```
 #[inline]
-pub fn class_of(size: usize, align: usize) -> Option<usize> {
+pub fn class_of(size: usize, align: usize) -> Option<SizeClass> {
     if align <= 16 {
         if size > SLAB_MAX {
             return None;
@@ -100,10 +100,65 @@ pub fn class_of(size: usize, align: usize) -> Option<usize> {
             std::hint::assert_unchecked(class < NR_CLASSES);
             class
         };
-        return Some(class);
+        return Some(SizeClass(class));
     }
     let size = size.max(align).next_power_of_two();
-    (size <= SLAB_MAX).then(|| class_of_size(size))
+    if size <= SLAB_MAX { SizeClass::new(class_of_size(size)) } else { None }
+}
+
+impl std::fmt::Display for SizeClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes)", self.0, self.size())
+    }
+}
+
+/// A value per size class, indexed by [`SizeClass`] (no bounds check) or,
+/// through the array it derefs to, by a plain index.
+///
+/// ```
+/// use zonealloc::{ClassTable, SizeClass, class_of};
+/// let sizes = ClassTable::from_fn(SizeClass::size);
+/// assert_eq!(sizes[class_of(100, 8).unwrap()], 112);
+/// assert_eq!(sizes[0], 16);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassTable<T>([T; NR_CLASSES]);
+
+impl<T> ClassTable<T> {
+    /// `f` of each class.
+    pub fn from_fn(mut f: impl FnMut(SizeClass) -> T) -> Self {
+        Self(std::array::from_fn(|i| f(SizeClass(i))))
+    }
+}
+
+impl<T: Default> Default for ClassTable<T> {
+    fn default() -> Self {
+        Self::from_fn(|_| T::default())
+    }
+}
+
+impl<T> std::ops::Index<SizeClass> for ClassTable<T> {
+    type Output = T;
+
+    #[inline(always)]
+    fn index(&self, class: SizeClass) -> &T {
+        &self.0[class.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<SizeClass> for ClassTable<T> {
+    #[inline(always)]
+    fn index_mut(&mut self, class: SizeClass) -> &mut T {
+        &mut self.0[class.index()]
+    }
+}
+
+impl<T> std::ops::Deref for ClassTable<T> {
+    type Target = [T; NR_CLASSES];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// What the fast paths need to know of a class, in one 32-byte entry.
@@ -157,14 +212,56 @@ pub(super) const CLASS_INFO: [ClassInfo; NR_CLASSES] = {
     info
 };
 
-/// Object size of `class`.
-#[cfg_attr(loom, allow(dead_code))]
-#[inline(always)]
-pub(crate) fn class_size(class: usize) -> usize {
-    CLASS_INFO[class].size as usize
-}
+/// A size class: an index below [`NR_CLASSES`], checked where one is
+/// made, so that per-class tables need no bounds check and no function
+/// takes "a class below `NR_CLASSES`" as its caller's promise.
+///
+/// ```
+/// use zonealloc::{NR_CLASSES, SizeClass};
+/// assert_eq!(SizeClass::new(0).map(SizeClass::size), Some(16));
+/// assert_eq!(SizeClass::new(NR_CLASSES), None);
+/// assert_eq!(SizeClass::all().count(), NR_CLASSES);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[repr(transparent)]
+pub struct SizeClass(usize);
 
-#[inline(always)]
-pub(crate) fn slab_order(class: usize) -> u32 {
-    CLASS_INFO[class].order
+impl SizeClass {
+    /// The class of index `index`, if there is one.
+    #[inline(always)]
+    pub const fn new(index: usize) -> Option<Self> {
+        if index < NR_CLASSES { Some(Self(index)) } else { None }
+    }
+
+    /// Every class, smallest first.
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..NR_CLASSES).map(Self)
+    }
+
+    /// The class's index into [`SIZE_CLASSES`] and per-class tables.
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        // SAFETY: every constructor checks the bound; said so that tables
+        // indexed by a class need no bounds check on the fast paths.
+        unsafe { std::hint::assert_unchecked(self.0 < NR_CLASSES) };
+        self.0
+    }
+
+    /// The size of the class's objects.
+    #[inline(always)]
+    pub const fn size(self) -> usize {
+        CLASS_INFO[self.index()].size as usize
+    }
+
+    /// The buddy order of the class's slabs.
+    #[inline(always)]
+    pub(crate) const fn slab_order(self) -> u32 {
+        CLASS_INFO[self.index()].order
+    }
+
+    /// What the fast paths need to know of the class.
+    #[inline(always)]
+    pub(super) const fn info(self) -> &'static ClassInfo {
+        &CLASS_INFO[self.index()]
+    }
 }

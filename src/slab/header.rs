@@ -143,8 +143,8 @@ impl ObjectBit {
 }
 
 /// The bitmap words of a fresh slab of `class`: every object free.
-fn full_bitmap(class: usize) -> [u64; BITMAP_WORDS] {
-    let capacity = CLASS_INFO[class].capacity as usize;
+fn full_bitmap(class: SizeClass) -> [u64; BITMAP_WORDS] {
+    let capacity = class.info().capacity as usize;
     std::array::from_fn(|w| match capacity.saturating_sub(w * 64) {
         0 => 0,
         n if n >= 64 => u64::MAX,
@@ -152,9 +152,20 @@ fn full_bitmap(class: usize) -> [u64; BITMAP_WORDS] {
     })
 }
 
+/// The key of a live slab of `class`: [`SLAB_MAGIC`] with the class in its
+/// low byte.
 #[inline(always)]
-pub(super) const fn slab_key(class: usize) -> u64 {
-    SLAB_MAGIC | class as u64
+pub(super) const fn slab_key(class: SizeClass) -> u64 {
+    SLAB_MAGIC | class.index() as u64
+}
+
+/// The class a slab key names, if it is a live slab's key.
+#[inline(always)]
+pub(super) const fn class_of_key(key: u64) -> Option<SizeClass> {
+    if key & !0xff != SLAB_MAGIC {
+        return None;
+    }
+    SizeClass::new((key ^ SLAB_MAGIC) as usize)
 }
 
 /// Reads a cell of a slab this thread has the right to (see [`Slab`]).
@@ -196,7 +207,7 @@ impl Slab {
     /// `this` is the side-table slot of a block the caller owns, nobody
     /// else reads or writes its cells, and no free of the block's objects
     /// can be under way but such a late `pending`.
-    pub(super) unsafe fn init(this: *mut Slab, class: usize, base: usize, owner: u64, mail: *mut Mailbox) {
+    pub(super) unsafe fn init(this: *mut Slab, class: SizeClass, base: usize, owner: u64, mail: *mut Mailbox) {
         let free = full_bitmap(class);
         #[cfg(not(loom))]
         // SAFETY: the caller's contract; the slot holds a valid header
@@ -249,7 +260,7 @@ impl Slab {
     /// # Safety
     /// `this` is a live slab of `class` the caller owns (see [`get`]).
     #[inline(always)]
-    pub(super) unsafe fn pop(this: *mut Slab, class: usize, objects: ObjectMemory) -> Option<NonNull<u8>> {
+    pub(super) unsafe fn pop(this: *mut Slab, class: SizeClass, objects: ObjectMemory) -> Option<NonNull<u8>> {
         // SAFETY: the caller owns the slab: only it writes `free` and the
         // cells; `this` is only used as a place, never borrowed whole.
         unsafe {
@@ -268,7 +279,7 @@ impl Slab {
                     let index = w * 64 + bits.trailing_zeros() as usize;
                     // From the table of sizes, not `CLASS_INFO`: 8-byte
                     // entries index without a shift.
-                    let object = (*this).base + index * SIZE_CLASSES[class];
+                    let object = (*this).base + index * SIZE_CLASSES[class.index()];
                     objects.touch(object, Use::HandOut);
                     // A slab's block is never at address 0.
                     return Some(NonNull::new_unchecked(object as *mut u8));
@@ -517,11 +528,13 @@ impl Slab {
         unsafe {
             // Cleared before the words are taken (see `state::PENDING`).
             (*this).state.fetch_and(!state::PENDING, Ordering::AcqRel);
-            let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
+            let Some(class) = class_of_key((*this).key.load(Ordering::Relaxed)) else {
+                crate::report::fatal(format_args!("a collect of a slab that is not live"));
+            };
             // Every word is swapped, none skipped on a plain load: a load
             // may miss a bit whose freer saw `PENDING` still set and left
             // it so, which would strand the bit.
-            for w in 0..(CLASS_INFO[class].capacity as usize).div_ceil(64) {
+            for w in 0..(class.info().capacity as usize).div_ceil(64) {
                 let remote = &(*this).remote[w];
                 // AcqRel: Acquire for the freers' writes to the objects,
                 // Release for the clear of `PENDING` before it.
@@ -573,8 +586,10 @@ impl Slab {
         #[cfg(loom)]
         // SAFETY: the caller's contract; `key` is an atomic.
         unsafe {
-            let class = ((*this).key.load(Ordering::Relaxed) ^ SLAB_MAGIC) as usize;
-            objects.touch((*this).base + bit.index() * CLASS_INFO[class].size as usize, usage);
+            let Some(class) = class_of_key((*this).key.load(Ordering::Relaxed)) else {
+                crate::report::fatal(format_args!("a collect of a slab that is not live"));
+            };
+            objects.touch((*this).base + bit.index() * class.info().size as usize, usage);
         }
         #[cfg(not(loom))]
         let _ = (this, bit, objects, usage);

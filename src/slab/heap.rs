@@ -56,7 +56,7 @@ impl<'a> ThreadHeap<'a> {
 
     /// An object of `class`, or `None` if the arena is out of memory.
     #[inline]
-    pub fn alloc(&mut self, class: usize) -> Option<NonNull<u8>> {
+    pub fn alloc(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         self.alloc_cached(class).or_else(|| self.alloc_from_ring(class)).or_else(|| self.alloc_refill(class))
     }
 
@@ -64,16 +64,14 @@ impl<'a> ThreadHeap<'a> {
     /// without collecting remote frees: plain loads and stores, no call.
     /// `None` sends the caller to [`alloc`](Self::alloc).
     #[inline(always)]
-    pub(crate) fn alloc_cached(&mut self, class: usize) -> Option<NonNull<u8>> {
-        // `get`: a class out of range finds no slab, where indexing would
-        // need a panic path.
-        let slab = *self.current.get(class)?;
+    pub(crate) fn alloc_cached(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
+        let slab = self.current[class.index()];
         if slab.is_null() {
             return None;
         }
         // SAFETY: the current slab is live and ours.
         let object = unsafe { Slab::pop(slab, class, self.map.objects) }?;
-        self.delta[class] += 1;
+        self.delta[class.index()] += 1;
         Some(object)
     }
 
@@ -98,7 +96,7 @@ impl<'a> ThreadHeap<'a> {
     /// protection against re-entry; `None` sends the caller on to a new
     /// slab.
     #[inline(never)]
-    pub(crate) fn alloc_from_ring(&mut self, class: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc_from_ring(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         // SAFETY: our mailbox, alive while we are.
         if self.mail.is_some_and(|mail| unsafe { mail.as_ref() }.has_mail()) {
             self.take_notices();
@@ -107,9 +105,9 @@ impl<'a> ThreadHeap<'a> {
         let mut seen = 0;
         let mut found = None;
         let mut refused = false;
-        let start = self.current[class];
+        let start = self.current[class.index()];
         loop {
-            let slab = self.current[class];
+            let slab = self.current[class.index()];
             if slab.is_null() {
                 break;
             }
@@ -117,17 +115,17 @@ impl<'a> ThreadHeap<'a> {
             unsafe {
                 self.collect(class, slab);
                 if let Some(object) = Slab::pop(slab, class, self.map.objects) {
-                    self.delta[class] += 1;
+                    self.delta[class.index()] += 1;
                     found = Some(object);
                     break;
                 }
                 if seen < SCAN_LIMIT {
                     full[seen] = slab;
                     seen += 1;
-                    self.current[class] = Slab::next(slab);
+                    self.current[class.index()] = Slab::next(slab);
                     // Once round a short ring: each slab looked at (and so
                     // parked) once.
-                    if self.current[class] == start {
+                    if self.current[class.index()] == start {
                         break;
                     }
                     continue;
@@ -156,7 +154,7 @@ impl<'a> ThreadHeap<'a> {
         if found.is_none() && seen <= SCAN_LIMIT && self.mail.is_some() {
             self.park_full(class, &full[..seen]);
         }
-        if self.delta[class].unsigned_abs() >= FLUSH_BATCH {
+        if self.delta[class.index()].unsigned_abs() >= FLUSH_BATCH {
             self.flush_class(class);
         }
         found
@@ -167,12 +165,12 @@ impl<'a> ThreadHeap<'a> {
     ///
     /// # Safety
     /// `slab` is live and ours (or on an orphan list this thread holds).
-    pub(super) unsafe fn collect(&mut self, class: usize, slab: *mut Slab) {
+    pub(super) unsafe fn collect(&mut self, class: SizeClass, slab: *mut Slab) {
         // SAFETY: the caller's contract.
         let got = unsafe { Slab::collect(slab) };
         if got.doubles > 0 {
             // Their freers counted them as freed: they were not.
-            self.delta[class] += got.doubles as isize;
+            self.delta[class.index()] += got.doubles as isize;
             self.slabs.double_frees_found(class, got.doubles);
         }
     }
@@ -184,7 +182,7 @@ impl<'a> ThreadHeap<'a> {
     /// [`alloc_from_ring`](Self::alloc_from_ring) found nothing.
     #[cold]
     #[inline(never)]
-    pub(crate) fn alloc_refill(&mut self, class: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc_refill(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         self.alloc_adopted(class).or_else(|| {
             let block = slab_block(self.arena, class)?;
             Some(self.install(class, block))
@@ -194,15 +192,15 @@ impl<'a> ThreadHeap<'a> {
     /// An object from an orphan with free objects, which this heap adopts;
     /// `None` if there is none. Takes no lock but an orphan list's and
     /// never allocates.
-    pub(crate) fn alloc_adopted(&mut self, class: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc_adopted(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         let slab = self.adopt(class)?;
         self.link(class, slab);
         // Current before the pop: a slab on our ring must be reachable
         // from `current` whatever the pop finds.
-        self.current[class] = slab;
+        self.current[class.index()] = slab;
         // SAFETY: just linked: live and ours.
         let object = unsafe { Slab::pop(slab, class, self.map.objects) }?;
-        self.delta[class] += 1;
+        self.delta[class.index()] += 1;
         self.flush_class(class);
         Some(object)
     }
@@ -210,7 +208,7 @@ impl<'a> ThreadHeap<'a> {
     /// Makes `block` (from [`slab_block`] for `class`, over this heap's
     /// arena) a new slab of this heap, current for its class, and returns
     /// its first object.
-    pub(crate) fn install(&mut self, class: usize, block: NonNull<u8>) -> NonNull<u8> {
+    pub(crate) fn install(&mut self, class: SizeClass, block: NonNull<u8>) -> NonNull<u8> {
         // SAFETY: the arena's blocks lie inside its region.
         let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
         // SAFETY: the slot of a block we own (64-byte aligned and large
@@ -219,14 +217,14 @@ impl<'a> ThreadHeap<'a> {
         unsafe { Slab::init(slab, class, block.as_ptr() as usize, self.id, self.mail_ptr()) };
         // SAFETY: the block is ours (above).
         unsafe {
-            self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, slab_order(class), slab_key(class));
+            self.map.set_tail_keys(block.as_ptr() as usize - self.map.region_base, class.slab_order(), slab_key(class));
         }
-        self.slabs.counters[class].slabs.fetch_add(1, Ordering::Relaxed);
+        self.slabs.counters[class.index()].slabs.fetch_add(1, Ordering::Relaxed);
         self.link(class, slab);
-        self.current[class] = slab;
+        self.current[class.index()] = slab;
         // SAFETY: just linked: live and ours, every object free.
         let object = unsafe { Slab::pop(slab, class, self.map.objects) };
-        self.delta[class] += 1;
+        self.delta[class.index()] += 1;
         self.flush_class(class);
         object.unwrap_or(block)
     }
@@ -234,9 +232,9 @@ impl<'a> ThreadHeap<'a> {
     /// Takes an orphan of `class` with a free object, if one is among the
     /// first few on the list, and makes it ours. Full orphans examined on
     /// the way go to the back of the list, so the next look sees others.
-    pub(super) fn adopt(&mut self, class: usize) -> Option<*mut Slab> {
+    pub(super) fn adopt(&mut self, class: SizeClass) -> Option<*mut Slab> {
         let slab = {
-            let mut list = self.slabs.orphans[class].lock();
+            let mut list = self.slabs.orphans[class.index()].lock();
             let mut found = None;
             for _ in 0..SCAN_LIMIT {
                 let slab = list.pop()?;
@@ -249,7 +247,7 @@ impl<'a> ThreadHeap<'a> {
                         self.slabs.double_frees_found(class, got.doubles);
                         // Counted as freed by their freers, who were
                         // wrong; the orphan's count is the shared one.
-                        self.slabs.counters[class].objects.fetch_add(got.doubles, Ordering::Relaxed);
+                        self.slabs.counters[class.index()].objects.fetch_add(got.doubles, Ordering::Relaxed);
                     }
                     Slab::has_free(slab)
                 };
@@ -261,7 +259,7 @@ impl<'a> ThreadHeap<'a> {
             }
             found?
         };
-        self.slabs.counters[class].orphans.fetch_sub(1, Ordering::Relaxed);
+        self.slabs.counters[class.index()].orphans.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: unlinked under the lock: nobody else owns it now. Its
         // cells were published by the orphaning thread's unlock. Its
         // notices go to our mailbox from now on (an orphan is never parked).
@@ -280,8 +278,8 @@ impl<'a> ThreadHeap<'a> {
     /// older ones, and a heap whose slabs keep coming back (notices, local
     /// frees into parked slabs) would never get round to the older ones'
     /// remote frees.
-    pub(super) fn link(&mut self, class: usize, slab: *mut Slab) {
-        let current = self.current[class];
+    pub(super) fn link(&mut self, class: SizeClass, slab: *mut Slab) {
+        let current = self.current[class.index()];
         // SAFETY: `slab` and the ring's slabs are live and ours.
         unsafe {
             if current.is_null() {
@@ -297,14 +295,14 @@ impl<'a> ThreadHeap<'a> {
         }
     }
 
-    pub(super) fn unlink(&mut self, class: usize, slab: *mut Slab) {
+    pub(super) fn unlink(&mut self, class: SizeClass, slab: *mut Slab) {
         // SAFETY: `slab` and its neighbours are live and ours.
         unsafe {
             let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
             set(&(*prev).next, next);
             set(&(*next).prev, prev);
-            if self.current[class] == slab {
-                self.current[class] = if next == slab { ptr::null_mut() } else { next };
+            if self.current[class.index()] == slab {
+                self.current[class.index()] = if next == slab { ptr::null_mut() } else { next };
             }
         }
     }
@@ -316,11 +314,8 @@ impl<'a> ThreadHeap<'a> {
     /// `ptr` was returned for `class` by a heap over this heap's arena and
     /// is not used again (a wrong pointer is detected, not trusted).
     #[inline]
-    pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        if class >= NR_CLASSES {
-            return Err(SlabFreeError::NotAnObject);
-        }
-        // SAFETY: the caller's contract is ours, and the class is one.
+    pub unsafe fn free(&mut self, ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabFreeError> {
+        // SAFETY: the caller's contract is ours.
         if unsafe { self.free_cached(ptr.as_ptr(), class) } {
             return Ok(());
         }
@@ -336,11 +331,10 @@ impl<'a> ThreadHeap<'a> {
     /// parking, a double free to report, a pointer to refuse.
     ///
     /// # Safety
-    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
+    /// As for [`free`](Self::free).
     #[inline(always)]
-    pub(crate) unsafe fn free_cached(&mut self, ptr: *mut u8, class: usize) -> bool {
-        // SAFETY: the caller's contract: a class below NR_CLASSES.
-        let Ok((slab, bit)) = (unsafe { self.map.find(ptr, class) }) else { return false };
+    pub(crate) unsafe fn free_cached(&mut self, ptr: *mut u8, class: SizeClass) -> bool {
+        let Ok((slab, bit)) = self.map.find(ptr, class) else { return false };
         // SAFETY: the caller's contract; `slab` is the live slab of `ptr`.
         unsafe { self.free_found(slab, bit, class) }
     }
@@ -370,7 +364,7 @@ impl<'a> ThreadHeap<'a> {
     /// # Safety
     /// As for [`free`](Self::free).
     #[inline(always)]
-    unsafe fn free_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
+    unsafe fn free_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: SizeClass) -> bool {
         // SAFETY: a slot of the side table, always readable; `owner` is
         // atomic. Only this thread ever stores its own id there, so a match
         // is never stale: the live slab of the pointer, and its cells are
@@ -389,7 +383,7 @@ impl<'a> ThreadHeap<'a> {
             // (`USED_PARKED`), so the common case is one compare. The
             // count is published there, not on every free (see
             // `ClassStats::objects`).
-            if (used as i32) <= 0 && (used != 0 || self.current[class] != slab) {
+            if (used as i32) <= 0 && (used != 0 || self.current[class.index()] != slab) {
                 self.after_local_free(class, slab);
             }
         }
@@ -407,18 +401,18 @@ impl<'a> ThreadHeap<'a> {
     /// (and jumps to this one, its last step).
     #[cold]
     #[inline(never)]
-    extern "C" fn after_local_free(&mut self, class: usize, slab: *mut Slab) {
+    extern "C" fn after_local_free(&mut self, class: SizeClass, slab: *mut Slab) {
         let guard = crate::report::AbortOnUnwind;
         // SAFETY: ours.
         if unsafe { Slab::unpark(slab) } {
             self.remove_parked(class, slab);
             self.link(class, slab);
-            if self.current[class].is_null() {
-                self.current[class] = slab;
+            if self.current[class.index()].is_null() {
+                self.current[class.index()] = slab;
             }
         }
         self.release_if_empty(class, slab);
-        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+        if self.delta[class.index()] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
         }
         guard.disarm();
@@ -434,7 +428,7 @@ impl<'a> ThreadHeap<'a> {
     /// `bit` is an object boundary of a slab of `class` whose header would
     /// be the slot `slab`, which this heap does not own.
     #[inline(never)]
-    unsafe extern "C" fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> bool {
+    unsafe extern "C" fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: SizeClass) -> bool {
         let guard = crate::report::AbortOnUnwind;
         // SAFETY: a slot is always readable and `key` is an atomic; with
         // the key, the caller's contract makes it the live slab of the
@@ -457,12 +451,12 @@ impl<'a> ThreadHeap<'a> {
         &mut self,
         slab: *mut Slab,
         bit: ObjectBit,
-        class: usize,
+        class: SizeClass,
     ) -> Result<(), SlabFreeError> {
         // SAFETY: the caller's contract.
         unsafe { Slab::push_remote(slab, bit, self.map.objects) }?;
-        self.delta[class] -= 1;
-        if self.delta[class] <= -(FLUSH_BATCH as isize) {
+        self.delta[class.index()] -= 1;
+        if self.delta[class.index()] <= -(FLUSH_BATCH as isize) {
             self.flush_class(class);
         }
         Ok(())
@@ -474,8 +468,8 @@ impl<'a> ThreadHeap<'a> {
     /// `slab` is a live slab of `class` owned by this heap and `bit` an
     /// object of it in use.
     #[inline(always)]
-    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, bit: ObjectBit, class: usize) -> u32 {
-        self.delta[class] -= 1;
+    pub(super) unsafe fn push_local(&mut self, slab: *mut Slab, bit: ObjectBit, class: SizeClass) -> u32 {
+        self.delta[class.index()] -= 1;
         // SAFETY: per the contract, the slab's cells are ours.
         unsafe { Slab::push_local(slab, bit, self.map.objects) }
     }
@@ -485,12 +479,11 @@ impl<'a> ThreadHeap<'a> {
     /// free to report, a pointer to refuse.
     ///
     /// # Safety
-    /// As for [`free`](Self::free), and `class` is below [`NR_CLASSES`].
+    /// As for [`free`](Self::free).
     #[cold]
     #[inline(never)]
-    pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: usize) -> Result<(), SlabFreeError> {
-        // SAFETY: the caller's contract: a class below NR_CLASSES.
-        let (slab, bit) = unsafe { self.map.find(ptr.as_ptr(), class) }?;
+    pub(crate) unsafe fn free_slow(&mut self, ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabFreeError> {
+        let (slab, bit) = self.map.find(ptr.as_ptr(), class)?;
         // SAFETY: a live slab (checked above); `owner` is atomic.
         if unsafe { (*slab).owner.load(Ordering::Relaxed) } != self.id {
             // Only this thread ever stores its own id, so a match cannot
@@ -512,16 +505,16 @@ impl<'a> ThreadHeap<'a> {
 
     /// Returns `slab`, one of ours on the ring, if every object is back,
     /// it is not current, and no notice of it is out.
-    pub(super) fn release_if_empty(&mut self, class: usize, slab: *mut Slab) {
+    pub(super) fn release_if_empty(&mut self, class: SizeClass, slab: *mut Slab) {
         // SAFETY: ours, on the ring (so not parked: `releasable` may clear
         // the state's stale `PARKED`).
-        if self.current[class] != slab && unsafe { Slab::is_empty(slab) && Slab::releasable(slab) } {
+        if self.current[class.index()] != slab && unsafe { Slab::is_empty(slab) && Slab::releasable(slab) } {
             self.release(class, slab);
         }
     }
 
     /// Returns an empty slab of ours to the buddy allocator.
-    pub(super) fn release(&mut self, class: usize, slab: *mut Slab) {
+    pub(super) fn release(&mut self, class: SizeClass, slab: *mut Slab) {
         self.unlink(class, slab);
         // SAFETY: ours, empty (the callers checked), and now off our ring.
         unsafe { self.slabs.return_slab(self.arena, class, slab) };
@@ -529,7 +522,7 @@ impl<'a> ThreadHeap<'a> {
 
     /// Publishes this heap's object counts (see [`ClassStats::objects`]).
     pub fn flush(&mut self) {
-        for class in 0..NR_CLASSES {
+        for class in SizeClass::all() {
             self.flush_class(class);
         }
     }
@@ -538,10 +531,10 @@ impl<'a> ThreadHeap<'a> {
     /// [`FLUSH_BATCH`] stay leaves.
     #[cold]
     #[inline(never)]
-    pub(super) fn flush_class(&mut self, class: usize) {
+    pub(super) fn flush_class(&mut self, class: SizeClass) {
         let guard = crate::report::AbortOnUnwind;
-        let delta = std::mem::take(&mut self.delta[class]);
-        let objects = &self.slabs.counters[class].objects;
+        let delta = std::mem::take(&mut self.delta[class.index()]);
+        let objects = &self.slabs.counters[class.index()].objects;
         if delta > 0 {
             objects.fetch_add(delta as usize, Ordering::Relaxed);
         } else if delta < 0 {
@@ -557,8 +550,8 @@ impl Drop for ThreadHeap<'_> {
     /// stopped (`stop_notices`).
     fn drop(&mut self) {
         self.stop_notices();
-        for class in 0..NR_CLASSES {
-            while let Some(slab) = NonNull::new(self.current[class]) {
+        for class in SizeClass::all() {
+            while let Some(slab) = NonNull::new(self.current[class.index()]) {
                 let slab = slab.as_ptr();
                 // SAFETY: ours.
                 unsafe { self.collect(class, slab) };
@@ -572,8 +565,8 @@ impl Drop for ThreadHeap<'_> {
                 // SAFETY: ours until it is on the orphan list.
                 unsafe { (*slab).owner.store(0, Ordering::Relaxed) };
                 // The unlock publishes its cells to the adopter.
-                self.slabs.orphans[class].lock().push_back(slab);
-                self.slabs.counters[class].orphans.fetch_add(1, Ordering::Relaxed);
+                self.slabs.orphans[class.index()].lock().push_back(slab);
+                self.slabs.counters[class.index()].orphans.fetch_add(1, Ordering::Relaxed);
             }
             self.flush_class(class);
         }

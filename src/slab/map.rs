@@ -53,21 +53,14 @@ impl SlabMap {
     /// while the slab layer owns the block it describes, so a live key
     /// also says the block is allocated, at the slab order. With the slab,
     /// the object's bit in its bitmaps.
-    ///
-    /// # Safety
-    /// `class` is below [`NR_CLASSES`] (from `class_of`, or checked by the
-    /// public entry points, `ThreadHeap::free` and `Slabs::free_remote`):
-    /// assumed, so that the table lookups need no bounds check.
     #[inline(always)]
-    pub(super) unsafe fn find(self, ptr: *const u8, class: usize) -> Result<(*mut Slab, ObjectBit), SlabFreeError> {
-        // SAFETY: the caller's contract.
-        unsafe { std::hint::assert_unchecked(class < NR_CLASSES) };
+    pub(super) fn find(self, ptr: *const u8, class: SizeClass) -> Result<(*mut Slab, ObjectBit), SlabFreeError> {
         // Null, like any address outside the region, fails the bounds test.
         let addr = ptr as usize;
         // The region is aligned to its largest block, so masking the
         // offset is masking the address.
         let offset_in_region = addr.wrapping_sub(self.region_base);
-        let block = offset_in_region & CLASS_INFO[class].block_mask;
+        let block = offset_in_region & class.info().block_mask;
         if offset_in_region >= self.region_len {
             return Err(SlabFreeError::NotAnObject);
         }
@@ -81,7 +74,7 @@ impl SlabMap {
         // there); `key` is an atomic, so a racing change is well-defined.
         // `key - class == SLAB_MAGIC` is `key == slab_key(class)` (the
         // magic's low byte is zero, a class is below 256).
-        if unsafe { (*slab).key.load(Ordering::Relaxed) }.wrapping_sub(class as u64) != SLAB_MAGIC {
+        if unsafe { (*slab).key.load(Ordering::Relaxed) }.wrapping_sub(class.index() as u64) != SLAB_MAGIC {
             return Err(SlabFreeError::NotAnObject);
         }
         Ok((slab, bit))
@@ -94,8 +87,8 @@ impl SlabMap {
 /// [`ClassInfo::div_magic`] gives both: its low 32 bits say whether the
 /// offset is a multiple, its high bits are the quotient.
 #[inline(always)]
-pub(super) fn object_bit(class: usize, offset: usize) -> Option<ObjectBit> {
-    let info = &CLASS_INFO[class];
+pub(super) fn object_bit(class: SizeClass, offset: usize) -> Option<ObjectBit> {
+    let info = class.info();
     let offset = offset as u64;
     // The caller's offset is masked to the slab (at most 64 KiB), so the
     // product fits 48 bits.
@@ -109,7 +102,7 @@ pub(super) fn object_bit(class: usize, offset: usize) -> Option<ObjectBit> {
 /// The class of the live slab object at `ptr`, if it is one; see
 /// [`SlabMap::class_at`].
 #[cfg(not(loom))]
-pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<usize> {
+pub(crate) fn object_class(arena: &Arena, ptr: NonNull<u8>) -> Option<SizeClass> {
     SlabMap::of(arena).class_at(ptr).map(|(class, _, _)| class)
 }
 
@@ -129,7 +122,7 @@ impl SlabMap {
     /// the side table, like [`find`](Self::find).
     #[inline(always)]
     #[cfg_attr(loom, allow(dead_code))]
-    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(SizeClass, *mut Slab, ObjectBit)> {
         self.geometry().class_at(ptr)
     }
 
@@ -143,7 +136,7 @@ impl SlabMap {
     /// live slab of `ptr`, of the key's class, and any other needs the
     /// check.
     #[inline(always)]
-    pub(super) fn object_at(self, addr: usize) -> Option<(usize, *mut Slab, ObjectBit)> {
+    pub(super) fn object_at(self, addr: usize) -> Option<(SizeClass, *mut Slab, ObjectBit)> {
         let (class, _, block, bit) = self.geometry().page_class(addr)?;
         // SAFETY: a block of the region (`page_class` checked it).
         Some((class, unsafe { self.slot(block) }, bit))
@@ -203,7 +196,7 @@ impl SlabGeometry {
     /// this reads one slot.
     #[cfg_attr(loom, allow(dead_code))]
     #[inline(always)]
-    pub(crate) fn class_of_object(self, addr: usize) -> Option<usize> {
+    pub(crate) fn class_of_object(self, addr: usize) -> Option<SizeClass> {
         self.page_class(addr).map(|(class, _, _, _)| class)
     }
 
@@ -211,7 +204,7 @@ impl SlabGeometry {
     /// offset in the region of the slab's block and the object's bit, if
     /// `ptr` is one of the slab's object boundaries.
     #[inline(always)]
-    fn page_class(self, addr: usize) -> Option<(usize, u64, usize, ObjectBit)> {
+    fn page_class(self, addr: usize) -> Option<(SizeClass, u64, usize, ObjectBit)> {
         let offset_in_region = addr.wrapping_sub(self.region_base);
         if offset_in_region >= self.region_len {
             return None;
@@ -220,18 +213,15 @@ impl SlabGeometry {
         // readable and `key` is an atomic.
         // Acquire: see `SlabMap::object_at`.
         let key = unsafe { (*self.slot(offset_in_region & !(crate::PAGE_SIZE - 1))).key.load(Ordering::Acquire) };
-        let class = (key ^ SLAB_MAGIC) as usize;
-        if class >= NR_CLASSES {
-            return None;
-        }
-        let block = offset_in_region & CLASS_INFO[class].block_mask;
+        let class = SizeClass::new((key ^ SLAB_MAGIC) as usize)?;
+        let block = offset_in_region & class.info().block_mask;
         object_bit(class, offset_in_region - block).map(|bit| (class, key, block, bit))
     }
 
     /// See [`SlabMap::class_at`].
     #[inline(always)]
     #[cfg_attr(loom, allow(dead_code))]
-    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(usize, *mut Slab, ObjectBit)> {
+    pub(super) fn class_at(self, ptr: NonNull<u8>) -> Option<(SizeClass, *mut Slab, ObjectBit)> {
         let (class, key, block, bit) = self.page_class(ptr.as_ptr() as usize)?;
         // SAFETY: a block of the region (`page_class` checked it).
         let slab = unsafe { self.slot(block) };

@@ -126,7 +126,7 @@ mod shared;
 pub(crate) use cache::*;
 pub use cache::{ClassStats, FLUSH_BATCH, Slabs};
 pub(crate) use class::*;
-pub use class::{NR_CLASSES, SIZE_CLASSES, SLAB_MAX, class_of};
+pub use class::{ClassTable, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SizeClass, class_of};
 pub use header::SlabFreeError;
 pub(crate) use header::*;
 pub use heap::ThreadHeap;
@@ -140,8 +140,8 @@ pub(crate) use shared::*;
 /// A block for a new slab of `class`, from `arena`'s buddy allocator
 /// (which may reclaim, and so run shrinkers that allocate); for
 /// [`ThreadHeap::install`].
-pub(crate) fn slab_block(arena: &Arena, class: usize) -> Option<NonNull<u8>> {
-    arena.alloc_pages(slab_order(class), AllocFlags::NOWARN).ok()
+pub(crate) fn slab_block(arena: &Arena, class: SizeClass) -> Option<NonNull<u8>> {
+    arena.alloc_pages(class.slab_order(), AllocFlags::NOWARN).ok()
 }
 
 #[cfg(all(test, not(loom)))]
@@ -155,22 +155,25 @@ mod tests {
         }
         for size in 1..=SLAB_MAX {
             let class = class_of(size, 16).unwrap();
-            let s = SIZE_CLASSES[class];
+            let s = SIZE_CLASSES[class.index()];
             assert!(s >= size && s.is_multiple_of(16), "size {size} at align 16: class {s}");
-            assert!(SIZE_CLASSES[..class].iter().all(|&c| c < size || !c.is_multiple_of(16)), "size {size}");
+            assert!(SIZE_CLASSES[..class.index()].iter().all(|&c| c < size || !c.is_multiple_of(16)), "size {size}");
         }
         for size in 1..=SLAB_MAX {
             let class = class_of(size, 8).unwrap();
             assert!([1, 2, 4].iter().all(|&align| class_of(size, align) == Some(class)), "size {size}");
-            assert!(SIZE_CLASSES[class] >= size, "size {size}");
-            assert!(class == 0 || SIZE_CLASSES[class - 1] < size, "size {size} is not in the smallest class");
+            assert!(SIZE_CLASSES[class.index()] >= size, "size {size}");
+            assert!(
+                class.index() == 0 || SIZE_CLASSES[class.index() - 1] < size,
+                "size {size} is not in the smallest class"
+            );
             if size > 128 {
-                let waste = (SIZE_CLASSES[class] - size) as f64 / SIZE_CLASSES[class] as f64;
+                let waste = (SIZE_CLASSES[class.index()] - size) as f64 / SIZE_CLASSES[class.index()] as f64;
                 assert!(waste < 0.2, "size {size}: {waste}");
             }
         }
         assert_eq!(class_of(SLAB_MAX + 1, 8), None);
-        assert_eq!(class_of(0, 1), Some(0));
+        assert_eq!(class_of(0, 1), SizeClass::new(0));
     }
 
     #[test]
@@ -179,7 +182,7 @@ mod tests {
             for size in [1, align - 1, align, align + 1, 3 * align] {
                 match class_of(size, align) {
                     Some(class) => {
-                        let s = SIZE_CLASSES[class];
+                        let s = SIZE_CLASSES[class.index()];
                         assert!(s.is_power_of_two() && s >= size.max(align), "size {size} align {align}");
                     }
                     None => assert!(size.max(align).next_power_of_two() > SLAB_MAX),
@@ -190,7 +193,8 @@ mod tests {
 
     #[test]
     fn the_boundary_test_by_multiplication_matches_the_remainder() {
-        for (class, info) in CLASS_INFO.iter().enumerate() {
+        for class in SizeClass::all() {
+            let info = class.info();
             let size = u64::from(info.size);
             for offset in 0..(4096u64 << info.order) {
                 let expected = (offset % size == 0 && offset < u64::from(info.limit))
@@ -202,11 +206,12 @@ mod tests {
 
     #[test]
     fn every_slab_holds_at_least_eight_objects() {
-        for (class, &size) in SIZE_CLASSES.iter().enumerate() {
-            let bytes = crate::PAGE_SIZE << slab_order(class);
+        for class in SizeClass::all() {
+            let size = class.size();
+            let bytes = crate::PAGE_SIZE << class.slab_order();
             assert!(bytes / size >= MIN_OBJECTS, "class {class}");
             assert!(bytes / size <= MAX_OBJECTS, "class {class}: a bit per object");
-            assert_eq!(CLASS_INFO[class].capacity as usize, bytes / size);
+            assert_eq!(class.info().capacity as usize, bytes / size);
         }
     }
 }

@@ -15,7 +15,7 @@ impl ThreadHeap<'_> {
     /// remote frees arrived meanwhile leaves the slab on the ring.
     #[cold]
     #[inline(never)]
-    pub(super) fn park_full(&mut self, class: usize, full: &[*mut Slab]) {
+    pub(super) fn park_full(&mut self, class: SizeClass, full: &[*mut Slab]) {
         for &slab in full {
             // SAFETY: ours, on the ring.
             if unsafe { Slab::park(slab) } {
@@ -31,14 +31,13 @@ impl ThreadHeap<'_> {
     ///
     /// # Safety
     /// `slab` is a side-table slot (always readable).
-    unsafe fn noticed_class(&self, slab: *mut Slab) -> usize {
+    unsafe fn noticed_class(&self, slab: *mut Slab) -> SizeClass {
         // SAFETY: the caller's contract; `key` and `owner` are atomics.
         let (key, owner) = unsafe { ((*slab).key.load(Ordering::Relaxed), (*slab).owner.load(Ordering::Relaxed)) };
-        let class = (key ^ SLAB_MAGIC) as usize;
-        if class >= NR_CLASSES || owner != self.id {
-            crate::report::fatal(format_args!("a notice for a slab its heap does not own"));
+        match class_of_key(key) {
+            Some(class) if owner == self.id => class,
+            _ => crate::report::fatal(format_args!("a notice for a slab its heap does not own")),
         }
-        class
     }
 
     /// Takes every notice from the mailbox: each slab still parked goes
@@ -60,8 +59,8 @@ impl ThreadHeap<'_> {
                 if Slab::take_notice(slab) {
                     self.remove_parked(class, slab);
                     self.link(class, slab);
-                    if self.current[class].is_null() {
-                        self.current[class] = slab;
+                    if self.current[class.index()].is_null() {
+                        self.current[class.index()] = slab;
                     }
                 }
                 slab = next;
@@ -70,8 +69,8 @@ impl ThreadHeap<'_> {
     }
 
     /// Puts `slab`, just parked, on the parked list of `class`.
-    pub(super) fn push_parked(&mut self, class: usize, slab: *mut Slab) {
-        let head = self.parked[class];
+    pub(super) fn push_parked(&mut self, class: SizeClass, slab: *mut Slab) {
+        let head = self.parked[class.index()];
         // SAFETY: `slab` and the list's slabs are live and ours.
         unsafe {
             set(&(*slab).prev, ptr::null_mut());
@@ -80,16 +79,16 @@ impl ThreadHeap<'_> {
                 set(&(*head).prev, slab);
             }
         }
-        self.parked[class] = slab;
+        self.parked[class.index()] = slab;
     }
 
     /// Takes `slab` off the parked list of `class`.
-    pub(super) fn remove_parked(&mut self, class: usize, slab: *mut Slab) {
+    pub(super) fn remove_parked(&mut self, class: SizeClass, slab: *mut Slab) {
         // SAFETY: `slab` and its neighbours on the list are live and ours.
         unsafe {
             let (prev, next) = (get(&(*slab).prev), get(&(*slab).next));
             if prev.is_null() {
-                self.parked[class] = next;
+                self.parked[class.index()] = next;
             } else {
                 set(&(*prev).next, next);
             }
@@ -105,15 +104,15 @@ impl ThreadHeap<'_> {
     /// back to the pool with nothing on its way to it.
     pub(super) fn stop_notices(&mut self) {
         let Some(mail) = self.mail else { return };
-        for class in 0..NR_CLASSES {
-            while let Some(slab) = NonNull::new(self.parked[class]) {
+        for class in SizeClass::all() {
+            while let Some(slab) = NonNull::new(self.parked[class.index()]) {
                 let slab = slab.as_ptr();
                 // SAFETY: ours, parked.
                 unsafe { Slab::stop_notices(slab) };
                 self.remove_parked(class, slab);
                 self.link(class, slab);
-                if self.current[class].is_null() {
-                    self.current[class] = slab;
+                if self.current[class.index()].is_null() {
+                    self.current[class.index()] = slab;
                 }
             }
             // A slab taken back by a free of ours may still have a
@@ -139,8 +138,8 @@ impl ThreadHeap<'_> {
     }
 
     /// Runs `f` on every slab of the ring of `class`.
-    fn for_each_on_ring(&self, class: usize, mut f: impl FnMut(*mut Slab)) {
-        let first = self.current[class];
+    fn for_each_on_ring(&self, class: SizeClass, mut f: impl FnMut(*mut Slab)) {
+        let first = self.current[class.index()];
         if first.is_null() {
             return;
         }

@@ -44,7 +44,7 @@ impl<'a> SharedHeap<'a> {
 
     /// An object of `class`; `None` only when
     /// `arena` is out of memory.
-    pub(crate) fn alloc(&self, arena: &'a Arena, slabs: &'a Slabs, class: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc(&self, arena: &'a Arena, slabs: &'a Slabs, class: SizeClass) -> Option<NonNull<u8>> {
         {
             let mut shared = self.lock();
             let heap = shared.heap(arena, slabs);

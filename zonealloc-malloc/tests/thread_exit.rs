@@ -7,7 +7,7 @@ use std::alloc::Layout;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use zonealloc::{SIZE_CLASSES, class_of, global_malloc, global_stats, global_usable_size};
+use zonealloc::{class_of, global_malloc, global_stats, global_usable_size};
 
 static LATE: AtomicUsize = AtomicUsize::new(0);
 
@@ -27,7 +27,7 @@ std::thread_local! {
 
 fn objects_of_64() -> usize {
     let class = class_of(64, 16).unwrap();
-    assert_eq!(SIZE_CLASSES[class], 64);
+    assert_eq!(class.size(), 64);
     global_stats().expect("the global arena exists").classes[class].objects
 }
 
