@@ -2,7 +2,7 @@
 //! callers cope with allocation failure.
 
 use crate::flags::AllocFlags;
-use crate::sync::{AtomicU64, Ordering};
+use crate::support::sync::{AtomicU64, Ordering};
 
 /// Which allocations fail on purpose; see
 /// [`ArenaBuilder::fail_alloc`](crate::ArenaBuilder::fail_alloc).

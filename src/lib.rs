@@ -23,47 +23,28 @@
 #![warn(missing_docs)]
 
 mod arena;
-#[cfg(not(loom))]
-mod barrier;
-mod boot;
 mod buddy;
 mod builder;
-mod compact_state;
-mod compaction;
 mod error;
-mod exact;
 mod fault;
 mod flags;
 #[cfg(not(loom))]
 mod global;
-mod kswapd;
-mod lazy;
-mod memalloc;
 mod migratetype;
-mod movable;
 mod node;
 mod oom;
-#[cfg(not(loom))]
-mod own_thread;
 mod page;
 mod page_alloc;
 mod pcp;
 mod pcp_config;
 mod pfn;
-mod progress;
-mod purge;
-mod ratelimit;
+mod reclaim;
 mod region;
-mod report;
-mod shrinker;
 mod slab;
-mod snapshot_list;
-mod sync;
-mod sysalloc;
+mod support;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
-mod vmscan;
 mod watermark;
 mod zone;
 
@@ -79,8 +60,6 @@ pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use buddy::MAX_ORDER_LIMIT;
 pub use builder::{ArenaBuilder, LOOM_MAX_PAGES, MAX_ZONES};
-pub use compact_state::CompactStats;
-pub use compaction::CompactReport;
 pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
@@ -90,21 +69,23 @@ pub use global::{
     global_malloc, global_malloc_cached, global_malloc_ring, global_realloc, global_reap, global_stats,
     global_usable_size, global_usable_size_cached,
 };
-#[cfg(loom)]
-#[doc(hidden)]
-pub use lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use migratetype::{Migratetype, NR_MIGRATETYPES};
-pub use movable::Movable;
 pub use oom::{OomAction, OomContext};
 pub use pcp::THREAD_ARENAS;
 pub use pcp_config::{PAGE_ALLOC_COSTLY_ORDER, PCP_HIGH_LIMIT, PCP_MAX_ORDER, PcpConfig};
-pub use purge::PurgeReport;
+pub use reclaim::compact_state::CompactStats;
+pub use reclaim::compaction::CompactReport;
+pub use reclaim::movable::Movable;
+pub use reclaim::purge::PurgeReport;
+pub use reclaim::shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
 pub use region::{HugePages, PurgeAdvice};
-pub use shrinker::{ShrinkResult, Shrinker, ShrinkerHandle};
 pub use slab::{
     ClassStats, ClassTable, FLUSH_BATCH, NR_CLASSES, SIZE_CLASSES, SLAB_MAX, SizeClass, SlabFreeError, Slabs,
     ThreadHeap, class_of,
 };
+#[cfg(loom)]
+#[doc(hidden)]
+pub use support::lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use watermark::{WatermarkConfig, Watermarks};
 
 /// What the loom models in `tests/loom.rs` reach that is not public API:

@@ -6,12 +6,12 @@
 
 use std::cell::Cell;
 
-use crate::kswapd::{Kswapd, SleepCheck};
 use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
-use crate::progress::Progress;
+use crate::reclaim::kswapd::{Kswapd, SleepCheck};
+use crate::reclaim::progress::Progress;
 use crate::region::{HugePages, Region};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
+use crate::support::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::Mark;
 use crate::zone::Zone;
 
@@ -26,7 +26,7 @@ pub(crate) struct Node {
     pub mem_map: MemMap,
     /// Per-page slots for the slab layer's headers.
     pub side_table: SideTable,
-    pub zones: crate::boot::SysBox<[Zone]>,
+    pub zones: crate::support::boot::SysBox<[Zone]>,
     pub max_order: u32,
     /// Whether orders 0..=`PCP_MAX_ORDER` go through per-thread caches.
     pub pcp_enabled: bool,
@@ -83,7 +83,7 @@ pub(crate) struct NodeParts {
     pub region: Region,
     pub mem_map: MemMap,
     pub side_table: SideTable,
-    pub zones: crate::boot::SysBox<[Zone]>,
+    pub zones: crate::support::boot::SysBox<[Zone]>,
     pub max_order: u32,
     pub pcp_enabled: bool,
     pub group_by_mobility: bool,
@@ -165,7 +165,7 @@ impl Node {
     #[inline]
     pub(crate) fn pages_returned(&self) {
         self.kswapd.memory_freed();
-        // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
+        // One barrier for both handshakes (`reclaim/kswapd.rs`, `reclaim/progress.rs`).
         self.freer_barrier();
         self.progress.signal_after_fence();
         self.kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory());

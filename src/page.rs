@@ -12,7 +12,7 @@
 
 use crate::migratetype::Migratetype;
 use crate::pfn::Pfn;
-use crate::sync::{AtomicU32, Ordering};
+use crate::support::sync::{AtomicU32, Ordering};
 
 /// What a block's head page is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub(crate) enum PageState {
     /// to the OS (the kernel's isolated pages during free page reporting).
     Isolated = 4,
     /// Head of one tile of an allocation of any number of pages
-    /// (`exact.rs`); every tile but the first carries
+    /// (`page_alloc/exact.rs`); every tile but the first carries
     /// [`flag::CONTINUED`].
     Exact = 5,
     /// Head of a block handed out through a `MovableHandle`: allocated, with
@@ -126,10 +126,20 @@ impl PageInfo {
         Self { zone: (self.zone & !MT_MASK) | mt as u8, ..self }
     }
 
-    /// The migratetype `mt` as the bits of a packed info word.
+    /// The packed word of an allocated head of order 0 and migratetype 0
+    /// in zone `zone`: the base of [`allocated_word`](Self::allocated_word).
     #[inline(always)]
-    pub(crate) const fn migratetype_word(mt: usize) -> u32 {
-        (mt as u32) << 24
+    pub(crate) const fn allocated_base(zone: usize) -> u32 {
+        Self::new(PageState::Allocated, 0, 0, zone).pack()
+    }
+
+    /// The packed word of an allocated head of `order` and migratetype
+    /// `mt` (no content flags) in the zone of `base`, an
+    /// [`allocated_base`](Self::allocated_base): what `pack` gives, with
+    /// one OR per field.
+    #[inline(always)]
+    pub(crate) const fn allocated_word(base: u32, order: u32, mt: usize) -> u32 {
+        base | order << 8 | (mt as u32) << 24
     }
 
     /// The index of the block's zone (on a head).
@@ -166,11 +176,8 @@ impl PageInfo {
     }
 
     #[inline(always)]
-    pub(crate) fn pack(self) -> u32 {
-        u32::from(self.state as u8)
-            | u32::from(self.order) << 8
-            | u32::from(self.flags) << 16
-            | u32::from(self.zone) << 24
+    pub(crate) const fn pack(self) -> u32 {
+        self.state as u32 | (self.order as u32) << 8 | (self.flags as u32) << 16 | (self.zone as u32) << 24
     }
 
     #[inline]
@@ -368,7 +375,7 @@ impl MemMap {
     #[inline(never)]
     #[track_caller]
     fn beyond(&self, pfn: Pfn) -> ! {
-        crate::report::fatal(format_args!(
+        crate::support::report::fatal(format_args!(
             "page {} is beyond the {} pages of the region (a broken list link or head)",
             pfn.raw(),
             self.entries.len
@@ -392,7 +399,7 @@ impl MemMap {
     pub(crate) fn range(&self, start: Pfn, end: Pfn) -> &[PageMeta] {
         match self.entries().get(start.index()..end.index()) {
             Some(pages) => pages,
-            None => crate::report::fatal(format_args!(
+            None => crate::support::report::fatal(format_args!(
                 "pages {}..{} are not within the {} pages of the region",
                 start.raw(),
                 end.raw(),

@@ -6,14 +6,14 @@
 use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_limit};
-use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::page::{MemMap, PageState};
 use crate::pcp_config::{
     NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HUGE_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize,
 };
 use crate::pfn::{NIL, Pfn};
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
+use crate::reclaim::compact_state::Deferral;
+use crate::support::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 
 /// What the zone lock protects: the buddy lists and the per-order counters

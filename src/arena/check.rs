@@ -11,7 +11,7 @@ use crate::zone::Zone;
 
 /// What one zone's walk found, in pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ZoneTally {
+pub(super) struct ZoneTally {
     pub free: usize,
     pub allocated: usize,
     /// Pages whose head says cached: in a thread's list or the zone's pool.

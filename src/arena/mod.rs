@@ -1,6 +1,6 @@
 //! The arena: the type users hold, how it is built, and its public API.
-//! The allocation and free paths are in `page_alloc.rs`, the caches in
-//! `pcp/`, reclaim in `vmscan.rs`. Its satellites, built on it, are the
+//! The allocation and free paths are in `page_alloc/mod.rs`, the caches in
+//! `pcp/`, reclaim in `reclaim/vmscan.rs`. Its satellites, built on it, are the
 //! modules of this folder: `check` (`Arena::check`), `stats` and
 //! `pagetypeinfo` (what it reports), `realloc` and `collections` (blocks
 //! that grow, `Allocator` for `&Arena`), `movable_handle` (`MovableHandle`).
@@ -15,28 +15,28 @@ pub(crate) mod stats;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::boot::SysBox;
 use crate::buddy::{BuddyOrders, Grouping};
 use crate::builder::{ArenaBuilder, ZoneLayout};
-use crate::compact_state::CompactCounters;
-use crate::compaction::{CompactPriority, CompactReport};
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::kswapd::{Kswapd, KswapdForkGuard};
-use crate::movable::{MovableForkGuard, MovableRegistry};
 use crate::node::{Node, NodeParts};
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
 use crate::pcp_config::{PCP_HUGE_ORDER, PCP_MAX_ORDER, PcpConfig};
 use crate::pfn::Pfn;
-use crate::purge::{PurgeReport, PurgeScope};
-use crate::ratelimit::RateLimit;
+use crate::reclaim::compact_state::CompactCounters;
+use crate::reclaim::compaction::{CompactPriority, CompactReport};
+use crate::reclaim::kswapd::{Kswapd, KswapdForkGuard};
+use crate::reclaim::movable::{MovableForkGuard, MovableRegistry};
+use crate::reclaim::purge::{PurgeReport, PurgeScope};
+use crate::reclaim::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
+use crate::reclaim::vmscan::Reclaim;
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
-use crate::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
-use crate::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
-use crate::vmscan::Reclaim;
+use crate::support::boot::SysBox;
+use crate::support::ratelimit::RateLimit;
+use crate::support::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
 use crate::watermark::WatermarkConfig;
 use crate::zone::{Zone, ZoneGuard};
 
@@ -63,33 +63,73 @@ const NOT_FAST: u32 = AllocFlags::ZERO.bits() | AllocFlags::ATOMIC.bits() | Allo
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Arena {
-    pub(crate) inner: SysBox<ArenaInner>,
+    inner: SysBox<ArenaInner>,
 }
 
 /// Everything an arena owns, at a stable address: the page allocator
 /// (which holds the node, its caches and reclaim) and what only the
 /// public API uses. `repr(C)`: the node's fast-path fields stay first.
+///
+/// Private to `arena/`: the arena and its satellites reach the layers
+/// below through it; everything above goes through `Arena`'s methods.
 #[repr(C)]
-pub(crate) struct ArenaInner {
-    pub pages: PageAlloc,
+struct ArenaInner {
+    pages: PageAlloc,
     /// The id of the `Slabs` that serves this arena, 0 until one does.
-    pub slabs_id: AtomicU64,
-    pub watermark_config: WatermarkConfig,
+    slabs_id: AtomicU64,
+    watermark_config: WatermarkConfig,
     /// Pages the arena may hand out (`set_capacity`).
-    pub capacity_pages: AtomicUsize,
+    capacity_pages: AtomicUsize,
 }
 
 impl ArenaInner {
     /// The node: region, metadata, zones, kswapd.
     #[inline(always)]
-    pub(crate) fn node(&self) -> &Node {
+    fn node(&self) -> &Node {
         &self.pages.reclaim.node
     }
 
     /// The node with its caches and shrinkers.
     #[inline(always)]
-    pub(crate) fn reclaim(&self) -> &Reclaim {
+    fn reclaim(&self) -> &Reclaim {
         &self.pages.reclaim
+    }
+}
+
+/// What the layers above the arena (the slab layer, the global
+/// allocator) need of it beyond the public API.
+impl Arena {
+    /// The arena's id: never 0, never reused.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.node().id
+    }
+
+    /// Binds the `Slabs` whose id is `slabs` (never 0) to this arena
+    /// unless another one serves it already; whether `slabs` serves it.
+    pub(crate) fn bind_slabs(&self, slabs: u64) -> bool {
+        let relaxed = Ordering::Relaxed;
+        self.inner.slabs_id.compare_exchange(0, slabs, relaxed, relaxed).map_or_else(|other| other == slabs, |_| true)
+    }
+
+    /// The mapping the arena serves from.
+    #[inline]
+    pub(crate) fn mapping(&self) -> &Region {
+        &self.inner.node().region
+    }
+
+    /// The side table: a slot per page, where the slab layer keeps its
+    /// headers.
+    #[inline]
+    pub(crate) fn side_table(&self) -> &SideTable {
+        &self.inner.node().side_table
+    }
+
+    /// Starts kswapd, once the arena can allocate its thread (the global
+    /// arena's first allocations cannot).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn start_kswapd(&self) -> std::io::Result<()> {
+        self.inner.reclaim().start_kswapd()
     }
 }
 
@@ -120,7 +160,7 @@ impl Arena {
         ArenaBuilder::default()
     }
 
-    pub(crate) fn from_layout(config: ArenaBuilder, layout: ZoneLayout) -> Result<Self, BuildError> {
+    fn from_layout(config: ArenaBuilder, layout: ZoneLayout) -> Result<Self, BuildError> {
         let max_order = config.max_order;
         let block_size = crate::PAGE_SIZE << max_order;
         let region = Region::reserve(layout.region_size, block_size, config.region)?;

@@ -1,4 +1,4 @@
-//! [`MovableHandle`]: how an owner of movable blocks (`movable.rs`)
+//! [`MovableHandle`]: how an owner of movable blocks (`reclaim/movable.rs`)
 //! allocates them, recording itself in each block's metadata; built on
 //! the public arena, as the collections are.
 
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use crate::arena::Arena;
 use crate::error::AllocError;
 use crate::flags::AllocFlags;
-use crate::movable::Movable;
 use crate::page::PageState;
+use crate::reclaim::movable::Movable;
 
 /// Keeps an owner registered: its blocks can be moved by compaction.
 /// Dropping it unregisters the owner and waits for a `migrate` call in

@@ -3,13 +3,13 @@
 
 use std::fmt;
 
-use crate::compact_state::CompactStats;
+use crate::reclaim::compact_state::CompactStats;
 
 use crate::arena::Arena;
 use crate::buddy::NR_ORDERS;
 use crate::pcp::PcpTally;
 use crate::pcp_config::PCP_MAX_ORDER;
-use crate::sync::Ordering;
+use crate::support::sync::Ordering;
 use crate::watermark::Watermarks;
 
 /// A snapshot of an arena; see [`Arena::stats`].
@@ -306,7 +306,7 @@ impl Arena {
             })
             .collect();
         let r = &inner.node().counters;
-        let load = |c: &crate::sync::AtomicU64| c.load(Ordering::Relaxed);
+        let load = |c: &crate::support::sync::AtomicU64| c.load(Ordering::Relaxed);
         let sleeps = inner.node().kswapd.sleeps();
         let reclaim = ReclaimStats {
             kswapd_wakeups: load(&r.kswapd_wakeups),

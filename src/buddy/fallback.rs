@@ -78,7 +78,7 @@ impl Buddy {
     /// `find_suitable_fallback`: the first type in `start`'s fallback order
     /// with a free block of `order`, and whether `start` may claim its
     /// pageblock.
-    pub(crate) fn find_suitable_fallback(&self, order: u32, start: Migratetype) -> Option<(Migratetype, bool)> {
+    pub(super) fn find_suitable_fallback(&self, order: u32, start: Migratetype) -> Option<(Migratetype, bool)> {
         let fallback =
             start.fallbacks().iter().copied().find(|&mt| self.free_area[order as usize][mt as usize].nr_free != 0)?;
         Some((fallback, self.can_steal_fallback(order, start)))
@@ -86,7 +86,7 @@ impl Buddy {
 
     /// `can_steal_fallback`: whether a request of type `start` that takes a
     /// free block of `order` may claim the whole pageblock.
-    pub(crate) fn can_steal_fallback(&self, order: u32, start: Migratetype) -> bool {
+    pub(super) fn can_steal_fallback(&self, order: u32, start: Migratetype) -> bool {
         let pageblock_order = self.pageblocks.order();
         order >= pageblock_order
             || order >= pageblock_order / 2
@@ -143,7 +143,7 @@ impl Buddy {
     /// `move_freepages_block`: moves every free block of the pageblock
     /// holding `pfn` to `mt`'s lists and sets the pageblock's type. Returns
     /// the free pages moved.
-    pub(crate) fn move_freepages_block(&mut self, mm: &MemMap, pfn: Pfn, mt: Migratetype) -> usize {
+    pub(super) fn move_freepages_block(&mut self, mm: &MemMap, pfn: Pfn, mt: Migratetype) -> usize {
         let start = pfn.align_down(self.pageblocks.order());
         let end = start + self.pageblocks.nr_pages();
         let mut moved = 0;

@@ -610,7 +610,7 @@ impl Buddy {
 #[inline(never)]
 #[track_caller]
 fn bad_list_head(mt: Migratetype, order: u32, pfn: Pfn, info: PageInfo) -> ! {
-    crate::report::fatal(format_args!(
+    crate::support::report::fatal(format_args!(
         "the {mt} free list of order {order} holds page {}, whose head says {:?} of order {}",
         pfn.raw(),
         info.state,

@@ -8,9 +8,9 @@
 //!
 //! The table lives inside the buddy state, behind the zone lock.
 
-use crate::boot::SysBox;
 use crate::migratetype::Migratetype;
 use crate::pfn::Pfn;
+use crate::support::boot::SysBox;
 
 /// The migratetype of each pageblock of a zone.
 pub(crate) struct Pageblocks {
@@ -79,7 +79,7 @@ impl Pageblocks {
     /// (`change_pageblock_range`): one when `order` is below
     /// `pageblock_order`.
     #[inline]
-    pub(crate) fn set_range(&mut self, pfn: Pfn, order: u32, mt: Migratetype) {
+    pub(super) fn set_range(&mut self, pfn: Pfn, order: u32, mt: Migratetype) {
         let first = self.index(pfn);
         let n = 1usize << order.saturating_sub(self.order);
         self.types[first..first + n].fill(mt as u8);

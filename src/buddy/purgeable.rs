@@ -2,7 +2,7 @@
 //! (whole huge pages, or smaller once the free memory is fragmented), the
 //! purge timer's budget (what stayed free since the last pass, and the
 //! excess over the share kept), and the isolation of resident free blocks
-//! while their pages are handed back (`purge.rs` does the handing back).
+//! while their pages are handed back (`reclaim/purge.rs` does the handing back).
 
 use super::{Buddy, NR_MIGRATETYPES};
 use crate::page::{MemMap, PageInfo, PageState, flag};
@@ -55,7 +55,7 @@ impl Buddy {
     /// collapse them again later); a large heap keeps its huge pages
     /// whole while their free parts stay small beside what it uses.
     #[inline]
-    pub(crate) fn purge_order(&self) -> u32 {
+    pub(super) fn purge_order(&self) -> u32 {
         let fragmented = self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(self.pages_in_use() / 4);
         if fragmented { 0 } else { self.purge_min_order }
     }
@@ -77,7 +77,7 @@ impl Buddy {
     /// place, a range or a compaction target): lowers the marks of what
     /// stayed free.
     #[inline(always)]
-    pub(crate) fn note_taken(&mut self) {
+    pub(super) fn note_taken(&mut self) {
         self.purgeable_low = self.purgeable_low.min(self.purgeable_pages);
         self.resident_low = self.resident_low.min(self.resident_free_pages());
     }

@@ -14,9 +14,9 @@ use super::{
 };
 use crate::arena::Arena;
 use crate::page::PageState;
-use crate::report::AbortOnUnwind;
-use crate::sync::{AtomicUsize, Ordering};
-use crate::sysalloc::SysAlloc;
+use crate::support::report::AbortOnUnwind;
+use crate::support::sync::{AtomicUsize, Ordering};
+use crate::support::sysalloc::SysAlloc;
 
 use crate::slab::{SizeClass, SlabGeometry, class_of, object_class, slab_geometry};
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::builder::MAX_ZONES;
 use crate::region::HugePages;
-use crate::report::StackWriter;
+use crate::support::report::StackWriter;
 
 /// What the environment asks of the global arena; `None`: the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Config {
+pub(super) struct Config {
     pub region_size: Option<usize>,
     pub zones: Option<usize>,
     /// `Some(None)`: never purge on a timer.
@@ -57,13 +57,13 @@ fn parse<T>(name: &str, expected: &str, parse: impl FnOnce(&[u8]) -> Option<T>) 
     parsed
 }
 
-pub(crate) fn report_build_failure(error: &crate::error::BuildError, instead: &str) {
+pub(super) fn report_build_failure(error: &crate::error::BuildError, instead: &str) {
     let mut w = StackWriter::new();
     let _ = write!(w, "zonealloc: cannot build the global arena ({error}); {instead}");
     w.flush_line();
 }
 
-pub(crate) fn report_rounded_region(asked: usize, used: usize) {
+pub(super) fn report_rounded_region(asked: usize, used: usize) {
     let mut w = StackWriter::new();
     let _ = write!(
         w,

@@ -12,16 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::env;
 use crate::arena::Arena;
-use crate::boot::SysBox;
-use crate::lazy::{Init, Lazy};
 use crate::region::HugePages;
 use crate::slab::Slabs;
+use crate::support::boot::SysBox;
+use crate::support::lazy::{Init, Lazy};
 
 /// The global arena's largest block: 32 MiB (the kernel's 4 MiB would send
 /// every buffer between 4 and 32 MiB to `System`, and a vector growing
 /// past 4 MiB would be copied out of the arena instead of growing in
 /// place into its free buddy).
-pub(crate) const GLOBAL_MAX_ORDER: u32 = 13;
+pub(super) const GLOBAL_MAX_ORDER: u32 = 13;
 
 /// How long free memory of the global arena may stay resident: 100 ms
 /// (an arena's default is 1 s). Services churn memory fast; with 1 s, free
@@ -111,7 +111,7 @@ fn start_reclaim() {
     }
     if let Some(arena) = global_arena() {
         // Spawning allocates: through us, now that the arena is ready.
-        let _ = arena.inner.reclaim().start_kswapd();
+        let _ = arena.start_kswapd();
         static REAPER_REGISTERED: AtomicBool = AtomicBool::new(false);
         if !REAPER_REGISTERED.swap(true, Ordering::AcqRel) {
             // For the life of the process.
@@ -124,15 +124,15 @@ fn start_reclaim() {
 /// objects have all been freed go back to the buddy allocator.
 struct OrphanReaper;
 
-impl crate::shrinker::Shrinker for OrphanReaper {
+impl crate::reclaim::shrinker::Shrinker for OrphanReaper {
     fn count(&self) -> usize {
         SLABS.orphan_pages()
     }
 
-    fn scan(&self, _nr_to_scan: usize) -> crate::shrinker::ShrinkResult {
+    fn scan(&self, _nr_to_scan: usize) -> crate::reclaim::shrinker::ShrinkResult {
         match global_arena() {
-            Some(arena) => crate::shrinker::ShrinkResult::Freed(SLABS.reap_orphans(arena)),
-            None => crate::shrinker::ShrinkResult::Stop,
+            Some(arena) => crate::reclaim::shrinker::ShrinkResult::Freed(SLABS.reap_orphans(arena)),
+            None => crate::reclaim::shrinker::ShrinkResult::Stop,
         }
     }
 }

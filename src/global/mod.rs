@@ -15,7 +15,7 @@
 //! larger ones are buddy blocks of the order that covers size and alignment
 //! (orders 0..=9 through the per-thread page caches); beyond the largest
 //! order (32 MiB in the global arena), the allocator beneath the arena
-//! (`sysalloc.rs`: glibc, which maps them directly) serves them, and any alignment up to the OS's limits works
+//! (`support/sysalloc.rs`: glibc, which maps them directly) serves them, and any alignment up to the OS's limits works
 //! there. `realloc` keeps a block where it is when the new size has the same
 //! class or order, or when the block can grow into its free buddies; a
 //! growing block that must move goes to the start of a large free block
@@ -35,10 +35,10 @@ use crate::arena::Arena;
 use crate::arena::layout_order as order_of;
 use crate::arena::stats::Stats;
 use crate::flags::AllocFlags;
-use crate::ratelimit::RateLimit;
-use crate::report::{AbortOnUnwind, StackWriter};
 use crate::slab::{ClassStats, ClassTable, SizeClass, SlabFreeError, class_of};
-use crate::sysalloc::SysAlloc;
+use crate::support::ratelimit::RateLimit;
+use crate::support::report::{AbortOnUnwind, StackWriter};
+use crate::support::sysalloc::SysAlloc;
 
 mod by_pointer;
 mod env;

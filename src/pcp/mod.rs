@@ -34,7 +34,7 @@ mod set;
 mod thread;
 
 pub(crate) use registry::*;
-pub(crate) use set::*;
+use set::*;
 pub use thread::THREAD_ARENAS;
 pub(crate) use thread::*;
 

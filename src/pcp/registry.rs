@@ -9,9 +9,9 @@
 
 use std::ptr::NonNull;
 
-use crate::boot::SysBox;
 use crate::node::Node;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier};
+use crate::support::boot::SysBox;
+use crate::support::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, heavy_barrier};
 
 use super::*;
 
@@ -41,7 +41,7 @@ impl PcpRegistry {
     }
 
     /// Gives the calling thread a set: a vacant one, or a new one.
-    pub(crate) fn attach(&self, node: &Node) -> Option<NonNull<PcpSet>> {
+    pub(super) fn attach(&self, node: &Node) -> Option<NonNull<PcpSet>> {
         let zone = node.preferred_zone();
         let mut reg = self.head.lock();
         if self.nr_vacant.load(Ordering::Relaxed) > 0 {
@@ -183,7 +183,7 @@ impl PcpRegistry {
 /// its busy section after the heavy barrier.
 pub(super) struct FrozenSet<'a> {
     pub(super) set: &'a PcpSet,
-    pub(super) _guard: crate::sync::MutexGuard<'a, ()>,
+    pub(super) _guard: crate::support::sync::MutexGuard<'a, ()>,
 }
 
 /// Every set of a registry, frozen (see [`PcpRegistry::freeze`]). The
@@ -191,7 +191,7 @@ pub(super) struct FrozenSet<'a> {
 pub(crate) struct FrozenSets<'a> {
     pub(super) sets: SysBox<[FrozenSet<'a>]>,
     pub(super) registry: &'a PcpRegistry,
-    pub(super) _head: crate::sync::MutexGuard<'a, RegistryInner>,
+    pub(super) _head: crate::support::sync::MutexGuard<'a, RegistryInner>,
 }
 
 impl FrozenSets<'_> {

@@ -23,7 +23,7 @@
 //! Refill and trim, which take zone locks, run under `set.lock` on the
 //! owner's slow path, so a busy section never blocks and a drainer never
 //! waits on a zone lock. Under loom both barriers are `SeqCst` fences.
-//! Without membarrier the arena runs uncached (`barrier.rs`).
+//! Without membarrier the arena runs uncached (`support/barrier.rs`).
 //!
 //! `tests/loom.rs` models it (`owner_alloc_free_races_remote_drain`,
 //! `thread_exit_races_remote_drain`,
@@ -36,15 +36,15 @@
 
 use std::ptr::NonNull;
 
-use crate::boot::SysBox;
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
-use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::Node;
-use crate::page::{PageInfo, PageState, flag};
+use crate::page::{PageInfo, PageMeta, PageState, flag};
 use crate::pfn::Pfn;
-use crate::sync::{
+use crate::reclaim::memalloc::InReclaim;
+use crate::support::boot::SysBox;
+use crate::support::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,
     spin_loop,
 };
@@ -109,7 +109,7 @@ pub(super) struct ZonePcp {
 // SAFETY: ZonePcp is atomics and plain integers; all-zero is empty lists with
 // high = batch = 0, which the slow path replaces before first use.
 #[cfg(not(loom))]
-unsafe impl crate::boot::Zeroable for ZonePcp {}
+unsafe impl crate::support::boot::Zeroable for ZonePcp {}
 
 impl ZonePcp {
     #[cfg(loom)]
@@ -144,47 +144,58 @@ impl ZonePcp {
     /// Pushes `pfn` onto list `o`'s ring unless the ring is at `high`
     /// (`Full`) or `claim`, the free's claim of the block's head, fails
     /// (`Lost`: another free of the block got it first). The free fast
-    /// path of both `PcpSet::free` and `free_fast`.
+    /// path ([`free_fast`](super::free_fast)).
     ///
     /// # Safety
     /// As for [`lists`](Self::lists).
     #[inline(always)]
     pub(super) unsafe fn push(&self, o: usize, pfn: Pfn, claim: impl FnOnce() -> bool) -> Push {
-        let n = self.count[o].load(Ordering::Relaxed);
         // SAFETY: the caller has the lists.
-        let pushed = unsafe {
+        unsafe {
             self.lists(|l| {
-                if n >= l.high[o] {
+                if self.count[o].load(Ordering::Relaxed) >= l.high[o] {
                     return Push::Full;
                 }
                 if !claim() {
                     return Push::Lost;
                 }
-                l.set_at(o, n, pfn);
+                self.push_onto(l, o, pfn);
                 Push::Pushed
             })
-        };
-        if let Push::Pushed = pushed {
-            self.count[o].store(n + 1, Ordering::Relaxed);
         }
-        pushed
     }
 
     /// Pops the newest block of list `o`'s ring, if any. The allocation
-    /// fast path of both `PcpSet::alloc` and `alloc_fast`.
+    /// fast path ([`alloc_fast`](super::alloc_fast)).
     ///
     /// # Safety
     /// As for [`lists`](Self::lists).
     #[inline(always)]
     pub(super) unsafe fn pop(&self, o: usize) -> Option<Pfn> {
+        // SAFETY: the caller has the lists.
+        unsafe { self.lists(|l| self.pop_from(l, o)) }
+    }
+
+    /// The ring operation of [`pop`](Self::pop), on lists the caller has.
+    #[inline(always)]
+    pub(super) fn pop_from(&self, l: &PcpLists, o: usize) -> Option<Pfn> {
         let n = self.count[o].load(Ordering::Relaxed);
         if n == 0 {
             return None;
         }
-        // SAFETY: the caller has the lists.
-        let pfn = unsafe { self.lists(|l| l.at(o, n - 1)) };
+        let pfn = l.at(o, n - 1);
         self.count[o].store(n - 1, Ordering::Relaxed);
         Some(pfn)
+    }
+
+    /// The ring operation of [`push`](Self::push), on lists the caller
+    /// has, whatever the ring's `high`; the new count.
+    #[inline(always)]
+    pub(super) fn push_onto(&self, l: &mut PcpLists, o: usize, pfn: Pfn) -> u32 {
+        let n = self.count[o].load(Ordering::Relaxed);
+        l.set_at(o, n, pfn);
+        self.count[o].store(n + 1, Ordering::Relaxed);
+        n + 1
     }
 
     /// Adds one to an owner-maintained counter (no read-modify-write: only
@@ -241,7 +252,7 @@ impl AtomicSetState {
 }
 
 /// One thread's caches for one node.
-pub(crate) struct PcpSet {
+pub(super) struct PcpSet {
     /// The owner is inside a fast-path critical section.
     pub(super) busy: AtomicBool,
     /// A drainer has, or is taking, the lists.
@@ -317,39 +328,15 @@ impl PcpSet {
         self.busy.store(false, Ordering::Release);
     }
 
-    /// Allocates an order-`order` block (`order <= PCP_MAX_ORDER`) of type
-    /// `mt` (not the high-atomic type) from this thread's cache, refilling
-    /// it from the zonelist if it is empty. `None` when no zone passes its
-    /// low watermark: the caller's slow path follows.
-    #[inline]
-    pub(crate) fn alloc(&self, node: &Node, order: u32, mt: Migratetype, flags: AllocFlags) -> Option<Block> {
-        let o = order as usize;
-        let zone = self.preferred.load(Ordering::Relaxed);
-        let zp = &self.pcps[pcp_index(zone, mt as usize)];
-        if self.enter() {
-            // SAFETY: inside a busy section that did not see `locked`.
-            if let Some(pfn) = unsafe { zp.pop(o) } {
-                let block = take_cached(node, pfn, order, zone);
-                ZonePcp::bump(&zp.allocs[o]);
-                self.leave();
-                return Some(block);
-            }
-            self.leave();
-        }
-        self.alloc_refill(node, (order, mt), flags)
-    }
-
-    /// The slow path of `alloc`: under the set lock, walk the zonelist; the
-    /// first zone with a cached block, or one passing its low watermark and
-    /// able to refill, serves it (`rmqueue_pcplist` + `rmqueue_bulk`).
+    /// The slow path of [`alloc_fast`](super::alloc_fast): an order-`order`
+    /// block (`order <= PCP_MAX_ORDER`) of type `mt` (not the high-atomic
+    /// type). Under the set lock, walk the zonelist; the first zone with a
+    /// cached block, or one passing its low watermark and able to refill,
+    /// serves it (`rmqueue_pcplist` + `rmqueue_bulk`). `None` when no zone
+    /// passes its low watermark: the caller's slow path follows.
     #[cold]
     #[inline(never)]
-    pub(super) fn alloc_refill(
-        &self,
-        node: &Node,
-        (order, mt): (u32, Migratetype),
-        flags: AllocFlags,
-    ) -> Option<Block> {
+    pub(super) fn alloc(&self, node: &Node, (order, mt): (u32, Migratetype), flags: AllocFlags) -> Option<Block> {
         let o = order as usize;
         let _guard = self.lock.lock();
         let preferred = self.preferred.load(Ordering::Relaxed);
@@ -362,23 +349,20 @@ impl PcpSet {
             let block = unsafe {
                 zp.lists(|l| {
                     refresh(l, o, zone);
-                    let mut n = zp.count[o].load(Ordering::Relaxed);
-                    if n == 0 {
+                    if zp.count[o].load(Ordering::Relaxed) == 0 {
                         if !zone.watermark_ok(order, mode) {
                             zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                             return None;
                         }
-                        n = zone.rmqueue_bulk(&node.mem_map, (order, mt), l.batch[o] as usize, |i, pfn| {
-                            l.set_at(o, i as u32, pfn);
-                        }) as u32;
+                        let n = zone.rmqueue_bulk(&node.mem_map, (order, mt), l.batch[o] as usize, |_, pfn| {
+                            zp.push_onto(l, o, pfn);
+                        });
                         if n == 0 {
                             return None;
                         }
                         node.zone_allocated(zone);
                     }
-                    let pfn = l.at(o, n - 1);
-                    zp.count[o].store(n - 1, Ordering::Relaxed);
-                    Some(take_cached(node, pfn, order, z))
+                    zp.pop_from(l, o).map(|pfn| take_cached(node, pfn, order, z))
                 })
             };
             if block.is_some() {
@@ -388,37 +372,16 @@ impl PcpSet {
         })
     }
 
-    /// Frees the allocated block `pfn`, whose head the caller validated as
-    /// `info`, into this thread's cache. `false`, with nothing changed, if
+    /// The slow path of [`free_fast`](super::free_fast): frees the
+    /// allocated block `pfn`, whose head the caller validated as `info`,
+    /// into this thread's cache under the set lock, and if its list is now
+    /// above `high`, returns the `batch` coldest blocks under one zone lock
+    /// acquisition. A 2 MiB block kept sets the purge timer
+    /// ([`Node::huge_block_cached`]). `false`, with nothing changed, if
     /// another free of the block claimed it first (a racing double free).
-    #[inline]
-    pub(crate) fn free(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
-        let o = info.order() as usize;
-        let zp = &self.pcps[pcp_index(info.zone(), info.migratetype() as usize)];
-        if self.enter() {
-            // SAFETY: inside a busy section that did not see `locked`.
-            let pushed = unsafe { zp.push(o, pfn, || claim_cached(node, pfn, info)) };
-            if pushed == Push::Pushed {
-                ZonePcp::bump(&zp.frees[o]);
-            }
-            self.leave();
-            if pushed == Push::Pushed && o == PCP_HUGE_ORDER {
-                node.huge_block_cached();
-            }
-            if pushed != Push::Full {
-                return pushed == Push::Pushed;
-            }
-        }
-        self.free_trim(node, pfn, info)
-    }
-
-    /// The slow path of `free`: push, and if the list is now above `high`,
-    /// return its `batch` coldest blocks under one zone lock acquisition.
-    /// A 2 MiB block kept sets the purge timer
-    /// ([`Node::huge_block_cached`]). `false` as for [`free`](Self::free).
     #[cold]
     #[inline(never)]
-    pub(super) fn free_trim(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
+    pub(super) fn free(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
         let (order, mt, zone) = (info.order(), info.migratetype(), info.zone());
         let o = order as usize;
         let _guard = self.lock.lock();
@@ -431,9 +394,7 @@ impl PcpSet {
         unsafe {
             zp.lists(|l| {
                 refresh(l, o, z);
-                let n = zp.count[o].load(Ordering::Relaxed);
-                l.set_at(o, n, pfn);
-                let mut n = n + 1;
+                let mut n = zp.push_onto(l, o, pfn);
                 if n > l.high[o] {
                     let batch = l.batch[o].min(n);
                     let to_lists = z.free_pcppages_bulk(&node.mem_map, (order, mt), (0..batch).map(|i| l.at(o, i)));
@@ -636,8 +597,16 @@ impl PcpSet {
 pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Block {
     let page = node.mem_map.page(pfn);
     let info = page.info();
-    page.set_info(PageInfo::new(PageState::Allocated, order, 0, zone).with_migratetype(info.migratetype()));
+    hand_out(page, PageInfo::allocated_base(zone), order, info.migratetype() as usize);
     Block { pfn, order, flags: info.flags & flag::CONTENT }
+}
+
+/// Marks the cached block `page` heads allocated with `order` and type
+/// `mt`; `allocated` is [`PageInfo::allocated_base`] of its zone. The one
+/// writer of the head for both ways out of a cache.
+#[inline(always)]
+pub(super) fn hand_out(page: &PageMeta, allocated: u32, order: u32, mt: usize) {
+    page.set_info_word(PageInfo::allocated_word(allocated, order, mt));
 }
 
 /// Claims the allocated head `info` of `pfn` for a free into a cache: it

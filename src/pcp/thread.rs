@@ -3,11 +3,13 @@
 
 use std::ptr::NonNull;
 
-use crate::migratetype::MOBILITY_SHIFT;
+use crate::buddy::Block;
+use crate::flags::AllocFlags;
+use crate::migratetype::{MOBILITY_SHIFT, Migratetype};
 use crate::node::Node;
 use crate::page::{PageInfo, PageState};
 use crate::pfn::Pfn;
-use crate::sync::Ordering;
+use crate::support::sync::Ordering;
 
 use super::*;
 
@@ -18,7 +20,7 @@ pub const THREAD_ARENAS: usize = 8;
 /// A thread's sets, one entry per arena it has used (up to
 /// [`THREAD_ARENAS`]). Entry 0 is the most recently used arena: the fast
 /// paths look only there.
-pub(crate) struct ThreadCaches {
+pub(super) struct ThreadCaches {
     pub(super) entries: [std::cell::Cell<Entry>; THREAD_ARENAS],
     /// The thread is exiting and its sets have been released: nothing may
     /// attach again (a set attached now would never be released).
@@ -40,9 +42,8 @@ pub(super) struct Entry {
     /// there are; 0 when empty.
     pub(super) pcps: NonNull<ZonePcp>,
     pub(super) nr_pcps: usize,
-    /// The packed info word of an allocated order-0 head in the preferred
-    /// zone; `| order << 8` for other orders.
-    pub(super) allocated_word: u32,
+    /// [`PageInfo::allocated_base`] of the preferred zone.
+    pub(super) allocated: u32,
 }
 
 impl Entry {
@@ -58,7 +59,7 @@ const EMPTY: Entry = Entry {
     hot: NonNull::dangling(),
     pcps: NonNull::dangling(),
     nr_pcps: 0,
-    allocated_word: 0,
+    allocated: 0,
 };
 
 /// Turns an allocated head's info word into the cached head's: the states
@@ -126,7 +127,7 @@ impl ThreadCaches {
                     hot: unsafe { all.add(hot) },
                     pcps: all,
                     nr_pcps: pcps.len(),
-                    allocated_word: PageInfo::new(PageState::Allocated, 0, 0, preferred).pack(),
+                    allocated: PageInfo::allocated_base(preferred),
                 });
                 slot
             }
@@ -154,7 +155,7 @@ impl ThreadCaches {
         // with this thread (`own_thread`).
         #[cfg(not(loom))]
         if first {
-            crate::own_thread::thread_exiting();
+            crate::support::own_thread::thread_exiting();
         }
         #[cfg(loom)]
         let _ = first;
@@ -195,7 +196,7 @@ pub(crate) fn register_exit_hook() -> bool {
     let _ = REGISTERING.try_with(|r| r.set(true));
     // The leader's key, whose setting may allocate (keys past the first 32)
     // like the registration below.
-    crate::own_thread::note_thread();
+    crate::support::own_thread::note_thread();
     let registered = EXIT_HOOK.try_with(|_| ()).is_ok();
     let _ = REGISTERING.try_with(|r| r.set(false));
     registered
@@ -264,11 +265,68 @@ pub(super) fn with_caches<R>(f: impl FnOnce(&ThreadCaches) -> R) -> Option<R> {
     }
 }
 
-/// Runs `f` with this thread's set for `arena`; `None` if the thread has no
-/// cache for it (its thread-locals are being torn down, or it uses more than
-/// [`THREAD_ARENAS`] arenas).
-pub(crate) fn with_thread_set<R>(node: &Node, registry: &PcpRegistry, f: impl FnOnce(&PcpSet) -> R) -> Option<R> {
+/// Runs `f` with this thread's set for the arena of `node`; `None` if the
+/// thread has no cache for it (its thread-locals are being torn down, or
+/// it uses more than [`THREAD_ARENAS`] arenas).
+fn with_thread_set<R>(node: &Node, registry: &PcpRegistry, f: impl FnOnce(&PcpSet) -> R) -> Option<R> {
     with_caches(|caches| caches.get(node, registry).map(f)).flatten()
+}
+
+/// Drains this thread's cache for the arena of `node` to the zones; the
+/// pages it held.
+pub(crate) fn drain_own_cache(node: &Node, registry: &PcpRegistry) -> usize {
+    with_thread_set(node, registry, |set| set.drain(node)).unwrap_or(0)
+}
+
+/// What the slow path of [`alloc_fast`] did.
+pub(crate) enum CacheAlloc {
+    /// This thread's cache served the block.
+    Served(Block),
+    /// No zone of the zonelist has a cached block or passes its low
+    /// watermark to refill: the allocator's slow path follows.
+    BelowWatermarks,
+    /// The thread has no cache for the arena (its thread-locals are being
+    /// torn down, or it uses more than [`THREAD_ARENAS`] arenas): the
+    /// zones serve it directly.
+    NoCache,
+}
+
+/// What the slow path of [`free_fast`] did.
+pub(crate) enum CacheFree {
+    /// The block is on this thread's list (or went on to the zone with the
+    /// list's coldest blocks).
+    Freed,
+    /// Another free of the block claimed it first: nothing changed.
+    DoubleFree,
+    /// As [`CacheAlloc::NoCache`].
+    NoCache,
+}
+
+/// The slow path of [`alloc_fast`]: an order-`order` block of type `mt`
+/// from this thread's cache for the arena of `node`, refilled from the
+/// zonelist if it is empty ([`PcpSet::alloc`]).
+pub(crate) fn alloc_cached(
+    node: &Node,
+    registry: &PcpRegistry,
+    request: (u32, Migratetype),
+    flags: AllocFlags,
+) -> CacheAlloc {
+    match with_thread_set(node, registry, |set| set.alloc(node, request, flags)) {
+        Some(Some(block)) => CacheAlloc::Served(block),
+        Some(None) => CacheAlloc::BelowWatermarks,
+        None => CacheAlloc::NoCache,
+    }
+}
+
+/// The slow path of [`free_fast`]: frees the allocated block `pfn`, whose
+/// head the caller validated as `info`, into this thread's cache for the
+/// arena of `node` ([`PcpSet::free`]).
+pub(crate) fn free_cached(node: &Node, registry: &PcpRegistry, pfn: Pfn, info: PageInfo) -> CacheFree {
+    match with_thread_set(node, registry, |set| set.free(node, pfn, info)) {
+        Some(true) => CacheFree::Freed,
+        Some(false) => CacheFree::DoubleFree,
+        None => CacheFree::NoCache,
+    }
 }
 
 /// The allocation fast path: pops a block of `order` from this thread's
@@ -312,8 +370,7 @@ pub(crate) fn alloc_fast(node: &Node, order: u32, flag_bits: u32) -> Option<Pfn>
             return None;
         };
         // SAFETY: cached blocks are pages of the region.
-        unsafe { node.mem_map.page_unchecked(pfn) }
-            .set_info_word(entry.allocated_word | order << 8 | PageInfo::migratetype_word(mt as usize));
+        hand_out(unsafe { node.mem_map.page_unchecked(pfn) }, entry.allocated, order, mt as usize);
         ZonePcp::bump(&zp.allocs[o]);
         set.leave();
         Some(pfn)

@@ -4,8 +4,8 @@
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
-use crate::ratelimit::RateLimit;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
+use crate::support::ratelimit::RateLimit;
+use crate::support::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, const_fn_unless_loom};
 
 use super::*;
 
@@ -71,8 +71,8 @@ pub(super) static NEXT_HEAP_ID: std::sync::atomic::AtomicU64 = std::sync::atomic
 /// The orphan lists' locks, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct SlabsForkGuard<'a> {
-    pub(super) _held: [crate::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
-    pub(super) _mailboxes: crate::sync::MutexGuard<'a, *mut Mailbox>,
+    pub(super) _held: [crate::support::sync::MutexGuard<'a, OrphanList>; NR_CLASSES],
+    pub(super) _mailboxes: crate::support::sync::MutexGuard<'a, *mut Mailbox>,
 }
 
 /// A singly linked queue of orphaned slabs (through `Slab::next`).
@@ -159,9 +159,8 @@ impl Slabs {
             let fresh = NEXT_SLABS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             mine = self.id.compare_exchange(0, fresh, relaxed, relaxed).map_or_else(|stored| stored, |_| fresh);
         }
-        let served_by = arena.inner.slabs_id.compare_exchange(0, mine, relaxed, relaxed);
-        let arena_id = arena.inner.node().id;
-        served_by.map_or_else(|other| other == mine, |_| true)
+        let arena_id = arena.id();
+        arena.bind_slabs(mine)
             && self
                 .arena_id
                 .compare_exchange(0, arena_id, relaxed, relaxed)
@@ -200,7 +199,7 @@ impl Slabs {
     pub(super) fn double_frees_found(&self, class: SizeClass, n: usize) {
         self.late_double_frees.fetch_add(n as u64, Ordering::Relaxed);
         if self.reports.allow() {
-            let mut w = crate::report::StackWriter::new();
+            let mut w = crate::support::report::StackWriter::new();
             let _ = std::fmt::Write::write_fmt(
                 &mut w,
                 format_args!(

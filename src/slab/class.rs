@@ -255,7 +255,7 @@ impl SizeClass {
 
     /// The buddy order of the class's slabs.
     #[inline(always)]
-    pub(crate) const fn slab_order(self) -> u32 {
+    pub(super) const fn slab_order(self) -> u32 {
         CLASS_INFO[self.index()].order
     }
 

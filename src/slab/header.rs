@@ -5,7 +5,7 @@
 
 use std::ptr::NonNull;
 
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crate::support::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 use super::*;
 
@@ -25,7 +25,7 @@ pub(super) mod state {
     /// The remote bitmap may hold bits: set by a remote free after its
     /// bit (unless set), cleared by the owner's collect before it takes
     /// the words.
-    pub(crate) const PENDING: u32 = 1;
+    pub(super) const PENDING: u32 = 1;
     /// The owner took the slab off its ring because it had no free
     /// object: the next remote free posts a notice. Set by the owner when
     /// it parks the slab; cleared when it takes the slab's notice, stops
@@ -40,14 +40,14 @@ pub(super) mod state {
     /// `PENDING` and sees `PARKED` posts one unless one is out, and a park
     /// that is not already marked is refused while `PENDING` is set, or
     /// `POSTING` (one poster at a time: `POSTING` is one bit).
-    pub(crate) const PARKED: u32 = 2;
+    pub(super) const PARKED: u32 = 2;
     /// A notice of this slab is in its owner's mailbox, or being posted:
     /// set by the remote free that posts it, cleared by the owner when it
     /// takes the slab back.
-    pub(crate) const NOTICED: u32 = 4;
+    pub(super) const NOTICED: u32 = 4;
     /// The posting free is between setting `NOTICED` and the end of its
     /// push: an exiting owner waits for it before it gives up the mailbox.
-    pub(crate) const POSTING: u32 = 8;
+    pub(super) const POSTING: u32 = 8;
 }
 
 /// A slab's header, out of band: in the arena's side table, in the slot of
@@ -492,7 +492,7 @@ impl Slab {
             // Acquire: the poster's push (before its Release clear) is in
             // the mailbox when the owner drains it.
             while (*this).state.load(Ordering::Acquire) & state::POSTING != 0 {
-                crate::sync::spin_loop();
+                crate::support::sync::spin_loop();
             }
             was
         }
@@ -529,7 +529,7 @@ impl Slab {
             // Cleared before the words are taken (see `state::PENDING`).
             (*this).state.fetch_and(!state::PENDING, Ordering::AcqRel);
             let Some(class) = class_of_key((*this).key.load(Ordering::Relaxed)) else {
-                crate::report::fatal(format_args!("a collect of a slab that is not live"));
+                crate::support::report::fatal(format_args!("a collect of a slab that is not live"));
             };
             // Every word is swapped, none skipped on a plain load: a load
             // may miss a bit whose freer saw `PENDING` still set and left
@@ -587,7 +587,7 @@ impl Slab {
         // SAFETY: the caller's contract; `key` is an atomic.
         unsafe {
             let Some(class) = class_of_key((*this).key.load(Ordering::Relaxed)) else {
-                crate::report::fatal(format_args!("a collect of a slab that is not live"));
+                crate::support::report::fatal(format_args!("a collect of a slab that is not live"));
             };
             objects.touch((*this).base + bit.index() * class.info().size as usize, usage);
         }

@@ -3,7 +3,7 @@
 use std::ptr::{self, NonNull};
 
 use crate::arena::Arena;
-use crate::sync::Ordering;
+use crate::support::sync::Ordering;
 
 use super::*;
 
@@ -192,7 +192,7 @@ impl<'a> ThreadHeap<'a> {
     /// An object from an orphan with free objects, which this heap adopts;
     /// `None` if there is none. Takes no lock but an orphan list's and
     /// never allocates.
-    pub(crate) fn alloc_adopted(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
+    pub(super) fn alloc_adopted(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         let slab = self.adopt(class)?;
         self.link(class, slab);
         // Current before the pop: a slab on our ring must be reachable
@@ -208,7 +208,7 @@ impl<'a> ThreadHeap<'a> {
     /// Makes `block` (from [`slab_block`] for `class`, over this heap's
     /// arena) a new slab of this heap, current for its class, and returns
     /// its first object.
-    pub(crate) fn install(&mut self, class: SizeClass, block: NonNull<u8>) -> NonNull<u8> {
+    pub(super) fn install(&mut self, class: SizeClass, block: NonNull<u8>) -> NonNull<u8> {
         // SAFETY: the arena's blocks lie inside its region.
         let slab = unsafe { self.map.slot(block.as_ptr() as usize - self.map.region_base) };
         // SAFETY: the slot of a block we own (64-byte aligned and large
@@ -402,7 +402,7 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     extern "C" fn after_local_free(&mut self, class: SizeClass, slab: *mut Slab) {
-        let guard = crate::report::AbortOnUnwind;
+        let guard = crate::support::report::AbortOnUnwind;
         // SAFETY: ours.
         if unsafe { Slab::unpark(slab) } {
             self.remove_parked(class, slab);
@@ -429,7 +429,7 @@ impl<'a> ThreadHeap<'a> {
     /// be the slot `slab`, which this heap does not own.
     #[inline(never)]
     unsafe extern "C" fn free_remote_found(&mut self, slab: *mut Slab, bit: ObjectBit, class: SizeClass) -> bool {
-        let guard = crate::report::AbortOnUnwind;
+        let guard = crate::support::report::AbortOnUnwind;
         // SAFETY: a slot is always readable and `key` is an atomic; with
         // the key, the caller's contract makes it the live slab of the
         // object.
@@ -532,7 +532,7 @@ impl<'a> ThreadHeap<'a> {
     #[cold]
     #[inline(never)]
     pub(super) fn flush_class(&mut self, class: SizeClass) {
-        let guard = crate::report::AbortOnUnwind;
+        let guard = crate::support::report::AbortOnUnwind;
         let delta = std::mem::take(&mut self.delta[class.index()]);
         let objects = &self.slabs.counters[class.index()].objects;
         if delta > 0 {

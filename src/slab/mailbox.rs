@@ -12,15 +12,15 @@
 
 use std::ptr::{self, NonNull};
 
-use crate::boot::SysBox;
-use crate::sync::{AtomicPtr, Mutex, Ordering};
+use crate::support::boot::SysBox;
+use crate::support::sync::{AtomicPtr, Mutex, Ordering};
 
 use super::*;
 
 /// One heap's mailbox, a cache line of its own (the posters of one heap
 /// do not slow another's).
 #[repr(C, align(64))]
-pub(crate) struct Mailbox {
+pub(super) struct Mailbox {
     head: AtomicPtr<Slab>,
     /// The next free mailbox while in the pool.
     next_free: AtomicPtr<Mailbox>,
@@ -46,7 +46,7 @@ impl Mailbox {
                 Ok(_) => return,
                 Err(now) => head = now,
             }
-            crate::sync::spin_loop();
+            crate::support::sync::spin_loop();
         }
     }
 
@@ -61,7 +61,7 @@ impl Mailbox {
     /// `ThreadHeap::drop` rules it out).
     fn assert_empty(&self) {
         if self.has_mail() {
-            crate::report::fatal(format_args!("a notice reached the mailbox of a heap that is gone"));
+            crate::support::report::fatal(format_args!("a notice reached the mailbox of a heap that is gone"));
         }
     }
 
@@ -89,7 +89,7 @@ unsafe impl Sync for MailboxPool {}
 const CHUNK: usize = if cfg!(loom) { 2 } else { crate::PAGE_SIZE / std::mem::size_of::<Mailbox>() };
 
 impl MailboxPool {
-    crate::sync::const_fn_unless_loom! {
+    crate::support::sync::const_fn_unless_loom! {
         pub(super) fn new() -> Self {
             Self { free: Mutex::new(ptr::null_mut()) }
         }
@@ -135,7 +135,7 @@ impl MailboxPool {
 
     /// The pool's lock, held across `fork(2)`.
     #[cfg_attr(loom, allow(dead_code))]
-    pub(super) fn lock_for_fork(&self) -> crate::sync::MutexGuard<'_, *mut Mailbox> {
+    pub(super) fn lock_for_fork(&self) -> crate::support::sync::MutexGuard<'_, *mut Mailbox> {
         self.free.lock()
     }
 }

@@ -5,8 +5,8 @@ use std::ptr::NonNull;
 
 use crate::arena::Arena;
 #[cfg(loom)]
-use crate::sync::AtomicU64;
-use crate::sync::Ordering;
+use crate::support::sync::AtomicU64;
+use crate::support::sync::Ordering;
 
 use super::*;
 
@@ -22,14 +22,13 @@ pub(super) struct SlabMap {
 
 impl SlabMap {
     pub(super) fn of(arena: &Arena) -> Self {
-        let inner = &*arena.inner;
         Self {
-            region_base: inner.node().region.base().as_ptr() as usize,
-            region_len: inner.node().region.len(),
-            table: inner.node().side_table.start(),
+            region_base: arena.mapping().base().as_ptr() as usize,
+            region_len: arena.mapping().len(),
+            table: arena.side_table().start(),
             objects: ObjectMemory {
                 #[cfg(loom)]
-                region: &inner.node().region,
+                region: arena.mapping(),
             },
         }
     }

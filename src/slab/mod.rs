@@ -140,7 +140,7 @@ pub(crate) use shared::*;
 /// A block for a new slab of `class`, from `arena`'s buddy allocator
 /// (which may reclaim, and so run shrinkers that allocate); for
 /// [`ThreadHeap::install`].
-pub(crate) fn slab_block(arena: &Arena, class: SizeClass) -> Option<NonNull<u8>> {
+fn slab_block(arena: &Arena, class: SizeClass) -> Option<NonNull<u8>> {
     arena.alloc_pages(class.slab_order(), AllocFlags::NOWARN).ok()
 }
 

@@ -5,7 +5,7 @@
 
 use std::ptr::{self, NonNull};
 
-use crate::sync::Ordering;
+use crate::support::sync::Ordering;
 
 use super::*;
 
@@ -36,7 +36,7 @@ impl ThreadHeap<'_> {
         let (key, owner) = unsafe { ((*slab).key.load(Ordering::Relaxed), (*slab).owner.load(Ordering::Relaxed)) };
         match class_of_key(key) {
             Some(class) if owner == self.id => class,
-            _ => crate::report::fatal(format_args!("a notice for a slab its heap does not own")),
+            _ => crate::support::report::fatal(format_args!("a notice for a slab its heap does not own")),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::sync::{Mutex, const_fn_unless_loom};
+use crate::support::sync::{Mutex, const_fn_unless_loom};
 
 use super::*;
 
@@ -26,7 +26,7 @@ unsafe impl Sync for SharedHeap<'_> {}
 
 /// The shared heap, locked.
 pub(crate) struct SharedGuard<'s, 'a> {
-    pub(super) heap: crate::sync::MutexGuard<'s, Option<ThreadHeap<'a>>>,
+    pub(super) heap: crate::support::sync::MutexGuard<'s, Option<ThreadHeap<'a>>>,
 }
 
 impl<'a> SharedHeap<'a> {

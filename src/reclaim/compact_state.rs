@@ -3,7 +3,7 @@
 //! each zone's deferral after failures. Below the zones and the reclaim
 //! domain that hold it; the algorithm is in `compaction.rs`.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::support::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A failed zone is skipped for at most `1 << COMPACT_MAX_DEFER_SHIFT`
 /// attempts.
@@ -96,7 +96,7 @@ pub(crate) struct Deferral {
 
 impl Deferral {
     /// `defer_compaction`: compaction at `order` failed in this zone.
-    pub(crate) fn defer(&self, order: u32) {
+    pub(super) fn defer(&self, order: u32) {
         self.considered.store(0, Ordering::Relaxed);
         let shift = (self.defer_shift.load(Ordering::Relaxed) + 1).min(COMPACT_MAX_DEFER_SHIFT);
         self.defer_shift.store(shift, Ordering::Relaxed);

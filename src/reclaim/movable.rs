@@ -11,9 +11,9 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::memalloc::InReclaim;
-use crate::snapshot_list::SnapshotList;
-use crate::sync::{AtomicU32, Ordering, RwLock};
+use crate::reclaim::memalloc::InReclaim;
+use crate::support::snapshot_list::SnapshotList;
+use crate::support::sync::{AtomicU32, Ordering, RwLock};
 
 /// An owner of movable blocks: moves one when compaction asks.
 ///
@@ -77,7 +77,7 @@ struct Owner {
 /// The owners' list, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct MovableForkGuard<'a> {
-    _list: crate::sync::MutexGuard<'a, Option<Arc<[Owner]>>>,
+    _list: crate::support::sync::MutexGuard<'a, Option<Arc<[Owner]>>>,
 }
 
 /// The owners of an arena's movable blocks.
@@ -124,7 +124,7 @@ impl MovableRegistry {
     }
 
     /// Holds off unregistering while a `migrate` call runs.
-    pub(crate) fn call_guard(&self) -> impl Sized + '_ {
+    pub(super) fn call_guard(&self) -> impl Sized + '_ {
         self.calls.read()
     }
 

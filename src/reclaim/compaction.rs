@@ -36,19 +36,19 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::page::{PageInfo, PageState};
 use crate::pcp_config::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
-use crate::sync::{Instant, Ordering};
-use crate::vmscan::Reclaim;
+use crate::reclaim::memalloc::InReclaim;
+use crate::reclaim::vmscan::Reclaim;
+use crate::support::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
 
 /// Above this fragmentation index a failed costly request is blamed on
 /// fragmentation and compaction may help (`sysctl_extfrag_threshold`).
-pub(crate) const EXTFRAG_THRESHOLD: i32 = 500;
+pub(super) const EXTFRAG_THRESHOLD: i32 = 500;
 
 /// How hard a compaction tries (`enum compact_priority`), highest last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

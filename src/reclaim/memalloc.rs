@@ -2,7 +2,7 @@
 //! a shrinker runs, its own allocations ignore the watermarks and never
 //! enter reclaim again (no recursion into a shrinker on one thread).
 
-use crate::sync::thread_local_cell;
+use crate::support::sync::thread_local_cell;
 
 thread_local_cell!(IN_RECLAIM);
 

@@ -57,7 +57,7 @@ pub(crate) fn fatal(what: fmt::Arguments<'_>) -> ! {
 #[cold]
 #[inline(never)]
 #[cfg_attr(loom, allow(dead_code))]
-pub(crate) fn fatal_at(at: &std::panic::Location<'_>, what: fmt::Arguments<'_>) -> ! {
+pub(super) fn fatal_at(at: &std::panic::Location<'_>, what: fmt::Arguments<'_>) -> ! {
     let mut w = StackWriter::new();
     let _ = write!(w, "zonealloc: fatal: {what} (at {}:{})", at.file(), at.line());
     w.flush_line();

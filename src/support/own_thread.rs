@@ -52,7 +52,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::sync::{JoinHandle, Mutex};
+use crate::support::sync::{JoinHandle, Mutex};
 
 /// What the process-end logic needs of a thread of ours (kswapd).
 pub(crate) trait OwnThread: Sync {
@@ -67,7 +67,7 @@ pub(crate) trait OwnThread: Sync {
 
 /// A running thread of ours in the process-wide list: on the thread's own
 /// stack, linked while the thread runs.
-pub(crate) struct Member {
+pub(super) struct Member {
     thread: NonNull<dyn OwnThread>,
     next: Cell<Option<NonNull<Member>>>,
     prev: Cell<Option<NonNull<Member>>>,
@@ -116,7 +116,7 @@ pub(crate) fn spawn(
         RUNNING.fetch_sub(1, Ordering::Relaxed);
     };
     let all = BlockedSignals::block_all();
-    let spawned = crate::sync::spawn(name, run);
+    let spawned = crate::support::sync::spawn(name, run);
     drop(all);
     spawned
 }
@@ -306,7 +306,7 @@ fn make_key() {
 
 /// The list's guard, held across `fork(2)` so that no thread is inside
 /// the list then.
-struct ForkSlot(std::cell::UnsafeCell<Option<crate::sync::MutexGuard<'static, List>>>);
+struct ForkSlot(std::cell::UnsafeCell<Option<crate::support::sync::MutexGuard<'static, List>>>);
 
 // SAFETY: only the forking thread touches the slot, from the three atfork
 // handlers of one fork, which run in sequence on that thread.

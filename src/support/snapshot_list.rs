@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::sync::Mutex;
+use crate::support::sync::Mutex;
 
 /// The list; `None` until the first write.
 pub(crate) struct SnapshotList<T> {
@@ -49,7 +49,7 @@ impl<T> SnapshotList<T> {
 
     /// Locks the list for `fork(2)` (it is only ever held for a moment).
     #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn lock(&self) -> crate::sync::MutexGuard<'_, Option<Arc<[T]>>> {
+    pub(crate) fn lock(&self) -> crate::support::sync::MutexGuard<'_, Option<Arc<[T]>>> {
         self.list.lock()
     }
 }

@@ -41,27 +41,29 @@
 //! A thread inside a shrinker allocates without watermarks and never
 //! recurses into reclaim.
 
+mod exact;
+
 use std::fmt::Write as _;
 use std::ptr::NonNull;
 
 use crate::buddy::Block;
-use crate::compaction::CompactPriority;
 use crate::error::{AllocError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::kswapd::MAX_RECLAIM_RETRIES;
-use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
 use crate::page::{MemMap, PageInfo, PageState, flag};
-use crate::pcp::with_thread_set;
+use crate::pcp::{CacheAlloc, CacheFree, alloc_cached, free_cached};
 use crate::pcp_config::{PAGE_ALLOC_COSTLY_ORDER, PCP_MAX_ORDER};
 use crate::pfn::Pfn;
-use crate::ratelimit::RateLimit;
-use crate::report::StackWriter;
-use crate::sync::{AtomicU64, Ordering};
-use crate::vmscan::Reclaim;
+use crate::reclaim::compaction::CompactPriority;
+use crate::reclaim::kswapd::MAX_RECLAIM_RETRIES;
+use crate::reclaim::memalloc::InReclaim;
+use crate::reclaim::vmscan::Reclaim;
+use crate::support::ratelimit::RateLimit;
+use crate::support::report::StackWriter;
+use crate::support::sync::{AtomicU64, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::{RmqueueHow, Zone, zonelist};
 
@@ -121,7 +123,7 @@ pub(crate) fn release_owned(mm: &MemMap, pfn: Pfn, mut info: PageInfo) -> Releas
 #[inline(never)]
 #[track_caller]
 fn head_in_wrong_zone(pfn: Pfn, info: PageInfo) -> ! {
-    crate::report::fatal(format_args!(
+    crate::support::report::fatal(format_args!(
         "the head of page {} records zone {}, which does not hold it",
         pfn.raw(),
         info.zone()
@@ -147,7 +149,7 @@ impl PageAlloc {
     /// `growable`, carved from the start of a larger free block of the
     /// preferred zone when it passes its low watermark (never from the
     /// per-thread caches, whose blocks' buddies are rarely free).
-    pub(crate) fn alloc_block(&self, order: u32, flags: AllocFlags, growable: bool) -> Result<Block, AllocError> {
+    fn alloc_block(&self, order: u32, flags: AllocFlags, growable: bool) -> Result<Block, AllocError> {
         if order > self.node().max_order {
             return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
         }
@@ -181,15 +183,14 @@ impl PageAlloc {
                 self.node().zone_allocated(zone);
                 return Ok(block);
             }
-        } else if order <= PCP_MAX_ORDER
-            && self.node().pcp_enabled
-            && let Some(cached) =
-                with_thread_set(self.node(), &self.reclaim.pcp, |set| set.alloc(self.node(), order, mt, flags))
-        {
-            return match cached {
-                Some(block) => Ok(block),
-                None => self.alloc_slowpath((order, mt), flags, self.node().preferred_zone()),
-            };
+        } else if order <= PCP_MAX_ORDER && self.node().pcp_enabled {
+            match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
+                CacheAlloc::Served(block) => return Ok(block),
+                CacheAlloc::BelowWatermarks => {
+                    return self.alloc_slowpath((order, mt), flags, self.node().preferred_zone());
+                }
+                CacheAlloc::NoCache => {}
+            }
         }
         let preferred = self.node().preferred_zone();
         match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), preferred) {
@@ -218,7 +219,7 @@ impl PageAlloc {
     /// preferred zone, then the others in order) that passes the watermark
     /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
-    pub(crate) fn get_page_from_freelist(
+    fn get_page_from_freelist(
         &self,
         (order, mt): (u32, Migratetype),
         mode: AllocMode,
@@ -239,7 +240,7 @@ impl PageAlloc {
 
     /// `__alloc_pages_slowpath`; see the module docs.
     #[cold]
-    pub(crate) fn alloc_slowpath(
+    fn alloc_slowpath(
         &self,
         request: (u32, Migratetype),
         flags: AllocFlags,
@@ -518,11 +519,12 @@ impl PageAlloc {
         // Every way on claims the head first (`PageMeta::claim_word`): of
         // two frees of the block racing each other, one goes on, the
         // other is refused here.
-        if order <= PCP_MAX_ORDER
-            && self.node().pcp_enabled
-            && let Some(freed) = with_thread_set(self.node(), &self.reclaim.pcp, |set| set.free(self.node(), pfn, info))
-        {
-            return if freed { Ok(()) } else { Err(FreeError::DoubleFree { addr }) };
+        if order <= PCP_MAX_ORDER && self.node().pcp_enabled {
+            match free_cached(self.node(), &self.reclaim.pcp, pfn, info) {
+                CacheFree::Freed => return Ok(()),
+                CacheFree::DoubleFree => return Err(FreeError::DoubleFree { addr }),
+                CacheFree::NoCache => {}
+            }
         }
         let mut guard = zone.lock();
         let page = self.node().mem_map.page(pfn);
@@ -573,7 +575,7 @@ impl PageAlloc {
     /// Whether the head entry `info` of `pfn` shows a block of `order` that
     /// may be freed; if not, which error it is.
     #[inline]
-    pub(crate) fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
+    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
         match info.state {
             PageState::Allocated if info.order() == order => Ok(()),
             PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order() }),

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-use crate::sysalloc::SysAlloc;
+use crate::support::sysalloc::SysAlloc;
 
 /// An owned value or slice in memory from `SysAlloc`, like `Box<T>` but never
 /// touching the global allocator.

@@ -12,7 +12,7 @@
 
 use std::ptr::NonNull;
 
-use crate::sync::{AtomicPtr, AtomicU8, Ordering, const_fn_unless_loom, spin_loop};
+use crate::support::sync::{AtomicPtr, AtomicU8, Ordering, const_fn_unless_loom, spin_loop};
 
 const UNINIT: u8 = 0;
 const BUILDING: u8 = 1;

@@ -21,7 +21,7 @@ use crate::page_alloc::PageAlloc;
 use crate::pfn::{Pfn, single_tile, tile};
 
 /// The order of the smallest block holding `pages` pages.
-pub(crate) fn covering_order(pages: usize) -> u32 {
+pub(super) fn covering_order(pages: usize) -> u32 {
     pages.max(1).next_power_of_two().trailing_zeros()
 }
 
@@ -76,7 +76,7 @@ impl PageAlloc {
         match result {
             Ok(()) => self.node().pages_returned(),
             Err(_) => {
-                self.counters.invalid_frees.fetch_add(1, crate::sync::Ordering::Relaxed);
+                self.counters.invalid_frees.fetch_add(1, crate::support::sync::Ordering::Relaxed);
             }
         }
         result

@@ -32,7 +32,7 @@ mod imp {
         AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
     };
 
-    pub(crate) use crate::barrier::{heavy as heavy_barrier, init as init_barriers, light as light_barrier};
+    pub(crate) use crate::support::barrier::{heavy as heavy_barrier, init as init_barriers, light as light_barrier};
 
     use std::sync::PoisonError;
 
@@ -48,7 +48,7 @@ mod imp {
     /// allocates, and the allocation waits for the lock its own thread
     /// holds. So the lock records its holder (`pthread_self`, cleared before
     /// the release), and two things abort with one line instead, written
-    /// without allocating ([`fatal`](crate::report::fatal)): a thread that
+    /// without allocating ([`fatal`](crate::support::report::fatal)): a thread that
     /// finds the lock held *by itself* (re-entered: waiting would be a
     /// self-deadlock), and a guard dropped by a panic that began while it
     /// was held (unwinding out of the allocator leaves its structures half
@@ -76,7 +76,7 @@ mod imp {
     #[cold]
     #[inline(never)]
     fn panic_in_locked_section() -> ! {
-        crate::report::fatal(format_args!("a panic inside the allocator, in a section that holds a lock"))
+        crate::support::report::fatal(format_args!("a panic inside the allocator, in a section that holds a lock"))
     }
 
     /// This thread's identity for [`Mutex`]'s holder: never 0. On x86-64
@@ -123,7 +123,7 @@ mod imp {
         #[track_caller]
         fn lock_contended(&self) -> std::sync::MutexGuard<'_, T> {
             if self.owner.load(Ordering::Relaxed) == thread_id() {
-                crate::report::fatal(format_args!(
+                crate::support::report::fatal(format_args!(
                     "the allocator was re-entered on a thread that holds one of its locks (a panic inside it?)"
                 ));
             }

@@ -64,7 +64,7 @@ pub(crate) fn heavy() {
     if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
         return;
     }
-    crate::report::fatal(format_args!(
+    crate::support::report::fatal(format_args!(
         "membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) failed after registration succeeded"
     ));
 }

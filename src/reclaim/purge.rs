@@ -46,7 +46,7 @@ pub(crate) enum PurgeScope {
 impl Node {
     /// Purges every zone (the caller has drained the caches, whose pages
     /// a purge cannot reach).
-    pub(crate) fn purge_zones(&self, scope: PurgeScope) -> PurgeReport {
+    pub(super) fn purge_zones(&self, scope: PurgeScope) -> PurgeReport {
         let _purging = self.purging.lock();
         let mut report = PurgeReport::default();
         for zone in self.zones.iter() {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence};
+use crate::support::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence};
 
 /// How a NOFAIL caller waits when it cannot tell whether progress will be
 /// signalled (pages freed into another thread's cache are not): it retries

@@ -1,7 +1,7 @@
 //! A rate limit for warnings, as the kernel's `ratelimit.h` (a burst of
 //! messages, then silence until the interval has passed).
 
-use crate::sync::{AtomicU64, Ordering, const_fn_unless_loom};
+use crate::support::sync::{AtomicU64, Ordering, const_fn_unless_loom};
 
 /// Allows `burst` messages per `interval` seconds (the kernel's
 /// `DEFAULT_RATELIMIT_BURST` / `DEFAULT_RATELIMIT_INTERVAL` are 10 and 5).

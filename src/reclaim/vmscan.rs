@@ -15,21 +15,21 @@
 //! use: compaction cannot move those pages, and a cache that frees its
 //! oldest pages first empties its oldest pageblocks. The other shrinkers
 //! are asked only for what is still missing. A thread that is reclaiming is
-//! marked ([`InReclaim`](crate::memalloc::InReclaim), the kernel's
+//! marked ([`InReclaim`](crate::reclaim::memalloc::InReclaim), the kernel's
 //! `PF_MEMALLOC`): its own allocations, made by shrinkers, ignore
 //! watermarks and never recurse into reclaim.
 
-use crate::compact_state::CompactCounters;
 use crate::flags::AllocFlags;
-use crate::kswapd::Wake;
-use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
-use crate::movable::MovableRegistry;
 use crate::node::{Node, ReclaimCounters};
-use crate::pcp::{PcpRegistry, with_thread_set};
-use crate::purge::{PurgeReport, PurgeScope};
-use crate::shrinker::{ShrinkerRegistry, ShrinkerSet};
-use crate::sync::{Instant, Ordering};
+use crate::pcp::{PcpRegistry, drain_own_cache};
+use crate::reclaim::compact_state::CompactCounters;
+use crate::reclaim::kswapd::Wake;
+use crate::reclaim::memalloc::InReclaim;
+use crate::reclaim::movable::MovableRegistry;
+use crate::reclaim::purge::{PurgeReport, PurgeScope};
+use crate::reclaim::shrinker::{ShrinkerRegistry, ShrinkerSet};
+use crate::support::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
 
 /// Pages direct reclaim asks the shrinkers for at least (`SWAP_CLUSTER_MAX`).
@@ -70,7 +70,7 @@ impl Reclaim {
     /// Asks the shrinkers of `set` for `nr_to_reclaim` pages, marked as
     /// reclaiming; returns the pages they freed. What they freed went into
     /// this thread's own cache: it is returned to the zones at once.
-    pub(crate) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> usize {
+    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> usize {
         if self.shrinkers.len() == 0 {
             return 0;
         }
@@ -140,11 +140,11 @@ impl Reclaim {
 
     /// Returns the calling thread's own cache to the lists (what a shrinker
     /// freed on this thread lands there).
-    pub(crate) fn drain_local_pages(&self) -> usize {
+    pub(super) fn drain_local_pages(&self) -> usize {
         if !self.node.pcp_enabled {
             return 0;
         }
-        let pages = with_thread_set(&self.node, &self.pcp, |set| set.drain(&self.node)).unwrap_or(0);
+        let pages = drain_own_cache(&self.node, &self.pcp);
         if pages > 0 {
             self.node.pages_returned();
         }

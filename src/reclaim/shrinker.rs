@@ -13,9 +13,9 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::boot::SysBox;
-use crate::snapshot_list::SnapshotList;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RwLock};
+use crate::support::boot::SysBox;
+use crate::support::snapshot_list::SnapshotList;
+use crate::support::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering, RwLock};
 
 /// What [`Shrinker::scan`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl Registered {
 
 /// Which registered shrinkers a round asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ShrinkerSet {
+pub(super) enum ShrinkerSet {
     /// Every shrinker, each in turn.
     All,
     /// Only those whose pages are `RECLAIMABLE`: what empties the
@@ -156,7 +156,7 @@ impl std::fmt::Debug for ShrinkerHandle {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ShrinkOutcome {
+pub(super) struct ShrinkOutcome {
     pub scanned: usize,
     pub freed: usize,
 }
@@ -200,7 +200,7 @@ impl ShrinkerRegistry {
     }
 
     /// Whether a shrinker of reclaimable memory is registered.
-    pub(crate) fn has_reclaimable(&self) -> bool {
+    pub(super) fn has_reclaimable(&self) -> bool {
         self.core().list.snapshot().is_some_and(|list| list.iter().any(|r| r.reclaimable))
     }
 
@@ -214,7 +214,7 @@ impl ShrinkerRegistry {
     /// One round of `shrink_slab`: asks each shrinker of `set`, starting
     /// with the next in turn, to free up to what is still missing of
     /// `nr_to_reclaim` (bounded by what it says it can free).
-    pub(crate) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> ShrinkOutcome {
+    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> ShrinkOutcome {
         let core = self.core();
         let _calls = core.calls.read();
         let Some(list) = core.list.snapshot() else { return ShrinkOutcome::default() };
@@ -252,7 +252,7 @@ impl ShrinkerRegistry {
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct ShrinkerForkGuard<'a> {
     core: &'a Core,
-    _list: crate::sync::MutexGuard<'a, Option<Arc<[Registered]>>>,
+    _list: crate::support::sync::MutexGuard<'a, Option<Arc<[Registered]>>>,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -292,7 +292,7 @@ impl Drop for ShrinkerHandle {
         core.list.update(|current| current.iter().filter(|r| r.id != id).map(Registered::clone_entry).collect());
         // Wait for calls that may still use the old list, unless this thread
         // is one of them (a shrinker dropping a handle from inside `scan`).
-        if !crate::memalloc::InReclaim::active() {
+        if !crate::reclaim::memalloc::InReclaim::active() {
             drop(core.calls.write());
         }
         release(self.core);

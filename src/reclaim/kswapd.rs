@@ -29,13 +29,13 @@
 //! cache) as the wakers: `Node::pages_returned`, `Node::zone_allocated`
 //! and `Node::huge_block_cached` (`node.rs`), whose barrier is a compiler fence
 //! when membarrier is available (the waiting side pays for it; see
-//! `barrier.rs`). `tests/loom.rs` models both (`kswapd_wakeup_is_not_lost`,
+//! `support/barrier.rs`). `tests/loom.rs` models both (`kswapd_wakeup_is_not_lost`,
 //! `purge_timer_is_set_by_a_free`, `dropping_the_arena_stops_kswapd`):
 //! removing the waker's fence, the fence before kswapd's re-check, the
 //! freer's purge-timer notify or the notify in `stop` fails its model.
 
 use crate::builder::ReclaimConfig;
-use crate::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence};
+use crate::support::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence};
 
 /// Passes without progress before reclaim gives up (`MAX_RECLAIM_RETRIES`).
 pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
@@ -132,10 +132,13 @@ impl Kswapd {
         }
         // Every signal blocked, and ended with the program (`own_thread`).
         #[cfg(not(loom))]
-        let handle =
-            crate::own_thread::spawn("zonealloc-kswapd", std::ptr::NonNull::from(self as &dyn OwnThread), body)?;
+        let handle = crate::support::own_thread::spawn(
+            "zonealloc-kswapd",
+            std::ptr::NonNull::from(self as &dyn OwnThread),
+            body,
+        )?;
         #[cfg(loom)]
-        let handle = crate::sync::spawn("zonealloc-kswapd", body)?;
+        let handle = crate::support::sync::spawn("zonealloc-kswapd", body)?;
         *self.thread.lock() = Some(handle);
         Ok(())
     }
@@ -160,7 +163,7 @@ impl Kswapd {
     }
 
     /// Whether kswapd has given up (`kswapd_failures >= MAX_RECLAIM_RETRIES`).
-    pub(crate) fn hopeless(&self) -> bool {
+    pub(super) fn hopeless(&self) -> bool {
         self.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES
     }
 
@@ -320,19 +323,19 @@ impl Kswapd {
         timeout: Option<std::time::Duration>,
     ) -> (MutexGuard<'a, KswapdState>, bool) {
         #[cfg(not(loom))]
-        if crate::own_thread::leader_gone() {
+        if crate::support::own_thread::leader_gone() {
             let mut state = state;
-            let poll = crate::own_thread::poll_interval(state.end_poll);
+            let poll = crate::support::own_thread::poll_interval(state.end_poll);
             state.end_poll = Some(poll);
             if timeout.is_some_and(|t| t <= poll) {
                 return self.wake.wait_timeout(state, timeout.unwrap_or(poll));
             }
             let (mut state, polled) = self.wake.wait_timeout(state, poll);
-            if polled && crate::own_thread::program_ended() {
+            if polled && crate::support::own_thread::program_ended() {
                 state.stop = true;
                 drop(state);
                 // The others too; each finds its own `stop` (ours is set).
-                crate::own_thread::end_all();
+                crate::support::own_thread::end_all();
                 return (self.state.lock(), false);
             }
             // Woken early, or the program goes on: the caller's loop looks
@@ -348,7 +351,7 @@ impl Kswapd {
 }
 
 #[cfg(not(loom))]
-impl crate::own_thread::OwnThread for Kswapd {
+impl crate::support::own_thread::OwnThread for Kswapd {
     fn end(&self) {
         self.state.lock().stop = true;
         self.wake.notify_one();
@@ -365,7 +368,7 @@ impl crate::own_thread::OwnThread for Kswapd {
 }
 
 #[cfg(not(loom))]
-use crate::own_thread::OwnThread;
+use crate::support::own_thread::OwnThread;
 
 /// kswapd's locks, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]
