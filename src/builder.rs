@@ -11,10 +11,7 @@ use crate::pcp_config::PcpConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};
 use crate::watermark::{WatermarkConfig, Watermarks};
-
-/// The most zones an arena can have.
-pub const MAX_ZONES: usize = 64;
-const _: () = assert!(MAX_ZONES <= crate::page::ZONES_IN_WORD);
+use crate::zone_idx::MAX_ZONES;
 
 /// The default number of zones is one per CPU, but no more than this.
 const DEFAULT_ZONES_CAP: usize = 16;

@@ -47,6 +47,7 @@ mod support;
 pub mod test_hooks;
 mod watermark;
 mod zone;
+mod zone_idx;
 
 /// log2 of the page size the allocator manages.
 pub(crate) const PAGE_SHIFT: u32 = 12;
@@ -59,7 +60,7 @@ pub use arena::movable_handle::MovableHandle;
 pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use buddy::MAX_ORDER_LIMIT;
-pub use builder::{ArenaBuilder, LOOM_MAX_PAGES, MAX_ZONES};
+pub use builder::{ArenaBuilder, LOOM_MAX_PAGES};
 pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
@@ -87,6 +88,7 @@ pub use slab::{
 #[doc(hidden)]
 pub use support::lazy::{Init as LoomInit, Lazy as LoomLazy};
 pub use watermark::{WatermarkConfig, Watermarks};
+pub use zone_idx::MAX_ZONES;
 
 /// What the loom models in `tests/loom.rs` reach that is not public API:
 /// the protocols of the global allocator's thread lifecycle, on arenas the

@@ -51,7 +51,14 @@ impl Migratetype {
         }
     }
 
-    /// The type numbered `n` (its `as u8`); numbers above 3 wrap.
+    /// The type's number, which indexes per-type tables (its `as u8`).
+    #[inline(always)]
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The type numbered `n` (its [`index`](Self::index)); numbers above
+    /// 3 wrap.
     #[inline(always)]
     pub(crate) const fn from_index(n: usize) -> Self {
         match n & 3 {
@@ -128,7 +135,7 @@ mod tests {
         assert_eq!(Migratetype::from_flags(AllocFlags::MOVABLE, false), Some(Migratetype::Unmovable));
         assert_eq!(Migratetype::from_flags(AllocFlags::MOVABLE | AllocFlags::RECLAIMABLE, false), None);
         for mt in Migratetype::ALL {
-            assert_eq!(Migratetype::from_index(mt as usize), mt);
+            assert_eq!(Migratetype::from_index(mt.index()), mt);
             assert!(!mt.fallbacks().contains(&mt));
         }
     }

@@ -14,6 +14,7 @@ use crate::region::{HugePages, Region};
 use crate::support::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::Mark;
 use crate::zone::Zone;
+use crate::zone_idx::ZoneIdx;
 
 /// The node. `repr(C)` keeps what the fast paths read (the id, the region's
 /// base and length, the metadata's pointer and length) together at the
@@ -134,8 +135,15 @@ impl Node {
     /// are spread over the zones round-robin in the order they first
     /// allocate, so two threads on a two-zone arena take different locks.
     #[inline]
-    pub(crate) fn preferred_zone(&self) -> usize {
-        self.zone_of_seq.reduce(thread_seq())
+    pub(crate) fn preferred_zone(&self) -> ZoneIdx {
+        // Below the number of zones, which is at most MAX_ZONES.
+        ZoneIdx::from_bits(self.zone_of_seq.reduce(thread_seq()) as u8)
+    }
+
+    /// Zone `index` of this node.
+    #[inline(always)]
+    pub(crate) fn zone(&self, index: ZoneIdx) -> &Zone {
+        &self.zones[index.index()]
     }
 
     /// The zone page `pfn` belongs to.

@@ -13,6 +13,7 @@
 use crate::migratetype::Migratetype;
 use crate::pfn::Pfn;
 use crate::support::sync::{AtomicU32, Ordering};
+use crate::zone_idx::{MAX_ZONES, ZoneIdx};
 
 /// What a block's head page is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,7 @@ const MT_MASK: u8 = (1 << MT_BITS) - 1;
 /// Zones a head word can name beside its migratetype.
 pub(crate) const ZONES_IN_WORD: usize = 256 >> MT_BITS;
 const _: () = assert!(crate::migratetype::NR_MIGRATETYPES == 1 << MT_BITS);
+const _: () = assert!(MAX_ZONES <= ZONES_IN_WORD);
 
 /// The packed head-page word: state, order, flags and zone in one atomic so
 /// that one load validates a free and one store records a transition.
@@ -104,8 +106,8 @@ impl PageInfo {
     pub(crate) const TAIL: Self = Self { state: PageState::Tail, order: 0, flags: 0, zone: 0 };
 
     #[inline]
-    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: usize) -> Self {
-        Self { state, order: order as u8, flags, zone: (zone << MT_BITS) as u8 }
+    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: ZoneIdx) -> Self {
+        Self { state, order: order as u8, flags, zone: (zone.index() << MT_BITS) as u8 }
     }
 
     /// The block's order (on a head).
@@ -129,7 +131,7 @@ impl PageInfo {
     /// The packed word of an allocated head of order 0 and migratetype 0
     /// in zone `zone`: the base of [`allocated_word`](Self::allocated_word).
     #[inline(always)]
-    pub(crate) const fn allocated_base(zone: usize) -> u32 {
+    pub(crate) const fn allocated_base(zone: ZoneIdx) -> u32 {
         Self::new(PageState::Allocated, 0, 0, zone).pack()
     }
 
@@ -144,8 +146,8 @@ impl PageInfo {
 
     /// The index of the block's zone (on a head).
     #[inline(always)]
-    pub(crate) const fn zone(self) -> usize {
-        (self.zone >> MT_BITS) as usize
+    pub(crate) const fn zone(self) -> ZoneIdx {
+        ZoneIdx::from_bits(self.zone >> MT_BITS)
     }
 
     /// The same head in another state.
@@ -465,11 +467,15 @@ mod tests {
 
     #[test]
     fn info_round_trips_through_the_packed_word() {
-        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, 63).with_migratetype(Migratetype::Reclaimable);
+        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, ZoneIdx::new(63).unwrap())
+            .with_migratetype(Migratetype::Reclaimable);
         let meta = PageMeta::default();
         meta.set_info(info);
         assert_eq!(meta.info(), info);
-        assert_eq!((info.zone(), info.migratetype(), info.order()), (63, Migratetype::Reclaimable, 17));
+        assert_eq!(
+            (info.zone(), info.migratetype(), info.order()),
+            (ZoneIdx::new(63).unwrap(), Migratetype::Reclaimable, 17)
+        );
         assert_eq!(PageMeta::default().info(), PageInfo::TAIL);
     }
 

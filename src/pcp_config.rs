@@ -5,7 +5,9 @@
 //! goes to.
 
 use crate::error::BuildError;
+use crate::migratetype::Migratetype;
 use crate::page::MT_BITS;
+use crate::zone_idx::ZoneIdx;
 
 /// The kernel's `PAGE_ALLOC_COSTLY_ORDER`: orders above it are costly (the
 /// slow path does not retry them), and their cache lists are kept short.
@@ -70,8 +72,8 @@ pub(crate) const fn pcp_list(order: usize, mt: usize) -> usize {
 /// Which of a cache set's per-(zone, type) list groups serves zone `zone`
 /// and migratetype number `mt`.
 #[inline(always)]
-pub(crate) const fn pcp_index(zone: usize, mt: usize) -> usize {
-    zone * PCP_TYPES + pcp_type(mt)
+pub(crate) const fn pcp_index(zone: ZoneIdx, mt: Migratetype) -> usize {
+    zone.index() * PCP_TYPES + pcp_type(mt.index())
 }
 
 /// [`pcp_index`] from a head's `zone << MT_BITS | type` byte

@@ -15,6 +15,7 @@ use crate::pfn::{NIL, Pfn};
 use crate::reclaim::compact_state::Deferral;
 use crate::support::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
+use crate::zone_idx::ZoneIdx;
 
 /// What the zone lock protects: the buddy lists and the per-order counters
 /// of the paths that go through them.
@@ -119,7 +120,7 @@ struct ZoneMirror {
 
 /// One zone.
 pub(crate) struct Zone {
-    pub index: usize,
+    pub index: ZoneIdx,
     pub start: Pfn,
     pub end: Pfn,
     watermarks: [AtomicUsize; 3],
@@ -154,14 +155,15 @@ struct ZonePcpParams {
 /// `f` returns a value. (A plain loop: an iterator chain cost 2-3% more
 /// instructions on the order-9 pair.)
 #[inline(always)]
-pub(crate) fn zonelist<R>(preferred: usize, nr: usize, mut f: impl FnMut(usize) -> Option<R>) -> Option<R> {
-    let mut index = preferred;
+pub(crate) fn zonelist<R>(preferred: ZoneIdx, nr: usize, mut f: impl FnMut(ZoneIdx) -> Option<R>) -> Option<R> {
+    let mut index = preferred.index();
     loop {
-        if let Some(r) = f(index) {
+        // A zone of the node: below its count, which is at most MAX_ZONES.
+        if let Some(r) = f(ZoneIdx::from_bits(index as u8)) {
             return Some(r);
         }
         index = if index + 1 == nr { 0 } else { index + 1 };
-        if index == preferred {
+        if index == preferred.index() {
             return None;
         }
     }
@@ -170,7 +172,7 @@ pub(crate) fn zonelist<R>(preferred: usize, nr: usize, mut f: impl FnMut(usize) 
 impl Zone {
     /// `None` if the zone's pageblock table cannot be had.
     pub(crate) fn new(
-        index: usize,
+        index: ZoneIdx,
         (start, end): (Pfn, Pfn),
         (orders, grouping): (BuddyOrders, Grouping),
         marks: Watermarks,
@@ -368,7 +370,7 @@ impl Zone {
         let mut zone = self.lock();
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::fire_in_zone_lock(&mut zone.inner.buddy, order, mt);
-        let o = pcp_list(order as usize, mt as usize);
+        let o = pcp_list(order as usize, mt.index());
         let pool = &mut zone.inner.pool;
         let from_pool = pool.count[o].min(count);
         let keep = pool.count[o] - from_pool;
@@ -396,14 +398,14 @@ impl Zone {
         pfns: impl ExactSizeIterator<Item = Pfn>,
     ) -> bool {
         let mut zone = self.lock();
-        let o = pcp_list(order as usize, mt as usize);
+        let o = pcp_list(order as usize, mt.index());
         zone.inner.pcp_trims += 1;
         if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(order as usize) {
             for pfn in pfns {
                 // The pool list's type, as the lists name it (under loom one
                 // list serves every type).
-                let list_type = pcp_type(mm.page(pfn).info().migratetype() as usize);
-                if zone.is_cached_here(mm, pfn, order) && list_type == pcp_type(mt as usize) {
+                let list_type = pcp_type(mm.page(pfn).info().migratetype().index());
+                if zone.is_cached_here(mm, pfn, order) && list_type == pcp_type(mt.index()) {
                     let pool = &mut zone.inner.pool;
                     pool.pfns[o][pool.count[o]] = pfn;
                     pool.count[o] += 1;

@@ -40,11 +40,11 @@ impl Arena {
     pub fn check(&self) -> Result<(), CheckError> {
         let inner = &*self.inner;
         let sets = inner.reclaim().pcp.freeze().ok_or(CheckError::OutOfMemory)?;
-        let mut cached = [0usize; crate::builder::MAX_ZONES];
+        let mut cached = [0usize; crate::zone_idx::MAX_ZONES];
         sets.check(inner.node(), &mut cached)?;
         for zone in inner.node().zones.iter() {
             let tally = self.check_zone(zone)?;
-            let z = zone.index;
+            let z = zone.index.index();
             if tally.cached != cached[z] + tally.pooled {
                 return Err(CheckError::Counter {
                     zone: z,
@@ -60,7 +60,7 @@ impl Arena {
     fn check_zone(&self, zone: &Zone) -> Result<ZoneTally, CheckError> {
         let mm = &self.inner.node().mem_map;
         let max_order = self.inner.node().max_order;
-        let z = zone.index;
+        let z = zone.index.index();
         let guard = zone.lock();
         let buddy = &guard.inner.buddy;
         let frontier = buddy.frontier();
@@ -87,7 +87,7 @@ impl Arena {
                 }
                 let page = mm.page(pfn);
                 let info = page.info();
-                if info.state != PageState::Free || info.order() != order || info.zone() != z {
+                if info.state != PageState::Free || info.order() != order || info.zone() != zone.index {
                     return Err(bad_entry(order, pfn, "head is not a free block of this order and zone"));
                 }
                 if info.migratetype() != mt {
@@ -125,7 +125,7 @@ impl Arena {
             if found != recorded {
                 return Err(CheckError::ListCount { zone: z, order, found, recorded });
             }
-            type_pages_seen[mt as usize] += type_pages;
+            type_pages_seen[mt.index()] += type_pages;
         }
 
         // 2. Every page below the frontier belongs to exactly one block.
@@ -142,7 +142,7 @@ impl Arena {
             if order > max_order || !pfn.is_aligned(order) || pfn + (1 << order) > frontier {
                 return Err(bad("head of a block with an impossible order"));
             }
-            if info.zone() != z {
+            if info.zone() != zone.index {
                 return Err(bad("head records another zone"));
             }
             let size = 1usize << order;
@@ -206,8 +206,8 @@ impl Arena {
                 if !zone.contains(pfn)
                     || info.state != PageState::Cached
                     || info.order() != order
-                    || info.zone() != z
-                    || pcp_type(info.migratetype() as usize) != list_type
+                    || info.zone() != zone.index
+                    || pcp_type(info.migratetype().index()) != list_type
                 {
                     return Err(CheckError::BadCacheEntry {
                         zone: z,
@@ -228,7 +228,7 @@ impl Arena {
         counter("free pages on the lists", tally.free - buddy.frontier_pages(), listed_pages)?;
         counter(
             "free pages of the high-atomic reserve (lock-free mirror)",
-            type_pages_seen[Migratetype::HighAtomic as usize],
+            type_pages_seen[Migratetype::HighAtomic.index()],
             zone.reserve_free_pages(),
         )?;
         let reserve_pageblocks =

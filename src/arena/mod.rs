@@ -39,6 +39,7 @@ use crate::support::ratelimit::RateLimit;
 use crate::support::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
 use crate::watermark::WatermarkConfig;
 use crate::zone::{Zone, ZoneGuard};
+use crate::zone_idx::ZoneIdx;
 
 /// Flags that take an allocation off the fast path: a zeroed block may
 /// need a memset, and a request that cannot wait may grow the high-atomic
@@ -179,7 +180,9 @@ impl Arena {
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
             let end = start + ((layout.zone_blocks[i]) << max_order);
             let grouping = (orders, Grouping { by_mobility: config.group_by_mobility, defrag_mode });
-            let zone = Zone::new(i, (start, end), grouping, layout.marks[i], config.pcp);
+            // The builder allows at most MAX_ZONES zones.
+            let index = ZoneIdx::new(i).ok_or(BuildError::OutOfMetadataMemory)?;
+            let zone = Zone::new(index, (start, end), grouping, layout.marks[i], config.pcp);
             start = end;
             zone.ok_or(BuildError::OutOfMetadataMemory)
         })?
@@ -536,7 +539,7 @@ impl Arena {
         }
         // Each zone's share, in proportion to its size; the remainder goes
         // to the first zones, a page each.
-        let mut shares = [0usize; crate::builder::MAX_ZONES];
+        let mut shares = [0usize; crate::zone_idx::MAX_ZONES];
         let mut given = 0;
         for (share, zone) in shares.iter_mut().zip(inner.node().zones.iter()) {
             *share = (pages as u128 * zone.spanned() as u128 / total as u128) as usize;
@@ -548,7 +551,7 @@ impl Arena {
                 given += 1;
             }
         }
-        let mut marks = [crate::watermark::Watermarks::default(); crate::builder::MAX_ZONES];
+        let mut marks = [crate::watermark::Watermarks::default(); crate::zone_idx::MAX_ZONES];
         for i in 0..inner.node().zones.len() {
             let m = inner.watermark_config.for_zone(shares[i], pages);
             if m.high > shares[i] && shares[i] > 0 {
@@ -616,7 +619,7 @@ pub(crate) struct ArenaForkGuard<'a> {
     _owners: MovableForkGuard<'a>,
     caches: FrozenSets<'a>,
     _purging: MutexGuard<'a, ()>,
-    zones: [Option<ZoneGuard<'a>>; crate::builder::MAX_ZONES],
+    zones: [Option<ZoneGuard<'a>>; crate::zone_idx::MAX_ZONES],
     kswapd: KswapdForkGuard<'a>,
     _progress: MutexGuard<'a, u64>,
 }

@@ -87,7 +87,7 @@ impl Arena {
                 let guard = zone.lock();
                 let buddy = &guard.inner.buddy;
                 for mt in Migratetype::ALL {
-                    for (order, n) in free_blocks[mt as usize].iter_mut().enumerate().take(orders) {
+                    for (order, n) in free_blocks[mt.index()].iter_mut().enumerate().take(orders) {
                         *n = buddy.nr_free_blocks_of(order as u32, mt);
                     }
                 }
@@ -105,13 +105,13 @@ impl Arena {
                     pageblocks[mt] += 1;
                     let usage = buddy.pageblock_usage(&node.mem_map, start);
                     mixed_pageblocks[mt] += usize::from(usage.foreign > 0);
-                    polluted_pageblocks += usize::from(mt == Migratetype::Movable as usize && usage.unmovable > 0);
+                    polluted_pageblocks += usize::from(mt == Migratetype::Movable.index() && usage.unmovable > 0);
                     free_pageblocks += usize::from(usage.free == table.nr_pages());
                 }
                 reserved_highatomic = buddy.nr_reserved_highatomic();
             }
             zones.push(ZonePageTypes {
-                zone: zone.index,
+                zone: zone.index.index(),
                 free_blocks: free_blocks.map(|per_order| per_order[..orders].to_vec()),
                 pageblocks,
                 untouched_pageblocks,
@@ -138,7 +138,7 @@ impl fmt::Display for PageTypeInfo {
         for z in &self.zones {
             for mt in Migratetype::ALL {
                 write!(f, "Arena 0, zone {:>6}, type {:>12}", z.zone, mt.name())?;
-                for n in &z.free_blocks[mt as usize] {
+                for n in &z.free_blocks[mt.index()] {
                     write!(f, " {n:>6}")?;
                 }
                 writeln!(f)?;

@@ -227,7 +227,7 @@ impl Arena {
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
         let orders = inner.node().max_order as usize + 1;
-        let mut pcp = [PcpTally::default(); crate::builder::MAX_ZONES];
+        let mut pcp = [PcpTally::default(); crate::zone_idx::MAX_ZONES];
         let pcp_sets = inner.reclaim().pcp.tally(&mut pcp);
         let pcp_orders = orders.min(PCP_MAX_ORDER as usize + 1);
         let zones: Vec<ZoneStats> = inner
@@ -273,7 +273,7 @@ impl Arena {
                 }
                 let (pcp_batch, pcp_high) = zone.pcp_params();
                 ZoneStats {
-                    zone: zone.index,
+                    zone: zone.index.index(),
                     start_pfn: zone.start.index(),
                     spanned: zone.spanned(),
                     managed: zone.managed(),

@@ -80,7 +80,7 @@ impl Buddy {
     /// pageblock.
     pub(super) fn find_suitable_fallback(&self, order: u32, start: Migratetype) -> Option<(Migratetype, bool)> {
         let fallback =
-            start.fallbacks().iter().copied().find(|&mt| self.free_area[order as usize][mt as usize].nr_free != 0)?;
+            start.fallbacks().iter().copied().find(|&mt| self.free_area[order as usize][mt.index()].nr_free != 0)?;
         Some((fallback, self.can_steal_fallback(order, start)))
     }
 

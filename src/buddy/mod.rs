@@ -32,6 +32,7 @@ pub(crate) use target::{fragmentation_index, free_block_info};
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::{NIL, Pfn};
+use crate::zone_idx::ZoneIdx;
 
 /// The largest `max_order` supported: 2^20 pages = 4 GiB blocks.
 pub const MAX_ORDER_LIMIT: u32 = 20;
@@ -110,7 +111,7 @@ pub(crate) struct Grouping {
 
 /// The free memory of one zone.
 pub(crate) struct Buddy {
-    zone: usize,
+    zone: ZoneIdx,
     start: Pfn,
     end: Pfn,
     /// Pages at and above `frontier` (up to `end`) have never been used.
@@ -159,7 +160,12 @@ impl Buddy {
     /// Both ends are multiples of the max-order block. A purge hands back
     /// only blocks of `purge_min_order` or more. `None` if the pageblock
     /// table's memory cannot be had.
-    pub(crate) fn new(zone: usize, (start, end): (Pfn, Pfn), orders: BuddyOrders, grouping: Grouping) -> Option<Self> {
+    pub(crate) fn new(
+        zone: ZoneIdx,
+        (start, end): (Pfn, Pfn),
+        orders: BuddyOrders,
+        grouping: Grouping,
+    ) -> Option<Self> {
         let BuddyOrders { max_order, purge_min_order, pageblock_order } = orders;
         debug_assert!(max_order <= MAX_ORDER_LIMIT && pageblock_order <= max_order);
         debug_assert!(start.is_aligned(max_order) && end.is_aligned(max_order));
@@ -209,7 +215,7 @@ impl Buddy {
     /// Free pages on type `mt`'s lists, from the lists' block counts (only
     /// slow paths ask: keeping a running sum cost every list change).
     pub(crate) fn type_pages(&self, mt: Migratetype) -> usize {
-        self.free_area.iter().enumerate().map(|(o, area)| area[mt as usize].nr_free << o).sum()
+        self.free_area.iter().enumerate().map(|(o, area)| area[mt.index()].nr_free << o).sum()
     }
 
     /// Pages of type `mt`'s pageblocks that are not free on its lists: in
@@ -265,7 +271,7 @@ impl Buddy {
     /// `o`: what requests allowed the reserves may count on too.
     #[inline]
     pub(crate) fn reserve_order_mask(&self) -> u32 {
-        self.list_mask[Migratetype::HighAtomic as usize]
+        self.list_mask[Migratetype::HighAtomic.index()]
     }
 
     /// Blocks on `free_area[order]`, every type.
@@ -277,19 +283,19 @@ impl Buddy {
     /// Blocks on `free_area[order][mt]`.
     #[inline]
     pub(crate) fn nr_free_blocks_of(&self, order: u32, mt: Migratetype) -> usize {
-        self.free_area[order as usize][mt as usize].nr_free
+        self.free_area[order as usize][mt.index()].nr_free
     }
 
     /// Head of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
     pub(crate) fn list_head(&self, order: u32, mt: Migratetype) -> Pfn {
-        self.free_area[order as usize][mt as usize].head
+        self.free_area[order as usize][mt.index()].head
     }
 
     /// Tail of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
     pub(crate) fn list_tail(&self, order: u32, mt: Migratetype) -> Pfn {
-        self.free_area[order as usize][mt as usize].tail
+        self.free_area[order as usize][mt.index()].tail
     }
 
     /// Takes a block of exactly `order` for an allocation of type `mt` off
@@ -371,7 +377,7 @@ impl Buddy {
         state: PageState,
     ) -> Option<Block> {
         let roomy = (order + GROWTH_ORDERS).min(self.max_order);
-        let above = self.list_mask[mt as usize] & !((2 << order) - 1);
+        let above = self.list_mask[mt.index()] & !((2 << order) - 1);
         let (above, frontier) = if order + FRESH_ROOM_MIN_SHARE < self.purge_min_order {
             (self.resident_orders(mm, above, mt), false)
         } else {
@@ -395,7 +401,7 @@ impl Buddy {
         let mut rest = orders;
         while rest != 0 {
             let o = rest.trailing_zeros();
-            let head = self.free_area[o as usize][mt as usize].head;
+            let head = self.free_area[o as usize][mt.index()].head;
             if head != NIL && mm.page(head).info().flags & flag::PURGED == 0 {
                 resident |= 1 << o;
             }
@@ -436,12 +442,12 @@ impl Buddy {
     #[inline]
     fn take_from_lists(&mut self, mm: &MemMap, order: u32, from: u32, mt: Migratetype) -> Option<(Pfn, u8)> {
         debug_assert!(order <= from && from <= self.max_order);
-        let candidates = self.list_mask[mt as usize] >> from;
+        let candidates = self.list_mask[mt.index()] >> from;
         if candidates == 0 {
             return None;
         }
         let lists = &self.free_area;
-        let head = |o: u32| lists[o as usize][mt as usize].head;
+        let head = |o: u32| lists[o as usize][mt.index()].head;
         let mut found = from + candidates.trailing_zeros();
         let mut rest = candidates;
         while rest != 0 {
@@ -467,9 +473,9 @@ impl Buddy {
     /// (`test_hooks::InZoneLock::BreakFreeList`).
     #[cfg(feature = "test-hooks")]
     pub(crate) fn break_free_list(&mut self, order: u32, mt: Migratetype) {
-        self.free_area[order as usize][mt as usize].head = Pfn::new(u32::MAX as usize - 1);
-        self.free_area[order as usize][mt as usize].nr_free += 1;
-        self.list_mask[mt as usize] |= 1 << order;
+        self.free_area[order as usize][mt.index()].head = Pfn::new(u32::MAX as usize - 1);
+        self.free_area[order as usize][mt.index()].nr_free += 1;
+        self.list_mask[mt.index()] |= 1 << order;
     }
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
@@ -543,7 +549,7 @@ impl Buddy {
     #[inline(always)]
     fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype) {
         debug_assert_eq!(flags & !flag::CONTENT, 0);
-        let area = &mut self.free_area[order as usize][mt as usize];
+        let area = &mut self.free_area[order as usize][mt.index()];
         let page = mm.page(pfn);
         page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone).with_migratetype(mt));
         if flags & flag::PURGED != 0 && area.tail != NIL {
@@ -562,7 +568,7 @@ impl Buddy {
             area.head = pfn;
         }
         area.nr_free += 1;
-        self.list_mask[mt as usize] |= 1 << order;
+        self.list_mask[mt.index()] |= 1 << order;
         self.reserve_changed |= mt == Migratetype::HighAtomic;
         self.listed_pages += 1 << order;
         if flags & flag::PURGED != 0 {
@@ -576,7 +582,7 @@ impl Buddy {
     /// its head entry is left for the caller to overwrite.
     #[inline(always)]
     fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, info: PageInfo) {
-        let (flags, mt) = (info.flags, info.migratetype() as usize);
+        let (flags, mt) = (info.flags, info.migratetype().index());
         let page = mm.page(pfn);
         let (prev, next) = (page.prev(), page.next());
         let area = &mut self.free_area[order as usize][mt];
@@ -594,7 +600,7 @@ impl Buddy {
         if area.nr_free == 0 {
             self.list_mask[mt] &= !(1 << order);
         }
-        self.reserve_changed |= mt == Migratetype::HighAtomic as usize;
+        self.reserve_changed |= mt == Migratetype::HighAtomic.index();
         self.listed_pages -= 1 << order;
         if flags & flag::PURGED != 0 {
             self.purged_pages -= 1 << order;

@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::builder::MAX_ZONES;
 use crate::region::HugePages;
 use crate::support::report::StackWriter;
+use crate::zone_idx::MAX_ZONES;
 
 /// What the environment asks of the global arena; `None`: the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

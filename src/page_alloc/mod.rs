@@ -66,6 +66,7 @@ use crate::support::report::StackWriter;
 use crate::support::sync::{AtomicU64, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::{RmqueueHow, Zone, zonelist};
+use crate::zone_idx::ZoneIdx;
 
 /// The page allocator: a node with its caches and reclaim, and the policy
 /// of the slow path (the OOM handler, fault injection, failure warnings).
@@ -176,7 +177,7 @@ impl PageAlloc {
         growable: bool,
     ) -> Result<Block, AllocError> {
         if growable {
-            let zone = &self.node().zones[self.node().preferred_zone()];
+            let zone = &self.node().zone(self.node().preferred_zone());
             if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
                 && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable, false)
             {
@@ -223,11 +224,11 @@ impl PageAlloc {
         &self,
         (order, mt): (u32, Migratetype),
         mode: AllocMode,
-        preferred: usize,
+        preferred: ZoneIdx,
     ) -> Option<Block> {
         let how = if mode.highatomic { RmqueueHow::HighAtomicFirst } else { RmqueueHow::Normal };
         zonelist(preferred, self.node().zones.len(), |index| {
-            let zone = &self.node().zones[index];
+            let zone = self.node().zone(index);
             if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -244,7 +245,7 @@ impl PageAlloc {
         &self,
         request: (u32, Migratetype),
         flags: AllocFlags,
-        preferred: usize,
+        preferred: ZoneIdx,
     ) -> Result<Block, AllocError> {
         let (order, mt) = request;
         if InReclaim::active() {
@@ -260,7 +261,7 @@ impl PageAlloc {
         // Defrag mode: what compaction works towards is a whole free
         // pageblock, which a fallback may then claim without mixing.
         let defrag = self.node().defrag_mode;
-        let compact_order = if defrag { order.max(self.node().zones[preferred].pageblock_order) } else { order };
+        let compact_order = if defrag { order.max(self.node().zone(preferred).pageblock_order) } else { order };
         self.reclaim.wakeup_kcompactd(order);
         self.node().kswapd.wakeup();
         if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
@@ -392,7 +393,7 @@ impl PageAlloc {
     /// Defrag mode's last resort for a request about to fail: a fallback
     /// that splits a foreign pageblock, rather than failing while memory
     /// is free (where the kernel would fail a request that may not retry).
-    fn fragmenting_fallback(&self, request: (u32, Migratetype), mode: AllocMode, preferred: usize) -> Option<Block> {
+    fn fragmenting_fallback(&self, request: (u32, Migratetype), mode: AllocMode, preferred: ZoneIdx) -> Option<Block> {
         if mode.may_fragment || !self.node().defrag_mode {
             return None;
         }
@@ -413,7 +414,7 @@ impl PageAlloc {
         &self,
         request: (u32, Migratetype),
         mode: AllocMode,
-        preferred: usize,
+        preferred: ZoneIdx,
         (target, priority): (u32, CompactPriority),
     ) -> Option<Block> {
         self.reclaim.direct_compact(target, priority)?;
@@ -512,7 +513,7 @@ impl PageAlloc {
         self.validate_free(pfn, info, order, addr)?;
         // The zone the head records indexes the caches and the zones from
         // here on: it must be the zone the page lies in.
-        let zone = match self.node().zones.get(info.zone()) {
+        let zone = match self.node().zones.get(info.zone().index()) {
             Some(zone) if zone.contains(pfn) => zone,
             _ => head_in_wrong_zone(pfn, info),
         };
@@ -555,7 +556,7 @@ impl PageAlloc {
         if !is_block(info) {
             return false;
         }
-        let zone = &self.node().zones[info.zone()];
+        let zone = self.node().zone(info.zone());
         let extra = (1usize << new_order) - (1 << order);
         if zone.usable_free_pages() < extra + zone.watermarks().low {
             return false;

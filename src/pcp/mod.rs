@@ -157,12 +157,12 @@ mod tests {
     fn a_heads_zone_byte_indexes_its_lists() {
         use crate::migratetype::Migratetype;
         use crate::page::{PageInfo, PageState};
-        for zone in [0, 1, 63] {
+        for zone in [0, 1, 63].map(|z| crate::zone_idx::ZoneIdx::new(z).unwrap()) {
             for mt in Migratetype::ALL {
                 let word = PageInfo::new(PageState::Allocated, 3, 0, zone).with_migratetype(mt).pack();
                 let index = pcp_index_of_zone_type(PageInfo::zone_type_of_word(word));
-                assert_eq!(index, pcp_index(zone, mt as usize));
-                assert_eq!(index / PCP_TYPES, zone);
+                assert_eq!(index, pcp_index(zone, mt));
+                assert_eq!(index / PCP_TYPES, zone.index());
             }
         }
     }

@@ -53,9 +53,9 @@ impl PcpRegistry {
                 if set.state.load() == SetState::Vacant {
                     set.state.store(SetState::Attached);
                     set.refs.fetch_add(1, Ordering::Relaxed);
-                    set.preferred.store(zone, Ordering::Relaxed);
+                    set.preferred.store(zone.index(), Ordering::Relaxed);
                     self.nr_vacant.fetch_sub(1, Ordering::Relaxed);
-                    node.zones[zone].pcp_attach();
+                    node.zone(zone).pcp_attach();
                     return Some(ptr);
                 }
                 cursor = set.next;
@@ -63,7 +63,7 @@ impl PcpRegistry {
         }
         let set = PcpSet::new(node, self, zone, reg.first)?;
         reg.first = Some(set);
-        node.zones[zone].pcp_attach();
+        node.zone(zone).pcp_attach();
         Some(set)
     }
 
@@ -93,7 +93,7 @@ impl PcpRegistry {
 
     /// Pages held in per-thread caches and pools (a racy sum).
     pub(crate) fn cached_pages(&self, node: &Node) -> usize {
-        let mut tally = [PcpTally::default(); crate::builder::MAX_ZONES];
+        let mut tally = [PcpTally::default(); crate::zone_idx::MAX_ZONES];
         self.tally(&mut tally);
         let listed: usize = tally.iter().flat_map(|t| t.cached.iter().enumerate().map(|(o, n)| n << o)).sum();
         let pooled: usize = node

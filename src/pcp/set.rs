@@ -50,6 +50,7 @@ use crate::support::sync::{
 };
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::{Zone, zonelist};
+use crate::zone_idx::ZoneIdx;
 
 use super::*;
 
@@ -285,7 +286,7 @@ impl PcpSet {
     pub(super) fn new(
         node: &Node,
         registry: &PcpRegistry,
-        preferred: usize,
+        preferred: ZoneIdx,
         next: Option<NonNull<PcpSet>>,
     ) -> Option<NonNull<Self>> {
         let nr = node.zones.len() * PCP_TYPES;
@@ -296,7 +297,7 @@ impl PcpSet {
         let set = Self {
             busy: AtomicBool::new(false),
             locked: AtomicBool::new(false),
-            preferred: AtomicUsize::new(preferred),
+            preferred: AtomicUsize::new(preferred.index()),
             pcps,
             lock: Mutex::new(()),
             state: AtomicSetState::new(SetState::Attached),
@@ -306,6 +307,13 @@ impl PcpSet {
             next,
         };
         Some(SysBox::try_new(set)?.into_raw())
+    }
+
+    /// The zone this thread allocates from first.
+    #[inline]
+    pub(super) fn preferred(&self) -> ZoneIdx {
+        // Stored from a ZoneIdx.
+        ZoneIdx::from_bits(self.preferred.load(Ordering::Relaxed) as u8)
     }
 
     /// Enters a fast-path critical section; `false` if a drainer has the lists.
@@ -339,12 +347,12 @@ impl PcpSet {
     pub(super) fn alloc(&self, node: &Node, (order, mt): (u32, Migratetype), flags: AllocFlags) -> Option<Block> {
         let o = order as usize;
         let _guard = self.lock.lock();
-        let preferred = self.preferred.load(Ordering::Relaxed);
+        let preferred = self.preferred();
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, order, flags) };
         zonelist(preferred, node.zones.len(), |z| {
-            let zone = &node.zones[z];
-            let zp = &self.pcps[pcp_index(z, mt as usize)];
+            let zone = node.zone(z);
+            let zp = &self.pcps[pcp_index(z, mt)];
             // SAFETY: we hold the set lock and are the owner.
             let block = unsafe {
                 zp.lists(|l| {
@@ -388,8 +396,8 @@ impl PcpSet {
         if !claim_cached(node, pfn, info) {
             return false;
         }
-        let zp = &self.pcps[pcp_index(zone, mt as usize)];
-        let z = &node.zones[zone];
+        let zp = &self.pcps[pcp_index(zone, mt)];
+        let z = node.zone(zone);
         // SAFETY: we hold the set lock and are the owner.
         unsafe {
             zp.lists(|l| {
@@ -525,7 +533,7 @@ impl PcpSet {
         // SAFETY: per the contract, nobody else touches the lists.
         let pages = unsafe { self.return_all(node) };
         self.state.store(SetState::Vacant);
-        node.zones[self.preferred.load(Ordering::Relaxed)].pcp_detach();
+        node.zone(self.preferred()).pcp_detach();
         registry.nr_vacant.fetch_add(1, Ordering::Relaxed);
         pages
     }
@@ -576,7 +584,7 @@ impl PcpSet {
                             if info.state != PageState::Cached || info.order() as usize != order {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
-                            if pcp_type(info.migratetype() as usize) != list_type {
+                            if pcp_type(info.migratetype().index()) != list_type {
                                 return Err(bad(pfn, "head is not of the list's migratetype"));
                             }
                         }
@@ -594,10 +602,10 @@ impl PcpSet {
 /// Records a popped cached block as allocated (of the type of the list it
 /// was on) and returns it.
 #[inline(always)]
-pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: usize) -> Block {
+pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: ZoneIdx) -> Block {
     let page = node.mem_map.page(pfn);
     let info = page.info();
-    hand_out(page, PageInfo::allocated_base(zone), order, info.migratetype() as usize);
+    hand_out(page, PageInfo::allocated_base(zone), order, info.migratetype().index());
     Block { pfn, order, flags: info.flags & flag::CONTENT }
 }
 

@@ -9,7 +9,6 @@ use crate::migratetype::{MOBILITY_SHIFT, Migratetype};
 use crate::node::Node;
 use crate::page::{PageInfo, PageState};
 use crate::pfn::Pfn;
-use crate::support::sync::Ordering;
 
 use super::*;
 
@@ -112,13 +111,13 @@ impl ThreadCaches {
                 }
                 let set = registry.attach(node)?;
                 // SAFETY: just attached; the thread holds a reference.
-                let preferred = unsafe { set.as_ref() }.preferred.load(Ordering::Relaxed);
+                let preferred = unsafe { set.as_ref() }.preferred();
                 // SAFETY: as above.
                 let pcps = &unsafe { set.as_ref() }.pcps;
                 // From the whole slice, so that the fast paths may step from
                 // one group to another.
                 let all = NonNull::from(&pcps[..]).cast::<ZonePcp>();
-                let hot = pcp_index(preferred, 0);
+                let hot = pcp_index(preferred, Migratetype::Unmovable);
                 assert!(hot + PCP_TYPES <= pcps.len());
                 self.entries[slot].set(Entry {
                     arena_id: node.id,
