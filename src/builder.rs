@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use crate::PAGE_SIZE;
-use crate::buddy::MAX_ORDER_LIMIT;
 use crate::error::BuildError;
 use crate::fault::FaultInjection;
 use crate::oom::{OomAction, OomContext, OomHandler};
+use crate::order::{MAX_ORDER_LIMIT, Order};
 use crate::pcp_config::PcpConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};
@@ -319,14 +319,13 @@ impl ArenaBuilder {
     /// Validates every setting and works out the zones.
     pub(crate) fn layout(&self) -> Result<ZoneLayout, BuildError> {
         self.pcp.validate()?;
-        if self.max_order > MAX_ORDER_LIMIT {
+        let Some(max_order) = Order::new(self.max_order) else {
             return Err(BuildError::MaxOrderTooLarge { max_order: self.max_order, limit: MAX_ORDER_LIMIT });
-        }
-        if let Some(order) = self.pageblock_order
-            && order > self.max_order
-        {
-            return Err(BuildError::PageblockOrderTooLarge { pageblock_order: order, max_order: self.max_order });
-        }
+        };
+        let pageblock_order = self.effective_pageblock_order();
+        let Some(pageblock_order) = Order::new(pageblock_order).filter(|&o| o <= max_order) else {
+            return Err(BuildError::PageblockOrderTooLarge { pageblock_order, max_order: self.max_order });
+        };
         let block_size = PAGE_SIZE << self.max_order;
         let too_large = BuildError::RegionTooLarge { region_size: self.region_size };
         let region_size = self.region_size.checked_next_multiple_of(block_size).ok_or(too_large)?;
@@ -365,7 +364,7 @@ impl ArenaBuilder {
             }
             marks[zone] = m;
         }
-        Ok(ZoneLayout { region_size, pages, zones, zone_blocks, marks })
+        Ok(ZoneLayout { region_size, pages, max_order, pageblock_order, zones, zone_blocks, marks })
     }
 }
 
@@ -376,6 +375,8 @@ const DEFAULT_PAGEBLOCK_ORDER: u32 = 9;
 pub(crate) struct ZoneLayout {
     pub region_size: usize,
     pub pages: usize,
+    pub max_order: Order,
+    pub pageblock_order: Order,
     pub zones: usize,
     pub zone_blocks: [usize; MAX_ZONES],
     pub marks: [Watermarks; MAX_ZONES],

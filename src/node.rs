@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 
+use crate::order::Order;
 use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
 use crate::reclaim::kswapd::{Kswapd, SleepCheck};
@@ -28,7 +29,7 @@ pub(crate) struct Node {
     /// Per-page slots for the slab layer's headers.
     pub side_table: SideTable,
     pub zones: crate::support::boot::SysBox<[Zone]>,
-    pub max_order: u32,
+    pub max_order: Order,
     /// Whether orders 0..=`PCP_MAX_ORDER` go through per-thread caches.
     pub pcp_enabled: bool,
     /// Whether allocations are grouped by mobility (else all unmovable).
@@ -85,7 +86,7 @@ pub(crate) struct NodeParts {
     pub mem_map: MemMap,
     pub side_table: SideTable,
     pub zones: crate::support::boot::SysBox<[Zone]>,
-    pub max_order: u32,
+    pub max_order: Order,
     pub pcp_enabled: bool,
     pub group_by_mobility: bool,
     pub defrag_mode: bool,

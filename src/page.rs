@@ -11,6 +11,7 @@
 //! (never touched) entry reads as.
 
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::pfn::Pfn;
 use crate::support::sync::{AtomicU32, Ordering};
 use crate::zone_idx::{MAX_ZONES, ZoneIdx};
@@ -106,14 +107,14 @@ impl PageInfo {
     pub(crate) const TAIL: Self = Self { state: PageState::Tail, order: 0, flags: 0, zone: 0 };
 
     #[inline]
-    pub(crate) const fn new(state: PageState, order: u32, flags: u8, zone: ZoneIdx) -> Self {
-        Self { state, order: order as u8, flags, zone: (zone.index() << MT_BITS) as u8 }
+    pub(crate) const fn new(state: PageState, order: Order, flags: u8, zone: ZoneIdx) -> Self {
+        Self { state, order: order.get() as u8, flags, zone: (zone.index() << MT_BITS) as u8 }
     }
 
     /// The block's order (on a head).
     #[inline(always)]
-    pub(crate) const fn order(self) -> u32 {
-        self.order as u32
+    pub(crate) const fn order(self) -> Order {
+        Order::from_bits(self.order)
     }
 
     /// The head's migratetype (see [`MT_BITS`]).
@@ -132,7 +133,7 @@ impl PageInfo {
     /// in zone `zone`: the base of [`allocated_word`](Self::allocated_word).
     #[inline(always)]
     pub(crate) const fn allocated_base(zone: ZoneIdx) -> u32 {
-        Self::new(PageState::Allocated, 0, 0, zone).pack()
+        Self::new(PageState::Allocated, Order::ZERO, 0, zone).pack()
     }
 
     /// The packed word of an allocated head of `order` and migratetype
@@ -158,8 +159,8 @@ impl PageInfo {
 
     /// The same head with another order.
     #[inline(always)]
-    pub(crate) const fn with_order(self, order: u32) -> Self {
-        Self { order: order as u8, ..self }
+    pub(crate) const fn with_order(self, order: Order) -> Self {
+        Self { order: order.get() as u8, ..self }
     }
 
     /// The low 16 bits (state and order) of an allocated head of `order`:
@@ -467,14 +468,14 @@ mod tests {
 
     #[test]
     fn info_round_trips_through_the_packed_word() {
-        let info = PageInfo::new(PageState::Cached, 17, flag::PRISTINE, ZoneIdx::new(63).unwrap())
+        let info = PageInfo::new(PageState::Cached, Order::new(17).unwrap(), flag::PRISTINE, ZoneIdx::new(63).unwrap())
             .with_migratetype(Migratetype::Reclaimable);
         let meta = PageMeta::default();
         meta.set_info(info);
         assert_eq!(meta.info(), info);
         assert_eq!(
             (info.zone(), info.migratetype(), info.order()),
-            (ZoneIdx::new(63).unwrap(), Migratetype::Reclaimable, 17)
+            (ZoneIdx::new(63).unwrap(), Migratetype::Reclaimable, Order::new(17).unwrap())
         );
         assert_eq!(PageMeta::default().info(), PageInfo::TAIL);
     }

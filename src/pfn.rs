@@ -1,5 +1,7 @@
 //! Page frame numbers.
 
+use crate::order::Order;
+
 /// A page frame number: the index of a 4 KiB page inside the region.
 ///
 /// Its own type so that a page number is never mixed up with a count of
@@ -40,20 +42,20 @@ impl Pfn {
 
     /// The buddy of the order-`order` block at `self`: the block it merges with.
     #[inline(always)]
-    pub(crate) const fn buddy(self, order: u32) -> Self {
-        Self(self.0 ^ (1 << order))
+    pub(crate) const fn buddy(self, order: Order) -> Self {
+        Self(self.0 ^ order.bit())
     }
 
     /// Whether a block of `order` may start here.
     #[inline(always)]
-    pub(crate) const fn is_aligned(self, order: u32) -> bool {
-        self.0.trailing_zeros() >= order
+    pub(crate) const fn is_aligned(self, order: Order) -> bool {
+        self.0.trailing_zeros() >= order.get()
     }
 
     /// The start of the order-`order` block around `self`.
     #[inline(always)]
-    pub(crate) const fn align_down(self, order: u32) -> Self {
-        Self(self.0 & !((1 << order) - 1))
+    pub(crate) const fn align_down(self, order: Order) -> Self {
+        Self(self.0 & !(order.bit() - 1))
     }
 
     /// The largest order a block starting here may have.
@@ -109,24 +111,26 @@ impl std::fmt::Display for Pfn {
 /// `(offset, order)` in address order: each as large as its alignment and
 /// the pages left allow. `0..n` gives the descending powers of two in `n`;
 /// `n..2^k` gives what trimming an order-`k` block to `n` pages frees.
-pub(crate) fn tile(start: Pfn, end: Pfn) -> impl Iterator<Item = (Pfn, u32)> {
+pub(crate) fn tile(start: Pfn, end: Pfn) -> impl Iterator<Item = (Pfn, Order)> {
     let mut pos = start;
     std::iter::from_fn(move || {
         if pos >= end {
             return None;
         }
-        let order = pos.alignment().min((end - pos).ilog2());
+        // At most log2 of the region's pages, below 32.
+        let order = Order::from_bits(pos.alignment().min((end - pos).ilog2()) as u8);
         let piece = (pos, order);
-        pos += 1 << order;
+        pos += order.pages();
         Some(piece)
     })
 }
 
 /// The order of `start..end` if that range is one naturally aligned block
 /// (then an allocation of it is a plain block, not tiles).
-pub(crate) fn single_tile(start: Pfn, end: Pfn) -> Option<u32> {
+pub(crate) fn single_tile(start: Pfn, end: Pfn) -> Option<Order> {
     let pages = end - start;
-    (pages.is_power_of_two() && start.is_aligned(pages.trailing_zeros())).then_some(pages.trailing_zeros())
+    let order = Order::from_bits(pages.trailing_zeros() as u8);
+    (pages.is_power_of_two() && start.is_aligned(order)).then_some(order)
 }
 
 #[cfg(test)]
@@ -135,7 +139,11 @@ mod tests {
 
     /// `tile` over plain page indices.
     fn tiles(start: usize, end: usize) -> Vec<(usize, u32)> {
-        tile(Pfn::new(start), Pfn::new(end)).map(|(pfn, order)| (pfn.index(), order)).collect()
+        tile(Pfn::new(start), Pfn::new(end)).map(|(pfn, order)| (pfn.index(), order.get())).collect()
+    }
+
+    fn order(o: u32) -> Order {
+        Order::new(o).unwrap()
     }
 
     #[test]
@@ -144,7 +152,7 @@ mod tests {
         assert_eq!(tiles(150, 256), [(150, 1), (152, 3), (160, 5), (192, 6)]);
         assert_eq!(tiles(0, 64), [(0, 6)]);
         assert_eq!(tiles(5, 5).len(), 0);
-        let single = |start, end| single_tile(Pfn::new(start), Pfn::new(end));
+        let single = |start, end| single_tile(Pfn::new(start), Pfn::new(end)).map(Order::get);
         assert_eq!((single(64, 128), single(64, 96), single(32, 96), single(3, 4)), (Some(6), Some(5), None, Some(0)));
         for start in 0..70 {
             for end in start..140 {
@@ -162,11 +170,11 @@ mod tests {
     #[test]
     fn buddy_and_alignment_arithmetic() {
         let pfn = Pfn::new(0b1011_0000);
-        assert_eq!(pfn.buddy(4), Pfn::new(0b1010_0000));
-        assert_eq!(pfn.buddy(5), Pfn::new(0b1001_0000));
-        assert!(pfn.is_aligned(4) && !pfn.is_aligned(5));
+        assert_eq!(pfn.buddy(order(4)), Pfn::new(0b1010_0000));
+        assert_eq!(pfn.buddy(order(5)), Pfn::new(0b1001_0000));
+        assert!(pfn.is_aligned(order(4)) && !pfn.is_aligned(order(5)));
         assert_eq!(pfn.alignment(), 4);
-        assert_eq!(Pfn::new(0b1011_0111).align_down(4), pfn);
+        assert_eq!(Pfn::new(0b1011_0111).align_down(order(4)), pfn);
         assert_eq!((pfn + 16) - pfn, 16);
     }
 }

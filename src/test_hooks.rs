@@ -5,6 +5,7 @@
 
 use crate::buddy::Buddy;
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 // A plain std atomic, also under loom: a switch a test sets before the
 // model (or process) runs, not a protocol.
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -32,7 +33,7 @@ pub fn plant_in_next_refill(fault: InZoneLock) {
 }
 
 /// Fires a planted fault, under the zone lock of a refill of `order`, `mt`.
-pub(crate) fn fire_in_zone_lock(buddy: &mut Buddy, order: u32, mt: Migratetype) {
+pub(crate) fn fire_in_zone_lock(buddy: &mut Buddy, order: Order, mt: Migratetype) {
     match PLANTED.swap(InZoneLock::Nothing as u8, Ordering::Relaxed) {
         1 => panic!("zonealloc test hook: a panic inside a zone lock"),
         2 => buddy.break_free_list(order, mt),

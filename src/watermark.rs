@@ -2,6 +2,7 @@
 //! `__zone_watermark_ok` does.
 
 use crate::flags::AllocFlags;
+use crate::order::Order;
 
 /// A zone's watermarks, in pages.
 ///
@@ -110,7 +111,7 @@ pub(crate) struct AllocMode {
 }
 
 impl AllocMode {
-    pub(crate) fn new(mark: Mark, order: u32, flags: AllocFlags) -> Self {
+    pub(crate) fn new(mark: Mark, order: Order, flags: AllocFlags) -> Self {
         let atomic = flags.contains(AllocFlags::ATOMIC);
         Self {
             mark: Some(mark),
@@ -129,8 +130,8 @@ impl AllocMode {
     /// Whether a request is `ALLOC_HIGHATOMIC`: above order 0 and unable to
     /// wait (`gfp_to_alloc_flags`).
     #[inline]
-    pub(crate) fn highatomic(order: u32, flags: AllocFlags) -> bool {
-        order > 0 && !flags.may_wait()
+    pub(crate) fn highatomic(order: Order, flags: AllocFlags) -> bool {
+        order > Order::ZERO && !flags.may_wait()
     }
 
     /// `ALLOC_NO_WATERMARKS`: for a thread that is itself reclaiming (the
@@ -147,8 +148,14 @@ impl AllocMode {
 /// The order-0 part is `free - (2^order - 1) > mark` after the reserve
 /// discounts; for order > 0 a free block of at least that order must exist too.
 #[inline]
-pub(crate) fn zone_watermark_ok(free_pages: usize, order: u32, mark: usize, mode: AllocMode, order_mask: u32) -> bool {
-    let unusable = (1usize << order) - 1;
+pub(crate) fn zone_watermark_ok(
+    free_pages: usize,
+    order: Order,
+    mark: usize,
+    mode: AllocMode,
+    order_mask: u32,
+) -> bool {
+    let unusable = order.pages() - 1;
     let Some(free) = free_pages.checked_sub(unusable) else { return false };
     let mut min = mark;
     if mode.high {
@@ -160,7 +167,7 @@ pub(crate) fn zone_watermark_ok(free_pages: usize, order: u32, mark: usize, mode
     if free <= min {
         return false;
     }
-    order == 0 || order_mask >> order != 0
+    order == Order::ZERO || order_mask >> order.get() != 0
 }
 
 #[cfg(test)]
@@ -172,30 +179,33 @@ mod tests {
 
     #[test]
     fn order_zero_needs_strictly_more_than_the_mark() {
-        assert!(!zone_watermark_ok(100, 0, 100, PLAIN, 1));
-        assert!(zone_watermark_ok(101, 0, 100, PLAIN, 1));
+        assert!(!zone_watermark_ok(100, Order::of(0), 100, PLAIN, 1));
+        assert!(zone_watermark_ok(101, Order::of(0), 100, PLAIN, 1));
     }
 
     #[test]
     fn reserve_discounts_follow_the_kernel() {
-        let high = AllocMode::new(Mark::Min, 0, AllocFlags::HIGH);
-        let atomic = AllocMode::new(Mark::Min, 0, AllocFlags::ATOMIC);
+        let high = AllocMode::new(Mark::Min, Order::of(0), AllocFlags::HIGH);
+        let atomic = AllocMode::new(Mark::Min, Order::of(0), AllocFlags::ATOMIC);
         // HIGH: min - min/2 = 50; ATOMIC: 50 - 50/4 = 38.
-        assert!(!zone_watermark_ok(50, 0, 100, high, 1));
-        assert!(zone_watermark_ok(51, 0, 100, high, 1));
-        assert!(!zone_watermark_ok(38, 0, 100, atomic, 1));
-        assert!(zone_watermark_ok(39, 0, 100, atomic, 1));
-        assert_eq!(AllocMode::new(Mark::Low, 0, AllocFlags::NOWAIT), AllocMode { mark: Some(Mark::Low), ..PLAIN });
+        assert!(!zone_watermark_ok(50, Order::of(0), 100, high, 1));
+        assert!(zone_watermark_ok(51, Order::of(0), 100, high, 1));
+        assert!(!zone_watermark_ok(38, Order::of(0), 100, atomic, 1));
+        assert!(zone_watermark_ok(39, Order::of(0), 100, atomic, 1));
+        assert_eq!(
+            AllocMode::new(Mark::Low, Order::of(0), AllocFlags::NOWAIT),
+            AllocMode { mark: Some(Mark::Low), ..PLAIN }
+        );
     }
 
     #[test]
     fn higher_orders_discount_their_size_and_need_a_block() {
         // order 2: free - 3 must exceed the mark.
-        assert!(!zone_watermark_ok(103, 2, 100, PLAIN, 1 << 2));
-        assert!(zone_watermark_ok(104, 2, 100, PLAIN, 1 << 2));
+        assert!(!zone_watermark_ok(103, Order::of(2), 100, PLAIN, 1 << 2));
+        assert!(zone_watermark_ok(104, Order::of(2), 100, PLAIN, 1 << 2));
         // Enough pages but only order-1 blocks: fails.
-        assert!(!zone_watermark_ok(1000, 2, 100, PLAIN, 0b11));
-        assert!(zone_watermark_ok(1000, 2, 100, PLAIN, 1 << 5));
+        assert!(!zone_watermark_ok(1000, Order::of(2), 100, PLAIN, 0b11));
+        assert!(zone_watermark_ok(1000, Order::of(2), 100, PLAIN, 1 << 5));
     }
 
     #[test]

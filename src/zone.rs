@@ -5,8 +5,9 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, NR_ORDERS, highatomic_limit};
+use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, highatomic_limit};
 use crate::migratetype::Migratetype;
+use crate::order::{NR_ORDERS, Order};
 use crate::page::{MemMap, PageState};
 use crate::pcp_config::{
     NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HUGE_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize,
@@ -132,7 +133,7 @@ pub(crate) struct Zone {
     /// Allocation attempts that found no block in this zone within the marks.
     pub watermark_failures: AtomicU64,
     /// `pageblock_order`, for lock-free reads.
-    pub pageblock_order: u32,
+    pub pageblock_order: Order,
     /// Compaction's deferral after failures in this zone.
     pub deferral: Deferral,
     pcp: ZonePcpParams,
@@ -320,9 +321,9 @@ impl Zone {
     /// The high-atomic reserve counts only for requests that may use the
     /// reserves (`ALLOC_RESERVES`: `HIGH` or `ATOMIC`).
     #[inline]
-    pub(crate) fn watermark_ok(&self, order: u32, mode: AllocMode) -> bool {
+    pub(crate) fn watermark_ok(&self, order: Order, mode: AllocMode) -> bool {
         let free = self.usable_free_pages();
-        let Some(mark) = mode.mark else { return free >> order != 0 };
+        let Some(mark) = mode.mark else { return free >> order.get() != 0 };
         let mark = self.watermarks[mark as usize].load(Ordering::Relaxed);
         let mut order_mask = self.mirror.order_mask.load(Ordering::Relaxed);
         let reserve = self.mirror.reserve_pages.load(Ordering::Relaxed);
@@ -363,14 +364,14 @@ impl Zone {
     pub(crate) fn rmqueue_bulk(
         &self,
         mm: &MemMap,
-        (order, mt): (u32, Migratetype),
+        (order, mt): (Order, Migratetype),
         count: usize,
         mut put: impl FnMut(usize, Pfn),
     ) -> usize {
         let mut zone = self.lock();
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::fire_in_zone_lock(&mut zone.inner.buddy, order, mt);
-        let o = pcp_list(order as usize, mt.index());
+        let o = pcp_list(order.index(), mt.index());
         let pool = &mut zone.inner.pool;
         let from_pool = pool.count[o].min(count);
         let keep = pool.count[o] - from_pool;
@@ -394,13 +395,13 @@ impl Zone {
     pub(crate) fn free_pcppages_bulk(
         &self,
         mm: &MemMap,
-        (order, mt): (u32, Migratetype),
+        (order, mt): (Order, Migratetype),
         pfns: impl ExactSizeIterator<Item = Pfn>,
     ) -> bool {
         let mut zone = self.lock();
-        let o = pcp_list(order as usize, mt.index());
+        let o = pcp_list(order.index(), mt.index());
         zone.inner.pcp_trims += 1;
-        if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(order as usize) {
+        if zone.inner.pool.count[o] + pfns.len() <= pool_capacity(order.index()) {
             for pfn in pfns {
                 // The pool list's type, as the lists name it (under loom one
                 // list serves every type).
@@ -427,13 +428,13 @@ impl Zone {
         let mut zone = self.lock();
         let mut pages = 0;
         for list in 0..NR_PCP_LISTS {
-            let order = list % PCP_ORDERS;
+            let order = Order::from_bits((list % PCP_ORDERS) as u8);
             let n = std::mem::take(&mut zone.inner.pool.count[list]);
             for i in 0..n {
                 let pfn = zone.inner.pool.pfns[list][i];
-                zone.free_cached(mm, pfn, order as u32);
+                zone.free_cached(mm, pfn, order);
             }
-            pages += n << order;
+            pages += n << order.get();
         }
         pages
     }
@@ -445,7 +446,7 @@ impl Zone {
     pub(crate) fn rmqueue(
         &self,
         mm: &MemMap,
-        (order, mt): (u32, Migratetype),
+        (order, mt): (Order, Migratetype),
         how: RmqueueHow,
         may_fragment: bool,
     ) -> Option<Block> {
@@ -460,7 +461,7 @@ impl Zone {
                 .rmqueue_highatomic(mm, order, mt, state)
                 .or_else(|| buddy.rmqueue_as(mm, order, mt, state, nofragment)),
         }?;
-        zone.inner.allocs[order as usize] += 1;
+        zone.inner.allocs[order.index()] += 1;
         Some(block)
     }
 }
@@ -481,9 +482,9 @@ impl Zone {
     /// `reserve_highatomic_pageblock` for the block `pfn`/`order` just
     /// handed to a high-atomic request. The limit is read without the lock
     /// first, as the kernel does: most such requests find it reached.
-    pub(crate) fn reserve_highatomic_pageblock(&self, mm: &MemMap, pfn: Pfn, order: u32) {
+    pub(crate) fn reserve_highatomic_pageblock(&self, mm: &MemMap, pfn: Pfn, order: Order) {
         let managed = self.managed();
-        if self.mirror.reserved.load(Ordering::Relaxed) >= highatomic_limit(managed, 1 << self.pageblock_order) {
+        if self.mirror.reserved.load(Ordering::Relaxed) >= highatomic_limit(managed, self.pageblock_order.pages()) {
             return;
         }
         self.lock().inner.buddy.reserve_highatomic_pageblock(mm, pfn, order, managed);
@@ -510,7 +511,7 @@ impl ZoneGuard<'_> {
     /// Returns a block from a per-thread cache to the buddy lists, after
     /// checking that its metadata still says it is a cached block of this
     /// order and zone; a block that fails is left alone and counted.
-    pub(crate) fn free_cached(&mut self, mm: &MemMap, pfn: Pfn, order: u32) {
+    pub(crate) fn free_cached(&mut self, mm: &MemMap, pfn: Pfn, order: Order) {
         if !self.is_cached_here(mm, pfn, order) {
             self.inner.pcp_corrupt += 1;
             return;
@@ -520,7 +521,7 @@ impl ZoneGuard<'_> {
     }
 
     /// Whether `pfn` heads a cached block of `order` in this zone.
-    fn is_cached_here(&self, mm: &MemMap, pfn: Pfn, order: u32) -> bool {
+    fn is_cached_here(&self, mm: &MemMap, pfn: Pfn, order: Order) -> bool {
         let info = mm.page(pfn).info();
         info.state == PageState::Cached && info.order() == order && info.zone() == self.zone.index
     }

@@ -4,6 +4,7 @@
 use crate::arena::Arena;
 use crate::error::CheckError;
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
+use crate::order::Order;
 use crate::page::{PageState, flag};
 use crate::pcp_config::{NR_PCP_LISTS, PCP_ORDERS, pcp_type};
 use crate::pfn::{NIL, Pfn};
@@ -64,7 +65,12 @@ impl Arena {
         let guard = zone.lock();
         let buddy = &guard.inner.buddy;
         let frontier = buddy.frontier();
-        let bad_entry = |order, pfn: Pfn, reason| CheckError::BadListEntry { zone: z, order, pfn: pfn.raw(), reason };
+        let bad_entry = |order: Order, pfn: Pfn, reason| CheckError::BadListEntry {
+            zone: z,
+            order: order.get(),
+            pfn: pfn.raw(),
+            reason,
+        };
 
         // 1. The free lists.
         let mut listed_pages = 0;
@@ -72,7 +78,7 @@ impl Arena {
         let mut purgeable_pages = 0;
         let pageblocks = buddy.pageblocks();
         let mut type_pages_seen = [0usize; NR_MIGRATETYPES];
-        for (order, mt) in (0..=max_order).flat_map(|o| Migratetype::ALL.map(|mt| (o, mt))) {
+        for (order, mt) in Order::ZERO.through(max_order).flat_map(|o| Migratetype::ALL.map(|mt| (o, mt))) {
             let mut type_pages = 0;
             let mut prev = NIL;
             let mut pfn = buddy.list_head(order, mt);
@@ -93,27 +99,27 @@ impl Arena {
                 if info.migratetype() != mt {
                     return Err(bad_entry(order, pfn, "head records another migratetype than its list's"));
                 }
-                let first = (pfn - zone.start) >> pageblocks.order();
-                let spanned = 1usize << order.saturating_sub(pageblocks.order());
+                let first = (pfn - zone.start) >> pageblocks.order().get();
+                let spanned = 1usize << order.get().saturating_sub(pageblocks.order().get());
                 if (first..first + spanned).any(|i| pageblocks.get_index(i) != mt) {
                     return Err(bad_entry(order, pfn, "on another list than its pageblock's migratetype"));
                 }
-                type_pages += 1 << order;
+                type_pages += order.pages();
                 if page.prev() != prev {
                     return Err(bad_entry(order, pfn, "prev link does not point back"));
                 }
                 found += 1;
-                if found > zone.spanned() >> order {
+                if found > zone.spanned() >> order.get() {
                     return Err(bad_entry(order, pfn, "list is longer than the zone (a cycle)"));
                 }
-                listed_pages += 1 << order;
+                listed_pages += order.pages();
                 if info.flags & flag::PURGED != 0 {
-                    purged_pages += 1 << order;
+                    purged_pages += order.pages();
                     seen_purged = true;
                 } else if seen_purged {
                     return Err(bad_entry(order, pfn, "resident block after a purged one (purge relies on the order)"));
                 } else if order >= buddy.purge_min_order() {
-                    purgeable_pages += 1 << order;
+                    purgeable_pages += order.pages();
                 }
                 prev = pfn;
                 pfn = page.next();
@@ -123,7 +129,7 @@ impl Arena {
             }
             let recorded = buddy.nr_free_blocks_of(order, mt);
             if found != recorded {
-                return Err(CheckError::ListCount { zone: z, order, found, recorded });
+                return Err(CheckError::ListCount { zone: z, order: order.get(), found, recorded });
             }
             type_pages_seen[mt.index()] += type_pages;
         }
@@ -139,13 +145,13 @@ impl Arena {
             if info.state == PageState::Tail {
                 return Err(bad("belongs to no block"));
             }
-            if order > max_order || !pfn.is_aligned(order) || pfn + (1 << order) > frontier {
+            if order > max_order || !pfn.is_aligned(order) || pfn + order.pages() > frontier {
                 return Err(bad("head of a block with an impossible order"));
             }
             if info.zone() != zone.index {
                 return Err(bad("head records another zone"));
             }
-            let size = 1usize << order;
+            let size = order.pages();
             if mm.range(pfn + 1, pfn + size).iter().any(|p| p.info().state != PageState::Tail) {
                 return Err(bad("block overlaps another block's head"));
             }
@@ -160,7 +166,11 @@ impl Arena {
                             && (order < buddy.pageblocks().order()
                                 || info.migratetype().merges_with(other.migratetype()))
                         {
-                            return Err(CheckError::UnmergedBuddies { zone: z, pfn: pfn.min(buddy_pfn).raw(), order });
+                            return Err(CheckError::UnmergedBuddies {
+                                zone: z,
+                                pfn: pfn.min(buddy_pfn).raw(),
+                                order: order.get(),
+                            });
                         }
                     }
                 }
@@ -205,7 +215,7 @@ impl Arena {
                 let info = mm.page(pfn).info();
                 if !zone.contains(pfn)
                     || info.state != PageState::Cached
-                    || info.order() != order
+                    || info.order().get() != order
                     || info.zone() != zone.index
                     || pcp_type(info.migratetype().index()) != list_type
                 {

@@ -21,6 +21,7 @@ use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::node::{Node, NodeParts};
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
 use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
@@ -162,8 +163,8 @@ impl Arena {
     }
 
     fn from_layout(config: ArenaBuilder, layout: ZoneLayout) -> Result<Self, BuildError> {
-        let max_order = config.max_order;
-        let block_size = crate::PAGE_SIZE << max_order;
+        let max_order = layout.max_order;
+        let block_size = max_order.bytes();
         let region = Region::reserve(layout.region_size, block_size, config.region)?;
         let mem_map = MemMap::new(layout.pages).map_err(|source| BuildError::Map {
             region_size: layout.pages * std::mem::size_of::<PageMeta>(),
@@ -172,13 +173,17 @@ impl Arena {
         let side_table = SideTable::new(layout.pages)
             .map_err(|source| BuildError::Map { region_size: layout.pages * SIDE_SLOT_BYTES, source })?;
         // Purging less than a huge page would split it.
-        let purge_min_order = if config.region.huge_pages == HugePages::None { 0 } else { HUGE_PAGE_ORDER };
+        let purge_min_order = if config.region.huge_pages == HugePages::None {
+            Order::ZERO
+        } else {
+            Order::new(HUGE_PAGE_ORDER).unwrap_or(max_order)
+        };
         let mut start = Pfn::default();
         // Defrag mode is a rule about fallbacks between types: none without grouping.
         let defrag_mode = config.group_by_mobility && config.defrag_mode;
-        let orders = BuddyOrders { max_order, purge_min_order, pageblock_order: config.effective_pageblock_order() };
+        let orders = BuddyOrders { max_order, purge_min_order, pageblock_order: layout.pageblock_order };
         let zones = SysBox::<[Zone]>::try_from_fn(layout.zones, |i| {
-            let end = start + ((layout.zone_blocks[i]) << max_order);
+            let end = start + layout.zone_blocks[i] * max_order.pages();
             let grouping = (orders, Grouping { by_mobility: config.group_by_mobility, defrag_mode });
             // The builder allows at most MAX_ZONES zones.
             let index = ZoneIdx::new(i).ok_or(BuildError::OutOfMetadataMemory)?;
@@ -335,7 +340,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn alloc_pages_exact(&self, pages: usize, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        self.inner.pages.alloc_exact(pages, 0, flags, false)
+        self.inner.pages.alloc_exact(pages, Order::ZERO, flags, false)
     }
 
     /// Gives back `pages` pages from [`alloc_pages_exact`](Self::alloc_pages_exact).
@@ -580,7 +585,7 @@ impl Arena {
 
     /// The largest order this arena serves.
     pub fn max_order(&self) -> u32 {
-        self.inner.node().max_order
+        self.inner.node().max_order.get()
     }
 
     /// Number of zones.

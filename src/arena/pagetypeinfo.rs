@@ -6,8 +6,8 @@
 use std::fmt;
 
 use crate::arena::Arena;
-use crate::buddy::NR_ORDERS;
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
+use crate::order::{NR_ORDERS, Order};
 
 /// One zone's migratetype picture; see [`Arena::pagetypeinfo`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Arena {
     /// they were cached for.
     pub fn pagetypeinfo(&self) -> PageTypeInfo {
         let node = self.inner.node();
-        let orders = node.max_order as usize + 1;
+        let orders = node.max_order.index() + 1;
         let mut zones = Vec::with_capacity(node.zones.len());
         for zone in node.zones.iter() {
             let mut free_blocks = [[0usize; NR_ORDERS]; NR_MIGRATETYPES];
@@ -87,8 +87,8 @@ impl Arena {
                 let guard = zone.lock();
                 let buddy = &guard.inner.buddy;
                 for mt in Migratetype::ALL {
-                    for (order, n) in free_blocks[mt.index()].iter_mut().enumerate().take(orders) {
-                        *n = buddy.nr_free_blocks_of(order as u32, mt);
+                    for (order, n) in Order::ZERO.through(node.max_order).zip(&mut free_blocks[mt.index()]) {
+                        *n = buddy.nr_free_blocks_of(order, mt);
                     }
                 }
                 let table = buddy.pageblocks();
@@ -121,7 +121,7 @@ impl Arena {
                 reserved_highatomic,
             });
         }
-        PageTypeInfo { pageblock_order: node.zones[0].pageblock_order, max_order: node.max_order, zones }
+        PageTypeInfo { pageblock_order: node.zones[0].pageblock_order.get(), max_order: node.max_order.get(), zones }
     }
 }
 

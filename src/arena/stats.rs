@@ -6,7 +6,7 @@ use std::fmt;
 use crate::reclaim::compact_state::CompactStats;
 
 use crate::arena::Arena;
-use crate::buddy::NR_ORDERS;
+use crate::order::{NR_ORDERS, Order};
 use crate::pcp::PcpTally;
 use crate::pcp_config::PCP_MAX_ORDER;
 use crate::support::sync::Ordering;
@@ -226,7 +226,7 @@ impl Arena {
     /// ```
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
-        let orders = inner.node().max_order as usize + 1;
+        let orders = inner.node().max_order.index() + 1;
         let mut pcp = [PcpTally::default(); crate::zone_idx::MAX_ZONES];
         let pcp_sets = inner.reclaim().pcp.tally(&mut pcp);
         let pcp_orders = orders.min(PCP_MAX_ORDER as usize + 1);
@@ -243,10 +243,10 @@ impl Arena {
                 {
                     let guard = zone.lock();
                     let buddy = &guard.inner.buddy;
-                    for (order, n) in free_blocks.iter_mut().enumerate().take(orders) {
-                        *n = buddy.nr_free_blocks(order as u32);
+                    for (order, n) in Order::ZERO.through(inner.node().max_order).zip(&mut free_blocks) {
+                        *n = buddy.nr_free_blocks(order);
                     }
-                    free_blocks[orders - 1] += buddy.frontier_pages() >> inner.node().max_order;
+                    free_blocks[orders - 1] += buddy.frontier_pages() >> inner.node().max_order.get();
                     allocs = guard.inner.allocs;
                     frees = guard.inner.frees;
                     counters = buddy.counters;
@@ -338,7 +338,7 @@ impl Arena {
             resident_bytes: resident_pages * crate::PAGE_SIZE,
             reclaim,
             compaction: inner.reclaim().compaction.stats(),
-            max_order: inner.node().max_order,
+            max_order: inner.node().max_order.get(),
             region_bytes: inner.node().region.len(),
             alloc_failures: inner.pages.counters.alloc_failures.load(Ordering::Relaxed),
             invalid_frees: inner.pages.counters.invalid_frees.load(Ordering::Relaxed),

@@ -25,6 +25,7 @@
 
 use super::Buddy;
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::Pfn;
 
@@ -50,19 +51,20 @@ impl Buddy {
     pub(super) fn rmqueue_fallback(
         &mut self,
         mm: &MemMap,
-        order: u32,
+        order: Order,
         start: Migratetype,
         nofragment: bool,
     ) -> Option<(Pfn, u8)> {
         let min_order = if nofragment { order.max(self.pageblocks.order()) } else { order };
         let mut found = None;
-        for current in (min_order..=self.max_order).rev() {
+        for current in min_order.through(self.max_order).rev() {
             let Some((fallback, can_steal)) = self.find_suitable_fallback(current, start) else { continue };
             if !can_steal && start == Migratetype::Movable && current > order {
                 // find_smallest: a movable page in a foreign pageblock can
                 // move away later; splitting the largest block cannot be
                 // undone.
-                found = (order..=self.max_order)
+                found = order
+                    .through(self.max_order)
                     .find_map(|o| self.find_suitable_fallback(o, start).map(|(mt, steal)| (o, mt, steal)));
                 break;
             }
@@ -70,7 +72,7 @@ impl Buddy {
             break;
         }
         let (current, fallback, can_steal) = found?;
-        let pfn = self.free_area[current as usize][fallback as usize].head;
+        let pfn = self.free_area[current.index()][fallback.index()].head;
         self.counters.fallbacks += 1;
         Some(self.steal_suitable_fallback(mm, pfn, current, order, start, can_steal))
     }
@@ -78,18 +80,18 @@ impl Buddy {
     /// `find_suitable_fallback`: the first type in `start`'s fallback order
     /// with a free block of `order`, and whether `start` may claim its
     /// pageblock.
-    pub(super) fn find_suitable_fallback(&self, order: u32, start: Migratetype) -> Option<(Migratetype, bool)> {
+    pub(super) fn find_suitable_fallback(&self, order: Order, start: Migratetype) -> Option<(Migratetype, bool)> {
         let fallback =
-            start.fallbacks().iter().copied().find(|&mt| self.free_area[order as usize][mt.index()].nr_free != 0)?;
+            start.fallbacks().iter().copied().find(|&mt| self.free_area[order.index()][mt.index()].nr_free != 0)?;
         Some((fallback, self.can_steal_fallback(order, start)))
     }
 
     /// `can_steal_fallback`: whether a request of type `start` that takes a
     /// free block of `order` may claim the whole pageblock.
-    pub(super) fn can_steal_fallback(&self, order: u32, start: Migratetype) -> bool {
+    pub(super) fn can_steal_fallback(&self, order: Order, start: Migratetype) -> bool {
         let pageblock_order = self.pageblocks.order();
         order >= pageblock_order
-            || order >= pageblock_order / 2
+            || order.get() >= pageblock_order.get() / 2
             || start == Migratetype::Unmovable
             || start == Migratetype::Reclaimable
             || !self.grouping
@@ -103,8 +105,8 @@ impl Buddy {
         &mut self,
         mm: &MemMap,
         pfn: Pfn,
-        current: u32,
-        order: u32,
+        current: Order,
+        order: Order,
         start: Migratetype,
         whole_block: bool,
     ) -> (Pfn, u8) {
@@ -116,7 +118,7 @@ impl Buddy {
             // The block is whole pageblocks: take them all.
             self.del_from_free_list(mm, pfn, current, info);
             self.pageblocks.set_range(pfn, current, start);
-            self.counters.pageblocks_claimed += 1 << (current - pageblock_order);
+            self.counters.pageblocks_claimed += 1 << (current.get() - pageblock_order.get());
             self.expand(mm, pfn, current, order, flags, start);
             return (pfn, flags);
         }
@@ -157,9 +159,9 @@ impl Buddy {
             if info.state == PageState::Free && info.migratetype() != mt {
                 self.del_from_free_list(mm, page, info.order(), info);
                 self.add_to_free_list(mm, page, info.order(), info.flags & flag::CONTENT, mt);
-                moved += 1 << info.order();
+                moved += info.order().pages();
             }
-            page += 1 << info.order();
+            page += info.order().pages();
         }
         self.pageblocks.set(start, mt);
         moved
@@ -197,7 +199,7 @@ impl Buddy {
         }
         if mm.page(start).info().state == PageState::Tail {
             // Inside a block that starts in an earlier pageblock: all of it.
-            for o in self.pageblocks.order() + 1..=self.max_order {
+            for o in self.pageblocks.order().up(1).through(self.max_order) {
                 let head = mm.page(start.align_down(o)).info();
                 if head.state != PageState::Tail {
                     if head.order() >= o {
@@ -211,7 +213,7 @@ impl Buddy {
         let mut page = start;
         while page < end {
             let info = mm.page(page).info();
-            let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
+            let size = if info.state == PageState::Tail { 1 } else { info.order().pages() };
             count(info, size);
             page += size;
         }

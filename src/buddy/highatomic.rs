@@ -9,6 +9,7 @@
 
 use super::Buddy;
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::page::MemMap;
 use crate::pfn::Pfn;
 
@@ -29,7 +30,7 @@ impl Buddy {
     /// `reserve_highatomic_pageblock`: makes the pageblock(s) of the block
     /// `pfn`/`order`, just allocated, high-atomic if the reserve is below
     /// its limit and they are of an ordinary type. Whether it did.
-    pub(crate) fn reserve_highatomic_pageblock(&mut self, mm: &MemMap, pfn: Pfn, order: u32, managed: usize) -> bool {
+    pub(crate) fn reserve_highatomic_pageblock(&mut self, mm: &MemMap, pfn: Pfn, order: Order, managed: usize) -> bool {
         if self.nr_reserved_highatomic >= highatomic_limit(managed, self.pageblocks.nr_pages()) {
             return false;
         }
@@ -43,7 +44,7 @@ impl Buddy {
             self.reserve_changed = true;
         } else {
             self.pageblocks.set_range(pfn, order, Migratetype::HighAtomic);
-            self.nr_reserved_highatomic += 1 << order;
+            self.nr_reserved_highatomic += order.pages();
             self.reserve_changed = true;
         }
         true
@@ -58,12 +59,13 @@ impl Buddy {
         if self.nr_reserved_highatomic == 0 || (!force && self.nr_reserved_highatomic <= pageblock) {
             return false;
         }
-        let Some(order) = (0..=self.max_order).find(|&o| self.nr_free_blocks_of(o, Migratetype::HighAtomic) != 0)
+        let Some(order) =
+            Order::ZERO.through(self.max_order).find(|&o| self.nr_free_blocks_of(o, Migratetype::HighAtomic) != 0)
         else {
             return false;
         };
         let pfn = self.list_head(order, Migratetype::HighAtomic);
-        let size = pageblock.max(1 << order);
+        let size = pageblock.max(order.pages());
         self.nr_reserved_highatomic -= size.min(self.nr_reserved_highatomic);
         self.reserve_changed = true;
         if order < self.pageblocks.order() {

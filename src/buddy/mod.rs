@@ -30,15 +30,10 @@ pub(crate) use pageblock::Pageblocks;
 pub(crate) use target::{fragmentation_index, free_block_info};
 
 use crate::migratetype::{Migratetype, NR_MIGRATETYPES};
+use crate::order::{MAX_ORDER_LIMIT, NR_ORDERS, Order};
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::{NIL, Pfn};
 use crate::zone_idx::ZoneIdx;
-
-/// The largest `max_order` supported: 2^20 pages = 4 GiB blocks.
-pub const MAX_ORDER_LIMIT: u32 = 20;
-
-/// Number of orders a zone can have lists for.
-pub(crate) const NR_ORDERS: usize = MAX_ORDER_LIMIT as usize + 1;
 
 /// Doublings a block from [`Buddy::rmqueue_growable`] can preferably grow
 /// in place: it is carved from a block 256 times its size (a vector growing
@@ -53,7 +48,7 @@ const FRESH_ROOM_MIN_SHARE: u32 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Block {
     pub pfn: Pfn,
-    pub order: u32,
+    pub order: Order,
     /// [`flag`] bits: what is known about the contents.
     pub flags: u8,
 }
@@ -93,11 +88,11 @@ pub(crate) struct BuddyCounters {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BuddyOrders {
     /// The largest block.
-    pub max_order: u32,
+    pub max_order: Order,
     /// A purge hands back only blocks of at least this order.
-    pub purge_min_order: u32,
+    pub purge_min_order: Order,
     /// `pageblock_order`: the unit migratetypes are kept for.
-    pub pageblock_order: u32,
+    pub pageblock_order: Order,
 }
 
 /// How a zone groups pages by mobility.
@@ -116,7 +111,7 @@ pub(crate) struct Buddy {
     end: Pfn,
     /// Pages at and above `frontier` (up to `end`) have never been used.
     frontier: Pfn,
-    max_order: u32,
+    max_order: Order,
     free_area: [[FreeList; NR_MIGRATETYPES]; NR_ORDERS],
     /// Per type, bit `o` set when `free_area[o][type]` is non-empty.
     list_mask: [u32; NR_MIGRATETYPES],
@@ -140,7 +135,7 @@ pub(crate) struct Buddy {
     /// Purge hands back only blocks of at least this order (9, 2 MiB,
     /// when huge pages back the region: a smaller purge would split one;
     /// above `max_order`, nothing is ever purged).
-    purge_min_order: u32,
+    purge_min_order: Order,
     /// Resident free pages on the lists in blocks of at least
     /// `purge_min_order`: what a purge could hand back.
     purgeable_pages: usize,
@@ -167,7 +162,7 @@ impl Buddy {
         grouping: Grouping,
     ) -> Option<Self> {
         let BuddyOrders { max_order, purge_min_order, pageblock_order } = orders;
-        debug_assert!(max_order <= MAX_ORDER_LIMIT && pageblock_order <= max_order);
+        debug_assert!(max_order.get() <= MAX_ORDER_LIMIT && pageblock_order <= max_order);
         debug_assert!(start.is_aligned(max_order) && end.is_aligned(max_order));
         Some(Self {
             zone,
@@ -222,7 +217,7 @@ impl Buddy {
     /// use, cached or being compacted. (The frontier moves in max-order
     /// blocks, so every pageblock below it is wholly in use or listed.)
     pub(crate) fn pageblock_pages_in_use(&self, mt: Migratetype) -> usize {
-        let used = (self.frontier - self.start) >> self.pageblocks.order();
+        let used = (self.frontier - self.start) >> self.pageblocks.order().get();
         let typed = (0..used).filter(|&i| self.pageblocks.get_index(i) == mt).count();
         (typed * self.pageblocks.nr_pages()).saturating_sub(self.type_pages(mt))
     }
@@ -262,7 +257,7 @@ impl Buddy {
     /// the watermark check's order test reads.
     #[inline]
     pub(crate) fn order_mask(&self) -> u32 {
-        let frontier = if self.frontier < self.end { 1 << self.max_order } else { 0 };
+        let frontier = if self.frontier < self.end { self.max_order.bit() } else { 0 };
         let [unmovable, movable, reclaimable, _] = self.list_mask;
         unmovable | movable | reclaimable | frontier
     }
@@ -276,26 +271,26 @@ impl Buddy {
 
     /// Blocks on `free_area[order]`, every type.
     #[inline]
-    pub(crate) fn nr_free_blocks(&self, order: u32) -> usize {
-        self.free_area[order as usize].iter().map(|list| list.nr_free).sum()
+    pub(crate) fn nr_free_blocks(&self, order: Order) -> usize {
+        self.free_area[order.index()].iter().map(|list| list.nr_free).sum()
     }
 
     /// Blocks on `free_area[order][mt]`.
     #[inline]
-    pub(crate) fn nr_free_blocks_of(&self, order: u32, mt: Migratetype) -> usize {
-        self.free_area[order as usize][mt.index()].nr_free
+    pub(crate) fn nr_free_blocks_of(&self, order: Order, mt: Migratetype) -> usize {
+        self.free_area[order.index()][mt.index()].nr_free
     }
 
     /// Head of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
-    pub(crate) fn list_head(&self, order: u32, mt: Migratetype) -> Pfn {
-        self.free_area[order as usize][mt.index()].head
+    pub(crate) fn list_head(&self, order: Order, mt: Migratetype) -> Pfn {
+        self.free_area[order.index()][mt.index()].head
     }
 
     /// Tail of `free_area[order][mt]` ([`NIL`] when empty), for walks.
     #[inline]
-    pub(crate) fn list_tail(&self, order: u32, mt: Migratetype) -> Pfn {
-        self.free_area[order as usize][mt.index()].tail
+    pub(crate) fn list_tail(&self, order: Order, mt: Migratetype) -> Pfn {
+        self.free_area[order.index()][mt.index()].tail
     }
 
     /// Takes a block of exactly `order` for an allocation of type `mt` off
@@ -305,7 +300,7 @@ impl Buddy {
     /// (`__rmqueue_fallback`). The head is recorded as `state`, of type
     /// `mt`. In defrag mode a fallback takes whole free pageblocks only.
     #[inline]
-    pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: u32, mt: Migratetype, state: PageState) -> Option<Block> {
+    pub(crate) fn rmqueue(&mut self, mm: &MemMap, order: Order, mt: Migratetype, state: PageState) -> Option<Block> {
         self.rmqueue_as(mm, order, mt, state, self.defrag_mode)
     }
 
@@ -315,7 +310,7 @@ impl Buddy {
     pub(crate) fn rmqueue_as(
         &mut self,
         mm: &MemMap,
-        order: u32,
+        order: Order,
         mt: Migratetype,
         state: PageState,
         nofragment: bool,
@@ -333,7 +328,7 @@ impl Buddy {
     pub(crate) fn rmqueue_highatomic(
         &mut self,
         mm: &MemMap,
-        order: u32,
+        order: Order,
         mt: Migratetype,
         state: PageState,
     ) -> Option<Block> {
@@ -344,7 +339,15 @@ impl Buddy {
     /// Records the head of a block just taken off the lists as `state`,
     /// allocated as type `mt`.
     #[inline]
-    fn prep_head(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype, state: PageState) -> Block {
+    fn prep_head(
+        &mut self,
+        mm: &MemMap,
+        pfn: Pfn,
+        order: Order,
+        flags: u8,
+        mt: Migratetype,
+        state: PageState,
+    ) -> Block {
         self.note_taken();
         // A cached block keeps its content flags until it is handed out; an
         // allocated head carries none (the caller is about to write it, and
@@ -372,21 +375,21 @@ impl Buddy {
     pub(crate) fn rmqueue_growable(
         &mut self,
         mm: &MemMap,
-        order: u32,
+        order: Order,
         mt: Migratetype,
         state: PageState,
     ) -> Option<Block> {
-        let roomy = (order + GROWTH_ORDERS).min(self.max_order);
-        let above = self.list_mask[mt.index()] & !((2 << order) - 1);
-        let (above, frontier) = if order + FRESH_ROOM_MIN_SHARE < self.purge_min_order {
+        let roomy = order.up(GROWTH_ORDERS).min(self.max_order);
+        let above = self.list_mask[mt.index()] & !((order.bit() << 1) - 1);
+        let (above, frontier) = if order.up(FRESH_ROOM_MIN_SHARE) < self.purge_min_order {
             (self.resident_orders(mm, above, mt), false)
         } else {
             (above, self.frontier < self.end)
         };
-        let from = if roomy > order && (above >> roomy != 0 || frontier) {
+        let from = if roomy > order && (above >> roomy.get() != 0 || frontier) {
             roomy
         } else if above != 0 {
-            u32::BITS - 1 - above.leading_zeros()
+            Order::from_bits((u32::BITS - 1 - above.leading_zeros()) as u8)
         } else {
             return self.rmqueue(mm, order, mt, state);
         };
@@ -414,7 +417,7 @@ impl Buddy {
     /// then a fresh frontier block (its pageblocks become `mt`'s): the
     /// block's first page and its content flags.
     #[inline]
-    fn rmqueue_smallest(&mut self, mm: &MemMap, order: u32, from: u32, mt: Migratetype) -> Option<(Pfn, u8)> {
+    fn rmqueue_smallest(&mut self, mm: &MemMap, order: Order, from: Order, mt: Migratetype) -> Option<(Pfn, u8)> {
         if let Some(taken) = self.take_from_lists(mm, order, from, mt) {
             return Some(taken);
         }
@@ -422,7 +425,7 @@ impl Buddy {
             return None;
         }
         let pfn = self.frontier;
-        self.frontier += 1 << self.max_order;
+        self.frontier += self.max_order.pages();
         self.counters.frontier_blocks += 1;
         self.pageblocks.set_range(pfn, self.max_order, mt);
         self.expand(mm, pfn, self.max_order, order, flag::PRISTINE, mt);
@@ -440,18 +443,18 @@ impl Buddy {
     /// the kernel's `__rmqueue_smallest`. Resident blocks sit at the heads
     /// of their lists, so one look per non-empty order decides.
     #[inline]
-    fn take_from_lists(&mut self, mm: &MemMap, order: u32, from: u32, mt: Migratetype) -> Option<(Pfn, u8)> {
+    fn take_from_lists(&mut self, mm: &MemMap, order: Order, from: Order, mt: Migratetype) -> Option<(Pfn, u8)> {
         debug_assert!(order <= from && from <= self.max_order);
-        let candidates = self.list_mask[mt.index()] >> from;
+        let candidates = self.list_mask[mt.index()] >> from.get();
         if candidates == 0 {
             return None;
         }
         let lists = &self.free_area;
-        let head = |o: u32| lists[o as usize][mt.index()].head;
-        let mut found = from + candidates.trailing_zeros();
+        let head = |o: Order| lists[o.index()][mt.index()].head;
+        let mut found = from.up(candidates.trailing_zeros());
         let mut rest = candidates;
         while rest != 0 {
-            let o = from + rest.trailing_zeros();
+            let o = from.up(rest.trailing_zeros());
             if mm.page(head(o)).info().flags & flag::PURGED == 0 {
                 found = o;
                 break;
@@ -472,10 +475,10 @@ impl Buddy {
     /// Points the type-`mt` list of `order` at a page beyond the region
     /// (`test_hooks::InZoneLock::BreakFreeList`).
     #[cfg(feature = "test-hooks")]
-    pub(crate) fn break_free_list(&mut self, order: u32, mt: Migratetype) {
-        self.free_area[order as usize][mt.index()].head = Pfn::new(u32::MAX as usize - 1);
-        self.free_area[order as usize][mt.index()].nr_free += 1;
-        self.list_mask[mt.index()] |= 1 << order;
+    pub(crate) fn break_free_list(&mut self, order: Order, mt: Migratetype) {
+        self.free_area[order.index()][mt.index()].head = Pfn::new(u32::MAX as usize - 1);
+        self.free_area[order.index()][mt.index()].nr_free += 1;
+        self.list_mask[mt.index()] |= order.bit();
     }
 
     /// Splits the order-`high` block at `pfn` down to order `low`, giving the
@@ -487,13 +490,13 @@ impl Buddy {
     /// allocation would not prefer them and a purge would never take them).
     /// The halves go on `mt`'s lists.
     #[inline]
-    fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: u32, low: u32, flags: u8, mt: Migratetype) {
-        let whole_huge_page = self.purge_min_order > 0 && high >= self.purge_min_order;
+    fn expand(&mut self, mm: &MemMap, pfn: Pfn, mut high: Order, low: Order, flags: u8, mt: Migratetype) {
+        let whole_huge_page = self.purge_min_order > Order::ZERO && high >= self.purge_min_order;
         let inside = if whole_huge_page { flags & !flag::PURGED } else { flags };
         while high > low {
-            high -= 1;
+            high = high.down(1);
             let half = if high < self.purge_min_order { inside } else { flags };
-            self.add_to_free_list(mm, pfn + (1 << high), high, half, mt);
+            self.add_to_free_list(mm, pfn + high.pages(), high, half, mt);
             self.counters.splits += 1;
         }
     }
@@ -505,7 +508,7 @@ impl Buddy {
     /// unless either is a reserve. The caller has validated that the block
     /// is one it may free.
     #[inline]
-    pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: u32, flags: u8) {
+    pub(crate) fn free_one_page(&mut self, mm: &MemMap, mut pfn: Pfn, mut order: Order, flags: u8) {
         debug_assert!(pfn >= self.start && pfn < self.frontier && pfn.is_aligned(order));
         let mut flags = flags & flag::CONTENT;
         let mt = self.pageblocks.get(pfn);
@@ -535,7 +538,7 @@ impl Buddy {
             mm.page(pfn.max(buddy)).set_info(PageInfo::TAIL);
             flags &= info.flags;
             pfn = pfn.min(buddy);
-            order += 1;
+            order = order.up(1);
             self.counters.merges += 1;
         }
         self.add_to_free_list(mm, pfn, order, flags, mt);
@@ -547,9 +550,9 @@ impl Buddy {
     /// is reused last.
     /// The list is `mt`'s; `flags` are content flags.
     #[inline(always)]
-    fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8, mt: Migratetype) {
+    fn add_to_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: Order, flags: u8, mt: Migratetype) {
         debug_assert_eq!(flags & !flag::CONTENT, 0);
-        let area = &mut self.free_area[order as usize][mt.index()];
+        let area = &mut self.free_area[order.index()][mt.index()];
         let page = mm.page(pfn);
         page.set_info(PageInfo::new(PageState::Free, order, flags, self.zone).with_migratetype(mt));
         if flags & flag::PURGED != 0 && area.tail != NIL {
@@ -568,24 +571,24 @@ impl Buddy {
             area.head = pfn;
         }
         area.nr_free += 1;
-        self.list_mask[mt.index()] |= 1 << order;
+        self.list_mask[mt.index()] |= order.bit();
         self.reserve_changed |= mt == Migratetype::HighAtomic;
-        self.listed_pages += 1 << order;
+        self.listed_pages += order.pages();
         if flags & flag::PURGED != 0 {
-            self.purged_pages += 1 << order;
+            self.purged_pages += order.pages();
         } else if order >= self.purge_min_order {
-            self.purgeable_pages += 1 << order;
+            self.purgeable_pages += order.pages();
         }
     }
 
     /// Unlinks a free block (whose head entry is `info`) from its list;
     /// its head entry is left for the caller to overwrite.
     #[inline(always)]
-    fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: u32, info: PageInfo) {
+    fn del_from_free_list(&mut self, mm: &MemMap, pfn: Pfn, order: Order, info: PageInfo) {
         let (flags, mt) = (info.flags, info.migratetype().index());
         let page = mm.page(pfn);
         let (prev, next) = (page.prev(), page.next());
-        let area = &mut self.free_area[order as usize][mt];
+        let area = &mut self.free_area[order.index()][mt];
         if prev == NIL {
             area.head = next;
         } else {
@@ -598,14 +601,14 @@ impl Buddy {
         }
         area.nr_free -= 1;
         if area.nr_free == 0 {
-            self.list_mask[mt] &= !(1 << order);
+            self.list_mask[mt] &= !order.bit();
         }
         self.reserve_changed |= mt == Migratetype::HighAtomic.index();
-        self.listed_pages -= 1 << order;
+        self.listed_pages -= order.pages();
         if flags & flag::PURGED != 0 {
-            self.purged_pages -= 1 << order;
+            self.purged_pages -= order.pages();
         } else if order >= self.purge_min_order {
-            self.purgeable_pages -= 1 << order;
+            self.purgeable_pages -= order.pages();
         }
     }
 }
@@ -615,7 +618,7 @@ impl Buddy {
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn bad_list_head(mt: Migratetype, order: u32, pfn: Pfn, info: PageInfo) -> ! {
+fn bad_list_head(mt: Migratetype, order: Order, pfn: Pfn, info: PageInfo) -> ! {
     crate::support::report::fatal(format_args!(
         "the {mt} free list of order {order} holds page {}, whose head says {:?} of order {}",
         pfn.raw(),

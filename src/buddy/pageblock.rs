@@ -9,12 +9,13 @@
 //! The table lives inside the buddy state, behind the zone lock.
 
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::pfn::Pfn;
 use crate::support::boot::SysBox;
 
 /// The migratetype of each pageblock of a zone.
 pub(crate) struct Pageblocks {
-    order: u32,
+    order: Order,
     start: Pfn,
     types: SysBox<[u8]>,
 }
@@ -23,21 +24,21 @@ impl Pageblocks {
     /// A table for the zone `start..end` with pageblocks of `order`, every
     /// one unmovable until a block is taken from it. `None` if the table's
     /// memory cannot be had.
-    pub(crate) fn new(start: Pfn, end: Pfn, order: u32) -> Option<Self> {
-        let nr = (end - start).div_ceil(1 << order);
+    pub(crate) fn new(start: Pfn, end: Pfn, order: Order) -> Option<Self> {
+        let nr = (end - start).div_ceil(order.pages());
         Some(Self { order, start, types: SysBox::try_new_zeroed_slice(nr)? })
     }
 
     /// `pageblock_order`.
     #[inline(always)]
-    pub(crate) fn order(&self) -> u32 {
+    pub(crate) fn order(&self) -> Order {
         self.order
     }
 
     /// Pages in a pageblock.
     #[inline(always)]
     pub(crate) fn nr_pages(&self) -> usize {
-        1 << self.order
+        self.order.pages()
     }
 
     /// Number of pageblocks in the zone.
@@ -48,12 +49,12 @@ impl Pageblocks {
     /// The pageblock that page `pfn` lies in, as an index.
     #[inline(always)]
     fn index(&self, pfn: Pfn) -> usize {
-        (pfn - self.start) >> self.order
+        (pfn - self.start) >> self.order.get()
     }
 
     /// The first page of pageblock `index`.
     pub(crate) fn start_of(&self, index: usize) -> Pfn {
-        self.start + (index << self.order)
+        self.start + (index << self.order.get())
     }
 
     /// The type of the pageblock holding `pfn` (`get_pfnblock_migratetype`).
@@ -79,9 +80,9 @@ impl Pageblocks {
     /// (`change_pageblock_range`): one when `order` is below
     /// `pageblock_order`.
     #[inline]
-    pub(super) fn set_range(&mut self, pfn: Pfn, order: u32, mt: Migratetype) {
+    pub(super) fn set_range(&mut self, pfn: Pfn, order: Order, mt: Migratetype) {
         let first = self.index(pfn);
-        let n = 1usize << order.saturating_sub(self.order);
+        let n = 1usize << order.get().saturating_sub(self.order.get());
         self.types[first..first + n].fill(mt as u8);
     }
 }

@@ -5,6 +5,7 @@
 //! while their pages are handed back (`reclaim/purge.rs` does the handing back).
 
 use super::{Buddy, NR_MIGRATETYPES};
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::{NIL, Pfn};
 
@@ -24,7 +25,7 @@ impl Buddy {
     /// The smallest order a purge hands back when memory is not
     /// fragmented (see [`purge_order`](Self::purge_order)).
     #[inline]
-    pub(crate) fn purge_min_order(&self) -> u32 {
+    pub(crate) fn purge_min_order(&self) -> Order {
         self.purge_min_order
     }
 
@@ -55,15 +56,15 @@ impl Buddy {
     /// collapse them again later); a large heap keeps its huge pages
     /// whole while their free parts stay small beside what it uses.
     #[inline]
-    pub(super) fn purge_order(&self) -> u32 {
+    pub(super) fn purge_order(&self) -> Order {
         let fragmented = self.resident_below_purge_order() > SPLIT_PURGE_PAGES.max(self.pages_in_use() / 4);
-        if fragmented { 0 } else { self.purge_min_order }
+        if fragmented { Order::ZERO } else { self.purge_min_order }
     }
 
     /// Resident free pages a purge would hand back now.
     #[inline]
     pub(crate) fn purge_target_pages(&self) -> usize {
-        if self.purge_order() == 0 { self.resident_free_pages() } else { self.purgeable_pages }
+        if self.purge_order() == Order::ZERO { self.resident_free_pages() } else { self.purgeable_pages }
     }
 
     /// Free pages isolated by a purge in progress (off the lists, not
@@ -96,7 +97,7 @@ impl Buddy {
     /// to 90%).
     pub(crate) fn purge_budget(&self) -> usize {
         // Counted as `purge_target_pages` counts.
-        let (stayed, target) = if self.purge_order() == 0 {
+        let (stayed, target) = if self.purge_order() == Order::ZERO {
             (self.resident_low, self.resident_free_pages())
         } else {
             (self.purgeable_low, self.purgeable_pages)
@@ -121,14 +122,15 @@ impl Buddy {
         &mut self,
         mm: &MemMap,
         (max_pages, limit): (usize, usize),
-        out: &mut [(Pfn, u32)],
+        out: &mut [(Pfn, Order)],
     ) -> usize {
         let mut n = 0;
         let mut pages = 0;
-        for order in (self.purge_order()..=self.max_order).rev() {
+        for order in self.purge_order().through(self.max_order).rev() {
             for mt in 0..NR_MIGRATETYPES {
-                while n < out.len() && pages + (1 << order) <= limit && (n == 0 || pages + (1 << order) <= max_pages) {
-                    let pfn = self.free_area[order as usize][mt].head;
+                while n < out.len() && pages + order.pages() <= limit && (n == 0 || pages + order.pages() <= max_pages)
+                {
+                    let pfn = self.free_area[order.index()][mt].head;
                     if pfn == NIL {
                         break;
                     }
@@ -138,8 +140,8 @@ impl Buddy {
                     }
                     self.del_from_free_list(mm, pfn, order, info);
                     mm.page(pfn).set_info(PageInfo::new(PageState::Isolated, order, 0, self.zone));
-                    self.isolated_pages += 1 << order;
-                    pages += 1 << order;
+                    self.isolated_pages += order.pages();
+                    pages += order.pages();
                     out[n] = (pfn, order);
                     n += 1;
                 }
@@ -150,9 +152,9 @@ impl Buddy {
 
     /// Puts back a block taken by [`isolate_resident`](Self::isolate_resident),
     /// now purged (`flags` says whether its contents are known zero).
-    pub(crate) fn putback_isolated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, flags: u8) {
+    pub(crate) fn putback_isolated(&mut self, mm: &MemMap, pfn: Pfn, order: Order, flags: u8) {
         debug_assert_eq!(mm.page(pfn).info().state, PageState::Isolated);
-        self.isolated_pages -= 1 << order;
+        self.isolated_pages -= order.pages();
         self.free_one_page(mm, pfn, order, flags);
     }
 }

@@ -5,6 +5,7 @@
 
 use super::Buddy;
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::{Pfn, single_tile, tile};
 
@@ -30,12 +31,12 @@ impl Buddy {
     /// pages become its tiles, the rest go back to the lists with `flags`
     /// (what is known of their contents). No freed piece merges: each
     /// one's buddy lies below it, in the kept pages or in a larger piece.
-    pub(crate) fn trim_allocated(&mut self, mm: &MemMap, pfn: Pfn, order: u32, pages: usize, flags: u8) {
-        debug_assert!(pages >= 1 && pages <= 1 << order && pfn.is_aligned(order));
+    pub(crate) fn trim_allocated(&mut self, mm: &MemMap, pfn: Pfn, order: Order, pages: usize, flags: u8) {
+        debug_assert!(pages >= 1 && pages <= order.pages() && pfn.is_aligned(order));
         let end = pfn + pages;
         let mt = mm.page(pfn).info().migratetype();
         self.set_tiles(mm, pfn, (pfn, end), mt);
-        for (free, o) in tile(end, pfn + (1 << order)) {
+        for (free, o) in tile(end, pfn + order.pages()) {
             self.free_one_page(mm, free, o, flags);
         }
     }
@@ -48,7 +49,7 @@ impl Buddy {
         let new_end = pfn + keep;
         let mt = mm.page(pfn).info().migratetype();
         for (start, o) in tile(pfn, pfn + pages) {
-            let end = start + (1 << o);
+            let end = start + o.pages();
             if end <= new_end {
                 continue;
             }
@@ -80,7 +81,7 @@ impl Buddy {
                 // The high-atomic reserve's blocks stay its own: its size
                 // is counted in pageblocks.
                 Some((head, _)) if mm.page(head).info().migratetype() == Migratetype::HighAtomic => return false,
-                Some((head, order)) => pfn = head + (1 << order),
+                Some((head, order)) => pfn = head + order.pages(),
                 None => return false,
             }
         }
@@ -91,7 +92,7 @@ impl Buddy {
             let flags = info.flags & flag::CONTENT;
             self.del_from_free_list(mm, head, order, info);
             mm.page(head).set_info(PageInfo::TAIL);
-            let block_end = head + (1 << order);
+            let block_end = head + order.pages();
             // The parts of the block outside the range.
             for (free, o) in tile(head, start.max(head)).chain(tile(end.min(block_end), block_end)) {
                 self.free_one_page(mm, free, o, flags);
@@ -103,8 +104,8 @@ impl Buddy {
     }
 
     /// The free block (head, order) that page `pfn` lies in, if it is free.
-    fn free_block_containing(&self, mm: &MemMap, pfn: Pfn) -> Option<(Pfn, u32)> {
-        for order in 0..=self.max_order {
+    fn free_block_containing(&self, mm: &MemMap, pfn: Pfn) -> Option<(Pfn, Order)> {
+        for order in Order::ZERO.through(self.max_order) {
             let head = pfn.align_down(order);
             let info = mm.page(head).info();
             if info.state != PageState::Tail && info.order() >= order {
@@ -121,24 +122,24 @@ impl Buddy {
     /// aligned to `new_order` and every such buddy is a whole free block of
     /// its order; otherwise nothing changes. The caller has checked that
     /// `new_order` is at most `max_order`, and sets the head's new order.
-    pub(crate) fn grow_in_place(&mut self, mm: &MemMap, pfn: Pfn, order: u32, new_order: u32) -> bool {
+    pub(crate) fn grow_in_place(&mut self, mm: &MemMap, pfn: Pfn, order: Order, new_order: Order) -> bool {
         debug_assert!(new_order <= self.max_order);
-        if !pfn.is_aligned(new_order) || pfn + (1 << new_order) > self.frontier {
+        if !pfn.is_aligned(new_order) || pfn + new_order.pages() > self.frontier {
             return false;
         }
         // Not into or out of the high-atomic reserve: its size is counted
         // in pageblocks, and a free of the grown block would retype them.
         let reserve = |p: Pfn| self.pageblocks.get(p) == Migratetype::HighAtomic;
-        let buddy_free = |o: u32| {
-            let buddy = pfn + (1 << o);
+        let buddy_free = |o: Order| {
+            let buddy = pfn + o.pages();
             let info = mm.page(buddy).info();
             info.state == PageState::Free && info.order() == o && reserve(buddy) == reserve(pfn)
         };
-        if !(order..new_order).all(buddy_free) {
+        if !order.until(new_order).all(buddy_free) {
             return false;
         }
-        for o in order..new_order {
-            let buddy = pfn + (1 << o);
+        for o in order.until(new_order) {
+            let buddy = pfn + o.pages();
             let info = mm.page(buddy).info();
             self.del_from_free_list(mm, buddy, o, info);
             mm.page(buddy).set_info(PageInfo::TAIL);

@@ -5,6 +5,7 @@
 
 use super::Buddy;
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pfn::Pfn;
 
@@ -43,13 +44,13 @@ impl Buddy {
     /// The fragmentation index of the zone's free memory for `order` (see
     /// [`fragmentation_index`]); never-used memory counts as max-order
     /// blocks.
-    pub(crate) fn fragmentation_index(&self, order: u32) -> i32 {
-        let mut free_blocks = [0usize; super::NR_ORDERS];
-        for (o, n) in free_blocks.iter_mut().enumerate().take(self.max_order as usize + 1) {
-            *n = self.nr_free_blocks(o as u32);
+    pub(crate) fn fragmentation_index(&self, order: Order) -> i32 {
+        let mut free_blocks = [0usize; crate::order::NR_ORDERS];
+        for (o, n) in Order::ZERO.through(self.max_order).zip(&mut free_blocks) {
+            *n = self.nr_free_blocks(o);
         }
-        free_blocks[self.max_order as usize] += self.frontier_pages() >> self.max_order;
-        fragmentation_index(&free_blocks[..=self.max_order as usize], order)
+        free_blocks[self.max_order.index()] += self.frontier_pages() >> self.max_order.get();
+        fragmentation_index(&free_blocks[..=self.max_order.index()], order.get())
     }
 
     /// Takes a free block of at least `order` out of the pageblock at
@@ -64,7 +65,7 @@ impl Buddy {
         &mut self,
         mm: &MemMap,
         (start, from): (Pfn, Pfn),
-        order: u32,
+        order: Order,
     ) -> (Option<Pfn>, usize) {
         let pageblock_order = self.pageblocks.order();
         let first = mm.page(start).info();
@@ -86,7 +87,7 @@ impl Buddy {
         let mut pfn = from.max(start);
         while pfn < end {
             let info = mm.page(pfn).info();
-            let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
+            let size = if info.state == PageState::Tail { 1 } else { info.order().pages() };
             scanned += size;
             if info.state == PageState::Free && info.order() >= order {
                 self.del_from_free_list(mm, pfn, info.order(), info);

@@ -42,8 +42,8 @@ impl Allocation {
             return Ok(Self::Object(class));
         }
         match arena.head_at(ptr) {
-            Some(head) if head.state == PageState::Allocated && head.order() >= MIN_BLOCK_ORDER => {
-                Ok(Self::Block(head.order()))
+            Some(head) if head.state == PageState::Allocated && head.order().get() >= MIN_BLOCK_ORDER => {
+                Ok(Self::Block(head.order().get()))
             }
             Some(head) if matches!(head.state, PageState::Free | PageState::Cached | PageState::Isolated) => {
                 Err("double free")

@@ -16,6 +16,7 @@ use std::ptr::NonNull;
 
 use crate::error::{AllocError, FreeError};
 use crate::flags::AllocFlags;
+use crate::order::Order;
 use crate::page::{PageState, flag};
 use crate::page_alloc::PageAlloc;
 use crate::pfn::{Pfn, single_tile, tile};
@@ -32,16 +33,17 @@ impl PageAlloc {
     pub(crate) fn alloc_exact(
         &self,
         pages: usize,
-        align_order: u32,
+        align_order: Order,
         flags: AllocFlags,
         growable: bool,
     ) -> Result<NonNull<u8>, AllocError> {
-        let order = covering_order(pages).max(align_order);
-        if pages == 0 || order > self.node().max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
-        }
-        let block = self.alloc_block(order, flags.difference(AllocFlags::ZERO), growable)?;
-        if pages < 1 << order {
+        let max_order = self.node().max_order;
+        let wanted = covering_order(pages).max(align_order.get());
+        let Some(order) = Order::new(wanted).filter(|&o| pages != 0 && o <= max_order) else {
+            return Err(AllocError::InvalidOrder { order: wanted, max_order: max_order.get() });
+        };
+        let block = self.alloc_block(order.get(), flags.difference(AllocFlags::ZERO), growable)?;
+        if pages < order.pages() {
             let zone = self.node().zone_of(block.pfn);
             zone.lock().inner.buddy.trim_allocated(&self.node().mem_map, block.pfn, order, pages, block.flags);
             self.node().pages_returned();
@@ -61,7 +63,7 @@ impl PageAlloc {
         if let Ok(pfn) = self.exact_pfn(addr, pages)
             && let Some(order) = single_tile(pfn, pfn + pages)
         {
-            return self.free_pages(addr, order);
+            return self.free_pages(addr, order.get());
         }
         let result = self.exact_pfn(addr, pages).and_then(|pfn| {
             let zone = self.node().zone_of(pfn);
@@ -92,7 +94,7 @@ impl PageAlloc {
         if new_pages == pages {
             return self.exact_pfn(addr, pages).is_ok_and(|pfn| self.validate_exact(pfn, pages, addr).is_ok());
         }
-        if new_pages == 0 || new_pages > 1 << self.node().max_order {
+        if new_pages == 0 || new_pages > self.node().max_order.pages() {
             return false;
         }
         let Ok(pfn) = self.exact_pfn(addr, pages) else { return false };
@@ -131,8 +133,11 @@ impl PageAlloc {
         if !self.node().region.contains(addr) {
             return Err(FreeError::OutOfRegion { addr });
         }
-        if pages == 0 || pages > 1 << self.node().max_order {
-            return Err(FreeError::InvalidOrder { order: covering_order(pages), max_order: self.node().max_order });
+        if pages == 0 || pages > self.node().max_order.pages() {
+            return Err(FreeError::InvalidOrder {
+                order: covering_order(pages),
+                max_order: self.node().max_order.get(),
+            });
         }
         self.node().region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })
     }

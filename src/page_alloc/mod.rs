@@ -53,6 +53,7 @@ use crate::flags::AllocFlags;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
+use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageState, flag};
 use crate::pcp::{CacheAlloc, CacheFree, alloc_cached, free_cached};
 use crate::pcp_config::{PAGE_ALLOC_COSTLY_ORDER, PCP_MAX_ORDER};
@@ -151,15 +152,16 @@ impl PageAlloc {
     /// preferred zone when it passes its low watermark (never from the
     /// per-thread caches, whose blocks' buddies are rarely free).
     fn alloc_block(&self, order: u32, flags: AllocFlags, growable: bool) -> Result<Block, AllocError> {
-        if order > self.node().max_order {
-            return Err(AllocError::InvalidOrder { order, max_order: self.node().max_order });
-        }
+        let max_order = self.node().max_order;
+        let Some(order) = Order::new(order).filter(|&o| o <= max_order) else {
+            return Err(AllocError::InvalidOrder { order, max_order: max_order.get() });
+        };
         let mt =
             Migratetype::from_flags(flags, self.node().group_by_mobility).ok_or(AllocError::ConflictingMobility)?;
         if let Some(fault) = &self.fault
-            && fault.should_fail(order, flags)
+            && fault.should_fail(order.get(), flags)
         {
-            return Err(AllocError::Injected { order });
+            return Err(AllocError::Injected { order: order.get() });
         }
         let block = self.alloc_block_of(order, mt, flags, growable)?;
         if AllocMode::highatomic(order, flags) {
@@ -171,7 +173,7 @@ impl PageAlloc {
     /// `alloc_block` for type `mt`, before the high-atomic reserve.
     fn alloc_block_of(
         &self,
-        order: u32,
+        order: Order,
         mt: Migratetype,
         flags: AllocFlags,
         growable: bool,
@@ -184,7 +186,7 @@ impl PageAlloc {
                 self.node().zone_allocated(zone);
                 return Ok(block);
             }
-        } else if order <= PCP_MAX_ORDER && self.node().pcp_enabled {
+        } else if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
             match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
                 CacheAlloc::Served(block) => return Ok(block),
                 CacheAlloc::BelowWatermarks => {
@@ -222,7 +224,7 @@ impl PageAlloc {
     #[inline]
     fn get_page_from_freelist(
         &self,
-        (order, mt): (u32, Migratetype),
+        (order, mt): (Order, Migratetype),
         mode: AllocMode,
         preferred: ZoneIdx,
     ) -> Option<Block> {
@@ -243,7 +245,7 @@ impl PageAlloc {
     #[cold]
     fn alloc_slowpath(
         &self,
-        request: (u32, Migratetype),
+        request: (Order, Migratetype),
         flags: AllocFlags,
         preferred: ZoneIdx,
     ) -> Result<Block, AllocError> {
@@ -257,7 +259,7 @@ impl PageAlloc {
         }
         let mut mode = AllocMode::new(Mark::Min, order, flags);
         let nofail = flags.contains(AllocFlags::NOFAIL);
-        let costly = order > PAGE_ALLOC_COSTLY_ORDER;
+        let costly = order.get() > PAGE_ALLOC_COSTLY_ORDER;
         // Defrag mode: what compaction works towards is a whole free
         // pageblock, which a fallback may then claim without mixing.
         let defrag = self.node().defrag_mode;
@@ -281,7 +283,7 @@ impl PageAlloc {
         // first `__alloc_pages_direct_compact`); in defrag mode every
         // request does, before it may fragment.
         let mut compact_priority = CompactPriority::Async;
-        if compact_order > 0
+        if compact_order > Order::ZERO
             && (costly || mt != Migratetype::Movable || defrag)
             && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
         {
@@ -309,7 +311,7 @@ impl PageAlloc {
             {
                 return Ok(block);
             }
-            if compact_order > 0
+            if compact_order > Order::ZERO
                 && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
             {
                 return Ok(block);
@@ -370,8 +372,8 @@ impl PageAlloc {
 
     /// `should_compact_retry`: a higher priority may move what a lower one
     /// left, while anything is movable at all; raises `priority` if so.
-    fn should_compact_retry(&self, compact_order: u32, priority: &mut CompactPriority) -> bool {
-        if compact_order > 0
+    fn should_compact_retry(&self, compact_order: Order, priority: &mut CompactPriority) -> bool {
+        if compact_order > Order::ZERO
             && let Some(higher) = priority.raise()
             && !self.reclaim.movable.is_empty()
         {
@@ -385,7 +387,7 @@ impl PageAlloc {
     /// progress, and after up to [`MAX_RECLAIM_RETRIES`] passes that made
     /// none, as long as reclaim could free enough at all
     /// (`reclaim_could_help`).
-    fn should_reclaim_retry(&self, order: u32, progress: usize, no_progress_loops: &mut u32) -> bool {
+    fn should_reclaim_retry(&self, order: Order, progress: usize, no_progress_loops: &mut u32) -> bool {
         *no_progress_loops = if progress > 0 { 0 } else { *no_progress_loops + 1 };
         *no_progress_loops <= MAX_RECLAIM_RETRIES && self.reclaim_could_help(order)
     }
@@ -393,7 +395,12 @@ impl PageAlloc {
     /// Defrag mode's last resort for a request about to fail: a fallback
     /// that splits a foreign pageblock, rather than failing while memory
     /// is free (where the kernel would fail a request that may not retry).
-    fn fragmenting_fallback(&self, request: (u32, Migratetype), mode: AllocMode, preferred: ZoneIdx) -> Option<Block> {
+    fn fragmenting_fallback(
+        &self,
+        request: (Order, Migratetype),
+        mode: AllocMode,
+        preferred: ZoneIdx,
+    ) -> Option<Block> {
         if mode.may_fragment || !self.node().defrag_mode {
             return None;
         }
@@ -412,10 +419,10 @@ impl PageAlloc {
     /// workload).
     fn direct_compact(
         &self,
-        request: (u32, Migratetype),
+        request: (Order, Migratetype),
         mode: AllocMode,
         preferred: ZoneIdx,
-        (target, priority): (u32, CompactPriority),
+        (target, priority): (Order, CompactPriority),
     ) -> Option<Block> {
         self.reclaim.direct_compact(target, priority)?;
         let block = self.get_page_from_freelist(request, mode, preferred);
@@ -425,7 +432,7 @@ impl PageAlloc {
 
     /// Whether some zone passes the watermark check for `order` at `mode`
     /// (the free memory is there, whatever its pageblocks).
-    fn any_zone_ok(&self, order: u32, mode: AllocMode) -> bool {
+    fn any_zone_ok(&self, order: Order, mode: AllocMode) -> bool {
         self.node().zones.iter().any(|zone| zone.watermark_ok(order, mode))
     }
 
@@ -440,20 +447,20 @@ impl PageAlloc {
     /// Whether everything reclaimable, added to what is free, would let an
     /// order-`order` allocation pass the min watermark somewhere (the test
     /// in `should_reclaim_retry`).
-    fn reclaim_could_help(&self, order: u32) -> bool {
+    fn reclaim_could_help(&self, order: Order) -> bool {
         let reclaimable = self.reclaim.shrinkers.count() + self.reclaim.pcp.cached_pages(self.node());
         self.node().zones.iter().any(|zone| {
             let available = zone.usable_free_pages() + reclaimable;
-            available.saturating_sub((1 << order) - 1) > zone.watermarks().min
+            available.saturating_sub((order.pages()) - 1) > zone.watermarks().min
         })
     }
 
     /// Calls the OOM handler (`out_of_memory`).
-    fn out_of_memory(&self, order: u32, flags: AllocFlags) -> OomAction {
+    fn out_of_memory(&self, order: Order, flags: AllocFlags) -> OomAction {
         ReclaimCounters::add(&self.node().counters.oom_events, 1);
         let Some(handler) = &self.oom_handler else { return OomAction::Fail };
         let context = OomContext {
-            order,
+            order: order.get(),
             flags,
             free_pages: self.node().zones.iter().map(Zone::usable_free_pages).sum(),
             reclaimable_pages: self.reclaim.shrinkers.count(),
@@ -463,17 +470,17 @@ impl PageAlloc {
 
     /// The allocation failed: count it and, unless NOWARN, say so.
     #[cold]
-    fn nopage(&self, order: u32, flags: AllocFlags) -> AllocError {
+    fn nopage(&self, order: Order, flags: AllocFlags) -> AllocError {
         self.counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
         if !flags.contains(AllocFlags::NOWARN) && self.warn_limit.allow() {
             self.warn_alloc(order, flags);
         }
-        AllocError::OutOfMemory { order }
+        AllocError::OutOfMemory { order: order.get() }
     }
 
     /// The kernel's `warn_alloc`: one line to stderr, without allocating.
     #[cold]
-    fn warn_alloc(&self, order: u32, flags: AllocFlags) {
+    fn warn_alloc(&self, order: Order, flags: AllocFlags) {
         let mut w = StackWriter::new();
         let _ = write!(w, "zonealloc: page allocation failure: order:{order}, flags:{flags:?}, free pages:");
         for zone in self.node().zones.iter() {
@@ -487,7 +494,7 @@ impl PageAlloc {
     fn prep_new_page(&self, block: Block, flags: AllocFlags) -> NonNull<u8> {
         if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
             // SAFETY: the block was just taken off the free lists for this caller.
-            unsafe { self.node().region.zero(block.pfn, 1 << block.order) };
+            unsafe { self.node().region.zero(block.pfn, block.order.pages()) };
         }
         // SAFETY: a block from the zones is a page of the region.
         unsafe { self.node().region.page_addr(block.pfn) }
@@ -498,9 +505,10 @@ impl PageAlloc {
         if !self.node().region.contains(addr) {
             return Err(FreeError::OutOfRegion { addr });
         }
-        if order > self.node().max_order {
-            return Err(FreeError::InvalidOrder { order, max_order: self.node().max_order });
-        }
+        let max_order = self.node().max_order;
+        let Some(order) = Order::new(order).filter(|&o| o <= max_order) else {
+            return Err(FreeError::InvalidOrder { order, max_order: max_order.get() });
+        };
         let pfn = self.node().region.pfn_of(addr).ok_or(FreeError::NotBlockStart { addr })?;
         let mut info = self.node().mem_map.page(pfn).info();
         if matches!(info.state, PageState::Owned | PageState::Migrating) && info.order() == order {
@@ -520,7 +528,7 @@ impl PageAlloc {
         // Every way on claims the head first (`PageMeta::claim_word`): of
         // two frees of the block racing each other, one goes on, the
         // other is refused here.
-        if order <= PCP_MAX_ORDER && self.node().pcp_enabled {
+        if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
             match free_cached(self.node(), &self.reclaim.pcp, pfn, info) {
                 CacheFree::Freed => return Ok(()),
                 CacheFree::DoubleFree => return Err(FreeError::DoubleFree { addr }),
@@ -535,7 +543,7 @@ impl PageAlloc {
             return Err(FreeError::DoubleFree { addr });
         }
         guard.inner.buddy.free_one_page(&self.node().mem_map, pfn, order, 0);
-        guard.inner.frees[order as usize] += 1;
+        guard.inner.frees[order.index()] += 1;
         drop(guard);
         self.node().pages_returned();
         Ok(())
@@ -547,7 +555,9 @@ impl PageAlloc {
     /// with nothing changed, otherwise (including for any pointer that is
     /// not an allocated block of `order`).
     pub(crate) fn grow_pages(&self, addr: usize, order: u32, new_order: u32) -> bool {
-        if new_order <= order || new_order > self.node().max_order {
+        let max_order = self.node().max_order;
+        let (Some(order), Some(new_order)) = (Order::new(order), Order::new(new_order)) else { return false };
+        if new_order <= order || new_order > max_order {
             return false;
         }
         let Some(pfn) = self.node().region.pfn_of(addr) else { return false };
@@ -557,7 +567,7 @@ impl PageAlloc {
             return false;
         }
         let zone = self.node().zone(info.zone());
-        let extra = (1usize << new_order) - (1 << order);
+        let extra = new_order.pages() - order.pages();
         if zone.usable_free_pages() < extra + zone.watermarks().low {
             return false;
         }
@@ -568,20 +578,20 @@ impl PageAlloc {
             return false;
         }
         self.node().mem_map.page(pfn).set_info(info.with_order(new_order));
-        guard.inner.frees[order as usize] += 1;
-        guard.inner.allocs[new_order as usize] += 1;
+        guard.inner.frees[order.index()] += 1;
+        guard.inner.allocs[new_order.index()] += 1;
         true
     }
 
     /// Whether the head entry `info` of `pfn` shows a block of `order` that
     /// may be freed; if not, which error it is.
     #[inline]
-    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: u32, addr: usize) -> Result<(), FreeError> {
+    fn validate_free(&self, pfn: Pfn, info: PageInfo, order: Order, addr: usize) -> Result<(), FreeError> {
         match info.state {
             PageState::Allocated if info.order() == order => Ok(()),
-            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order, actual: info.order() }),
+            PageState::Allocated => Err(FreeError::WrongOrder { addr, given: order.get(), actual: info.order().get() }),
             PageState::Owned | PageState::Migrating if info.order() != order => {
-                Err(FreeError::WrongOrder { addr, given: order, actual: info.order() })
+                Err(FreeError::WrongOrder { addr, given: order.get(), actual: info.order().get() })
             }
             // An owned block is released (`release_owned`) before it is
             // validated as allocated: seen here, another free got to it.
@@ -601,7 +611,7 @@ impl PageAlloc {
     /// pointer is not a block start.
     #[cold]
     fn classify_interior(&self, pfn: Pfn, addr: usize) -> FreeError {
-        for order in 1..=self.node().max_order {
+        for order in Order::ZERO.up(1).through(self.node().max_order) {
             let head = pfn.align_down(order);
             let info = self.node().mem_map.page(head).info();
             if info.state != PageState::Tail && info.order() >= order {

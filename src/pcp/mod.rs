@@ -104,6 +104,7 @@ const HUGE_BLOCKS: usize = 1;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::order::Order;
     use crate::pcp_config::{zone_batchsize, zone_highsize};
 
     #[test]
@@ -159,7 +160,7 @@ mod tests {
         use crate::page::{PageInfo, PageState};
         for zone in [0, 1, 63].map(|z| crate::zone_idx::ZoneIdx::new(z).unwrap()) {
             for mt in Migratetype::ALL {
-                let word = PageInfo::new(PageState::Allocated, 3, 0, zone).with_migratetype(mt).pack();
+                let word = PageInfo::new(PageState::Allocated, Order::of(3), 0, zone).with_migratetype(mt).pack();
                 let index = pcp_index_of_zone_type(PageInfo::zone_type_of_word(word));
                 assert_eq!(index, pcp_index(zone, mt));
                 assert_eq!(index / PCP_TYPES, zone.index());

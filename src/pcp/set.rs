@@ -40,6 +40,7 @@ use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::migratetype::Migratetype;
 use crate::node::Node;
+use crate::order::Order;
 use crate::page::{PageInfo, PageMeta, PageState, flag};
 use crate::pfn::Pfn;
 use crate::reclaim::memalloc::InReclaim;
@@ -344,8 +345,8 @@ impl PcpSet {
     /// passes its low watermark: the caller's slow path follows.
     #[cold]
     #[inline(never)]
-    pub(super) fn alloc(&self, node: &Node, (order, mt): (u32, Migratetype), flags: AllocFlags) -> Option<Block> {
-        let o = order as usize;
+    pub(super) fn alloc(&self, node: &Node, (order, mt): (Order, Migratetype), flags: AllocFlags) -> Option<Block> {
+        let o = order.index();
         let _guard = self.lock.lock();
         let preferred = self.preferred();
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
@@ -391,7 +392,7 @@ impl PcpSet {
     #[inline(never)]
     pub(super) fn free(&self, node: &Node, pfn: Pfn, info: PageInfo) -> bool {
         let (order, mt, zone) = (info.order(), info.migratetype(), info.zone());
-        let o = order as usize;
+        let o = order.index();
         let _guard = self.lock.lock();
         if !claim_cached(node, pfn, info) {
             return false;
@@ -478,7 +479,7 @@ impl PcpSet {
                         zp.lists(|l| {
                             for i in 0..n {
                                 let pfn = l.at(order, i);
-                                guard.free_cached(&node.mem_map, pfn, order as u32);
+                                guard.free_cached(&node.mem_map, pfn, Order::from_bits(order as u8));
                             }
                             l.bottom[order] = 0;
                         });
@@ -581,7 +582,7 @@ impl PcpSet {
                                 return Err(bad(pfn, "not a page of the list's zone"));
                             }
                             let info = node.mem_map.page(pfn).info();
-                            if info.state != PageState::Cached || info.order() as usize != order {
+                            if info.state != PageState::Cached || info.order().index() != order {
                                 return Err(bad(pfn, "head is not a cached block of the list's order"));
                             }
                             if pcp_type(info.migratetype().index()) != list_type {
@@ -602,10 +603,10 @@ impl PcpSet {
 /// Records a popped cached block as allocated (of the type of the list it
 /// was on) and returns it.
 #[inline(always)]
-pub(super) fn take_cached(node: &Node, pfn: Pfn, order: u32, zone: ZoneIdx) -> Block {
+pub(super) fn take_cached(node: &Node, pfn: Pfn, order: Order, zone: ZoneIdx) -> Block {
     let page = node.mem_map.page(pfn);
     let info = page.info();
-    hand_out(page, PageInfo::allocated_base(zone), order, info.migratetype().index());
+    hand_out(page, PageInfo::allocated_base(zone), order.get(), info.migratetype().index());
     Block { pfn, order, flags: info.flags & flag::CONTENT }
 }
 

@@ -7,6 +7,7 @@ use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::migratetype::{MOBILITY_SHIFT, Migratetype};
 use crate::node::Node;
+use crate::order::Order;
 use crate::page::{PageInfo, PageState};
 use crate::pfn::Pfn;
 
@@ -307,7 +308,7 @@ pub(crate) enum CacheFree {
 pub(crate) fn alloc_cached(
     node: &Node,
     registry: &PcpRegistry,
-    request: (u32, Migratetype),
+    request: (Order, Migratetype),
     flags: AllocFlags,
 ) -> CacheAlloc {
     match with_thread_set(node, registry, |set| set.alloc(node, request, flags)) {

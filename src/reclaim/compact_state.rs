@@ -3,6 +3,7 @@
 //! each zone's deferral after failures. Below the zones and the reclaim
 //! domain that hold it; the algorithm is in `compaction.rs`.
 
+use crate::order::Order;
 use crate::support::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A failed zone is skipped for at most `1 << COMPACT_MAX_DEFER_SHIFT`
@@ -96,16 +97,16 @@ pub(crate) struct Deferral {
 
 impl Deferral {
     /// `defer_compaction`: compaction at `order` failed in this zone.
-    pub(super) fn defer(&self, order: u32) {
+    pub(super) fn defer(&self, order: Order) {
         self.considered.store(0, Ordering::Relaxed);
         let shift = (self.defer_shift.load(Ordering::Relaxed) + 1).min(COMPACT_MAX_DEFER_SHIFT);
         self.defer_shift.store(shift, Ordering::Relaxed);
-        self.order_failed.fetch_min(order, Ordering::Relaxed);
+        self.order_failed.fetch_min(order.get(), Ordering::Relaxed);
     }
 
     /// `compaction_deferred`: whether to skip compacting for `order` now.
-    pub(crate) fn deferred(&self, order: u32) -> bool {
-        if order < self.order_failed.load(Ordering::Relaxed) {
+    pub(crate) fn deferred(&self, order: Order) -> bool {
+        if order.get() < self.order_failed.load(Ordering::Relaxed) {
             return false;
         }
         let limit = 1 << self.defer_shift.load(Ordering::Relaxed);
@@ -116,9 +117,9 @@ impl Deferral {
 
     /// `compaction_defer_reset`: an allocation of `order` succeeded after
     /// compaction.
-    pub(crate) fn reset(&self, order: u32) {
+    pub(crate) fn reset(&self, order: Order) {
         self.considered.store(0, Ordering::Relaxed);
         self.defer_shift.store(0, Ordering::Relaxed);
-        self.order_failed.fetch_max(order + 1, Ordering::Relaxed);
+        self.order_failed.fetch_max(order.get() + 1, Ordering::Relaxed);
     }
 }

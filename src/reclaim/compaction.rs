@@ -37,6 +37,7 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::migratetype::Migratetype;
+use crate::order::Order;
 use crate::page::{PageInfo, PageState};
 use crate::pcp_config::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
@@ -130,10 +131,10 @@ impl Reclaim {
     /// block of `order` passes the low watermark. The caller has returned
     /// the per-thread caches first (once for all the zones it compacts),
     /// so that the free scanner sees those pages and freed blocks merge.
-    pub(crate) fn compact_zone(&self, zone: &Zone, order: Option<u32>, priority: CompactPriority) -> CompactReport {
+    pub(crate) fn compact_zone(&self, zone: &Zone, order: Option<Order>, priority: CompactPriority) -> CompactReport {
         let start = Instant::now();
         let free_pfn = zone.lock().inner.buddy.frontier();
-        let pageblock_pages = 1usize << zone.pageblock_order;
+        let pageblock_pages = zone.pageblock_order.pages();
         let mut cc = CompactControl {
             migrate_pfn: zone.start,
             free_pfn,
@@ -155,7 +156,7 @@ impl Reclaim {
             let mut pfn = block_start;
             while source_ok && pfn < block_end {
                 let info = self.node.mem_map.page(pfn).info();
-                let size = if info.state == PageState::Tail { 1 } else { 1usize << info.order() };
+                let size = if info.state == PageState::Tail { 1 } else { info.order().pages() };
                 cc.report.migrate_scanned += size as u64;
                 if info.state == PageState::Owned
                     && let Scan::Met = self.migrate_one(zone, pfn, info, &mut cc)
@@ -213,13 +214,13 @@ impl Reclaim {
         // `Migrating` (from the free scanner on), so such a free is
         // deferred as the source's is.
         mm.page(target).set_owner(owner_id);
-        let moved = owner.migrate(self.addr(pfn), self.addr(target), order);
+        let moved = owner.migrate(self.addr(pfn), self.addr(target), order.get());
         drop(call);
         drop(owner);
         if moved {
             self.putback(zone, target, order, PageState::Owned);
             self.free_isolated(zone, pfn, order);
-            cc.report.migrated_pages += 1 << order;
+            cc.report.migrated_pages += order.pages() as u64;
         } else {
             self.free_isolated(zone, target, order);
             self.putback(zone, pfn, order, PageState::Owned);
@@ -237,7 +238,7 @@ impl Reclaim {
     /// Ends the isolation of a block that stays (a source not moved, or a
     /// target moved into): it becomes `state`, unless its owner freed it
     /// meanwhile (then it is freed now).
-    fn putback(&self, zone: &Zone, pfn: Pfn, order: u32, state: PageState) {
+    fn putback(&self, zone: &Zone, pfn: Pfn, order: Order, state: PageState) {
         let page = self.node.mem_map.page(pfn);
         let mut info = page.info();
         while info.state == PageState::Migrating {
@@ -252,7 +253,7 @@ impl Reclaim {
 
     /// Gives a block compaction holds (isolated or a target) back to the
     /// buddy lists.
-    fn free_isolated(&self, zone: &Zone, pfn: Pfn, order: u32) {
+    fn free_isolated(&self, zone: &Zone, pfn: Pfn, order: Order) {
         let mut guard = zone.lock();
         guard.inner.buddy.free_one_page(&self.node.mem_map, pfn, order, 0);
     }
@@ -260,7 +261,7 @@ impl Reclaim {
     /// `compaction_alloc`: a target of `order` from the free scanner,
     /// which moves down a pageblock at a time until it meets the migrate
     /// scanner.
-    fn compaction_alloc(&self, zone: &Zone, order: u32, cc: &mut CompactControl) -> Option<Pfn> {
+    fn compaction_alloc(&self, zone: &Zone, order: Order, cc: &mut CompactControl) -> Option<Pfn> {
         let mut guard = zone.lock();
         let source_end = cc.migrate_pfn + cc.pageblock_pages;
         loop {
@@ -272,7 +273,7 @@ impl Reclaim {
             let (target, scanned) = guard.inner.buddy.isolate_free_target(&self.node.mem_map, (start, from), order);
             cc.report.free_scanned += scanned as u64;
             if let Some(pfn) = target {
-                cc.free_cursor = pfn + (1 << order);
+                cc.free_cursor = pfn + order.pages();
                 return target;
             }
             cc.free_pfn = start;
@@ -284,7 +285,7 @@ impl Reclaim {
     /// it may help an order-`order` request, at `priority`. `None` if no
     /// zone was compacted (nothing movable, not suitable, deferred); else
     /// whether a zone ended with a block of that order.
-    pub(crate) fn direct_compact(&self, order: u32, priority: CompactPriority) -> Option<bool> {
+    pub(crate) fn direct_compact(&self, order: Order, priority: CompactPriority) -> Option<bool> {
         if self.movable.is_empty() {
             return None;
         }
@@ -319,7 +320,7 @@ impl Reclaim {
 
     /// The slow path's allocation after a direct compaction succeeded or
     /// failed: counts it and resets or keeps the deferral.
-    pub(crate) fn compaction_outcome(&self, order: u32, allocated: bool) {
+    pub(crate) fn compaction_outcome(&self, order: Order, allocated: bool) {
         if allocated {
             self.compaction.success.fetch_add(1, Ordering::Relaxed);
             for zone in self.node.zones.iter() {
@@ -334,19 +335,19 @@ impl Reclaim {
     /// costly orders, the fragmentation index blames fragmentation
     /// (above [`EXTFRAG_THRESHOLD`]); below it, the zone lacks memory and
     /// reclaim, not compaction, is what helps.
-    fn compaction_suitable(&self, zone: &Zone, order: u32) -> bool {
+    fn compaction_suitable(&self, zone: &Zone, order: Order) -> bool {
         let index = zone.lock().inner.buddy.fragmentation_index(order);
         if index == -1000 {
             return false; // a block is there: the watermark, not fragmentation
         }
-        order <= PAGE_ALLOC_COSTLY_ORDER || index > EXTFRAG_THRESHOLD
+        order.get() <= PAGE_ALLOC_COSTLY_ORDER || index > EXTFRAG_THRESHOLD
     }
 
     /// `wakeup_kcompactd`: an order-`order` request found its zones short.
-    pub(crate) fn wakeup_kcompactd(&self, order: u32) {
-        if order > 0
+    pub(crate) fn wakeup_kcompactd(&self, order: Order) {
+        if order > Order::ZERO
             && !self.movable.is_empty()
-            && self.compaction.kcompactd_order.fetch_max(order, Ordering::Relaxed) < order
+            && self.compaction.kcompactd_order.fetch_max(order.get(), Ordering::Relaxed) < order.get()
         {
             self.node.kswapd.wakeup_kcompactd();
         }
@@ -356,8 +357,8 @@ impl Reclaim {
     /// thread on its own wake-up (`Wake::Compact`): compacts each zone
     /// where the order it was woken for is short and compaction may help.
     pub(crate) fn kcompactd(&self) {
-        let order = self.compaction.kcompactd_order.swap(0, Ordering::Relaxed);
-        if order == 0 {
+        let order = Order::from_bits(self.compaction.kcompactd_order.swap(0, Ordering::Relaxed) as u8);
+        if order == Order::ZERO {
             return;
         }
         self.compaction.kcompactd_wakes.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@
 //! needs no memset.
 
 use crate::node::Node;
+use crate::order::Order;
 use crate::page::flag;
 use crate::pfn::Pfn;
 use crate::region::{HugePages, PurgeAdvice};
@@ -67,7 +68,7 @@ impl Node {
             PurgeAdvice::Free => flag::PURGED,
         };
         let mut report = PurgeReport::default();
-        let mut batch = [(Pfn::default(), 0u32); BATCH];
+        let mut batch = [(Pfn::default(), Order::ZERO); BATCH];
         let mut budget = match scope {
             PurgeScope::All => usize::MAX,
             PurgeScope::Stale => zone.lock().inner.buddy.purge_budget(),
@@ -78,16 +79,16 @@ impl Node {
                 break;
             }
             let blocks = &mut batch[..n];
-            budget = budget.saturating_sub(blocks.iter().map(|&(_, order)| 1 << order).sum());
+            budget = budget.saturating_sub(blocks.iter().map(|&(_, order)| order.pages()).sum());
             blocks.sort_unstable_by_key(|&(pfn, _)| pfn);
             let mut ok = true;
             let mut i = 0;
             while i < n {
                 let start = blocks[i].0;
-                let mut end = start + (1 << blocks[i].1);
+                let mut end = start + blocks[i].1.pages();
                 i += 1;
                 while i < n && blocks[i].0 == end {
-                    end += 1 << blocks[i].1;
+                    end += blocks[i].1.pages();
                     i += 1;
                 }
                 let pages = end - start;

@@ -22,6 +22,7 @@
 use crate::flags::AllocFlags;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
+use crate::order::Order;
 use crate::pcp::{PcpRegistry, drain_own_cache};
 use crate::reclaim::compact_state::CompactCounters;
 use crate::reclaim::kswapd::Wake;
@@ -87,14 +88,14 @@ impl Reclaim {
 
     /// `__alloc_pages_direct_reclaim`: the allocating thread reclaims for
     /// itself. Returns the pages reclaimed.
-    pub(crate) fn direct_reclaim(&self, order: u32, drained: &mut bool) -> usize {
+    pub(crate) fn direct_reclaim(&self, order: Order, drained: &mut bool) -> usize {
         let start = Instant::now();
-        let target = SWAP_CLUSTER_MAX.max(1 << order);
+        let target = SWAP_CLUSTER_MAX.max(order.pages());
         let mut progress = 0;
-        if order > 0 && self.shrinkers.has_reclaimable() {
+        if order > Order::ZERO && self.shrinkers.has_reclaimable() {
             let held = self.reclaimable_in_use(order);
             if held > 0 {
-                let freed = self.shrink(held.min(target.max(2 << order)), ShrinkerSet::Reclaimable);
+                let freed = self.shrink(held.min(target.max(order.pages() << 1)), ShrinkerSet::Reclaimable);
                 ReclaimCounters::add(&self.node.counters.reclaimable_first_freed, freed as u64);
                 progress += freed;
             }
@@ -119,7 +120,7 @@ impl Reclaim {
     /// Pages in use in the reclaimable pageblocks of the zones where an
     /// order-`order` request fails its min watermark: what holds it up that
     /// only the shrinkers of reclaimable memory can free.
-    fn reclaimable_in_use(&self, order: u32) -> usize {
+    fn reclaimable_in_use(&self, order: Order) -> usize {
         let mode = AllocMode::new(Mark::Min, order, AllocFlags::empty());
         self.node
             .zones

@@ -119,7 +119,7 @@ impl std::fmt::Display for SizeClass {
 /// use zonealloc::{ClassTable, SizeClass, class_of};
 /// let sizes = ClassTable::from_fn(SizeClass::size);
 /// assert_eq!(sizes[class_of(100, 8).unwrap()], 112);
-/// assert_eq!(sizes[0], 16);
+/// assert_eq!((*sizes)[0], 16);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClassTable<T>([T; NR_CLASSES]);
