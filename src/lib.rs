@@ -101,7 +101,8 @@ pub mod loom_hooks {
     use std::ptr::NonNull;
     use std::sync::Arc;
 
-    use crate::{Arena, SizeClass, Slabs};
+    use crate::arena::Arena;
+    use crate::slab::{SizeClass, Slabs};
 
     /// This thread is exiting: its page caches are released now, and
     /// nothing attaches afterwards (what the exit hook does).
