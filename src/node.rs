@@ -6,11 +6,11 @@
 
 use std::cell::Cell;
 
+use crate::kswapd::{Kswapd, SleepCheck};
 use crate::order::Order;
 use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
-use crate::reclaim::kswapd::{Kswapd, SleepCheck};
-use crate::reclaim::progress::Progress;
+use crate::progress::Progress;
 use crate::region::{HugePages, Region};
 use crate::support::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::Mark;
@@ -174,7 +174,7 @@ impl Node {
     #[inline]
     pub(crate) fn pages_returned(&self) {
         self.kswapd.memory_freed();
-        // One barrier for both handshakes (`reclaim/kswapd.rs`, `reclaim/progress.rs`).
+        // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
         self.freer_barrier();
         self.progress.signal_after_fence();
         self.kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory());

@@ -6,6 +6,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, highatomic_limit};
+use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
 use crate::order::{NR_ORDERS, Order};
 use crate::page::{MemMap, PageState};
@@ -13,7 +14,6 @@ use crate::pcp_config::{
     NR_PCP_LISTS, PAGE_ALLOC_COSTLY_ORDER, PCP_HUGE_ORDER, PCP_ORDERS, PcpConfig, pcp_list, pcp_type, zone_highsize,
 };
 use crate::pfn::{NIL, Pfn};
-use crate::reclaim::compact_state::Deferral;
 use crate::support::sync::{AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::watermark::{AllocMode, Mark, Watermarks, zone_watermark_ok};
 use crate::zone_idx::ZoneIdx;

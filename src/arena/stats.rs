@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::reclaim::compact_state::CompactStats;
+use crate::compact_state::CompactStats;
 
 use crate::arena::Arena;
 use crate::order::{NR_ORDERS, Order};

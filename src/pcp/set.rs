@@ -38,12 +38,12 @@ use std::ptr::NonNull;
 
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
+use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::Node;
 use crate::order::Order;
 use crate::page::{PageInfo, PageMeta, PageState, flag};
 use crate::pfn::Pfn;
-use crate::reclaim::memalloc::InReclaim;
 use crate::support::boot::SysBox;
 use crate::support::sync::{
     AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, heavy_barrier, light_barrier,

@@ -36,12 +36,12 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::order::Order;
 use crate::page::{PageInfo, PageState};
 use crate::pcp_config::PAGE_ALLOC_COSTLY_ORDER;
 use crate::pfn::Pfn;
-use crate::reclaim::memalloc::InReclaim;
 use crate::reclaim::vmscan::Reclaim;
 use crate::support::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};

@@ -11,7 +11,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use crate::reclaim::memalloc::InReclaim;
+use crate::memalloc::InReclaim;
 use crate::support::snapshot_list::SnapshotList;
 use crate::support::sync::{AtomicU32, Ordering, RwLock};
 

@@ -292,7 +292,7 @@ impl Drop for ShrinkerHandle {
         core.list.update(|current| current.iter().filter(|r| r.id != id).map(Registered::clone_entry).collect());
         // Wait for calls that may still use the old list, unless this thread
         // is one of them (a shrinker dropping a handle from inside `scan`).
-        if !crate::reclaim::memalloc::InReclaim::active() {
+        if !crate::memalloc::InReclaim::active() {
             drop(core.calls.write());
         }
         release(self.core);

@@ -15,18 +15,18 @@
 //! use: compaction cannot move those pages, and a cache that frees its
 //! oldest pages first empties its oldest pageblocks. The other shrinkers
 //! are asked only for what is still missing. A thread that is reclaiming is
-//! marked ([`InReclaim`](crate::reclaim::memalloc::InReclaim), the kernel's
+//! marked ([`InReclaim`](crate::memalloc::InReclaim), the kernel's
 //! `PF_MEMALLOC`): its own allocations, made by shrinkers, ignore
 //! watermarks and never recurse into reclaim.
 
+use crate::compact_state::CompactCounters;
 use crate::flags::AllocFlags;
+use crate::kswapd::Wake;
+use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::order::Order;
 use crate::pcp::{PcpRegistry, drain_own_cache};
-use crate::reclaim::compact_state::CompactCounters;
-use crate::reclaim::kswapd::Wake;
-use crate::reclaim::memalloc::InReclaim;
 use crate::reclaim::movable::MovableRegistry;
 use crate::reclaim::purge::{PurgeReport, PurgeScope};
 use crate::reclaim::shrinker::{ShrinkerRegistry, ShrinkerSet};

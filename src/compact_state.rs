@@ -97,7 +97,7 @@ pub(crate) struct Deferral {
 
 impl Deferral {
     /// `defer_compaction`: compaction at `order` failed in this zone.
-    pub(super) fn defer(&self, order: Order) {
+    pub(crate) fn defer(&self, order: Order) {
         self.considered.store(0, Ordering::Relaxed);
         let shift = (self.defer_shift.load(Ordering::Relaxed) + 1).min(COMPACT_MAX_DEFER_SHIFT);
         self.defer_shift.store(shift, Ordering::Relaxed);

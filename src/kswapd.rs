@@ -163,7 +163,7 @@ impl Kswapd {
     }
 
     /// Whether kswapd has given up (`kswapd_failures >= MAX_RECLAIM_RETRIES`).
-    pub(super) fn hopeless(&self) -> bool {
+    pub(crate) fn hopeless(&self) -> bool {
         self.failures.load(Ordering::Relaxed) >= MAX_RECLAIM_RETRIES
     }
 
