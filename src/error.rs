@@ -191,6 +191,90 @@ impl std::error::Error for BuildError {
     }
 }
 
+/// Why a [`Topology`](crate::Topology) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TopologyError {
+    /// No nodes: a machine has at least one.
+    NoNodes,
+    /// More nodes than a topology holds.
+    TooManyNodes {
+        /// The number asked for.
+        nodes: usize,
+        /// The most supported ([`MAX_NUMNODES`](crate::MAX_NUMNODES)).
+        limit: usize,
+    },
+    /// A row of the distance table is not as long as the table.
+    NotSquare {
+        /// The row.
+        row: usize,
+        /// Its length.
+        len: usize,
+        /// The number of nodes (rows).
+        nodes: usize,
+    },
+    /// Not one CPU list per node.
+    CpuListCount {
+        /// The number of nodes (rows of the distance table).
+        nodes: usize,
+        /// The number of CPU lists.
+        cpu_lists: usize,
+    },
+    /// A distance that is not `LOCAL_DISTANCE` (10) from a node to itself,
+    /// or not 11 to 255 between two nodes.
+    BadDistance {
+        /// The node it is from.
+        from: usize,
+        /// The node it is to.
+        to: usize,
+        /// The distance given.
+        distance: u32,
+    },
+    /// A CPU number at or above [`MAX_CPUS`](crate::MAX_CPUS).
+    CpuTooLarge {
+        /// The CPU.
+        cpu: usize,
+        /// The first CPU number not supported.
+        limit: usize,
+    },
+    /// A CPU listed on two nodes.
+    CpuOnTwoNodes {
+        /// The CPU.
+        cpu: usize,
+        /// The first node listing it.
+        first: usize,
+        /// The second.
+        second: usize,
+    },
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NoNodes => write!(f, "a topology needs at least one node"),
+            Self::TooManyNodes { nodes, limit } => write!(f, "{nodes} nodes; at most {limit} are supported"),
+            Self::NotSquare { row, len, nodes } => {
+                write!(f, "row {row} of the distance table has {len} distances; each needs one per node ({nodes})")
+            }
+            Self::CpuListCount { nodes, cpu_lists } => {
+                write!(f, "{cpu_lists} CPU lists for {nodes} nodes; give one per node (empty for a memory-only node)")
+            }
+            Self::BadDistance { from, to, distance } if from == to => {
+                write!(f, "distance {distance} from node {from} to itself; it must be 10")
+            }
+            Self::BadDistance { from, to, distance } => {
+                write!(f, "distance {distance} from node {from} to node {to}; it must be 11 to 255")
+            }
+            Self::CpuTooLarge { cpu, limit } => write!(f, "CPU {cpu}; CPUs must be below {limit}"),
+            Self::CpuOnTwoNodes { cpu, first, second } => {
+                write!(f, "CPU {cpu} is listed on node {first} and node {second}; a CPU belongs to one node")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TopologyError {}
+
 /// Why an allocation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -50,6 +50,7 @@ mod support;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod test_hooks;
+mod topology;
 mod watermark;
 mod zone;
 mod zone_idx;
@@ -66,7 +67,7 @@ pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use builder::{ArenaBuilder, LOOM_MAX_PAGES};
 pub use compact_state::CompactStats;
-pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError};
+pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError, TopologyError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]
@@ -92,6 +93,7 @@ pub use slab::{
 #[cfg(loom)]
 #[doc(hidden)]
 pub use support::lazy::{Init as LoomInit, Lazy as LoomLazy};
+pub use topology::{LOCAL_DISTANCE, MAX_CPUS, MAX_NUMNODES, REMOTE_DISTANCE, Topology};
 pub use watermark::{WatermarkConfig, Watermarks};
 pub use zone_idx::MAX_ZONES;
 
