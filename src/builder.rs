@@ -10,6 +10,7 @@ use crate::order::{MAX_ORDER_LIMIT, Order};
 use crate::pcp_config::PcpConfig;
 use crate::region::PurgeAdvice;
 use crate::region::{HugePages, RegionOptions};
+use crate::topology::Topology;
 use crate::watermark::{WatermarkConfig, Watermarks};
 use crate::zone_idx::MAX_ZONES;
 
@@ -73,6 +74,7 @@ pub struct ArenaBuilder {
     pub(crate) reclaim: ReclaimConfig,
     pub(crate) oom_handler: Option<OomHandler>,
     pub(crate) fault: Option<FaultInjection>,
+    pub(crate) topology: Option<Topology>,
 }
 
 /// The most pages an arena may have under `--cfg loom`: every page's
@@ -137,6 +139,7 @@ impl ArenaBuilder {
             reclaim: ReclaimConfig::default(),
             oom_handler: None,
             fault: None,
+            topology: None,
         }
     }
 }
@@ -151,9 +154,23 @@ impl ArenaBuilder {
 
     /// Number of zones, each with its own lock (default: one per CPU, at
     /// most 16, and fewer if the region would give a zone fewer than 8
-    /// max-order blocks). At most [`MAX_ZONES`].
+    /// max-order blocks). At most [`MAX_ZONES`]. With a
+    /// [`topology`](Self::topology), zones per node (default: the CPUs per
+    /// node), and at most [`MAX_ZONES`] in all.
     pub fn zones(mut self, zones: usize) -> Self {
         self.zones = Some(zones);
+        self
+    }
+
+    /// The NUMA nodes the arena spreads its zones over (default: none, one
+    /// node). Each node gets [`zones`](Self::zones) zones, an equal part of
+    /// the region; a detected topology's parts are bound to their nodes
+    /// before first touch (a simulated one's are not). Threads allocate
+    /// from their CPU's node first and fall back by distance; see
+    /// [`Arena::alloc_pages_node`](crate::Arena::alloc_pages_node) and
+    /// [`AllocFlags::THISNODE`](crate::AllocFlags::THISNODE).
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
         self
     }
 
@@ -337,12 +354,21 @@ impl ArenaBuilder {
             return Err(BuildError::TooLargeForLoom { pages, limit: LOOM_MAX_PAGES });
         }
         let blocks = region_size / block_size;
-        let zones = match self.zones {
+        let nodes = self.topology.as_ref().map_or(1, Topology::nodes);
+        let zones_per_node = match self.zones {
             Some(0) => return Err(BuildError::ZeroZones),
-            Some(zones) if zones > MAX_ZONES => return Err(BuildError::TooManyZones { zones, limit: MAX_ZONES }),
+            Some(zones) if zones * nodes > MAX_ZONES => {
+                return Err(BuildError::TooManyZones { zones: zones * nodes, limit: MAX_ZONES });
+            }
             Some(zones) => zones,
-            None => cpu_count().clamp(1, DEFAULT_ZONES_CAP).min(blocks / MIN_BLOCKS_PER_ZONE).max(1),
+            None => cpu_count()
+                .div_ceil(nodes)
+                .clamp(1, DEFAULT_ZONES_CAP)
+                .min(blocks / (MIN_BLOCKS_PER_ZONE * nodes))
+                .min(MAX_ZONES / nodes)
+                .max(1),
         };
+        let zones = zones_per_node * nodes;
         if blocks < zones {
             return Err(BuildError::RegionTooSmall {
                 region_size: self.region_size,
@@ -364,7 +390,7 @@ impl ArenaBuilder {
             }
             marks[zone] = m;
         }
-        Ok(ZoneLayout { region_size, pages, max_order, pageblock_order, zones, zone_blocks, marks })
+        Ok(ZoneLayout { region_size, pages, max_order, pageblock_order, zones, zones_per_node, zone_blocks, marks })
     }
 }
 
@@ -378,6 +404,7 @@ pub(crate) struct ZoneLayout {
     pub max_order: Order,
     pub pageblock_order: Order,
     pub zones: usize,
+    pub zones_per_node: usize,
     pub zone_blocks: [usize; MAX_ZONES],
     pub marks: [Watermarks; MAX_ZONES],
 }

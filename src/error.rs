@@ -95,6 +95,13 @@ pub enum BuildError {
     },
     /// The arena's own bookkeeping could not be allocated.
     OutOfMetadataMemory,
+    /// `mbind` refused to bind a node's part of the region to its node.
+    Bind {
+        /// The machine's node number.
+        node: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The reclaim thread could not be started.
     SpawnReclaim {
         /// The OS error.
@@ -163,6 +170,9 @@ impl fmt::Display for BuildError {
             }
             Self::Advise { advice, source } => write!(f, "madvise({advice}) failed: {source}"),
             Self::OutOfMetadataMemory => write!(f, "out of memory for the arena's own bookkeeping"),
+            Self::Bind { node, source } => {
+                write!(f, "mbind to node {node} failed ({source}); use Topology::simulated for nodes without binding")
+            }
             Self::SpawnReclaim { source } => write!(
                 f,
                 "could not start the reclaim thread ({source}); build with \
@@ -185,6 +195,7 @@ impl std::error::Error for BuildError {
             Self::Map { source, .. }
             | Self::HugePagesUnavailable { source, .. }
             | Self::Advise { source, .. }
+            | Self::Bind { source, .. }
             | Self::SpawnReclaim { source } => Some(source),
             _ => None,
         }
@@ -300,6 +311,13 @@ pub enum AllocError {
         /// The order asked for.
         order: u32,
     },
+    /// `alloc_pages_node` named a NUMA node the arena does not have.
+    NoSuchNode {
+        /// The node asked for.
+        node: usize,
+        /// The arena's nodes.
+        nodes: usize,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -313,6 +331,7 @@ impl fmt::Display for AllocError {
             }
             Self::OutOfMemory { order } => write!(f, "out of memory for an order-{order} block"),
             Self::Injected { order } => write!(f, "order-{order} allocation failed by fault injection"),
+            Self::NoSuchNode { node, nodes } => write!(f, "node {node} does not exist; the arena has nodes 0..{nodes}"),
         }
     }
 }

@@ -43,8 +43,11 @@ impl AllocFlags {
     /// Mobility hint: the block belongs to a cache that a shrinker can free
     /// (`__GFP_RECLAIMABLE`).
     pub const RECLAIMABLE: Self = Self(1 << 9);
+    /// Only the NUMA node the allocation is meant for, never another
+    /// (`__GFP_THISNODE`): fail rather than fall back.
+    pub const THISNODE: Self = Self(1 << 10);
 
-    const NAMES: [(Self, &'static str); 10] = [
+    const NAMES: [(Self, &'static str); 11] = [
         (Self::ZERO, "ZERO"),
         (Self::HIGH, "HIGH"),
         (Self::ATOMIC, "ATOMIC"),
@@ -55,8 +58,9 @@ impl AllocFlags {
         (Self::NOWARN, "NOWARN"),
         (Self::MOVABLE, "MOVABLE"),
         (Self::RECLAIMABLE, "RECLAIMABLE"),
+        (Self::THISNODE, "THISNODE"),
     ];
-    const ALL: u32 = (1 << 10) - 1;
+    const ALL: u32 = (1 << 11) - 1;
 
     /// No flags: may wait and reclaim (`GFP_KERNEL`).
     pub const fn empty() -> Self {

@@ -35,6 +35,7 @@ mod kswapd;
 mod memalloc;
 mod migratetype;
 mod node;
+mod numa;
 mod oom;
 mod order;
 mod page;
@@ -63,6 +64,7 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 
 pub use arena::Arena;
 pub use arena::movable_handle::MovableHandle;
+pub use arena::numa::{NodeStats, NumaStat};
 pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use builder::{ArenaBuilder, LOOM_MAX_PAGES};

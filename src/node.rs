@@ -7,6 +7,7 @@
 use std::cell::Cell;
 
 use crate::kswapd::{Kswapd, SleepCheck};
+use crate::numa::NumaLayout;
 use crate::order::Order;
 use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
@@ -40,6 +41,9 @@ pub(crate) struct Node {
     /// Whether the asymmetric barrier pair (membarrier) is available.
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
+    /// Which zones each NUMA node holds; one node without NUMA.
+    pub numa: NumaLayout,
+    /// Threads' spread over a node's zones.
     zone_of_seq: FastMod,
     pub kswapd: Kswapd,
     /// What NOFAIL callers wait on.
@@ -92,6 +96,7 @@ pub(crate) struct NodeParts {
     pub defrag_mode: bool,
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
+    pub numa: NumaLayout,
     pub kswapd: Kswapd,
 }
 
@@ -109,11 +114,12 @@ impl Node {
             defrag_mode,
             asymmetric_barriers,
             huge_pages,
+            numa,
             kswapd,
         } = parts;
         Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            zone_of_seq: FastMod::new(zones.len() as u32),
+            zone_of_seq: FastMod::new(numa.zones_per_node() as u32),
             region,
             mem_map,
             side_table,
@@ -124,6 +130,7 @@ impl Node {
             defrag_mode,
             asymmetric_barriers,
             huge_pages,
+            numa,
             kswapd,
             progress: Progress::new(),
             purging: Mutex::new(()),
@@ -132,13 +139,36 @@ impl Node {
         }
     }
 
-    /// The zone this thread allocates from first, and caches for. Threads
-    /// are spread over the zones round-robin in the order they first
-    /// allocate, so two threads on a two-zone arena take different locks.
+    /// The zone this thread allocates from first, and caches for: on the
+    /// NUMA node of its CPU, and among that node's zones round-robin in
+    /// the order threads first allocate, so two threads on a two-zone node
+    /// take different locks.
     #[inline]
     pub(crate) fn preferred_zone(&self) -> ZoneIdx {
+        let offset = self.zone_of_seq.reduce(thread_seq());
+        let base = if self.numa.is_numa() { self.numa.local_node() * self.numa.zones_per_node() } else { 0 };
         // Below the number of zones, which is at most MAX_ZONES.
-        ZoneIdx::from_bits(self.zone_of_seq.reduce(thread_seq()) as u8)
+        ZoneIdx::from_bits((base + offset) as u8)
+    }
+
+    /// Walks the zonelist from `preferred` until `f` returns a value (see
+    /// [`NumaLayout::zonelist`]); `this_node` keeps to `preferred`'s node.
+    #[inline(always)]
+    pub(crate) fn zonelist<R>(
+        &self,
+        preferred: ZoneIdx,
+        this_node: bool,
+        f: impl FnMut(ZoneIdx) -> Option<R>,
+    ) -> Option<R> {
+        self.numa.zonelist((preferred, self.zones.len()), this_node, f)
+    }
+
+    /// Counts the NUMA events of an allocation zone `served` made for one
+    /// that preferred zone `preferred` ([`NumaLayout::count`]).
+    #[inline]
+    pub(crate) fn count_numa(&self, served: ZoneIdx, preferred: ZoneIdx) {
+        let events = |z: ZoneIdx| &self.zone(z).numa_events;
+        self.numa.count((served, events(served)), (preferred, events(preferred)));
     }
 
     /// Zone `index` of this node.

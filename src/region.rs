@@ -243,6 +243,46 @@ impl Region {
         if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
 
+    /// Binds the pages from `start` to `end` to the machine's NUMA node
+    /// `kernel_node` (`mbind`, `MPOL_PREFERRED`): pages touched later come
+    /// from that node while it has memory, from another when it has none.
+    /// (`MPOL_BIND` would have the OOM killer end the process where the
+    /// arena's own zonelist already falls back between nodes.) Before
+    /// first touch, or it moves nothing already resident.
+    #[cfg(not(loom))]
+    pub(crate) fn bind(&self, (start, end): (Pfn, Pfn), kernel_node: usize) -> std::io::Result<()> {
+        const MPOL_PREFERRED: libc::c_long = 1;
+        let mut mask = [0u64; 16];
+        let bits = mask.len() * 64;
+        if kernel_node >= bits || end.index() << PAGE_SHIFT > self.len || start > end {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        mask[kernel_node / 64] |= 1 << (kernel_node % 64);
+        // SAFETY: `start` is a page of the region (checked above).
+        let addr = unsafe { self.page_addr(start) }.as_ptr();
+        // SAFETY: a page-aligned range of our own mapping and a node mask
+        // of `bits` bits (the kernel reads `maxnode - 1` of them); mbind
+        // changes only where the range's future pages come from.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mbind,
+                addr,
+                (end - start) << PAGE_SHIFT,
+                MPOL_PREFERRED,
+                mask.as_ptr(),
+                bits + 1,
+                0,
+            )
+        };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Under loom, no memory is bound.
+    #[cfg(loom)]
+    pub(crate) fn bind(&self, _range: (Pfn, Pfn), _kernel_node: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// Under loom, purging is modelled as forgetting the contents.
     ///
     /// # Safety

@@ -8,6 +8,7 @@ use crossbeam_utils::CachePadded;
 use crate::buddy::{Block, Buddy, BuddyOrders, Grouping, highatomic_limit};
 use crate::compact_state::Deferral;
 use crate::migratetype::Migratetype;
+use crate::numa::NumaEvents;
 use crate::order::{NR_ORDERS, Order};
 use crate::page::{MemMap, PageState};
 use crate::pcp_config::{
@@ -132,6 +133,8 @@ pub(crate) struct Zone {
     mirror: CachePadded<ZoneMirror>,
     /// Allocation attempts that found no block in this zone within the marks.
     pub watermark_failures: AtomicU64,
+    /// NUMA events of this zone; see [`crate::numa`].
+    pub numa_events: NumaEvents,
     /// `pageblock_order`, for lock-free reads.
     pub pageblock_order: Order,
     /// Compaction's deferral after failures in this zone.
@@ -149,25 +152,6 @@ struct ZonePcpParams {
     high: AtomicUsize,
     /// Threads whose preferred zone this is.
     threads: AtomicUsize,
-}
-
-/// Walks the zonelist of a thread that prefers zone `preferred` of `nr`:
-/// that zone, then the others in order, wrapping around, each once, until
-/// `f` returns a value. (A plain loop: an iterator chain cost 2-3% more
-/// instructions on the order-9 pair.)
-#[inline(always)]
-pub(crate) fn zonelist<R>(preferred: ZoneIdx, nr: usize, mut f: impl FnMut(ZoneIdx) -> Option<R>) -> Option<R> {
-    let mut index = preferred.index();
-    loop {
-        // A zone of the node: below its count, which is at most MAX_ZONES.
-        if let Some(r) = f(ZoneIdx::from_bits(index as u8)) {
-            return Some(r);
-        }
-        index = if index + 1 == nr { 0 } else { index + 1 };
-        if index == preferred.index() {
-            return None;
-        }
-    }
 }
 
 impl Zone {
@@ -201,6 +185,7 @@ impl Zone {
             })),
             mirror: CachePadded::new(mirror),
             watermark_failures: AtomicU64::new(0),
+            numa_events: NumaEvents::default(),
             pageblock_order: orders.pageblock_order,
             deferral: Deferral::default(),
             pcp: {

@@ -168,7 +168,7 @@ fn stats_display_prints_kernel_formats() {
     let text = arena.stats().to_string();
     assert!(text.contains("# buddyinfo"), "{text}");
     // That zone after one order-1 allocation from a 16-page block: one free block of orders 1, 2, 3.
-    assert!(text.contains(&format!("Arena 0, zone      {zone}       0      1      1      1      0")), "{text}");
+    assert!(text.contains(&format!("Node 0, zone      {zone}       0      1      1      1      0")), "{text}");
     assert!(text.contains("pages free     14"), "{text}");
     assert!(text.contains("# extfrag_index"), "{text}");
     // SAFETY: from this arena at order 1.

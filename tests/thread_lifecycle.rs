@@ -71,6 +71,15 @@ mod scenarios {
             ..scenario("a_bad_region_size_is_reported", bad_configuration_is_reported)
         },
         scenario("the_allocators_threads_block_every_signal", the_allocators_threads_block_every_signal),
+        Scenario {
+            env: &[("ZONEALLOC_NUMA", "sim:2")],
+            ..scenario("simulated_nodes_serve_each_thread_locally", simulated_nodes_serve_each_thread_locally)
+        },
+        Scenario {
+            env: &[("ZONEALLOC_NUMA", "sim:99")],
+            stderr: Some(("ZONEALLOC_NUMA", 1)),
+            ..scenario("a_bad_numa_mode_is_reported", bad_configuration_is_reported)
+        },
     ];
 
     pub fn main() {
@@ -472,6 +481,35 @@ mod scenarios {
     /// An invalid `ZONEALLOC_*` value gets one line on stderr saying what
     /// was wrong and what is used instead; the program still runs on
     /// zonealloc.
+    /// `ZONEALLOC_NUMA=sim:2`: a thread on CPU `n` gets its small objects
+    /// and its pages from node `n`.
+    fn simulated_nodes_serve_each_thread_locally() {
+        let arena = zonealloc::global_arena().expect("the global arena");
+        assert_eq!(arena.topology().nodes(), 2);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+        for cpu in 0..cpus {
+            std::thread::spawn(move || {
+                // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET
+                // writes inside it.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: as above.
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+                // SAFETY: pid 0 is this thread; `set` is valid for its size.
+                let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+                assert_eq!(rc, 0);
+                let small = std::hint::black_box(Box::new([7u8; 48]));
+                let pages = std::hint::black_box(vec![7u8; 1 << 20]);
+                let arena = zonealloc::global_arena().unwrap();
+                for ptr in [small.as_ptr(), pages.as_ptr()] {
+                    assert_eq!(arena.node_of(std::ptr::NonNull::new(ptr.cast_mut()).unwrap()), Some(cpu), "CPU {cpu}");
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        assert!(arena.stats().nodes.iter().all(|n| !n.bound && n.numa_hit > 0 || cpus < 2));
+    }
+
     fn bad_configuration_is_reported() {
         let v = std::hint::black_box(Box::new(1u64));
         assert!(

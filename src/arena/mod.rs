@@ -8,6 +8,7 @@
 pub(crate) mod check;
 pub(crate) mod collections;
 pub(crate) mod movable_handle;
+pub(crate) mod numa;
 pub(crate) mod pagetypeinfo;
 pub(crate) mod realloc;
 pub(crate) mod stats;
@@ -198,6 +199,7 @@ impl Arena {
         let asymmetric_barriers = init_barriers();
         let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
         let kswapd = Kswapd::new(config.reclaim);
+        let numa = numa::layout(config.topology.as_ref(), layout.zones_per_node, &region, &zones)?;
         let node = Node::new(NodeParts {
             region,
             mem_map,
@@ -209,6 +211,7 @@ impl Arena {
             defrag_mode,
             asymmetric_barriers,
             huge_pages: config.region.huge_pages,
+            numa,
             kswapd,
         });
         let reclaim = Reclaim {

@@ -14,6 +14,8 @@ use crate::order::{NR_ORDERS, Order};
 pub struct ZonePageTypes {
     /// The zone's index.
     pub zone: usize,
+    /// The NUMA node it belongs to.
+    pub node: usize,
     /// Free blocks per migratetype (indexed by `Migratetype as usize`) and
     /// order on the buddy lists (never-used memory not included).
     pub free_blocks: [Vec<usize>; NR_MIGRATETYPES],
@@ -112,6 +114,7 @@ impl Arena {
             }
             zones.push(ZonePageTypes {
                 zone: zone.index.index(),
+                node: node.numa.node_of_zone(zone.index),
                 free_blocks: free_blocks.map(|per_order| per_order[..orders].to_vec()),
                 pageblocks,
                 untouched_pageblocks,
@@ -137,7 +140,7 @@ impl fmt::Display for PageTypeInfo {
         writeln!(f)?;
         for z in &self.zones {
             for mt in Migratetype::ALL {
-                write!(f, "Arena 0, zone {:>6}, type {:>12}", z.zone, mt.name())?;
+                write!(f, "Node {}, zone {:>6}, type {:>12}", z.node, z.zone, mt.name())?;
                 for n in &z.free_blocks[mt.index()] {
                     write!(f, " {n:>6}")?;
                 }
@@ -151,7 +154,7 @@ impl fmt::Display for PageTypeInfo {
         }
         writeln!(f, " {:>12} {:>12}", "Untouched", "Free")?;
         for z in &self.zones {
-            write!(f, "Arena 0, zone {:>6}     ", z.zone)?;
+            write!(f, "Node {}, zone {:>6}     ", z.node, z.zone)?;
             for n in z.pageblocks {
                 write!(f, " {n:>12}")?;
             }
@@ -164,7 +167,7 @@ impl fmt::Display for PageTypeInfo {
         }
         writeln!(f, " {:>12}", "Polluted")?;
         for z in &self.zones {
-            write!(f, "Arena 0, zone {:>6}     ", z.zone)?;
+            write!(f, "Node {}, zone {:>6}     ", z.node, z.zone)?;
             for n in z.mixed_pageblocks {
                 write!(f, " {n:>12}")?;
             }

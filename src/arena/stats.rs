@@ -6,6 +6,7 @@ use std::fmt;
 use crate::compact_state::CompactStats;
 
 use crate::arena::Arena;
+use crate::arena::numa::NodeStats;
 use crate::order::{NR_ORDERS, Order};
 use crate::pcp::PcpTally;
 use crate::pcp_config::PCP_MAX_ORDER;
@@ -47,6 +48,8 @@ pub struct Stats {
     pub compaction: CompactStats,
     /// One entry per zone.
     pub zones: Vec<ZoneStats>,
+    /// One entry per NUMA node (one without a topology).
+    pub nodes: Vec<NodeStats>,
 }
 
 /// What reclaim and purge have done; see [`Stats::reclaim`].
@@ -105,6 +108,8 @@ pub struct ReclaimStats {
 pub struct ZoneStats {
     /// The zone's index.
     pub zone: usize,
+    /// The NUMA node it belongs to.
+    pub node: usize,
     /// The zone's first page in the region.
     pub start_pfn: usize,
     /// Pages the zone spans.
@@ -274,6 +279,7 @@ impl Arena {
                 let (pcp_batch, pcp_high) = zone.pcp_params();
                 ZoneStats {
                     zone: zone.index.index(),
+                    node: inner.node().numa.node_of_zone(zone.index),
                     start_pfn: zone.start.index(),
                     spanned: zone.spanned(),
                     managed: zone.managed(),
@@ -344,6 +350,7 @@ impl Arena {
             invalid_frees: inner.pages.counters.invalid_frees.load(Ordering::Relaxed),
             pcp_sets,
             pcp_remote_drains: inner.reclaim().pcp.drains.load(Ordering::Relaxed),
+            nodes: self.node_stats(&zones),
             zones,
         }
     }
@@ -363,7 +370,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "# buddyinfo: free blocks per order 0..={}", self.max_order)?;
         for z in &self.zones {
-            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            write!(f, "Node {}, zone {:>6} ", z.node, z.zone)?;
             for n in &z.free_blocks {
                 write!(f, "{n:>7}")?;
             }
@@ -371,7 +378,7 @@ impl fmt::Display for Stats {
         }
         writeln!(f, "# zoneinfo")?;
         for z in &self.zones {
-            writeln!(f, "Arena 0, zone {:>6}", z.zone)?;
+            writeln!(f, "Node {}, zone {:>6}", z.node, z.zone)?;
             writeln!(f, "  pages free     {}", z.free)?;
             writeln!(f, "        min      {}", z.watermarks.min)?;
             writeln!(f, "        low      {}", z.watermarks.low)?;
@@ -415,7 +422,7 @@ impl fmt::Display for Stats {
         }
         writeln!(f, "# extfrag_index")?;
         for z in &self.zones {
-            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            write!(f, "Node {}, zone {:>6} ", z.node, z.zone)?;
             for order in 0..=self.max_order {
                 write!(f, " {}", Milli(z.fragmentation_index(order).into()))?;
             }
@@ -423,7 +430,7 @@ impl fmt::Display for Stats {
         }
         writeln!(f, "# unusable_index")?;
         for z in &self.zones {
-            write!(f, "Arena 0, zone {:>6} ", z.zone)?;
+            write!(f, "Node {}, zone {:>6} ", z.node, z.zone)?;
             for order in 0..=self.max_order {
                 write!(f, " {}", Milli(z.unusable_index(order).into()))?;
             }
@@ -476,6 +483,7 @@ mod tests {
     fn zone_with(free_blocks: Vec<usize>) -> ZoneStats {
         let free = free_blocks.iter().enumerate().map(|(o, n)| n << o).sum();
         ZoneStats {
+            node: 0,
             zone: 0,
             start_pfn: 0,
             spanned: 1024,

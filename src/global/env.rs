@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::region::HugePages;
 use crate::support::report::StackWriter;
+use crate::topology::MAX_NUMNODES;
 use crate::zone_idx::MAX_ZONES;
 
 /// What the environment asks of the global arena; `None`: the default.
@@ -18,6 +19,18 @@ pub(super) struct Config {
     /// `Some(None)`: never purge on a timer.
     pub purge_delay: Option<Option<Duration>>,
     pub huge_pages: Option<HugePages>,
+    pub numa: Option<NumaMode>,
+}
+
+/// `ZONEALLOC_NUMA`: which NUMA nodes the global arena spreads over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NumaMode {
+    /// One node, whatever the machine has.
+    Off,
+    /// The machine's nodes (`Topology::detect`); with one, as `Off`.
+    Auto,
+    /// `Topology::simulated(n)`.
+    Simulated(usize),
 }
 
 pub(crate) fn read() -> Config {
@@ -38,6 +51,16 @@ pub(crate) fn read() -> Config {
                 Some(HugePages::None)
             } else {
                 None
+            }
+        }),
+        numa: parse("ZONEALLOC_NUMA", "`off`, `auto` or `sim:N` with N from 1 to 16 nodes", |v| {
+            if v.eq_ignore_ascii_case(b"off") {
+                Some(NumaMode::Off)
+            } else if v.eq_ignore_ascii_case(b"auto") {
+                Some(NumaMode::Auto)
+            } else {
+                let n = size(v.strip_prefix(b"sim:")?)?;
+                (1..=MAX_NUMNODES).contains(&n).then_some(NumaMode::Simulated(n))
             }
         }),
     }

@@ -16,6 +16,7 @@ use crate::region::HugePages;
 use crate::slab::Slabs;
 use crate::support::boot::SysBox;
 use crate::support::lazy::{Init, Lazy};
+use crate::topology::Topology;
 
 /// The global arena's largest block: 32 MiB (the kernel's 4 MiB would send
 /// every buffer between 4 and 32 MiB to `System`, and a vector growing
@@ -172,6 +173,15 @@ fn builder(config: env::Config) -> crate::builder::ArenaBuilder {
     let mut builder = Arena::builder().region_size(region_size).max_order(GLOBAL_MAX_ORDER);
     if let Some(zones) = config.zones {
         builder = builder.zones(zones);
+    }
+    // Detecting reads a few sysfs files into stack buffers: no allocation.
+    let topology = match config.numa.unwrap_or(env::NumaMode::Auto) {
+        env::NumaMode::Off => None,
+        env::NumaMode::Auto => Some(Topology::detect()).filter(|t| t.nodes() > 1),
+        env::NumaMode::Simulated(nodes) => Topology::simulated(nodes).ok(),
+    };
+    if let Some(topology) = topology {
+        builder = builder.topology(topology);
     }
     builder = builder.purge_delay(config.purge_delay.unwrap_or(Some(GLOBAL_PURGE_DELAY)));
     builder.huge_pages(config.huge_pages.unwrap_or(DEFAULT_HUGE_PAGES)).defer_reclaim_start()

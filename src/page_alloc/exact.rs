@@ -42,7 +42,8 @@ impl PageAlloc {
         let Some(order) = Order::new(wanted).filter(|&o| pages != 0 && o <= max_order) else {
             return Err(AllocError::InvalidOrder { order: wanted, max_order: max_order.get() });
         };
-        let block = self.alloc_block(order.get(), flags.difference(AllocFlags::ZERO), growable)?;
+        let start = if growable { super::Start::Growable } else { super::Start::Local };
+        let block = self.alloc_block(order.get(), flags.difference(AllocFlags::ZERO), start)?;
         if pages < order.pages() {
             let zone = self.node().zone_of(block.pfn);
             zone.lock().inner.buddy.trim_allocated(&self.node().mem_map, block.pfn, order, pages, block.flags);

@@ -66,7 +66,7 @@ use crate::support::ratelimit::RateLimit;
 use crate::support::report::StackWriter;
 use crate::support::sync::{AtomicU64, Ordering};
 use crate::watermark::{AllocMode, Mark};
-use crate::zone::{RmqueueHow, Zone, zonelist};
+use crate::zone::{RmqueueHow, Zone};
 use crate::zone_idx::ZoneIdx;
 
 /// The page allocator: a node with its caches and reclaim, and the policy
@@ -142,16 +142,32 @@ impl PageAlloc {
     /// Everything `alloc_pages` does beyond popping a cached block.
     #[inline(never)]
     pub(crate) fn alloc_pages(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        let block = self.alloc_block(order, flags, false)?;
+        let block = self.alloc_block(order, flags, Start::Local)?;
+        Ok(self.prep_new_page(block, flags))
+    }
+
+    /// `alloc_pages_node`: as [`alloc_pages`](Self::alloc_pages), from
+    /// NUMA node `node`'s zonelist (its own zones first; only them with
+    /// `THISNODE`), never through the per-thread caches, which hold the
+    /// thread's own node's blocks.
+    pub(crate) fn alloc_pages_node(
+        &self,
+        node: usize,
+        order: u32,
+        flags: AllocFlags,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let nodes = self.node().numa.nodes();
+        if node >= nodes {
+            return Err(AllocError::NoSuchNode { node, nodes });
+        }
+        let block = self.alloc_block(order, flags, Start::Node(node))?;
         Ok(self.prep_new_page(block, flags))
     }
 
     /// A block of `order` through the whole allocation path (the caches,
-    /// the zonelist, the slow path), not yet prepared for the caller; with
-    /// `growable`, carved from the start of a larger free block of the
-    /// preferred zone when it passes its low watermark (never from the
-    /// per-thread caches, whose blocks' buddies are rarely free).
-    fn alloc_block(&self, order: u32, flags: AllocFlags, growable: bool) -> Result<Block, AllocError> {
+    /// the zonelist, the slow path) from `start`, not yet prepared for the
+    /// caller.
+    fn alloc_block(&self, order: u32, flags: AllocFlags, start: Start) -> Result<Block, AllocError> {
         let max_order = self.node().max_order;
         let Some(order) = Order::new(order).filter(|&o| o <= max_order) else {
             return Err(AllocError::InvalidOrder { order, max_order: max_order.get() });
@@ -163,7 +179,7 @@ impl PageAlloc {
         {
             return Err(AllocError::Injected { order: order.get() });
         }
-        let block = self.alloc_block_of(order, mt, flags, growable)?;
+        let block = self.alloc_block_of(order, mt, flags, start)?;
         if AllocMode::highatomic(order, flags) {
             self.node().zone_of(block.pfn).reserve_highatomic_pageblock(&self.node().mem_map, block.pfn, order);
         }
@@ -176,35 +192,47 @@ impl PageAlloc {
         order: Order,
         mt: Migratetype,
         flags: AllocFlags,
-        growable: bool,
+        start: Start,
     ) -> Result<Block, AllocError> {
-        if growable {
-            let zone = &self.node().zone(self.node().preferred_zone());
-            if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
-                && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable, false)
-            {
-                self.node().zone_allocated(zone);
-                return Ok(block);
-            }
-        } else if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
-            match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
-                CacheAlloc::Served(block) => return Ok(block),
-                CacheAlloc::BelowWatermarks => {
-                    return self.alloc_slowpath((order, mt), flags, self.node().preferred_zone());
+        let this_node = flags.contains(AllocFlags::THISNODE);
+        let preferred = match start {
+            Start::Growable => {
+                let preferred = self.node().preferred_zone();
+                let zone = &self.node().zone(preferred);
+                if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
+                    && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable, false)
+                {
+                    self.node().count_numa(preferred, preferred);
+                    self.node().zone_allocated(zone);
+                    return Ok(block);
                 }
-                CacheAlloc::NoCache => {}
+                preferred
             }
-        }
-        let preferred = self.node().preferred_zone();
-        match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), preferred) {
+            Start::Local => {
+                if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
+                    match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
+                        CacheAlloc::Served(block) => return Ok(block),
+                        CacheAlloc::BelowWatermarks => {
+                            let ac = AllocContext { preferred: self.node().preferred_zone(), this_node };
+                            return self.alloc_slowpath((order, mt), flags, ac);
+                        }
+                        CacheAlloc::NoCache => {}
+                    }
+                }
+                self.node().preferred_zone()
+            }
+            Start::Node(node) => self.node().numa.zone_on(node, self.node().preferred_zone()),
+        };
+        let ac = AllocContext { preferred, this_node };
+        match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac) {
             Some(block) => Ok(block),
-            None => self.alloc_slowpath((order, mt), flags, preferred),
+            None => self.alloc_slowpath((order, mt), flags, ac),
         }
     }
 
     /// `alloc_pages_growable`: see [`alloc_block`](Self::alloc_block)'s `growable`.
     pub(crate) fn alloc_pages_growable(&self, order: u32, flags: AllocFlags) -> Result<NonNull<u8>, AllocError> {
-        let block = self.alloc_block(order, flags, true)?;
+        let block = self.alloc_block(order, flags, Start::Growable)?;
         Ok(self.prep_new_page(block, flags))
     }
 
@@ -220,22 +248,24 @@ impl PageAlloc {
 
     /// `get_page_from_freelist`: the first zone of the zonelist (the
     /// preferred zone, then the others in order) that passes the watermark
-    /// check and has a block. Wakes kswapd if that left the zone below low.
+    /// check and has a block. Wakes kswapd if that left the zone below low;
+    /// counts the NUMA events (`zone_statistics`).
     #[inline]
     fn get_page_from_freelist(
         &self,
         (order, mt): (Order, Migratetype),
         mode: AllocMode,
-        preferred: ZoneIdx,
+        ac: AllocContext,
     ) -> Option<Block> {
         let how = if mode.highatomic { RmqueueHow::HighAtomicFirst } else { RmqueueHow::Normal };
-        zonelist(preferred, self.node().zones.len(), |index| {
+        self.node().zonelist(ac.preferred, ac.this_node, |index| {
             let zone = self.node().zone(index);
             if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             let block = zone.rmqueue(&self.node().mem_map, (order, mt), how, mode.may_fragment)?;
+            self.node().count_numa(index, ac.preferred);
             self.node().zone_allocated(zone);
             Some(block)
         })
@@ -247,14 +277,14 @@ impl PageAlloc {
         &self,
         request: (Order, Migratetype),
         flags: AllocFlags,
-        preferred: ZoneIdx,
+        ac: AllocContext,
     ) -> Result<Block, AllocError> {
         let (order, mt) = request;
         if InReclaim::active() {
             // PF_MEMALLOC: a shrinker's own allocation. No watermarks, and
             // never reclaim from inside reclaim.
             return self
-                .get_page_from_freelist(request, AllocMode::NO_WATERMARKS, preferred)
+                .get_page_from_freelist(request, AllocMode::NO_WATERMARKS, ac)
                 .ok_or_else(|| self.nopage(order, flags));
         }
         let mut mode = AllocMode::new(Mark::Min, order, flags);
@@ -263,10 +293,10 @@ impl PageAlloc {
         // Defrag mode: what compaction works towards is a whole free
         // pageblock, which a fallback may then claim without mixing.
         let defrag = self.node().defrag_mode;
-        let compact_order = if defrag { order.max(self.node().zone(preferred).pageblock_order) } else { order };
+        let compact_order = if defrag { order.max(self.node().zone(ac.preferred).pageblock_order) } else { order };
         self.reclaim.wakeup_kcompactd(order);
         self.node().kswapd.wakeup();
-        if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+        if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
             return Ok(block);
         }
         if compact_order > order {
@@ -276,7 +306,7 @@ impl PageAlloc {
         }
         if !flags.may_wait() {
             // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
-            return self.fragmenting_fallback(request, mode, preferred).ok_or_else(|| self.nopage(order, flags));
+            return self.fragmenting_fallback(request, mode, ac).ok_or_else(|| self.nopage(order, flags));
         }
         // Costly orders, and high orders that could not fall back to a
         // movable block, try compaction before reclaim (the kernel's
@@ -285,7 +315,7 @@ impl PageAlloc {
         let mut compact_priority = CompactPriority::Async;
         if compact_order > Order::ZERO
             && (costly || mt != Migratetype::Movable || defrag)
-            && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
+            && let Some(block) = self.direct_compact(request, mode, ac, (compact_order, compact_priority))
         {
             return Ok(block);
         }
@@ -300,19 +330,19 @@ impl PageAlloc {
             // nothing; compaction below is what may help.
             let fragmented_only = defrag && !mode.may_fragment && self.any_zone_ok(order, mode);
             let progress = if fragmented_only { 0 } else { self.reclaim.direct_reclaim(order, &mut drained) };
-            if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+            if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
                 return Ok(block);
             }
             // __alloc_pages_direct_reclaim: before the caches' first
             // drain is given up on, release a high-atomic reserve.
             if first_drain
                 && self.unreserve_highatomic(mt, false)
-                && let Some(block) = self.get_page_from_freelist(request, mode, preferred)
+                && let Some(block) = self.get_page_from_freelist(request, mode, ac)
             {
                 return Ok(block);
             }
             if compact_order > Order::ZERO
-                && let Some(block) = self.direct_compact(request, mode, preferred, (compact_order, compact_priority))
+                && let Some(block) = self.direct_compact(request, mode, ac, (compact_order, compact_priority))
             {
                 return Ok(block);
             }
@@ -330,7 +360,7 @@ impl PageAlloc {
             // here before the reclaim retries, which cannot help it).
             if !mode.may_fragment && defrag {
                 mode = mode.fragmenting();
-                if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+                if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
                     return Ok(block);
                 }
             }
@@ -357,7 +387,7 @@ impl PageAlloc {
             // NOFAIL: wait for progress (never spin), then start over.
             let progress = &self.node().progress;
             let seen = progress.prepare(|| self.node().waiter_barrier());
-            if let Some(block) = self.get_page_from_freelist(request, mode, preferred) {
+            if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
                 progress.cancel();
                 return Ok(block);
             }
@@ -367,7 +397,7 @@ impl PageAlloc {
             drained = false;
             no_progress_loops = 0;
         }
-        self.fragmenting_fallback(request, mode, preferred).ok_or_else(|| self.nopage(order, flags))
+        self.fragmenting_fallback(request, mode, ac).ok_or_else(|| self.nopage(order, flags))
     }
 
     /// `should_compact_retry`: a higher priority may move what a lower one
@@ -395,16 +425,11 @@ impl PageAlloc {
     /// Defrag mode's last resort for a request about to fail: a fallback
     /// that splits a foreign pageblock, rather than failing while memory
     /// is free (where the kernel would fail a request that may not retry).
-    fn fragmenting_fallback(
-        &self,
-        request: (Order, Migratetype),
-        mode: AllocMode,
-        preferred: ZoneIdx,
-    ) -> Option<Block> {
+    fn fragmenting_fallback(&self, request: (Order, Migratetype), mode: AllocMode, ac: AllocContext) -> Option<Block> {
         if mode.may_fragment || !self.node().defrag_mode {
             return None;
         }
-        self.get_page_from_freelist(request, mode.fragmenting(), preferred)
+        self.get_page_from_freelist(request, mode.fragmenting(), ac)
     }
 
     /// `__alloc_pages_direct_compact`: compaction towards a free block of
@@ -421,11 +446,11 @@ impl PageAlloc {
         &self,
         request: (Order, Migratetype),
         mode: AllocMode,
-        preferred: ZoneIdx,
+        ac: AllocContext,
         (target, priority): (Order, CompactPriority),
     ) -> Option<Block> {
         self.reclaim.direct_compact(target, priority)?;
-        let block = self.get_page_from_freelist(request, mode, preferred);
+        let block = self.get_page_from_freelist(request, mode, ac);
         self.reclaim.compaction_outcome(target, block.is_some());
         block
     }
@@ -623,4 +648,28 @@ impl PageAlloc {
         }
         FreeError::NotBlockStart { addr }
     }
+}
+
+/// Where [`PageAlloc::alloc_block`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// The thread's own zone, through its cache first.
+    Local,
+    /// The thread's own zone, carved from the start of a larger free block
+    /// when the zone passes its low watermark, so that it can grow in place
+    /// (never from the per-thread caches, whose blocks' buddies are rarely
+    /// free).
+    Growable,
+    /// A zone of NUMA node `n`.
+    Node(usize),
+}
+
+/// Where an allocation starts and how far it may go: the zonelist part of
+/// the kernel's `alloc_context`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AllocContext {
+    /// The zone tried first; its node is the one the allocation is meant for.
+    preferred: ZoneIdx,
+    /// `THISNODE`: never past the preferred zone's node.
+    this_node: bool,
 }

@@ -50,7 +50,7 @@ use crate::support::sync::{
     spin_loop,
 };
 use crate::watermark::{AllocMode, Mark};
-use crate::zone::{Zone, zonelist};
+use crate::zone::Zone;
 use crate::zone_idx::ZoneIdx;
 
 use super::*;
@@ -351,7 +351,7 @@ impl PcpSet {
         let preferred = self.preferred();
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, order, flags) };
-        zonelist(preferred, node.zones.len(), |z| {
+        node.zonelist(preferred, flags.contains(AllocFlags::THISNODE), |z| {
             let zone = node.zone(z);
             let zp = &self.pcps[pcp_index(z, mt)];
             // SAFETY: we hold the set lock and are the owner.
@@ -376,6 +376,7 @@ impl PcpSet {
             };
             if block.is_some() {
                 ZonePcp::bump(&zp.allocs[o]);
+                node.count_numa(z, preferred);
             }
             block
         })

@@ -1,0 +1,289 @@
+//! NUMA nodes in an arena, on simulated topologies with threads pinned to
+//! this machine's CPUs (two are enough: a third and fourth node are
+//! memory-only), and the binding of a detected topology: placement,
+//! fallback by distance, `THISNODE`, `alloc_pages_node`, `node_of`, and
+//! `numastat`'s exact counts, with `check()` after each.
+
+use std::ptr::NonNull;
+
+use zonealloc::{AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, NodeStats, Topology, WatermarkConfig, Watermarks};
+
+const BLOCK_ORDER: u32 = 10;
+const BLOCKS_PER_ZONE: usize = 8;
+
+/// Runs `f` on a new thread pinned to `cpu` (its first allocation in any
+/// arena comes after the pinning, so its caches are on that CPU's node).
+fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes
+            // inside it.
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+            // SAFETY: pid 0 is this thread; `set` is valid for its size.
+            let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+            assert_eq!(rc, 0, "pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+            // SAFETY: no preconditions.
+            assert_eq!(unsafe { libc::sched_getcpu() }, cpu as i32);
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// CPUs 0 and 1, if this process may run on both.
+fn two_cpus() -> bool {
+    // SAFETY: as in `on_cpu`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; `set` is valid for its size.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    // SAFETY: `set` was filled by the kernel.
+    rc == 0 && unsafe { libc::CPU_ISSET(0, &set) && libc::CPU_ISSET(1, &set) }
+}
+
+/// An arena on `topology`, one zone of `BLOCKS_PER_ZONE` max-order blocks
+/// per node, no watermarks (every block can be taken: counts are exact),
+/// no kswapd.
+fn arena(topology: Topology) -> Arena {
+    let nodes = topology.nodes();
+    Arena::builder()
+        .region_size((nodes * BLOCKS_PER_ZONE) << (BLOCK_ORDER + 12))
+        .max_order(BLOCK_ORDER)
+        .zones(1)
+        .topology(topology)
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .background_reclaim(false)
+        .build()
+        .unwrap()
+}
+
+fn node(arena: &Arena, n: usize) -> NodeStats {
+    arena.stats().nodes[n].clone()
+}
+
+/// (hit, miss, foreign, local, other) of node `n`.
+fn counts(arena: &Arena, n: usize) -> (u64, u64, u64, u64, u64) {
+    let s = node(arena, n);
+    (s.numa_hit, s.numa_miss, s.numa_foreign, s.local_node, s.other_node)
+}
+
+/// Takes every max-order block of node `n` with `THISNODE`, then sees the
+/// next such request fail.
+fn fill_node(arena: &Arena, n: usize) -> Vec<NonNull<u8>> {
+    let flags = AllocFlags::THISNODE | AllocFlags::NOWAIT | AllocFlags::NOWARN;
+    let blocks: Vec<_> = (0..BLOCKS_PER_ZONE).map(|_| arena.alloc_pages_node(n, BLOCK_ORDER, flags).unwrap()).collect();
+    assert!(blocks.iter().all(|&b| arena.node_of(b) == Some(n)));
+    assert_eq!(
+        arena.alloc_pages_node(n, BLOCK_ORDER, flags).unwrap_err(),
+        AllocError::OutOfMemory { order: BLOCK_ORDER }
+    );
+    blocks
+}
+
+fn free_all(arena: &Arena, blocks: Vec<NonNull<u8>>, order: u32) {
+    for b in blocks {
+        // SAFETY: ours, of `order`, not used again.
+        unsafe { arena.free_pages(b, order).unwrap() };
+    }
+}
+
+#[test]
+fn without_a_topology_there_is_one_node_and_every_allocation_is_a_local_hit() {
+    let arena = Arena::builder().region_size(64 << 20).zones(2).build().unwrap();
+    assert_eq!(arena.topology().nodes(), 1);
+    let pages: Vec<_> = (0..100).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
+    let big = arena.alloc_pages(BLOCK_ORDER, AllocFlags::empty()).unwrap();
+    let stats = arena.stats();
+    assert_eq!(stats.nodes.len(), 1);
+    let n = &stats.nodes[0];
+    assert_eq!((n.node, n.zones.clone(), n.bound), (0, 0..2, false));
+    assert_eq!((n.numa_hit, n.numa_miss, n.numa_foreign, n.local_node, n.other_node), (101, 0, 0, 101, 0));
+    assert!(pages.iter().chain([&big]).all(|&p| arena.node_of(p) == Some(0)));
+    assert_eq!(arena.node_of(NonNull::dangling()), None);
+    assert!(stats.to_string().contains("Node 0, zone      1"));
+    free_all(&arena, pages, 0);
+    free_all(&arena, vec![big], BLOCK_ORDER);
+    arena.check().unwrap();
+}
+
+#[test]
+fn threads_allocate_on_their_cpus_node() {
+    if !two_cpus() {
+        return;
+    }
+    let arena = arena(Topology::simulated(2).unwrap());
+    assert_eq!(arena.stats().zones.iter().map(|z| z.node).collect::<Vec<_>>(), [0, 1]);
+    for (cpu, node) in [(0, 0), (1, 1)] {
+        on_cpu(cpu, || {
+            let small: Vec<_> = (0..10).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
+            let big = arena.alloc_pages(BLOCK_ORDER, AllocFlags::empty()).unwrap();
+            assert!(small.iter().all(|&p| arena.node_of(p) == Some(node)), "CPU {cpu}");
+            assert_eq!(arena.node_of(big), Some(node));
+            assert_eq!(counts(&arena, node), (11, 0, 0, 11, 0), "node {node}");
+            free_all(&arena, small, 0);
+            free_all(&arena, vec![big], BLOCK_ORDER);
+        });
+        arena.check().unwrap();
+    }
+    assert!(!node(&arena, 1).bound);
+    let table = arena.numastat().to_string();
+    let hits: Vec<&str> = table.lines().find(|l| l.starts_with("numa_hit")).unwrap().split_whitespace().collect();
+    assert_eq!(hits, ["numa_hit", "11", "11"], "{table}");
+    assert!(table.starts_with(&format!("{:<16} {:>15} {:>15}\n", "", "node0", "node1")), "{table}");
+}
+
+#[test]
+fn a_full_node_falls_back_nearest_first_and_counts_miss_foreign_other() {
+    if !two_cpus() {
+        return;
+    }
+    // Node 2 has memory only and is nearer to node 1 than to node 0.
+    let distances = vec![vec![10, 20, 30], vec![20, 10, 20], vec![30, 20, 10]];
+    let topology = Topology::with_distances(distances, vec![vec![0], vec![1], vec![]]).unwrap();
+    assert_eq!(topology.fallback_order(0).collect::<Vec<_>>(), [0, 1, 2]);
+    let arena = arena(topology);
+    on_cpu(0, || {
+        let flags = AllocFlags::NOWAIT | AllocFlags::NOWARN;
+        let own = fill_node(&arena, 0);
+        assert_eq!(counts(&arena, 0), (8, 0, 0, 8, 0));
+        // Node 0 is full: the next goes to node 1, the nearest.
+        let spill = arena.alloc_pages(BLOCK_ORDER, flags).unwrap();
+        assert_eq!(arena.node_of(spill), Some(1));
+        assert_eq!(counts(&arena, 0), (8, 0, 1, 8, 0));
+        assert_eq!(counts(&arena, 1), (0, 1, 0, 0, 1));
+        // THISNODE does not fall back.
+        assert_eq!(
+            arena.alloc_pages(BLOCK_ORDER, flags | AllocFlags::THISNODE).unwrap_err(),
+            AllocError::OutOfMemory { order: BLOCK_ORDER }
+        );
+        // Node 1 full too (7 more there, as this thread's node-1 requests:
+        // hits of node 1, allocated for a thread on node 0): then node 2.
+        let more: Vec<_> = (0..7).map(|_| arena.alloc_pages_node(1, BLOCK_ORDER, flags).unwrap()).collect();
+        assert_eq!(counts(&arena, 1), (7, 1, 0, 0, 8));
+        let far = arena.alloc_pages(BLOCK_ORDER, flags).unwrap();
+        assert_eq!(arena.node_of(far), Some(2));
+        assert_eq!(counts(&arena, 0), (8, 0, 2, 8, 0));
+        assert_eq!(counts(&arena, 2), (0, 1, 0, 0, 1));
+        arena.check().unwrap();
+        free_all(&arena, own, BLOCK_ORDER);
+        free_all(&arena, more, BLOCK_ORDER);
+        free_all(&arena, vec![spill, far], BLOCK_ORDER);
+    });
+    arena.check().unwrap();
+}
+
+#[test]
+fn memory_only_nodes_take_the_spill_first_on_four_nodes() {
+    if !two_cpus() {
+        return;
+    }
+    // Simulated: CPUs 0 and 1 on nodes 0 and 1, nodes 2 and 3 memory-only,
+    // all at distance 20: the kernel's order puts headless nodes first.
+    let topology = Topology::simulated(4).unwrap();
+    let order = topology.fallback_order(1).collect::<Vec<_>>();
+    assert_eq!(order[0], 1);
+    let arena = arena(topology);
+    on_cpu(1, || {
+        let own = fill_node(&arena, 1);
+        let spill = arena.alloc_pages(BLOCK_ORDER, AllocFlags::NOWAIT).unwrap();
+        assert_eq!(arena.node_of(spill), Some(order[1]));
+        assert!(order[1] >= 2, "a memory-only node first: {order:?}");
+        assert_eq!(counts(&arena, 1), (8, 0, 1, 8, 0));
+        assert_eq!(counts(&arena, order[1]), (0, 1, 0, 0, 1));
+        free_all(&arena, own, BLOCK_ORDER);
+        free_all(&arena, vec![spill], BLOCK_ORDER);
+    });
+    arena.check().unwrap();
+}
+
+#[test]
+fn alloc_pages_node_places_and_refuses_what_does_not_exist() {
+    let arena = arena(Topology::simulated(3).unwrap());
+    for n in 0..3 {
+        let page = arena.alloc_pages_node(n, 0, AllocFlags::THISNODE).unwrap();
+        assert_eq!(arena.node_of(page), Some(n));
+        let big = arena.alloc_pages_node(n, 2, AllocFlags::ZERO).unwrap();
+        assert_eq!(arena.node_of(big), Some(n));
+        free_all(&arena, vec![page], 0);
+        free_all(&arena, vec![big], 2);
+    }
+    assert_eq!(
+        arena.alloc_pages_node(3, 0, AllocFlags::empty()).unwrap_err(),
+        AllocError::NoSuchNode { node: 3, nodes: 3 }
+    );
+    assert_eq!(
+        arena.alloc_pages_node(0, MAX_ORDER_LIMIT + 1, AllocFlags::empty()).unwrap_err(),
+        AllocError::InvalidOrder { order: MAX_ORDER_LIMIT + 1, max_order: BLOCK_ORDER }
+    );
+    let stats = arena.stats();
+    assert_eq!(stats.nodes.iter().map(|n| n.zones.clone()).collect::<Vec<_>>(), [0..1, 1..2, 2..3]);
+    arena.check().unwrap();
+}
+
+#[test]
+fn zones_are_per_node_and_bounded_in_all() {
+    let topology = Topology::simulated(4).unwrap();
+    let arena =
+        Arena::builder().region_size(64 << 20).max_order(4).zones(3).topology(topology.clone()).build().unwrap();
+    let stats = arena.stats();
+    assert_eq!(stats.zones.len(), 12);
+    assert_eq!(stats.zones.iter().map(|z| z.node).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+    assert!(stats.to_string().contains("Node 3, zone     11"));
+    assert!(arena.pagetypeinfo().to_string().contains("Node 2, zone      8"));
+    let err = Arena::builder().region_size(64 << 20).max_order(4).zones(17).topology(topology).build().err().unwrap();
+    assert_eq!(err.to_string(), zonealloc::BuildError::TooManyZones { zones: 68, limit: 64 }.to_string());
+}
+
+/// `get_mempolicy(MPOL_F_ADDR)`: the policy of the page at `addr`, and
+/// `move_pages` with no targets: the node each page is on (or -ENOENT if
+/// it is not resident).
+fn policy_and_nodes(addr: *mut u8, pages: usize) -> (i32, u64, Vec<i32>) {
+    const MPOL_F_ADDR: libc::c_ulong = 2;
+    let (mut mode, mut mask) = (0i32, 0u64);
+    // SAFETY: valid out pointers; a mask of 64 bits.
+    let rc = unsafe { libc::syscall(libc::SYS_get_mempolicy, &mut mode, &mut mask, 65, addr, MPOL_F_ADDR) };
+    assert_eq!(rc, 0, "get_mempolicy: {}", std::io::Error::last_os_error());
+    let addrs: Vec<*mut u8> = (0..pages).map(|i| addr.wrapping_add(i << 12)).collect();
+    let mut status = vec![i32::MIN; pages];
+    // SAFETY: `pages` addresses and as many status slots; no target nodes
+    // (a query).
+    let rc = unsafe {
+        libc::syscall(libc::SYS_move_pages, 0, pages, addrs.as_ptr(), std::ptr::null::<i32>(), status.as_mut_ptr(), 0)
+    };
+    assert_eq!(rc, 0, "move_pages: {}", std::io::Error::last_os_error());
+    (mode, mask, status)
+}
+
+#[test]
+fn a_detected_topology_binds_each_nodes_memory_and_pages_land_there() {
+    const MPOL_DEFAULT: i32 = 0;
+    const MPOL_PREFERRED: i32 = 1;
+    let topology = Topology::detect();
+    let arena = Arena::builder().region_size(64 << 20).zones(1).topology(topology.clone()).build().unwrap();
+    assert!(arena.stats().nodes.iter().all(|n| n.bound));
+    for n in 0..topology.nodes() {
+        let block = arena.alloc_pages_node(n, 2, AllocFlags::THISNODE).unwrap();
+        // Touch two of its four pages.
+        // SAFETY: ours, four pages.
+        unsafe {
+            block.as_ptr().write(1);
+            block.as_ptr().add(4096).write(1);
+        }
+        let kernel_node = topology.kernel_id(n).unwrap() as i32;
+        let (mode, mask, status) = policy_and_nodes(block.as_ptr(), 3);
+        assert_eq!((mode, mask), (MPOL_PREFERRED, 1 << kernel_node));
+        // Touched pages are on the node; the untouched one is not resident.
+        assert_eq!(status, [kernel_node, kernel_node, -libc::ENOENT]);
+        free_all(&arena, vec![block], 2);
+    }
+    // A simulated topology binds nothing, and says so.
+    let simulated =
+        Arena::builder().region_size(64 << 20).zones(1).topology(Topology::simulated(2).unwrap()).build().unwrap();
+    assert!(simulated.stats().nodes.iter().all(|n| !n.bound));
+    let page = simulated.alloc_pages(0, AllocFlags::ZERO).unwrap();
+    assert_eq!(policy_and_nodes(page.as_ptr(), 1).0, MPOL_DEFAULT);
+    free_all(&simulated, vec![page], 0);
+    arena.check().unwrap();
+    simulated.check().unwrap();
+}
