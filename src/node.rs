@@ -153,6 +153,8 @@ impl Node {
 
     /// Walks the zonelist from `preferred` until `f` returns a value (see
     /// [`NumaLayout::zonelist`]); `this_node` keeps to `preferred`'s node.
+    /// `f` returns a value when the zone it is given served the
+    /// allocation: with NUMA nodes, the walk counts its events there.
     #[inline(always)]
     pub(crate) fn zonelist<R>(
         &self,
@@ -160,15 +162,7 @@ impl Node {
         this_node: bool,
         f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
-        self.numa.zonelist((preferred, self.zones.len()), this_node, f)
-    }
-
-    /// Counts the NUMA events of an allocation zone `served` made for one
-    /// that preferred zone `preferred` ([`NumaLayout::count`]).
-    #[inline]
-    pub(crate) fn count_numa(&self, served: ZoneIdx, preferred: ZoneIdx) {
-        let events = |z: ZoneIdx| &self.zone(z).numa_events;
-        self.numa.count((served, events(served)), (preferred, events(preferred)));
+        self.numa.zonelist((preferred, self.zones.len()), this_node, |z| &self.zone(z).numa_events, f)
     }
 
     /// Zone `index` of this node.

@@ -113,16 +113,19 @@ impl NumaLayout {
     }
 
     /// Walks the zonelist of a request that prefers zone `preferred` of
-    /// the `nr` zones, until `f` returns a value: with one node, that zone
-    /// then the others in order, wrapping around (a plain loop: an iterator
-    /// chain cost 2-3% more instructions on the order-9 pair); with nodes,
-    /// the preferred node's zones from `preferred` on, then each other
-    /// node's in fallback order, from the same place, unless `this_node`.
+    /// the `nr` zones, until `f` returns a value (the zone it was given
+    /// served the allocation): with one node, that zone then the others in
+    /// order, wrapping around (a plain loop: an iterator chain cost 2-3%
+    /// more instructions on the order-9 pair); with nodes, the preferred
+    /// node's zones from `preferred` on, then each other node's in
+    /// fallback order, from the same place, unless `this_node`, counting
+    /// the serving zone's events (`events` gives a zone's).
     #[inline(always)]
-    pub(crate) fn zonelist<R>(
+    pub(crate) fn zonelist<'a, R>(
         &self,
         (preferred, nr): (ZoneIdx, usize),
         this_node: bool,
+        events: impl Fn(ZoneIdx) -> &'a NumaEvents,
         mut f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
         if !self.is_numa() {
@@ -138,14 +141,15 @@ impl NumaLayout {
                 }
             }
         }
-        self.numa_zonelist(preferred, this_node, f)
+        self.numa_zonelist(preferred, this_node, events, f)
     }
 
     #[cold]
-    fn numa_zonelist<R>(
+    fn numa_zonelist<'a, R>(
         &self,
         preferred: ZoneIdx,
         this_node: bool,
+        events: impl Fn(ZoneIdx) -> &'a NumaEvents,
         mut f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
         let home = self.node_of_zone(preferred);
@@ -154,9 +158,10 @@ impl NumaLayout {
         for &node in &self.order[home][..nodes] {
             let base = usize::from(node) * self.zones_per_node;
             for k in 0..self.zones_per_node {
-                let index = base + (offset + k) % self.zones_per_node;
                 // As above: below the arena's zone count.
-                if let Some(r) = f(ZoneIdx::from_bits(index as u8)) {
+                let zone = ZoneIdx::from_bits((base + (offset + k) % self.zones_per_node) as u8);
+                if let Some(r) = f(zone) {
+                    self.count(zone, preferred, events);
                     return Some(r);
                 }
             }
@@ -169,31 +174,14 @@ impl NumaLayout {
     /// allocation of `preferred` if their nodes differ, and an allocation
     /// for a thread on another node if `served`'s node is not the
     /// thread's.
-    #[inline]
-    pub(crate) fn count(
-        &self,
-        (served, served_events): (ZoneIdx, &NumaEvents),
-        (preferred, preferred_events): (ZoneIdx, &NumaEvents),
-    ) {
-        if !self.is_numa() {
-            return;
-        }
-        self.count_numa((served, served_events), (preferred, preferred_events));
-    }
-
-    #[cold]
-    fn count_numa(
-        &self,
-        (served, served_events): (ZoneIdx, &NumaEvents),
-        (preferred, preferred_events): (ZoneIdx, &NumaEvents),
-    ) {
+    fn count<'a>(&self, served: ZoneIdx, preferred: ZoneIdx, events: impl Fn(ZoneIdx) -> &'a NumaEvents) {
         let node = self.node_of_zone(served);
         if node != self.node_of_zone(preferred) {
-            served_events.miss.fetch_add(1, Ordering::Relaxed);
-            preferred_events.foreign.fetch_add(1, Ordering::Relaxed);
+            events(served).miss.fetch_add(1, Ordering::Relaxed);
+            events(preferred).foreign.fetch_add(1, Ordering::Relaxed);
         }
         if node != self.local_node() {
-            served_events.other.fetch_add(1, Ordering::Relaxed);
+            events(served).other.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -6,7 +6,9 @@
 
 use std::ptr::NonNull;
 
-use zonealloc::{AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, NodeStats, Topology, WatermarkConfig, Watermarks};
+use zonealloc::{
+    AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, NodeStats, PcpConfig, Topology, WatermarkConfig, Watermarks,
+};
 
 const BLOCK_ORDER: u32 = 10;
 const BLOCKS_PER_ZONE: usize = 8;
@@ -16,20 +18,25 @@ const BLOCKS_PER_ZONE: usize = 8;
 fn on_cpu<T: Send>(cpu: usize, f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes
-            // inside it.
-            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            unsafe { libc::CPU_SET(cpu, &mut set) };
-            // SAFETY: pid 0 is this thread; `set` is valid for its size.
-            let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-            assert_eq!(rc, 0, "pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
-            // SAFETY: no preconditions.
-            assert_eq!(unsafe { libc::sched_getcpu() }, cpu as i32);
+            pin(cpu);
             f()
         })
         .join()
         .unwrap()
     })
+}
+
+/// Pins this thread to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes inside the set.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is this thread; `set` is valid for its size.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    assert_eq!(rc, 0, "pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::sched_getcpu() }, cpu as i32);
 }
 
 /// CPUs 0 and 1, if this process may run on both.
@@ -44,7 +51,7 @@ fn two_cpus() -> bool {
 
 /// An arena on `topology`, one zone of `BLOCKS_PER_ZONE` max-order blocks
 /// per node, no watermarks (every block can be taken: counts are exact),
-/// no kswapd.
+/// caches of 8-block batches, no kswapd.
 fn arena(topology: Topology) -> Arena {
     let nodes = topology.nodes();
     Arena::builder()
@@ -53,6 +60,7 @@ fn arena(topology: Topology) -> Arena {
         .zones(1)
         .topology(topology)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .pcp(PcpConfig::Fixed { batch: 8, high: 64 })
         .background_reclaim(false)
         .build()
         .unwrap()
@@ -286,4 +294,40 @@ fn a_detected_topology_binds_each_nodes_memory_and_pages_land_there() {
     free_all(&simulated, vec![page], 0);
     arena.check().unwrap();
     simulated.check().unwrap();
+}
+
+#[test]
+fn a_thread_that_migrates_is_followed_at_its_next_refill() {
+    if !two_cpus() {
+        return;
+    }
+    let arena = arena(Topology::simulated(2).unwrap());
+    on_cpu(0, || {
+        let mut pages = vec![arena.alloc_pages(0, AllocFlags::empty()).unwrap()];
+        assert_eq!(arena.node_of(pages[0]), Some(0));
+        let cached = arena.stats().zones[0].cached;
+        assert!(cached > 0);
+        assert_eq!(arena.stats().zones.iter().map(|z| z.pcp_threads).collect::<Vec<_>>(), [1, 0]);
+        pin(1);
+        // What the cache held on node 0 may still be served; the first
+        // refill moves the cache to node 1, and everything after comes
+        // from there.
+        let mut from_node_0 = 0;
+        loop {
+            let page = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
+            pages.push(page);
+            if arena.node_of(page) == Some(1) {
+                break;
+            }
+            from_node_0 += 1;
+            assert!(from_node_0 <= cached, "still on node 0 after its cache ran out");
+        }
+        for _ in 0..100 {
+            pages.push(arena.alloc_pages(0, AllocFlags::empty()).unwrap());
+            assert_eq!(arena.node_of(*pages.last().unwrap()), Some(1));
+        }
+        assert_eq!(arena.stats().zones.iter().map(|z| z.pcp_threads).collect::<Vec<_>>(), [0, 1]);
+        free_all(&arena, pages, 0);
+    });
+    arena.check().unwrap();
 }

@@ -202,7 +202,6 @@ impl PageAlloc {
                 if zone.watermark_ok(order, AllocMode::new(Mark::Low, order, flags))
                     && let Some(block) = zone.rmqueue(&self.node().mem_map, (order, mt), RmqueueHow::Growable, false)
                 {
-                    self.node().count_numa(preferred, preferred);
                     self.node().zone_allocated(zone);
                     return Ok(block);
                 }
@@ -248,8 +247,7 @@ impl PageAlloc {
 
     /// `get_page_from_freelist`: the first zone of the zonelist (the
     /// preferred zone, then the others in order) that passes the watermark
-    /// check and has a block. Wakes kswapd if that left the zone below low;
-    /// counts the NUMA events (`zone_statistics`).
+    /// check and has a block. Wakes kswapd if that left the zone below low.
     #[inline]
     fn get_page_from_freelist(
         &self,
@@ -265,7 +263,6 @@ impl PageAlloc {
                 return None;
             }
             let block = zone.rmqueue(&self.node().mem_map, (order, mt), how, mode.may_fragment)?;
-            self.node().count_numa(index, ac.preferred);
             self.node().zone_allocated(zone);
             Some(block)
         })

@@ -317,6 +317,24 @@ impl PcpSet {
         ZoneIdx::from_bits(self.preferred.load(Ordering::Relaxed) as u8)
     }
 
+    /// Makes a zone of NUMA node `local` this set's preferred zone (the one
+    /// at the same place among its node's zones), if the preferred zone is
+    /// on another node; the zone it moved to. Only the owner calls it, as
+    /// only the owner reads `preferred` outside the registry; the zones'
+    /// thread counts (their caches' `high`) follow.
+    pub(super) fn move_to_node(&self, node: &Node, local: usize) -> Option<ZoneIdx> {
+        let _guard = self.lock.lock();
+        let from = self.preferred();
+        if node.numa.node_of_zone(from) == local {
+            return None;
+        }
+        let to = node.numa.zone_on(local, from);
+        self.preferred.store(to.index(), Ordering::Relaxed);
+        node.zone(from).pcp_detach();
+        node.zone(to).pcp_attach();
+        Some(to)
+    }
+
     /// Enters a fast-path critical section; `false` if a drainer has the lists.
     #[inline(always)]
     pub(super) fn enter(&self) -> bool {
@@ -376,7 +394,6 @@ impl PcpSet {
             };
             if block.is_some() {
                 ZonePcp::bump(&zp.allocs[o]);
-                node.count_numa(z, preferred);
             }
             block
         })

@@ -10,6 +10,7 @@ use crate::node::Node;
 use crate::order::Order;
 use crate::page::{PageInfo, PageState};
 use crate::pfn::Pfn;
+use crate::zone_idx::ZoneIdx;
 
 use super::*;
 
@@ -50,6 +51,16 @@ impl Entry {
     /// The set, if the entry holds one.
     pub(super) fn occupied(&self) -> Option<NonNull<PcpSet>> {
         (self.arena_id != 0).then_some(self.set)
+    }
+
+    /// Points the fast paths' fields at zone `preferred`'s lists and head
+    /// word.
+    fn aim(&mut self, preferred: ZoneIdx) {
+        let hot = pcp_index(preferred, Migratetype::Unmovable);
+        assert!(hot + PCP_TYPES <= self.nr_pcps);
+        // SAFETY: `hot` is below the slice's length (above).
+        self.hot = unsafe { self.pcps.add(hot) };
+        self.allocated = PageInfo::allocated_base(preferred);
     }
 }
 
@@ -115,20 +126,18 @@ impl ThreadCaches {
                 let preferred = unsafe { set.as_ref() }.preferred();
                 // SAFETY: as above.
                 let pcps = &unsafe { set.as_ref() }.pcps;
-                // From the whole slice, so that the fast paths may step from
-                // one group to another.
-                let all = NonNull::from(&pcps[..]).cast::<ZonePcp>();
-                let hot = pcp_index(preferred, Migratetype::Unmovable);
-                assert!(hot + PCP_TYPES <= pcps.len());
-                self.entries[slot].set(Entry {
+                let mut entry = Entry {
                     arena_id: node.id,
                     set,
-                    // SAFETY: `hot` is below the slice's length (above).
-                    hot: unsafe { all.add(hot) },
-                    pcps: all,
+                    hot: NonNull::dangling(),
+                    // From the whole slice, so that the fast paths may step
+                    // from one group to another.
+                    pcps: NonNull::from(&pcps[..]).cast::<ZonePcp>(),
                     nr_pcps: pcps.len(),
-                    allocated: PageInfo::allocated_base(preferred),
-                });
+                    allocated: 0,
+                };
+                entry.aim(preferred);
+                self.entries[slot].set(entry);
                 slot
             }
         };
@@ -311,11 +320,32 @@ pub(crate) fn alloc_cached(
     request: (Order, Migratetype),
     flags: AllocFlags,
 ) -> CacheAlloc {
+    if node.numa.is_numa() {
+        follow_cpu(node, registry);
+    }
     match with_thread_set(node, registry, |set| set.alloc(node, request, flags)) {
         Some(Some(block)) => CacheAlloc::Served(block),
         Some(None) => CacheAlloc::BelowWatermarks,
         None => CacheAlloc::NoCache,
     }
+}
+
+/// Moves this thread's cache for the arena of `node` to the NUMA node its
+/// CPU is on now, if the thread has migrated: the set's preferred zone
+/// becomes the zone at the same place on the new node, and the fast
+/// paths' entry follows. On the slow path, so a thread that migrates is
+/// followed at its next refill; the fast path serves what its cache held
+/// until then.
+#[cold]
+fn follow_cpu(node: &Node, registry: &PcpRegistry) {
+    with_caches(|caches| {
+        let Some(set) = caches.get(node, registry) else { return };
+        let Some(moved) = set.move_to_node(node, node.numa.local_node()) else { return };
+        // `get` put this arena's entry first.
+        let mut entry = caches.entries[0].get();
+        entry.aim(moved);
+        caches.entries[0].set(entry);
+    });
 }
 
 /// The slow path of [`free_fast`]: frees the allocated block `pfn`, whose
