@@ -5,7 +5,7 @@ mod support;
 
 use support::page_model::{Harness, Op};
 use support::{Rng, small_arena, small_arena_builder, small_arena_with};
-use zonealloc::PcpConfig;
+use zonealloc::{PcpConfig, Topology};
 
 /// What a run did: blocks grown in place, exact allocations made and
 /// resized in place.
@@ -112,4 +112,23 @@ fn random_ops_in_defrag_mode() {
         h.finish();
     }
     assert!(fallbacks[1] > 0 && fallbacks[0] > fallbacks[1], "fallbacks (of them fragmenting): {fallbacks:?}");
+}
+
+#[test]
+fn random_ops_on_three_nodes() {
+    // Three simulated NUMA nodes of one tiny zone each (on a two-CPU
+    // machine one has no CPUs): allocations fall back across nodes by
+    // distance, and the model's predictions hold as they do across zones.
+    let mut misses = 0;
+    for seed in 400..406 {
+        let pcp = if seed % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
+        let topology = Topology::simulated(3).unwrap();
+        let arena = small_arena_builder(3, 1, 5, pcp).zones(1).topology(topology).build().unwrap();
+        let h = run_on(Harness::new(arena), seed, 3_000, 5);
+        let stats = h.arena.stats();
+        assert_eq!(stats.nodes.len(), 3);
+        misses += stats.nodes.iter().map(|n| n.numa_miss).sum::<u64>();
+        h.finish();
+    }
+    assert!(misses > 0, "no allocation fell back to another node: the node zonelist went untested");
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zonealloc::{Arena, PcpConfig, WatermarkConfig, Watermarks};
+use zonealloc::{Arena, PcpConfig, Topology, WatermarkConfig, Watermarks};
 
 #[path = "../../tests/support/page_model.rs"]
 mod page_model;
@@ -23,9 +23,14 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     let blocks = usize::from(shape / 3 % 2) + 1;
     let pcp = if shape / 6 % 2 == 0 { PcpConfig::Disabled } else { PcpConfig::Fixed { batch: 3, high: 8 } };
     let defrag = shape / 12 % 2 == 1;
-    let arena = Arena::builder()
-        .region_size(zones * blocks * (4096 << 5))
-        .zones(zones)
+    // A quarter of the inputs spread the zones over as many simulated NUMA
+    // nodes (one zone each): the zonelist spans nodes, by distance.
+    let numa = shape / 24 % 4 == 0 && zones > 1;
+    let mut builder = Arena::builder().region_size(zones * blocks * (4096 << 5)).zones(zones);
+    if numa {
+        builder = builder.zones(1).topology(Topology::simulated(zones).unwrap());
+    }
+    let arena = builder
         .max_order(5)
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
         .pcp(pcp)
