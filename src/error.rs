@@ -286,6 +286,33 @@ impl fmt::Display for TopologyError {
 
 impl std::error::Error for TopologyError {}
 
+/// Why [`Arena::set_thread_policy`](crate::Arena::set_thread_policy)
+/// refused a policy. The thread's policy is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy names a node the arena does not have.
+    NoSuchNode {
+        /// The node named.
+        node: usize,
+        /// The arena's nodes.
+        nodes: usize,
+    },
+    /// A bind or interleave policy with no nodes.
+    NoNodes,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSuchNode { node, nodes } => write!(f, "node {node} does not exist; the arena has nodes 0..{nodes}"),
+            Self::NoNodes => write!(f, "an empty set of nodes; name at least one"),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
 /// Why an allocation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

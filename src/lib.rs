@@ -33,6 +33,7 @@ mod flags;
 mod global;
 mod kswapd;
 mod memalloc;
+mod mempolicy;
 mod migratetype;
 mod node;
 mod numa;
@@ -69,7 +70,7 @@ pub use arena::pagetypeinfo::{PageTypeInfo, ZonePageTypes};
 pub use arena::stats::{ReclaimStats, Stats, ZoneStats};
 pub use builder::{ArenaBuilder, LOOM_MAX_PAGES};
 pub use compact_state::CompactStats;
-pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError, TopologyError};
+pub use error::{AllocError, BuildError, CapacityError, CheckError, FreeError, PolicyError, TopologyError};
 pub use fault::FaultInjection;
 pub use flags::AllocFlags;
 #[cfg(not(loom))]
@@ -78,6 +79,7 @@ pub use global::{
     global_malloc, global_malloc_cached, global_malloc_ring, global_realloc, global_reap, global_stats,
     global_usable_size, global_usable_size_cached,
 };
+pub use mempolicy::{MemPolicy, NodeMask};
 pub use migratetype::{Migratetype, NR_MIGRATETYPES};
 pub use oom::{OomAction, OomContext};
 pub use order::MAX_ORDER_LIMIT;

@@ -7,6 +7,7 @@
 use std::cell::Cell;
 
 use crate::kswapd::{Kswapd, SleepCheck};
+use crate::mempolicy::NodeMask;
 use crate::numa::NumaLayout;
 use crate::order::Order;
 use crate::page::{MemMap, SideTable};
@@ -145,24 +146,31 @@ impl Node {
     /// take different locks.
     #[inline]
     pub(crate) fn preferred_zone(&self) -> ZoneIdx {
-        let offset = self.zone_of_seq.reduce(thread_seq());
+        let offset = self.zone_offset();
         let base = if self.numa.is_numa() { self.numa.local_node() * self.numa.zones_per_node() } else { 0 };
         // Below the number of zones, which is at most MAX_ZONES.
         ZoneIdx::from_bits((base + offset) as u8)
     }
 
     /// Walks the zonelist from `preferred` until `f` returns a value (see
-    /// [`NumaLayout::zonelist`]); `this_node` keeps to `preferred`'s node.
+    /// [`NumaLayout::zonelist`]): the nodes of `allowed.0`, only
+    /// `preferred`'s with `allowed.1` (`THISNODE`).
     /// `f` returns a value when the zone it is given served the
     /// allocation: with NUMA nodes, the walk counts its events there.
     #[inline(always)]
     pub(crate) fn zonelist<R>(
         &self,
         preferred: ZoneIdx,
-        this_node: bool,
+        allowed: (NodeMask, bool),
         f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
-        self.numa.zonelist((preferred, self.zones.len()), this_node, |z| &self.zone(z).numa_events, f)
+        self.numa.zonelist((preferred, self.zones.len()), allowed, |z| &self.zone(z).numa_events, f)
+    }
+
+    /// This thread's place among a node's zones.
+    #[inline]
+    pub(crate) fn zone_offset(&self) -> usize {
+        self.zone_of_seq.reduce(thread_seq())
     }
 
     /// Zone `index` of this node.

@@ -21,6 +21,7 @@
 
 use std::ops::Range;
 
+use crate::mempolicy::NodeMask;
 use crate::support::sync::{AtomicU64, Ordering};
 use crate::topology::{MAX_NUMNODES, Topology};
 use crate::zone_idx::ZoneIdx;
@@ -45,6 +46,8 @@ pub(crate) struct NumaEvents {
     pub miss: AtomicU64,
     pub foreign: AtomicU64,
     pub other: AtomicU64,
+    /// Interleaved allocations it served as their turn asked.
+    pub interleave_hit: AtomicU64,
 }
 
 impl NumaLayout {
@@ -107,7 +110,11 @@ impl NumaLayout {
     /// The zone of `node` at the place `preferred` has in its own node:
     /// threads keep their spread over a node's zones on any node.
     pub(crate) fn zone_on(&self, node: usize, preferred: ZoneIdx) -> ZoneIdx {
-        let offset = preferred.index() % self.zones_per_node;
+        self.zone_at(node, preferred.index() % self.zones_per_node)
+    }
+
+    /// Zone `offset` of `node`'s zones (`offset` below `zones_per_node`).
+    pub(crate) fn zone_at(&self, node: usize, offset: usize) -> ZoneIdx {
         // A zone of the arena: below zones, which is at most MAX_ZONES.
         ZoneIdx::from_bits((node * self.zones_per_node + offset) as u8)
     }
@@ -118,13 +125,14 @@ impl NumaLayout {
     /// order, wrapping around (a plain loop: an iterator chain cost 2-3%
     /// more instructions on the order-9 pair); with nodes, the preferred
     /// node's zones from `preferred` on, then each other node's in
-    /// fallback order, from the same place, unless `this_node`, counting
-    /// the serving zone's events (`events` gives a zone's).
+    /// fallback order, from the same place, of the `allowed` nodes (only
+    /// the preferred one with `this_node`), counting the serving zone's
+    /// events (`events` gives a zone's).
     #[inline(always)]
     pub(crate) fn zonelist<'a, R>(
         &self,
         (preferred, nr): (ZoneIdx, usize),
-        this_node: bool,
+        (allowed, this_node): (NodeMask, bool),
         events: impl Fn(ZoneIdx) -> &'a NumaEvents,
         mut f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
@@ -141,21 +149,21 @@ impl NumaLayout {
                 }
             }
         }
-        self.numa_zonelist(preferred, this_node, events, f)
+        self.numa_zonelist(preferred, (allowed, this_node), events, f)
     }
 
     #[cold]
     fn numa_zonelist<'a, R>(
         &self,
         preferred: ZoneIdx,
-        this_node: bool,
+        (allowed, this_node): (NodeMask, bool),
         events: impl Fn(ZoneIdx) -> &'a NumaEvents,
         mut f: impl FnMut(ZoneIdx) -> Option<R>,
     ) -> Option<R> {
         let home = self.node_of_zone(preferred);
         let offset = preferred.index() % self.zones_per_node;
-        let nodes = if this_node { 1 } else { self.nodes };
-        for &node in &self.order[home][..nodes] {
+        let allowed = if this_node { allowed.and(NodeMask::one(home)) } else { allowed };
+        for &node in self.order[home][..self.nodes].iter().filter(|&&n| allowed.contains(usize::from(n))) {
             let base = usize::from(node) * self.zones_per_node;
             for k in 0..self.zones_per_node {
                 // As above: below the arena's zone count.

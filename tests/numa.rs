@@ -7,7 +7,8 @@
 use std::ptr::NonNull;
 
 use zonealloc::{
-    AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, NodeStats, PcpConfig, Topology, WatermarkConfig, Watermarks,
+    AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, MemPolicy, NodeMask, NodeStats, PcpConfig, PolicyError, Topology,
+    WatermarkConfig, Watermarks,
 };
 
 const BLOCK_ORDER: u32 = 10;
@@ -330,4 +331,106 @@ fn a_thread_that_migrates_is_followed_at_its_next_refill() {
         free_all(&arena, pages, 0);
     });
     arena.check().unwrap();
+}
+
+#[test]
+fn a_preferred_policy_allocates_on_its_node_and_counts_other_node() {
+    if !two_cpus() {
+        return;
+    }
+    let arena = arena(Topology::simulated(2).unwrap());
+    on_cpu(0, || {
+        assert_eq!(arena.thread_policy(), MemPolicy::Local);
+        arena.set_thread_policy(MemPolicy::Preferred(1)).unwrap();
+        assert_eq!(arena.thread_policy(), MemPolicy::Preferred(1));
+        let mut pages: Vec<_> = (0..10).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
+        pages.push(arena.alloc_pages(3, AllocFlags::empty()).unwrap());
+        assert!(pages.iter().all(|&p| arena.node_of(p) == Some(1)));
+        // Meant for node 1 and served there (hits), for a thread on node 0.
+        assert_eq!(counts(&arena, 1), (11, 0, 0, 0, 11));
+        assert_eq!(counts(&arena, 0), (0, 0, 0, 0, 0));
+        let big = pages.pop().unwrap();
+        free_all(&arena, vec![big], 3);
+        free_all(&arena, pages, 0);
+        // Back to local: node 0, through the cache again.
+        arena.set_thread_policy(MemPolicy::Local).unwrap();
+        let page = arena.alloc_pages(0, AllocFlags::empty()).unwrap();
+        assert_eq!(arena.node_of(page), Some(0));
+        assert_eq!(counts(&arena, 0), (1, 0, 0, 1, 0));
+        free_all(&arena, vec![page], 0);
+    });
+    arena.check().unwrap();
+}
+
+#[test]
+fn a_bind_policy_never_leaves_its_nodes() {
+    if !two_cpus() {
+        return;
+    }
+    // Node 0 (this thread's) is outside the set; of nodes 1 and 2, node 2
+    // is nearer to node 0, so it is tried first.
+    let distances = vec![vec![10, 30, 20], vec![30, 10, 20], vec![20, 20, 10]];
+    let arena = arena(Topology::with_distances(distances, vec![vec![0], vec![1], vec![]]).unwrap());
+    on_cpu(0, || {
+        let bind = MemPolicy::Bind(NodeMask::new(&[1, 2]).unwrap());
+        arena.set_thread_policy(bind).unwrap();
+        let flags = AllocFlags::NOWAIT | AllocFlags::NOWARN;
+        let mut blocks: Vec<_> = (0..16).map(|_| arena.alloc_pages(BLOCK_ORDER, flags).unwrap()).collect();
+        let nodes: Vec<_> = blocks.iter().map(|&b| arena.node_of(b).unwrap()).collect();
+        assert_eq!(nodes, [vec![2; 8], vec![1; 8]].concat());
+        // Nodes 1 and 2 are full; node 0 has all its memory, and is not used.
+        assert_eq!(arena.alloc_pages(BLOCK_ORDER, flags).unwrap_err(), AllocError::OutOfMemory { order: BLOCK_ORDER });
+        assert_eq!(arena.stats().zones[0].free, BLOCKS_PER_ZONE << BLOCK_ORDER);
+        // The first 8 were meant for node 2 and served there; the next 8
+        // were meant for node 2 and served by node 1.
+        assert_eq!(counts(&arena, 2), (8, 0, 8, 0, 8));
+        assert_eq!(counts(&arena, 1), (0, 8, 0, 0, 8));
+        // alloc_pages_node names its node and ignores the policy.
+        let own = arena.alloc_pages_node(0, BLOCK_ORDER, flags).unwrap();
+        assert_eq!(arena.node_of(own), Some(0));
+        blocks.push(own);
+        free_all(&arena, blocks, BLOCK_ORDER);
+    });
+    arena.check().unwrap();
+}
+
+#[test]
+fn an_interleave_policy_takes_the_nodes_in_turn() {
+    if !two_cpus() {
+        return;
+    }
+    let arena = arena(Topology::simulated(3).unwrap());
+    on_cpu(0, || {
+        arena.set_thread_policy(MemPolicy::Interleave(NodeMask::new(&[0, 2]).unwrap())).unwrap();
+        let pages: Vec<_> = (0..10).map(|_| arena.alloc_pages(0, AllocFlags::empty()).unwrap()).collect();
+        let nodes: Vec<_> = pages.iter().map(|&p| arena.node_of(p).unwrap()).collect();
+        assert_eq!(nodes, [0, 2, 0, 2, 0, 2, 0, 2, 0, 2]);
+        let (n0, n2) = (node(&arena, 0), node(&arena, 2));
+        assert_eq!((n0.interleave_hit, n0.numa_hit, n0.local_node, n0.other_node), (5, 5, 5, 0));
+        assert_eq!((n2.interleave_hit, n2.numa_hit, n2.local_node, n2.other_node), (5, 5, 0, 5));
+        assert_eq!(node(&arena, 1).numa_hit, 0);
+        free_all(&arena, pages, 0);
+        arena.set_thread_policy(MemPolicy::Local).unwrap();
+    });
+    arena.check().unwrap();
+}
+
+#[test]
+fn policies_naming_no_node_or_a_missing_one_are_refused() {
+    let arena = arena(Topology::simulated(2).unwrap());
+    assert_eq!(arena.set_thread_policy(MemPolicy::Preferred(2)), Err(PolicyError::NoSuchNode { node: 2, nodes: 2 }));
+    assert_eq!(arena.set_thread_policy(MemPolicy::Bind(NodeMask::default())), Err(PolicyError::NoNodes));
+    let far = MemPolicy::Interleave(NodeMask::new(&[0, 3]).unwrap());
+    assert_eq!(arena.set_thread_policy(far), Err(PolicyError::NoSuchNode { node: 3, nodes: 2 }));
+    assert_eq!(arena.thread_policy(), MemPolicy::Local);
+    assert_eq!(NodeMask::new(&[16]), None);
+    assert!(PolicyError::NoNodes.to_string().contains("at least one"));
+    // One node: every valid policy is the local one.
+    let single = Arena::builder().region_size(16 << 20).zones(1).build().unwrap();
+    single.set_thread_policy(MemPolicy::Interleave(NodeMask::new(&[0]).unwrap())).unwrap();
+    let page = single.alloc_pages(0, AllocFlags::empty()).unwrap();
+    assert_eq!(single.node_of(page), Some(0));
+    free_all(&single, vec![page], 0);
+    assert_eq!(single.set_thread_policy(MemPolicy::Preferred(1)), Err(PolicyError::NoSuchNode { node: 1, nodes: 1 }));
+    single.check().unwrap();
 }

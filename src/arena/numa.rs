@@ -8,9 +8,11 @@ use std::ptr::NonNull;
 
 use crate::arena::Arena;
 use crate::arena::stats::ZoneStats;
-use crate::error::{AllocError, BuildError};
+use crate::error::{AllocError, BuildError, PolicyError};
 use crate::flags::AllocFlags;
+use crate::mempolicy::{self, MemPolicy};
 use crate::numa::NumaLayout;
+use crate::pcp::{bypass_own_cache, drain_own_cache};
 use crate::region::Region;
 use crate::support::sync::Ordering;
 use crate::topology::Topology;
@@ -37,8 +39,8 @@ pub struct NodeStats {
     pub numa_miss: u64,
     /// Allocations meant for this node that another node served.
     pub numa_foreign: u64,
-    /// Interleaved allocations served here as intended (no interleave
-    /// policy yet: always 0).
+    /// Allocations of an interleaving policy served here as their turn
+    /// asked.
     pub interleave_hit: u64,
     /// Allocations served here for a thread running on this node.
     pub local_node: u64,
@@ -142,6 +144,41 @@ impl Arena {
         self.inner.pages.alloc_pages_node(node, order, flags)
     }
 
+    /// Sets this thread's memory policy in this arena (the kernel's
+    /// `set_mempolicy`, for one arena): where its allocations go from now
+    /// on. Its cache is drained back to the zones, so the next allocation
+    /// already follows the policy. Without a topology (one node) every
+    /// policy behaves as [`MemPolicy::Local`].
+    ///
+    /// Errors: [`PolicyError::NoSuchNode`], [`PolicyError::NoNodes`]; the
+    /// thread's policy is then unchanged.
+    ///
+    /// ```
+    /// use zonealloc::{AllocFlags, Arena, MemPolicy, Topology};
+    /// let arena = Arena::builder().region_size(64 << 20).zones(1).topology(Topology::simulated(2)?).build()?;
+    /// arena.set_thread_policy(MemPolicy::Preferred(1))?;
+    /// let page = arena.alloc_pages(0, AllocFlags::empty())?;
+    /// assert_eq!(arena.node_of(page), Some(1));
+    /// // SAFETY: ours, order 0, not used again.
+    /// unsafe { arena.free_pages(page, 0)? };
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_thread_policy(&self, policy: MemPolicy) -> Result<(), PolicyError> {
+        let node = self.inner.node();
+        policy.check(node.numa.nodes())?;
+        mempolicy::set(node.id, policy);
+        if node.numa.is_numa() {
+            drain_own_cache(node, &self.inner.reclaim().pcp);
+            bypass_own_cache(node, policy != MemPolicy::Local);
+        }
+        Ok(())
+    }
+
+    /// This thread's memory policy in this arena.
+    pub fn thread_policy(&self) -> MemPolicy {
+        mempolicy::get(self.inner.node().id)
+    }
+
     /// The NUMA node whose part of the region holds `ptr`; `None` outside
     /// the region.
     pub fn node_of(&self, ptr: NonNull<u8>) -> Option<usize> {
@@ -181,6 +218,7 @@ impl Arena {
                     let events = &self.inner.node().zones[z].numa_events;
                     let load = |c: &crate::support::sync::AtomicU64| c.load(Ordering::Relaxed);
                     let (miss, other) = (load(&events.miss), load(&events.other));
+                    stats.interleave_hit += load(&events.interleave_hit);
                     stats.numa_miss += miss;
                     stats.numa_hit += allocs.saturating_sub(miss);
                     stats.numa_foreign += load(&events.foreign);

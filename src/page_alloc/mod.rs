@@ -42,6 +42,7 @@
 //! recurses into reclaim.
 
 mod exact;
+mod mempolicy;
 
 use std::fmt::Write as _;
 use std::ptr::NonNull;
@@ -52,6 +53,7 @@ use crate::fault::FaultState;
 use crate::flags::AllocFlags;
 use crate::kswapd::MAX_RECLAIM_RETRIES;
 use crate::memalloc::InReclaim;
+use crate::mempolicy::NodeMask;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
 use crate::oom::{OomAction, OomContext, OomHandler};
@@ -146,24 +148,6 @@ impl PageAlloc {
         Ok(self.prep_new_page(block, flags))
     }
 
-    /// `alloc_pages_node`: as [`alloc_pages`](Self::alloc_pages), from
-    /// NUMA node `node`'s zonelist (its own zones first; only them with
-    /// `THISNODE`), never through the per-thread caches, which hold the
-    /// thread's own node's blocks.
-    pub(crate) fn alloc_pages_node(
-        &self,
-        node: usize,
-        order: u32,
-        flags: AllocFlags,
-    ) -> Result<NonNull<u8>, AllocError> {
-        let nodes = self.node().numa.nodes();
-        if node >= nodes {
-            return Err(AllocError::NoSuchNode { node, nodes });
-        }
-        let block = self.alloc_block(order, flags, Start::Node(node))?;
-        Ok(self.prep_new_page(block, flags))
-    }
-
     /// A block of `order` through the whole allocation path (the caches,
     /// the zonelist, the slow path) from `start`, not yet prepared for the
     /// caller.
@@ -207,12 +191,17 @@ impl PageAlloc {
                 }
                 preferred
             }
+            Start::Local if self.node().numa.is_numa() => return self.alloc_block_numa((order, mt), flags),
             Start::Local => {
                 if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
-                    match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
+                    match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags, None) {
                         CacheAlloc::Served(block) => return Ok(block),
                         CacheAlloc::BelowWatermarks => {
-                            let ac = AllocContext { preferred: self.node().preferred_zone(), this_node };
+                            let ac = AllocContext {
+                                preferred: self.node().preferred_zone(),
+                                allowed: NodeMask::ALL,
+                                this_node,
+                            };
                             return self.alloc_slowpath((order, mt), flags, ac);
                         }
                         CacheAlloc::NoCache => {}
@@ -222,7 +211,7 @@ impl PageAlloc {
             }
             Start::Node(node) => self.node().numa.zone_on(node, self.node().preferred_zone()),
         };
-        let ac = AllocContext { preferred, this_node };
+        let ac = AllocContext { preferred, allowed: NodeMask::ALL, this_node };
         match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac) {
             Some(block) => Ok(block),
             None => self.alloc_slowpath((order, mt), flags, ac),
@@ -256,7 +245,7 @@ impl PageAlloc {
         ac: AllocContext,
     ) -> Option<Block> {
         let how = if mode.highatomic { RmqueueHow::HighAtomicFirst } else { RmqueueHow::Normal };
-        self.node().zonelist(ac.preferred, ac.this_node, |index| {
+        self.node().zonelist(ac.preferred, (ac.allowed, ac.this_node), |index| {
             let zone = self.node().zone(index);
             if !zone.watermark_ok(order, mode) {
                 zone.watermark_failures.fetch_add(1, Ordering::Relaxed);
@@ -667,6 +656,8 @@ enum Start {
 struct AllocContext {
     /// The zone tried first; its node is the one the allocation is meant for.
     preferred: ZoneIdx,
+    /// The nodes that may serve it (the memory policy's).
+    allowed: NodeMask,
     /// `THISNODE`: never past the preferred zone's node.
     this_node: bool,
 }

@@ -39,6 +39,7 @@ use std::ptr::NonNull;
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
 use crate::memalloc::InReclaim;
+use crate::mempolicy::NodeMask;
 use crate::migratetype::Migratetype;
 use crate::node::Node;
 use crate::order::Order;
@@ -363,13 +364,18 @@ impl PcpSet {
     /// passes its low watermark: the caller's slow path follows.
     #[cold]
     #[inline(never)]
-    pub(super) fn alloc(&self, node: &Node, (order, mt): (Order, Migratetype), flags: AllocFlags) -> Option<Block> {
+    pub(super) fn alloc(
+        &self,
+        node: &Node,
+        (order, mt): (Order, Migratetype),
+        (flags, allowed): (AllocFlags, NodeMask),
+    ) -> Option<Block> {
         let o = order.index();
         let _guard = self.lock.lock();
         let preferred = self.preferred();
         // A shrinker's own allocation (PF_MEMALLOC) ignores watermarks.
         let mode = if InReclaim::active() { AllocMode::NO_WATERMARKS } else { AllocMode::new(Mark::Low, order, flags) };
-        node.zonelist(preferred, flags.contains(AllocFlags::THISNODE), |z| {
+        node.zonelist(preferred, (allowed, flags.contains(AllocFlags::THISNODE)), |z| {
             let zone = node.zone(z);
             let zp = &self.pcps[pcp_index(z, mt)];
             // SAFETY: we hold the set lock and are the owner.

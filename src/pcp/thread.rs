@@ -5,6 +5,7 @@ use std::ptr::NonNull;
 
 use crate::buddy::Block;
 use crate::flags::AllocFlags;
+use crate::mempolicy::NodeMask;
 use crate::migratetype::{MOBILITY_SHIFT, Migratetype};
 use crate::node::Node;
 use crate::order::Order;
@@ -73,6 +74,10 @@ const EMPTY: Entry = Entry {
     allocated: 0,
 };
 
+/// Marks an entry's arena id for [`bypass_own_cache`]: ids count up from 1
+/// and never reach it.
+pub(super) const BYPASS: u64 = 1 << 63;
+
 /// Turns an allocated head's info word into the cached head's: the states
 /// differ in one bit, and allocated heads carry no content flags.
 pub(super) const ALLOCATED_TO_CACHED: u32 = PageState::Allocated as u32 ^ PageState::Cached as u32;
@@ -95,7 +100,7 @@ impl ThreadCaches {
         for (i, cell) in self.entries.iter().enumerate() {
             let entry = cell.get();
             match entry.occupied() {
-                Some(_) if entry.arena_id == node.id => {
+                Some(_) if entry.arena_id & !BYPASS == node.id => {
                     found = Some(i);
                     break;
                 }
@@ -126,8 +131,9 @@ impl ThreadCaches {
                 let preferred = unsafe { set.as_ref() }.preferred();
                 // SAFETY: as above.
                 let pcps = &unsafe { set.as_ref() }.pcps;
+                let bypass = node.numa.is_numa() && crate::mempolicy::bypasses_cache(node.id);
                 let mut entry = Entry {
-                    arena_id: node.id,
+                    arena_id: if bypass { node.id | BYPASS } else { node.id },
                     set,
                     hot: NonNull::dangling(),
                     // From the whole slice, so that the fast paths may step
@@ -314,37 +320,64 @@ pub(crate) enum CacheFree {
 /// The slow path of [`alloc_fast`]: an order-`order` block of type `mt`
 /// from this thread's cache for the arena of `node`, refilled from the
 /// zonelist if it is empty ([`PcpSet::alloc`]).
+///
+/// `place`, with NUMA nodes: the node the memory policy meant the
+/// allocation for, where the cache moves first, and the nodes that may
+/// serve it.
 pub(crate) fn alloc_cached(
     node: &Node,
     registry: &PcpRegistry,
     request: (Order, Migratetype),
     flags: AllocFlags,
+    place: Option<(usize, NodeMask)>,
 ) -> CacheAlloc {
-    if node.numa.is_numa() {
-        follow_cpu(node, registry);
-    }
-    match with_thread_set(node, registry, |set| set.alloc(node, request, flags)) {
+    let allowed = match place {
+        Some((intended, allowed)) => {
+            follow(node, registry, intended);
+            allowed
+        }
+        None => NodeMask::ALL,
+    };
+    match with_thread_set(node, registry, |set| set.alloc(node, request, (flags, allowed))) {
         Some(Some(block)) => CacheAlloc::Served(block),
         Some(None) => CacheAlloc::BelowWatermarks,
         None => CacheAlloc::NoCache,
     }
 }
 
-/// Moves this thread's cache for the arena of `node` to the NUMA node its
-/// CPU is on now, if the thread has migrated: the set's preferred zone
-/// becomes the zone at the same place on the new node, and the fast
-/// paths' entry follows. On the slow path, so a thread that migrates is
-/// followed at its next refill; the fast path serves what its cache held
-/// until then.
+/// Moves this thread's cache for the arena of `node` to NUMA node
+/// `target` if it is on another (the thread migrated, or its memory policy
+/// changed): the set's preferred zone becomes the zone at the same place
+/// on `target`, and the fast paths' entry follows. On the slow path, so the
+/// move happens at the cache's next refill; the fast path serves what the
+/// cache held until then.
 #[cold]
-fn follow_cpu(node: &Node, registry: &PcpRegistry) {
+fn follow(node: &Node, registry: &PcpRegistry, target: usize) {
     with_caches(|caches| {
         let Some(set) = caches.get(node, registry) else { return };
-        let Some(moved) = set.move_to_node(node, node.numa.local_node()) else { return };
+        let Some(moved) = set.move_to_node(node, target) else { return };
         // `get` put this arena's entry first.
         let mut entry = caches.entries[0].get();
         entry.aim(moved);
         caches.entries[0].set(entry);
+    });
+}
+
+/// Makes the fast paths pass this thread's cache for the arena of `node`
+/// by (`bypass`) or use it again: the entry's arena id carries
+/// [`BYPASS`], which no arena's id has, so the fast paths' one compare
+/// fails and the slow paths, which look the entry up without the bit,
+/// decide. For an interleaving memory policy, whose every allocation goes
+/// to the next node in turn.
+pub(crate) fn bypass_own_cache(node: &Node, bypass: bool) {
+    with_caches(|caches| {
+        for cell in &caches.entries {
+            let mut entry = cell.get();
+            if entry.arena_id & !BYPASS == node.id {
+                entry.arena_id = if bypass { node.id | BYPASS } else { node.id };
+                cell.set(entry);
+            }
+        }
     });
 }
 

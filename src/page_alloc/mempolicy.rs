@@ -1,0 +1,77 @@
+//! The allocation paths a NUMA arena adds: on a named node
+//! (`__alloc_pages_node`), and under the thread's memory policy
+//! (`alloc_pages_mpol`, in the kernel's `mempolicy.c`).
+
+use std::ptr::NonNull;
+
+use super::{AllocContext, PageAlloc, Start};
+use crate::buddy::Block;
+use crate::error::AllocError;
+use crate::flags::AllocFlags;
+use crate::mempolicy::{self, MemPolicy};
+use crate::migratetype::Migratetype;
+use crate::order::Order;
+use crate::pcp::{CacheAlloc, alloc_cached};
+use crate::pcp_config::PCP_MAX_ORDER;
+use crate::support::sync::Ordering;
+use crate::watermark::{AllocMode, Mark};
+
+impl PageAlloc {
+    /// `alloc_pages_node`: as [`alloc_pages`](Self::alloc_pages), from
+    /// NUMA node `node`'s zonelist (its own zones first; only them with
+    /// `THISNODE`), never through the per-thread caches, which hold the
+    /// thread's own node's blocks.
+    pub(crate) fn alloc_pages_node(
+        &self,
+        node: usize,
+        order: u32,
+        flags: AllocFlags,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let nodes = self.node().numa.nodes();
+        if node >= nodes {
+            return Err(AllocError::NoSuchNode { node, nodes });
+        }
+        let block = self.alloc_block(order, flags, Start::Node(node))?;
+        Ok(self.prep_new_page(block, flags))
+    }
+
+    /// `alloc_block_of` from the thread's own side with NUMA nodes: the
+    /// thread's memory policy picks the node the allocation is meant for
+    /// and the nodes that may serve it (`alloc_pages_mpol`). The local
+    /// policy's allocations go through the cache, which follows the thread
+    /// to its node; the others' do not (see [`MemPolicy`]).
+    #[cold]
+    pub(super) fn alloc_block_numa(
+        &self,
+        (order, mt): (Order, Migratetype),
+        flags: AllocFlags,
+    ) -> Result<Block, AllocError> {
+        let node = self.node();
+        let policy = mempolicy::get(node.id);
+        let interleave = |mask| mempolicy::next_interleave(node.id, mask);
+        let (intended, allowed) = policy.place(node.numa.local_node(), node.numa.topology(), interleave);
+        let interleaved = matches!(policy, MemPolicy::Interleave(_));
+        let cached = policy == MemPolicy::Local;
+        let ac = AllocContext {
+            preferred: node.numa.zone_at(intended, node.zone_offset()),
+            allowed,
+            this_node: flags.contains(AllocFlags::THISNODE),
+        };
+        if cached && order.get() <= PCP_MAX_ORDER && node.pcp_enabled {
+            match alloc_cached(node, &self.reclaim.pcp, (order, mt), flags, Some((intended, allowed))) {
+                CacheAlloc::Served(block) => return Ok(block),
+                CacheAlloc::BelowWatermarks => return self.alloc_slowpath((order, mt), flags, ac),
+                CacheAlloc::NoCache => {}
+            }
+        }
+        let block = match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac) {
+            Some(block) => block,
+            None => self.alloc_slowpath((order, mt), flags, ac)?,
+        };
+        let zone = node.zone_of(block.pfn);
+        if interleaved && node.numa.node_of_zone(zone.index) == intended {
+            zone.numa_events.interleave_hit.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(block)
+    }
+}
