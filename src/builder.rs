@@ -75,6 +75,7 @@ pub struct ArenaBuilder {
     pub(crate) oom_handler: Option<OomHandler>,
     pub(crate) fault: Option<FaultInjection>,
     pub(crate) topology: Option<Topology>,
+    pub(crate) node_reclaim_mode: bool,
 }
 
 /// The most pages an arena may have under `--cfg loom`: every page's
@@ -140,6 +141,7 @@ impl ArenaBuilder {
             oom_handler: None,
             fault: None,
             topology: None,
+            node_reclaim_mode: false,
         }
     }
 }
@@ -171,6 +173,17 @@ impl ArenaBuilder {
     /// [`AllocFlags::THISNODE`](crate::AllocFlags::THISNODE).
     pub fn topology(mut self, topology: Topology) -> Self {
         self.topology = Some(topology);
+        self
+    }
+
+    /// The kernel's `node_reclaim_mode` (default off, as there): with a
+    /// [`topology`](Self::topology), an allocation whose node is short
+    /// first asks the shrinkers for that node's pages
+    /// ([`Shrinker::scan_node`](crate::Shrinker::scan_node)) and tries the
+    /// node again, before it falls back to a remote node. Off, it falls
+    /// back at once: remote memory is usually cheaper than reclaim.
+    pub fn node_reclaim_mode(mut self, enabled: bool) -> Self {
+        self.node_reclaim_mode = enabled;
         self
     }
 

@@ -69,6 +69,7 @@ pub(crate) struct ReclaimCounters {
     pub shrinker_freed: AtomicU64,
     pub reclaimable_first_freed: AtomicU64,
     pub direct_reclaims: AtomicU64,
+    pub node_reclaims: AtomicU64,
     pub direct_reclaim_ns: AtomicU64,
     pub oom_events: AtomicU64,
     pub nofail_waits: AtomicU64,

@@ -35,6 +35,8 @@ pub(crate) struct NumaLayout {
     order: [[u8; MAX_NUMNODES]; MAX_NUMNODES],
     /// Whether each node's part of the region is bound to its node.
     pub bound: bool,
+    /// `node_reclaim_mode`: reclaim a short node before falling back.
+    pub node_reclaim: bool,
 }
 
 /// A zone's NUMA events (`zone_statistics`): allocations it served that
@@ -60,7 +62,7 @@ impl NumaLayout {
                 *slot = m as u8;
             }
         }
-        Self { topology, nodes, zones_per_node, order, bound: false }
+        Self { topology, nodes, zones_per_node, order, bound: false, node_reclaim: false }
     }
 
     /// The machine's topology as the arena uses it.

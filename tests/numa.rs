@@ -5,10 +5,11 @@
 //! `numastat`'s exact counts, with `check()` after each.
 
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
 use zonealloc::{
-    AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, MemPolicy, NodeMask, NodeStats, PcpConfig, PolicyError, Topology,
-    WatermarkConfig, Watermarks,
+    AllocError, AllocFlags, Arena, MAX_ORDER_LIMIT, MemPolicy, NodeMask, NodeStats, PcpConfig, PolicyError,
+    ShrinkResult, Shrinker, Topology, WatermarkConfig, Watermarks,
 };
 
 const BLOCK_ORDER: u32 = 10;
@@ -433,4 +434,88 @@ fn policies_naming_no_node_or_a_missing_one_are_refused() {
     free_all(&single, vec![page], 0);
     assert_eq!(single.set_thread_policy(MemPolicy::Preferred(1)), Err(PolicyError::NoSuchNode { node: 1, nodes: 1 }));
     single.check().unwrap();
+}
+
+/// A cache of max-order blocks that knows their nodes, and records which
+/// node it was asked to shrink.
+struct NodeCache {
+    arena: Arc<Arena>,
+    blocks: Mutex<Vec<(usize, usize)>>,
+    asked: Mutex<Vec<Option<usize>>>,
+}
+
+impl NodeCache {
+    fn free_where(&self, nr: usize, node: Option<usize>) -> ShrinkResult {
+        self.asked.lock().unwrap().push(node);
+        let mut blocks = self.blocks.lock().unwrap();
+        let mut freed = 0;
+        while freed < nr {
+            let Some(i) = blocks.iter().position(|&(_, n)| node.is_none_or(|want| want == n)) else { break };
+            let (addr, _) = blocks.swap_remove(i);
+            // SAFETY: the cache allocated this max-order block and drops it here.
+            unsafe { self.arena.free_pages(NonNull::new(addr as *mut u8).unwrap(), BLOCK_ORDER).unwrap() };
+            freed += 1 << BLOCK_ORDER;
+        }
+        ShrinkResult::Freed(freed)
+    }
+}
+
+impl Shrinker for NodeCache {
+    fn count(&self) -> usize {
+        self.blocks.lock().unwrap().len() << BLOCK_ORDER
+    }
+    fn scan(&self, nr_to_scan: usize) -> ShrinkResult {
+        self.free_where(nr_to_scan, None)
+    }
+    fn count_node(&self, node: usize) -> usize {
+        self.blocks.lock().unwrap().iter().filter(|&&(_, n)| n == node).count() << BLOCK_ORDER
+    }
+    fn scan_node(&self, nr_to_scan: usize, node: usize) -> ShrinkResult {
+        self.free_where(nr_to_scan, Some(node))
+    }
+}
+
+/// Node 0 full of a shrinkable cache's blocks, then one more allocation
+/// from CPU 0: where it lands, and which node the shrinker was asked for.
+fn short_node_zero(node_reclaim: bool) -> (usize, Vec<Option<usize>>, NodeStats, u64) {
+    let builder = Arena::builder()
+        .region_size((2 * BLOCKS_PER_ZONE) << (BLOCK_ORDER + 12))
+        .max_order(BLOCK_ORDER)
+        .zones(1)
+        .topology(Topology::simulated(2).unwrap())
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 0, high: 0 }))
+        .background_reclaim(false)
+        .node_reclaim_mode(node_reclaim);
+    let arena = Arc::new(builder.build().unwrap());
+    let cache =
+        Arc::new(NodeCache { arena: arena.clone(), blocks: Mutex::new(Vec::new()), asked: Mutex::new(Vec::new()) });
+    let _handle = arena.register_shrinker(cache.clone());
+    on_cpu(0, || {
+        for b in fill_node(&arena, 0) {
+            cache.blocks.lock().unwrap().push((b.as_ptr() as usize, 0));
+        }
+        let block = arena.alloc_pages(BLOCK_ORDER, AllocFlags::NOWARN).unwrap();
+        let landed = arena.node_of(block).unwrap();
+        free_all(&arena, vec![block], BLOCK_ORDER);
+        arena.check().unwrap();
+        let asked = cache.asked.lock().unwrap().clone();
+        (landed, asked, node(&arena, 0), arena.stats().reclaim.node_reclaims)
+    })
+}
+
+#[test]
+fn node_reclaim_mode_reclaims_the_short_node_before_falling_back() {
+    if !two_cpus() {
+        return;
+    }
+    // Off (the default): node 0 is full, the allocation goes to node 1 at
+    // once; no shrinker is asked.
+    let (landed, asked, node0, node_reclaims) = short_node_zero(false);
+    assert_eq!((landed, asked, node_reclaims), (1, vec![], 0));
+    assert_eq!(node0.numa_foreign, 1);
+    // On: the shrinkers are asked for node 0's pages, and the allocation
+    // is served there.
+    let (landed, asked, node0, node_reclaims) = short_node_zero(true);
+    assert_eq!((landed, asked, node_reclaims), (0, vec![Some(0)], 1));
+    assert_eq!((node0.numa_hit, node0.numa_foreign), (9, 0));
 }

@@ -199,7 +199,8 @@ impl Arena {
         let asymmetric_barriers = init_barriers();
         let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
         let kswapd = Kswapd::new(config.reclaim);
-        let numa = numa::layout(config.topology.as_ref(), layout.zones_per_node, &region, &zones)?;
+        let numa =
+            numa::layout((config.topology.as_ref(), config.node_reclaim_mode), layout.zones_per_node, &region, &zones)?;
         let node = Node::new(NodeParts {
             region,
             mem_map,

@@ -96,12 +96,13 @@ impl fmt::Display for NumaStat {
 /// the machine's node for a detected topology. Before anything touches the
 /// region: binding moves nothing already resident.
 pub(super) fn layout(
-    topology: Option<&Topology>,
+    (topology, node_reclaim): (Option<&Topology>, bool),
     zones_per_node: usize,
     region: &Region,
     zones: &[Zone],
 ) -> Result<NumaLayout, BuildError> {
     let mut numa = NumaLayout::new(topology.cloned().unwrap_or_else(Topology::single), zones_per_node);
+    numa.node_reclaim = node_reclaim;
     if topology.is_some_and(|t| !t.is_simulated()) {
         for n in 0..numa.nodes() {
             let own = numa.zones_of(n);

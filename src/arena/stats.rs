@@ -92,6 +92,9 @@ pub struct ReclaimStats {
     pub nofail_waits: u64,
     /// Allocations failed on purpose by fault injection.
     pub injected_failures: u64,
+    /// Node reclaims: a NUMA node short for an allocation reclaimed its
+    /// own pages before falling back (node reclaim mode).
+    pub node_reclaims: u64,
     /// Purge runs (timer and `Arena::purge`).
     pub purges: u64,
     /// `madvise` calls made by purges.
@@ -327,6 +330,7 @@ impl Arena {
             shrinker_freed: load(&r.shrinker_freed),
             reclaimable_first_freed: load(&r.reclaimable_first_freed),
             direct_reclaims: load(&r.direct_reclaims),
+            node_reclaims: load(&r.node_reclaims),
             direct_reclaim_time: std::time::Duration::from_nanos(load(&r.direct_reclaim_ns)),
             oom_events: load(&r.oom_events),
             nofail_waits: load(&r.nofail_waits),

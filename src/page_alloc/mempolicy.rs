@@ -8,7 +8,7 @@ use super::{AllocContext, PageAlloc, Start};
 use crate::buddy::Block;
 use crate::error::AllocError;
 use crate::flags::AllocFlags;
-use crate::mempolicy::{self, MemPolicy};
+use crate::mempolicy::{self, MemPolicy, NodeMask};
 use crate::migratetype::Migratetype;
 use crate::order::Order;
 use crate::pcp::{CacheAlloc, alloc_cached};
@@ -57,21 +57,66 @@ impl PageAlloc {
             allowed,
             this_node: flags.contains(AllocFlags::THISNODE),
         };
-        if cached && order.get() <= PCP_MAX_ORDER && node.pcp_enabled {
-            match alloc_cached(node, &self.reclaim.pcp, (order, mt), flags, Some((intended, allowed))) {
-                CacheAlloc::Served(block) => return Ok(block),
-                CacheAlloc::BelowWatermarks => return self.alloc_slowpath((order, mt), flags, ac),
-                CacheAlloc::NoCache => {}
+        let cached = cached && order.get() <= PCP_MAX_ORDER && node.pcp_enabled;
+        let request = (order, mt);
+        // Node reclaim mode: the node meant, reclaimed if it is short,
+        // before any other.
+        let reclaimed = if node.numa.node_reclaim && !ac.this_node && allowed.contains(intended) {
+            let own = AllocContext { this_node: true, ..ac };
+            let mut block = self.alloc_on_node(request, flags, own, cached);
+            if block.is_none() && self.reclaim.node_reclaim(intended, order) > 0 {
+                block = self.alloc_on_node(request, flags, own, cached);
             }
-        }
-        let block = match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac) {
+            block
+        } else {
+            None
+        };
+        let block = match reclaimed {
             Some(block) => block,
-            None => self.alloc_slowpath((order, mt), flags, ac)?,
+            None if cached => match alloc_cached(node, &self.reclaim.pcp, request, flags, Some((intended, allowed))) {
+                CacheAlloc::Served(block) => return Ok(block),
+                CacheAlloc::BelowWatermarks => return self.alloc_slowpath(request, flags, ac),
+                CacheAlloc::NoCache => self.alloc_from_zones(request, flags, ac)?,
+            },
+            None => self.alloc_from_zones(request, flags, ac)?,
         };
         let zone = node.zone_of(block.pfn);
         if interleaved && node.numa.node_of_zone(zone.index) == intended {
             zone.numa_events.interleave_hit.fetch_add(1, Ordering::Relaxed);
         }
         Ok(block)
+    }
+
+    /// One try on the node of `ac` only (its `this_node` set), through the
+    /// cache if `cached`, at the low watermark, without the slow path.
+    fn alloc_on_node(
+        &self,
+        (order, mt): (Order, Migratetype),
+        flags: AllocFlags,
+        ac: AllocContext,
+        cached: bool,
+    ) -> Option<Block> {
+        let node = self.node();
+        if cached {
+            let intended = node.numa.node_of_zone(ac.preferred);
+            let place = Some((intended, NodeMask::one(intended)));
+            if let CacheAlloc::Served(block) = alloc_cached(node, &self.reclaim.pcp, (order, mt), flags, place) {
+                return Some(block);
+            }
+        }
+        self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac)
+    }
+
+    /// The zonelist at the low watermark, then the slow path.
+    fn alloc_from_zones(
+        &self,
+        request: (Order, Migratetype),
+        flags: AllocFlags,
+        ac: AllocContext,
+    ) -> Result<Block, AllocError> {
+        match self.get_page_from_freelist(request, AllocMode::new(Mark::Low, request.0, flags), ac) {
+            Some(block) => Ok(block),
+            None => self.alloc_slowpath(request, flags, ac),
+        }
     }
 }

@@ -82,6 +82,24 @@ pub trait Shrinker: Send + Sync {
     /// Frees up to `nr_to_scan` pages (`scan_objects`), returning how many
     /// were freed, or [`ShrinkResult::Stop`].
     fn scan(&self, nr_to_scan: usize) -> ShrinkResult;
+
+    /// Pages this cache could free on NUMA node `node` (`count_objects`
+    /// with `shrink_control.nid`, asked by node reclaim; see
+    /// [`ArenaBuilder::node_reclaim_mode`](crate::ArenaBuilder::node_reclaim_mode)).
+    /// A cache that does not track nodes need not override it: all of
+    /// [`count`](Self::count).
+    fn count_node(&self, node: usize) -> usize {
+        let _ = node;
+        self.count()
+    }
+
+    /// Frees up to `nr_to_scan` pages of NUMA node `node`
+    /// (`scan_objects` with `shrink_control.nid`); by default,
+    /// [`scan`](Self::scan).
+    fn scan_node(&self, nr_to_scan: usize, node: usize) -> ShrinkResult {
+        let _ = node;
+        self.scan(nr_to_scan)
+    }
 }
 
 struct Registered {
@@ -213,8 +231,9 @@ impl ShrinkerRegistry {
 
     /// One round of `shrink_slab`: asks each shrinker of `set`, starting
     /// with the next in turn, to free up to what is still missing of
-    /// `nr_to_reclaim` (bounded by what it says it can free).
-    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> ShrinkOutcome {
+    /// `nr_to_reclaim` (bounded by what it says it can free); of NUMA node
+    /// `node` only if one is named.
+    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet, node: Option<usize>) -> ShrinkOutcome {
         let core = self.core();
         let _calls = core.calls.read();
         let Some(list) = core.list.snapshot() else { return ShrinkOutcome::default() };
@@ -232,13 +251,14 @@ impl ShrinkerRegistry {
                 continue;
             }
             let shrinker = &entry.shrinker;
-            let freeable = shrinker.count();
+            let freeable = node.map_or_else(|| shrinker.count(), |n| shrinker.count_node(n));
             if freeable == 0 {
                 continue;
             }
             let nr_to_scan = freeable.min(nr_to_reclaim - outcome.freed);
             outcome.scanned += nr_to_scan;
-            if let ShrinkResult::Freed(n) = shrinker.scan(nr_to_scan) {
+            let result = node.map_or_else(|| shrinker.scan(nr_to_scan), |n| shrinker.scan_node(nr_to_scan, n));
+            if let ShrinkResult::Freed(n) = result {
                 outcome.freed += n;
             }
         }

@@ -71,13 +71,13 @@ impl Reclaim {
     /// Asks the shrinkers of `set` for `nr_to_reclaim` pages, marked as
     /// reclaiming; returns the pages they freed. What they freed went into
     /// this thread's own cache: it is returned to the zones at once.
-    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet) -> usize {
+    pub(super) fn shrink(&self, nr_to_reclaim: usize, set: ShrinkerSet, node: Option<usize>) -> usize {
         if self.shrinkers.len() == 0 {
             return 0;
         }
         let outcome = {
             let _reclaiming = InReclaim::enter();
-            self.shrinkers.shrink(nr_to_reclaim, set)
+            self.shrinkers.shrink(nr_to_reclaim, set, node)
         };
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.shrinker_scanned, outcome.scanned as u64);
@@ -95,13 +95,13 @@ impl Reclaim {
         if order > Order::ZERO && self.shrinkers.has_reclaimable() {
             let held = self.reclaimable_in_use(order);
             if held > 0 {
-                let freed = self.shrink(held.min(target.max(order.pages() << 1)), ShrinkerSet::Reclaimable);
+                let freed = self.shrink(held.min(target.max(order.pages() << 1)), ShrinkerSet::Reclaimable, None);
                 ReclaimCounters::add(&self.node.counters.reclaimable_first_freed, freed as u64);
                 progress += freed;
             }
         }
         if progress < target {
-            progress += self.shrink(target - progress, ShrinkerSet::All);
+            progress += self.shrink(target - progress, ShrinkerSet::All, None);
         }
         if !*drained {
             progress += self.drain_all_pages();
@@ -115,6 +115,20 @@ impl Reclaim {
             node.progress.signal();
         }
         progress
+    }
+
+    /// `node_reclaim`: NUMA node `node`'s zones are short for an
+    /// order-`order` request, and node reclaim mode would rather reclaim
+    /// there than fall back to another node: the shrinkers are asked for
+    /// that node's pages. Returns the pages freed.
+    pub(crate) fn node_reclaim(&self, node: usize, order: Order) -> usize {
+        ReclaimCounters::add(&self.node.counters.node_reclaims, 1);
+        let freed = self.shrink(SWAP_CLUSTER_MAX.max(order.pages()), ShrinkerSet::All, Some(node));
+        if freed > 0 {
+            self.node.kswapd.memory_freed();
+            self.node.progress.signal();
+        }
+        freed
     }
 
     /// Pages in use in the reclaimable pageblocks of the zones where an
@@ -212,7 +226,7 @@ fn balance_pgdat(reclaim: &Reclaim) {
             progress += reclaim.drain_all_pages();
             drained = true;
         }
-        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX), ShrinkerSet::All);
+        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX), ShrinkerSet::All, None);
         if progress > 0 {
             node.kswapd.succeeded();
             node.progress.signal();
