@@ -106,17 +106,4 @@ impl PageAlloc {
         }
         self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac)
     }
-
-    /// The zonelist at the low watermark, then the slow path.
-    fn alloc_from_zones(
-        &self,
-        request: (Order, Migratetype),
-        flags: AllocFlags,
-        ac: AllocContext,
-    ) -> Result<Block, AllocError> {
-        match self.get_page_from_freelist(request, AllocMode::new(Mark::Low, request.0, flags), ac) {
-            Some(block) => Ok(block),
-            None => self.alloc_slowpath(request, flags, ac),
-        }
-    }
 }

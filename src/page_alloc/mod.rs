@@ -212,9 +212,20 @@ impl PageAlloc {
             Start::Node(node) => self.node().numa.zone_on(node, self.node().preferred_zone()),
         };
         let ac = AllocContext { preferred, allowed: NodeMask::ALL, this_node };
-        match self.get_page_from_freelist((order, mt), AllocMode::new(Mark::Low, order, flags), ac) {
+        self.alloc_from_zones((order, mt), flags, ac)
+    }
+
+    /// The zonelist at the low watermark, then the slow path.
+    #[inline(always)]
+    fn alloc_from_zones(
+        &self,
+        request: (Order, Migratetype),
+        flags: AllocFlags,
+        ac: AllocContext,
+    ) -> Result<Block, AllocError> {
+        match self.get_page_from_freelist(request, AllocMode::new(Mark::Low, request.0, flags), ac) {
             Some(block) => Ok(block),
-            None => self.alloc_slowpath((order, mt), flags, ac),
+            None => self.alloc_slowpath(request, flags, ac),
         }
     }
 
