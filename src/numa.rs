@@ -22,17 +22,18 @@
 use std::ops::Range;
 
 use crate::mempolicy::NodeMask;
+use crate::support::boot::SysBox;
 use crate::support::sync::{AtomicU64, Ordering};
 use crate::topology::{MAX_NUMNODES, Topology};
 use crate::zone_idx::ZoneIdx;
 
 /// How an arena's zones are spread over NUMA nodes.
 pub(crate) struct NumaLayout {
-    topology: Topology,
+    /// Out of line: the node stays small (and a loom model's 32 KiB stack
+    /// holds it).
+    tables: SysBox<Tables>,
     nodes: usize,
     zones_per_node: usize,
-    /// `order[n][i]`: the `i`th node node `n` falls back to (itself first).
-    order: [[u8; MAX_NUMNODES]; MAX_NUMNODES],
     /// Whether each node's part of the region is bound to its node.
     pub bound: bool,
     /// `node_reclaim_mode`: reclaim a short node before falling back.
@@ -52,9 +53,17 @@ pub(crate) struct NumaEvents {
     pub interleave_hit: AtomicU64,
 }
 
+/// The topology and each node's fallback order.
+struct Tables {
+    topology: Topology,
+    /// `order[n][i]`: the `i`th node node `n` falls back to (itself first).
+    order: [[u8; MAX_NUMNODES]; MAX_NUMNODES],
+}
+
 impl NumaLayout {
-    /// `zones_per_node` zones on each of `topology`'s nodes.
-    pub(crate) fn new(topology: Topology, zones_per_node: usize) -> Self {
+    /// `zones_per_node` zones on each of `topology`'s nodes; `None` if its
+    /// tables cannot be allocated.
+    pub(crate) fn new(topology: Topology, zones_per_node: usize) -> Option<Self> {
         let nodes = topology.nodes();
         let mut order = [[0u8; MAX_NUMNODES]; MAX_NUMNODES];
         for (n, row) in order.iter_mut().enumerate().take(nodes) {
@@ -62,12 +71,13 @@ impl NumaLayout {
                 *slot = m as u8;
             }
         }
-        Self { topology, nodes, zones_per_node, order, bound: false, node_reclaim: false }
+        let tables = SysBox::try_new(Tables { topology, order })?;
+        Some(Self { tables, nodes, zones_per_node, bound: false, node_reclaim: false })
     }
 
     /// The machine's topology as the arena uses it.
     pub(crate) fn topology(&self) -> &Topology {
-        &self.topology
+        &self.tables.topology
     }
 
     /// How many nodes.
@@ -106,7 +116,7 @@ impl NumaLayout {
         if !self.is_numa() {
             return 0;
         }
-        self.topology.node_of_cpu(current_cpu()).unwrap_or(0)
+        self.tables.topology.node_of_cpu(current_cpu()).unwrap_or(0)
     }
 
     /// The zone of `node` at the place `preferred` has in its own node:
@@ -165,7 +175,7 @@ impl NumaLayout {
         let home = self.node_of_zone(preferred);
         let offset = preferred.index() % self.zones_per_node;
         let allowed = if this_node { allowed.and(NodeMask::one(home)) } else { allowed };
-        for &node in self.order[home][..self.nodes].iter().filter(|&&n| allowed.contains(usize::from(n))) {
+        for &node in self.tables.order[home][..self.nodes].iter().filter(|&&n| allowed.contains(usize::from(n))) {
             let base = usize::from(node) * self.zones_per_node;
             for k in 0..self.zones_per_node {
                 // As above: below the arena's zone count.

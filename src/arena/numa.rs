@@ -101,9 +101,13 @@ pub(super) fn layout(
     region: &Region,
     zones: &[Zone],
 ) -> Result<NumaLayout, BuildError> {
-    let mut numa = NumaLayout::new(topology.cloned().unwrap_or_else(Topology::single), zones_per_node);
+    // Only a topology asked for is bound: without one the arena is one node.
+    let bind_requested = topology.is_some();
+    let topology = topology.cloned().unwrap_or_else(Topology::single);
+    let bind = !topology.is_simulated() && bind_requested;
+    let mut numa = NumaLayout::new(topology, zones_per_node).ok_or(BuildError::OutOfMetadataMemory)?;
     numa.node_reclaim = node_reclaim;
-    if topology.is_some_and(|t| !t.is_simulated()) {
+    if bind {
         for n in 0..numa.nodes() {
             let own = numa.zones_of(n);
             let range = (zones[own.start].start, zones[own.end - 1].end);
