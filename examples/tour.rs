@@ -9,7 +9,9 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zonealloc::{AllocError, AllocFlags, Arena, FreeError, ShrinkResult, Shrinker, WatermarkConfig};
+use zonealloc::{
+    AllocError, AllocFlags, Arena, FreeError, MemPolicy, NodeMask, ShrinkResult, Shrinker, Topology, WatermarkConfig,
+};
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -201,7 +203,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
 
     memory_pressure()?;
-    grouping_and_compaction()
+    grouping_and_compaction()?;
+    numa_nodes()
+}
+
+/// Section 10: NUMA nodes, simulated on any machine.
+fn numa_nodes() -> Result<(), Box<dyn std::error::Error>> {
+    header("10. NUMA nodes: this machine's, then three simulated");
+    let machine = Topology::detect();
+    println!("{machine}");
+    // Two sockets and a memory-only node (CXL) farther away; the CPUs of
+    // this machine are dealt to the sockets.
+    let distances = vec![vec![10, 21, 30], vec![21, 10, 30], vec![30, 30, 10]];
+    let topology = Topology::with_distances(distances, vec![vec![0], vec![1], vec![]])?;
+    for n in 0..3 {
+        println!("node {n} falls back in the order {:?}", topology.fallback_order(n).collect::<Vec<_>>());
+    }
+    let arena = Arena::builder().region_size(96 << 20).zones(1).topology(topology).build()?;
+    let local = arena.alloc_pages(0, AllocFlags::empty())?;
+    let far = arena.alloc_pages_node(2, 4, AllocFlags::THISNODE)?;
+    arena.set_thread_policy(MemPolicy::Interleave(NodeMask::new(&[0, 1]).unwrap()))?;
+    let spread: Vec<_> = (0..4).map(|_| arena.alloc_pages(0, AllocFlags::empty())).collect::<Result<_, _>>()?;
+    arena.set_thread_policy(MemPolicy::Local)?;
+    println!(
+        "a page on node {} (this thread's CPU's), 64 KiB on node {} (asked for), \
+         interleaved pages on nodes {:?}",
+        arena.node_of(local).unwrap(),
+        arena.node_of(far).unwrap(),
+        spread.iter().map(|&p| arena.node_of(p).unwrap()).collect::<Vec<_>>()
+    );
+    print!("{}", arena.numastat());
+    // SAFETY: each block is ours, of the order it was allocated with, and
+    // not used again.
+    unsafe {
+        arena.free_pages(local, 0)?;
+        arena.free_pages(far, 4)?;
+        for p in spread {
+            arena.free_pages(p, 0)?;
+        }
+    }
+    arena.check()?;
+    Ok(())
 }
 
 /// Owned pages whose addresses the owner keeps: compaction may move them.
