@@ -11,7 +11,7 @@ use crate::flags::AllocFlags;
 use crate::mempolicy::{self, MemPolicy, NodeMask};
 use crate::migratetype::Migratetype;
 use crate::order::Order;
-use crate::pcp::{CacheAlloc, alloc_cached};
+use crate::pcp::{CacheAlloc, alloc_cached_on};
 use crate::pcp_config::PCP_MAX_ORDER;
 use crate::support::sync::Ordering;
 use crate::watermark::{AllocMode, Mark};
@@ -73,7 +73,7 @@ impl PageAlloc {
         };
         let block = match reclaimed {
             Some(block) => block,
-            None if cached => match alloc_cached(node, &self.reclaim.pcp, request, flags, Some((intended, allowed))) {
+            None if cached => match alloc_cached_on(node, &self.reclaim.pcp, request, flags, (intended, allowed)) {
                 CacheAlloc::Served(block) => return Ok(block),
                 CacheAlloc::BelowWatermarks => return self.alloc_slowpath(request, flags, ac),
                 CacheAlloc::NoCache => self.alloc_from_zones(request, flags, ac)?,
@@ -99,8 +99,8 @@ impl PageAlloc {
         let node = self.node();
         if cached {
             let intended = node.numa.node_of_zone(ac.preferred);
-            let place = Some((intended, NodeMask::one(intended)));
-            if let CacheAlloc::Served(block) = alloc_cached(node, &self.reclaim.pcp, (order, mt), flags, place) {
+            let place = (intended, NodeMask::one(intended));
+            if let CacheAlloc::Served(block) = alloc_cached_on(node, &self.reclaim.pcp, (order, mt), flags, place) {
                 return Some(block);
             }
         }

@@ -194,7 +194,7 @@ impl PageAlloc {
             Start::Local if self.node().numa.is_numa() => return self.alloc_block_numa((order, mt), flags),
             Start::Local => {
                 if order.get() <= PCP_MAX_ORDER && self.node().pcp_enabled {
-                    match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags, None) {
+                    match alloc_cached(self.node(), &self.reclaim.pcp, (order, mt), flags) {
                         CacheAlloc::Served(block) => return Ok(block),
                         CacheAlloc::BelowWatermarks => {
                             let ac = AllocContext {

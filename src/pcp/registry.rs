@@ -217,7 +217,7 @@ impl FrozenSets<'_> {
                 .entries
                 .iter()
                 .map(|e| e.get())
-                .find(|e| e.arena_id & !super::thread::BYPASS == node.id)
+                .find(|e| e.arena_id == node.id || e.arena_id == node.id | super::thread::BYPASS)
                 .and_then(|e| e.occupied())
         })
         .flatten();

@@ -100,7 +100,8 @@ impl ThreadCaches {
         for (i, cell) in self.entries.iter().enumerate() {
             let entry = cell.get();
             match entry.occupied() {
-                Some(_) if entry.arena_id & !BYPASS == node.id => {
+                // The second compare only for an entry of another arena.
+                Some(_) if entry.arena_id == node.id || entry.arena_id == node.id | BYPASS => {
                     found = Some(i);
                     break;
                 }
@@ -320,25 +321,32 @@ pub(crate) enum CacheFree {
 /// The slow path of [`alloc_fast`]: an order-`order` block of type `mt`
 /// from this thread's cache for the arena of `node`, refilled from the
 /// zonelist if it is empty ([`PcpSet::alloc`]).
-///
-/// `place`, with NUMA nodes: the node the memory policy meant the
-/// allocation for, where the cache moves first, and the nodes that may
-/// serve it.
 pub(crate) fn alloc_cached(
     node: &Node,
     registry: &PcpRegistry,
     request: (Order, Migratetype),
     flags: AllocFlags,
-    place: Option<(usize, NodeMask)>,
 ) -> CacheAlloc {
-    let allowed = match place {
-        Some((intended, allowed)) => {
-            follow(node, registry, intended);
-            allowed
-        }
-        None => NodeMask::ALL,
-    };
-    match with_thread_set(node, registry, |set| set.alloc(node, request, (flags, allowed))) {
+    cache_outcome(with_thread_set(node, registry, |set| set.alloc(node, request, (flags, NodeMask::ALL))))
+}
+
+/// [`alloc_cached`] with NUMA nodes: the cache first moves to node
+/// `intended` (the memory policy's, or the CPU's), and only the nodes of
+/// `allowed` may serve the block.
+pub(crate) fn alloc_cached_on(
+    node: &Node,
+    registry: &PcpRegistry,
+    request: (Order, Migratetype),
+    flags: AllocFlags,
+    (intended, allowed): (usize, NodeMask),
+) -> CacheAlloc {
+    follow(node, registry, intended);
+    cache_outcome(with_thread_set(node, registry, |set| set.alloc(node, request, (flags, allowed))))
+}
+
+#[inline(always)]
+fn cache_outcome(outcome: Option<Option<Block>>) -> CacheAlloc {
+    match outcome {
         Some(Some(block)) => CacheAlloc::Served(block),
         Some(None) => CacheAlloc::BelowWatermarks,
         None => CacheAlloc::NoCache,
