@@ -1,7 +1,7 @@
 //! Zone indices.
 
-/// The most zones an arena may have: the head word's zone bits hold the
-/// index ([`ZoneIdx`]).
+/// The most zones an arena may have: the head word's zone bits hold a
+/// zone's index.
 pub const MAX_ZONES: usize = 64;
 
 /// A zone's index in its node (the kernel's `zone_idx`): below
