@@ -43,7 +43,7 @@ fn pin(cpu: usize) {
 
 /// CPUs 0 and 1, if this process may run on both.
 fn two_cpus() -> bool {
-    // SAFETY: as in `on_cpu`.
+    // SAFETY: as in `pin`.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is this thread; `set` is valid for its size.
     let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
