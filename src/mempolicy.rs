@@ -140,7 +140,13 @@ std::thread_local! {
 /// Sets this thread's policy for arena `arena_id`.
 pub(crate) fn set(arena_id: u64, policy: MemPolicy) {
     let _ = POLICIES.try_with(|slots| {
-        let index = slots.iter().position(|s| s.get().arena_id == arena_id).unwrap_or(POLICY_SLOTS - 1);
+        let found = slots.iter().position(|s| s.get().arena_id == arena_id);
+        if found.is_none() && policy == MemPolicy::Local {
+            // Already local: keep every other arena's policy.
+            return;
+        }
+        // Else a free slot, else the least recently set.
+        let index = found.or_else(|| slots.iter().position(|s| s.get().arena_id == 0)).unwrap_or(POLICY_SLOTS - 1);
         // The newest first: the oldest falls off the end.
         for i in (1..=index).rev() {
             slots[i].set(slots[i - 1].get());
@@ -184,4 +190,37 @@ pub(crate) fn next_interleave(arena_id: u64, mask: NodeMask) -> usize {
 /// exactly (and interleaving needs another zone each time anyway).
 pub(crate) fn bypasses_cache(arena_id: u64) -> bool {
     get(arena_id) != MemPolicy::Local
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_local_where_no_policy_is_set_keeps_every_other_arenas() {
+        // A fresh thread: its own table.
+        std::thread::spawn(|| {
+            let ids = 1..=POLICY_SLOTS as u64;
+            for id in ids.clone() {
+                set(id, MemPolicy::Preferred(id as usize));
+            }
+            set(1000, MemPolicy::Local);
+            for id in ids.clone() {
+                assert_eq!(get(id), MemPolicy::Preferred(id as usize), "arena {id}");
+            }
+            // Local for an arena that has a policy forgets only that one.
+            set(3, MemPolicy::Local);
+            assert_eq!(get(3), MemPolicy::Local);
+            assert!(ids.filter(|&id| id != 3).all(|id| get(id) == MemPolicy::Preferred(id as usize)));
+            // One more than the table holds forgets the least recently set.
+            set(100, MemPolicy::Preferred(0));
+            set(200, MemPolicy::Preferred(0));
+            assert_eq!(
+                (get(1), get(2), get(200)),
+                (MemPolicy::Local, MemPolicy::Preferred(2), MemPolicy::Preferred(0))
+            );
+        })
+        .join()
+        .unwrap();
+    }
 }
