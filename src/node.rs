@@ -147,10 +147,7 @@ impl Node {
     /// take different locks.
     #[inline]
     pub(crate) fn preferred_zone(&self) -> ZoneIdx {
-        let offset = self.zone_offset();
-        let base = if self.numa.is_numa() { self.numa.local_node() * self.numa.zones_per_node() } else { 0 };
-        // Below the number of zones, which is at most MAX_ZONES.
-        ZoneIdx::from_bits((base + offset) as u8)
+        self.numa.zone_at(self.numa.local_node(), self.zone_offset())
     }
 
     /// Walks the zonelist from `preferred` until `f` returns a value (see

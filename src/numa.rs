@@ -176,10 +176,8 @@ impl NumaLayout {
         let offset = preferred.index() % self.zones_per_node;
         let allowed = if this_node { allowed.and(NodeMask::one(home)) } else { allowed };
         for &node in self.tables.order[home][..self.nodes].iter().filter(|&&n| allowed.contains(usize::from(n))) {
-            let base = usize::from(node) * self.zones_per_node;
             for k in 0..self.zones_per_node {
-                // As above: below the arena's zone count.
-                let zone = ZoneIdx::from_bits((base + (offset + k) % self.zones_per_node) as u8);
+                let zone = self.zone_at(usize::from(node), (offset + k) % self.zones_per_node);
                 if let Some(r) = f(zone) {
                     self.count(zone, preferred, events);
                     return Some(r);

@@ -51,13 +51,12 @@ impl PageAlloc {
         let interleave = |mask| mempolicy::next_interleave(node.id, mask);
         let (intended, allowed) = policy.place(node.numa.local_node(), node.numa.topology(), interleave);
         let interleaved = matches!(policy, MemPolicy::Interleave(_));
-        let cached = policy == MemPolicy::Local;
         let ac = AllocContext {
             preferred: node.numa.zone_at(intended, node.zone_offset()),
             allowed,
             this_node: flags.contains(AllocFlags::THISNODE),
         };
-        let cached = cached && order.get() <= PCP_MAX_ORDER && node.pcp_enabled;
+        let cached = policy == MemPolicy::Local && order.get() <= PCP_MAX_ORDER && node.pcp_enabled;
         let request = (order, mt);
         // Node reclaim mode: the node meant, reclaimed if it is short,
         // before any other.

@@ -209,7 +209,7 @@ impl PageAlloc {
                 }
                 self.node().preferred_zone()
             }
-            Start::Node(node) => self.node().numa.zone_on(node, self.node().preferred_zone()),
+            Start::Node(node) => self.node().numa.zone_at(node, self.node().zone_offset()),
         };
         let ac = AllocContext { preferred, allowed: NodeMask::ALL, this_node };
         self.alloc_from_zones((order, mt), flags, ac)

@@ -213,12 +213,7 @@ impl FrozenSets<'_> {
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn recycle_all_but_own(&self, node: &Node) {
         let own = with_caches(|caches| {
-            caches
-                .entries
-                .iter()
-                .map(|e| e.get())
-                .find(|e| e.arena_id == node.id || e.arena_id == node.id | super::thread::BYPASS)
-                .and_then(|e| e.occupied())
+            caches.entries.iter().map(|e| e.get()).find(|e| e.serves(node.id)).and_then(|e| e.occupied())
         })
         .flatten();
         for frozen in self.sets.iter() {

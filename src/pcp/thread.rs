@@ -54,6 +54,13 @@ impl Entry {
         (self.arena_id != 0).then_some(self.set)
     }
 
+    /// Whether the entry holds arena `arena_id`'s set, passed by or not
+    /// ([`bypass_own_cache`]); the second compare runs only for an entry of
+    /// another arena.
+    pub(super) fn serves(&self, arena_id: u64) -> bool {
+        self.arena_id == arena_id || self.arena_id == arena_id | BYPASS
+    }
+
     /// Points the fast paths' fields at zone `preferred`'s lists and head
     /// word.
     fn aim(&mut self, preferred: ZoneIdx) {
@@ -76,7 +83,7 @@ const EMPTY: Entry = Entry {
 
 /// Marks an entry's arena id for [`bypass_own_cache`]: ids count up from 1
 /// and never reach it.
-pub(super) const BYPASS: u64 = 1 << 63;
+const BYPASS: u64 = 1 << 63;
 
 /// Turns an allocated head's info word into the cached head's: the states
 /// differ in one bit, and allocated heads carry no content flags.
@@ -100,8 +107,7 @@ impl ThreadCaches {
         for (i, cell) in self.entries.iter().enumerate() {
             let entry = cell.get();
             match entry.occupied() {
-                // The second compare only for an entry of another arena.
-                Some(_) if entry.arena_id == node.id || entry.arena_id == node.id | BYPASS => {
+                Some(_) if entry.serves(node.id) => {
                     found = Some(i);
                     break;
                 }
@@ -375,13 +381,13 @@ fn follow(node: &Node, registry: &PcpRegistry, target: usize) {
 /// by (`bypass`) or use it again: the entry's arena id carries
 /// [`BYPASS`], which no arena's id has, so the fast paths' one compare
 /// fails and the slow paths, which look the entry up without the bit,
-/// decide. For an interleaving memory policy, whose every allocation goes
-/// to the next node in turn.
+/// decide. For a memory policy other than the local one (see
+/// [`crate::mempolicy::bypasses_cache`]).
 pub(crate) fn bypass_own_cache(node: &Node, bypass: bool) {
     with_caches(|caches| {
         for cell in &caches.entries {
             let mut entry = cell.get();
-            if entry.arena_id & !BYPASS == node.id {
+            if entry.serves(node.id) {
                 entry.arena_id = if bypass { node.id | BYPASS } else { node.id };
                 cell.set(entry);
             }
