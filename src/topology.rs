@@ -98,7 +98,15 @@ impl Topology {
     /// that cannot be read, or names more than [`MAX_NUMNODES`] nodes,
     /// or CPUs from [`MAX_CPUS`] on.
     pub fn detect() -> Self {
-        detect_sysfs().unwrap_or_else(Self::single)
+        detect_sysfs(1).unwrap_or_else(Self::single)
+    }
+
+    /// [`detect`](Self::detect) on a machine with more than one node;
+    /// `None` after reading only the list of online nodes otherwise (what
+    /// the global allocator asks at start-up, where one node means no
+    /// topology at all).
+    pub(crate) fn detect_numa() -> Option<Self> {
+        detect_sysfs(2)
     }
 
     /// `nodes` made-up nodes: the machine's CPUs dealt round-robin (CPU
@@ -316,9 +324,10 @@ fn configured_cpus() -> usize {
     }
 }
 
-/// The topology `/sys/devices/system/node` describes, if it can be read
-/// and fits.
-fn detect_sysfs() -> Option<Topology> {
+/// The topology `/sys/devices/system/node` describes, if it can be read,
+/// fits, and has at least `min_nodes` nodes (checked before the nodes'
+/// own files are read).
+fn detect_sysfs(min_nodes: usize) -> Option<Topology> {
     let mut buf = [0u8; 4096];
     let online = read_file(format_args!("/sys/devices/system/node/online"), &mut buf)?;
     let mut t = Topology::empty(0, false);
@@ -331,7 +340,7 @@ fn detect_sysfs() -> Option<Topology> {
             t.nodes += 1;
         }
     })?;
-    if !fits || t.nodes == 0 {
+    if !fits || t.nodes < min_nodes.max(1) {
         return None;
     }
     for n in 0..t.nodes {
@@ -452,6 +461,12 @@ mod tests {
     fn list(s: &str) -> Option<Vec<usize>> {
         let mut v = Vec::new();
         parse_list(s.as_bytes(), |n| v.push(n)).map(|()| v)
+    }
+
+    #[test]
+    fn detect_numa_is_detect_with_several_nodes_only() {
+        let all = Topology::detect();
+        assert_eq!(Topology::detect_numa(), (all.nodes() > 1).then_some(all));
     }
 
     #[test]

@@ -174,10 +174,11 @@ fn builder(config: env::Config) -> crate::builder::ArenaBuilder {
     if let Some(zones) = config.zones {
         builder = builder.zones(zones);
     }
-    // Detecting reads a few sysfs files into stack buffers: no allocation.
+    // Reads the online-node list (and with several nodes, each node's
+    // files) into stack buffers: no allocation.
     let topology = match config.numa.unwrap_or(env::NumaMode::Auto) {
         env::NumaMode::Off => None,
-        env::NumaMode::Auto => Some(Topology::detect()).filter(|t| t.nodes() > 1),
+        env::NumaMode::Auto => Topology::detect_numa(),
         env::NumaMode::Simulated(nodes) => Topology::simulated(nodes).ok(),
     };
     if let Some(topology) = topology {
