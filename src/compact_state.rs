@@ -36,8 +36,7 @@ pub struct CompactStats {
     pub kcompactd_wakes: u64,
 }
 
-/// Compaction's counters in a reclaim domain, and kcompactd's pending
-/// order.
+/// Compaction's counters in a reclaim domain.
 #[derive(Default)]
 pub(crate) struct CompactCounters {
     pub stall: AtomicU64,
@@ -50,8 +49,6 @@ pub(crate) struct CompactCounters {
     pub migrated_pages: AtomicU64,
     pub migrate_failed: AtomicU64,
     pub kcompactd_wakes: AtomicU64,
-    /// The highest order kcompactd was asked for since it last ran.
-    pub kcompactd_order: AtomicU32,
 }
 
 impl CompactCounters {

@@ -2,7 +2,9 @@
 //! (`kswapd_try_to_sleep`), its purge timer, its failures, its thread. What
 //! it does when awake is in `vmscan.rs`.
 //!
-//! One thread per arena. It sleeps on a condition variable and uses no CPU
+//! One thread per NUMA node of an arena (the kernel's `kswapd0`, `kswapd1`,
+//! ...), woken for its own node's zones and reclaiming, compacting and
+//! purging only those; one thread without NUMA. It sleeps on a condition variable and uses no CPU
 //! while every zone is above its low watermark. An allocation that leaves a
 //! zone below low wakes it. Sixteen passes in a row without progress
 //! (`MAX_RECLAIM_RETRIES`) and it gives up: it sleeps, and wake-ups are
@@ -35,7 +37,9 @@
 //! freer's purge-timer notify or the notify in `stop` fails its model.
 
 use crate::builder::ReclaimConfig;
-use crate::support::sync::{AtomicBool, AtomicU32, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence};
+use crate::support::sync::{
+    AtomicBool, AtomicU32, AtomicU64, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence,
+};
 
 /// Passes without progress before reclaim gives up (`MAX_RECLAIM_RETRIES`).
 pub(crate) const MAX_RECLAIM_RETRIES: u32 = 16;
@@ -73,19 +77,21 @@ pub(crate) enum Wake {
 }
 
 /// What kswapd looks at before it sleeps, from the layer that owns the
-/// zones.
+/// zones; `nid` is the NUMA node whose kswapd asks.
 pub(crate) trait SleepCheck {
-    /// Whether a zone is below its low watermark.
-    fn below_low(&self) -> bool;
+    /// Whether a zone of node `nid` is below its low watermark.
+    fn below_low(&self, nid: usize) -> bool;
     /// The waiting side's barrier of the purge-timer handshake.
     fn waiter_barrier(&self);
-    /// Whether free memory a purge would hand back is resident.
-    fn purgeable(&self) -> bool;
+    /// Whether free memory a purge of node `nid` would hand back is resident.
+    fn purgeable(&self, nid: usize) -> bool;
 }
 
-/// One arena's kswapd.
+/// One NUMA node's kswapd.
 pub(crate) struct Kswapd {
     config: ReclaimConfig,
+    /// The NUMA node it reclaims for.
+    nid: usize,
     state: Mutex<KswapdState>,
     wake: Condvar,
     /// kswapd is running a pass, or about to re-check before sleeping.
@@ -95,13 +101,20 @@ pub(crate) struct Kswapd {
     purge_armed: AtomicBool,
     /// Consecutive passes without progress (`kswapd_failures`).
     failures: AtomicU32,
+    /// The highest order kcompactd was asked for since it last ran.
+    compact_order: AtomicU32,
+    /// Reclaim wake-ups this kswapd ran, and its passes.
+    wakeups: AtomicU64,
+    passes: AtomicU64,
     thread: Mutex<Option<JoinHandle>>,
 }
 
 impl Kswapd {
-    pub(crate) fn new(config: ReclaimConfig) -> Self {
+    /// NUMA node `nid`'s kswapd (node 0 without NUMA).
+    pub(crate) fn new(config: ReclaimConfig, nid: usize) -> Self {
         Self {
             config,
+            nid,
             state: Mutex::new(KswapdState {
                 pending: false,
                 end_poll: None,
@@ -115,8 +128,16 @@ impl Kswapd {
             awake: AtomicBool::new(false),
             purge_armed: AtomicBool::new(true),
             failures: AtomicU32::new(0),
+            compact_order: AtomicU32::new(0),
+            wakeups: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
             thread: Mutex::new(None),
         }
+    }
+
+    /// The NUMA node it reclaims for.
+    pub(crate) fn nid(&self) -> usize {
+        self.nid
     }
 
     pub(crate) fn config(&self) -> &ReclaimConfig {
@@ -131,14 +152,13 @@ impl Kswapd {
             return Ok(());
         }
         // Every signal blocked, and ended with the program (`own_thread`).
+        // Named as the kernel names them, by node (`kswapd0`); the name is
+        // allocated, which is why the global arena starts kswapd late.
+        let name = format!("zonealloc-kswapd{}", self.nid);
         #[cfg(not(loom))]
-        let handle = crate::support::own_thread::spawn(
-            "zonealloc-kswapd",
-            std::ptr::NonNull::from(self as &dyn OwnThread),
-            body,
-        )?;
+        let handle = crate::support::own_thread::spawn(&name, std::ptr::NonNull::from(self as &dyn OwnThread), body)?;
         #[cfg(loom)]
-        let handle = crate::support::sync::spawn("zonealloc-kswapd", body)?;
+        let handle = crate::support::sync::spawn(&name, body)?;
         *self.thread.lock() = Some(handle);
         Ok(())
     }
@@ -208,16 +228,38 @@ impl Kswapd {
         self.wake.notify_one();
     }
 
-    /// `wakeup_kcompactd`: kcompactd's work runs on this thread. Unlike
-    /// reclaim's wake-up it is not ignored once reclaim has given up
-    /// (compaction needs no free memory from reclaim), and it goes through
-    /// the lock: it is rare, once per high-order request found short.
-    pub(crate) fn wakeup_kcompactd(&self) {
-        if !self.config.background {
+    /// `wakeup_kcompactd`: kcompactd's work for an order-`order` request
+    /// found short runs on this thread. Unlike reclaim's wake-up it is not
+    /// ignored once reclaim has given up (compaction needs no free memory
+    /// from reclaim), and it goes through the lock: it is rare, once per
+    /// order above what is already pending.
+    pub(crate) fn wakeup_kcompactd(&self, order: u32) {
+        if !self.config.background || self.compact_order.fetch_max(order, Ordering::Relaxed) >= order {
             return;
         }
         self.state.lock().compact_pending = true;
         self.wake.notify_one();
+    }
+
+    /// The order kcompactd was asked for since it last ran (0: none), now
+    /// taken.
+    pub(crate) fn take_compact_order(&self) -> u32 {
+        self.compact_order.swap(0, Ordering::Relaxed)
+    }
+
+    /// A reclaim wake-up is being run (`Wake::Reclaim`).
+    pub(crate) fn count_wakeup(&self) {
+        self.wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reclaim pass is being run.
+    pub(crate) fn count_pass(&self) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reclaim wake-ups run and passes made.
+    pub(crate) fn runs(&self) -> (u64, u64) {
+        (self.wakeups.load(Ordering::Relaxed), self.passes.load(Ordering::Relaxed))
     }
 
     /// Pages went back to the lists (the caller has just issued its barrier
@@ -272,7 +314,7 @@ impl Kswapd {
             // Pairs with the waker's fence: a wake-up that skipped the lock
             // because we looked awake is seen by this re-check.
             fence(Ordering::SeqCst);
-            if !self.hopeless() && node.below_low() {
+            if !self.hopeless() && node.below_low(self.nid) {
                 break Wake::Reclaim;
             }
             state.sleeps += 1;
@@ -285,7 +327,7 @@ impl Kswapd {
             // this lock and notifies.
             self.purge_armed.store(false, Ordering::Relaxed);
             node.waiter_barrier();
-            if !node.purgeable() {
+            if !node.purgeable(self.nid) {
                 *purgeable_since = None;
                 state = self.wait(state, None).0;
                 continue;

@@ -14,7 +14,7 @@ use crate::page::{MemMap, SideTable};
 use crate::pfn::Pfn;
 use crate::progress::Progress;
 use crate::region::{HugePages, Region};
-use crate::support::sync::{AtomicBool, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
+use crate::support::sync::{AtomicU32, AtomicU64, Mutex, Ordering, fence, heavy_barrier, light_barrier};
 use crate::watermark::Mark;
 use crate::zone::Zone;
 use crate::zone_idx::ZoneIdx;
@@ -46,16 +46,19 @@ pub(crate) struct Node {
     pub numa: NumaLayout,
     /// Threads' spread over a node's zones.
     zone_of_seq: FastMod,
-    pub kswapd: Kswapd,
+    /// A kswapd per NUMA node, in node order (one without NUMA). Out of
+    /// line: the node stays small.
+    pub kswapds: crate::support::boot::SysBox<[Kswapd]>,
     /// What NOFAIL callers wait on.
     pub progress: Progress,
     /// Held by a purge from isolating free blocks until they are back on
     /// the lists, so `fork(2)` never copies blocks left isolated forever.
     pub purging: Mutex<()>,
-    /// A thread's cache may hold a 2 MiB block (set by the free that kept
-    /// it, cleared by the purge that drains the caches): kswapd's purge
-    /// check counts it, as it counts resident free blocks in the lists.
-    pub pcp_huge_cached: AtomicBool,
+    /// A thread's cache may hold a 2 MiB block of NUMA node `n` (bit `n`,
+    /// set by the free that kept it, cleared by the purge that drains the
+    /// caches): that node's kswapd counts it in its purge check, as it
+    /// counts resident free blocks in the lists.
+    pub pcp_huge_cached: AtomicU32,
     pub counters: ReclaimCounters,
 }
 
@@ -99,7 +102,7 @@ pub(crate) struct NodeParts {
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
     pub numa: NumaLayout,
-    pub kswapd: Kswapd,
+    pub kswapds: crate::support::boot::SysBox<[Kswapd]>,
 }
 
 impl Node {
@@ -117,7 +120,7 @@ impl Node {
             asymmetric_barriers,
             huge_pages,
             numa,
-            kswapd,
+            kswapds,
         } = parts;
         Self {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -133,10 +136,10 @@ impl Node {
             asymmetric_barriers,
             huge_pages,
             numa,
-            kswapd,
+            kswapds,
             progress: Progress::new(),
             purging: Mutex::new(()),
-            pcp_huge_cached: AtomicBool::new(false),
+            pcp_huge_cached: AtomicU32::new(0),
             counters: ReclaimCounters::default(),
         }
     }
@@ -183,49 +186,121 @@ impl Node {
         &self.zones[index.min(self.zones.len() - 1)]
     }
 
-    /// After taking pages from `zone`: wake kswapd if it is now below low,
-    /// and see that its purge timer is set if there is memory to purge: an
-    /// allocation can make some (with huge pages, its first touch of a
-    /// purged huge page makes the rest of it resident; see `Buddy::expand`),
-    /// the same handshake as a free's ([`pages_returned`](Self::pages_returned)).
+    /// The kswapd of NUMA node `nid`.
+    #[inline]
+    pub(crate) fn kswapd(&self, nid: usize) -> &Kswapd {
+        &self.kswapds[nid]
+    }
+
+    /// The kswapd of the NUMA node `zone` is on.
+    #[inline(always)]
+    pub(crate) fn kswapd_of(&self, zone: &Zone) -> &Kswapd {
+        // Without NUMA no division: this is on every free to the lists.
+        let nid = if self.numa.is_numa() { self.numa.node_of_zone(zone.index) } else { 0 };
+        &self.kswapds[nid]
+    }
+
+    /// The reclaim settings (every node's kswapd has the same).
+    pub(crate) fn reclaim_config(&self) -> &crate::builder::ReclaimConfig {
+        self.kswapds[0].config()
+    }
+
+    /// The zones of NUMA node `nid` (every zone without NUMA).
+    #[inline]
+    pub(crate) fn zones_of(&self, nid: usize) -> &[Zone] {
+        &self.zones[self.numa.zones_of(nid)]
+    }
+
+    /// `wake_all_kswapds`: an allocation that prefers zone `preferred`
+    /// and may use the nodes of `allowed` went to the slow path. The
+    /// preferred node's kswapd is woken; with NUMA, so is that of each
+    /// other allowed node whose zones are not all above their high
+    /// watermark (the kernel's `pgdat_balanced` test in `wakeup_kswapd`),
+    /// since the zonelist falls back to them.
+    pub(crate) fn wakeup_kswapds(&self, preferred: ZoneIdx, allowed: NodeMask) {
+        if !self.numa.is_numa() {
+            return self.kswapds[0].wakeup();
+        }
+        let home = self.numa.node_of_zone(preferred);
+        self.kswapds[home].wakeup();
+        for nid in (0..self.numa.nodes()).filter(|&n| n != home && allowed.contains(n)) {
+            if self.zones_of(nid).iter().any(|z| z.below(Mark::High)) {
+                self.kswapds[nid].wakeup();
+            }
+        }
+    }
+
+    /// Wakes every node's kswapd (the capacity was lowered).
+    pub(crate) fn wakeup_all_kswapds(&self) {
+        self.kswapds.iter().for_each(Kswapd::wakeup);
+    }
+
+    /// Memory was freed somewhere, or a new source of reclaimable memory
+    /// appeared: reclaim may be worth trying again on every node.
+    pub(crate) fn memory_freed(&self) {
+        self.kswapds.iter().for_each(Kswapd::memory_freed);
+    }
+
+    /// After taking pages from `zone`: wake its node's kswapd if it is now
+    /// below low, and see that its purge timer is set if there is memory
+    /// to purge: an allocation can make some (with huge pages, its first
+    /// touch of a purged huge page makes the rest of it resident; see
+    /// `Buddy::expand`), the same handshake as a free's
+    /// ([`pages_returned`](Self::pages_returned)).
     #[inline]
     pub(crate) fn zone_allocated(&self, zone: &Zone) {
         if zone.below(Mark::Low) {
-            self.kswapd.wakeup();
+            self.kswapd_of(zone).wakeup();
         }
         if zone.purgeable_pages() > 0 {
             self.freer_barrier();
-            self.kswapd.arm_purge_timer_after_fence(|| true);
+            self.kswapd_of(zone).arm_purge_timer_after_fence(|| true);
         }
     }
 
-    /// Pages went back to a zone's lists: reclaim may be worth trying again,
-    /// NOFAIL waiters may now succeed, and the purge timer should run.
+    /// Pages went back to `zone`'s lists: reclaim may be worth trying
+    /// again, NOFAIL waiters may now succeed, and the purge timer of the
+    /// zone's node should run.
     #[inline]
-    pub(crate) fn pages_returned(&self) {
-        self.kswapd.memory_freed();
+    pub(crate) fn pages_returned(&self, zone: &Zone) {
+        self.returned_to(std::slice::from_ref(self.kswapd_of(zone)));
+    }
+
+    /// Pages went back to the lists of any zones (a drain of the caches):
+    /// [`pages_returned`](Self::pages_returned) for every node.
+    pub(crate) fn pages_returned_anywhere(&self) {
+        self.returned_to(&self.kswapds);
+    }
+
+    #[inline]
+    fn returned_to(&self, kswapds: &[Kswapd]) {
+        kswapds.iter().for_each(Kswapd::memory_freed);
         // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
         self.freer_barrier();
         self.progress.signal_after_fence();
-        self.kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory());
+        for kswapd in kswapds {
+            kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory(kswapd.nid()));
+        }
     }
 
-    /// A 2 MiB block went onto a thread's cache: a huge page of RSS that
-    /// only a purge's drain returns, so the purge timer's handshake runs as
-    /// for a free to the lists, with `pcp_huge_cached` as what kswapd's
-    /// purge check sees.
+    /// A 2 MiB block of `zone` went onto a thread's cache: a huge page of
+    /// RSS that only a purge's drain returns, so the purge timer's
+    /// handshake runs as for a free to the lists, with the node's bit of
+    /// `pcp_huge_cached` as what its kswapd's purge check sees.
     ///
     /// Already set: kswapd's purge check has seen it or will, and the
     /// purge that clears it drains this block too (the block was pushed
     /// before this load, the flag cleared before that drain).
     #[cold]
-    pub(crate) fn huge_block_cached(&self) {
-        if self.pcp_huge_cached.load(Ordering::Relaxed) {
+    pub(crate) fn huge_block_cached(&self, zone: &Zone) {
+        let kswapd = self.kswapd_of(zone);
+        let bit = 1 << kswapd.nid();
+        if self.pcp_huge_cached.load(Ordering::Relaxed) & bit != 0 {
             return;
         }
-        self.pcp_huge_cached.store(true, Ordering::Relaxed);
+        self.pcp_huge_cached.fetch_or(bit, Ordering::Relaxed);
         self.freer_barrier();
-        self.kswapd.arm_purge_timer_after_fence(|| true);
+        kswapd.arm_purge_timer_after_fence(|| true);
     }
 
     /// The freeing side of the reclaim handshakes (NOFAIL waiters, the
@@ -250,24 +325,26 @@ impl Node {
         }
     }
 
-    /// Whether any zone holds free memory that still costs RSS in blocks a
-    /// purge may take (so a purge would do something).
-    pub(crate) fn has_purgeable_memory(&self) -> bool {
-        self.pcp_huge_cached.load(Ordering::Relaxed) || self.zones.iter().any(|z| z.purgeable_pages() > 0)
+    /// Whether a zone of NUMA node `nid` holds free memory that still
+    /// costs RSS in blocks a purge may take (so a purge would do
+    /// something).
+    pub(crate) fn has_purgeable_memory(&self, nid: usize) -> bool {
+        self.pcp_huge_cached.load(Ordering::Relaxed) & (1 << nid) != 0
+            || self.zones_of(nid).iter().any(|z| z.purgeable_pages() > 0)
     }
 }
 
 impl SleepCheck for Node {
-    fn below_low(&self) -> bool {
-        self.zones.iter().any(|z| z.below(Mark::Low))
+    fn below_low(&self, nid: usize) -> bool {
+        self.zones_of(nid).iter().any(|z| z.below(Mark::Low))
     }
 
     fn waiter_barrier(&self) {
         Node::waiter_barrier(self);
     }
 
-    fn purgeable(&self) -> bool {
-        self.has_purgeable_memory()
+    fn purgeable(&self, nid: usize) -> bool {
+        self.has_purgeable_memory(nid)
     }
 }
 

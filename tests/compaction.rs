@@ -387,6 +387,53 @@ fn kcompactd_compacts_after_an_atomic_huge_page_request_fails() {
     arena.check().unwrap();
 }
 
+/// Order-9 blocks free on the lists of zone `z`.
+fn huge_free_in(arena: &Arena, z: usize) -> usize {
+    arena.stats().zones[z].free_blocks[9..].iter().enumerate().map(|(i, n)| n << i).sum()
+}
+
+#[test]
+fn a_nodes_kcompactd_compacts_only_that_nodes_zones() {
+    let arena = Arena::builder()
+        .region_size(32 << 20)
+        .zones(1)
+        .topology(zonealloc::Topology::simulated(2).unwrap())
+        .build()
+        .unwrap();
+    let table = Arc::new(Table::default());
+    let handle = arena.register_movable(table.clone());
+    // Both nodes full of owned pages (the local one first, then the
+    // fallback), one in 32 kept: no order-9 block free on either.
+    let mut pages = 0;
+    while table.alloc(&handle, 0, AllocFlags::NORETRY).is_some() {
+        pages += 1;
+    }
+    for slot in (0..pages).filter(|s| s % 32 != 0) {
+        table.free(&arena, slot);
+    }
+    arena.drain_pcp();
+    assert_eq!((huge_free_in(&arena, 0), huge_free_in(&arena, 1)), (0, 0));
+    // An atomic request for node 1 alone wakes node 1's kcompactd.
+    let atomic = AllocFlags::ATOMIC | AllocFlags::THISNODE | AllocFlags::NOWARN;
+    let block = arena.alloc_pages_node(1, 9, atomic).or_else(|_| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while huge_free_in(&arena, 1) == 0 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        arena.alloc_pages_node(1, 9, atomic)
+    });
+    let block = block.expect("node 1's kcompactd made room");
+    assert_eq!(arena.node_of(block), Some(1));
+    let stats = arena.stats().compaction;
+    assert_eq!((stats.kcompactd_wakes, stats.stall), (1, 0), "{stats:?}");
+    assert_eq!(huge_free_in(&arena, 0), 0, "node 0 was compacted for node 1");
+    // SAFETY: ours, order 9.
+    unsafe { arena.free_pages(block, 9) }.unwrap();
+    table.check_contents();
+    table.free_all(&arena);
+    arena.check().unwrap();
+}
+
 /// An 8 MiB zone of four pageblocks (max order 9): the first full of plain
 /// pages, the other three of owned pages of which every other one is
 /// freed (768 free pages, no free pageblock). Then one more plain page

@@ -1,7 +1,7 @@
 //! kswapd starts with the arena and is stopped and joined when it drops.
 //! Alone in its binary: it counts the process's threads.
 
-use zonealloc::Arena;
+use zonealloc::{Arena, Topology};
 
 fn kswapd_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -38,4 +38,9 @@ fn dropping_the_arena_stops_and_joins_kswapd() {
     let quiet = Arena::builder().region_size(8 << 20).background_reclaim(false).build().unwrap();
     assert_eq!(kswapd_threads(), 0, "background_reclaim(false) starts no thread");
     drop(quiet);
+    // A kswapd per NUMA node, all stopped by the drop.
+    let numa = Arena::builder().region_size(24 << 20).topology(Topology::simulated(3).unwrap()).build().unwrap();
+    wait_for_threads(3);
+    drop(numa);
+    assert_eq!(kswapd_threads(), 0, "a node's kswapd outlived its arena");
 }

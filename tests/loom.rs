@@ -20,7 +20,7 @@ use std::ptr::NonNull;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use zonealloc::{AllocFlags, Arena, ArenaBuilder, PcpConfig, WatermarkConfig, Watermarks};
+use zonealloc::{AllocFlags, Arena, ArenaBuilder, PcpConfig, Topology, WatermarkConfig, Watermarks};
 
 /// Explores every interleaving with at most 3 preemptions (or
 /// `LOOM_MAX_PREEMPTIONS`).
@@ -309,6 +309,49 @@ fn kswapd_wakeup_is_not_lost() {
         drop(handle);
         drop(cache);
         // The last reference: dropping stops and joins kswapd.
+        drop(Arc::try_unwrap(arena).ok().expect("only reference"));
+    });
+}
+
+/// With two NUMA nodes there is a kswapd per node: an allocation that
+/// leaves node 1's zone below low wakes node 1's kswapd (the wake-up goes
+/// to the zone's node, and is not lost however it interleaves with that
+/// kswapd's first sleep), node 0's is never woken, and dropping the arena
+/// stops and joins both.
+#[test]
+fn each_nodes_kswapd_is_woken_for_its_own_zone() {
+    model_with_bound(2, || {
+        let arena = one_zone(6, 0, 2)
+            .topology(Topology::simulated(2).unwrap())
+            .pcp(PcpConfig::Disabled)
+            .background_reclaim(true)
+            .purge_delay(None)
+            .build()
+            .unwrap();
+        let arena = Arc::new(arena);
+        let cache = std::sync::Arc::new(Cache { arena: Arc::clone(&arena), pages: loom::sync::Mutex::new(Vec::new()) });
+        let handle = arena.register_shrinker(cache.clone());
+        {
+            let mut pages = cache.pages.lock().unwrap();
+            for _ in 0..2 {
+                let page = arena.alloc_pages_node(1, 0, AllocFlags::THISNODE).unwrap();
+                pages.push(page.as_ptr() as usize);
+            }
+        }
+        let mut emptied = false;
+        for _ in 0..16 {
+            emptied = cache.pages.lock().unwrap().is_empty();
+            if emptied {
+                break;
+            }
+            thread::yield_now();
+        }
+        assert!(emptied, "node 1's kswapd was not woken");
+        let stats = arena.stats();
+        assert_eq!((stats.zones[0].free, stats.zones[1].free), (3, 3));
+        assert_eq!(stats.nodes[0].kswapd_wakeups, 0, "node 0's kswapd ran for node 1");
+        drop(handle);
+        drop(cache);
         drop(Arc::try_unwrap(arena).ok().expect("only reference"));
     });
 }

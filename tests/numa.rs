@@ -519,3 +519,89 @@ fn node_reclaim_mode_reclaims_the_short_node_before_falling_back() {
     assert_eq!((landed, asked, node_reclaims), (0, vec![Some(0)], 1));
     assert_eq!((node0.numa_hit, node0.numa_foreign), (9, 0));
 }
+
+/// A two-node arena with a kswapd per node, watermarks of 2 and 4 blocks
+/// per zone, no purge timer, and a cache of node-tagged blocks.
+fn reclaiming_two_nodes(purge_delay: Option<std::time::Duration>) -> (Arc<Arena>, Arc<NodeCache>) {
+    let blocks = 1 << BLOCK_ORDER;
+    let arena = Arena::builder()
+        .region_size((2 * BLOCKS_PER_ZONE) << (BLOCK_ORDER + 12))
+        .max_order(BLOCK_ORDER)
+        .zones(1)
+        .topology(Topology::simulated(2).unwrap())
+        .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 2 * blocks, high: 4 * blocks }))
+        .background_reclaim(true)
+        .purge_delay(purge_delay)
+        .build()
+        .unwrap();
+    let arena = Arc::new(arena);
+    let cache =
+        Arc::new(NodeCache { arena: arena.clone(), blocks: Mutex::new(Vec::new()), asked: Mutex::new(Vec::new()) });
+    (arena, cache)
+}
+
+/// Waits (up to 10 s) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Takes 7 of node `n`'s 8 blocks for the cache: the seventh leaves the
+/// zone below low, which wakes that node's kswapd.
+fn take_seven(arena: &Arena, cache: &NodeCache, n: usize) {
+    let flags = AllocFlags::THISNODE | AllocFlags::NOWARN;
+    for _ in 0..7 {
+        let block = arena.alloc_pages_node(n, BLOCK_ORDER, flags).unwrap();
+        assert_eq!(arena.node_of(block), Some(n));
+        cache.blocks.lock().unwrap().push((block.as_ptr() as usize, n));
+    }
+}
+
+fn cached_on(cache: &NodeCache, n: usize) -> usize {
+    cache.blocks.lock().unwrap().iter().filter(|&&(_, node)| node == n).count()
+}
+
+#[test]
+fn each_nodes_kswapd_is_woken_for_its_own_zones_and_reclaims_there() {
+    let (arena, cache) = reclaiming_two_nodes(None);
+    let _handle = arena.register_shrinker(cache.clone());
+    // Node 1 below low: its kswapd wakes, asks the shrinkers for node 1's
+    // pages only, and stops at high (4 blocks free: 3 of 7 given back).
+    take_seven(&arena, &cache, 1);
+    wait_until("node 1's kswapd brought it to high", || cached_on(&cache, 1) == 4);
+    let (n0, n1) = (node(&arena, 0), node(&arena, 1));
+    assert_eq!((n0.kswapd_wakeups, n0.kswapd_passes), (0, 0), "node 0's kswapd ran for node 1");
+    assert_eq!(n1.kswapd_wakeups, 1);
+    assert!(n1.kswapd_passes >= 1);
+    assert!(cache.asked.lock().unwrap().iter().all(|&asked| asked == Some(1)));
+    assert_eq!(arena.stats().zones[1].free, 4 << BLOCK_ORDER);
+    assert_eq!(arena.stats().zones[0].free, 8 << BLOCK_ORDER);
+    // Then node 0: its own kswapd, node 1's untouched.
+    cache.asked.lock().unwrap().clear();
+    take_seven(&arena, &cache, 0);
+    wait_until("node 0's kswapd brought it to high", || cached_on(&cache, 0) == 4);
+    let (n0, n1) = (node(&arena, 0), node(&arena, 1));
+    assert_eq!((n0.kswapd_wakeups, n1.kswapd_wakeups), (1, 1));
+    assert_eq!(arena.stats().reclaim.kswapd_wakeups, 2, "the total is the nodes' sum");
+    assert!(cache.asked.lock().unwrap().iter().all(|&asked| asked == Some(0)));
+    assert_eq!(cached_on(&cache, 1), 4);
+    arena.check().unwrap();
+}
+
+#[test]
+fn a_free_on_one_node_sets_only_that_nodes_purge_timer() {
+    // A delay that never passes in a test: kswapd sleeps with its timer set.
+    let (arena, cache) = reclaiming_two_nodes(Some(std::time::Duration::from_secs(3600)));
+    let block = arena.alloc_pages_node(1, 0, AllocFlags::THISNODE).unwrap();
+    // SAFETY: our page; touching it makes it resident.
+    unsafe { block.as_ptr().write_bytes(1, 4096) };
+    free_all(&arena, vec![block], 0);
+    arena.drain_pcp();
+    wait_until("node 1's kswapd sleeps with its purge timer set", || node(&arena, 1).purge_timer_sleeps >= 1);
+    assert_eq!(node(&arena, 0).purge_timer_sleeps, 0, "node 0 has nothing to purge");
+    drop(cache);
+    arena.check().unwrap();
+}

@@ -7,6 +7,7 @@
 
 pub(crate) mod check;
 pub(crate) mod collections;
+pub(crate) mod fork;
 pub(crate) mod movable_handle;
 pub(crate) mod numa;
 pub(crate) mod pagetypeinfo;
@@ -22,25 +23,25 @@ use crate::compact_state::CompactCounters;
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::kswapd::{Kswapd, KswapdForkGuard};
+use crate::kswapd::Kswapd;
 use crate::node::{Node, NodeParts};
 use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
 use crate::page_alloc::{AllocCounters, PageAlloc};
-use crate::pcp::{FrozenSets, PcpRegistry, alloc_fast, free_fast};
+use crate::pcp::{PcpRegistry, alloc_fast, free_fast};
 use crate::pcp_config::{PCP_HUGE_ORDER, PCP_MAX_ORDER, PcpConfig};
 use crate::pfn::Pfn;
 use crate::reclaim::compaction::{CompactPriority, CompactReport};
-use crate::reclaim::movable::{MovableForkGuard, MovableRegistry};
+use crate::reclaim::movable::MovableRegistry;
 use crate::reclaim::purge::{PurgeReport, PurgeScope};
-use crate::reclaim::shrinker::{Shrinker, ShrinkerForkGuard, ShrinkerHandle, ShrinkerRegistry};
+use crate::reclaim::shrinker::{Shrinker, ShrinkerHandle, ShrinkerRegistry};
 use crate::reclaim::vmscan::Reclaim;
 use crate::region::{HUGE_PAGE_ORDER, HugePages, Region};
 use crate::support::boot::SysBox;
 use crate::support::ratelimit::RateLimit;
-use crate::support::sync::{AtomicU64, AtomicUsize, MutexGuard, Ordering, init_barriers};
+use crate::support::sync::{AtomicU64, AtomicUsize, Ordering, init_barriers};
 use crate::watermark::WatermarkConfig;
-use crate::zone::{Zone, ZoneGuard};
+use crate::zone::Zone;
 use crate::zone_idx::ZoneIdx;
 
 /// Flags that take an allocation off the fast path: a zeroed block may
@@ -198,9 +199,10 @@ impl Arena {
         // check, so there are no caches either.
         let asymmetric_barriers = init_barriers();
         let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
-        let kswapd = Kswapd::new(config.reclaim);
         let numa =
             numa::layout((config.topology.as_ref(), config.node_reclaim_mode), layout.zones_per_node, &region, &zones)?;
+        let kswapds = SysBox::<[Kswapd]>::try_from_fn(numa.nodes(), |nid| Ok(Kswapd::new(config.reclaim, nid)))?
+            .ok_or(BuildError::OutOfMetadataMemory)?;
         let node = Node::new(NodeParts {
             region,
             mem_map,
@@ -213,7 +215,7 @@ impl Arena {
             asymmetric_barriers,
             huge_pages: config.region.huge_pages,
             numa,
-            kswapd,
+            kswapds,
         });
         let reclaim = Reclaim {
             node,
@@ -286,7 +288,7 @@ impl Arena {
             let word = unsafe { inner.node().mem_map.page_unchecked(pfn) }.info_word();
             if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner.node(), pfn, order, word) {
                 if order as usize == PCP_HUGE_ORDER {
-                    inner.node().huge_block_cached();
+                    inner.node().huge_block_cached(inner.node().zone_of(pfn));
                 }
                 return Ok(());
             }
@@ -480,7 +482,7 @@ impl Arena {
     fn register(&self, shrinker: Arc<dyn Shrinker>, reclaimable: bool) -> ShrinkerHandle {
         let handle = self.inner.reclaim().shrinkers.register(shrinker, reclaimable);
         // A new source of reclaimable memory: reclaim may succeed again.
-        self.inner.node().kswapd.memory_freed();
+        self.inner.node().memory_freed();
         handle
     }
 
@@ -508,7 +510,7 @@ impl Arena {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn purge(&self) -> PurgeReport {
-        self.inner.reclaim().purge_all(PurgeScope::All)
+        self.inner.reclaim().purge(PurgeScope::All, None)
     }
 
     /// What the reclaim thread does every `purge_delay` while free memory
@@ -520,7 +522,7 @@ impl Arena {
     /// buffers does not fault them in again after every delay. Call it
     /// periodically when background reclaim is off.
     pub fn purge_stale(&self) -> PurgeReport {
-        self.inner.reclaim().purge_all(PurgeScope::Stale)
+        self.inner.reclaim().purge(PurgeScope::Stale, None)
     }
 
     /// Sets how many bytes the arena may hand out (at most the region's
@@ -574,9 +576,9 @@ impl Arena {
         }
         if lowered {
             inner.reclaim().drain_all_pages();
-            inner.node().kswapd.wakeup();
+            inner.node().wakeup_all_kswapds();
         } else {
-            inner.node().pages_returned();
+            inner.node().pages_returned_anywhere();
         }
         Ok(())
     }
@@ -616,82 +618,10 @@ impl Arena {
     }
 }
 
-/// Every lock of an arena that an allocation, a free or reclaim may take,
-/// taken in the crate's lock order (ARCHITECTURE.md) and held across
-/// `fork(2)` by the global allocator's handlers, so that a child never
-/// finds one held by a thread it does not have.
-#[cfg_attr(loom, allow(dead_code))]
-pub(crate) struct ArenaForkGuard<'a> {
-    node: &'a Node,
-    shrinkers: ShrinkerForkGuard<'a>,
-    node_movable: &'a MovableRegistry,
-    _owners: MovableForkGuard<'a>,
-    caches: FrozenSets<'a>,
-    _purging: MutexGuard<'a, ()>,
-    zones: [Option<ZoneGuard<'a>>; crate::zone_idx::MAX_ZONES],
-    kswapd: KswapdForkGuard<'a>,
-    _progress: MutexGuard<'a, u64>,
-}
-
-#[cfg_attr(loom, allow(dead_code))]
-impl Arena {
-    /// Takes every lock for `fork(2)`; `None` if the memory to freeze the
-    /// per-thread caches cannot be had (then nothing is held).
-    pub(crate) fn lock_for_fork(&self) -> Option<ArenaForkGuard<'_>> {
-        let arena = &*self.inner;
-        let node = arena.node();
-        let shrinkers = arena.reclaim().shrinkers.lock_for_fork();
-        let node_movable = &arena.reclaim().movable;
-        let owners = node_movable.lock_for_fork();
-        let caches = arena.reclaim().pcp.freeze()?;
-        let purging = node.purging.lock();
-        let zones = std::array::from_fn(|z| node.zones.get(z).map(Zone::lock));
-        let kswapd = node.kswapd.lock_for_fork();
-        let progress = node.progress.lock_for_fork();
-        Some(ArenaForkGuard {
-            node,
-            shrinkers,
-            node_movable,
-            _owners: owners,
-            caches,
-            _purging: purging,
-            zones,
-            kswapd,
-            _progress: progress,
-        })
-    }
-}
-
-#[cfg_attr(loom, allow(dead_code))]
-impl ArenaForkGuard<'_> {
-    /// In the forked child, the only thread: the caches of threads that
-    /// were not copied go back to the lists (they were frozen, so none was
-    /// caught mid-operation), kswapd is forgotten (the next allocation
-    /// starts one), shrinker calls in progress are forgotten; then every
-    /// lock is released.
-    ///
-    /// # Safety
-    /// Only in the child of the `fork(2)` this guard was taken for, before
-    /// it starts threads.
-    pub(crate) unsafe fn release_in_child(mut self) {
-        // The zones first: recycling takes their locks.
-        self.zones.iter_mut().for_each(|zone| drop(zone.take()));
-        self.caches.recycle_all_but_own(self.node);
-        // The fork may have come between a purge clearing this and its
-        // drain: the forking thread's cache may hold a 2 MiB block.
-        self.node.pcp_huge_cached.store(true, Ordering::Relaxed);
-        self.kswapd.forget_thread();
-        // SAFETY: the caller's contract.
-        unsafe { self.shrinkers.forget_calls_in_progress() };
-        // SAFETY: as above.
-        unsafe { self.node_movable.forget_calls_in_progress() };
-    }
-}
-
 impl Drop for Arena {
     fn drop(&mut self) {
         // kswapd first: it reads everything below.
-        self.inner.node().kswapd.stop();
+        self.inner.reclaim().stop_kswapds();
         // Threads may still hold caches of this arena: mark them so their
         // exit leaves the (unmapped) arena alone. Their blocks vanish with
         // the region, as every allocated block does.

@@ -46,6 +46,20 @@ pub struct NodeStats {
     pub local_node: u64,
     /// Allocations served here for a thread running on another node.
     pub other_node: u64,
+    /// Reclaim wake-ups its kswapd ran (`pgscan_kswapd`'s wake-ups, per
+    /// node); [`ReclaimStats::kswapd_wakeups`](crate::ReclaimStats::kswapd_wakeups)
+    /// is their sum.
+    pub kswapd_wakeups: u64,
+    /// Reclaim passes its kswapd made.
+    pub kswapd_passes: u64,
+    /// Its kswapd's current run of passes without progress (16 = given
+    /// up, until memory is freed on any node).
+    pub kswapd_failures: u32,
+    /// Times its kswapd went to sleep, and of those, with its purge timer
+    /// set (free memory of this node was resident).
+    pub kswapd_sleeps: u64,
+    /// See [`kswapd_sleeps`](Self::kswapd_sleeps).
+    pub purge_timer_sleeps: u64,
 }
 
 impl NodeStats {
@@ -204,6 +218,9 @@ impl Arena {
         (0..numa.nodes())
             .map(|n| {
                 let own = numa.zones_of(n);
+                let kswapd = self.inner.node().kswapd(n);
+                let (kswapd_wakeups, kswapd_passes) = kswapd.runs();
+                let (kswapd_sleeps, purge_timer_sleeps, _) = kswapd.sleeps();
                 let mut stats = NodeStats {
                     node: n,
                     kernel_node: numa.topology().kernel_id(n).unwrap_or(n),
@@ -215,6 +232,11 @@ impl Arena {
                     interleave_hit: 0,
                     local_node: 0,
                     other_node: 0,
+                    kswapd_wakeups,
+                    kswapd_passes,
+                    kswapd_failures: kswapd.failures(),
+                    kswapd_sleeps,
+                    purge_timer_sleeps,
                 };
                 // Hits and local allocations are what the zonelist did not
                 // count; a racing allocation may be in one read, not the other.

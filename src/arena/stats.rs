@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::compact_state::CompactStats;
+use crate::kswapd::Kswapd;
 
 use crate::arena::Arena;
 use crate::arena::numa::NodeStats;
@@ -62,7 +63,8 @@ pub struct ReclaimStats {
     pub kswapd_passes: u64,
     /// Times it gave up after 16 passes without progress.
     pub kswapd_give_ups: u64,
-    /// Its current run of passes without progress (16 = given up).
+    /// Its current run of passes without progress (16 = given up); with
+    /// NUMA nodes, the longest of their kswapds' ([`NodeStats`](crate::NodeStats)).
     pub kswapd_failures: u32,
     /// Times it went to sleep.
     pub kswapd_sleeps: u64,
@@ -316,12 +318,13 @@ impl Arena {
             .collect();
         let r = &inner.node().counters;
         let load = |c: &crate::support::sync::AtomicU64| c.load(Ordering::Relaxed);
-        let sleeps = inner.node().kswapd.sleeps();
+        let sleeps =
+            inner.node().kswapds.iter().map(Kswapd::sleeps).fold((0, 0, 0), |a, s| (a.0 + s.0, a.1 + s.1, a.2 + s.2));
         let reclaim = ReclaimStats {
             kswapd_wakeups: load(&r.kswapd_wakeups),
             kswapd_passes: load(&r.kswapd_passes),
             kswapd_give_ups: load(&r.kswapd_give_ups),
-            kswapd_failures: inner.node().kswapd.failures(),
+            kswapd_failures: inner.node().kswapds.iter().map(Kswapd::failures).max().unwrap_or(0),
             kswapd_sleeps: sleeps.0,
             purge_timer_sleeps: sleeps.1,
             kswapd_wakeups_sent: sleeps.2,
@@ -344,7 +347,7 @@ impl Arena {
         Stats {
             page_size: crate::PAGE_SIZE,
             capacity_bytes: inner.capacity_pages.load(Ordering::Relaxed) * crate::PAGE_SIZE,
-            purge_delay: inner.node().kswapd.config().purge_delay,
+            purge_delay: inner.node().reclaim_config().purge_delay,
             resident_bytes: resident_pages * crate::PAGE_SIZE,
             reclaim,
             compaction: inner.reclaim().compaction.stats(),

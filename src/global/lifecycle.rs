@@ -54,7 +54,8 @@ use std::ptr::{self, NonNull};
 
 use super::init::{self, SLABS};
 use super::ready;
-use crate::arena::{Arena, ArenaForkGuard};
+use crate::arena::Arena;
+use crate::arena::fork::ArenaForkGuard;
 use crate::pcp;
 use crate::slab::{SharedGuard, SharedHeap, SizeClass, SlabsForkGuard, ThreadHeap};
 

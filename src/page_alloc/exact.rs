@@ -47,7 +47,7 @@ impl PageAlloc {
         if pages < order.pages() {
             let zone = self.node().zone_of(block.pfn);
             zone.lock().inner.buddy.trim_allocated(&self.node().mem_map, block.pfn, order, pages, block.flags);
-            self.node().pages_returned();
+            self.node().pages_returned(zone);
         }
         if flags.contains(AllocFlags::ZERO) && block.flags & flag::ZEROED == 0 {
             // SAFETY: the kept pages are ours, just allocated.
@@ -74,15 +74,18 @@ impl PageAlloc {
                 guard.inner.buddy.free_one_page(&self.node().mem_map, tile_pfn, order, 0);
             }
             guard.inner.frees[covering_order(pages) as usize] += 1;
-            Ok(())
+            Ok(zone)
         });
         match result {
-            Ok(()) => self.node().pages_returned(),
-            Err(_) => {
+            Ok(zone) => {
+                self.node().pages_returned(zone);
+                Ok(())
+            }
+            Err(error) => {
                 self.counters.invalid_frees.fetch_add(1, crate::support::sync::Ordering::Relaxed);
+                Err(error)
             }
         }
-        result
     }
 
     /// Resizes the allocation of `pages` pages at `addr` to `new_pages`
@@ -111,7 +114,7 @@ impl PageAlloc {
         if new_pages < pages {
             buddy.shrink_allocated(&self.node().mem_map, pfn, pages, new_pages);
             drop(guard);
-            self.node().pages_returned();
+            self.node().pages_returned(zone);
             return true;
         }
         let end = pfn + new_pages;

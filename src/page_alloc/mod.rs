@@ -291,15 +291,15 @@ impl PageAlloc {
         // pageblock, which a fallback may then claim without mixing.
         let defrag = self.node().defrag_mode;
         let compact_order = if defrag { order.max(self.node().zone(ac.preferred).pageblock_order) } else { order };
-        self.reclaim.wakeup_kcompactd(order);
-        self.node().kswapd.wakeup();
+        self.reclaim.wakeup_kcompactd(order, ac.preferred);
+        self.node().wakeup_kswapds(ac.preferred, ac.allowed);
         if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
             return Ok(block);
         }
         if compact_order > order {
             // Defrag mode, short of a pageblock even at the min watermark:
             // kcompactd keeps whole pageblocks free.
-            self.reclaim.wakeup_kcompactd(compact_order);
+            self.reclaim.wakeup_kcompactd(compact_order, ac.preferred);
         }
         if !flags.may_wait() {
             // ATOMIC and NOWAIT never block; NOFAIL cannot change that.
@@ -320,7 +320,7 @@ impl PageAlloc {
         let mut no_progress_loops = 0;
         let mut oom_retries = 0;
         loop {
-            self.node().kswapd.wakeup();
+            self.node().wakeup_kswapds(ac.preferred, ac.allowed);
             let first_drain = !drained;
             // Defrag mode, with memory to spare and only the rule against
             // fragmenting in the way: reclaim would evict caches for
@@ -388,7 +388,7 @@ impl PageAlloc {
                 progress.cancel();
                 return Ok(block);
             }
-            self.node().kswapd.wakeup();
+            self.node().wakeup_kswapds(ac.preferred, ac.allowed);
             ReclaimCounters::add(&self.node().counters.nofail_waits, 1);
             progress.wait(seen);
             drained = false;
@@ -567,7 +567,7 @@ impl PageAlloc {
         guard.inner.buddy.free_one_page(&self.node().mem_map, pfn, order, 0);
         guard.inner.frees[order.index()] += 1;
         drop(guard);
-        self.node().pages_returned();
+        self.node().pages_returned(zone);
         Ok(())
     }
 

@@ -432,14 +432,14 @@ impl PcpSet {
                     let batch = l.batch[o].min(n);
                     let to_lists = z.free_pcppages_bulk(&node.mem_map, (order, mt), (0..batch).map(|i| l.at(o, i)));
                     if to_lists {
-                        node.pages_returned();
+                        node.pages_returned(z);
                     }
                     l.bottom[o] = l.bottom[o].wrapping_add(batch);
                     n -= batch;
                 }
                 zp.count[o].store(n, Ordering::Relaxed);
                 if o == PCP_HUGE_ORDER && n != 0 {
-                    node.huge_block_cached();
+                    node.huge_block_cached(z);
                 }
             });
         }
@@ -540,7 +540,7 @@ impl PcpSet {
                 // is alive). A forked child's recycling does not signal:
                 // its fork handler holds those locks.
                 if pages > 0 {
-                    node.pages_returned();
+                    node.pages_returned_anywhere();
                 }
             }
         }

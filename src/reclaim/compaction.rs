@@ -46,6 +46,7 @@ use crate::reclaim::vmscan::Reclaim;
 use crate::support::sync::{Instant, Ordering};
 use crate::watermark::{AllocMode, Mark};
 use crate::zone::Zone;
+use crate::zone_idx::ZoneIdx;
 
 /// Above this fragmentation index a failed costly request is blamed on
 /// fragmentation and compaction may help (`sysctl_extfrag_threshold`).
@@ -178,7 +179,7 @@ impl Reclaim {
         // Whatever was isolated may have been freed here (a move, or a
         // free that came during one): waiters and kswapd hear of it.
         if r.isolated > 0 {
-            self.node.pages_returned();
+            self.node.pages_returned(zone);
         }
         cc.report
     }
@@ -343,28 +344,29 @@ impl Reclaim {
         order.get() <= PAGE_ALLOC_COSTLY_ORDER || index > EXTFRAG_THRESHOLD
     }
 
-    /// `wakeup_kcompactd`: an order-`order` request found its zones short.
-    pub(crate) fn wakeup_kcompactd(&self, order: Order) {
-        if order > Order::ZERO
-            && !self.movable.is_empty()
-            && self.compaction.kcompactd_order.fetch_max(order.get(), Ordering::Relaxed) < order.get()
-        {
-            self.node.kswapd.wakeup_kcompactd();
+    /// `wakeup_kcompactd`: an order-`order` request that prefers zone
+    /// `preferred` found its zones short: the kcompactd of that zone's
+    /// NUMA node is woken.
+    pub(crate) fn wakeup_kcompactd(&self, order: Order, preferred: ZoneIdx) {
+        if order > Order::ZERO && !self.movable.is_empty() {
+            self.node.kswapd_of(self.node.zone(preferred)).wakeup_kcompactd(order.get());
         }
     }
 
-    /// kcompactd's work (`kcompactd_do_work`), run by the background
-    /// thread on its own wake-up (`Wake::Compact`): compacts each zone
-    /// where the order it was woken for is short and compaction may help.
-    pub(crate) fn kcompactd(&self) {
-        let order = Order::from_bits(self.compaction.kcompactd_order.swap(0, Ordering::Relaxed) as u8);
+    /// NUMA node `nid`'s kcompactd work (`kcompactd_do_work`), run by its
+    /// background thread on its own wake-up (`Wake::Compact`): compacts
+    /// each zone of the node where the order it was woken for is short and
+    /// compaction may help.
+    pub(crate) fn kcompactd(&self, nid: usize) {
+        let kswapd = self.node.kswapd(nid);
+        let order = Order::from_bits(kswapd.take_compact_order() as u8);
         if order == Order::ZERO {
             return;
         }
         self.compaction.kcompactd_wakes.fetch_add(1, Ordering::Relaxed);
         self.drain_all_pages();
-        for zone in self.node.zones.iter() {
-            if self.node.kswapd.stopping() {
+        for zone in self.node.zones_of(nid) {
+            if kswapd.stopping() {
                 return;
             }
             if !self.compaction_suitable(zone, order) || zone.deferral.deferred(order) {

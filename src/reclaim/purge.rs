@@ -45,12 +45,12 @@ pub(crate) enum PurgeScope {
 }
 
 impl Node {
-    /// Purges every zone (the caller has drained the caches, whose pages
-    /// a purge cannot reach).
-    pub(super) fn purge_zones(&self, scope: PurgeScope) -> PurgeReport {
+    /// Purges `zones`, the node's or a NUMA node's (the caller has
+    /// drained the caches, whose pages a purge cannot reach).
+    pub(super) fn purge_zones(&self, zones: &[Zone], scope: PurgeScope) -> PurgeReport {
         let _purging = self.purging.lock();
         let mut report = PurgeReport::default();
-        for zone in self.zones.iter() {
+        for zone in zones {
             let r = self.purge_zone(zone, scope);
             report.bytes += r.bytes;
             report.calls += r.calls;
@@ -59,7 +59,7 @@ impl Node {
     }
 
     fn purge_zone(&self, zone: &Zone, scope: PurgeScope) -> PurgeReport {
-        let advice = self.kswapd.config().purge_advice;
+        let advice = self.reclaim_config().purge_advice;
         // hugetlb pages can only be discarded with MADV_DONTNEED (and
         // whole: the zones purge nothing below the huge page order then).
         let advice = if self.huge_pages == HugePages::Explicit { PurgeAdvice::DontNeed } else { advice };

@@ -2,9 +2,10 @@
 //! (`balance_pgdat`), direct reclaim in the allocating thread, and the
 //! purge that hands free memory back to the OS. How kswapd sleeps and is woken is in `kswapd.rs`.
 //!
-//! **kswapd** returns every per-thread cache to the lists once per wake-up
-//! and calls the shrinkers until every zone is above high; on its purge
-//! timer it purges.
+//! **kswapd**, one per NUMA node, returns every per-thread cache to the
+//! lists once per wake-up and calls the shrinkers (told its node, with
+//! NUMA) until every zone of its node is above high; on its purge timer it
+//! purges its node's zones, and kcompactd's work compacts them.
 //!
 //! **Direct reclaim** runs in the allocating thread when the slow path finds
 //! nothing at the min watermark: shrinkers for at least `SWAP_CLUSTER_MAX`
@@ -21,7 +22,7 @@
 
 use crate::compact_state::CompactCounters;
 use crate::flags::AllocFlags;
-use crate::kswapd::Wake;
+use crate::kswapd::{Kswapd, Wake};
 use crate::memalloc::InReclaim;
 use crate::migratetype::Migratetype;
 use crate::node::{Node, ReclaimCounters};
@@ -49,7 +50,7 @@ pub(crate) struct Reclaim {
     pub compaction: CompactCounters,
 }
 
-/// A pointer that the kswapd thread may carry.
+/// A pointer that a kswapd thread may carry.
 struct ReclaimPtr(*const Reclaim);
 
 // SAFETY: Reclaim is Sync, and its owner stops the thread before it is
@@ -57,15 +58,29 @@ struct ReclaimPtr(*const Reclaim);
 unsafe impl Send for ReclaimPtr {}
 
 impl Reclaim {
-    /// Starts kswapd for `self`, which must stay at this address until
-    /// `self.node.kswapd.stop()` has returned.
+    /// Starts a kswapd per NUMA node for `self`, which must stay at this
+    /// address until [`stop_kswapds`](Self::stop_kswapds) has returned. If
+    /// one cannot be started, none runs.
     pub(crate) fn start_kswapd(&self) -> std::io::Result<()> {
-        let ptr = ReclaimPtr(self);
-        self.node.kswapd.start(move || {
-            let ptr = ptr;
-            // SAFETY: see ReclaimPtr.
-            kswapd(unsafe { &*ptr.0 });
-        })
+        for kswapd in self.node.kswapds.iter() {
+            let ptr = ReclaimPtr(self);
+            let nid = kswapd.nid();
+            let started = kswapd.start(move || {
+                let ptr = ptr;
+                // SAFETY: see ReclaimPtr.
+                kswapd_thread(unsafe { &*ptr.0 }, nid);
+            });
+            if let Err(error) = started {
+                self.stop_kswapds();
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every kswapd and waits for them to exit.
+    pub(crate) fn stop_kswapds(&self) {
+        self.node.kswapds.iter().for_each(Kswapd::stop);
     }
 
     /// Asks the shrinkers of `set` for `nr_to_reclaim` pages, marked as
@@ -111,7 +126,7 @@ impl Reclaim {
         ReclaimCounters::add(&node.counters.direct_reclaims, 1);
         ReclaimCounters::add(&node.counters.direct_reclaim_ns, start.elapsed().as_nanos() as u64);
         if progress > 0 {
-            node.kswapd.memory_freed();
+            node.memory_freed();
             node.progress.signal();
         }
         progress
@@ -125,7 +140,7 @@ impl Reclaim {
         ReclaimCounters::add(&self.node.counters.node_reclaims, 1);
         let freed = self.shrink(SWAP_CLUSTER_MAX.max(order.pages()), ShrinkerSet::All, Some(node));
         if freed > 0 {
-            self.node.kswapd.memory_freed();
+            self.node.memory_freed();
             self.node.progress.signal();
         }
         freed
@@ -148,7 +163,7 @@ impl Reclaim {
     pub(crate) fn drain_all_pages(&self) -> usize {
         let pages = self.pcp.drain_all(&self.node);
         if pages > 0 {
-            self.node.pages_returned();
+            self.node.pages_returned_anywhere();
         }
         pages
     }
@@ -161,19 +176,25 @@ impl Reclaim {
         }
         let pages = drain_own_cache(&self.node, &self.pcp);
         if pages > 0 {
-            self.node.pages_returned();
+            self.node.pages_returned_anywhere();
         }
         pages
     }
 
-    /// Drains every cache, then purges every zone, as `scope` says.
-    pub(crate) fn purge_all(&self, scope: PurgeScope) -> PurgeReport {
+    /// Drains every cache, then purges the zones of NUMA node `nid` (all
+    /// with `None`), as `scope` says.
+    pub(crate) fn purge(&self, scope: PurgeScope, nid: Option<usize>) -> PurgeReport {
         let start = Instant::now();
         // Before the drain: a free that keeps a 2 MiB block in its cache
-        // after the drain passed its set sets it again.
-        self.node.pcp_huge_cached.store(false, Ordering::Relaxed);
+        // after the drain passed its set sets it again. Every node's bit:
+        // the drain returns every cache, whatever node its blocks are on.
+        self.node.pcp_huge_cached.store(0, Ordering::Relaxed);
         self.drain_all_pages();
-        let report = self.node.purge_zones(scope);
+        let zones = match nid {
+            Some(nid) => self.node.zones_of(nid),
+            None => &self.node.zones[..],
+        };
+        let report = self.node.purge_zones(zones, scope);
         let counters = &self.node.counters;
         ReclaimCounters::add(&counters.purges, 1);
         ReclaimCounters::add(&counters.purge_calls, report.calls as u64);
@@ -183,42 +204,49 @@ impl Reclaim {
     }
 }
 
-/// The kswapd thread.
-fn kswapd(reclaim: &Reclaim) {
+/// NUMA node `nid`'s kswapd thread.
+fn kswapd_thread(reclaim: &Reclaim, nid: usize) {
     let node = &reclaim.node;
+    let kswapd = node.kswapd(nid);
     let mut purgeable_since = None;
     loop {
-        match node.kswapd.sleep(node, &mut purgeable_since) {
+        match kswapd.sleep(node, &mut purgeable_since) {
             Wake::Stop => return,
             Wake::Purge => {
-                reclaim.purge_all(PurgeScope::Stale);
+                reclaim.purge(PurgeScope::Stale, Some(nid));
             }
             Wake::Reclaim => {
                 ReclaimCounters::add(&node.counters.kswapd_wakeups, 1);
-                balance_pgdat(reclaim);
+                kswapd.count_wakeup();
+                balance_pgdat(reclaim, nid);
             }
             // kcompactd's work, asked for by a high-order request found
             // short; runs after any reclaim pass that was pending.
-            Wake::Compact => reclaim.kcompactd(),
+            Wake::Compact => reclaim.kcompactd(nid),
         }
     }
 }
 
-/// Reclaims until every zone is above its high watermark, or until
-/// `MAX_RECLAIM_RETRIES` passes in a row free nothing.
-fn balance_pgdat(reclaim: &Reclaim) {
+/// Reclaims until every zone of NUMA node `nid` is above its high
+/// watermark, or until `MAX_RECLAIM_RETRIES` passes in a row free nothing.
+fn balance_pgdat(reclaim: &Reclaim, nid: usize) {
     let node = &reclaim.node;
+    let kswapd = node.kswapd(nid);
+    let zones = node.zones_of(nid);
+    // The shrinkers are told the node only when there is more than one.
+    let shrink_node = node.numa.is_numa().then_some(nid);
     let mut drained = false;
     loop {
-        if node.kswapd.stopping() {
+        if kswapd.stopping() {
             return;
         }
-        let deficit: usize = node.zones.iter().map(|z| z.watermarks().high.saturating_sub(z.usable_free_pages())).sum();
-        if deficit == 0 && !node.zones.iter().any(|z| z.below(Mark::High)) {
-            node.kswapd.succeeded();
+        let deficit: usize = zones.iter().map(|z| z.watermarks().high.saturating_sub(z.usable_free_pages())).sum();
+        if deficit == 0 && !zones.iter().any(|z| z.below(Mark::High)) {
+            kswapd.succeeded();
             return;
         }
         ReclaimCounters::add(&node.counters.kswapd_passes, 1);
+        kswapd.count_pass();
         let mut progress = 0;
         if !drained {
             // Once per wake-up: caches refill at once, and draining them on
@@ -226,11 +254,11 @@ fn balance_pgdat(reclaim: &Reclaim) {
             progress += reclaim.drain_all_pages();
             drained = true;
         }
-        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX), ShrinkerSet::All, None);
+        progress += reclaim.shrink(deficit.max(SWAP_CLUSTER_MAX), ShrinkerSet::All, shrink_node);
         if progress > 0 {
-            node.kswapd.succeeded();
+            kswapd.succeeded();
             node.progress.signal();
-        } else if node.kswapd.failed() {
+        } else if kswapd.failed() {
             ReclaimCounters::add(&node.counters.kswapd_give_ups, 1);
             return;
         }
