@@ -37,6 +37,7 @@
 //! freer's purge-timer notify or the notify in `stop` fails its model.
 
 use crate::builder::ReclaimConfig;
+use crate::order::Order;
 use crate::support::sync::{
     AtomicBool, AtomicU32, AtomicU64, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence,
 };
@@ -233,8 +234,8 @@ impl Kswapd {
     /// ignored once reclaim has given up (compaction needs no free memory
     /// from reclaim), and it goes through the lock: it is rare, once per
     /// order above what is already pending.
-    pub(crate) fn wakeup_kcompactd(&self, order: u32) {
-        if !self.config.background || self.compact_order.fetch_max(order, Ordering::Relaxed) >= order {
+    pub(crate) fn wakeup_kcompactd(&self, order: Order) {
+        if !self.config.background || self.compact_order.fetch_max(order.get(), Ordering::Relaxed) >= order.get() {
             return;
         }
         self.state.lock().compact_pending = true;
@@ -243,8 +244,9 @@ impl Kswapd {
 
     /// The order kcompactd was asked for since it last ran (0: none), now
     /// taken.
-    pub(crate) fn take_compact_order(&self) -> u32 {
-        self.compact_order.swap(0, Ordering::Relaxed)
+    pub(crate) fn take_compact_order(&self) -> Order {
+        // Only orders are stored.
+        Order::from_bits(self.compact_order.swap(0, Ordering::Relaxed) as u8)
     }
 
     /// A reclaim wake-up is being run (`Wake::Reclaim`).

@@ -212,17 +212,21 @@ impl Node {
     }
 
     /// `wake_all_kswapds`: an allocation that prefers zone `preferred`
-    /// and may use the nodes of `allowed` went to the slow path. The
-    /// preferred node's kswapd is woken; with NUMA, so is that of each
-    /// other allowed node whose zones are not all above their high
-    /// watermark (the kernel's `pgdat_balanced` test in `wakeup_kswapd`),
-    /// since the zonelist falls back to them.
-    pub(crate) fn wakeup_kswapds(&self, preferred: ZoneIdx, allowed: NodeMask) {
+    /// and may use the nodes of `allowed.0` (only `preferred`'s with
+    /// `allowed.1`, `THISNODE`) went to the slow path. The preferred
+    /// node's kswapd is woken; with NUMA, so is that of each other allowed
+    /// node whose zones are not all above their high watermark (the
+    /// kernel's `pgdat_balanced` test in `wakeup_kswapd`), since the
+    /// zonelist falls back to them.
+    pub(crate) fn wakeup_kswapds(&self, preferred: ZoneIdx, (allowed, this_node): (NodeMask, bool)) {
         if !self.numa.is_numa() {
             return self.kswapds[0].wakeup();
         }
         let home = self.numa.node_of_zone(preferred);
         self.kswapds[home].wakeup();
+        if this_node {
+            return;
+        }
         for nid in (0..self.numa.nodes()).filter(|&n| n != home && allowed.contains(n)) {
             if self.zones_of(nid).iter().any(|z| z.below(Mark::High)) {
                 self.kswapds[nid].wakeup();

@@ -605,3 +605,27 @@ fn a_free_on_one_node_sets_only_that_nodes_purge_timer() {
     drop(cache);
     arena.check().unwrap();
 }
+
+#[test]
+fn a_thisnode_request_wakes_only_its_nodes_kswapd_a_fallback_also_the_others_below_high() {
+    let (arena, cache) = reclaiming_two_nodes(None);
+    let _handle = arena.register_shrinker(cache.clone());
+    // Node 0 below high (2 of 8 blocks free, high 4) but not below low
+    // (2): nothing wakes its kswapd, and it has no block to spare above
+    // low for a fallback (order 10 needs low + 1023 pages).
+    let flags = AllocFlags::THISNODE | AllocFlags::NOWARN;
+    let held: Vec<_> = (0..6).map(|_| arena.alloc_pages_node(0, BLOCK_ORDER, flags).unwrap()).collect();
+    // A THISNODE request for node 1 cannot fall back: node 1's kswapd
+    // alone is woken.
+    take_seven(&arena, &cache, 1);
+    wait_until("node 1's kswapd brought it to high", || cached_on(&cache, 1) == 4);
+    assert_eq!(node(&arena, 0).kswapd_wakeups, 0, "a THISNODE request woke another node's kswapd");
+    // A request that may fall back, found short on both nodes (node 1 at
+    // low after two more), wakes in the slow path the other allowed nodes
+    // below high too.
+    let more: Vec<_> = (0..3).map(|_| arena.alloc_pages_node(1, BLOCK_ORDER, AllocFlags::NOWARN).unwrap()).collect();
+    wait_until("node 0's kswapd ran", || node(&arena, 0).kswapd_wakeups == 1);
+    free_all(&arena, held, BLOCK_ORDER);
+    free_all(&arena, more, BLOCK_ORDER);
+    arena.check().unwrap();
+}

@@ -292,7 +292,7 @@ impl PageAlloc {
         let defrag = self.node().defrag_mode;
         let compact_order = if defrag { order.max(self.node().zone(ac.preferred).pageblock_order) } else { order };
         self.reclaim.wakeup_kcompactd(order, ac.preferred);
-        self.node().wakeup_kswapds(ac.preferred, ac.allowed);
+        self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
         if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
             return Ok(block);
         }
@@ -320,7 +320,7 @@ impl PageAlloc {
         let mut no_progress_loops = 0;
         let mut oom_retries = 0;
         loop {
-            self.node().wakeup_kswapds(ac.preferred, ac.allowed);
+            self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
             let first_drain = !drained;
             // Defrag mode, with memory to spare and only the rule against
             // fragmenting in the way: reclaim would evict caches for
@@ -388,7 +388,7 @@ impl PageAlloc {
                 progress.cancel();
                 return Ok(block);
             }
-            self.node().wakeup_kswapds(ac.preferred, ac.allowed);
+            self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
             ReclaimCounters::add(&self.node().counters.nofail_waits, 1);
             progress.wait(seen);
             drained = false;

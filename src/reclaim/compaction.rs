@@ -349,7 +349,7 @@ impl Reclaim {
     /// NUMA node is woken.
     pub(crate) fn wakeup_kcompactd(&self, order: Order, preferred: ZoneIdx) {
         if order > Order::ZERO && !self.movable.is_empty() {
-            self.node.kswapd_of(self.node.zone(preferred)).wakeup_kcompactd(order.get());
+            self.node.kswapd_of(self.node.zone(preferred)).wakeup_kcompactd(order);
         }
     }
 
@@ -359,7 +359,7 @@ impl Reclaim {
     /// compaction may help.
     pub(crate) fn kcompactd(&self, nid: usize) {
         let kswapd = self.node.kswapd(nid);
-        let order = Order::from_bits(kswapd.take_compact_order() as u8);
+        let order = kswapd.take_compact_order();
         if order == Order::ZERO {
             return;
         }
