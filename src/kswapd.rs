@@ -4,13 +4,14 @@
 //!
 //! One thread per NUMA node of an arena (the kernel's `kswapd0`, `kswapd1`,
 //! ...), woken for its own node's zones and reclaiming, compacting and
-//! purging only those; one thread without NUMA. It sleeps on a condition variable and uses no CPU
-//! while every zone is above its low watermark. An allocation that leaves a
-//! zone below low wakes it. Sixteen passes in a row without progress
-//! (`MAX_RECLAIM_RETRIES`) and it gives up: it sleeps, and wake-ups are
-//! ignored until memory is freed (the kernel's `kswapd_failures`). When
-//! `purge_delay` is set it also wakes on a timer while free memory a purge
-//! could hand back is resident.
+//! purging only those; one thread without NUMA. It sleeps on a condition
+//! variable and uses no CPU while every zone of its node is above its low
+//! watermark. An allocation that leaves one of them below low wakes it.
+//! Sixteen passes in a row without progress (`MAX_RECLAIM_RETRIES`) and it
+//! gives up: it sleeps, and wake-ups are ignored until memory is freed on
+//! its node or reclaimed anywhere (the kernel's `kswapd_failures`). When
+//! `purge_delay` is set it also wakes on a timer while free memory of its
+//! node that a purge could hand back is resident.
 //!
 //! **Sleep and wake without a lost wake-up.** Wakers do not take the lock
 //! when kswapd is already awake. The pair is a Dekker handshake:
@@ -180,7 +181,7 @@ impl Kswapd {
     /// Takes kswapd's locks across `fork(2)`.
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn lock_for_fork(&self) -> KswapdForkGuard<'_> {
-        KswapdForkGuard { thread: self.thread.lock(), _state: self.state.lock() }
+        KswapdForkGuard { kswapd: self, thread: self.thread.lock(), state: self.state.lock() }
     }
 
     /// Whether kswapd has given up (`kswapd_failures >= MAX_RECLAIM_RETRIES`).
@@ -417,8 +418,9 @@ use crate::support::own_thread::OwnThread;
 /// kswapd's locks, held across `fork(2)`.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) struct KswapdForkGuard<'a> {
+    kswapd: &'a Kswapd,
     thread: MutexGuard<'a, Option<JoinHandle>>,
-    _state: MutexGuard<'a, KswapdState>,
+    state: MutexGuard<'a, KswapdState>,
 }
 
 #[cfg_attr(loom, allow(dead_code))]
@@ -426,7 +428,15 @@ impl KswapdForkGuard<'_> {
     /// In the child: kswapd was not copied. Forget its handle (joining or
     /// detaching a thread of another process is undefined) so that
     /// [`Kswapd::start`] starts a new one.
+    ///
+    /// kcompactd's order may have been raised by a waker the fork caught
+    /// before it took the lock, or taken by the parent's kswapd before it
+    /// ran: the new kswapd finds it pending either way, or a later request
+    /// of that order or below would never wake it.
     pub(crate) fn forget_thread(&mut self) {
         std::mem::forget(self.thread.take());
+        if self.kswapd.compact_order.load(Ordering::Relaxed) != 0 {
+            self.state.compact_pending = true;
+        }
     }
 }

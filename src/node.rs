@@ -192,12 +192,24 @@ impl Node {
         &self.kswapds[nid]
     }
 
+    /// The NUMA node of zone `zone`.
+    #[inline(always)]
+    pub(crate) fn nid_of(&self, zone: ZoneIdx) -> usize {
+        // Without NUMA no division: this is on every free to the lists.
+        if self.numa.is_numa() { self.numa.node_of_zone(zone) } else { 0 }
+    }
+
+    /// The NUMA node of page `pfn` (of the region).
+    #[inline(always)]
+    pub(crate) fn nid_at(&self, pfn: Pfn) -> usize {
+        // Without NUMA no lookup of the zone.
+        if self.numa.is_numa() { self.nid_of(self.zone_of(pfn).index) } else { 0 }
+    }
+
     /// The kswapd of the NUMA node `zone` is on.
     #[inline(always)]
     pub(crate) fn kswapd_of(&self, zone: &Zone) -> &Kswapd {
-        // Without NUMA no division: this is on every free to the lists.
-        let nid = if self.numa.is_numa() { self.numa.node_of_zone(zone.index) } else { 0 };
-        &self.kswapds[nid]
+        &self.kswapds[self.nid_of(zone.index)]
     }
 
     /// The reclaim settings (every node's kswapd has the same).
@@ -287,24 +299,27 @@ impl Node {
         }
     }
 
-    /// A 2 MiB block of `zone` went onto a thread's cache: a huge page of
-    /// RSS that only a purge's drain returns, so the purge timer's
-    /// handshake runs as for a free to the lists, with the node's bit of
-    /// `pcp_huge_cached` as what its kswapd's purge check sees.
+    /// A 2 MiB block of NUMA node `nid` went onto a thread's cache: a
+    /// huge page of RSS that only a purge's drain returns, so the purge
+    /// timer's handshake runs as for a free to the lists, with the node's
+    /// bit of `pcp_huge_cached` as what its kswapd's purge check sees.
     ///
     /// Already set: kswapd's purge check has seen it or will, and the
     /// purge that clears it drains this block too (the block was pushed
     /// before this load, the flag cleared before that drain).
-    #[cold]
-    pub(crate) fn huge_block_cached(&self, zone: &Zone) {
-        let kswapd = self.kswapd_of(zone);
-        let bit = 1 << kswapd.nid();
-        if self.pcp_huge_cached.load(Ordering::Relaxed) & bit != 0 {
+    #[inline]
+    pub(crate) fn huge_block_cached(&self, nid: usize) {
+        if self.pcp_huge_cached.load(Ordering::Relaxed) & (1 << nid) != 0 {
             return;
         }
-        self.pcp_huge_cached.fetch_or(bit, Ordering::Relaxed);
+        self.mark_huge_block_cached(nid);
+    }
+
+    #[cold]
+    fn mark_huge_block_cached(&self, nid: usize) {
+        self.pcp_huge_cached.fetch_or(1 << nid, Ordering::Relaxed);
         self.freer_barrier();
-        kswapd.arm_purge_timer_after_fence(|| true);
+        self.kswapds[nid].arm_purge_timer_after_fence(|| true);
     }
 
     /// The freeing side of the reclaim handshakes (NOFAIL waiters, the

@@ -521,7 +521,8 @@ fn node_reclaim_mode_reclaims_the_short_node_before_falling_back() {
 }
 
 /// A two-node arena with a kswapd per node, watermarks of 2 and 4 blocks
-/// per zone, no purge timer, and a cache of node-tagged blocks.
+/// per zone, `purge_delay`, no per-thread caches (every free reaches the
+/// lists and signals its zone's node), and a cache of node-tagged blocks.
 fn reclaiming_two_nodes(purge_delay: Option<std::time::Duration>) -> (Arc<Arena>, Arc<NodeCache>) {
     let blocks = 1 << BLOCK_ORDER;
     let arena = Arena::builder()
@@ -532,6 +533,7 @@ fn reclaiming_two_nodes(purge_delay: Option<std::time::Duration>) -> (Arc<Arena>
         .watermarks(WatermarkConfig::PerZone(Watermarks { min: 0, low: 2 * blocks, high: 4 * blocks }))
         .background_reclaim(true)
         .purge_delay(purge_delay)
+        .pcp(PcpConfig::Disabled)
         .build()
         .unwrap();
     let arena = Arc::new(arena);
@@ -549,14 +551,18 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Takes 7 of node `n`'s 8 blocks for the cache: the seventh leaves the
-/// zone below low, which wakes that node's kswapd.
+/// Takes 7 of node `n`'s 8 blocks for the cache: the seventh wakes that
+/// node's kswapd (found short at low, it is served at min, 0). Under the
+/// cache's lock, so that kswapd finds all seven and frees exactly 3 to
+/// reach high, however soon it runs (no direct reclaim can want the
+/// lock: min is 0).
 fn take_seven(arena: &Arena, cache: &NodeCache, n: usize) {
     let flags = AllocFlags::THISNODE | AllocFlags::NOWARN;
+    let mut blocks = cache.blocks.lock().unwrap();
     for _ in 0..7 {
         let block = arena.alloc_pages_node(n, BLOCK_ORDER, flags).unwrap();
         assert_eq!(arena.node_of(block), Some(n));
-        cache.blocks.lock().unwrap().push((block.as_ptr() as usize, n));
+        blocks.push((block.as_ptr() as usize, n));
     }
 }
 
@@ -573,6 +579,8 @@ fn each_nodes_kswapd_is_woken_for_its_own_zones_and_reclaims_there() {
     take_seven(&arena, &cache, 1);
     wait_until("node 1's kswapd brought it to high", || cached_on(&cache, 1) == 4);
     let (n0, n1) = (node(&arena, 0), node(&arena, 1));
+    // Counted by the sender: a wrong wake-up shows at once.
+    assert_eq!(n0.kswapd_wakeups_sent, 0, "node 0's kswapd was woken for node 1");
     assert_eq!((n0.kswapd_wakeups, n0.kswapd_passes), (0, 0), "node 0's kswapd ran for node 1");
     assert_eq!(n1.kswapd_wakeups, 1);
     assert!(n1.kswapd_passes >= 1);
@@ -598,10 +606,15 @@ fn a_free_on_one_node_sets_only_that_nodes_purge_timer() {
     let block = arena.alloc_pages_node(1, 0, AllocFlags::THISNODE).unwrap();
     // SAFETY: our page; touching it makes it resident.
     unsafe { block.as_ptr().write_bytes(1, 4096) };
-    free_all(&arena, vec![block], 0);
-    arena.drain_pcp();
+    // Both kswapds asleep without a timer (nothing resident is free):
+    // only the free's wake-up can set node 1's.
+    wait_until("both kswapds sleep", || node(&arena, 0).kswapd_sleeps >= 1 && node(&arena, 1).kswapd_sleeps >= 1);
+    assert_eq!(node(&arena, 1).purge_timer_sleeps, 0);
+    free_all(&arena, vec![block], 0); // to the lists: no per-thread cache
     wait_until("node 1's kswapd sleeps with its purge timer set", || node(&arena, 1).purge_timer_sleeps >= 1);
-    assert_eq!(node(&arena, 0).purge_timer_sleeps, 0, "node 0 has nothing to purge");
+    let n0 = node(&arena, 0);
+    assert_eq!((n0.kswapd_wakeups_sent, n0.purge_timer_sleeps), (0, 0), "node 0 has nothing to purge");
+    assert_eq!(node(&arena, 1).kswapd_wakeups_sent, 1, "the free woke node 1's kswapd");
     drop(cache);
     arena.check().unwrap();
 }
@@ -619,7 +632,7 @@ fn a_thisnode_request_wakes_only_its_nodes_kswapd_a_fallback_also_the_others_bel
     // alone is woken.
     take_seven(&arena, &cache, 1);
     wait_until("node 1's kswapd brought it to high", || cached_on(&cache, 1) == 4);
-    assert_eq!(node(&arena, 0).kswapd_wakeups, 0, "a THISNODE request woke another node's kswapd");
+    assert_eq!(node(&arena, 0).kswapd_wakeups_sent, 0, "a THISNODE request woke another node's kswapd");
     // A request that may fall back, found short on both nodes (node 1 at
     // low after two more), wakes in the slow path the other allowed nodes
     // below high too.

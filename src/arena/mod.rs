@@ -288,7 +288,7 @@ impl Arena {
             let word = unsafe { inner.node().mem_map.page_unchecked(pfn) }.info_word();
             if word & 0xffff == PageInfo::allocated_key(order) && free_fast(inner.node(), pfn, order, word) {
                 if order as usize == PCP_HUGE_ORDER {
-                    inner.node().huge_block_cached(inner.node().zone_of(pfn));
+                    inner.node().huge_block_cached(inner.node().nid_at(pfn));
                 }
                 return Ok(());
             }
@@ -513,8 +513,8 @@ impl Arena {
         self.inner.reclaim().purge(PurgeScope::All, None)
     }
 
-    /// What the reclaim thread does every `purge_delay` while free memory
-    /// costs RSS: returns the per-thread caches to the lists, then hands
+    /// What each node's reclaim thread does, for its node's zones, every
+    /// `purge_delay` while free memory there costs RSS: returns the per-thread caches to the lists, then hands
     /// back the free pages that stayed free since the last purge, and
     /// whatever free memory exceeds a sixteenth of the memory in use plus
     /// 2 MiB per zone; memory a program freed and took again in between

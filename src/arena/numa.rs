@@ -46,14 +46,18 @@ pub struct NodeStats {
     pub local_node: u64,
     /// Allocations served here for a thread running on another node.
     pub other_node: u64,
-    /// Reclaim wake-ups its kswapd ran (`pgscan_kswapd`'s wake-ups, per
-    /// node); [`ReclaimStats::kswapd_wakeups`](crate::ReclaimStats::kswapd_wakeups)
+    /// Reclaim wake-ups its kswapd ran;
+    /// [`ReclaimStats::kswapd_wakeups`](crate::ReclaimStats::kswapd_wakeups)
     /// is their sum.
     pub kswapd_wakeups: u64,
+    /// Wake-ups sent to its kswapd while it slept, counted by the sender
+    /// at once (see
+    /// [`ReclaimStats::kswapd_wakeups_sent`](crate::ReclaimStats::kswapd_wakeups_sent)).
+    pub kswapd_wakeups_sent: u64,
     /// Reclaim passes its kswapd made.
     pub kswapd_passes: u64,
     /// Its kswapd's current run of passes without progress (16 = given
-    /// up, until memory is freed on any node).
+    /// up, until memory is freed on this node or reclaimed anywhere).
     pub kswapd_failures: u32,
     /// Times its kswapd went to sleep, and of those, with its purge timer
     /// set (free memory of this node was resident).
@@ -220,7 +224,7 @@ impl Arena {
                 let own = numa.zones_of(n);
                 let kswapd = self.inner.node().kswapd(n);
                 let (kswapd_wakeups, kswapd_passes) = kswapd.runs();
-                let (kswapd_sleeps, purge_timer_sleeps, _) = kswapd.sleeps();
+                let (kswapd_sleeps, purge_timer_sleeps, kswapd_wakeups_sent) = kswapd.sleeps();
                 let mut stats = NodeStats {
                     node: n,
                     kernel_node: numa.topology().kernel_id(n).unwrap_or(n),
@@ -233,6 +237,7 @@ impl Arena {
                     local_node: 0,
                     other_node: 0,
                     kswapd_wakeups,
+                    kswapd_wakeups_sent,
                     kswapd_passes,
                     kswapd_failures: kswapd.failures(),
                     kswapd_sleeps,
