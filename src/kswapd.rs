@@ -39,6 +39,7 @@
 
 use crate::builder::ReclaimConfig;
 use crate::order::Order;
+use crate::support::boot::SysBox;
 use crate::support::sync::{
     AtomicBool, AtomicU32, AtomicU64, Condvar, Instant, JoinHandle, Mutex, MutexGuard, Ordering, fence,
 };
@@ -87,6 +88,42 @@ pub(crate) trait SleepCheck {
     fn waiter_barrier(&self);
     /// Whether free memory a purge of node `nid` would hand back is resident.
     fn purgeable(&self, nid: usize) -> bool;
+}
+
+/// Every NUMA node's kswapd, in node order: node 0's in place (the one
+/// every free and refill of a one-node arena signals, with no pointer to
+/// follow), the others out of line.
+pub(crate) struct Kswapds {
+    first: Kswapd,
+    rest: SysBox<[Kswapd]>,
+}
+
+impl Kswapds {
+    /// A kswapd for each of `nodes` nodes (at least one); `None` if the
+    /// memory for them cannot be had.
+    pub(crate) fn new(config: ReclaimConfig, nodes: usize) -> Option<Self> {
+        let rest = SysBox::<[Kswapd]>::try_from_fn(nodes.saturating_sub(1), |i| {
+            Ok::<_, std::convert::Infallible>(Kswapd::new(config, i + 1))
+        });
+        let Ok(rest) = rest;
+        Some(Self { first: Kswapd::new(config, 0), rest: rest? })
+    }
+
+    /// Node `nid`'s kswapd (`nid` below the node count).
+    #[inline(always)]
+    pub(crate) fn get(&self, nid: usize) -> &Kswapd {
+        if nid == 0 { &self.first } else { &self.rest[nid - 1] }
+    }
+
+    /// How many (one per node).
+    pub(crate) fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// Each, in node order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Kswapd> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
 }
 
 /// One NUMA node's kswapd.

@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use crate::kswapd::{Kswapd, SleepCheck};
+use crate::kswapd::{Kswapd, Kswapds, SleepCheck};
 use crate::mempolicy::NodeMask;
 use crate::numa::NumaLayout;
 use crate::order::Order;
@@ -46,9 +46,8 @@ pub(crate) struct Node {
     pub numa: NumaLayout,
     /// Threads' spread over a node's zones.
     zone_of_seq: FastMod,
-    /// A kswapd per NUMA node, in node order (one without NUMA). Out of
-    /// line: the node stays small.
-    pub kswapds: crate::support::boot::SysBox<[Kswapd]>,
+    /// A kswapd per NUMA node, in node order (one without NUMA).
+    pub kswapds: Kswapds,
     /// What NOFAIL callers wait on.
     pub progress: Progress,
     /// Held by a purge from isolating free blocks until they are back on
@@ -102,7 +101,7 @@ pub(crate) struct NodeParts {
     pub asymmetric_barriers: bool,
     pub huge_pages: HugePages,
     pub numa: NumaLayout,
-    pub kswapds: crate::support::boot::SysBox<[Kswapd]>,
+    pub kswapds: Kswapds,
 }
 
 impl Node {
@@ -189,7 +188,7 @@ impl Node {
     /// The kswapd of NUMA node `nid`.
     #[inline]
     pub(crate) fn kswapd(&self, nid: usize) -> &Kswapd {
-        &self.kswapds[nid]
+        self.kswapds.get(nid)
     }
 
     /// The NUMA node of zone `zone`.
@@ -209,12 +208,12 @@ impl Node {
     /// The kswapd of the NUMA node `zone` is on.
     #[inline(always)]
     pub(crate) fn kswapd_of(&self, zone: &Zone) -> &Kswapd {
-        &self.kswapds[self.nid_of(zone.index)]
+        self.kswapds.get(self.nid_of(zone.index))
     }
 
     /// The reclaim settings (every node's kswapd has the same).
     pub(crate) fn reclaim_config(&self) -> &crate::builder::ReclaimConfig {
-        self.kswapds[0].config()
+        self.kswapds.get(0).config()
     }
 
     /// The zones of NUMA node `nid` (every zone without NUMA).
@@ -232,16 +231,16 @@ impl Node {
     /// zonelist falls back to them.
     pub(crate) fn wakeup_kswapds(&self, preferred: ZoneIdx, (allowed, this_node): (NodeMask, bool)) {
         if !self.numa.is_numa() {
-            return self.kswapds[0].wakeup();
+            return self.kswapds.get(0).wakeup();
         }
         let home = self.numa.node_of_zone(preferred);
-        self.kswapds[home].wakeup();
+        self.kswapds.get(home).wakeup();
         if this_node {
             return;
         }
         for nid in (0..self.numa.nodes()).filter(|&n| n != home && allowed.contains(n)) {
             if self.zones_of(nid).iter().any(|z| z.below(Mark::High)) {
-                self.kswapds[nid].wakeup();
+                self.kswapds.get(nid).wakeup();
             }
         }
     }
@@ -279,22 +278,21 @@ impl Node {
     /// zone's node should run.
     #[inline]
     pub(crate) fn pages_returned(&self, zone: &Zone) {
-        self.returned_to(std::slice::from_ref(self.kswapd_of(zone)));
+        let kswapd = self.kswapd_of(zone);
+        kswapd.memory_freed();
+        // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
+        self.freer_barrier();
+        self.progress.signal_after_fence();
+        kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory(kswapd.nid()));
     }
 
     /// Pages went back to the lists of any zones (a drain of the caches):
     /// [`pages_returned`](Self::pages_returned) for every node.
     pub(crate) fn pages_returned_anywhere(&self) {
-        self.returned_to(&self.kswapds);
-    }
-
-    #[inline]
-    fn returned_to(&self, kswapds: &[Kswapd]) {
-        kswapds.iter().for_each(Kswapd::memory_freed);
-        // One barrier for both handshakes (`kswapd.rs`, `progress.rs`).
+        self.kswapds.iter().for_each(Kswapd::memory_freed);
         self.freer_barrier();
         self.progress.signal_after_fence();
-        for kswapd in kswapds {
+        for kswapd in self.kswapds.iter() {
             kswapd.arm_purge_timer_after_fence(|| self.has_purgeable_memory(kswapd.nid()));
         }
     }
@@ -319,7 +317,7 @@ impl Node {
     fn mark_huge_block_cached(&self, nid: usize) {
         self.pcp_huge_cached.fetch_or(1 << nid, Ordering::Relaxed);
         self.freer_barrier();
-        self.kswapds[nid].arm_purge_timer_after_fence(|| true);
+        self.kswapds.get(nid).arm_purge_timer_after_fence(|| true);
     }
 
     /// The freeing side of the reclaim handshakes (NOFAIL waiters, the

@@ -3,7 +3,7 @@
 //! (`global/lifecycle.rs`), and what the child does with them.
 
 use crate::arena::Arena;
-use crate::kswapd::{Kswapd, KswapdForkGuard};
+use crate::kswapd::KswapdForkGuard;
 use crate::node::Node;
 use crate::pcp::FrozenSets;
 use crate::reclaim::movable::{MovableForkGuard, MovableRegistry};
@@ -42,7 +42,8 @@ impl Arena {
         let caches = arena.reclaim().pcp.freeze()?;
         let purging = node.purging.lock();
         let zones = std::array::from_fn(|z| node.zones.get(z).map(Zone::lock));
-        let kswapds = std::array::from_fn(|nid| node.kswapds.get(nid).map(Kswapd::lock_for_fork));
+        let kswapds =
+            std::array::from_fn(|nid| (nid < node.kswapds.len()).then(|| node.kswapds.get(nid).lock_for_fork()));
         let progress = node.progress.lock_for_fork();
         Some(ArenaForkGuard {
             node,

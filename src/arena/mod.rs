@@ -23,7 +23,7 @@ use crate::compact_state::CompactCounters;
 use crate::error::{AllocError, BuildError, CapacityError, FreeError};
 use crate::fault::FaultState;
 use crate::flags::AllocFlags;
-use crate::kswapd::Kswapd;
+use crate::kswapd::Kswapds;
 use crate::node::{Node, NodeParts};
 use crate::order::Order;
 use crate::page::{MemMap, PageInfo, PageMeta, SIDE_SLOT_BYTES, SideTable};
@@ -201,8 +201,7 @@ impl Arena {
         let pcp_enabled = config.pcp != PcpConfig::Disabled && config.fault.is_none() && asymmetric_barriers;
         let numa =
             numa::layout((config.topology.as_ref(), config.node_reclaim_mode), layout.zones_per_node, &region, &zones)?;
-        let kswapds = SysBox::<[Kswapd]>::try_from_fn(numa.nodes(), |nid| Ok(Kswapd::new(config.reclaim, nid)))?
-            .ok_or(BuildError::OutOfMetadataMemory)?;
+        let kswapds = Kswapds::new(config.reclaim, numa.nodes()).ok_or(BuildError::OutOfMetadataMemory)?;
         let node = Node::new(NodeParts {
             region,
             mem_map,
