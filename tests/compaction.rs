@@ -350,21 +350,26 @@ fn failed_compaction_is_deferred() {
     arena.check().unwrap();
 }
 
+/// Fills all the memory with owned pages, then frees all but one in 32
+/// (and returns the caches): every pageblock keeps pages in use.
+fn fill_keeping_one_in_32(arena: &Arena, table: &Table, handle: &zonealloc::MovableHandle<'_>) {
+    let mut pages = 0;
+    while table.alloc(handle, 0, AllocFlags::NORETRY).is_some() {
+        pages += 1;
+    }
+    for slot in (0..pages).filter(|s| s % 32 != 0) {
+        table.free(arena, slot);
+    }
+    arena.drain_pcp();
+}
+
 #[test]
 fn kcompactd_compacts_after_an_atomic_huge_page_request_fails() {
     let arena = Arena::builder().region_size(32 << 20).zones(1).build().unwrap();
     let table = Arc::new(Table::default());
     let handle = arena.register_movable(table.clone());
-    // Fill all the memory with owned pages and keep one in 32: no order-9
-    // block is free, and order-0 requests never compact.
-    let mut pages = 0;
-    while table.alloc(&handle, 0, AllocFlags::NORETRY).is_some() {
-        pages += 1;
-    }
-    for slot in (0..pages).filter(|s| s % 32 != 0) {
-        table.free(&arena, slot);
-    }
-    arena.drain_pcp();
+    // No order-9 block is free, and order-0 requests never compact.
+    fill_keeping_one_in_32(&arena, &table, &handle);
     assert_eq!(huge_free(&arena), 0);
     // A request that cannot wait never compacts; it wakes kcompactd,
     // whose work may even be done before the request's own retry.
@@ -402,16 +407,9 @@ fn a_nodes_kcompactd_compacts_only_that_nodes_zones() {
         .unwrap();
     let table = Arc::new(Table::default());
     let handle = arena.register_movable(table.clone());
-    // Both nodes full of owned pages (the local one first, then the
-    // fallback), one in 32 kept: no order-9 block free on either.
-    let mut pages = 0;
-    while table.alloc(&handle, 0, AllocFlags::NORETRY).is_some() {
-        pages += 1;
-    }
-    for slot in (0..pages).filter(|s| s % 32 != 0) {
-        table.free(&arena, slot);
-    }
-    arena.drain_pcp();
+    // Both nodes (the local one first, then the fallback): no order-9
+    // block free on either.
+    fill_keeping_one_in_32(&arena, &table, &handle);
     assert_eq!((huge_free_in(&arena, 0), huge_free_in(&arena, 1)), (0, 0));
     // An atomic request for node 1 alone wakes node 1's kcompactd.
     let atomic = AllocFlags::ATOMIC | AllocFlags::THISNODE | AllocFlags::NOWARN;
