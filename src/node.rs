@@ -191,24 +191,17 @@ impl Node {
         self.kswapds.get(nid)
     }
 
-    /// The NUMA node of zone `zone`.
-    #[inline(always)]
-    pub(crate) fn nid_of(&self, zone: ZoneIdx) -> usize {
-        // Without NUMA no division: this is on every free to the lists.
-        if self.numa.is_numa() { self.numa.node_of_zone(zone) } else { 0 }
-    }
-
     /// The NUMA node of page `pfn` (of the region).
     #[inline(always)]
     pub(crate) fn nid_at(&self, pfn: Pfn) -> usize {
         // Without NUMA no lookup of the zone.
-        if self.numa.is_numa() { self.nid_of(self.zone_of(pfn).index) } else { 0 }
+        if self.numa.is_numa() { self.numa.node_of_zone(self.zone_of(pfn).index) } else { 0 }
     }
 
     /// The kswapd of the NUMA node `zone` is on.
     #[inline(always)]
     pub(crate) fn kswapd_of(&self, zone: &Zone) -> &Kswapd {
-        self.kswapds.get(self.nid_of(zone.index))
+        self.kswapds.get(self.numa.node_of_zone(zone.index))
     }
 
     /// The reclaim settings (every node's kswapd has the same).
@@ -230,9 +223,6 @@ impl Node {
     /// kernel's `pgdat_balanced` test in `wakeup_kswapd`), since the
     /// zonelist falls back to them.
     pub(crate) fn wakeup_kswapds(&self, preferred: ZoneIdx, (allowed, this_node): (NodeMask, bool)) {
-        if !self.numa.is_numa() {
-            return self.kswapds.get(0).wakeup();
-        }
         let home = self.numa.node_of_zone(preferred);
         self.kswapds.get(home).wakeup();
         if this_node {

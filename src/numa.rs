@@ -97,9 +97,13 @@ impl NumaLayout {
         self.zones_per_node
     }
 
-    /// The node zone `zone` belongs to.
+    /// The node zone `zone` belongs to: 0 without NUMA, with no division
+    /// (every free to the lists asks, for its zone's kswapd).
     #[inline(always)]
     pub(crate) fn node_of_zone(&self, zone: ZoneIdx) -> usize {
+        if !self.is_numa() {
+            return 0;
+        }
         zone.index() / self.zones_per_node
     }
 

@@ -206,8 +206,7 @@ impl Arena {
     /// the region.
     pub fn node_of(&self, ptr: NonNull<u8>) -> Option<usize> {
         let node = self.inner.node();
-        let pfn = node.region.pfn_of(ptr.as_ptr() as usize)?;
-        Some(node.numa.node_of_zone(node.zone_of(pfn).index))
+        Some(node.nid_at(node.region.pfn_of(ptr.as_ptr() as usize)?))
     }
 
     /// Each node's `numastat` counters, in `numastat(8)`'s table.

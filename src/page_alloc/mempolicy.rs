@@ -79,9 +79,11 @@ impl PageAlloc {
             },
             None => self.alloc_from_zones(request, flags, ac)?,
         };
-        let zone = node.zone_of(block.pfn);
-        if interleaved && node.numa.node_of_zone(zone.index) == intended {
-            zone.numa_events.interleave_hit.fetch_add(1, Ordering::Relaxed);
+        if interleaved {
+            let zone = node.zone_of(block.pfn);
+            if node.numa.node_of_zone(zone.index) == intended {
+                zone.numa_events.interleave_hit.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(block)
     }

@@ -292,7 +292,7 @@ impl PageAlloc {
         let defrag = self.node().defrag_mode;
         let compact_order = if defrag { order.max(self.node().zone(ac.preferred).pageblock_order) } else { order };
         self.reclaim.wakeup_kcompactd(order, ac.preferred);
-        self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
+        self.wake_all_kswapds(ac);
         if let Some(block) = self.get_page_from_freelist(request, mode, ac) {
             return Ok(block);
         }
@@ -320,7 +320,7 @@ impl PageAlloc {
         let mut no_progress_loops = 0;
         let mut oom_retries = 0;
         loop {
-            self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
+            self.wake_all_kswapds(ac);
             let first_drain = !drained;
             // Defrag mode, with memory to spare and only the rule against
             // fragmenting in the way: reclaim would evict caches for
@@ -388,13 +388,19 @@ impl PageAlloc {
                 progress.cancel();
                 return Ok(block);
             }
-            self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
+            self.wake_all_kswapds(ac);
             ReclaimCounters::add(&self.node().counters.nofail_waits, 1);
             progress.wait(seen);
             drained = false;
             no_progress_loops = 0;
         }
         self.fragmenting_fallback(request, mode, ac).ok_or_else(|| self.nopage(order, flags))
+    }
+
+    /// `wake_all_kswapds`: the kswapds of the nodes `ac` may allocate on
+    /// ([`Node::wakeup_kswapds`]).
+    fn wake_all_kswapds(&self, ac: AllocContext) {
+        self.node().wakeup_kswapds(ac.preferred, (ac.allowed, ac.this_node));
     }
 
     /// `should_compact_retry`: a higher priority may move what a lower one

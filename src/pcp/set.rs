@@ -439,7 +439,7 @@ impl PcpSet {
                 }
                 zp.count[o].store(n, Ordering::Relaxed);
                 if o == PCP_HUGE_ORDER && n != 0 {
-                    node.huge_block_cached(node.nid_of(zone));
+                    node.huge_block_cached(node.numa.node_of_zone(zone));
                 }
             });
         }

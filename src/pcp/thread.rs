@@ -85,6 +85,12 @@ const EMPTY: Entry = Entry {
 /// and never reach it.
 const BYPASS: u64 = 1 << 63;
 
+/// The id an entry of arena `arena_id` carries: with [`BYPASS`] if the
+/// fast paths are to pass it by.
+fn entry_id(arena_id: u64, bypass: bool) -> u64 {
+    if bypass { arena_id | BYPASS } else { arena_id }
+}
+
 /// Turns an allocated head's info word into the cached head's: the states
 /// differ in one bit, and allocated heads carry no content flags.
 pub(super) const ALLOCATED_TO_CACHED: u32 = PageState::Allocated as u32 ^ PageState::Cached as u32;
@@ -140,7 +146,7 @@ impl ThreadCaches {
                 let pcps = &unsafe { set.as_ref() }.pcps;
                 let bypass = node.numa.is_numa() && crate::mempolicy::bypasses_cache(node.id);
                 let mut entry = Entry {
-                    arena_id: if bypass { node.id | BYPASS } else { node.id },
+                    arena_id: entry_id(node.id, bypass),
                     set,
                     hot: NonNull::dangling(),
                     // From the whole slice, so that the fast paths may step
@@ -388,7 +394,7 @@ pub(crate) fn bypass_own_cache(node: &Node, bypass: bool) {
         for cell in &caches.entries {
             let mut entry = cell.get();
             if entry.serves(node.id) {
-                entry.arena_id = if bypass { node.id | BYPASS } else { node.id };
+                entry.arena_id = entry_id(node.id, bypass);
                 cell.set(entry);
             }
         }
