@@ -12,6 +12,8 @@ use std::ptr::NonNull;
 
 use crate::error::BuildError;
 use crate::pfn::Pfn;
+#[cfg(not(loom))]
+use crate::support::sysfs;
 use crate::{PAGE_SHIFT, PAGE_SIZE};
 
 /// How the region is backed by huge pages.
@@ -320,20 +322,7 @@ fn page_size() -> usize {
 /// Free 2 MiB huge pages, read from sysfs without allocating; `None` if unknown.
 #[cfg(not(loom))]
 fn free_huge_pages() -> Option<usize> {
-    let path = c"/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages";
-    // SAFETY: a valid NUL-terminated path; the fd is closed below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
     let mut buf = [0u8; 32];
-    // SAFETY: `buf` is a writable buffer of the length given.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    // SAFETY: fd was opened above and is closed once.
-    unsafe { libc::close(fd) };
-    let digits = buf.get(..usize::try_from(n).ok()?)?;
-    digits
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .try_fold(0usize, |acc, b| acc.checked_mul(10)?.checked_add(usize::from(b - b'0')))
+    let text = sysfs::read_file(format_args!("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"), &mut buf)?;
+    sysfs::parse_number(text.trim_ascii())
 }

@@ -10,6 +10,7 @@
 use std::fmt;
 
 use crate::error::TopologyError;
+use crate::support::sysfs::{parse_number, read_file};
 
 /// The most nodes a topology has.
 pub const MAX_NUMNODES: usize = 16;
@@ -105,6 +106,7 @@ impl Topology {
     /// `None` after reading only the list of online nodes otherwise (what
     /// the global allocator asks at start-up, where one node means no
     /// topology at all).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn detect_numa() -> Option<Self> {
         detect_sysfs(2)
     }
@@ -373,58 +375,6 @@ fn detect_sysfs(min_nodes: usize) -> Option<Topology> {
     fits.then_some(t)
 }
 
-/// Reads the small file at the formatted `path` into `buf`, without
-/// allocating: `None` if it cannot be read or fills `buf`.
-fn read_file<'a>(path: fmt::Arguments<'_>, buf: &'a mut [u8]) -> Option<&'a [u8]> {
-    use fmt::Write as _;
-    struct PathBuf {
-        bytes: [u8; 128],
-        len: usize,
-    }
-    impl fmt::Write for PathBuf {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let end = self.len + s.len();
-            // One byte kept for the NUL.
-            if end >= self.bytes.len() {
-                return Err(fmt::Error);
-            }
-            self.bytes[self.len..end].copy_from_slice(s.as_bytes());
-            self.len = end;
-            Ok(())
-        }
-    }
-    let mut p = PathBuf { bytes: [0; 128], len: 0 };
-    p.write_fmt(path).ok()?;
-    read_path(&p.bytes[..=p.len], buf)
-}
-
-#[cfg(not(loom))]
-fn read_path<'a>(nul_terminated: &[u8], buf: &'a mut [u8]) -> Option<&'a [u8]> {
-    // SAFETY: `nul_terminated` ends with its only NUL (the path was
-    // written from a `str` of path components without NULs).
-    let fd = unsafe { libc::open(nul_terminated.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    let mut len = 0;
-    while len < buf.len() {
-        // SAFETY: reading into the unfilled rest of our own buffer.
-        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        if n <= 0 {
-            break;
-        }
-        len += n as usize;
-    }
-    // SAFETY: closing the descriptor opened above, once.
-    unsafe { libc::close(fd) };
-    (len < buf.len()).then(|| &buf[..len])
-}
-
-#[cfg(loom)]
-fn read_path<'a>(_nul_terminated: &[u8], _buf: &'a mut [u8]) -> Option<&'a [u8]> {
-    None
-}
-
 /// Calls `f` on each number of a kernel list (`0-3,8,10-11`); `None` if
 /// the list is malformed.
 fn parse_list(list: &[u8], mut f: impl FnMut(usize)) -> Option<()> {
@@ -445,13 +395,6 @@ fn parse_list(list: &[u8], mut f: impl FnMut(usize)) -> Option<()> {
         (first..=last).for_each(&mut f);
     }
     Some(())
-}
-
-fn parse_number(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! concurrency facade and its barriers, storage for the arena's own
 //! structures, the allocator beneath it, messages that never allocate and
 //! their rate limit, the build-once cell, the allocator's own threads,
-//! and the snapshot list the registries share. Nothing here names a
+//! the snapshot list the registries share, and small kernel files read
+//! without allocating. Nothing here names a
 //! module outside this folder.
 
 #[cfg(not(loom))]
@@ -16,3 +17,4 @@ pub(crate) mod report;
 pub(crate) mod snapshot_list;
 pub(crate) mod sync;
 pub(crate) mod sysalloc;
+pub(crate) mod sysfs;
