@@ -279,7 +279,7 @@ impl Node {
     /// Pages went back to the lists of any zones (a drain of the caches):
     /// [`pages_returned`](Self::pages_returned) for every node.
     pub(crate) fn pages_returned_anywhere(&self) {
-        self.kswapds.iter().for_each(Kswapd::memory_freed);
+        self.memory_freed();
         self.freer_barrier();
         self.progress.signal_after_fence();
         for kswapd in self.kswapds.iter() {
